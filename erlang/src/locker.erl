@@ -1,0 +1,245 @@
+%% @doc Distributed lease and lock store, wire-compatible with wooga's
+%% `locker'.
+%%
+%% A cluster is a set of masters, which vote in a two-phase write with
+%% quorum W, and replicas, which receive the masters' transaction log
+%% asynchronously. Every node runs one server registered as `locker'
+%% ({@link locker_server}); its state lives in a Rust store behind a NIF,
+%% which {@link dirty_read/1} reads directly from the calling process.
+%%
+%% The coordinator functions ({@link lock/4}, {@link update/4},
+%% {@link extend_lease/4}, {@link release/3}) run in the caller and send
+%% exactly the requests of the original protocol, so original nodes, these
+%% nodes and `lockerd' can share a cluster.
+%%
+%% ```
+%% {ok, _} = locker:start_link(2),
+%% ok = locker:set_nodes([node() | nodes()], [node() | nodes()], []),
+%% {ok, 2, 3, 3} = locker:lock(my_key, self(), 10000),
+%% {ok, Pid} = locker:dirty_read(my_key),
+%% {ok, 2, 3, 3} = locker:release(my_key, self()).
+%% '''
+%% @end
+-module(locker).
+
+-export([start_link/1, start_link/4]).
+-export([set_w/2, set_nodes/3]).
+-export([lock/2, lock/3, lock/4, update/3, update/4, extend_lease/3, extend_lease/4, release/2, release/3]).
+-export([wait_for/2, wait_for_release/1, wait_for_release/2]).
+-export([dirty_read/1, master_dirty_read/1]).
+-export([lag/0, summary/0, get_meta/0, get_debug_state/0]).
+
+-define(LEASE_LENGTH, 2000).
+-define(TIMEOUT, 5000).
+
+-type key() :: term().
+-type value() :: term().
+-type lock_result() :: {ok, W :: pos_integer(), Votes :: non_neg_integer(), Commits :: non_neg_integer()}
+    | {error, no_quorum}.
+-export_type([key/0, value/0, lock_result/0]).
+
+%%====================================================================
+%% Server
+%%====================================================================
+
+%% @doc Starts the `locker' server with write quorum `W' and the default
+%% intervals: lease sweep 1000 ms, promise sweep 1000 ms, log push 100 ms.
+-spec start_link(pos_integer()) -> {ok, pid()} | {error, term()}.
+start_link(W) ->
+    start_link(W, 1000, 1000, 100).
+
+%% @doc Starts the `locker' server, registered locally as `locker'.
+%% Leases survive a crash and restart of the server within the same VM
+%% (they live in the NIF store); pending promises and waiters do not.
+-spec start_link(pos_integer(), pos_integer(), pos_integer(), pos_integer()) ->
+    {ok, pid()} | {error, term()}.
+start_link(W, LeaseExpireInterval, LockExpireInterval, PushTransInterval) ->
+    Args = [W, LeaseExpireInterval, LockExpireInterval, PushTransInterval],
+    gen_server:start_link({local, locker}, locker_server, Args, []).
+
+%% @doc Sets the write quorum on every node of `Cluster'.
+-spec set_w([node()], pos_integer()) -> ok.
+set_w(Cluster, W) when is_integer(W), W > 0 ->
+    {_Replies, []} = gen_server:multi_call(Cluster, locker, {set_w, W}),
+    ok.
+
+%% @doc Sets masters (`Primaries') and replicas on every node of `Cluster'.
+-spec set_nodes([node()], [node()], [node()]) -> ok.
+set_nodes(Cluster, Primaries, Replicas) ->
+    {_Replies, []} = gen_server:multi_call(Cluster, locker, {set_nodes, Primaries, Replicas}),
+    ok.
+
+%%====================================================================
+%% Coordinator
+%%====================================================================
+
+%% @equiv lock(Key, Value, 2000)
+-spec lock(key(), value()) -> lock_result().
+lock(Key, Value) ->
+    lock(Key, Value, ?LEASE_LENGTH).
+
+%% @equiv lock(Key, Value, LeaseLength, 5000)
+-spec lock(key(), value(), non_neg_integer()) -> lock_result().
+lock(Key, Value, LeaseLength) ->
+    lock(Key, Value, LeaseLength, ?TIMEOUT).
+
+%% @doc Takes `Key' for `Value' for `LeaseLength' milliseconds if it is
+%% free on a quorum of masters. Returns `{ok, W, Votes, Commits}': the
+%% quorum, how many masters promised the key, how many stored it; or
+%% `{error, no_quorum}' (nothing is stored then).
+-spec lock(key(), value(), non_neg_integer(), timeout()) -> lock_result().
+lock(Key, Value, LeaseLength, Timeout) ->
+    two_phase(Key, not_found, Timeout, fun(Nodes, _Replicas, Tag) ->
+        count_ok(locker_call:multi_call(Nodes, {write, Tag, Key, Value, LeaseLength}, Timeout))
+    end).
+
+%% @equiv update(Key, Value, NewValue, 5000)
+-spec update(key(), value(), value()) -> lock_result().
+update(Key, Value, NewValue) ->
+    update(Key, Value, NewValue, ?TIMEOUT).
+
+%% @doc Replaces the value of `Key' by `NewValue' if a quorum of masters
+%% holds `Value'; the lease keeps its expiry. Replies as {@link lock/4}.
+-spec update(key(), value(), value(), timeout()) -> lock_result().
+update(Key, Value, NewValue, Timeout) ->
+    two_phase(Key, Value, Timeout, fun(Nodes, _Replicas, Tag) ->
+        count_ok(locker_call:multi_call(Nodes, {update, Tag, Key, NewValue}, Timeout))
+    end).
+
+%% @equiv extend_lease(Key, Value, LeaseLength, 5000)
+-spec extend_lease(key(), value(), non_neg_integer()) -> ok | {error, no_quorum}.
+extend_lease(Key, Value, LeaseLength) ->
+    extend_lease(Key, Value, LeaseLength, ?TIMEOUT).
+
+%% @doc Makes the lease of `Key' (held by `Value') expire `LeaseLength'
+%% milliseconds from now on every master that answers; a master that had
+%% lost the key stores it again. Returns `ok' or `{error, no_quorum}'.
+-spec extend_lease(key(), value(), non_neg_integer(), timeout()) -> ok | {error, no_quorum}.
+extend_lease(Key, Value, LeaseLength, Timeout) ->
+    Result = two_phase(Key, Value, Timeout, fun(Nodes, _Replicas, Tag) ->
+        {Replies, _Bad} = locker_call:multi_call(Nodes, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
+        Failed = [N || {N, R} <- Replies, R =/= ok],
+        _ = Failed =/= [] andalso locker_call:multi_call(Failed, {release_write_lock, Tag}, Timeout),
+        0
+    end),
+    case Result of
+        {ok, _, _, _} -> ok;
+        Error -> Error
+    end.
+
+%% @equiv release(Key, Value, 5000)
+-spec release(key(), value()) -> lock_result().
+release(Key, Value) ->
+    release(Key, Value, ?TIMEOUT).
+
+%% @doc Deletes `Key' if a quorum of masters holds `Value', on masters and
+%% replicas. Replies as {@link lock/4}.
+-spec release(key(), value(), timeout()) -> lock_result().
+release(Key, Value, Timeout) ->
+    two_phase(Key, Value, Timeout, fun(Nodes, Replicas, Tag) ->
+        count_ok(locker_call:multi_call(Nodes ++ Replicas, {release, Key, Value, Tag}, Timeout))
+    end).
+
+two_phase(Key, Expected, Timeout, Commit) ->
+    {Nodes, Replicas, W} = get_meta(),
+    Tag = make_ref(),
+    Votes = count_ok(locker_call:multi_call(Nodes, {get_write_lock, Key, Expected, Tag}, Timeout)),
+    case Votes >= W of
+        true ->
+            {ok, W, Votes, Commit(Nodes, Replicas, Tag)};
+        false ->
+            _ = locker_call:multi_call(Nodes, {release_write_lock, Tag}, Timeout),
+            {error, no_quorum}
+    end.
+
+count_ok({Replies, _Bad}) ->
+    length([ok || {_, ok} <- Replies]).
+
+%%====================================================================
+%% Reads and waits
+%%====================================================================
+
+%% @doc Reads `Key' from this node's store, in the calling process (no
+%% message). Not a quorum read: a replica may lag, and a value may be
+%% superseded the moment it is returned. A lease past its expiry time is
+%% never returned, even before the sweep deletes it.
+-spec dirty_read(key()) -> {ok, value()} | {error, not_found}.
+dirty_read(Key) ->
+    locker_nif:dirty_read(Key).
+
+%% @doc A dirty read on a master: locally if this node is one, else on a
+%% random master through `rpc'.
+-spec master_dirty_read(key()) -> {ok, value()} | {error, not_found} | {badrpc, term()}.
+master_dirty_read(Key) ->
+    {Nodes, _, _} = get_meta(),
+    case lists:member(node(), Nodes) of
+        true ->
+            dirty_read(Key);
+        false when Nodes =:= [] ->
+            {badrpc, no_masters};
+        false ->
+            Master = lists:nth(rand:uniform(length(Nodes)), Nodes),
+            rpc:call(Master, locker, dirty_read, [Key])
+    end.
+
+%% @doc Waits until `Key' has a value on this node (it arrives through the
+%% replication log or a write). Exits like `gen_server:call/3' on timeout.
+%% Unlike the original, a value that arrives between the local read and
+%% the call to the server is not missed.
+-spec wait_for(key(), timeout()) -> {ok, value()}.
+wait_for(Key, Timeout) ->
+    case dirty_read(Key) of
+        {ok, Value} -> {ok, Value};
+        {error, not_found} -> gen_server:call(locker, {wait_for, Key, Timeout}, Timeout)
+    end.
+
+%% @equiv wait_for_release(Key, 5000)
+-spec wait_for_release(key()) -> {ok, released} | {error, key_not_locked}.
+wait_for_release(Key) ->
+    wait_for_release(Key, ?TIMEOUT).
+
+%% @doc Waits until `Key' is released or expires on this node; returns
+%% `{error, key_not_locked}' at once if it holds no value here. Exits like
+%% `gen_server:call/3' on timeout.
+-spec wait_for_release(key(), timeout()) -> {ok, released} | {error, key_not_locked}.
+wait_for_release(Key, Timeout) ->
+    case dirty_read(Key) of
+        {ok, _} -> gen_server:call(locker, {wait_for_release, Key, Timeout}, Timeout);
+        {error, not_found} -> {error, key_not_locked}
+    end.
+
+%%====================================================================
+%% Operators
+%%====================================================================
+
+%% @doc Times a lock and release of a probe key: `{Millis, LockResult}'.
+-spec lag() -> {float(), lock_result()}.
+lag() ->
+    Key = {'__lock_lag_probe', os:timestamp()},
+    {Time, Result} = timer:tc(fun() -> lock(Key, foo, 2000) end),
+    _ = release(Key, foo),
+    {Time / 1000, Result}.
+
+%% @doc Counts of live promises and leases on this node.
+-spec summary() -> [{write_locks | leases, non_neg_integer()}].
+summary() ->
+    {ok, WriteLocks, Leases, _, _, _} = get_debug_state(),
+    [{write_locks, length(WriteLocks)}, {leases, length(Leases)}].
+
+%% @doc This node's view of the cluster: `{Masters, Replicas, W}'.
+%% Throws `{locker, no_such_meta_key}' when the server is not started.
+-spec get_meta() -> {[node()], [node()], pos_integer()}.
+get_meta() ->
+    case persistent_term:get({locker, meta}, undefined) of
+        undefined -> throw({locker, no_such_meta_key});
+        Meta -> Meta
+    end.
+
+%% @doc `{ok, Promises, Leases, LeaseTimer, LockTimer, PushTimer}':
+%% promises as `{Key, Tag, ExpiresAtMs}', leases as
+%% `{Key, Value, ExpiresAtMs}' (wall-clock milliseconds), and the three
+%% interval timers (cancel them with `timer:cancel/1' to drive time by
+%% hand with `expire_leases', `expire_locks' and `push_trans_log').
+-spec get_debug_state() -> {ok, list(), list(), term(), term(), term()}.
+get_debug_state() ->
+    gen_server:call(locker, get_debug_state).

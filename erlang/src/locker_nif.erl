@@ -1,0 +1,99 @@
+%% @doc The NIF store of this node (Rust, `native/locker_nif').
+%%
+%% Only {@link locker_server} changes the store; any process may call
+%% {@link dirty_read/1}. Every function raises `badarg' on bad arguments
+%% and never crashes the VM. Not a public API: use {@link locker}.
+%% @end
+-module(locker_nif).
+
+-export([
+    dirty_read/1,
+    get_write_lock/3,
+    release_write_lock/1,
+    write/4,
+    update/3,
+    extend_lease/4,
+    release/3,
+    wait_for/3,
+    wait_for_release/3,
+    sweep/1,
+    next_wakeup/0,
+    take_log/1,
+    replay/2,
+    debug_state/0,
+    stats/0,
+    configure/2,
+    reset_volatile/0,
+    clear/0
+]).
+
+-on_load(load/0).
+
+-type wake() :: {non_neg_integer(), {ok, term()}}.
+-export_type([wake/0]).
+
+-spec load() -> ok | {error, term()}.
+load() ->
+    Dir =
+        case code:priv_dir(locker) of
+            {error, _} -> filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+            D -> D
+        end,
+    erlang:load_nif(filename:join(Dir, "liblocker_nif"), 0).
+
+-define(NIF, erlang:nif_error({nif_not_loaded, ?MODULE})).
+
+-spec dirty_read(term()) -> {ok, term()} | {error, not_found}.
+dirty_read(_Key) -> ?NIF.
+
+-spec get_write_lock(term(), term(), term()) -> ok | {error, already_locked | not_expected_value}.
+get_write_lock(_Key, _Expected, _Tag) -> ?NIF.
+
+-spec release_write_lock(term()) -> ok.
+release_write_lock(_Tag) -> ?NIF.
+
+-spec write(term(), term(), term(), number()) -> [wake()].
+write(_Tag, _Key, _Value, _LeaseMs) -> ?NIF.
+
+-spec update(term(), term(), term()) -> ok.
+update(_Tag, _Key, _Value) -> ?NIF.
+
+-spec extend_lease(term(), term(), term(), number()) -> [wake()].
+extend_lease(_Tag, _Key, _Value, _LeaseMs) -> ?NIF.
+
+-spec release(term(), term(), term()) -> {ok, [wake()]} | {error, not_owner | not_found}.
+release(_Key, _Value, _Tag) -> ?NIF.
+
+-spec wait_for(term(), non_neg_integer(), timeout()) -> {ok, term()} | pending.
+wait_for(_Key, _Id, _Timeout) -> ?NIF.
+
+-spec wait_for_release(term(), non_neg_integer(), timeout()) -> {ok, released} | pending.
+wait_for_release(_Key, _Id, _Timeout) -> ?NIF.
+
+-spec sweep(pos_integer()) ->
+    {boolean(), [wake()], [non_neg_integer()], non_neg_integer(), non_neg_integer()}.
+sweep(_Budget) -> ?NIF.
+
+-spec next_wakeup() -> non_neg_integer() | infinity.
+next_wakeup() -> ?NIF.
+
+-spec take_log(pos_integer()) -> [tuple()].
+take_log(_Max) -> ?NIF.
+
+-spec replay(list(), pos_integer()) -> {[wake()], list(), non_neg_integer()}.
+replay(_Entries, _Max) -> ?NIF.
+
+-spec debug_state() -> {[{term(), term(), integer()}], [{term(), term(), integer()}]}.
+debug_state() -> ?NIF.
+
+-spec stats() -> #{atom() => non_neg_integer()}.
+stats() -> ?NIF.
+
+-spec configure(non_neg_integer(), boolean()) -> ok.
+configure(_PromiseTtlMs, _LogEnabled) -> ?NIF.
+
+-spec reset_volatile() -> ok.
+reset_volatile() -> ?NIF.
+
+-spec clear() -> ok.
+clear() -> ?NIF.

@@ -1,0 +1,46 @@
+defmodule Mix.Tasks.Compile.LockerNif do
+  @moduledoc "Builds the Rust NIF with cargo and installs it in priv/ (no Hex package needed)."
+  use Mix.Task.Compiler
+
+  @impl true
+  def run(_args) do
+    case System.cmd("sh", ["native/build_nif.sh"], stderr_to_stdout: true) do
+      {_, 0} ->
+        # priv/ may not have existed when Mix linked the build directory.
+        Mix.Project.build_structure()
+        {:ok, []}
+
+      {out, status} ->
+        Mix.shell().error(out)
+        Mix.raise("cargo build of the locker NIF failed (exit #{status})")
+    end
+  end
+end
+
+defmodule Locker.MixProject do
+  use Mix.Project
+
+  def project do
+    [
+      app: :locker,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      compilers: [:locker_nif] ++ Mix.compilers(),
+      erlc_paths: ["erlang/src"],
+      erlc_options: [:debug_info, :warnings_as_errors],
+      elixirc_paths: ["elixir/lib"],
+      elixirc_options: [warnings_as_errors: true],
+      test_paths: ["elixir/test"],
+      start_permanent: Mix.env() == :prod,
+      deps: []
+    ]
+  end
+
+  def application do
+    [
+      mod: {:locker_app, []},
+      extra_applications: [:logger],
+      env: [start_server: false]
+    ]
+  end
+end

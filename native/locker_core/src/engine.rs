@@ -1,0 +1,457 @@
+//! The state machine of one locker node: every request of the wire
+//! protocol as a method, with time passed in.
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use crate::expiry::{due_at, ExpiryIndex};
+use crate::lease_map::{Lease, LeaseMap};
+use crate::promises::Promises;
+use crate::translog::{LogEntry, TransLog};
+use crate::waiters::{WaitKind, WaitOutcome, WaiterId, Waiters, Wake};
+use crate::{ms, Micros};
+
+/// Tunables of an [`Engine`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long an unused write promise holds its key (the original: 10 s).
+    pub promise_ttl: Micros,
+    /// Whether changes are appended to the transaction log (a master with
+    /// replicas). Without replicas nothing is logged.
+    pub log_enabled: bool,
+    /// Most entries kept in the transaction log between two pushes.
+    pub log_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            promise_ttl: ms(10_000),
+            log_enabled: false,
+            log_limit: 1_000_000,
+        }
+    }
+}
+
+/// What phase one (`get_write_lock`) expects to find under the key.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect<'a, V> {
+    /// The key must be absent (or expired).
+    Absent,
+    /// The key must hold this value.
+    Value(&'a V),
+    /// The key must hold this value, or be absent: the wire's `not_found`
+    /// marker, which is also an ordinary atom a caller may have stored.
+    ValueOrAbsent(&'a V),
+}
+
+/// Why phase one refused a promise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockError {
+    /// `{error, already_locked}`: another live promise holds the key.
+    AlreadyLocked,
+    /// `{error, not_expected_value}`: the stored value is not the expected one.
+    NotExpectedValue,
+}
+
+/// Why a release did nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseError {
+    /// `{error, not_owner}`: the key holds another value.
+    NotOwner,
+    /// `{error, not_found}`: the key is absent or expired.
+    NotFound,
+}
+
+/// What a sweep did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SweepReport<V> {
+    /// Leases deleted because they expired.
+    pub leases_expired: usize,
+    /// Promises deleted because they were never used.
+    pub promises_expired: usize,
+    /// Release waiters to answer (their key expired).
+    pub wakes: Vec<Wake<V>>,
+    /// Waiters whose own timeout passed: forget them, answer nothing.
+    pub timed_out: Vec<WaiterId>,
+    /// False when the budget ran out before everything due was swept.
+    pub done: bool,
+}
+
+/// Sizes of the engine's tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Live and not yet swept leases.
+    pub leases: usize,
+    /// Write promises.
+    pub promises: usize,
+    /// Registered waiters.
+    pub waiters: usize,
+    /// Entries waiting in the transaction log.
+    pub log: usize,
+    /// Log entries dropped because the log was full.
+    pub log_dropped: u64,
+    /// Entries in the expiry index (stale ones included).
+    pub expiry_entries: usize,
+}
+
+/// One node's locker state. Mutations go through `&mut self` (one writer);
+/// the lease map is shared ([`Engine::leases`]) for lock-free-of-writer
+/// dirty reads from other threads.
+pub struct Engine<K, V, T> {
+    leases: Arc<LeaseMap<K, V>>,
+    promises: Promises<K, T>,
+    expiry: ExpiryIndex<K>,
+    log: TransLog<K, V>,
+    waiters: Waiters<K>,
+    config: Config,
+}
+
+impl<K, V, T> Engine<K, V, T>
+where
+    K: Hash + Eq + Clone,
+    V: Eq + Clone,
+    T: Hash + Eq + Clone,
+{
+    /// An empty engine.
+    pub fn new(config: Config) -> Self {
+        Self {
+            leases: Arc::new(LeaseMap::new()),
+            promises: Promises::new(),
+            expiry: ExpiryIndex::new(),
+            log: TransLog::new(config.log_limit),
+            waiters: Waiters::new(),
+            config,
+        }
+    }
+
+    /// The lease map, for readers on other threads.
+    pub fn leases(&self) -> &Arc<LeaseMap<K, V>> {
+        &self.leases
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Changes how long an unused write promise holds its key (applies to
+    /// promises granted from now on).
+    pub fn set_promise_ttl(&mut self, ttl: Micros) {
+        self.config.promise_ttl = ttl;
+    }
+
+    /// Turns transaction logging on or off (on for a master with replicas).
+    pub fn set_log_enabled(&mut self, on: bool) {
+        self.config.log_enabled = on;
+        if !on {
+            self.log.clear();
+        }
+    }
+
+    fn valid_value(&self, key: &K, now: Micros) -> Option<V> {
+        self.leases.get_valid(key, now)
+    }
+
+    fn store(&mut self, key: K, value: V, lease_ms: u64, now: Micros) {
+        let expires_at = now.saturating_add(ms(lease_ms));
+        self.expiry.schedule(expires_at, key.clone());
+        self.leases.insert(key, Lease { value, expires_at });
+    }
+
+    fn log(&mut self, entry: impl FnOnce() -> LogEntry<K, V>) {
+        if self.config.log_enabled {
+            self.log.push(entry());
+        }
+    }
+
+    fn wake_values(&mut self, key: &K, value: &V, wakes: &mut Vec<Wake<V>>) {
+        if self.waiters.has(key) {
+            for id in self.waiters.take(key, WaitKind::Value) {
+                wakes.push(Wake::Value(id, value.clone()));
+            }
+        }
+    }
+
+    fn wake_released(&mut self, key: &K, wakes: &mut Vec<Wake<V>>) {
+        if self.waiters.has(key) {
+            for id in self.waiters.take(key, WaitKind::Release) {
+                wakes.push(Wake::Released(id));
+            }
+        }
+    }
+
+    /// Phase one: promise `key` to `tag` if no live promise holds it and
+    /// the stored value is as expected.
+    pub fn get_write_lock(
+        &mut self,
+        key: K,
+        expected: Expect<'_, V>,
+        tag: T,
+        now: Micros,
+    ) -> Result<(), LockError> {
+        if self.promises.is_held(&key, now) {
+            return Err(LockError::AlreadyLocked);
+        }
+        let current = self.valid_value(&key, now);
+        let matches = match (expected, &current) {
+            (Expect::Absent, None) | (Expect::ValueOrAbsent(_), None) => true,
+            (Expect::Value(v), Some(c)) | (Expect::ValueOrAbsent(v), Some(c)) => v == c,
+            _ => false,
+        };
+        if !matches {
+            return Err(LockError::NotExpectedValue);
+        }
+        let deadline = now.saturating_add(self.config.promise_ttl);
+        self.promises.insert(key, tag, deadline);
+        Ok(())
+    }
+
+    /// Abort: drop the promise held by `tag` (always `ok` on the wire).
+    pub fn release_write_lock(&mut self, tag: &T) {
+        self.promises.remove_tag(tag);
+    }
+
+    /// Phase two of `lock`: store the lease, drop `tag`'s promise.
+    /// Returns the `wait_for` waiters to answer.
+    pub fn write(&mut self, tag: &T, key: K, value: V, lease_ms: u64, now: Micros) -> Vec<Wake<V>> {
+        self.promises.remove_tag(tag);
+        self.apply_write(key, value, lease_ms, now, true)
+    }
+
+    fn apply_write(
+        &mut self,
+        key: K,
+        value: V,
+        lease_ms: u64,
+        now: Micros,
+        log: bool,
+    ) -> Vec<Wake<V>> {
+        let mut wakes = Vec::new();
+        self.wake_values(&key, &value, &mut wakes);
+        if log {
+            self.log(|| LogEntry::Write {
+                key: key.clone(),
+                value: value.clone(),
+                lease_ms,
+            });
+        }
+        self.store(key, value, lease_ms, now);
+        wakes
+    }
+
+    /// Phase two of `update`: replace the value of a live lease keeping its
+    /// expiry (nothing to replace if it expired meanwhile).
+    pub fn update(&mut self, tag: &T, key: K, value: V, now: Micros) {
+        self.promises.remove_tag(tag);
+        self.apply_update(&key, &value, now);
+        self.log(|| LogEntry::Update { key, value });
+    }
+
+    fn apply_update(&mut self, key: &K, value: &V, now: Micros) {
+        self.leases.modify(key, |lease| {
+            if lease.is_valid_at(now) {
+                lease.value = value.clone();
+            }
+        });
+    }
+
+    /// Phase two of `extend_lease`: store the lease with a new expiry
+    /// counted from now (also how a lagging node catches up).
+    pub fn extend_lease(
+        &mut self,
+        tag: &T,
+        key: K,
+        value: V,
+        lease_ms: u64,
+        now: Micros,
+    ) -> Vec<Wake<V>> {
+        self.promises.remove_tag(tag);
+        let mut wakes = Vec::new();
+        self.wake_values(&key, &value, &mut wakes);
+        self.log(|| LogEntry::ExtendLease {
+            key: key.clone(),
+            value: value.clone(),
+            lease_ms,
+        });
+        self.store(key, value, lease_ms, now);
+        wakes
+    }
+
+    /// `release`: delete the key if it holds `value`. Drops `tag`'s promise
+    /// whatever the outcome (the original leaked it on errors).
+    pub fn release(
+        &mut self,
+        key: &K,
+        value: &V,
+        tag: &T,
+        now: Micros,
+    ) -> Result<Vec<Wake<V>>, ReleaseError> {
+        self.promises.remove_tag(tag);
+        let outcome = match self
+            .leases
+            .read(key, |l| (l.is_valid_at(now), &l.value == value))
+        {
+            Some((true, true)) => Ok(()),
+            Some((true, false)) => Err(ReleaseError::NotOwner),
+            _ => Err(ReleaseError::NotFound),
+        };
+        outcome?;
+        self.leases.remove_if(key, |_| true);
+        let mut wakes = Vec::new();
+        self.wake_released(key, &mut wakes);
+        self.log(|| LogEntry::Release { key: key.clone() });
+        Ok(wakes)
+    }
+
+    /// Replays one entry of a master's transaction log (on a replica).
+    pub fn replay(&mut self, entry: LogEntry<K, V>, now: Micros) -> Vec<Wake<V>> {
+        match entry {
+            LogEntry::Write {
+                key,
+                value,
+                lease_ms,
+            }
+            | LogEntry::ExtendLease {
+                key,
+                value,
+                lease_ms,
+            } => self.apply_write(key, value, lease_ms, now, false),
+            LogEntry::Update { key, value } => {
+                self.apply_update(&key, &value, now);
+                Vec::new()
+            }
+            LogEntry::Release { key } => {
+                let mut wakes = Vec::new();
+                if self.leases.remove_if(&key, |_| true).is_some() {
+                    self.wake_released(&key, &mut wakes);
+                }
+                wakes
+            }
+        }
+    }
+
+    /// Registers a waiter for `key` to get a value, unless it already has
+    /// one (which closes the original's race between its dirty read and
+    /// its call).
+    pub fn wait_for(
+        &mut self,
+        key: K,
+        id: WaiterId,
+        timeout_ms: u64,
+        now: Micros,
+    ) -> WaitOutcome<V> {
+        if let Some(v) = self.valid_value(&key, now) {
+            return WaitOutcome::Value(v);
+        }
+        self.waiters
+            .add(key, id, WaitKind::Value, now.saturating_add(ms(timeout_ms)));
+        WaitOutcome::Pending
+    }
+
+    /// Registers a waiter for `key` to be released or to expire, unless it
+    /// is already gone.
+    pub fn wait_for_release(
+        &mut self,
+        key: K,
+        id: WaiterId,
+        timeout_ms: u64,
+        now: Micros,
+    ) -> WaitOutcome<V> {
+        if self.valid_value(&key, now).is_none() {
+            return WaitOutcome::Released;
+        }
+        self.waiters.add(
+            key,
+            id,
+            WaitKind::Release,
+            now.saturating_add(ms(timeout_ms)),
+        );
+        WaitOutcome::Pending
+    }
+
+    /// Deletes what expired by `now`: leases (waking their release waiters),
+    /// promises, and waiters past their timeout. At most about `budget`
+    /// items are handled per call so that the caller stays responsive; call
+    /// again while `done` is false.
+    pub fn sweep(&mut self, now: Micros, budget: usize) -> SweepReport<V> {
+        let budget = budget.max(1);
+        let mut report = SweepReport {
+            leases_expired: 0,
+            promises_expired: 0,
+            wakes: Vec::new(),
+            timed_out: Vec::new(),
+            done: true,
+        };
+        let mut expired = Vec::new();
+        let leases = Arc::clone(&self.leases);
+        let leases_done = self.expiry.pop_due(now, budget, |key| {
+            if leases.remove_if(&key, |l| !l.is_valid_at(now)).is_some() {
+                expired.push(key);
+            }
+        });
+        report.leases_expired = expired.len();
+        for key in &expired {
+            self.wake_released(key, &mut report.wakes);
+        }
+        report.promises_expired = self.promises.expire(now, budget);
+        report.timed_out = self.waiters.expire(now, budget);
+        report.done =
+            leases_done && report.promises_expired < budget && report.timed_out.len() < budget;
+        report
+    }
+
+    /// The earliest instant at which a sweep has something to tell a
+    /// waiter: a watched lease expiring (swept within the millisecond after
+    /// its expiry) or a waiter timing out.
+    pub fn next_wakeup(&self) -> Option<Micros> {
+        let lease = self
+            .waiters
+            .release_keys()
+            .filter_map(|k| self.leases.read(k, |l| due_at(l.expires_at)))
+            .min();
+        match (lease, self.waiters.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes up to `max` log entries, oldest first.
+    pub fn take_log(&mut self, max: usize) -> Vec<LogEntry<K, V>> {
+        self.log.take(max)
+    }
+
+    /// Calls `f` with every promise: key, tag, deadline.
+    pub fn for_each_promise(&self, mut f: impl FnMut(&K, &T, Micros)) {
+        for (k, t, d) in self.promises.iter() {
+            f(k, t, d);
+        }
+    }
+
+    /// Sizes of the tables.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            leases: self.leases.len(),
+            promises: self.promises.len(),
+            waiters: self.waiters.len(),
+            log: self.log.len(),
+            log_dropped: self.log.dropped(),
+            expiry_entries: self.expiry.len(),
+        }
+    }
+
+    /// Forgets promises and waiters (their owners are gone, e.g. after the
+    /// server restarted); leases and the log stay.
+    pub fn reset_volatile(&mut self) {
+        self.promises.clear();
+        self.waiters.clear();
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.reset_volatile();
+        self.leases.clear();
+        self.expiry.clear();
+        self.log.clear();
+    }
+}

@@ -1,0 +1,46 @@
+//! The locker store, free of any BEAM type.
+//!
+//! `locker_core` holds the state of one locker node: leases (key → value
+//! with a millisecond-precision expiry), write promises (phase one of the
+//! two-phase write), the expiry index, the transaction log that masters
+//! push to replicas, and the bookkeeping of processes waiting for a key to
+//! appear or to be released. The same core backs the Rustler NIF (the BEAM
+//! node's store) and `lockerd` (the Rust C-node).
+//!
+//! Keys, values and promise tags are generic: the NIF stores a canonical
+//! encoding of Erlang terms whose byte equality is Erlang's `=:=`, lockerd
+//! stores decoded external-format terms. Time is injected as monotonic
+//! microseconds ([`Micros`]) so every rule is testable without a clock.
+//!
+//! ```
+//! use locker_core::{Engine, Expect};
+//! let mut e: Engine<&str, u32, u64> = Engine::new(Default::default());
+//! let now = 1_000_000;
+//! e.get_write_lock("k", Expect::Absent, 7, now).unwrap();
+//! e.write(&7, "k", 42, 2_000, now);
+//! assert_eq!(e.leases().get_valid("k", now + 1_999_999), Some(42));
+//! assert_eq!(e.leases().get_valid("k", now + 2_000_000), None);
+//! ```
+
+#![deny(missing_docs)]
+
+mod engine;
+mod expiry;
+mod lease_map;
+mod promises;
+pub mod quorum;
+mod translog;
+mod waiters;
+
+pub use engine::{Config, Engine, Expect, LockError, ReleaseError, Summary, SweepReport};
+pub use lease_map::{Lease, LeaseMap};
+pub use translog::LogEntry;
+pub use waiters::{WaitKind, WaitOutcome, WaiterId, Wake};
+
+/// Monotonic time in microseconds. Only differences matter.
+pub type Micros = u64;
+
+/// Converts a lease length in milliseconds to [`Micros`], saturating.
+pub fn ms(ms: u64) -> Micros {
+    ms.saturating_mul(1_000)
+}

@@ -1,0 +1,453 @@
+//! `locker_nif`: the BEAM node's locker store, a thin adapter over
+//! [`locker_core`].
+//!
+//! One store per VM. The `locker` server process performs every state
+//! transition through these functions; any process reads with
+//! [`dirty_read`] straight from the shared lease map, without a message.
+//! Bad arguments raise `badarg`; no function panics across the boundary
+//! (and rustler turns a panic into an Erlang error if one ever did).
+
+mod clock;
+mod store;
+mod term;
+mod value;
+
+use locker_core::{Expect, LockError, LogEntry, ReleaseError, WaitOutcome, Wake};
+use rustler::types::tuple::make_tuple;
+use rustler::{Encoder, Env, Error, NifResult, Term};
+
+use crate::store::{engine, leases};
+use crate::value::{key, key_buf, to_term, value, Key, Value};
+
+pub(crate) mod atoms {
+    rustler::atoms! {
+        ok,
+        error,
+        not_found,
+        already_locked,
+        not_expected_value,
+        not_owner,
+        released,
+        pending,
+        infinity,
+        write,
+        update,
+        extend_lease,
+        release,
+        write_locks,
+        leases,
+        promises,
+        waiters,
+        log,
+        log_dropped,
+        expiry_entries,
+        locker_corrupt_term,
+    }
+}
+
+/// Lease and timeout lengths: a non-negative integer or float of
+/// milliseconds (negative counts as 0), or `infinity` for timeouts.
+fn millis(t: Term) -> NifResult<u64> {
+    if let Ok(i) = t.decode::<i64>() {
+        return Ok(i.max(0) as u64);
+    }
+    if let Ok(u) = t.decode::<u64>() {
+        return Ok(u);
+    }
+    if let Ok(f) = t.decode::<f64>() {
+        return Ok(if f.is_nan() || f <= 0.0 {
+            0
+        } else {
+            f.min(u64::MAX as f64 / 2.0) as u64
+        });
+    }
+    if t == atoms::infinity().to_term(t.get_env()) {
+        return Ok(u64::MAX / 2_000);
+    }
+    // A big integer counts as "forever".
+    if t.is_integer() {
+        return Ok(u64::MAX / 2_000);
+    }
+    Err(Error::BadArg)
+}
+
+fn wakes_to_term<'a>(env: Env<'a>, wakes: &[Wake<Value>]) -> Term<'a> {
+    let ok = atoms::ok().to_term(env);
+    let items: Vec<Term> = wakes
+        .iter()
+        .map(|w| match w {
+            Wake::Value(id, v) => make_tuple(
+                env,
+                &[id.encode(env), make_tuple(env, &[ok, to_term(env, v)])],
+            ),
+            Wake::Released(id) => make_tuple(
+                env,
+                &[
+                    id.encode(env),
+                    make_tuple(env, &[ok, atoms::released().to_term(env)]),
+                ],
+            ),
+        })
+        .collect();
+    items.encode(env)
+}
+
+fn error<'a>(env: Env<'a>, reason: rustler::Atom) -> Term<'a> {
+    make_tuple(env, &[atoms::error().to_term(env), reason.to_term(env)])
+}
+
+/// `dirty_read(Key) -> {ok, Value} | {error, not_found}`, read in the
+/// caller's process. A lease past its expiry is never returned, swept or not.
+#[rustler::nif]
+fn dirty_read<'a>(env: Env<'a>, k: Term<'a>) -> Term<'a> {
+    let kb = key_buf(env, k);
+    let found = leases().read(&kb[..], |lease| {
+        (clock::now() < lease.expires_at).then(|| to_term(env, &lease.value))
+    });
+    match found.flatten() {
+        Some(v) => make_tuple(env, &[atoms::ok().to_term(env), v]),
+        None => error(env, atoms::not_found()),
+    }
+}
+
+/// `get_write_lock(Key, Expected, Tag) -> ok | {error, already_locked | not_expected_value}`
+#[rustler::nif]
+fn get_write_lock<'a>(env: Env<'a>, k: Term<'a>, expected: Term<'a>, tag: Term<'a>) -> Term<'a> {
+    let exp = value(env, expected);
+    let marker = expected == atoms::not_found().to_term(env);
+    let expect = if marker {
+        Expect::ValueOrAbsent(&exp)
+    } else {
+        Expect::Value(&exp)
+    };
+    let r = engine().get_write_lock(key(env, k), expect, key(env, tag), clock::now());
+    match r {
+        Ok(()) => atoms::ok().to_term(env),
+        Err(LockError::AlreadyLocked) => error(env, atoms::already_locked()),
+        Err(LockError::NotExpectedValue) => error(env, atoms::not_expected_value()),
+    }
+}
+
+/// `release_write_lock(Tag) -> ok`
+#[rustler::nif]
+fn release_write_lock<'a>(env: Env<'a>, tag: Term<'a>) -> Term<'a> {
+    let t = key_buf(env, tag);
+    engine().release_write_lock(&Key::from(&t[..]));
+    atoms::ok().to_term(env)
+}
+
+/// `write(Tag, Key, Value, LeaseMs) -> Wakes`
+#[rustler::nif]
+fn write<'a>(
+    env: Env<'a>,
+    tag: Term<'a>,
+    k: Term<'a>,
+    v: Term<'a>,
+    lease: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let lease = millis(lease)?;
+    let wakes = engine().write(
+        &key(env, tag),
+        key(env, k),
+        value(env, v),
+        lease,
+        clock::now(),
+    );
+    Ok(wakes_to_term(env, &wakes))
+}
+
+/// `update(Tag, Key, Value) -> ok`
+#[rustler::nif]
+fn update<'a>(env: Env<'a>, tag: Term<'a>, k: Term<'a>, v: Term<'a>) -> Term<'a> {
+    engine().update(&key(env, tag), key(env, k), value(env, v), clock::now());
+    atoms::ok().to_term(env)
+}
+
+/// `extend_lease(Tag, Key, Value, LeaseMs) -> Wakes`
+#[rustler::nif]
+fn extend_lease<'a>(
+    env: Env<'a>,
+    tag: Term<'a>,
+    k: Term<'a>,
+    v: Term<'a>,
+    lease: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let lease = millis(lease)?;
+    let wakes = engine().extend_lease(
+        &key(env, tag),
+        key(env, k),
+        value(env, v),
+        lease,
+        clock::now(),
+    );
+    Ok(wakes_to_term(env, &wakes))
+}
+
+/// `release(Key, Value, Tag) -> {ok, Wakes} | {error, not_owner | not_found}`
+#[rustler::nif]
+fn release<'a>(env: Env<'a>, k: Term<'a>, v: Term<'a>, tag: Term<'a>) -> Term<'a> {
+    let r = engine().release(&key(env, k), &value(env, v), &key(env, tag), clock::now());
+    match r {
+        Ok(wakes) => make_tuple(env, &[atoms::ok().to_term(env), wakes_to_term(env, &wakes)]),
+        Err(ReleaseError::NotOwner) => error(env, atoms::not_owner()),
+        Err(ReleaseError::NotFound) => error(env, atoms::not_found()),
+    }
+}
+
+/// `wait_for(Key, WaiterId, TimeoutMs) -> {ok, Value} | pending`
+#[rustler::nif]
+fn wait_for<'a>(env: Env<'a>, k: Term<'a>, id: u64, timeout: Term<'a>) -> NifResult<Term<'a>> {
+    let timeout = millis(timeout)?;
+    Ok(
+        match engine().wait_for(key(env, k), id, timeout, clock::now()) {
+            WaitOutcome::Value(v) => make_tuple(env, &[atoms::ok().to_term(env), to_term(env, &v)]),
+            _ => atoms::pending().to_term(env),
+        },
+    )
+}
+
+/// `wait_for_release(Key, WaiterId, TimeoutMs) -> {ok, released} | pending`
+#[rustler::nif]
+fn wait_for_release<'a>(
+    env: Env<'a>,
+    k: Term<'a>,
+    id: u64,
+    timeout: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let timeout = millis(timeout)?;
+    Ok(
+        match engine().wait_for_release(key(env, k), id, timeout, clock::now()) {
+            WaitOutcome::Pending => atoms::pending().to_term(env),
+            _ => make_tuple(
+                env,
+                &[atoms::ok().to_term(env), atoms::released().to_term(env)],
+            ),
+        },
+    )
+}
+
+/// `sweep(Budget) -> {Done, Wakes, TimedOutWaiterIds, LeasesExpired, PromisesExpired}`
+#[rustler::nif]
+fn sweep(env: Env, budget: usize) -> Term {
+    let r = engine().sweep(clock::now(), budget);
+    make_tuple(
+        env,
+        &[
+            r.done.encode(env),
+            wakes_to_term(env, &r.wakes),
+            r.timed_out.encode(env),
+            r.leases_expired.encode(env),
+            r.promises_expired.encode(env),
+        ],
+    )
+}
+
+/// `next_wakeup() -> Ms | infinity`: milliseconds until a sweep has a
+/// waiter to answer.
+#[rustler::nif]
+fn next_wakeup(env: Env) -> Term {
+    match engine().next_wakeup() {
+        Some(at) => (at.saturating_sub(clock::now()).div_ceil(1_000)).encode(env),
+        None => atoms::infinity().to_term(env),
+    }
+}
+
+fn entry_to_term<'a>(env: Env<'a>, e: &LogEntry<Key, Value>) -> Term<'a> {
+    let k = |k: &Key| value::decode(env, k);
+    match e {
+        LogEntry::Write {
+            key,
+            value,
+            lease_ms,
+        } => make_tuple(
+            env,
+            &[
+                atoms::write().to_term(env),
+                k(key),
+                to_term(env, value),
+                lease_ms.encode(env),
+            ],
+        ),
+        LogEntry::ExtendLease {
+            key,
+            value,
+            lease_ms,
+        } => make_tuple(
+            env,
+            &[
+                atoms::extend_lease().to_term(env),
+                k(key),
+                to_term(env, value),
+                lease_ms.encode(env),
+            ],
+        ),
+        LogEntry::Release { key } => make_tuple(env, &[atoms::release().to_term(env), k(key)]),
+        LogEntry::Update { key, value } => make_tuple(
+            env,
+            &[atoms::update().to_term(env), k(key), to_term(env, value)],
+        ),
+    }
+}
+
+/// `take_log(Max) -> [Entry]`, oldest first.
+#[rustler::nif]
+fn take_log(env: Env, max: usize) -> Term {
+    let entries = engine().take_log(max);
+    let terms: Vec<Term> = entries.iter().map(|e| entry_to_term(env, e)).collect();
+    terms.encode(env)
+}
+
+fn entry_from_term<'a>(env: Env<'a>, t: Term<'a>) -> Option<LogEntry<Key, Value>> {
+    let items = rustler::types::tuple::get_tuple(t).ok()?;
+    let op = items.first()?;
+    let is = |a: rustler::Atom| *op == a.to_term(env);
+    match items.len() {
+        4 if is(atoms::write()) || is(atoms::extend_lease()) => {
+            let (key, value, lease_ms) = (
+                key(env, items[1]),
+                value(env, items[2]),
+                millis(items[3]).ok()?,
+            );
+            Some(if is(atoms::write()) {
+                LogEntry::Write {
+                    key,
+                    value,
+                    lease_ms,
+                }
+            } else {
+                LogEntry::ExtendLease {
+                    key,
+                    value,
+                    lease_ms,
+                }
+            })
+        }
+        3 if is(atoms::update()) => Some(LogEntry::Update {
+            key: key(env, items[1]),
+            value: value(env, items[2]),
+        }),
+        2 if is(atoms::release()) => Some(LogEntry::Release {
+            key: key(env, items[1]),
+        }),
+        _ => None,
+    }
+}
+
+/// `replay(Entries, Max) -> {Wakes, Rest, Skipped}`: applies up to `Max`
+/// entries of a master's log; `Rest` is what is left; entries of an
+/// unknown shape are skipped and counted.
+#[rustler::nif]
+fn replay<'a>(env: Env<'a>, entries: Term<'a>, max: usize) -> NifResult<Term<'a>> {
+    if !entries.is_list() {
+        return Err(Error::BadArg);
+    }
+    let mut wakes = Vec::new();
+    let mut skipped = 0usize;
+    let now = clock::now();
+    let mut eng = engine();
+    let mut rest = entries;
+    let mut n = 0;
+    while n < max {
+        let Ok((head, tail)) = rest.list_get_cell() else {
+            break;
+        };
+        match entry_from_term(env, head) {
+            Some(e) => wakes.extend(eng.replay(e, now)),
+            None => skipped += 1,
+        }
+        rest = tail;
+        n += 1;
+    }
+    drop(eng);
+    if !rest.is_list() {
+        return Err(Error::BadArg); // an improper list
+    }
+    Ok(make_tuple(
+        env,
+        &[wakes_to_term(env, &wakes), rest, skipped.encode(env)],
+    ))
+}
+
+/// `debug_state() -> {Promises, Leases}`: `[{Key, Tag, ExpiresAtMs}]` and
+/// `[{Key, Value, ExpiresAtMs}]` (wall-clock milliseconds), live ones only.
+#[rustler::nif]
+fn debug_state(env: Env) -> Term {
+    let now = clock::now();
+    let eng = engine();
+    let mut promises = Vec::new();
+    eng.for_each_promise(|k, t, d| {
+        if d > now {
+            promises.push(make_tuple(
+                env,
+                &[
+                    value::decode(env, k),
+                    value::decode(env, t),
+                    clock::to_system_ms(d).encode(env),
+                ],
+            ));
+        }
+    });
+    let mut leases = Vec::new();
+    eng.leases().for_each(|k, l| {
+        if l.is_valid_at(now) {
+            leases.push(make_tuple(
+                env,
+                &[
+                    value::decode(env, k),
+                    to_term(env, &l.value),
+                    clock::to_system_ms(l.expires_at).encode(env),
+                ],
+            ));
+        }
+    });
+    make_tuple(env, &[promises.encode(env), leases.encode(env)])
+}
+
+/// `stats() -> #{leases, promises, waiters, log, log_dropped, expiry_entries}`
+#[rustler::nif]
+fn stats(env: Env) -> NifResult<Term> {
+    let s = engine().summary();
+    let pairs = [
+        (atoms::leases(), s.leases as u64),
+        (atoms::promises(), s.promises as u64),
+        (atoms::waiters(), s.waiters as u64),
+        (atoms::log(), s.log as u64),
+        (atoms::log_dropped(), s.log_dropped),
+        (atoms::expiry_entries(), s.expiry_entries as u64),
+    ];
+    let mut map = rustler::types::map::map_new(env);
+    for (k, v) in pairs {
+        map = map.map_put(k, v)?;
+    }
+    Ok(map)
+}
+
+/// `configure(PromiseTtlMs, LogEnabled) -> ok`
+#[rustler::nif]
+fn configure<'a>(env: Env<'a>, promise_ttl: Term<'a>, log_enabled: bool) -> NifResult<Term<'a>> {
+    let ttl = millis(promise_ttl)?;
+    store::configure(locker_core::ms(ttl), log_enabled);
+    Ok(atoms::ok().to_term(env))
+}
+
+/// `reset_volatile() -> ok`: forget promises and waiters (server restart).
+#[rustler::nif]
+fn reset_volatile(env: Env) -> Term {
+    engine().reset_volatile();
+    atoms::ok().to_term(env)
+}
+
+/// `clear() -> ok`: forget everything.
+#[rustler::nif]
+fn clear(env: Env) -> Term {
+    engine().clear();
+    atoms::ok().to_term(env)
+}
+
+fn load(env: Env, _info: Term) -> bool {
+    term::init(env);
+    store::init();
+    true
+}
+
+rustler::init!("locker_nif", load = load);
