@@ -1,0 +1,510 @@
+%% Multi-node tests of the locker wire protocol and coordinator: real BEAM
+%% nodes started with OTP's `peer', each running its own `locker' server
+%% and NIF store. Timers are cancelled as in the original suite, so time
+%% is driven by hand (`push_trans_log', `expire_leases'); waits are on
+%% messages (`wait_for', `wait_for_release', monitors), never on sleeps.
+-module(locker_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([
+    api/1,
+    quorum/1,
+    concurrent_lockers_never_both_win/1,
+    no_quorum_possible/1,
+    release_without_quorum/1,
+    one_node_down/1,
+    killed_server_leaves_quorum/1,
+    lease_extend/1,
+    expire_leases/1,
+    extend_propagates/1,
+    add_remove_node/1,
+    replica/1,
+    promote/1,
+    wait_for/1,
+    wait_for_race/1,
+    wait_for_release/1,
+    update/1,
+    master_dirty_read/1,
+    raw_requests_every_tag_shape/1,
+    bad_input_never_stops_server/1,
+    server_restart_keeps_leases/1
+]).
+
+all() ->
+    [
+        api,
+        quorum,
+        concurrent_lockers_never_both_win,
+        no_quorum_possible,
+        release_without_quorum,
+        one_node_down,
+        killed_server_leaves_quorum,
+        lease_extend,
+        expire_leases,
+        extend_propagates,
+        add_remove_node,
+        replica,
+        promote,
+        wait_for,
+        wait_for_race,
+        wait_for_release,
+        update,
+        master_dirty_read,
+        raw_requests_every_tag_shape,
+        bad_input_never_stops_server,
+        server_restart_keeps_leases
+    ].
+
+%%--------------------------------------------------------------------
+%% Setup
+%%--------------------------------------------------------------------
+
+init_per_suite(Config) ->
+    ok = ensure_distributed(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    Peers = [start_peer(N) || N <- [a, b, c]],
+    [{peers, Peers} | Config].
+
+end_per_testcase(_Case, Config) ->
+    [catch peer:stop(P) || {P, _} <- ?config(peers, Config)],
+    ok.
+
+ensure_distributed() ->
+    case node() of
+        nonode@nohost ->
+            _ = os:cmd("epmd -daemon"),
+            {ok, _} = net_kernel:start([list_to_atom("locker_ct_" ++ os:getpid() ++ "@127.0.0.1"), longnames]),
+            erlang:set_cookie(node(), locker_test),
+            ok;
+        _ ->
+            ok
+    end.
+
+start_peer(Name) ->
+    Unique = list_to_atom(atom_to_list(Name) ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))),
+    Ebin = filename:dirname(code:which(locker)),
+    {ok, Peer, Node} = peer:start_link(#{
+        name => Unique,
+        host => "127.0.0.1",
+        longnames => true,
+        args => ["-setcookie", atom_to_list(erlang:get_cookie()), "-pa", Ebin]
+    }),
+    {ok, _} = start_server(Node),
+    {ok, _, _, R1, R2, R3} = rpc:call(Node, locker, get_debug_state, []),
+    [{ok, cancel} = rpc:call(Node, timer, cancel, [R]) || R <- [R1, R2, R3]],
+    {Peer, Node}.
+
+%% locker:start_link/1 through rpc would link the server to the
+%% short-lived rpc process (which exits with the call's result in OTP 25);
+%% start it unlinked, like a server under a supervisor.
+start_server(Node) ->
+    rpc:call(Node, gen_server, start, [{local, locker}, locker_server, [2, 1000, 1000, 100], []]).
+
+nodes_of(Config) ->
+    [N || {_, N} <- ?config(peers, Config)].
+
+peer_of(Node, Config) ->
+    {P, Node} = lists:keyfind(Node, 2, ?config(peers, Config)),
+    P.
+
+state(N) ->
+    rpc:call(N, locker, get_debug_state, []).
+
+call(N, F, A) ->
+    rpc:call(N, locker, F, A).
+
+%% Pushes the masters' logs and waits until replica R holds Key (a
+%% message, not a sleep: wait_for replies when the log arrives).
+push_and_await(Masters, R, Key) ->
+    rpc:sbcast(Masters, locker, push_trans_log),
+    call(R, wait_for, [Key, 5000]).
+
+%% Stops a peer and waits for the nodedown.
+stop_node(Node, Config) ->
+    erlang:monitor_node(Node, true),
+    peer:stop(peer_of(Node, Config)),
+    receive
+        {nodedown, Node} -> ok
+    after 5000 -> ct:fail({still_up, Node})
+    end.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+api(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    {Cluster, [], 2} = call(A, get_meta, []),
+    ok = call(A, set_w, [[A], 3]),
+    {Cluster, [], 3} = call(A, get_meta, []),
+    ok = call(A, set_w, [[A], 2]),
+
+    {ok, 2, 3, 3} = call(A, lock, [123, self()]),
+    Pid = rpc:call(C, erlang, whereis, [locker]),
+    true = rpc:call(C, erlang, exit, [Pid, kill]),
+    false = rpc:call(C, erlang, is_process_alive, [Pid]),
+    {ok, 2, 2, 2} = call(A, release, [123, self()]),
+    {ok, 2, 2, 2} = call(B, lock, [123, self()]),
+    {error, no_quorum} = call(A, update, [123, wrong_value, new_value]),
+    {error, no_quorum} = call(A, lock, [123, self()]),
+    ok = call(B, extend_lease, [123, self(), 2000]),
+    {error, no_quorum} = call(B, extend_lease, [123, other_owner, 2000]),
+    [{write_locks, 0}, {leases, 1}] = call(A, summary, []),
+    {Ms, {ok, 2, 2, 2}} = call(A, lag, []),
+    true = is_float(Ms).
+
+quorum(Config) ->
+    [A, B, _] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Parent = self(),
+    [spawn(fun() -> Parent ! {I, call(N, lock, [123, Parent])} end) || {I, N} <- [{1, A}, {2, B}]],
+    Results = [receive {I, R} -> R after 5000 -> ct:fail(timeout) end || I <- [1, 2]],
+    Wins = [R || {ok, _, _, _} = R <- Results],
+    ?assert(length(Wins) =< 1),
+    [?assertEqual({ok, Parent}, call(N, dirty_read, [123])) || Wins =/= [], N <- Cluster],
+    %% Same leases everywhere (each node keeps its own expiry instant).
+    Views = [begin {ok, [], L, _, _, _} = state(N), [{K, V} || {K, V, _} <- L] end || N <- Cluster],
+    [_] = lists:usort(Views),
+    ok.
+
+%% Many keys, three coordinators each: at most one `ok' per key, and every
+%% node agrees on the winner.
+concurrent_lockers_never_both_win(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Parent = self(),
+    Keys = lists:seq(1, 60),
+    Coordinators = [{A, a}, {B, b}, {C, c}],
+    [
+        spawn(fun() -> Parent ! {K, V, call(N, lock, [K, V, 60000])} end)
+     || K <- Keys, {N, V} <- Coordinators
+    ],
+    Results = [receive {K, V, R} -> {K, V, R} after 10000 -> ct:fail(timeout) end || K <- Keys, _ <- Coordinators],
+    lists:foreach(
+        fun(K) ->
+            Winners = [V || {K2, V, {ok, 2, _, _}} <- Results, K2 =:= K],
+            ?assert(length(Winners) =< 1, {K, Winners}),
+            case Winners of
+                [W] -> [?assertEqual({ok, W}, call(N, dirty_read, [K])) || N <- Cluster];
+                [] -> ok
+            end
+        end,
+        Keys
+    ),
+    Won = length([ok || {_, _, {ok, _, _, _}} <- Results]),
+    ct:log("~b of ~b keys won under contention", [Won, length(Keys)]),
+    ?assert(Won > 0).
+
+no_quorum_possible(Config) ->
+    [A, B, C] = nodes_of(Config),
+    ok = call(A, set_nodes, [[A, B, C], [A, B], []]),
+    %% A split: two coordinators each hold one master's promise.
+    ok = gen_server:call({locker, A}, {get_write_lock, 123, not_found, tag_x}),
+    ok = gen_server:call({locker, B}, {get_write_lock, 123, not_found, tag_y}),
+    {error, no_quorum} = call(A, lock, [123, self()]),
+    {error, no_quorum} = call(B, lock, [123, self()]),
+    {error, not_found} = call(A, dirty_read, [123]),
+    {error, not_found} = call(B, dirty_read, [123]),
+    ok = gen_server:call({locker, A}, {release_write_lock, tag_x}),
+    ok = gen_server:call({locker, B}, {release_write_lock, tag_y}),
+    {ok, [], [], _, _, _} = state(A),
+    {ok, [], [], _, _, _} = state(B),
+    {ok, [], [], _, _, _} = state(C),
+    {ok, 2, 2, 2} = call(A, lock, [123, self()]).
+
+release_without_quorum(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Value = self(),
+    {ok, 2, 3, 3} = call(A, lock, [123, Value]),
+    [{ok, Value} = call(N, dirty_read, [123]) || N <- Cluster],
+    stop_node(A, Config),
+    stop_node(B, Config),
+    {error, no_quorum} = call(C, release, [123, Value]),
+    {ok, Value} = call(C, dirty_read, [123]).
+
+one_node_down(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    stop_node(C, Config),
+    Pid = self(),
+    {ok, 2, 2, 2} = call(A, lock, [123, Pid]),
+    {ok, Pid} = call(A, dirty_read, [123]),
+    {ok, Pid} = call(B, dirty_read, [123]),
+    {ok, [], [{123, Pid, _}], _, _, _} = state(A),
+    {ok, [], [{123, Pid, _}], _, _, _} = state(B),
+    {ok, 2, 2, 2} = call(B, release, [123, Pid]).
+
+killed_server_leaves_quorum(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Pid = rpc:call(B, erlang, whereis, [locker]),
+    true = rpc:call(B, erlang, exit, [Pid, kill]),
+    {ok, 2, 2, 2} = call(A, lock, [k1, v]),
+    {ok, 2, 2, 2} = call(C, update, [k1, v, v2]),
+    {ok, v2} = call(C, dirty_read, [k1]),
+    %% With a second server gone there is no quorum, and the call returns
+    %% as soon as the monitors fire, not at the timeout.
+    Pid2 = rpc:call(C, erlang, whereis, [locker]),
+    true = rpc:call(C, erlang, exit, [Pid2, kill]),
+    {Micros, {error, no_quorum}} = timer:tc(fun() -> call(A, lock, [k2, v, 2000, 60000]) end),
+    ?assert(Micros < 30000000).
+
+lease_extend(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Pid = self(),
+    {ok, _, _, _} = call(A, lock, [123, Pid, 300]),
+    [{ok, Pid} = call(N, dirty_read, [123]) || N <- Cluster],
+    %% The lease runs out: every node sees it gone with no sweep at all.
+    {ok, released} = call(C, wait_for_release, [123, 5000]),
+    [{error, not_found} = call(N, dirty_read, [123]) || N <- Cluster],
+    {ok, _, _, _} = call(A, lock, [123, Pid, 300]),
+    ok = call(B, extend_lease, [123, Pid, 60000]),
+    rpc:sbcast(Cluster, locker, expire_leases),
+    [{ok, Pid} = call(N, dirty_read, [123]) || N <- Cluster],
+    {ok, [], [{123, Pid, ExpA}], _, _, _} = state(A),
+    ?assert(ExpA > erlang:system_time(millisecond) + 50000).
+
+expire_leases(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Pid = self(),
+    {ok, _, _, _} = call(A, lock, [123, Pid, 150]),
+    {ok, _, _, _} = call(A, lock, [abc, Pid, 60000]),
+    {ok, _, _, _} = call(B, lock, [<<"ms">>, Pid, 1]),
+    [{ok, Pid} = call(N, dirty_read, [abc]) || N <- Cluster],
+    {ok, released} = call(B, wait_for_release, [123, 5000]),
+    rpc:sbcast(Cluster, locker, expire_leases),
+    [{error, not_found} = call(N, dirty_read, [K]) || N <- Cluster, K <- [123, <<"ms">>]],
+    [{ok, Pid} = call(N, dirty_read, [abc]) || N <- Cluster],
+    {ok, [], [{abc, Pid, _}], _, _, _} = state(C),
+    [{write_locks, 0}, {leases, 1}] = call(C, summary, []).
+
+extend_propagates(Config) ->
+    [A, B, C] = nodes_of(Config),
+    ok = call(A, set_nodes, [[A, B, C], [A, B], []]),
+    Pid = self(),
+    {ok, 2, 2, 2} = call(A, lock, [123, Pid]),
+    {error, not_found} = call(C, dirty_read, [123]),
+    %% C joins the masters and learns the key through extend_lease.
+    ok = call(A, set_nodes, [[A, B, C], [A, B, C], []]),
+    ok = call(A, set_nodes, [[A, B, C], [A, B], [C]]),
+    ok = call(A, extend_lease, [123, Pid, 60000]),
+    {ok, Pid} = push_and_await([A, B], C, 123),
+    {ok, [], [{123, Pid, _}], _, _, _} = state(C).
+
+add_remove_node(Config) ->
+    [A, B, _C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    {ok, 2, 3, 3} = call(A, lock, [123, self()]),
+    {ok, 2, 3, 3} = call(B, release, [123, self()]),
+    ok = call(A, set_nodes, [Cluster, [A, B], []]),
+    {[A, B], [], 2} = call(B, get_meta, []),
+    {ok, 2, 2, 2} = call(A, lock, [123, self()]).
+
+replica(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, [A, B], [C]]),
+    [{[A, B], [C], 2} = call(N, get_meta, []) || N <- Cluster],
+    Pid = self(),
+    {ok, 2, 2, 2} = call(A, lock, [123, Pid]),
+    {ok, Pid} = call(A, dirty_read, [123]),
+    {ok, Pid} = call(B, dirty_read, [123]),
+    {error, not_found} = call(C, dirty_read, [123]),
+    {ok, Pid} = push_and_await([A, B], C, 123),
+    {ok, Pid} = call(C, dirty_read, [123]),
+    %% Release reaches the replica directly.
+    {ok, 2, 2, 3} = call(A, release, [123, Pid]),
+    {error, not_found} = call(C, dirty_read, [123]),
+    {ok, 2, 2, 2} = call(A, lock, [456, Pid]),
+    stop_node(B, Config),
+    {error, no_quorum} = call(A, release, [456, Pid]).
+
+promote(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, [A, B], [C]]),
+    Pid = self(),
+    {ok, 2, 2, 2} = call(A, lock, [123, Pid]),
+    {ok, Pid} = push_and_await([A, B], C, 123),
+    ok = call(A, set_nodes, [Cluster, [A, B, C], []]),
+    {ok, 2, 3, 3} = call(A, release, [123, Pid]).
+
+wait_for(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, [A, B], [C]]),
+    Pid = self(),
+    {ok, 2, 2, 2} = call(A, lock, [123, Pid]),
+    {error, not_found} = call(C, dirty_read, [123]),
+    {badrpc, {'EXIT', {timeout, _}}} = call(C, wait_for, [123, 100]),
+    %% A waiter blocked on C is woken by the replicated write.
+    Parent = self(),
+    spawn(fun() -> Parent ! {waited, call(C, wait_for, [123, 5000])} end),
+    wait_until_waiting(C, 1),
+    rpc:sbcast([A, B], locker, push_trans_log),
+    receive {waited, R} -> {ok, Pid} = R after 5000 -> ct:fail(no_wakeup) end.
+
+%% The original loses a write that lands between wait_for's dirty read and
+%% its call to the server; the server now checks the store on the call.
+wait_for_race(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, [A, B], [C]]),
+    {ok, 2, 2, 2} = call(A, lock, [race, here]),
+    {ok, here} = push_and_await([A, B], C, race),
+    %% What a wait_for whose dirty read missed the key sends next:
+    {ok, here} = gen_server:call({locker, C}, {wait_for, race, 1000}, 2000),
+    %% And wait_for_release on a key released meanwhile answers at once.
+    {ok, released} = gen_server:call({locker, C}, {wait_for_release, gone, 1000}, 2000).
+
+wait_for_release(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, [A, B], [C]]),
+    Pid = self(),
+    {ok, 2, 2, 2} = call(A, lock, [123, Pid, 500, 1000]),
+    {error, key_not_locked} = call(C, wait_for_release, [123, 100]),
+    {ok, Pid} = push_and_await([A, B], C, 123),
+    %% Woken by expiry (no sweep timer: the server arms one per waiter).
+    {ok, released} = call(C, wait_for_release, [123, 5000]),
+    {error, not_found} = call(C, dirty_read, [123]),
+    %% Woken by an explicit release, on a master and on the replica.
+    {ok, 2, 2, 2} = call(A, lock, [456, Pid, 60000]),
+    {ok, Pid} = push_and_await([A, B], C, 456),
+    Parent = self(),
+    [spawn(fun() -> Parent ! {released, N, call(N, wait_for_release, [456, 5000])} end) || N <- [B, C]],
+    wait_until_waiting(B, 1),
+    wait_until_waiting(C, 1),
+    {ok, 2, 2, 3} = call(A, release, [456, Pid]),
+    [receive {released, N, R} -> {ok, released} = R after 5000 -> ct:fail({no_wakeup, N}) end || N <- [B, C]],
+    ok.
+
+update(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, [A, B], [C]]),
+    {ok, 2, 2, 2} = call(A, lock, [123, 41, 300]),
+    {ok, 2, 2, 2} = call(B, update, [123, 41, 42]),
+    {ok, 42} = call(B, dirty_read, [123]),
+    %% C's waiter wakes on the logged write; the update is in the same batch.
+    {ok, V} = push_and_await([A], C, 123),
+    true = lists:member(V, [41, 42]),
+    {ok, 42} = call(C, dirty_read, [123]),
+    {error, no_quorum} = call(A, update, [123, 41, random_value]),
+    %% Update keeps the expiry: the lease still runs out at 300 ms.
+    {ok, released} = call(A, wait_for_release, [123, 5000]),
+    {Res, []} = rpc:multicall(Cluster, locker, dirty_read, [123]),
+    [{error, not_found}] = lists:usort(Res).
+
+master_dirty_read(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, [A, B], [C]]),
+    {ok, 2, 2, 2} = call(A, lock, [mdr, value]),
+    %% C has not received the log, but reads from a master.
+    {error, not_found} = call(C, dirty_read, [mdr]),
+    {ok, value} = call(C, master_dirty_read, [mdr]),
+    {ok, value} = call(A, master_dirty_read, [mdr]),
+    {error, not_found} = call(C, master_dirty_read, [nope]).
+
+%% Every request of the protocol table, sent as a raw '$gen_call' with
+%% each tag shape a caller may use; the reply must come back with the tag.
+raw_requests_every_tag_shape(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, [A, B], [C]]),
+    Shapes = [
+        fun() -> make_ref() end,
+        fun() -> {make_ref(), node()} end,
+        fun() -> [alias | alias()] end
+    ],
+    Requests = fun(T) ->
+        [
+            {{get_write_lock, {raw, T}, not_found, T}, ok},
+            {{get_write_lock, {raw, T}, not_found, other}, {error, already_locked}},
+            {{release_write_lock, T}, ok},
+            {{get_write_lock, {raw, T}, some_value, T}, {error, not_expected_value}},
+            {{get_write_lock, {raw, T}, not_found, T}, ok},
+            {{write, T, {raw, T}, v, 60000}, ok},
+            {{update, T, {raw, T}, v2}, ok},
+            {{extend_lease, T, {raw, T}, v2, 60000}, ok},
+            {{release, {raw, T}, wrong, T}, {error, not_owner}},
+            {{release, {raw, T}, v2, T}, ok},
+            {{release, {raw, T}, v2, T}, {error, not_found}},
+            {{wait_for_release, {raw, T}, 100}, {ok, released}},
+            {{set_w, 2}, ok},
+            {{set_nodes, [A, B], [C]}, ok}
+        ]
+    end,
+    lists:foreach(
+        fun(Shape) ->
+            lists:foreach(
+                fun({Req, Expected}) ->
+                    Tag = Shape(),
+                    Reply = raw_call(B, Tag, Req),
+                    ?assertEqual(Expected, Reply, {Req, Tag})
+                end,
+                Requests(erlang:phash2(Shape()))
+            ),
+            Tag = Shape(),
+            {ok, _, _, _, _, _} = raw_call(B, Tag, get_debug_state),
+            {ok, 2, 2, 2} = call(A, lock, [{wf, Tag}, v]),
+            {ok, v} = raw_call(B, Shape(), {wait_for, {wf, Tag}, 100})
+        end,
+        Shapes
+    ).
+
+raw_call(Node, Tag, Request) ->
+    Mref = erlang:monitor(process, {locker, Node}),
+    {locker, Node} ! {'$gen_call', {self(), Tag}, Request},
+    Reply =
+        receive
+            {Tag, R} -> R;
+            {'DOWN', Mref, _, _, Reason} -> ct:fail({down, Reason})
+        after 5000 -> ct:fail({no_reply, Request})
+        end,
+    erlang:demonitor(Mref, [flush]),
+    Reply.
+
+bad_input_never_stops_server(Config) ->
+    [A, B, _] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Pid = rpc:call(B, erlang, whereis, [locker]),
+    {error, {unknown_request, {no_such, request}}} = gen_server:call({locker, B}, {no_such, request}),
+    {error, {unknown_request, 42}} = gen_server:call({locker, B}, 42),
+    {error, badarg} = gen_server:call({locker, B}, {write, t, k, v, not_a_number}),
+    {error, badarg} = gen_server:call({locker, B}, {extend_lease, t, k, v, <<"x">>}),
+    gen_server:cast({locker, B}, {no_such, cast}),
+    gen_server:cast({locker, B}, {trans_log, A, not_a_list}),
+    gen_server:cast({locker, B}, {trans_log, A, [garbage, {write}, {write, tl, v, 60000}, {release} | improper]}),
+    {locker, B} ! {some, random, message},
+    {locker, B} ! {timeout, make_ref(), wakeup},
+    %% The server is the same process and still serves the protocol.
+    {ok, 2, 3, 3} = call(A, lock, [after_garbage, v]),
+    Pid = rpc:call(B, erlang, whereis, [locker]),
+    {ok, v} = call(B, dirty_read, [after_garbage]).
+
+%% Leases live in the NIF store: a supervisor restart of the server
+%% (after a crash) keeps them, so a restarted master does not forget keys.
+server_restart_keeps_leases(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    {ok, 2, 3, 3} = call(A, lock, [kept, v, 60000]),
+    Pid = rpc:call(B, erlang, whereis, [locker]),
+    true = rpc:call(B, erlang, exit, [Pid, kill]),
+    {ok, _} = start_server(B),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    {ok, v} = call(B, dirty_read, [kept]),
+    {error, no_quorum} = call(C, lock, [kept, other]),
+    {ok, 2, 3, 3} = call(B, release, [kept, v]).
+
+%% Waits (on replies, not sleeps) until Node's server holds N waiters.
+wait_until_waiting(Node, N) ->
+    case rpc:call(Node, locker_nif, stats, []) of
+        #{waiters := W} when W >= N -> ok;
+        _ -> erlang:yield(), wait_until_waiting(Node, N)
+    end.
