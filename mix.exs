@@ -31,6 +31,8 @@ defmodule Locker.MixProject do
       elixirc_paths: ["elixir/lib"],
       elixirc_options: [warnings_as_errors: true],
       test_paths: ["elixir/test"],
+      # Apart from rebar3's _build/{default,test}: both build the same app.
+      build_path: "_build/mix",
       start_permanent: Mix.env() == :prod,
       deps: []
     ]

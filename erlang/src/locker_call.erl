@@ -11,6 +11,9 @@
 
 -export([multi_call/3]).
 
+%% `[alias | Mref]' is the improper list OTP's own gen:call sends.
+-dialyzer({no_improper_lists, multi_call/3}).
+
 -spec multi_call([node()], term(), timeout()) -> {[{node(), term()}], [node()]}.
 multi_call(Nodes, Request, Timeout) ->
     Pending = lists:foldl(

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Runs every check and test of the project; exits non-zero on the first
+# failure. Used by CI (.ci/run) and by the README.
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/ensure-toolchain.sh
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Rust: format, lint (warnings are errors), tests"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --quiet
+
+step "Erlang (rebar3): compile with warnings as errors, eunit, multi-node common test, dialyzer"
+rebar3 compile
+rebar3 eunit
+rebar3 ct
+rebar3 dialyzer
+
+step "Elixir (Mix): format, compile with warnings as errors, tests"
+mix format --check-formatted
+mix compile --warnings-as-errors --force
+mix test
+
+step "lockerd: --help"
+cargo run --quiet -p lockerd -- --help >/dev/null
+
+printf '\nAll checks passed.\n'
