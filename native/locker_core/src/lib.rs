@@ -24,6 +24,7 @@
 
 #![deny(missing_docs)]
 
+pub mod clock;
 mod engine;
 mod expiry;
 mod lease_map;

@@ -7,11 +7,11 @@
 //! Bad arguments raise `badarg`; no function panics across the boundary
 //! (and rustler turns a panic into an Erlang error if one ever did).
 
-mod clock;
 mod store;
 mod term;
 mod value;
 
+use locker_core::clock;
 use locker_core::{Expect, LockError, LogEntry, ReleaseError, WaitOutcome, Wake};
 use rustler::types::tuple::make_tuple;
 use rustler::{Encoder, Env, Error, NifResult, Term};
@@ -102,7 +102,7 @@ fn error<'a>(env: Env<'a>, reason: rustler::Atom) -> Term<'a> {
 fn dirty_read<'a>(env: Env<'a>, k: Term<'a>) -> Term<'a> {
     let kb = key_buf(env, k);
     let found = leases().read(&kb[..], |lease| {
-        (clock::now() < lease.expires_at).then(|| to_term(env, &lease.value))
+        clock::is_before(lease.expires_at).then(|| to_term(env, &lease.value))
     });
     match found.flatten() {
         Some(v) => make_tuple(env, &[atoms::ok().to_term(env), v]),
@@ -132,7 +132,7 @@ fn get_write_lock<'a>(env: Env<'a>, k: Term<'a>, expected: Term<'a>, tag: Term<'
 #[rustler::nif]
 fn release_write_lock<'a>(env: Env<'a>, tag: Term<'a>) -> Term<'a> {
     let t = key_buf(env, tag);
-    engine().release_write_lock(&Key::from(&t[..]));
+    engine().release_write_lock(&Key::from_slice(&t));
     atoms::ok().to_term(env)
 }
 
@@ -446,6 +446,7 @@ fn clear(env: Env) -> Term {
 
 fn load(env: Env, _info: Term) -> bool {
     term::init(env);
+    clock::init();
     store::init();
     true
 }

@@ -11,8 +11,9 @@
 //!   VM considers them `=:=` (OTP < 27).
 //! - Everything else (big integers, remote pids and ports, references,
 //!   funs, bitstrings) and anything nested deeper than [`MAX_DEPTH`] is
-//!   kept as the VM's own external term format, which is deterministic for
-//!   those types.
+//!   kept as the VM's own external term format, made canonical by
+//!   [`canonical_etf`] (`term_to_binary` keeps `-0.0`, a fun's creator
+//!   pid and a reference's trailing zero words, which `=:=` ignores).
 //!
 //! The store never creates an atom: decoding only rebuilds terms this VM
 //! already made, and `binary_to_term` runs in safe mode.
@@ -125,11 +126,224 @@ fn encode_etf(env: Env, raw: ErlNifTerm, out: &mut Buf) {
         }
         let mut bin = bin.assume_init();
         let data = std::slice::from_raw_parts(bin.data, bin.size);
+        let canonical = canonical_etf(data);
+        let data = canonical.as_deref().unwrap_or(data);
         out.push(ETF);
         put_len(out, data.len());
         out.extend_from_slice(data);
         enif_release_binary(&mut bin);
     }
+}
+
+/// A reader over external term format bytes.
+struct Etf<'a> {
+    src: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Etf<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let bytes = self.src.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(bytes)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<usize> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?) as usize)
+    }
+    fn u32(&mut self) -> Option<usize> {
+        usize::try_from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)).ok()
+    }
+    /// Copies `n` bytes to `out`.
+    fn copy(&mut self, n: usize, out: &mut Vec<u8>) -> Option<()> {
+        out.extend_from_slice(self.take(n)?);
+        Some(())
+    }
+    /// Copies a length field of `width` bytes and that many more bytes.
+    fn copy_counted(&mut self, width: usize, out: &mut Vec<u8>) -> Option<usize> {
+        let n = if width == 1 {
+            self.u8()? as usize
+        } else if width == 2 {
+            self.u16()?
+        } else {
+            self.u32()?
+        };
+        out.extend_from_slice(&self.src[self.pos - width..self.pos]);
+        self.copy(n, out)?;
+        Some(n)
+    }
+    /// Copies one atom (tag included).
+    fn copy_atom(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        let tag = self.u8()?;
+        out.push(tag);
+        match tag {
+            100 | 118 => self.copy_counted(2, out).map(drop), // ATOM_EXT, ATOM_UTF8_EXT
+            115 | 119 => self.copy_counted(1, out).map(drop), // SMALL_ATOM(_UTF8)_EXT
+            _ => None,
+        }
+    }
+    /// Copies one term that contains no other term but an atom (its tag
+    /// already copied), canonically.
+    fn copy_leaf(&mut self, tag: u8, out: &mut Vec<u8>) -> Option<()> {
+        match tag {
+            97 => self.copy(1, out),                          // SMALL_INTEGER_EXT
+            98 => self.copy(4, out),                          // INTEGER_EXT
+            99 => self.copy(31, out),                         // FLOAT_EXT
+            106 => Some(()),                                  // NIL_EXT
+            100 | 118 => self.copy_counted(2, out).map(drop), // ATOM(_UTF8)_EXT
+            115 | 119 => self.copy_counted(1, out).map(drop), // SMALL_ATOM(_UTF8)_EXT
+            107 => self.copy_counted(2, out).map(drop),       // STRING_EXT
+            109 => self.copy_counted(4, out).map(drop),       // BINARY_EXT
+            77 => {
+                // BIT_BINARY_EXT: Len, Bits, Data
+                let n = self.u32()?;
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+                self.copy(1 + n, out)
+            }
+            110 => {
+                // SMALL_BIG_EXT: n, Sign, digits
+                let n = self.u8()? as usize;
+                out.push(n as u8);
+                self.copy(1 + n, out)
+            }
+            111 => {
+                // LARGE_BIG_EXT
+                let n = self.u32()?;
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+                self.copy(1 + n, out)
+            }
+            70 => {
+                // NEW_FLOAT_EXT: `-0.0` becomes `0.0` where they are `=:=`.
+                let mut bits = u64::from_be_bytes(self.take(8)?.try_into().ok()?);
+                if bits == (-0.0f64).to_bits() && FOLD_NEG_ZERO.load(Ordering::Relaxed) {
+                    bits = 0;
+                }
+                out.extend_from_slice(&bits.to_be_bytes());
+                Some(())
+            }
+            88 => self.copy_atom(out).and_then(|_| self.copy(12, out)), // NEW_PID_EXT
+            103 => self.copy_atom(out).and_then(|_| self.copy(9, out)), // PID_EXT
+            89 => self.copy_atom(out).and_then(|_| self.copy(8, out)),  // NEW_PORT_EXT
+            120 => self.copy_atom(out).and_then(|_| self.copy(12, out)), // V4_PORT_EXT
+            102 => self.copy_atom(out).and_then(|_| self.copy(5, out)), // PORT_EXT
+            101 => self.copy_atom(out).and_then(|_| self.copy(5, out)), // REFERENCE_EXT
+            90 | 114 => {
+                // NEWER_REFERENCE_EXT / NEW_REFERENCE_EXT: Len, Node,
+                // Creation, ID words. `=:=` ignores trailing zero ID words:
+                // keep max(3, up to the last non-zero word), zero-padded.
+                let n = self.u16()?;
+                let mut node = Vec::new();
+                self.copy_atom(&mut node)?;
+                let creation = self.take(if tag == 90 { 4 } else { 1 })?;
+                let ids = self.take(n.checked_mul(4)?)?;
+                let used = ids
+                    .chunks(4)
+                    .rposition(|w| w != [0; 4])
+                    .map_or(0, |i| i + 1);
+                let len = used.max(3);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+                out.extend_from_slice(&node);
+                out.extend_from_slice(creation);
+                out.extend_from_slice(&ids[..used * 4]);
+                out.resize(out.len() + (len - used) * 4, 0);
+                Some(())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The creator pid written into every fun: `=:=` ignores a fun's creator,
+/// so equal funs made by different processes must encode alike.
+/// (`<0.0.0>` of `nonode@nohost`, an atom every VM has.)
+const FUN_CREATOR: &[u8] = &[
+    88, 119, 13, b'n', b'o', b'n', b'o', b'd', b'e', b'@', b'n', b'o', b'h', b'o', b's', b't', 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// Rewrites `term_to_binary` output so that `=:=` terms give equal bytes,
+/// which the VM's encoding alone does not guarantee: `-0.0` is folded into
+/// `0.0` (OTP < 27), a fun's creator pid is replaced by a fixed one, and a
+/// reference's trailing zero ID words are normalised. The result decodes
+/// to a term `=:=` to the original. Iterative (no recursion on nesting).
+/// `None` for a tag not handled here: the caller keeps the VM's bytes.
+fn canonical_etf(src: &[u8]) -> Option<Vec<u8>> {
+    let mut r = Etf { src, pos: 0 };
+    let mut out = Vec::with_capacity(src.len() + 16);
+    if r.u8()? != 131 {
+        return None;
+    }
+    out.push(131);
+    // Terms still to copy per open container; for a fun's environment, the
+    // offset of its Size field in `out`, patched once the fun is complete.
+    let mut stack: Vec<(usize, Option<usize>)> = vec![(1, None)];
+    while let Some(top) = stack.last_mut() {
+        if top.0 == 0 {
+            if let Some(at) = top.1 {
+                let size = u32::try_from(out.len() - at).ok()?;
+                out[at..at + 4].copy_from_slice(&size.to_be_bytes());
+            }
+            stack.pop();
+            continue;
+        }
+        top.0 -= 1;
+        let tag = r.u8()?;
+        out.push(tag);
+        let nested = match tag {
+            104 => {
+                // SMALL_TUPLE_EXT
+                let n = r.u8()?;
+                out.push(n);
+                n as usize
+            }
+            105 | 108 | 116 => {
+                // LARGE_TUPLE_EXT, LIST_EXT (elements, tail), MAP_EXT (pairs)
+                let n = r.u32()?;
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+                match tag {
+                    108 => n.checked_add(1)?,
+                    116 => n.checked_mul(2)?,
+                    _ => n,
+                }
+            }
+            113 => 3, // EXPORT_EXT: Module, Function, Arity
+            112 => {
+                // NEW_FUN_EXT: Size, Arity, Uniq, Index, NumFree, Module,
+                // OldIndex, OldUniq, Pid, free variables.
+                r.u32()?;
+                let at = out.len();
+                out.extend_from_slice(&[0; 4]);
+                r.copy(1 + 16 + 4, &mut out)?;
+                let free = r.u32()?;
+                out.extend_from_slice(&(free as u32).to_be_bytes());
+                r.copy_atom(&mut out)?;
+                for _ in 0..2 {
+                    let t = r.u8()?;
+                    if !matches!(t, 97 | 98 | 110 | 111) {
+                        return None;
+                    }
+                    out.push(t);
+                    r.copy_leaf(t, &mut out)?;
+                }
+                let t = r.u8()?;
+                if !matches!(t, 88 | 103) {
+                    return None;
+                }
+                r.copy_leaf(t, &mut Vec::new())?; // the creator: dropped
+                out.extend_from_slice(FUN_CREATOR);
+                stack.push((free, Some(at)));
+                continue;
+            }
+            _ => {
+                r.copy_leaf(tag, &mut out)?;
+                0
+            }
+        };
+        top.0 = top.0.checked_add(nested)?;
+    }
+    (r.pos == src.len()).then_some(out)
 }
 
 fn encode_at(env: Env, mut raw: ErlNifTerm, out: &mut Buf, depth: u32) {

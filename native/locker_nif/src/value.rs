@@ -2,10 +2,14 @@
 
 use rustler::{Env, Term};
 
+use smallvec::SmallVec;
+
 use crate::term::{self, Buf};
 
-/// A key or a promise tag: the canonical encoding of the term.
-pub type Key = Box<[u8]>;
+/// A key or a promise tag: the canonical encoding of the term, kept inline
+/// in the table slot when it is short (a 16-byte binary key encodes in 18
+/// bytes), so that a lookup does not chase a pointer.
+pub type Key = SmallVec<[u8; 24]>;
 
 /// A stored value: the raw word of an immediate (a local pid, an atom, a
 /// small integer), rebuilt for free, or the canonical encoding of anything
@@ -29,7 +33,7 @@ pub fn key_buf(env: Env, t: Term) -> Buf {
 /// Encodes a key or tag for storage.
 #[inline]
 pub fn key(env: Env, t: Term) -> Key {
-    key_buf(env, t).into_vec().into_boxed_slice()
+    Key::from_slice(&key_buf(env, t))
 }
 
 /// Encodes a value for storage.
@@ -37,7 +41,7 @@ pub fn key(env: Env, t: Term) -> Key {
 pub fn value(env: Env, t: Term) -> Value {
     match term::immediate(t) {
         Some(raw) => Value::Imm(raw),
-        None => Value::Enc(key(env, t)),
+        None => Value::Enc(key_buf(env, t).into_vec().into_boxed_slice()),
     }
 }
 
