@@ -4,22 +4,23 @@
 -module(locker_bench).
 -export([main/1]).
 %% Run on peer nodes.
--export([echo_loop/0, echo_server_init/0, lock_loop/3, floor_loop/3, raw_loop/3]).
+-export([echo_loop/0, echo_server_init/0, lock_loop/3]).
 
 -define(KEYS, 100000).
 -define(SAMPLE, 65536).
 
 main(Args) ->
+    Only = [list_to_atom(A) || A <- Args, lists:member(A, ["reads", "cluster", "expiry"])],
     Quick = lists:member("quick", Args),
     N = case Quick of true -> 300000; false -> 2000000 end,
     Rounds = case Quick of true -> 2000; false -> 10000 end,
     Expire = case Quick of true -> 200000; false -> 1000000 end,
     io:format("locker bench (~s), OTP ~s, ~b schedulers, ~s~n",
         [mode(Quick), erlang:system_info(otp_release), erlang:system_info(schedulers_online), cpu()]),
-    R1 = dirty_read_bench(N),
-    R2 = cluster_bench(Rounds),
-    R3 = expiry_bench(Expire),
-    Rows = R1 ++ R2 ++ R3,
+    Run = fun(Part, F) -> case Only =:= [] orelse lists:member(Part, Only) of true -> F(); false -> [] end end,
+    Rows = Run(reads, fun() -> dirty_read_bench(N) end) ++
+        Run(cluster, fun() -> cluster_bench(Rounds) end) ++
+        Run(expiry, fun() -> expiry_bench(Expire) end),
     io:format("~n~-58s ~12s  ~s~n", ["measure", "value", "ratio"]),
     [io:format("~-58s ~12s  ~s~n", [Name, fmt(V, Unit), ratio(Ratio)]) || {Name, V, Unit, Ratio} <- Rows],
     ok.
@@ -52,10 +53,11 @@ ratio({X, Of}) -> io_lib:format("~.2fx ~s", [X, Of]).
 dirty_read_bench(N) ->
     {ok, _} = gen_server:start({local, locker}, locker_server, [1, 3600000, 3600000, 3600000], []),
     ok = locker:set_nodes([node()], [node()], []),
-    All = [<<I:128>> || I <- lists:seq(1, ?KEYS)],
-    %% Reads cycle over 65536 of the stored keys, spread over the table.
-    Keys = list_to_tuple([<<I:128>> || I <- lists:seq(1, ?KEYS, ?KEYS div ?SAMPLE + 1)] ++
-        [<<I:128>> || I <- lists:seq(2, ?SAMPLE)]),
+    %% Reads cycle over 65536 of the stored keys in random order (reading
+    %% in insertion order would favour ETS, whose objects sit in memory in
+    %% that order).
+    rand:seed(exsss, {1, 2, 3}),
+    Keys = list_to_tuple(shuffle([<<(rand:uniform(?KEYS)):128>> || _ <- lists:seq(1, ?SAMPLE)])),
     Pid = self(),
     Plain = ets:new(plain, [set, public]),
     Orig = ets:new(orig, [set, public, {read_concurrency, true}, {write_concurrency, true}]),
@@ -65,12 +67,15 @@ dirty_read_bench(N) ->
          ets:insert(Plain, {K, Pid, 0}),
          ets:insert(Orig, {K, Pid, 0})
      end || I <- lists:seq(1, ?KEYS)],
-    _ = All,
-    Miss = list_to_tuple([<<I:128>> || I <- lists:seq(?KEYS + 1, ?KEYS + ?SAMPLE)]),
+    Hot = erlang:make_tuple(?SAMPLE, element(1, Keys)),
+    Miss = list_to_tuple(shuffle([<<I:128>> || I <- lists:seq(?KEYS + 1, ?KEYS + ?SAMPLE)])),
     Cases = [
         {"dirty_read hit, 1 reader", dirty, Keys, 1},
         {"ets:lookup plain set hit, 1 reader", {ets, Plain}, Keys, 1},
         {"ets:lookup read+write concurrency hit, 1 reader", {ets, Orig}, Keys, 1},
+        {"dirty_read hot key, 1 reader", dirty, Hot, 1},
+        {"ets:lookup plain set hot key, 1 reader", {ets, Plain}, Hot, 1},
+        {"ets:lookup read+write concurrency hot key, 1 reader", {ets, Orig}, Hot, 1},
         {"dirty_read miss, 1 reader", dirty, Miss, 1},
         {"ets:lookup plain set miss, 1 reader", {ets, Plain}, Miss, 1},
         {"dirty_read hit, 2 readers", dirty, Keys, 2},
@@ -95,6 +100,10 @@ dirty_read_bench(N) ->
             {Best("dirty_read hit, 1 reader") / Best("ets:lookup read+write concurrency hit, 1 reader"), "of ets r+w conc."}},
         {"ets:lookup plain set, 1 reader", Best("ets:lookup plain set hit, 1 reader"), ns, undefined},
         {"ets:lookup read+write concurrency, 1 reader", Best("ets:lookup read+write concurrency hit, 1 reader"), ns, undefined},
+        {"dirty_read of one hot key, 1 reader", Best("dirty_read hot key, 1 reader"), ns,
+            {Best("dirty_read hot key, 1 reader") / Best("ets:lookup plain set hot key, 1 reader"), "of ets plain set"}},
+        {"  same, vs ets with read+write concurrency (original)", Best("dirty_read hot key, 1 reader"), ns,
+            {Best("dirty_read hot key, 1 reader") / Best("ets:lookup read+write concurrency hot key, 1 reader"), "of ets r+w conc."}},
         {"dirty_read miss, 1 reader", Best("dirty_read miss, 1 reader"), ns,
             {Best("dirty_read miss, 1 reader") / Best("ets:lookup plain set miss, 1 reader"), "of ets plain set"}},
         {"dirty_read hit, 2 concurrent readers", Best("dirty_read hit, 2 readers"), ns,
@@ -102,6 +111,9 @@ dirty_read_bench(N) ->
         {"  same, vs ets with read+write concurrency (original)", Best("dirty_read hit, 2 readers"), ns,
             {Best("dirty_read hit, 2 readers") / Best("ets:lookup read+write concurrency hit, 2 readers"), "of ets r+w conc."}}
     ].
+
+shuffle(L) ->
+    [X || {_, X} <- lists:sort([{rand:uniform(), X} || X <- L])].
 
 %% Nanoseconds per operation with P parallel readers (each doing N ops).
 %% Each case has its own tight loop, so the loop costs the same for all.
@@ -143,24 +155,22 @@ cluster_bench(Rounds) ->
     ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
     [ok = rpc:call(Nd, ?MODULE, echo_server_init, []) || Nd <- Nodes],
     %% Warm up connections and code.
-    _ = rpc:call(A, ?MODULE, lock_loop, [Nodes, 200, lock]),
-    Measures = [
-        {lock, fun() -> rpc:call(A, ?MODULE, lock_loop, [Nodes, Rounds, lock], infinity) end},
-        {floor, fun() -> rpc:call(A, ?MODULE, floor_loop, [Nodes, Rounds, multi_call], infinity) end},
-        {raw, fun() -> rpc:call(A, ?MODULE, raw_loop, [Nodes, Rounds, raw], infinity) end}
-    ],
-    Results = maps:from_list([{K, F()} || {K, F} <- Measures]),
-    #{lock := {LockSamples, ReleaseSamples}, floor := Floor, raw := Raw} = Results,
+    _ = rpc:call(A, ?MODULE, lock_loop, [Nodes, 200, all], infinity),
+    %% One loop interleaves the four measures, so that the machine's drift
+    %% (two cores shared by four VMs) hits them alike.
+    Samples = rpc:call(A, ?MODULE, lock_loop, [Nodes, Rounds, all], infinity),
     [peer:stop(P) || {P, _} <- Peers],
+    Col = fun(I) -> [element(I, S) || S <- Samples] end,
+    [LockS, ReleaseS, FloorS, RawS] = [Col(I) || I <- [1, 2, 3, 4]],
     Med = fun median/1,
-    FloorMed = Med(Floor),
+    FloorMed = Med(FloorS),
     [
-        {"lock median, 3 masters W=2 (us)", Med(LockSamples), us, {Med(LockSamples) / FloorMed, "of 2x multi_call"}},
-        {"lock p99", percentile(LockSamples, 0.99), us, undefined},
-        {"release median", Med(ReleaseSamples), us, {Med(ReleaseSamples) / FloorMed, "of 2x multi_call"}},
-        {"release p99", percentile(ReleaseSamples, 0.99), us, undefined},
-        {"floor: 2 gen_server:multi_call rounds, trivial server", FloorMed, us, undefined},
-        {"2 raw message round trips to the 3 nodes", Med(Raw), us, {Med(LockSamples) / Med(Raw), "lock / raw"}}
+        {"lock median, 3 masters W=2", Med(LockS), us, {Med(LockS) / FloorMed, "of 2 multi_call rounds"}},
+        {"lock p99", percentile(LockS, 0.99), us, undefined},
+        {"release median", Med(ReleaseS), us, {Med(ReleaseS) / FloorMed, "of 2 multi_call rounds"}},
+        {"release p99", percentile(ReleaseS, 0.99), us, undefined},
+        {"floor: 2 gen_server:multi_call rounds to a trivial server", FloorMed, us, undefined},
+        {"2 raw message round trips to the same 3 nodes", Med(RawS), us, {Med(LockS) / Med(RawS), "lock / raw"}}
     ].
 
 start_peer(Name, Paths) ->
@@ -173,14 +183,19 @@ start_peer(Name, Paths) ->
     {ok, _} = rpc:call(Node, gen_server, start, [{local, locker}, locker_server, [2, 1000, 1000, 100], []]),
     {Peer, Node}.
 
-lock_loop(_Nodes, Rounds, lock) ->
+lock_loop(Nodes, Rounds, all) ->
     Self = self(),
-    lists:unzip([begin
+    [begin
         K = {bench, I},
         {T1, {ok, 2, 3, 3}} = timer:tc(locker, lock, [K, Self]),
         {T2, {ok, 2, 3, 3}} = timer:tc(locker, release, [K, Self]),
-        {T1, T2}
-    end || I <- lists:seq(1, Rounds)]).
+        {T3, _} = timer:tc(fun() ->
+            {_, []} = gen_server:multi_call(Nodes, bench_echo, ping, 5000),
+            {_, []} = gen_server:multi_call(Nodes, bench_echo, ping, 5000)
+        end),
+        {T4, _} = timer:tc(fun() -> raw_round(Nodes), raw_round(Nodes) end),
+        {T1, T2, T3, T4}
+    end || I <- lists:seq(1, Rounds)].
 
 echo_server_init() ->
     Pid = spawn(fun() -> register(bench_echo, self()), echo_loop() end),
@@ -201,21 +216,6 @@ echo_loop() ->
         _ -> ok
     end,
     echo_loop().
-
-floor_loop(Nodes, Rounds, multi_call) ->
-    [begin
-        {T, _} = timer:tc(fun() ->
-            {_, []} = gen_server:multi_call(Nodes, bench_echo, ping, 5000),
-            {_, []} = gen_server:multi_call(Nodes, bench_echo, ping, 5000)
-        end),
-        T
-    end || _ <- lists:seq(1, Rounds)].
-
-raw_loop(Nodes, Rounds, raw) ->
-    [begin
-        {T, _} = timer:tc(fun() -> raw_round(Nodes), raw_round(Nodes) end),
-        T
-    end || _ <- lists:seq(1, Rounds)].
 
 raw_round(Nodes) ->
     Ref = make_ref(),
@@ -241,6 +241,12 @@ expiry_bench(Count) ->
     %% waiting on the clock is the point).
     receive after 1100 -> ok end,
     Parent = self(),
+    %% Baseline: the same prober for 300 ms with nothing to sweep-wait on
+    %% (the machine's own scheduling noise).
+    Idle = spawn_link(fun() -> probe(Parent, 0, []) end),
+    receive after 300 -> ok end,
+    Idle ! stop,
+    IdleLat = receive {probe, IL} -> IL end,
     Prober = spawn_link(fun() -> probe(Parent, 0, []) end),
     receive after 20 -> ok end,
     T0 = erlang:monotonic_time(microsecond),
@@ -252,7 +258,9 @@ expiry_bench(Count) ->
     ok = gen_server:stop(locker),
     [
         {io_lib:format("expire ~b leases due at once: total", [Count]), Total, ms, undefined},
-        {"  longest call wait during the sweep", lists:max(Lat) / 1000, ms, undefined},
+        {"  longest call wait during the sweep", lists:max(Lat) / 1000, ms,
+            {lists:max(Lat) / lists:max(IdleLat), "of idle"}},
+        {"  longest call wait, idle server, same prober", lists:max(IdleLat) / 1000, ms, undefined},
         {"  calls answered during the sweep", length(Lat), count, undefined}
     ].
 
@@ -269,10 +277,12 @@ wait_empty() ->
         _ -> receive after 1 -> wait_empty() end
     end.
 
-%% Scheduler busy-waiting makes four VMs on two cores steal each other's
-%% time; LOCKER_BENCH_SBWT=default keeps the VM's default.
+%% Every VM of the bench keeps its schedulers spinning longer before they
+%% sleep: on this 2-vCPU guest a sleeping scheduler takes tens of us to
+%% wake, which otherwise dominates every round trip (ours and the
+%% baselines' alike). LOCKER_BENCH_SBWT=default keeps the VM's default.
 sched_args() ->
-    case os:getenv("LOCKER_BENCH_SBWT", "none") of
+    case os:getenv("LOCKER_BENCH_SBWT", "very_long") of
         "default" -> [];
         V -> ["+sbwt", V, "+sbwtdcpu", V, "+sbwtdio", V]
     end.

@@ -397,8 +397,11 @@ update(Config) ->
     true = lists:member(V, [41, 42]),
     {ok, 42} = call(C, dirty_read, [123]),
     {error, no_quorum} = call(A, update, [123, 41, random_value]),
-    %% Update keeps the expiry: the lease still runs out at 300 ms.
+    %% Update keeps the expiry: the lease still runs out (on the replica,
+    %% 300 ms after the log arrived).
     {ok, released} = call(A, wait_for_release, [123, 5000]),
+    [true = lists:member(call(N, wait_for_release, [123, 5000]), [{ok, released}, {error, key_not_locked}])
+     || N <- Cluster],
     {Res, []} = rpc:multicall(Cluster, locker, dirty_read, [123]),
     [{error, not_found}] = lists:usort(Res).
 

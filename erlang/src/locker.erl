@@ -89,8 +89,8 @@ lock(Key, Value, LeaseLength) ->
 %% `{error, no_quorum}' (nothing is stored then).
 -spec lock(key(), value(), non_neg_integer(), timeout()) -> lock_result().
 lock(Key, Value, LeaseLength, Timeout) ->
-    two_phase(Key, not_found, Timeout, fun(Nodes, _Replicas, Tag) ->
-        count_ok(locker_call:multi_call(Nodes, {write, Tag, Key, Value, LeaseLength}, Timeout))
+    two_phase(Key, not_found, Timeout, fun(S, Masters, Tag) ->
+        locker_call:round(S, Masters, {write, Tag, Key, Value, LeaseLength}, Timeout)
     end).
 
 %% @equiv update(Key, Value, NewValue, 5000)
@@ -102,8 +102,8 @@ update(Key, Value, NewValue) ->
 %% holds `Value'; the lease keeps its expiry. Replies as {@link lock/4}.
 -spec update(key(), value(), value(), timeout()) -> lock_result().
 update(Key, Value, NewValue, Timeout) ->
-    two_phase(Key, Value, Timeout, fun(Nodes, _Replicas, Tag) ->
-        count_ok(locker_call:multi_call(Nodes, {update, Tag, Key, NewValue}, Timeout))
+    two_phase(Key, Value, Timeout, fun(S, Masters, Tag) ->
+        locker_call:round(S, Masters, {update, Tag, Key, NewValue}, Timeout)
     end).
 
 %% @equiv extend_lease(Key, Value, LeaseLength, 5000)
@@ -116,11 +116,11 @@ extend_lease(Key, Value, LeaseLength) ->
 %% lost the key stores it again. Returns `ok' or `{error, no_quorum}'.
 -spec extend_lease(key(), value(), non_neg_integer(), timeout()) -> ok | {error, no_quorum}.
 extend_lease(Key, Value, LeaseLength, Timeout) ->
-    Result = two_phase(Key, Value, Timeout, fun(Nodes, _Replicas, Tag) ->
-        {Replies, _Bad} = locker_call:multi_call(Nodes, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
+    Result = two_phase(Key, Value, Timeout, fun(S, Masters, Tag) ->
+        {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
         Failed = [N || {N, R} <- Replies, R =/= ok],
         _ = Failed =/= [] andalso locker_call:multi_call(Failed, {release_write_lock, Tag}, Timeout),
-        0
+        {Replies, Bad, S1}
     end),
     case Result of
         {ok, _, _, _} -> ok;
@@ -136,23 +136,32 @@ release(Key, Value) ->
 %% replicas. Replies as {@link lock/4}.
 -spec release(key(), value(), timeout()) -> lock_result().
 release(Key, Value, Timeout) ->
-    two_phase(Key, Value, Timeout, fun(Nodes, Replicas, Tag) ->
-        count_ok(locker_call:multi_call(Nodes ++ Replicas, {release, Key, Value, Tag}, Timeout))
+    two_phase(Key, Value, Timeout, fun(S, _Masters, Tag) ->
+        %% Masters and replicas alike.
+        locker_call:round(S, {release, Key, Value, Tag}, Timeout)
     end).
 
+%% Phase one on the masters, then `Commit' (phase two) if W promised. The
+%% session also monitors the replicas, which `release' reaches directly.
 two_phase(Key, Expected, Timeout, Commit) ->
     {Nodes, Replicas, W} = get_meta(),
     Tag = make_ref(),
-    Votes = count_ok(locker_call:multi_call(Nodes, {get_write_lock, Key, Expected, Tag}, Timeout)),
-    case Votes >= W of
-        true ->
-            {ok, W, Votes, Commit(Nodes, Replicas, Tag)};
-        false ->
-            _ = locker_call:multi_call(Nodes, {release_write_lock, Tag}, Timeout),
-            {error, no_quorum}
-    end.
+    S = locker_call:open(Nodes ++ (Replicas -- Nodes)),
+    {Replies, _Bad, S1} = locker_call:round(S, Nodes, {get_write_lock, Key, Expected, Tag}, Timeout),
+    Votes = count_ok(Replies),
+    Result =
+        case Votes >= W of
+            true ->
+                {Commits, _, _} = Commit(S1, Nodes, Tag),
+                {ok, W, Votes, count_ok(Commits)};
+            false ->
+                _ = locker_call:round(S1, Nodes, {release_write_lock, Tag}, Timeout),
+                {error, no_quorum}
+        end,
+    ok = locker_call:close(S1),
+    Result.
 
-count_ok({Replies, _Bad}) ->
+count_ok(Replies) ->
     length([ok || {_, ok} <- Replies]).
 
 %%====================================================================

@@ -1,32 +1,86 @@
-%% @doc `gen_server:multi_call/4' to the `locker' servers of a set of
-%% nodes, without the middleman process OTP spawns per call.
+%% @doc The coordinator's transport: the rounds of a two-phase write sent
+%% to the `locker' servers of a set of masters.
 %%
-%% The wire messages are those of `gen_server:call/3' in OTP 25: a monitor
-%% with an alias, then `{'$gen_call', {self(), [alias | Mref]}, Request}';
-%% any locker node (the original, ours, lockerd) answers them. Late replies
-%% go to a deactivated alias and are dropped by the runtime, so the
-%% caller's mailbox stays clean.
+%% A session monitors each remote `locker' once for all the rounds of an
+%% operation; each round sends `{'$gen_call', {self(), [alias | A]}, Req}'
+%% with a fresh alias per node (the tag shape of OTP's own
+%% `gen_server:call/3', which every locker node answers) and waits for the
+%% replies, a `DOWN' or the timeout. Late replies go to deactivated aliases
+%% and are dropped by the runtime: no middleman process, and the caller's
+%% mailbox stays clean.
+%%
+%% This node votes through the NIF store directly, without a message, when
+%% its `locker' server is running (as it would if the request had been
+%% sent to it).
 %% @end
 -module(locker_call).
 
--export([multi_call/3]).
+-export([open/1, round/3, round/4, close/1, multi_call/3]).
+-export_type([session/0]).
 
-%% `[alias | Mref]' is the improper list OTP's own gen:call sends.
--dialyzer({no_improper_lists, multi_call/3}).
+%% `[alias | A]' is the improper list OTP's own gen:call sends.
+-dialyzer({no_improper_lists, round/4}).
 
--spec multi_call([node()], term(), timeout()) -> {[{node(), term()}], [node()]}.
-multi_call(Nodes, Request, Timeout) ->
-    Pending = lists:foldl(
-        fun(Node, Acc) ->
-            Dest = {locker, Node},
-            Mref = erlang:monitor(process, Dest, [{alias, demonitor}]),
-            _ = erlang:send(Dest, {'$gen_call', {self(), [alias | Mref]}, Request}, [noconnect]),
-            Acc#{Mref => Node}
+-record(session, {
+    local :: boolean(),
+    %% Remote nodes still up, with their monitor.
+    remote :: #{node() => reference()}
+}).
+
+-opaque session() :: #session{}.
+
+%% @doc Starts an operation on `Nodes'.
+-spec open([node()]) -> session().
+open(Nodes) ->
+    Self = node(),
+    Local = lists:member(Self, Nodes) andalso whereis(locker) =/= undefined,
+    Remote = maps:from_list([{N, erlang:monitor(process, {locker, N})} || N <- Nodes, N =/= Self]),
+    #session{local = Local, remote = Remote}.
+
+%% @doc Ends an operation: drops the monitors.
+-spec close(session()) -> ok.
+close(#session{remote = Remote}) ->
+    maps:foreach(fun(_, Mref) -> erlang:demonitor(Mref, [flush]) end, Remote).
+
+%% @doc One round to every node of the session: see {@link round/4}.
+-spec round(session(), term(), timeout()) -> {[{node(), term()}], [node()], session()}.
+round(#session{remote = Remote} = S, Request, Timeout) ->
+    round(S, [node() | maps:keys(Remote)], Request, Timeout).
+
+%% @doc One round: sends `Request' to the nodes of the session that are in
+%% `Nodes' and returns the replies, the nodes that did not answer, and the
+%% session without the nodes found down.
+-spec round(session(), [node()], term(), timeout()) -> {[{node(), term()}], [node()], session()}.
+round(#session{local = Local0, remote = Remote0} = S, Nodes, Request, Timeout) ->
+    Deadline = deadline(Timeout),
+    Local = Local0 andalso lists:member(node(), Nodes),
+    Remote = maps:with(Nodes, Remote0),
+    Pending = maps:fold(
+        fun(Node, Mref, Acc) ->
+            Alias = erlang:alias(),
+            _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
+            Acc#{Alias => {Node, Mref}}
         end,
         #{},
-        Nodes
+        Remote
     ),
-    collect(Pending, deadline(Timeout), [], []).
+    Mons = maps:fold(fun(Alias, {_, Mref}, Acc) -> Acc#{Mref => Alias} end, #{}, Pending),
+    Replies0 =
+        case Local of
+            true -> [{node(), locker_server:handle_local(Request)}];
+            false -> []
+        end,
+    {Replies, Bad, Down} = collect(Pending, Mons, Deadline, Replies0, [], []),
+    {Replies, Bad, S#session{remote = maps:without(Down, Remote0)}}.
+
+%% @doc `gen_server:multi_call(Nodes, locker, Request, Timeout)' without
+%% the middleman: `{Replies, BadNodes}'.
+-spec multi_call([node()], term(), timeout()) -> {[{node(), term()}], [node()]}.
+multi_call(Nodes, Request, Timeout) ->
+    S = open(Nodes),
+    {Replies, Bad, S1} = round(S, Request, Timeout),
+    ok = close(S1),
+    {Replies, Bad}.
 
 deadline(infinity) -> infinity;
 deadline(T) when is_integer(T), T >= 0 -> erlang:monotonic_time(millisecond) + T.
@@ -34,25 +88,27 @@ deadline(T) when is_integer(T), T >= 0 -> erlang:monotonic_time(millisecond) + T
 remaining(infinity) -> infinity;
 remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 
-collect(Pending, _Deadline, Replies, Bad) when map_size(Pending) =:= 0 ->
-    {lists:reverse(Replies), lists:reverse(Bad)};
-collect(Pending, Deadline, Replies, Bad) ->
+collect(Pending, _Mons, _Deadline, Replies, Bad, Down) when map_size(Pending) =:= 0 ->
+    {Replies, Bad, Down};
+collect(Pending, Mons, Deadline, Replies, Bad, Down) ->
     receive
-        {[alias | Mref], Reply} when is_map_key(Mref, Pending) ->
-            erlang:demonitor(Mref, [flush]),
-            {Node, Rest} = maps:take(Mref, Pending),
-            collect(Rest, Deadline, [{Node, Reply} | Replies], Bad);
-        {'DOWN', Mref, _, _, _} when is_map_key(Mref, Pending) ->
-            {Node, Rest} = maps:take(Mref, Pending),
-            collect(Rest, Deadline, Replies, [Node | Bad])
+        {[alias | Alias], Reply} when is_map_key(Alias, Pending) ->
+            erlang:unalias(Alias),
+            {{Node, Mref}, Rest} = maps:take(Alias, Pending),
+            collect(Rest, maps:remove(Mref, Mons), Deadline, [{Node, Reply} | Replies], Bad, Down);
+        {'DOWN', Mref, process, _, _} when is_map_key(Mref, Mons) ->
+            {Alias, Mons1} = maps:take(Mref, Mons),
+            erlang:unalias(Alias),
+            {{Node, Mref}, Rest} = maps:take(Alias, Pending),
+            collect(Rest, Mons1, Deadline, Replies, [Node | Bad], [Node | Down])
     after remaining(Deadline) ->
         Late = maps:fold(
-            fun(Mref, Node, Acc) ->
-                erlang:demonitor(Mref, [flush]),
+            fun(Alias, {Node, _}, Acc) ->
+                erlang:unalias(Alias),
                 [Node | Acc]
             end,
             [],
             Pending
         ),
-        {lists:reverse(Replies), lists:reverse(Bad, lists:sort(Late))}
+        {Replies, Late ++ Bad, Down}
     end.

@@ -10,14 +10,14 @@
 -module(locker_server).
 -behaviour(gen_server).
 
--export([start_configured/3]).
+-export([start_configured/3, handle_local/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
 
 -include_lib("kernel/include/logger.hrl").
 
 %% Leases (and promises, waiters) handled per NIF call while sweeping, and
 %% log entries per replay call: each call stays well under a millisecond.
--define(SWEEP_BUDGET, 4000).
+-define(SWEEP_BUDGET, 1000).
 -define(REPLAY_CHUNK, 2000).
 -define(PUSH_CHUNK, 10000).
 -define(PROMISE_TTL_MS, 10000).
@@ -69,20 +69,20 @@ handle_call(Request, From, State) ->
             {reply, {error, badarg}, State}
     end.
 
-call({get_write_lock, Key, Expected, Tag}, _From, State) ->
-    {reply, locker_nif:get_write_lock(Key, Expected, Tag), State};
-call({release_write_lock, Tag}, _From, State) ->
-    {reply, locker_nif:release_write_lock(Tag), State};
-call({write, Tag, Key, Value, LeaseLength}, _From, State) ->
-    {reply, ok, rearm(woken(locker_nif:write(Tag, Key, Value, LeaseLength), State))};
-call({update, Tag, Key, Value}, _From, State) ->
-    {reply, locker_nif:update(Tag, Key, Value), State};
-call({extend_lease, Tag, Key, Value, LeaseLength}, _From, State) ->
-    {reply, ok, rearm(woken(locker_nif:extend_lease(Tag, Key, Value, LeaseLength), State))};
-call({release, Key, Value, Tag}, _From, State) ->
-    case locker_nif:release(Key, Value, Tag) of
-        {ok, Wakes} -> {reply, ok, woken(Wakes, State)};
-        Error -> {reply, Error, State}
+call(Request, _From, State) when
+    element(1, Request) =:= get_write_lock;
+    element(1, Request) =:= release_write_lock;
+    element(1, Request) =:= write;
+    element(1, Request) =:= update;
+    element(1, Request) =:= extend_lease;
+    element(1, Request) =:= release
+->
+    case local(Request) of
+        {{error, {unknown_request, _}} = Reply, []} ->
+            ?LOG_WARNING("locker: unknown request ~0P", [Request, 20]),
+            {reply, Reply, State};
+        {Reply, Wakes} ->
+            {reply, Reply, rearm(woken(Wakes, State))}
     end;
 call({wait_for, Key, Timeout}, From, #state{next_id = Id} = State) ->
     case locker_nif:wait_for(Key, Id, Timeout) of
@@ -109,6 +109,39 @@ call(get_debug_state, _From, State) ->
 call(Request, {Pid, _}, State) ->
     ?LOG_WARNING("locker: unknown request ~0P from ~p", [Request, 20, Pid]),
     {reply, {error, {unknown_request, Request}}, State}.
+
+%% @doc Performs a coordinator's request on this node's store from the
+%% coordinator's own process (no message to the server), with the reply
+%% the server would give. Waiters woken by it are handed to the server.
+-spec handle_local(term()) -> term().
+handle_local(Request) ->
+    try local(Request) of
+        {Reply, []} ->
+            Reply;
+        {Reply, Wakes} ->
+            locker ! {locker_wakes, Wakes},
+            Reply
+    catch
+        error:badarg -> {error, badarg}
+    end.
+
+local({get_write_lock, Key, Expected, Tag}) ->
+    {locker_nif:get_write_lock(Key, Expected, Tag), []};
+local({release_write_lock, Tag}) ->
+    {locker_nif:release_write_lock(Tag), []};
+local({write, Tag, Key, Value, LeaseLength}) ->
+    {ok, locker_nif:write(Tag, Key, Value, LeaseLength)};
+local({update, Tag, Key, Value}) ->
+    {locker_nif:update(Tag, Key, Value), []};
+local({extend_lease, Tag, Key, Value, LeaseLength}) ->
+    {ok, locker_nif:extend_lease(Tag, Key, Value, LeaseLength)};
+local({release, Key, Value, Tag}) ->
+    case locker_nif:release(Key, Value, Tag) of
+        {ok, Wakes} -> {ok, Wakes};
+        Error -> {Error, []}
+    end;
+local(Request) ->
+    {{error, {unknown_request, Request}}, []}.
 
 %%--------------------------------------------------------------------
 %% Replication
@@ -143,6 +176,8 @@ handle_info({timeout, Ref, wakeup}, #state{wakeup = {Ref, _}} = State) ->
     {noreply, sweep(State#state{wakeup = undefined})};
 handle_info(sweep_more, State) ->
     {noreply, sweep(State#state{sweeping = false})};
+handle_info({locker_wakes, Wakes}, State) ->
+    {noreply, rearm(woken(Wakes, State))};
 handle_info(push_trans_log, State) ->
     push_trans_log(),
     {noreply, State};

@@ -16,7 +16,7 @@ use locker_core::{Expect, LockError, LogEntry, ReleaseError, WaitOutcome, Wake};
 use rustler::types::tuple::make_tuple;
 use rustler::{Encoder, Env, Error, NifResult, Term};
 
-use crate::store::{engine, leases};
+use crate::store::{leases, with_engine};
 use crate::value::{key, key_buf, to_term, value, Key, Value};
 
 pub(crate) mod atoms {
@@ -92,6 +92,14 @@ fn wakes_to_term<'a>(env: Env<'a>, wakes: &[Wake<Value>]) -> Term<'a> {
     items.encode(env)
 }
 
+/// Tells the scheduler how much of its timeslice (about 1 ms) a long call
+/// used, so that the calling process yields in time and does not starve
+/// the processes queued behind it on the same scheduler.
+fn account(env: Env, started: std::time::Instant) {
+    let percent = (started.elapsed().as_micros() / 10).clamp(1, 100) as i32;
+    rustler::schedule::consume_timeslice(env, percent);
+}
+
 fn error<'a>(env: Env<'a>, reason: rustler::Atom) -> Term<'a> {
     make_tuple(env, &[atoms::error().to_term(env), reason.to_term(env)])
 }
@@ -120,7 +128,8 @@ fn get_write_lock<'a>(env: Env<'a>, k: Term<'a>, expected: Term<'a>, tag: Term<'
     } else {
         Expect::Value(&exp)
     };
-    let r = engine().get_write_lock(key(env, k), expect, key(env, tag), clock::now());
+    let (k, tag) = (key(env, k), key(env, tag));
+    let r = with_engine(|e| e.get_write_lock(k, expect, tag, clock::now()));
     match r {
         Ok(()) => atoms::ok().to_term(env),
         Err(LockError::AlreadyLocked) => error(env, atoms::already_locked()),
@@ -131,8 +140,8 @@ fn get_write_lock<'a>(env: Env<'a>, k: Term<'a>, expected: Term<'a>, tag: Term<'
 /// `release_write_lock(Tag) -> ok`
 #[rustler::nif]
 fn release_write_lock<'a>(env: Env<'a>, tag: Term<'a>) -> Term<'a> {
-    let t = key_buf(env, tag);
-    engine().release_write_lock(&Key::from_slice(&t));
+    let t = key(env, tag);
+    with_engine(|e| e.release_write_lock(&t));
     atoms::ok().to_term(env)
 }
 
@@ -146,20 +155,16 @@ fn write<'a>(
     lease: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let lease = millis(lease)?;
-    let wakes = engine().write(
-        &key(env, tag),
-        key(env, k),
-        value(env, v),
-        lease,
-        clock::now(),
-    );
+    let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
+    let wakes = with_engine(|e| e.write(&tag, k, v, lease, clock::now()));
     Ok(wakes_to_term(env, &wakes))
 }
 
 /// `update(Tag, Key, Value) -> ok`
 #[rustler::nif]
 fn update<'a>(env: Env<'a>, tag: Term<'a>, k: Term<'a>, v: Term<'a>) -> Term<'a> {
-    engine().update(&key(env, tag), key(env, k), value(env, v), clock::now());
+    let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
+    with_engine(|e| e.update(&tag, k, v, clock::now()));
     atoms::ok().to_term(env)
 }
 
@@ -173,20 +178,16 @@ fn extend_lease<'a>(
     lease: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let lease = millis(lease)?;
-    let wakes = engine().extend_lease(
-        &key(env, tag),
-        key(env, k),
-        value(env, v),
-        lease,
-        clock::now(),
-    );
+    let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
+    let wakes = with_engine(|e| e.extend_lease(&tag, k, v, lease, clock::now()));
     Ok(wakes_to_term(env, &wakes))
 }
 
 /// `release(Key, Value, Tag) -> {ok, Wakes} | {error, not_owner | not_found}`
 #[rustler::nif]
 fn release<'a>(env: Env<'a>, k: Term<'a>, v: Term<'a>, tag: Term<'a>) -> Term<'a> {
-    let r = engine().release(&key(env, k), &value(env, v), &key(env, tag), clock::now());
+    let (k, v, tag) = (key(env, k), value(env, v), key(env, tag));
+    let r = with_engine(|e| e.release(&k, &v, &tag, clock::now()));
     match r {
         Ok(wakes) => make_tuple(env, &[atoms::ok().to_term(env), wakes_to_term(env, &wakes)]),
         Err(ReleaseError::NotOwner) => error(env, atoms::not_owner()),
@@ -198,8 +199,9 @@ fn release<'a>(env: Env<'a>, k: Term<'a>, v: Term<'a>, tag: Term<'a>) -> Term<'a
 #[rustler::nif]
 fn wait_for<'a>(env: Env<'a>, k: Term<'a>, id: u64, timeout: Term<'a>) -> NifResult<Term<'a>> {
     let timeout = millis(timeout)?;
+    let k = key(env, k);
     Ok(
-        match engine().wait_for(key(env, k), id, timeout, clock::now()) {
+        match with_engine(|e| e.wait_for(k, id, timeout, clock::now())) {
             WaitOutcome::Value(v) => make_tuple(env, &[atoms::ok().to_term(env), to_term(env, &v)]),
             _ => atoms::pending().to_term(env),
         },
@@ -215,8 +217,9 @@ fn wait_for_release<'a>(
     timeout: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let timeout = millis(timeout)?;
+    let k = key(env, k);
     Ok(
-        match engine().wait_for_release(key(env, k), id, timeout, clock::now()) {
+        match with_engine(|e| e.wait_for_release(k, id, timeout, clock::now())) {
             WaitOutcome::Pending => atoms::pending().to_term(env),
             _ => make_tuple(
                 env,
@@ -229,7 +232,9 @@ fn wait_for_release<'a>(
 /// `sweep(Budget) -> {Done, Wakes, TimedOutWaiterIds, LeasesExpired, PromisesExpired}`
 #[rustler::nif]
 fn sweep(env: Env, budget: usize) -> Term {
-    let r = engine().sweep(clock::now(), budget);
+    let started = std::time::Instant::now();
+    let r = with_engine(|e| e.sweep(clock::now(), budget));
+    account(env, started);
     make_tuple(
         env,
         &[
@@ -246,7 +251,7 @@ fn sweep(env: Env, budget: usize) -> Term {
 /// waiter to answer.
 #[rustler::nif]
 fn next_wakeup(env: Env) -> Term {
-    match engine().next_wakeup() {
+    match with_engine(|e| e.next_wakeup()) {
         Some(at) => (at.saturating_sub(clock::now()).div_ceil(1_000)).encode(env),
         None => atoms::infinity().to_term(env),
     }
@@ -292,8 +297,10 @@ fn entry_to_term<'a>(env: Env<'a>, e: &LogEntry<Key, Value>) -> Term<'a> {
 /// `take_log(Max) -> [Entry]`, oldest first.
 #[rustler::nif]
 fn take_log(env: Env, max: usize) -> Term {
-    let entries = engine().take_log(max);
+    let started = std::time::Instant::now();
+    let entries = with_engine(|e| e.take_log(max));
     let terms: Vec<Term> = entries.iter().map(|e| entry_to_term(env, e)).collect();
+    account(env, started);
     terms.encode(env)
 }
 
@@ -341,24 +348,30 @@ fn replay<'a>(env: Env<'a>, entries: Term<'a>, max: usize) -> NifResult<Term<'a>
     if !entries.is_list() {
         return Err(Error::BadArg);
     }
-    let mut wakes = Vec::new();
+    let started = std::time::Instant::now();
+    // Decode first, then apply the whole chunk under the lock at once.
+    let mut batch = Vec::new();
     let mut skipped = 0usize;
-    let now = clock::now();
-    let mut eng = engine();
     let mut rest = entries;
-    let mut n = 0;
-    while n < max {
+    while batch.len() + skipped < max {
         let Ok((head, tail)) = rest.list_get_cell() else {
             break;
         };
         match entry_from_term(env, head) {
-            Some(e) => wakes.extend(eng.replay(e, now)),
+            Some(e) => batch.push(e),
             None => skipped += 1,
         }
         rest = tail;
-        n += 1;
     }
-    drop(eng);
+    let wakes = with_engine(|e| {
+        let now = clock::now();
+        let mut wakes = Vec::new();
+        for entry in batch {
+            wakes.extend(e.replay(entry, now));
+        }
+        wakes
+    });
+    account(env, started);
     if !rest.is_list() {
         return Err(Error::BadArg); // an improper list
     }
@@ -373,24 +386,31 @@ fn replay<'a>(env: Env<'a>, entries: Term<'a>, max: usize) -> NifResult<Term<'a>
 #[rustler::nif]
 fn debug_state(env: Env) -> Term {
     let now = clock::now();
-    let eng = engine();
-    let mut promises = Vec::new();
-    eng.for_each_promise(|k, t, d| {
-        if d > now {
-            promises.push(make_tuple(
+    let mut raw = Vec::new();
+    with_engine(|e| {
+        e.for_each_promise(|k, t, d| {
+            if d > now {
+                raw.push((k.clone(), t.clone(), d));
+            }
+        })
+    });
+    let promises: Vec<Term> = raw
+        .iter()
+        .map(|(k, t, d)| {
+            make_tuple(
                 env,
                 &[
                     value::decode(env, k),
                     value::decode(env, t),
-                    clock::to_system_ms(d).encode(env),
+                    clock::to_system_ms(*d).encode(env),
                 ],
-            ));
-        }
-    });
-    let mut leases = Vec::new();
-    eng.leases().for_each(|k, l| {
+            )
+        })
+        .collect();
+    let mut rows = Vec::new();
+    leases().for_each(|k, l| {
         if l.is_valid_at(now) {
-            leases.push(make_tuple(
+            rows.push(make_tuple(
                 env,
                 &[
                     value::decode(env, k),
@@ -400,13 +420,13 @@ fn debug_state(env: Env) -> Term {
             ));
         }
     });
-    make_tuple(env, &[promises.encode(env), leases.encode(env)])
+    make_tuple(env, &[promises.encode(env), rows.encode(env)])
 }
 
 /// `stats() -> #{leases, promises, waiters, log, log_dropped, expiry_entries}`
 #[rustler::nif]
 fn stats(env: Env) -> NifResult<Term> {
-    let s = engine().summary();
+    let s = with_engine(|e| e.summary());
     let pairs = [
         (atoms::leases(), s.leases as u64),
         (atoms::promises(), s.promises as u64),
@@ -433,20 +453,19 @@ fn configure<'a>(env: Env<'a>, promise_ttl: Term<'a>, log_enabled: bool) -> NifR
 /// `reset_volatile() -> ok`: forget promises and waiters (server restart).
 #[rustler::nif]
 fn reset_volatile(env: Env) -> Term {
-    engine().reset_volatile();
+    with_engine(|e| e.reset_volatile());
     atoms::ok().to_term(env)
 }
 
 /// `clear() -> ok`: forget everything.
 #[rustler::nif]
 fn clear(env: Env) -> Term {
-    engine().clear();
+    with_engine(|e| e.clear());
     atoms::ok().to_term(env)
 }
 
 fn load(env: Env, _info: Term) -> bool {
     term::init(env);
-    clock::init();
     store::init();
     true
 }

@@ -32,9 +32,15 @@ pub fn init() {
     store();
 }
 
-/// The engine, locked for one state transition.
-pub fn engine() -> MutexGuard<'static, Eng> {
-    store().engine.lock()
+/// Runs one state transition with the engine locked. The lock is handed
+/// over fairly: a process waiting for it (a coordinator voting locally)
+/// gets it before the server's next sweep chunk, so no scheduler starves.
+/// Callers encode their arguments before, so the lock is held briefly.
+pub fn with_engine<R>(f: impl FnOnce(&mut Eng) -> R) -> R {
+    let mut guard = store().engine.lock();
+    let r = f(&mut guard);
+    MutexGuard::unlock_fair(guard);
+    r
 }
 
 /// The lease map, for dirty reads without the engine lock.
@@ -45,7 +51,8 @@ pub fn leases() -> &'static LeaseMap<Key, Value> {
 
 /// Changes the promise TTL and whether changes are logged for replicas.
 pub fn configure(promise_ttl: locker_core::Micros, log_enabled: bool) {
-    let mut e = engine();
-    e.set_log_enabled(log_enabled);
-    e.set_promise_ttl(promise_ttl);
+    with_engine(|e| {
+        e.set_log_enabled(log_enabled);
+        e.set_promise_ttl(promise_ttl);
+    });
 }
