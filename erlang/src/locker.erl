@@ -25,9 +25,11 @@
 -export([start_link/1, start_link/4]).
 -export([set_w/2, set_nodes/3]).
 -export([lock/2, lock/3, lock/4, update/3, update/4, extend_lease/3, extend_lease/4, release/2, release/3]).
+-export([lock_with_token/4]).
 -export([wait_for/2, wait_for_release/1, wait_for_release/2]).
 -export([dirty_read/1, master_dirty_read/1]).
 -export([lag/0, summary/0, get_meta/0, get_debug_state/0]).
+-export([token_counter/0]).
 
 -define(LEASE_LENGTH, 2000).
 -define(TIMEOUT, 5000).
@@ -89,9 +91,78 @@ lock(Key, Value, LeaseLength) ->
 %% `{error, no_quorum}' (nothing is stored then).
 -spec lock(key(), value(), non_neg_integer(), timeout()) -> lock_result().
 lock(Key, Value, LeaseLength, Timeout) ->
-    two_phase(Key, not_found, Timeout, fun(S, Masters, Tag) ->
-        locker_call:round(S, Masters, {write, Tag, Key, Value, LeaseLength}, Timeout)
-    end).
+    case acquire(Key, Value, LeaseLength, Timeout) of
+        {ok, W, Votes, Commits, _Token} -> {ok, W, Votes, Commits};
+        Error -> Error
+    end.
+
+%% @doc {@link lock/4} that also returns the acquisition's fencing token:
+%% a positive integer strictly greater than the token of every earlier
+%% acquisition of `Key', as long as a quorum of this project's masters stays
+%% up (original nodes in a mixed cluster vote without checking tokens; see
+%% the README). Pass it to the resource you protect and have it refuse
+%% requests carrying a lower token than one it has seen.
+-spec lock_with_token(key(), value(), non_neg_integer(), timeout()) ->
+    {ok, pos_integer()} | {error, no_quorum}.
+lock_with_token(Key, Value, LeaseLength, Timeout) ->
+    case acquire(Key, Value, LeaseLength, Timeout) of
+        {ok, _W, _Votes, _Commits, Token} -> {ok, Token};
+        Error -> Error
+    end.
+
+%% The tag `{'$locker_token', Ref, Token}' is as opaque to original nodes as
+%% a plain ref; this project's nodes grant the promise on an absent key only
+%% if Token is above every token they dropped for it, else they answer
+%% `{error, {stale_token, Floor}}' and the coordinator retries once above
+%% the highest floor it heard of.
+acquire(Key, Value, LeaseLength, Timeout) ->
+    acquire(Key, Value, LeaseLength, Timeout, 0, 2).
+
+acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
+    Token = next_token(Floor),
+    Tag = {'$locker_token', make_ref(), Token},
+    Write = fun(S, Masters, T) ->
+        locker_call:round(S, Masters, {write, T, Key, Value, LeaseLength}, Timeout)
+    end,
+    case two_phase(Key, not_found, Tag, Timeout, Write) of
+        {ok, W, Votes, Commits} ->
+            {ok, W, Votes, Commits, Token};
+        {no_quorum, Replies} ->
+            case [F || {_, {error, {stale_token, F}}} <- Replies, is_integer(F)] of
+                Floors when Floors =/= [], Attempts > 1 ->
+                    acquire(Key, Value, LeaseLength, Timeout, lists:max(Floors), Attempts - 1);
+                _ ->
+                    {error, no_quorum}
+            end
+    end.
+
+%% Fencing tokens follow the wall clock in microseconds, strictly
+%% increasing on this node, and above any floor a master reported.
+next_token(Floor) ->
+    Counter = token_counter(),
+    Want = max(erlang:system_time(microsecond), Floor + 1),
+    bump(Counter, Want).
+
+bump(Counter, Want) ->
+    Old = atomics:get(Counter, 1),
+    New = max(Want, Old + 1),
+    case atomics:compare_exchange(Counter, 1, Old, New) of
+        ok -> New;
+        _ -> bump(Counter, Want)
+    end.
+
+%% @private The node's token counter (created by the server at start; lazily here
+%% if a coordinator runs before it: a lost race only means two counters
+%% for a moment, and the masters' floors keep tokens increasing anyway).
+token_counter() ->
+    case persistent_term:get({locker, token_counter}, undefined) of
+        undefined ->
+            C = atomics:new(1, [{signed, true}]),
+            persistent_term:put({locker, token_counter}, C),
+            C;
+        Counter ->
+            Counter
+    end.
 
 %% @equiv update(Key, Value, NewValue, 5000)
 -spec update(key(), value(), value()) -> lock_result().
@@ -102,9 +173,9 @@ update(Key, Value, NewValue) ->
 %% holds `Value'; the lease keeps its expiry. Replies as {@link lock/4}.
 -spec update(key(), value(), value(), timeout()) -> lock_result().
 update(Key, Value, NewValue, Timeout) ->
-    two_phase(Key, Value, Timeout, fun(S, Masters, Tag) ->
+    tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
         locker_call:round(S, Masters, {update, Tag, Key, NewValue}, Timeout)
-    end).
+    end)).
 
 %% @equiv extend_lease(Key, Value, LeaseLength, 5000)
 -spec extend_lease(key(), value(), non_neg_integer()) -> ok | {error, no_quorum}.
@@ -116,7 +187,7 @@ extend_lease(Key, Value, LeaseLength) ->
 %% lost the key stores it again. Returns `ok' or `{error, no_quorum}'.
 -spec extend_lease(key(), value(), non_neg_integer(), timeout()) -> ok | {error, no_quorum}.
 extend_lease(Key, Value, LeaseLength, Timeout) ->
-    Result = two_phase(Key, Value, Timeout, fun(S, Masters, Tag) ->
+    Result = two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
         {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
         Failed = [N || {N, R} <- Replies, R =/= ok],
         _ = Failed =/= [] andalso locker_call:multi_call(Failed, {release_write_lock, Tag}, Timeout),
@@ -124,7 +195,7 @@ extend_lease(Key, Value, LeaseLength, Timeout) ->
     end),
     case Result of
         {ok, _, _, _} -> ok;
-        Error -> Error
+        {no_quorum, _} -> {error, no_quorum}
     end.
 
 %% @equiv release(Key, Value, 5000)
@@ -136,16 +207,15 @@ release(Key, Value) ->
 %% replicas. Replies as {@link lock/4}.
 -spec release(key(), value(), timeout()) -> lock_result().
 release(Key, Value, Timeout) ->
-    two_phase(Key, Value, Timeout, fun(S, _Masters, Tag) ->
+    tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, _Masters, Tag) ->
         %% Masters and replicas alike.
         locker_call:round(S, {release, Key, Value, Tag}, Timeout)
-    end).
+    end)).
 
 %% Phase one on the masters, then `Commit' (phase two) if W promised. The
 %% session also monitors the replicas, which `release' reaches directly.
-two_phase(Key, Expected, Timeout, Commit) ->
+two_phase(Key, Expected, Tag, Timeout, Commit) ->
     {Nodes, Replicas, W} = get_meta(),
-    Tag = make_ref(),
     S = locker_call:open(Nodes ++ (Replicas -- Nodes)),
     {Replies, _Bad, S1} = locker_call:round(S, Nodes, {get_write_lock, Key, Expected, Tag}, Timeout),
     Votes = count_ok(Replies),
@@ -156,10 +226,13 @@ two_phase(Key, Expected, Timeout, Commit) ->
                 {ok, W, Votes, count_ok(Commits)};
             false ->
                 _ = locker_call:round(S1, Nodes, {release_write_lock, Tag}, Timeout),
-                {error, no_quorum}
+                {no_quorum, Replies}
         end,
     ok = locker_call:close(S1),
     Result.
+
+tagged({ok, _, _, _} = Ok) -> Ok;
+tagged({no_quorum, _}) -> {error, no_quorum}.
 
 count_ok(Replies) ->
     length([ok || {_, ok} <- Replies]).

@@ -46,6 +46,7 @@ start_configured(Args, Masters, Replicas) ->
 
 init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) ->
     ok = locker_nif:reset_volatile(),
+    _ = locker:token_counter(),
     put_meta([], [], W),
     {ok, LeaseRef} = timer:send_interval(LeaseExpireInterval, expire_leases),
     {ok, LockRef} = timer:send_interval(LockExpireInterval, expire_locks),

@@ -52,6 +52,10 @@ pub enum LockError {
     AlreadyLocked,
     /// `{error, not_expected_value}`: the stored value is not the expected one.
     NotExpectedValue,
+    /// `{error, {stale_token, Floor}}`: the proposed fencing token is not
+    /// above every token this node has seen for the key (only for
+    /// token-carrying tags, which only this project's coordinators send).
+    StaleToken(u64),
 }
 
 /// Why a release did nothing.
@@ -105,6 +109,9 @@ pub struct Engine<K, V, T> {
     log: TransLog<K, V>,
     waiters: Waiters<K>,
     config: Config,
+    /// Highest fencing token of any lease or promise this node dropped: a
+    /// new acquisition of an absent key must carry a token above it.
+    token_floor: u64,
 }
 
 impl<K, V, T> Engine<K, V, T>
@@ -122,6 +129,7 @@ where
             log: TransLog::new(config.log_limit),
             waiters: Waiters::new(),
             config,
+            token_floor: 0,
         }
     }
 
@@ -153,10 +161,42 @@ where
         self.leases.get_valid(key, now)
     }
 
-    fn store(&mut self, key: K, value: V, lease_ms: u64, now: Micros) {
+    fn store(&mut self, key: K, value: V, lease_ms: u64, token: u64, now: Micros) {
         let expires_at = now.saturating_add(ms(lease_ms));
+        if let Some(old) = self.leases.read(&key, |l| l.token) {
+            self.raise_floor(old);
+        }
         self.expiry.schedule(expires_at, key.clone());
-        self.leases.insert(key, Lease { value, expires_at });
+        self.leases.insert(
+            key,
+            Lease {
+                value,
+                expires_at,
+                token,
+            },
+        );
+    }
+
+    fn raise_floor(&mut self, token: u64) {
+        self.token_floor = self.token_floor.max(token);
+    }
+
+    /// Sets the token floor (at least): a node that starts empty sets it to
+    /// the wall clock in microseconds, above every token issued before it
+    /// started as long as tokens follow the wall clock.
+    pub fn set_token_floor(&mut self, floor: u64) {
+        self.raise_floor(floor);
+    }
+
+    /// The highest fencing token this node has dropped.
+    pub fn token_floor(&self) -> u64 {
+        self.token_floor
+    }
+
+    /// Drops `tag`'s promises, remembering their tokens.
+    fn drop_promise(&mut self, tag: &T) {
+        let token = self.promises.remove_tag(tag);
+        self.raise_floor(token);
     }
 
     fn log(&mut self, entry: impl FnOnce() -> LogEntry<K, V>) {
@@ -190,10 +230,34 @@ where
         tag: T,
         now: Micros,
     ) -> Result<(), LockError> {
+        self.get_write_lock_with_token(key, expected, tag, 0, now)
+    }
+
+    /// Phase one with a fencing token (0: none). A token-carrying promise
+    /// on an absent key is granted only above the token floor; it raises
+    /// the floor for the next ones when it is dropped.
+    pub fn get_write_lock_with_token(
+        &mut self,
+        key: K,
+        expected: Expect<'_, V>,
+        tag: T,
+        token: u64,
+        now: Micros,
+    ) -> Result<(), LockError> {
+        let stale_promise = self.promises.token_of(&key);
         if self.promises.is_held(&key, now) {
             return Err(LockError::AlreadyLocked);
         }
-        let current = self.valid_value(&key, now);
+        if let Some(t) = stale_promise {
+            self.raise_floor(t); // it expired and was just dropped
+        }
+        let (current, expired_token) = match self.leases.read(&key, |l| {
+            (l.is_valid_at(now).then(|| l.value.clone()), l.token)
+        }) {
+            Some((Some(v), _)) => (Some(v), 0),
+            Some((None, t)) => (None, t),
+            None => (None, 0),
+        };
         let matches = match (expected, &current) {
             (Expect::Absent, None) | (Expect::ValueOrAbsent(_), None) => true,
             (Expect::Value(v), Some(c)) | (Expect::ValueOrAbsent(v), Some(c)) => v == c,
@@ -202,21 +266,46 @@ where
         if !matches {
             return Err(LockError::NotExpectedValue);
         }
+        if token > 0 && current.is_none() {
+            let floor = self.token_floor.max(expired_token);
+            if token <= floor {
+                return Err(LockError::StaleToken(floor));
+            }
+        }
         let deadline = now.saturating_add(self.config.promise_ttl);
-        self.promises.insert(key, tag, deadline);
+        self.promises.insert(key, tag, deadline, token);
         Ok(())
     }
 
     /// Abort: drop the promise held by `tag` (always `ok` on the wire).
     pub fn release_write_lock(&mut self, tag: &T) {
-        self.promises.remove_tag(tag);
+        self.drop_promise(tag);
     }
 
     /// Phase two of `lock`: store the lease, drop `tag`'s promise.
     /// Returns the `wait_for` waiters to answer.
     pub fn write(&mut self, tag: &T, key: K, value: V, lease_ms: u64, now: Micros) -> Vec<Wake<V>> {
+        self.write_with_token(tag, key, value, lease_ms, 0, now)
+    }
+
+    /// Phase two of `lock` with the acquisition's fencing token (0: take it
+    /// from `tag`'s promise on this key, if any).
+    pub fn write_with_token(
+        &mut self,
+        tag: &T,
+        key: K,
+        value: V,
+        lease_ms: u64,
+        token: u64,
+        now: Micros,
+    ) -> Vec<Wake<V>> {
+        let token = match token {
+            0 => self.promises.token_for(&key, tag).unwrap_or(0),
+            t => t,
+        };
+        // The promise becomes the lease: its token lives on there.
         self.promises.remove_tag(tag);
-        self.apply_write(key, value, lease_ms, now, true)
+        self.apply_write(key, value, lease_ms, token, now, true)
     }
 
     fn apply_write(
@@ -224,6 +313,7 @@ where
         key: K,
         value: V,
         lease_ms: u64,
+        token: u64,
         now: Micros,
         log: bool,
     ) -> Vec<Wake<V>> {
@@ -236,14 +326,14 @@ where
                 lease_ms,
             });
         }
-        self.store(key, value, lease_ms, now);
+        self.store(key, value, lease_ms, token, now);
         wakes
     }
 
     /// Phase two of `update`: replace the value of a live lease keeping its
     /// expiry (nothing to replace if it expired meanwhile).
     pub fn update(&mut self, tag: &T, key: K, value: V, now: Micros) {
-        self.promises.remove_tag(tag);
+        self.drop_promise(tag);
         self.apply_update(&key, &value, now);
         self.log(|| LogEntry::Update { key, value });
     }
@@ -266,7 +356,7 @@ where
         lease_ms: u64,
         now: Micros,
     ) -> Vec<Wake<V>> {
-        self.promises.remove_tag(tag);
+        self.drop_promise(tag);
         let mut wakes = Vec::new();
         self.wake_values(&key, &value, &mut wakes);
         self.log(|| LogEntry::ExtendLease {
@@ -274,7 +364,12 @@ where
             value: value.clone(),
             lease_ms,
         });
-        self.store(key, value, lease_ms, now);
+        // An extension keeps the acquisition's token if this node has it.
+        let token = self
+            .leases
+            .read(&key, |l| if l.value == value { l.token } else { 0 })
+            .unwrap_or(0);
+        self.store(key, value, lease_ms, token, now);
         wakes
     }
 
@@ -287,7 +382,7 @@ where
         tag: &T,
         now: Micros,
     ) -> Result<Vec<Wake<V>>, ReleaseError> {
-        self.promises.remove_tag(tag);
+        self.drop_promise(tag);
         let outcome = match self
             .leases
             .read(key, |l| (l.is_valid_at(now), &l.value == value))
@@ -297,7 +392,9 @@ where
             _ => Err(ReleaseError::NotFound),
         };
         outcome?;
-        self.leases.remove_if(key, |_| true);
+        if let Some(old) = self.leases.remove_if(key, |_| true) {
+            self.raise_floor(old.token);
+        }
         let mut wakes = Vec::new();
         self.wake_released(key, &mut wakes);
         self.log(|| LogEntry::Release { key: key.clone() });
@@ -316,14 +413,15 @@ where
                 key,
                 value,
                 lease_ms,
-            } => self.apply_write(key, value, lease_ms, now, false),
+            } => self.apply_write(key, value, lease_ms, 0, now, false),
             LogEntry::Update { key, value } => {
                 self.apply_update(&key, &value, now);
                 Vec::new()
             }
             LogEntry::Release { key } => {
                 let mut wakes = Vec::new();
-                if self.leases.remove_if(&key, |_| true).is_some() {
+                if let Some(old) = self.leases.remove_if(&key, |_| true) {
+                    self.raise_floor(old.token);
                     self.wake_released(&key, &mut wakes);
                 }
                 wakes
@@ -384,17 +482,22 @@ where
             done: true,
         };
         let mut expired = Vec::new();
+        let mut max_token = 0;
         let leases = Arc::clone(&self.leases);
         let leases_done = self.expiry.pop_due(now, budget, |key| {
-            if leases.remove_if(&key, |l| !l.is_valid_at(now)).is_some() {
+            if let Some(old) = leases.remove_if(&key, |l| !l.is_valid_at(now)) {
+                max_token = max_token.max(old.token);
                 expired.push(key);
             }
         });
+        self.raise_floor(max_token);
         report.leases_expired = expired.len();
         for key in &expired {
             self.wake_released(key, &mut report.wakes);
         }
-        report.promises_expired = self.promises.expire(now, budget);
+        let (promises_expired, promise_token) = self.promises.expire(now, budget);
+        report.promises_expired = promises_expired;
+        self.raise_floor(promise_token);
         report.timed_out = self.waiters.expire(now, budget);
         report.done =
             leases_done && report.promises_expired < budget && report.timed_out.len() < budget;

@@ -18,6 +18,9 @@ pub struct Lease<V> {
     pub value: V,
     /// The lease is valid strictly before this instant.
     pub expires_at: Micros,
+    /// The fencing token of the acquisition that stored it (0: unknown, e.g.
+    /// learned through the replication log or from an original node).
+    pub token: u64,
 }
 
 impl<V> Lease<V> {

@@ -6,7 +6,7 @@ use std::hash::Hash;
 use crate::Micros;
 
 pub(crate) struct Promises<K, T> {
-    by_key: HashMap<K, (T, Micros), ahash::RandomState>,
+    by_key: HashMap<K, (T, Micros, u64), ahash::RandomState>,
     by_tag: HashMap<T, K, ahash::RandomState>,
     /// Promises whose tag was already in use for another key (a caller
     /// reusing a tag); scanned only when not empty.
@@ -29,8 +29,8 @@ impl<K: Hash + Eq + Clone, T: Hash + Eq + Clone> Promises<K, T> {
     /// Whether a live promise holds `key`; drops it first if it expired.
     pub(crate) fn is_held(&mut self, key: &K, now: Micros) -> bool {
         match self.by_key.get(key) {
-            Some((_, deadline)) if *deadline > now => true,
-            Some((tag, _)) => {
+            Some((_, deadline, _)) if *deadline > now => true,
+            Some((tag, _, _)) => {
                 let tag = tag.clone();
                 self.remove_pair(key, &tag);
                 false
@@ -39,43 +39,58 @@ impl<K: Hash + Eq + Clone, T: Hash + Eq + Clone> Promises<K, T> {
         }
     }
 
-    pub(crate) fn insert(&mut self, key: K, tag: T, deadline: Micros) {
+    /// The fencing token of the promise held on `key`, if any.
+    pub(crate) fn token_of(&self, key: &K) -> Option<u64> {
+        self.by_key.get(key).map(|(_, _, t)| *t)
+    }
+
+    /// The fencing token of the promise `tag` holds on `key`, if any.
+    pub(crate) fn token_for(&self, key: &K, tag: &T) -> Option<u64> {
+        match self.by_key.get(key) {
+            Some((t, _, token)) if t == tag => Some(*token),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, key: K, tag: T, deadline: Micros, token: u64) {
         if self.by_tag.contains_key(&tag) {
             self.shared_tags.push((tag.clone(), key.clone()));
         } else {
             self.by_tag.insert(tag.clone(), key.clone());
         }
         self.queue.push_back((deadline, key.clone(), tag.clone()));
-        self.by_key.insert(key, (tag, deadline));
+        self.by_key.insert(key, (tag, deadline, token));
     }
 
-    /// Drops every promise held by `tag`; returns how many.
-    pub(crate) fn remove_tag(&mut self, tag: &T) -> usize {
-        let mut n = 0;
+    /// Drops every promise held by `tag`; returns the highest fencing
+    /// token among them (0 if none).
+    pub(crate) fn remove_tag(&mut self, tag: &T) -> u64 {
+        let mut max = 0;
         if let Some(key) = self.by_tag.remove(tag) {
-            n += usize::from(self.remove_key_if_tag(&key, tag));
+            max = max.max(self.remove_key_if_tag(&key, tag));
         }
         if !self.shared_tags.is_empty() {
             let mut i = 0;
             while i < self.shared_tags.len() {
                 if self.shared_tags[i].0 == *tag {
                     let (_, key) = self.shared_tags.swap_remove(i);
-                    n += usize::from(self.remove_key_if_tag(&key, tag));
+                    max = max.max(self.remove_key_if_tag(&key, tag));
                 } else {
                     i += 1;
                 }
             }
         }
-        n
+        max
     }
 
-    fn remove_key_if_tag(&mut self, key: &K, tag: &T) -> bool {
+    fn remove_key_if_tag(&mut self, key: &K, tag: &T) -> u64 {
         match self.by_key.get(key) {
-            Some((t, _)) if t == tag => {
+            Some((t, _, token)) if t == tag => {
+                let token = *token;
                 self.by_key.remove(key);
-                true
+                token
             }
-            _ => false,
+            _ => 0,
         }
     }
 
@@ -87,19 +102,24 @@ impl<K: Hash + Eq + Clone, T: Hash + Eq + Clone> Promises<K, T> {
         self.shared_tags.retain(|(t, k)| !(t == tag && k == key));
     }
 
-    /// Drops promises whose deadline is at or before `now`, up to `budget`.
-    pub(crate) fn expire(&mut self, now: Micros, budget: usize) -> usize {
+    /// Drops promises whose deadline is at or before `now`, up to `budget`;
+    /// returns how many, and the highest fencing token among them.
+    pub(crate) fn expire(&mut self, now: Micros, budget: usize) -> (usize, u64) {
         let mut n = 0;
+        let mut max_token = 0;
         while n < budget {
             match self.queue.front() {
                 Some((deadline, _, _)) if *deadline <= now => {}
                 _ => break,
             }
             let (deadline, key, tag) = self.queue.pop_front().expect("front checked");
-            let current =
-                matches!(self.by_key.get(&key), Some((t, d)) if *t == tag && *d == deadline);
-            if current {
+            let current = match self.by_key.get(&key) {
+                Some((t, d, token)) if *t == tag && *d == deadline => Some(*token),
+                _ => None,
+            };
+            if let Some(token) = current {
                 self.remove_pair(&key, &tag);
+                max_token = max_token.max(token);
                 n += 1;
             }
         }
@@ -107,10 +127,11 @@ impl<K: Hash + Eq + Clone, T: Hash + Eq + Clone> Promises<K, T> {
         // keep the queue from growing without bound under heavy traffic.
         if self.queue.len() > 4 * self.by_key.len() + 1024 {
             let by_key = &self.by_key;
-            self.queue
-                .retain(|(d, k, t)| matches!(by_key.get(k), Some((t2, d2)) if t2 == t && d2 == d));
+            self.queue.retain(
+                |(d, k, t)| matches!(by_key.get(k), Some((t2, d2, _)) if t2 == t && d2 == d),
+            );
         }
-        n
+        (n, max_token)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -118,7 +139,7 @@ impl<K: Hash + Eq + Clone, T: Hash + Eq + Clone> Promises<K, T> {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &T, Micros)> {
-        self.by_key.iter().map(|(k, (t, d))| (k, t, *d))
+        self.by_key.iter().map(|(k, (t, d, _))| (k, t, *d))
     }
 
     pub(crate) fn clear(&mut self) {

@@ -42,6 +42,9 @@ pub(crate) mod atoms {
         log_dropped,
         expiry_entries,
         locker_corrupt_term,
+        stale_token,
+        // The tag shape of this project's coordinators: {'$locker_token', Ref, Token}.
+        locker_token = "$locker_token",
     }
 }
 
@@ -100,6 +103,18 @@ fn account(env: Env, started: std::time::Instant) {
     rustler::schedule::consume_timeslice(env, percent);
 }
 
+/// The fencing token a coordinator's tag carries: `{'$locker_token', Ref,
+/// Token}` with a positive integer token; 0 for any other tag (original
+/// coordinators use plain refs).
+fn tag_token<'a>(env: Env<'a>, tag: Term<'a>) -> u64 {
+    match rustler::types::tuple::get_tuple(tag) {
+        Ok(items) if items.len() == 3 && items[0] == atoms::locker_token().to_term(env) => {
+            items[2].decode::<u64>().unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 fn error<'a>(env: Env<'a>, reason: rustler::Atom) -> Term<'a> {
     make_tuple(env, &[atoms::error().to_term(env), reason.to_term(env)])
 }
@@ -118,7 +133,9 @@ fn dirty_read<'a>(env: Env<'a>, k: Term<'a>) -> Term<'a> {
     }
 }
 
-/// `get_write_lock(Key, Expected, Tag) -> ok | {error, already_locked | not_expected_value}`
+/// `get_write_lock(Key, Expected, Tag) -> ok | {error, already_locked |
+/// not_expected_value | {stale_token, Floor}}` (the last only for tags
+/// carrying a fencing token).
 #[rustler::nif]
 fn get_write_lock<'a>(env: Env<'a>, k: Term<'a>, expected: Term<'a>, tag: Term<'a>) -> Term<'a> {
     let exp = value(env, expected);
@@ -128,12 +145,20 @@ fn get_write_lock<'a>(env: Env<'a>, k: Term<'a>, expected: Term<'a>, tag: Term<'
     } else {
         Expect::Value(&exp)
     };
+    let token = tag_token(env, tag);
     let (k, tag) = (key(env, k), key(env, tag));
-    let r = with_engine(|e| e.get_write_lock(k, expect, tag, clock::now()));
+    let r = with_engine(|e| e.get_write_lock_with_token(k, expect, tag, token, clock::now()));
     match r {
         Ok(()) => atoms::ok().to_term(env),
         Err(LockError::AlreadyLocked) => error(env, atoms::already_locked()),
         Err(LockError::NotExpectedValue) => error(env, atoms::not_expected_value()),
+        Err(LockError::StaleToken(floor)) => make_tuple(
+            env,
+            &[
+                atoms::error().to_term(env),
+                make_tuple(env, &[atoms::stale_token().to_term(env), floor.encode(env)]),
+            ],
+        ),
     }
 }
 
@@ -155,8 +180,9 @@ fn write<'a>(
     lease: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let lease = millis(lease)?;
+    let token = tag_token(env, tag);
     let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
-    let wakes = with_engine(|e| e.write(&tag, k, v, lease, clock::now()));
+    let wakes = with_engine(|e| e.write_with_token(&tag, k, v, lease, token, clock::now()));
     Ok(wakes_to_term(env, &wakes))
 }
 

@@ -18,7 +18,14 @@ static STORE: OnceLock<Store> = OnceLock::new();
 
 fn store() -> &'static Store {
     STORE.get_or_init(|| {
-        let engine = Engine::new(Config::default());
+        let mut engine = Engine::new(Config::default());
+        // Fencing tokens follow the wall clock in microseconds: a store that
+        // starts empty refuses tokens issued before it started.
+        let wall_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        engine.set_token_floor(wall_us);
         let leases = Arc::clone(engine.leases());
         Store {
             engine: Mutex::new(engine),
