@@ -271,9 +271,11 @@ probe(Parent, N, Acc) ->
         probe(Parent, N + 1, [T | Acc])
     end.
 
+%% Polls the lease count (shard read locks only, never the engine lock the
+%% sweep holds) until the sweep is done.
 wait_empty() ->
-    case locker_nif:stats() of
-        #{leases := 0} -> ok;
+    case locker_nif:lease_count() of
+        0 -> ok;
         _ -> receive after 1 -> wait_empty() end
     end.
 

@@ -22,6 +22,7 @@
     replay/2,
     debug_state/0,
     stats/0,
+    lease_count/0,
     configure/2,
     reset_volatile/0,
     clear/0
@@ -88,6 +89,9 @@ debug_state() -> ?NIF.
 
 -spec stats() -> #{atom() => non_neg_integer()}.
 stats() -> ?NIF.
+
+-spec lease_count() -> non_neg_integer().
+lease_count() -> ?NIF.
 
 -spec configure(non_neg_integer(), boolean()) -> ok.
 configure(_PromiseTtlMs, _LogEnabled) -> ?NIF.

@@ -468,6 +468,13 @@ fn stats(env: Env) -> NifResult<Term> {
     Ok(map)
 }
 
+/// `lease_count() -> N`: stored leases (expired ones not yet swept
+/// included), read without taking the engine lock.
+#[rustler::nif]
+fn lease_count() -> usize {
+    leases().len()
+}
+
 /// `configure(PromiseTtlMs, LogEnabled) -> ok`
 #[rustler::nif]
 fn configure<'a>(env: Env<'a>, promise_ttl: Term<'a>, log_enabled: bool) -> NifResult<Term<'a>> {
