@@ -13,7 +13,6 @@ mod value;
 
 use locker_core::clock;
 use locker_core::{Expect, LockError, LogEntry, ReleaseError, WaitOutcome, Wake};
-use rustler::types::tuple::make_tuple;
 use rustler::{Encoder, Env, Error, NifResult, Term};
 
 use crate::store::{leases, with_engine};
@@ -45,6 +44,24 @@ pub(crate) mod atoms {
         stale_token,
         // The tag shape of this project's coordinators: {'$locker_token', Ref, Token}.
         locker_token = "$locker_token",
+    }
+}
+
+/// Builds a tuple without allocating (rustler's `make_tuple` collects
+/// into a Vec, which costs a malloc/free pair on the `dirty_read` path).
+fn make_tuple<'a>(env: Env<'a>, items: &[Term<'a>]) -> Term<'a> {
+    let raw: smallvec::SmallVec<[rustler::sys::ErlNifTerm; 6]> =
+        items.iter().map(|t| t.as_c_arg()).collect();
+    // SAFETY: every element is a live term of `env`.
+    unsafe {
+        Term::new(
+            env,
+            rustler::sys::enif_make_tuple_from_array(
+                env.as_c_arg(),
+                raw.as_ptr(),
+                raw.len() as u32,
+            ),
+        )
     }
 }
 
