@@ -24,6 +24,7 @@
     stats/0,
     lease_count/0,
     configure/2,
+    abstain_after_start/1,
     reset_volatile/0,
     clear/0
 ]).
@@ -95,6 +96,9 @@ lease_count() -> ?NIF.
 
 -spec configure(non_neg_integer(), boolean()) -> ok.
 configure(_PromiseTtlMs, _LogEnabled) -> ?NIF.
+
+-spec abstain_after_start(non_neg_integer()) -> ok.
+abstain_after_start(_Ms) -> ?NIF.
 
 -spec reset_volatile() -> ok.
 reset_volatile() -> ?NIF.

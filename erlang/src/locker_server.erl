@@ -46,6 +46,9 @@ start_configured(Args, Masters, Replicas) ->
 
 init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) ->
     ok = locker_nif:reset_volatile(),
+    %% Safe mode (off by default): a master whose VM started empty refuses
+    %% promises on unknown keys for this long (the longest lease in use).
+    ok = locker_nif:abstain_after_start(application:get_env(locker, restart_abstain_ms, 0)),
     _ = locker:token_counter(),
     put_meta([], [], W),
     {ok, LeaseRef} = timer:send_interval(LeaseExpireInterval, expire_leases),

@@ -112,6 +112,9 @@ pub struct Engine<K, V, T> {
     /// Highest fencing token of any lease or promise this node dropped: a
     /// new acquisition of an absent key must carry a token above it.
     token_floor: u64,
+    /// Until this instant, refuse promises on keys this node does not hold
+    /// (a master that restarted empty may have lost leases others hold).
+    abstain_until: Micros,
 }
 
 impl<K, V, T> Engine<K, V, T>
@@ -130,6 +133,7 @@ where
             waiters: Waiters::new(),
             config,
             token_floor: 0,
+            abstain_until: 0,
         }
     }
 
@@ -186,6 +190,14 @@ where
     /// started as long as tokens follow the wall clock.
     pub fn set_token_floor(&mut self, floor: u64) {
         self.raise_floor(floor);
+    }
+
+    /// Safe mode for a master that starts empty: until `until`, phase one on
+    /// a key this node holds no lease for answers `AlreadyLocked`, so the
+    /// node cannot help grant a key that a lost lease may still cover. Set
+    /// it to the start instant plus the longest lease in use.
+    pub fn set_abstain_until(&mut self, until: Micros) {
+        self.abstain_until = until;
     }
 
     /// The highest fencing token this node has dropped.
@@ -258,6 +270,9 @@ where
             Some((None, t)) => (None, t),
             None => (None, 0),
         };
+        if current.is_none() && now < self.abstain_until {
+            return Err(LockError::AlreadyLocked);
+        }
         let matches = match (expected, &current) {
             (Expect::Absent, None) | (Expect::ValueOrAbsent(_), None) => true,
             (Expect::Value(v), Some(c)) | (Expect::ValueOrAbsent(v), Some(c)) => v == c,

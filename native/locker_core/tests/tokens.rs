@@ -85,6 +85,26 @@ fn tokenless_requests_behave_as_the_original() {
     assert_eq!(e.leases().read(&1, |l| l.token), Some(0));
 }
 
+#[test]
+fn restarted_master_abstains_on_unknown_keys() {
+    let mut e = engine();
+    e.set_abstain_until(ms(5_000));
+    assert_eq!(
+        e.get_write_lock(1, Expect::Absent, 1, ms(100)),
+        Err(LockError::AlreadyLocked)
+    );
+    // A key it learns (a lagging node catching up through extend_lease) is
+    // voted on normally.
+    e.extend_lease(&2, 1, 7, 10_000, ms(200));
+    assert_eq!(e.get_write_lock(1, Expect::Value(&7), 3, ms(300)), Ok(()));
+    e.release_write_lock(&3);
+    assert_eq!(
+        e.get_write_lock(2, Expect::Absent, 4, ms(5_000)),
+        Ok(()),
+        "abstention ends"
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     /// Acquire key 0 on a random subset of masters with a token proposal.

@@ -500,6 +500,15 @@ fn configure<'a>(env: Env<'a>, promise_ttl: Term<'a>, log_enabled: bool) -> NifR
     Ok(atoms::ok().to_term(env))
 }
 
+/// `abstain_after_start(Ms) -> ok`: safe mode for a master that started
+/// empty: no promise on a key it holds no lease for until `Ms` after the
+/// store was created.
+#[rustler::nif]
+fn abstain_after_start<'a>(env: Env<'a>, ms: Term<'a>) -> NifResult<Term<'a>> {
+    store::abstain_after_start(millis(ms)?);
+    Ok(atoms::ok().to_term(env))
+}
+
 /// `reset_volatile() -> ok`: forget promises and waiters (server restart).
 #[rustler::nif]
 fn reset_volatile(env: Env) -> Term {

@@ -10,6 +10,8 @@ use crate::value::{Key, Value};
 type Eng = Engine<Key, Value, Key>;
 
 struct Store {
+    /// When this VM's store was created (monotonic µs).
+    created_at: locker_core::Micros,
     engine: Mutex<Eng>,
     leases: Arc<LeaseMap<Key, Value>>,
 }
@@ -28,6 +30,7 @@ fn store() -> &'static Store {
         engine.set_token_floor(wall_us);
         let leases = Arc::clone(engine.leases());
         Store {
+            created_at: locker_core::clock::now(),
             engine: Mutex::new(engine),
             leases,
         }
@@ -54,6 +57,13 @@ pub fn with_engine<R>(f: impl FnOnce(&mut Eng) -> R) -> R {
 #[inline]
 pub fn leases() -> &'static LeaseMap<Key, Value> {
     &store().leases
+}
+
+/// Safe mode: refuse promises on unknown keys until `ms` after this
+/// store was created (i.e. after the VM started).
+pub fn abstain_after_start(ms: u64) {
+    let until = store().created_at.saturating_add(locker_core::ms(ms));
+    with_engine(|e| e.set_abstain_until(until));
 }
 
 /// Changes the promise TTL and whether changes are logged for replicas.
