@@ -1,37 +1,91 @@
-//! `lockerd`: a locker master or replica as a Rust C-node.
-//!
-//! This is the command-line surface; joining the distribution (epmd,
-//! handshake, the `locker` process) is the subject of its own issue and is
-//! not implemented yet: the program says so and exits with status 2.
+//! `lockerd`: a locker master or replica as a Rust C-node. See `--help`.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
-
-/// A locker node in Rust: joins an Erlang cluster as a master or replica.
-#[derive(Parser, Debug)]
-#[command(name = "lockerd", version, about, long_about = None)]
-struct Args {
-    /// Node name, e.g. `locker1@127.0.0.1` (long) or `locker1@host` (short).
-    #[arg(long)]
-    name: String,
-    /// Distribution cookie (else `$LOCKER_COOKIE`, else `~/.erlang.cookie`).
-    #[arg(long, env = "LOCKER_COOKIE", hide_env_values = true)]
-    cookie: Option<String>,
-    /// Master nodes, comma separated.
-    #[arg(long, value_delimiter = ',')]
-    masters: Vec<String>,
-    /// Replica nodes, comma separated.
-    #[arg(long, value_delimiter = ',')]
-    replicas: Vec<String>,
-    /// Write quorum.
-    #[arg(long, default_value_t = 2)]
-    w: usize,
-}
+use lockerd::cli::Args;
+use lockerd::locker::{Locker, LockerConfig};
+use lockerd::metrics::Metrics;
+use lockerd::node::{find_cookie, Node, NodeConfig};
+use lockerd::term::Atom;
 
 fn main() {
     let args = Args::parse();
-    eprintln!(
-        "lockerd: joining the distribution as {} is not implemented yet (masters {:?}, replicas {:?}, w {})",
-        args.name, args.masters, args.replicas, args.w
-    );
-    std::process::exit(2);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(run(args));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    std::process::exit(code);
+}
+
+async fn run(args: Args) -> i32 {
+    let cookie = match find_cookie(args.cookie.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 2;
+        }
+    };
+    let mut cfg = NodeConfig::new(&args.name, &cookie);
+    cfg.listen = args.listen;
+    cfg.net_ticktime = Duration::from_secs(args.net_ticktime.max(1));
+    cfg.max_peers = args.max_peers;
+    cfg.max_frame = args.max_frame;
+    let metrics = Arc::new(Metrics::default());
+    let node = match Node::start(cfg, metrics.clone()).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    if let Err(e) = lockerd::net_kernel::spawn(&node) {
+        tracing::error!("{e}");
+        return 1;
+    }
+    let lcfg = LockerConfig {
+        w: args.w,
+        masters: args.masters.iter().map(|s| Atom::new(s)).collect(),
+        replicas: args.replicas.iter().map(|s| Atom::new(s)).collect(),
+        lease_expire: Duration::from_millis(args.lease_expire_ms.max(1)),
+        lock_expire: Duration::from_millis(args.lock_expire_ms.max(1)),
+        push: Duration::from_millis(args.push_ms.max(1)),
+        promise_ttl: Duration::from_millis(args.promise_ttl_ms),
+    };
+    let locker = match Locker::new(&node, lcfg) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    if let Some(addr) = args.metrics {
+        let n = node.clone();
+        match lockerd::metrics::serve(addr, metrics.clone(), move || n.connected().len()).await {
+            Ok(a) => tracing::info!(addr = %a, "metrics at /metrics"),
+            Err(e) => {
+                tracing::error!(%addr, "metrics endpoint: {e}");
+                return 1;
+            }
+        }
+    }
+    if args.announce {
+        println!("lockerd ready {} {}", node.port(), node.creation());
+    }
+    tracing::info!(node = %node.name(), masters = ?args.masters, replicas = ?args.replicas, "locker serving");
+    let stop = lockerd::shutdown::on_signal();
+    locker.run(stop).await;
+    node.stop(Duration::from_secs(2)).await;
+    tracing::info!("bye");
+    0
 }

@@ -1,0 +1,73 @@
+//! The `lockerd` command line.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// A locker master or replica as a Rust C-node: joins an Erlang cluster
+/// (hidden), registers `locker` and serves the locker wire protocol to
+/// BEAM nodes, which reach it with `gen_server:multi_call(Nodes, locker, ...)`
+/// like any locker node.
+///
+/// Example: lockerd --name locker1@127.0.0.1 --cookie secret
+///   --masters a@127.0.0.1,b@127.0.0.1,locker1@127.0.0.1 --w 2
+#[derive(Parser, Debug, Clone)]
+#[command(name = "lockerd", version, about, long_about)]
+pub struct Args {
+    /// Node name: `locker1@127.0.0.1` (long names, pairs with `erl -name`)
+    /// or `locker1@host` (short names, pairs with `erl -sname`).
+    #[arg(long)]
+    pub name: String,
+    /// Distribution cookie (else `$LOCKER_COOKIE`, else `~/.erlang.cookie`).
+    #[arg(long, hide_env_values = true)]
+    pub cookie: Option<String>,
+    /// Master nodes, comma separated (this node included if it is one).
+    #[arg(long, value_delimiter = ',')]
+    pub masters: Vec<String>,
+    /// Replica nodes, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub replicas: Vec<String>,
+    /// Write quorum (kept for `get_meta`-like views; the coordinator runs
+    /// on the calling node).
+    #[arg(long, default_value_t = 2)]
+    pub w: i64,
+    /// Address to listen on for distribution connections (port 0: any).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+    /// Serve Prometheus metrics on this address at `/metrics`.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// OTP's net_ticktime in seconds: a silent peer is dropped after it;
+    /// ticks go out every quarter of it.
+    #[arg(long, default_value_t = 60)]
+    pub net_ticktime: u64,
+    /// Lease sweep interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub lease_expire_ms: u64,
+    /// Promise sweep interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub lock_expire_ms: u64,
+    /// Transaction log push interval in milliseconds (masters with replicas).
+    #[arg(long, default_value_t = 100)]
+    pub push_ms: u64,
+    /// How long an unused write promise holds its key, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub promise_ttl_ms: u64,
+    /// Most connected nodes; further incoming connections are refused.
+    #[arg(long, default_value_t = 256)]
+    pub max_peers: usize,
+    /// Largest distribution frame accepted, in bytes; a bigger one closes
+    /// the connection.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_frame: usize,
+    /// Worker threads of the runtime.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Log filter (tracing's EnvFilter syntax; `$RUST_LOG` wins).
+    #[arg(long, default_value = "info")]
+    pub log: String,
+    /// Print the node's port and creation on stdout once registered
+    /// (`lockerd ready <port> <creation>`), for scripts and tests.
+    #[arg(long)]
+    pub announce: bool,
+}

@@ -1,0 +1,650 @@
+//! External term format: decoding into canonical [`Term`]s and encoding.
+//!
+//! Written for untrusted input (eetf's decoder is not: it sizes vectors
+//! from counts on the wire, recurses without bound and turns small-integer
+//! lists into byte lists): every count is checked against the bytes left
+//! before anything is allocated, nesting is bounded by [`MAX_DEPTH`], atom
+//! text by the format's 255 characters, and compressed terms and atom
+//! cache references (never negotiated) are refused.
+
+use std::sync::Arc;
+
+use crate::term::{Atom, BigInt, Float, Fun, Pid, Port, Ref, Term};
+
+/// Deepest nesting accepted (tuples, lists' elements, maps, funs).
+pub const MAX_DEPTH: usize = 512;
+
+/// Why bytes are not a term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The input ended inside a term.
+    Truncated,
+    /// A tag this decoder does not accept (value given).
+    BadTag(u8),
+    /// The version byte 131 is missing.
+    NoVersion,
+    /// Nesting deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// An atom that is not valid text or longer than 255 characters.
+    BadAtom,
+    /// A malformed field (bad float text, bits count, duplicate map key...).
+    Malformed(&'static str),
+    /// Bytes left over after the term.
+    Trailing,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+impl std::error::Error for DecodeError {}
+
+/// Decodes one whole versioned term (`131`, then the term).
+pub fn decode(bytes: &[u8]) -> Result<Term, DecodeError> {
+    let mut d = Decoder { src: bytes, pos: 0 };
+    let t = d.versioned()?;
+    if d.pos != bytes.len() {
+        return Err(DecodeError::Trailing);
+    }
+    Ok(t)
+}
+
+/// Decodes one versioned term at the start of `bytes`; returns it and the
+/// number of bytes used.
+pub fn decode_prefix(bytes: &[u8]) -> Result<(Term, usize), DecodeError> {
+    let mut d = Decoder { src: bytes, pos: 0 };
+    let t = d.versioned()?;
+    Ok((t, d.pos))
+}
+
+struct Decoder<'a> {
+    src: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Decoder<'a> {
+    fn left(&self) -> usize {
+        self.src.len() - self.pos
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.left() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let s = &self.src[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<usize, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]) as usize)
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+    /// A count of items each taking at least `min` bytes: refused when the
+    /// input cannot hold that many (so no huge allocation from a lie).
+    fn count(&mut self, n: usize, min: usize) -> Result<usize, DecodeError> {
+        if n.saturating_mul(min) > self.left() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    fn versioned(&mut self) -> Result<Term, DecodeError> {
+        if self.u8()? != 131 {
+            return Err(DecodeError::NoVersion);
+        }
+        self.term(0)
+    }
+
+    fn atom_text(&mut self, tag: u8) -> Result<Atom, DecodeError> {
+        let (len, utf8) = match tag {
+            100 => (self.u16()?, false),
+            115 => (self.u8()? as usize, false),
+            118 => (self.u16()?, true),
+            119 => (self.u8()? as usize, true),
+            t => return Err(DecodeError::BadTag(t)),
+        };
+        let bytes = self.take(len)?;
+        if utf8 {
+            let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::BadAtom)?;
+            if s.chars().count() > 255 {
+                return Err(DecodeError::BadAtom);
+            }
+            Ok(Atom::new(s))
+        } else {
+            if len > 255 {
+                return Err(DecodeError::BadAtom);
+            }
+            if bytes.is_ascii() {
+                // ASCII is valid UTF-8.
+                Ok(Atom::new(std::str::from_utf8(bytes).expect("ascii")))
+            } else {
+                let s: String = bytes.iter().map(|&b| b as char).collect();
+                Ok(Atom::new(&s))
+            }
+        }
+    }
+
+    fn atom(&mut self) -> Result<Atom, DecodeError> {
+        let tag = self.u8()?;
+        self.atom_text(tag)
+    }
+
+    fn int_term(&mut self) -> Result<Term, DecodeError> {
+        let tag = self.u8()?;
+        match tag {
+            97 | 98 | 110 | 111 => self.term_tag(tag, MAX_DEPTH - 1),
+            t => Err(DecodeError::BadTag(t)),
+        }
+    }
+
+    fn big(&mut self, n: usize) -> Result<Term, DecodeError> {
+        let sign = self.u8()?;
+        let mag = self.take(n)?;
+        let used = mag.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        let mag = &mag[..used];
+        if used <= 8 {
+            let mut buf = [0u8; 8];
+            buf[..used].copy_from_slice(mag);
+            let m = u64::from_le_bytes(buf);
+            if sign == 0 && m <= i64::MAX as u64 {
+                return Ok(Term::Int(m as i64));
+            }
+            if sign != 0 && m <= 1u64 << 63 {
+                return Ok(Term::Int((m as i128).wrapping_neg() as i64));
+            }
+        }
+        Ok(Term::Big(Box::new(BigInt {
+            negative: sign != 0,
+            magnitude: mag.into(),
+        })))
+    }
+
+    fn term(&mut self, depth: usize) -> Result<Term, DecodeError> {
+        let tag = self.u8()?;
+        self.term_tag(tag, depth)
+    }
+
+    fn term_tag(&mut self, tag: u8, depth: usize) -> Result<Term, DecodeError> {
+        if depth >= MAX_DEPTH {
+            return Err(DecodeError::TooDeep);
+        }
+        Ok(match tag {
+            97 => Term::Int(self.u8()? as i64),
+            98 => Term::Int(self.u32()? as i32 as i64),
+            110 => {
+                let n = self.u8()? as usize;
+                self.big(n)?
+            }
+            111 => {
+                let n = self.u32()? as usize;
+                self.big(n)?
+            }
+            70 => Term::Float(Float::new(f64::from_bits(self.u64()?))),
+            99 => {
+                let raw = self.take(31)?;
+                let text = std::str::from_utf8(raw)
+                    .map_err(|_| DecodeError::Malformed("float text"))?
+                    .trim_end_matches('\0');
+                let f: f64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| DecodeError::Malformed("float text"))?;
+                Term::Float(Float::new(f))
+            }
+            100 | 115 | 118 | 119 => Term::Atom(self.atom_text(tag)?),
+            106 => Term::NIL,
+            107 => {
+                let n = self.u16()?;
+                let bytes = self.take(n)?;
+                Term::List(bytes.iter().map(|&b| Term::Int(b as i64)).collect())
+            }
+            108 => {
+                let n = self.u32()? as usize;
+                let n = self.count(n, 1)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.term(depth + 1)?);
+                }
+                // The tail: a list tail is flattened in a loop (no recursion
+                // on chains of list tails).
+                let tail = self.term(depth + 1)?;
+                Term::list_with_tail(items, tail)
+            }
+            104 => {
+                let n = self.u8()? as usize;
+                self.tuple(n, depth)?
+            }
+            105 => {
+                let n = self.u32()? as usize;
+                self.tuple(n, depth)?
+            }
+            116 => {
+                let n = self.u32()? as usize;
+                let n = self.count(n, 2)?;
+                let mut pairs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let k = self.term(depth + 1)?;
+                    let v = self.term(depth + 1)?;
+                    pairs.push((k, v));
+                }
+                pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err(DecodeError::Malformed("duplicate map key"));
+                }
+                Term::Map(pairs.into_boxed_slice())
+            }
+            109 => {
+                let n = self.u32()? as usize;
+                Term::Binary(Arc::from(self.take(n)?))
+            }
+            77 => {
+                let n = self.u32()? as usize;
+                let bits = self.u8()?;
+                let data = self.take(n)?;
+                if n == 0 || bits == 0 || bits > 8 {
+                    if n == 0 && bits == 0 {
+                        return Ok(Term::Binary(Arc::from(&[][..])));
+                    }
+                    return Err(DecodeError::Malformed("bit binary"));
+                }
+                if bits == 8 {
+                    Term::Binary(Arc::from(data))
+                } else {
+                    let mut v: Box<[u8]> = data.into();
+                    let mask = 0xffu8 << (8 - bits);
+                    v[n - 1] &= mask;
+                    Term::Bits(Box::new((v, bits)))
+                }
+            }
+            103 | 88 => {
+                let node = self.atom()?;
+                let id = self.u32()?;
+                let serial = self.u32()?;
+                let creation = if tag == 103 {
+                    self.u8()? as u32
+                } else {
+                    self.u32()?
+                };
+                Term::pid(Pid {
+                    node,
+                    id,
+                    serial,
+                    creation,
+                })
+            }
+            102 | 89 | 120 => {
+                let node = self.atom()?;
+                let (id, creation) = match tag {
+                    102 => (self.u32()? as u64, self.u8()? as u32),
+                    89 => (self.u32()? as u64, self.u32()?),
+                    _ => (self.u64()?, self.u32()?),
+                };
+                Term::Port(Box::new(Port { node, id, creation }))
+            }
+            101 => {
+                let node = self.atom()?;
+                let id = self.u32()?;
+                let creation = self.u8()? as u32;
+                Term::reference(Ref::new(node, creation, &[id]))
+            }
+            114 | 90 => {
+                let n = self.u16()?;
+                if n > 16 {
+                    return Err(DecodeError::Malformed("reference length"));
+                }
+                let node = self.atom()?;
+                let creation = if tag == 114 {
+                    self.u8()? as u32
+                } else {
+                    self.u32()?
+                };
+                let mut ids = [0u32; 16];
+                for w in ids.iter_mut().take(n) {
+                    *w = self.u32()?;
+                }
+                Term::reference(Ref::new(node, creation, &ids[..n]))
+            }
+            113 => {
+                let m = self.atom()?;
+                let f = self.atom()?;
+                let a = match self.int_term()? {
+                    Term::Int(a) if (0..=255).contains(&a) => a as u8,
+                    _ => return Err(DecodeError::Malformed("export arity")),
+                };
+                Term::Export(Box::new((m, f, a)))
+            }
+            112 => {
+                let size = self.u32()? as usize;
+                let start = self.pos - 5;
+                let arity = self.u8()?;
+                let uniq: [u8; 16] = self.take(16)?.try_into().expect("16 bytes");
+                let index = self.u32()?;
+                let nfree = self.u32()? as usize;
+                let module = self.atom()?;
+                let old_index = self.int_term()?;
+                let old_uniq = self.int_term()?;
+                match self.term(depth + 1)? {
+                    Term::Pid(_) => {}
+                    _ => return Err(DecodeError::Malformed("fun creator")),
+                }
+                let nfree = self.count(nfree, 1)?;
+                let mut free = Vec::with_capacity(nfree);
+                for _ in 0..nfree {
+                    free.push(self.term(depth + 1)?);
+                }
+                if self.pos - start != size + 1 {
+                    return Err(DecodeError::Malformed("fun size"));
+                }
+                Term::Fun(Box::new(Fun {
+                    arity,
+                    uniq,
+                    index,
+                    module,
+                    old_index,
+                    old_uniq,
+                    free,
+                }))
+            }
+            t => return Err(DecodeError::BadTag(t)),
+        })
+    }
+
+    fn tuple(&mut self, n: usize, depth: usize) -> Result<Term, DecodeError> {
+        let n = self.count(n, 1)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(self.term(depth + 1)?);
+        }
+        Ok(Term::tuple(items))
+    }
+}
+
+/// Appends `131` and the encoding of `t`.
+pub fn encode_versioned(t: &Term, out: &mut Vec<u8>) {
+    out.push(131);
+    encode(t, out);
+}
+
+/// The versioned encoding of `t` as a new vector.
+pub fn to_bytes(t: &Term) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    encode_versioned(t, &mut v);
+    v
+}
+
+fn encode_atom(a: &Atom, out: &mut Vec<u8>) {
+    let s = a.as_str().as_bytes();
+    if s.len() < 256 {
+        out.push(119);
+        out.push(s.len() as u8);
+    } else {
+        out.push(118);
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    }
+    out.extend_from_slice(s);
+}
+
+fn encode_int(i: i64, out: &mut Vec<u8>) {
+    if (0..=255).contains(&i) {
+        out.push(97);
+        out.push(i as u8);
+    } else if i32::try_from(i).is_ok() {
+        out.push(98);
+        out.extend_from_slice(&(i as i32).to_be_bytes());
+    } else {
+        let m = i.unsigned_abs().to_le_bytes();
+        let used = m.iter().rposition(|b| *b != 0).map_or(0, |x| x + 1);
+        out.push(110);
+        out.push(used as u8);
+        out.push(u8::from(i < 0));
+        out.extend_from_slice(&m[..used]);
+    }
+}
+
+/// Appends the encoding of `t` (no version byte). Recursion is bounded by
+/// the depth the term was decoded or built with.
+pub fn encode(t: &Term, out: &mut Vec<u8>) {
+    match t {
+        Term::Int(i) => encode_int(*i, out),
+        Term::Big(b) => {
+            let n = b.magnitude.len();
+            if n < 256 {
+                out.push(110);
+                out.push(n as u8);
+            } else {
+                out.push(111);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+            out.push(u8::from(b.negative));
+            out.extend_from_slice(&b.magnitude);
+        }
+        Term::Float(f) => {
+            out.push(70);
+            out.extend_from_slice(&f.get().to_bits().to_be_bytes());
+        }
+        Term::Atom(a) => encode_atom(a, out),
+        Term::Pid(p) => {
+            out.push(88);
+            encode_atom(&p.node, out);
+            out.extend_from_slice(&p.id.to_be_bytes());
+            out.extend_from_slice(&p.serial.to_be_bytes());
+            out.extend_from_slice(&p.creation.to_be_bytes());
+        }
+        Term::Port(p) => {
+            if let Ok(id) = u32::try_from(p.id) {
+                out.push(89);
+                encode_atom(&p.node, out);
+                out.extend_from_slice(&id.to_be_bytes());
+            } else {
+                out.push(120);
+                encode_atom(&p.node, out);
+                out.extend_from_slice(&p.id.to_be_bytes());
+            }
+            out.extend_from_slice(&p.creation.to_be_bytes());
+        }
+        Term::Ref(r) => {
+            let n = r.ids.len().max(3);
+            out.push(90);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+            encode_atom(&r.node, out);
+            out.extend_from_slice(&r.creation.to_be_bytes());
+            for i in 0..n {
+                out.extend_from_slice(&r.ids.get(i).copied().unwrap_or(0).to_be_bytes());
+            }
+        }
+        Term::Export(e) => {
+            out.push(113);
+            encode_atom(&e.0, out);
+            encode_atom(&e.1, out);
+            encode_int(e.2 as i64, out);
+        }
+        Term::Fun(f) => {
+            out.push(112);
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            out.push(f.arity);
+            out.extend_from_slice(&f.uniq);
+            out.extend_from_slice(&f.index.to_be_bytes());
+            out.extend_from_slice(&(f.free.len() as u32).to_be_bytes());
+            encode_atom(&f.module, out);
+            encode(&f.old_index, out);
+            encode(&f.old_uniq, out);
+            // The creator (ignored by `=:=`): <0.0.0> of nonode@nohost.
+            encode(
+                &Term::pid(Pid {
+                    node: Atom::new("nonode@nohost"),
+                    id: 0,
+                    serial: 0,
+                    creation: 0,
+                }),
+                out,
+            );
+            for v in &f.free {
+                encode(v, out);
+            }
+            let size = (out.len() - at) as u32;
+            out[at..at + 4].copy_from_slice(&size.to_be_bytes());
+        }
+        Term::Tuple(items) => {
+            if items.len() < 256 {
+                out.push(104);
+                out.push(items.len() as u8);
+            } else {
+                out.push(105);
+                out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+            }
+            for i in items.iter() {
+                encode(i, out);
+            }
+        }
+        Term::List(items) => {
+            if items.is_empty() {
+                out.push(106);
+                return;
+            }
+            out.push(108);
+            out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+            for i in items {
+                encode(i, out);
+            }
+            out.push(106);
+        }
+        Term::Improper(b) => {
+            out.push(108);
+            out.extend_from_slice(&(b.0.len() as u32).to_be_bytes());
+            for i in &b.0 {
+                encode(i, out);
+            }
+            encode(&b.1, out);
+        }
+        Term::Map(pairs) => {
+            out.push(116);
+            out.extend_from_slice(&(pairs.len() as u32).to_be_bytes());
+            for (k, v) in pairs.iter() {
+                encode(k, out);
+                encode(v, out);
+            }
+        }
+        Term::Binary(b) => {
+            out.push(109);
+            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        Term::Bits(b) => {
+            out.push(77);
+            out.extend_from_slice(&(b.0.len() as u32).to_be_bytes());
+            out.push(b.1);
+            out.extend_from_slice(&b.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt(t: &Term) -> Term {
+        decode(&to_bytes(t)).unwrap()
+    }
+
+    #[test]
+    fn round_trips() {
+        let pid = Term::pid(Pid {
+            node: Atom::new("a@b"),
+            id: 1,
+            serial: 2,
+            creation: 3,
+        });
+        let terms = vec![
+            Term::Int(0),
+            Term::Int(-1),
+            Term::Int(300),
+            Term::Int(i64::MAX),
+            Term::Int(i64::MIN),
+            Term::Float(Float::new(1.5)),
+            Term::atom("héllo"),
+            pid.clone(),
+            Term::reference(Ref::new(Atom::new("a@b"), 3, &[1, 0, 0])),
+            Term::tuple(vec![pid.clone(), Term::NIL]),
+            Term::List(vec![Term::Int(1), Term::Int(2)]),
+            Term::list_with_tail(vec![Term::Int(1)], Term::atom("x")),
+            Term::map(vec![(Term::Int(1), Term::atom("a"))]),
+            Term::binary(b"abc"),
+            Term::Big(Box::new(BigInt {
+                negative: true,
+                magnitude: vec![1; 20].into(),
+            })),
+        ];
+        for t in &terms {
+            assert_eq!(&rt(t), t);
+        }
+    }
+
+    #[test]
+    fn canonical_decoding() {
+        // SMALL_BIG 1 == SMALL_INTEGER 1
+        assert_eq!(decode(&[131, 110, 1, 0, 1]).unwrap(), Term::Int(1));
+        assert_eq!(decode(&[131, 110, 2, 1, 5, 0]).unwrap(), Term::Int(-5));
+        // STRING_EXT "ab" == [97, 98]
+        assert_eq!(
+            decode(&[131, 107, 0, 2, 97, 98]).unwrap(),
+            Term::List(vec![Term::Int(97), Term::Int(98)])
+        );
+        // latin1 atom == utf8 atom
+        assert_eq!(
+            decode(&[131, 100, 0, 1, 0xe9]).unwrap(),
+            decode(&[131, 119, 2, 0xc3, 0xa9]).unwrap()
+        );
+        // -0.0 == 0.0
+        let mut neg = vec![131, 70];
+        neg.extend_from_slice(&(-0.0f64).to_bits().to_be_bytes());
+        assert_eq!(decode(&neg).unwrap(), Term::Float(Float::new(0.0)));
+    }
+
+    #[test]
+    fn hostile_input_is_refused_not_fatal() {
+        // A list claiming 4 billion elements.
+        assert!(decode(&[131, 108, 255, 255, 255, 255, 106]).is_err());
+        // A map claiming many pairs.
+        assert!(decode(&[131, 116, 255, 255, 255, 255]).is_err());
+        // Very deep nesting.
+        let mut deep = vec![131];
+        for _ in 0..100_000 {
+            deep.extend_from_slice(&[104, 1]);
+        }
+        deep.push(106);
+        assert_eq!(decode(&deep), Err(DecodeError::TooDeep));
+        // Compressed and atom-cache terms.
+        assert!(decode(&[131, 80, 0, 0, 0, 1, 0]).is_err());
+        assert!(decode(&[131, 82, 0]).is_err());
+        // Truncated everything.
+        let full = to_bytes(&Term::tuple(vec![Term::atom("abc"), Term::binary(b"xyz")]));
+        for n in 0..full.len() {
+            assert!(decode(&full[..n]).is_err());
+        }
+        // Random bytes never panic.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..20_000 {
+            let len = (x % 40) as usize;
+            let mut buf = vec![131u8];
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push((x % 256) as u8);
+            }
+            let _ = decode(&buf);
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! Distribution frames after the handshake: a 4-byte length, then either
+//! nothing (a tick) or the pass-through tag `112`, a control message and an
+//! optional payload, each a versioned external term.
+//!
+//! [`Control`] covers the operations a node sees from OTP 25 with the
+//! flags of [`crate::handshake::local_flags`] (no atom cache, no
+//! fragments). Parsing never fails on an unknown operation: it becomes
+//! [`Control::Other`] and is logged by the caller.
+
+use crate::codec::{self, DecodeError};
+use crate::term::{Pid, Ref, Term};
+
+/// The pass-through tag that starts every non-tick frame.
+pub const PASS_THROUGH: u8 = 112;
+
+/// A distribution operation with its operands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// `LINK` (1).
+    Link {
+        /// Linking process.
+        from: Pid,
+        /// Linked process (ours).
+        to: Pid,
+    },
+    /// `SEND` (2), `SEND_TT` (12), `SEND_SENDER` (22), `SEND_SENDER_TT` (23).
+    Send {
+        /// Destination (ours).
+        to: Pid,
+        /// Sender, when the operation carries one.
+        from: Option<Pid>,
+        /// The message.
+        msg: Term,
+    },
+    /// `EXIT` (3), `EXIT2` (8), their `_TT` and `PAYLOAD_` forms.
+    Exit {
+        /// The exiting or killing process.
+        from: Pid,
+        /// The target (ours).
+        to: Pid,
+        /// Exit reason.
+        reason: Term,
+        /// True for a link exit (`EXIT`), false for `exit/2` (`EXIT2`).
+        link: bool,
+    },
+    /// `UNLINK` (4).
+    Unlink {
+        /// Unlinking process.
+        from: Pid,
+        /// Our process.
+        to: Pid,
+    },
+    /// `REG_SEND` (6), `REG_SEND_TT` (16).
+    RegSend {
+        /// Sender.
+        from: Pid,
+        /// Registered name (ours).
+        to: Term,
+        /// The message.
+        msg: Term,
+    },
+    /// `MONITOR_P` (19).
+    Monitor {
+        /// Monitoring process.
+        from: Pid,
+        /// Monitored process: a pid or a registered name.
+        to: Term,
+        /// Monitor reference.
+        reference: Ref,
+    },
+    /// `DEMONITOR_P` (20).
+    Demonitor {
+        /// Monitoring process.
+        from: Pid,
+        /// Monitored process: a pid or a name.
+        to: Term,
+        /// Monitor reference.
+        reference: Ref,
+    },
+    /// `MONITOR_P_EXIT` (21) and `PAYLOAD_MONITOR_P_EXIT` (28).
+    MonitorExit {
+        /// The monitored process (pid or name).
+        from: Term,
+        /// Our monitoring process.
+        to: Pid,
+        /// Monitor reference.
+        reference: Ref,
+        /// Exit reason.
+        reason: Term,
+    },
+    /// `SPAWN_REQUEST` (29) and `SPAWN_REQUEST_TT` (30).
+    SpawnRequest {
+        /// Request id (also the monitor reference when monitoring).
+        req_id: Ref,
+        /// Requesting process.
+        from: Pid,
+        /// `{M, F, A}`.
+        mfa: Term,
+        /// Spawn options.
+        opts: Term,
+        /// Argument list.
+        args: Term,
+    },
+    /// `SPAWN_REPLY` (31) and `SPAWN_REPLY_TT` (32).
+    SpawnReply {
+        /// Request id.
+        req_id: Ref,
+        /// Our requesting process.
+        to: Pid,
+        /// Flags (1 link, 2 monitor).
+        flags: i64,
+        /// The new pid or an error atom.
+        result: Term,
+    },
+    /// `ALIAS_SEND` (33), `ALIAS_SEND_TT` (34).
+    AliasSend {
+        /// Sender.
+        from: Pid,
+        /// Alias.
+        alias: Ref,
+        /// The message.
+        msg: Term,
+    },
+    /// `UNLINK_ID` (35).
+    UnlinkId {
+        /// Unlink id.
+        id: Term,
+        /// Unlinking process.
+        from: Pid,
+        /// Our process.
+        to: Pid,
+    },
+    /// `UNLINK_ID_ACK` (36).
+    UnlinkIdAck {
+        /// Unlink id.
+        id: Term,
+        /// Acknowledging process.
+        from: Pid,
+        /// Our process.
+        to: Pid,
+    },
+    /// Anything else (group leader, node link, unknown operations).
+    Other(i64),
+}
+
+/// Why a frame's body is not a distribution message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The first byte is not [`PASS_THROUGH`] (atom cache headers and
+    /// fragments are never negotiated).
+    BadTag(u8),
+    /// A term does not decode.
+    Term(DecodeError),
+    /// The control message has the wrong shape for its operation.
+    Shape(i64),
+    /// The body is empty.
+    Empty,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+impl std::error::Error for FrameError {}
+
+impl From<DecodeError> for FrameError {
+    fn from(e: DecodeError) -> Self {
+        FrameError::Term(e)
+    }
+}
+
+fn pid(t: &Term) -> Option<Pid> {
+    t.as_pid().cloned()
+}
+fn reference(t: &Term) -> Option<Ref> {
+    t.as_ref_term().cloned()
+}
+
+/// Parses the body of a non-tick frame (everything after the length).
+pub fn parse(body: &[u8]) -> Result<Control, FrameError> {
+    let (&tag, rest) = body.split_first().ok_or(FrameError::Empty)?;
+    if tag != PASS_THROUGH {
+        return Err(FrameError::BadTag(tag));
+    }
+    let (ctrl, used) = codec::decode_prefix(rest)?;
+    let rest = &rest[used..];
+    let payload = || -> Result<Term, FrameError> { Ok(codec::decode(rest)?) };
+    let items = ctrl.as_tuple().ok_or(FrameError::Shape(-1))?;
+    let op = items
+        .first()
+        .and_then(Term::as_int)
+        .ok_or(FrameError::Shape(-1))?;
+    let e = |i: usize| items.get(i);
+    let opt_pid = |i: usize| items.get(i).and_then(pid);
+    let opt_ref = |i: usize| items.get(i).and_then(reference);
+    let shape = FrameError::Shape(op);
+    let parsed = (|| -> Option<Result<Control, FrameError>> {
+        Some(match (op, items.len()) {
+            (1, 3) => Ok(Control::Link {
+                from: pid(e(1)?)?,
+                to: pid(e(2)?)?,
+            }),
+            (2, 3) | (12, 4) => payload().map(|msg| Control::Send {
+                to: opt_pid(2).unwrap_or_else(dummy_pid),
+                from: None,
+                msg,
+            }),
+            (22, 3) | (23, 4) => payload().map(|msg| Control::Send {
+                to: opt_pid(2).unwrap_or_else(dummy_pid),
+                from: opt_pid(1),
+                msg,
+            }),
+            (3, 4) | (8, 4) => Ok(Control::Exit {
+                from: pid(e(1)?)?,
+                to: pid(e(2)?)?,
+                reason: e(3)?.clone(),
+                link: op == 3,
+            }),
+            (13, 5) | (18, 5) => Ok(Control::Exit {
+                from: pid(e(1)?)?,
+                to: pid(e(2)?)?,
+                reason: e(4)?.clone(),
+                link: op == 13,
+            }),
+            (24, 3) | (25, 4) | (26, 3) | (27, 4) => payload().map(|reason| Control::Exit {
+                from: opt_pid(1).unwrap_or_else(dummy_pid),
+                to: opt_pid(2).unwrap_or_else(dummy_pid),
+                reason,
+                link: op == 24 || op == 25,
+            }),
+            (4, 3) => Ok(Control::Unlink {
+                from: pid(e(1)?)?,
+                to: pid(e(2)?)?,
+            }),
+            (6, 4) | (16, 5) => payload().map(|msg| Control::RegSend {
+                from: opt_pid(1).unwrap_or_else(dummy_pid),
+                to: items.get(3).cloned().unwrap_or(Term::NIL),
+                msg,
+            }),
+            (19, 4) | (20, 4) => {
+                let (from, to, reference) = (pid(e(1)?)?, e(2)?.clone(), reference(e(3)?)?);
+                Ok(if op == 19 {
+                    Control::Monitor {
+                        from,
+                        to,
+                        reference,
+                    }
+                } else {
+                    Control::Demonitor {
+                        from,
+                        to,
+                        reference,
+                    }
+                })
+            }
+            (21, 5) => Ok(Control::MonitorExit {
+                from: e(1)?.clone(),
+                to: pid(e(2)?)?,
+                reference: reference(e(3)?)?,
+                reason: e(4)?.clone(),
+            }),
+            (28, 4) => payload().map(|reason| Control::MonitorExit {
+                from: e(1).cloned().unwrap_or(Term::NIL),
+                to: opt_pid(2).unwrap_or_else(dummy_pid),
+                reference: opt_ref(3).unwrap_or_else(dummy_ref),
+                reason,
+            }),
+            (29, 6) | (30, 7) => payload().map(|args| Control::SpawnRequest {
+                req_id: opt_ref(1).unwrap_or_else(dummy_ref),
+                from: opt_pid(2).unwrap_or_else(dummy_pid),
+                mfa: e(4).cloned().unwrap_or(Term::NIL),
+                opts: e(5).cloned().unwrap_or(Term::NIL),
+                args,
+            }),
+            (31, 5) | (32, 6) => Ok(Control::SpawnReply {
+                req_id: reference(e(1)?)?,
+                to: pid(e(2)?)?,
+                flags: e(3)?.as_int()?,
+                result: e(4)?.clone(),
+            }),
+            (33, 3) | (34, 4) => payload().map(|msg| Control::AliasSend {
+                from: opt_pid(1).unwrap_or_else(dummy_pid),
+                alias: opt_ref(2).unwrap_or_else(dummy_ref),
+                msg,
+            }),
+            (35, 4) | (36, 4) => {
+                let (id, from, to) = (e(1)?.clone(), pid(e(2)?)?, pid(e(3)?)?);
+                Ok(if op == 35 {
+                    Control::UnlinkId { id, from, to }
+                } else {
+                    Control::UnlinkIdAck { id, from, to }
+                })
+            }
+            (5, _) | (7, _) => Ok(Control::Other(op)),
+            _ => Ok(Control::Other(op)),
+        })
+    })();
+    let parsed = parsed.ok_or(shape.clone())??;
+    // Operations whose operand must be a pid but was not: refuse.
+    match &parsed {
+        Control::Send { to, .. } | Control::RegSend { from: to, .. } if is_dummy(to) => Err(shape),
+        Control::SpawnRequest { from, .. } if is_dummy(from) => Err(shape),
+        _ => Ok(parsed),
+    }
+}
+
+fn dummy_pid() -> Pid {
+    Pid {
+        node: crate::term::Atom::new(""),
+        id: u32::MAX,
+        serial: u32::MAX,
+        creation: u32::MAX,
+    }
+}
+
+fn dummy_ref() -> Ref {
+    Ref::new(crate::term::Atom::new(""), u32::MAX, &[u32::MAX])
+}
+
+fn is_dummy(p: &Pid) -> bool {
+    p.id == u32::MAX && p.creation == u32::MAX && p.node.as_str().is_empty()
+}
+
+/// Builds a full frame (length included) for a control message and an
+/// optional payload.
+pub fn build(ctrl: &Term, payload: Option<&Term>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&[0, 0, 0, 0, PASS_THROUGH]);
+    codec::encode_versioned(ctrl, &mut out);
+    if let Some(p) = payload {
+        codec::encode_versioned(p, &mut out);
+    }
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// `SEND` of `msg` to `to`.
+pub fn send(to: &Pid, msg: &Term) -> Vec<u8> {
+    build(
+        &Term::tuple(vec![
+            Term::Int(2),
+            Term::static_atom(""),
+            Term::pid(to.clone()),
+        ]),
+        Some(msg),
+    )
+}
+
+/// `REG_SEND` of `msg` from `from` to the name `to`.
+pub fn reg_send(from: &Pid, to: &Term, msg: &Term) -> Vec<u8> {
+    build(
+        &Term::tuple(vec![
+            Term::Int(6),
+            Term::pid(from.clone()),
+            Term::static_atom(""),
+            to.clone(),
+        ]),
+        Some(msg),
+    )
+}
+
+/// `MONITOR_P` from our `from` of `to` (a pid or a name).
+pub fn monitor(from: &Pid, to: &Term, reference: &Ref) -> Vec<u8> {
+    build(
+        &Term::tuple(vec![
+            Term::Int(19),
+            Term::pid(from.clone()),
+            to.clone(),
+            Term::reference(reference.clone()),
+        ]),
+        None,
+    )
+}
+
+/// `DEMONITOR_P`.
+pub fn demonitor(from: &Pid, to: &Term, reference: &Ref) -> Vec<u8> {
+    build(
+        &Term::tuple(vec![
+            Term::Int(20),
+            Term::pid(from.clone()),
+            to.clone(),
+            Term::reference(reference.clone()),
+        ]),
+        None,
+    )
+}
+
+/// `MONITOR_P_EXIT`: the monitored `from` (pid or name) is gone.
+pub fn monitor_exit(from: &Term, to: &Pid, reference: &Ref, reason: &Term) -> Vec<u8> {
+    build(
+        &Term::tuple(vec![
+            Term::Int(21),
+            from.clone(),
+            Term::pid(to.clone()),
+            Term::reference(reference.clone()),
+            reason.clone(),
+        ]),
+        None,
+    )
+}
+
+/// `EXIT` (a linked process of ours exited, or a link target is missing).
+pub fn exit(from: &Pid, to: &Pid, reason: &Term) -> Vec<u8> {
+    build(
+        &Term::tuple(vec![
+            Term::Int(3),
+            Term::pid(from.clone()),
+            Term::pid(to.clone()),
+            reason.clone(),
+        ]),
+        None,
+    )
+}
+
+/// `UNLINK_ID_ACK`.
+pub fn unlink_id_ack(id: &Term, from: &Pid, to: &Pid) -> Vec<u8> {
+    build(
+        &Term::tuple(vec![
+            Term::Int(36),
+            id.clone(),
+            Term::pid(from.clone()),
+            Term::pid(to.clone()),
+        ]),
+        None,
+    )
+}
+
+/// `SPAWN_REQUEST` from our `from` for `{M, F, A}` with `opts` and `args`.
+pub fn spawn_request(req_id: &Ref, from: &Pid, mfa: &Term, opts: &Term, args: &Term) -> Vec<u8> {
+    build(
+        &Term::tuple(vec![
+            Term::Int(29),
+            Term::reference(req_id.clone()),
+            Term::pid(from.clone()),
+            Term::pid(from.clone()),
+            mfa.clone(),
+            opts.clone(),
+        ]),
+        Some(args),
+    )
+}
+
+/// `SPAWN_REPLY` to `to`: `result` is the new pid or an error atom.
+pub fn spawn_reply(req_id: &Ref, to: &Pid, flags: i64, result: &Term) -> Vec<u8> {
+    build(
+        &Term::tuple(vec![
+            Term::Int(31),
+            Term::reference(req_id.clone()),
+            Term::pid(to.clone()),
+            Term::Int(flags),
+            result.clone(),
+        ]),
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::term::Atom;
+
+    fn p(id: u32) -> Pid {
+        Pid {
+            node: Atom::new("x@h"),
+            id,
+            serial: 0,
+            creation: 1,
+        }
+    }
+
+    #[test]
+    fn builds_parse_back() {
+        let r = Ref::new(Atom::new("x@h"), 1, &[1, 2, 3]);
+        let f = send(&p(1), &Term::atom("hi"));
+        assert_eq!(
+            parse(&f[4..]).unwrap(),
+            Control::Send {
+                to: p(1),
+                from: None,
+                msg: Term::atom("hi")
+            }
+        );
+        let f = reg_send(&p(1), &Term::atom("locker"), &Term::Int(5));
+        assert!(matches!(parse(&f[4..]).unwrap(), Control::RegSend { .. }));
+        let f = monitor_exit(&Term::atom("x"), &p(2), &r, &Term::atom("noproc"));
+        assert!(matches!(
+            parse(&f[4..]).unwrap(),
+            Control::MonitorExit { .. }
+        ));
+        let f = spawn_request(&r, &p(1), &Term::NIL, &Term::NIL, &Term::NIL);
+        assert!(matches!(
+            parse(&f[4..]).unwrap(),
+            Control::SpawnRequest { .. }
+        ));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&[68, 1, 2]).is_err());
+        assert!(parse(&[112, 131, 104, 1, 97, 2]).is_err()); // SEND without operands
+        assert!(parse(&[112, 131, 97, 2]).is_err()); // not a tuple
+        let f = send(&p(1), &Term::atom("hi"));
+        assert!(parse(&f[4..f.len() - 1]).is_err()); // truncated payload
+        assert_eq!(
+            parse(&build(&Term::tuple(vec![Term::Int(99)]), None)[4..]).unwrap(),
+            Control::Other(99)
+        );
+    }
+}

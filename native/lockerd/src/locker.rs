@@ -1,0 +1,712 @@
+//! The registered `locker` process: the server side of the locker wire
+//! protocol (`shared/locker-protocol.md`), with the same replies as the
+//! BEAM node's `locker_server`, over [`locker_core::Engine`].
+//!
+//! One task owns the engine; calls are answered in arrival order. Timers:
+//! lease and promise sweeps and the log push run on their intervals, and
+//! the plain messages `expire_leases`, `expire_locks` and `push_trans_log`
+//! trigger them by hand. A `wait_for_release` waiter is woken at its
+//! lease's expiry to the millisecond (a timer on the engine's next wakeup).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use locker_core::{
+    clock, Config, Engine, Expect, LeaseMap, LockError, LogEntry, ReleaseError, WaitOutcome, Wake,
+};
+use tokio::sync::watch;
+
+use crate::node::Node;
+use crate::process::{Mailbox, Signal};
+use crate::term::{Atom, Pid, Term};
+
+/// The lease map shared with readers outside the `locker` task (rpc).
+pub type Store = Arc<LeaseMap<Term, Term>>;
+
+/// Leases, promises and waiters handled per sweep step.
+const SWEEP_BUDGET: usize = 1000;
+/// Log entries per `trans_log` cast.
+const PUSH_CHUNK: usize = 10_000;
+
+/// How the `locker` process starts.
+#[derive(Clone, Debug)]
+pub struct LockerConfig {
+    /// Write quorum.
+    pub w: i64,
+    /// Masters.
+    pub masters: Vec<Atom>,
+    /// Replicas.
+    pub replicas: Vec<Atom>,
+    /// Lease sweep interval.
+    pub lease_expire: Duration,
+    /// Promise sweep interval.
+    pub lock_expire: Duration,
+    /// Log push interval.
+    pub push: Duration,
+    /// How long an unused promise holds its key.
+    pub promise_ttl: Duration,
+}
+
+type From = (Pid, Term);
+
+/// The process state.
+pub struct Locker {
+    node: Node,
+    mb: Mailbox,
+    engine: Engine<Term, Term, Term>,
+    masters: Vec<Term>,
+    replicas: Vec<Term>,
+    w: Term,
+    waiters: HashMap<u64, From>,
+    next_id: u64,
+    timer_refs: [Term; 3],
+    wakeup: Option<tokio::time::Instant>,
+    sweeping: bool,
+    cfg: LockerConfig,
+}
+
+/// Atoms used in replies.
+mod a {
+    use crate::term::Term;
+    pub const OK: Term = Term::static_atom("ok");
+    pub const ERROR: Term = Term::static_atom("error");
+    pub const NOT_FOUND: Term = Term::static_atom("not_found");
+    pub const RELEASED: Term = Term::static_atom("released");
+}
+
+fn error(reason: &'static str) -> Term {
+    Term::tuple(vec![a::ERROR, Term::static_atom(reason)])
+}
+
+/// A lease or timeout length as the NIF reads it: an integer (negative is
+/// 0; a big one is "forever"), a float, or `infinity`; else `badarg`.
+pub fn millis(t: &Term) -> Option<u64> {
+    const FOREVER: u64 = u64::MAX / 2_000;
+    match t {
+        Term::Int(i) => Some((*i).max(0) as u64),
+        Term::Big(b) => {
+            if !b.negative && b.magnitude.len() <= 8 {
+                let mut x = [0u8; 8];
+                x[..b.magnitude.len()].copy_from_slice(&b.magnitude);
+                Some(u64::from_le_bytes(x))
+            } else {
+                Some(FOREVER)
+            }
+        }
+        Term::Float(f) => {
+            let f = f.get();
+            Some(if f.is_nan() || f <= 0.0 {
+                0
+            } else {
+                f.min(u64::MAX as f64 / 2.0) as u64
+            })
+        }
+        Term::Atom(a) if a.as_str() == "infinity" => Some(FOREVER),
+        _ => None,
+    }
+}
+
+/// The fencing token a coordinator's tag carries: `{'$locker_token', Ref,
+/// Token}` with a non-negative integer token; 0 for any other tag (as the NIF).
+pub fn tag_token(tag: &Term) -> u64 {
+    match tag.as_tuple() {
+        Some([marker, _, t]) if marker.is_atom("$locker_token") => match t {
+            Term::Int(i) if *i >= 0 => *i as u64,
+            Term::Big(b) if !b.negative && b.magnitude.len() <= 8 => {
+                let mut x = [0u8; 8];
+                x[..b.magnitude.len()].copy_from_slice(&b.magnitude);
+                u64::from_le_bytes(x)
+            }
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// An unsigned integer term (big when above `i64::MAX`).
+pub fn u64_term(n: u64) -> Term {
+    match i64::try_from(n) {
+        Ok(i) => Term::Int(i),
+        Err(_) => {
+            let b = n.to_le_bytes();
+            let used = b.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1);
+            Term::Big(Box::new(crate::term::BigInt {
+                negative: false,
+                magnitude: b[..used].into(),
+            }))
+        }
+    }
+}
+
+fn kind_index(req: &Term) -> usize {
+    let name = match req {
+        Term::Tuple(t) => t.first().and_then(Term::as_atom).map(Atom::as_str),
+        Term::Atom(a) => Some(a.as_str()),
+        _ => None,
+    };
+    name.and_then(|n| crate::metrics::KINDS.iter().position(|k| *k == n))
+        .filter(|i| *i < 11)
+        .unwrap_or(11)
+}
+
+fn ordset(list: &[Term]) -> Vec<Term> {
+    let mut v = list.to_vec();
+    v.sort_by(erlang_atom_order);
+    v.dedup();
+    v
+}
+
+/// Atoms sort by text as in Erlang; other terms after them, in any stable order.
+fn erlang_atom_order(x: &Term, y: &Term) -> std::cmp::Ordering {
+    match (x, y) {
+        (Term::Atom(p), Term::Atom(q)) => p.cmp(q),
+        (Term::Atom(_), _) => std::cmp::Ordering::Less,
+        (_, Term::Atom(_)) => std::cmp::Ordering::Greater,
+        _ => x.cmp(y),
+    }
+}
+
+impl Locker {
+    /// Registers `locker` on `node` and builds the process.
+    pub fn new(node: &Node, cfg: LockerConfig) -> Result<Self, String> {
+        let mb = node.spawn(Some("locker"))?;
+        let engine = Engine::new(Config {
+            promise_ttl: locker_core::ms(cfg.promise_ttl.as_millis() as u64),
+            ..Config::default()
+        });
+        let mut engine = engine;
+        // Fencing tokens follow the wall clock in microseconds: a store that
+        // starts empty refuses tokens issued before it started (as the NIF).
+        let wall_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        engine.set_token_floor(wall_us);
+        node.set_store(engine.leases().clone());
+        let timer_refs = [0, 1, 2].map(|_| {
+            Term::tuple(vec![
+                Term::static_atom("interval"),
+                Term::reference(node.make_ref()),
+            ])
+        });
+        let mut l = Locker {
+            node: node.clone(),
+            mb,
+            engine,
+            masters: Vec::new(),
+            replicas: Vec::new(),
+            w: Term::Int(cfg.w),
+            waiters: HashMap::new(),
+            next_id: 0,
+            timer_refs,
+            wakeup: None,
+            sweeping: false,
+            cfg: cfg.clone(),
+        };
+        let m: Vec<Term> = cfg.masters.iter().cloned().map(Term::Atom).collect();
+        let r: Vec<Term> = cfg.replicas.iter().cloned().map(Term::Atom).collect();
+        l.set_meta(&m, &r);
+        Ok(l)
+    }
+
+    /// The pid of the process.
+    pub fn pid(&self) -> &Pid {
+        self.mb.pid()
+    }
+
+    fn is_master(&self) -> bool {
+        let me = Term::Atom(self.node.name().clone());
+        self.masters.contains(&me)
+    }
+
+    /// Replicas to push to: none unless this node is a master.
+    fn push_targets(&self) -> Vec<Atom> {
+        if !self.is_master() {
+            return Vec::new();
+        }
+        self.replicas
+            .iter()
+            .filter_map(|r| r.as_atom())
+            .filter(|r| *r != self.node.name())
+            .cloned()
+            .collect()
+    }
+
+    fn set_meta(&mut self, masters: &[Term], replicas: &[Term]) {
+        self.masters = ordset(masters);
+        self.replicas = ordset(replicas);
+        let log = !self.push_targets().is_empty();
+        self.engine.set_log_enabled(log);
+    }
+
+    /// Masters and replicas this node knows (for reconnecting).
+    pub fn cluster(&self) -> Vec<Atom> {
+        self.masters
+            .iter()
+            .chain(self.replicas.iter())
+            .filter_map(|t| t.as_atom().cloned())
+            .filter(|n| n != self.node.name())
+            .collect()
+    }
+
+    /// Serves until `stop` turns true; then answers what already arrived
+    /// and pushes the log one last time.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut lease_t = tokio::time::interval(self.cfg.lease_expire);
+        let mut lock_t = tokio::time::interval(self.cfg.lock_expire);
+        let mut push_t = tokio::time::interval(self.cfg.push);
+        let mut reconnect_t = tokio::time::interval(Duration::from_secs(1));
+        for t in [&mut lease_t, &mut lock_t, &mut push_t, &mut reconnect_t] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            let wake = self.wakeup;
+            tokio::select! {
+                biased;
+                sig = self.mb.recv() => match sig {
+                    Some(sig) => {
+                        self.signal(sig);
+                        // Drain what is already queued without re-polling timers.
+                        for _ in 0..64 {
+                            match self.mb.try_recv() {
+                                Some(s) => self.signal(s),
+                                None => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                _ = stop.changed() => break,
+                _ = std::future::ready(()), if self.sweeping => self.sweep(),
+                _ = lease_t.tick() => self.sweep(),
+                _ = lock_t.tick() => self.sweep(),
+                _ = push_t.tick() => self.push(),
+                _ = sleep_until(wake), if wake.is_some() => { self.wakeup = None; self.sweep() },
+                _ = reconnect_t.tick() => self.reconnect(),
+            }
+            self.update_gauges();
+        }
+        // Graceful stop: answer everything already received, push the log.
+        while let Some(sig) = self.mb.try_recv() {
+            self.signal(sig);
+        }
+        self.push();
+        tracing::info!("locker stopped: in-flight calls answered, log pushed");
+    }
+
+    fn update_gauges(&self) {
+        let s = self.engine.summary();
+        let mut g = self.node.metrics().gauges.lock();
+        g.leases = s.leases as u64;
+        g.promises = s.promises as u64;
+        g.waiters = s.waiters as u64;
+        g.log = s.log as u64;
+    }
+
+    fn reconnect(&self) {
+        for n in self.cluster() {
+            if !self.node.is_connected(&n) {
+                self.node.connect(&n);
+            }
+        }
+    }
+
+    fn reply(&self, from: &From, reply: Term) {
+        self.node
+            .send(&from.0, Term::tuple(vec![from.1.clone(), reply]));
+    }
+
+    /// Handles one signal.
+    pub fn signal(&mut self, sig: Signal) {
+        let Signal::Message { msg, .. } = sig else {
+            return; // exits and downs mean nothing to the server
+        };
+        match &msg {
+            Term::Tuple(t) if t.len() == 3 && t[0].is_atom("$gen_call") => {
+                let from = match t[1].as_tuple() {
+                    Some([Term::Pid(p), tag]) => ((**p).clone(), tag.clone()),
+                    _ => {
+                        tracing::warn!(msg = %msg.display(200), "call with a malformed From dropped");
+                        return;
+                    }
+                };
+                let started = Instant::now();
+                let kind = kind_index(&t[2]);
+                if let Some(reply) = self.call(&t[2], &from) {
+                    self.reply(&from, reply);
+                }
+                self.node
+                    .metrics()
+                    .request(kind, started.elapsed().as_nanos() as u64);
+            }
+            Term::Tuple(t) if t.len() == 2 && t[0].is_atom("$gen_cast") => self.cast(&t[1]),
+            Term::Atom(x) if x.as_str() == "expire_leases" || x.as_str() == "expire_locks" => {
+                self.sweep()
+            }
+            Term::Atom(x) if x.as_str() == "push_trans_log" => self.push(),
+            other => tracing::debug!(msg = %other.display(200), "unexpected message ignored"),
+        }
+    }
+
+    /// Serves a call; `None` when the answer comes later (a waiter).
+    fn call(&mut self, req: &Term, from: &From) -> Option<Term> {
+        let now = clock::now();
+        let items: &[Term] = req.as_tuple().unwrap_or(&[]);
+        let op = items
+            .first()
+            .and_then(Term::as_atom)
+            .map(Atom::as_str)
+            .unwrap_or("");
+        let unknown = || {
+            tracing::warn!(request = %req.display(300), from = ?from.0, "unknown request");
+            Term::tuple(vec![
+                a::ERROR,
+                Term::tuple(vec![Term::static_atom("unknown_request"), req.clone()]),
+            ])
+        };
+        let badarg = || {
+            tracing::warn!(request = %req.display(300), "bad arguments");
+            error("badarg")
+        };
+        let reply = match (op, items.len()) {
+            ("get_write_lock", 4) => {
+                let (k, exp, tag) = (&items[1], &items[2], &items[3]);
+                let expect = if exp.is_atom("not_found") {
+                    Expect::ValueOrAbsent(exp)
+                } else {
+                    Expect::Value(exp)
+                };
+                let token = tag_token(tag);
+                match self.engine.get_write_lock_with_token(
+                    k.clone(),
+                    expect,
+                    tag.clone(),
+                    token,
+                    now,
+                ) {
+                    Ok(()) => a::OK,
+                    Err(LockError::AlreadyLocked) => error("already_locked"),
+                    Err(LockError::NotExpectedValue) => error("not_expected_value"),
+                    Err(LockError::StaleToken(floor)) => Term::tuple(vec![
+                        a::ERROR,
+                        Term::tuple(vec![Term::static_atom("stale_token"), u64_term(floor)]),
+                    ]),
+                }
+            }
+            ("release_write_lock", 2) => {
+                self.engine.release_write_lock(&items[1]);
+                a::OK
+            }
+            ("write", 5) => match millis(&items[4]) {
+                Some(ms) => {
+                    let token = tag_token(&items[1]);
+                    let wakes = self.engine.write_with_token(
+                        &items[1],
+                        items[2].clone(),
+                        items[3].clone(),
+                        ms,
+                        token,
+                        now,
+                    );
+                    self.woken(wakes);
+                    self.rearm();
+                    a::OK
+                }
+                None => badarg(),
+            },
+            ("update", 4) => {
+                self.engine
+                    .update(&items[1], items[2].clone(), items[3].clone(), now);
+                a::OK
+            }
+            ("extend_lease", 5) => match millis(&items[4]) {
+                Some(ms) => {
+                    let wakes = self.engine.extend_lease(
+                        &items[1],
+                        items[2].clone(),
+                        items[3].clone(),
+                        ms,
+                        now,
+                    );
+                    self.woken(wakes);
+                    self.rearm();
+                    a::OK
+                }
+                None => badarg(),
+            },
+            ("release", 4) => match self.engine.release(&items[1], &items[2], &items[3], now) {
+                Ok(wakes) => {
+                    self.woken(wakes);
+                    a::OK
+                }
+                Err(ReleaseError::NotOwner) => error("not_owner"),
+                Err(ReleaseError::NotFound) => error("not_found"),
+            },
+            ("wait_for", 3) | ("wait_for_release", 3) => {
+                let Some(ms) = millis(&items[2]) else {
+                    return Some(badarg());
+                };
+                let id = self.next_id;
+                let outcome = if op == "wait_for" {
+                    self.engine.wait_for(items[1].clone(), id, ms, now)
+                } else {
+                    self.engine.wait_for_release(items[1].clone(), id, ms, now)
+                };
+                match outcome {
+                    WaitOutcome::Value(v) => Term::tuple(vec![a::OK, v]),
+                    WaitOutcome::Released => Term::tuple(vec![a::OK, a::RELEASED]),
+                    WaitOutcome::Pending => {
+                        self.waiters.insert(id, from.clone());
+                        self.next_id += 1;
+                        self.arm_wakeup();
+                        return None;
+                    }
+                }
+            }
+            ("set_nodes", 3) => match (&items[1], &items[2]) {
+                (Term::List(m), Term::List(r)) => {
+                    let (m, r) = (m.clone(), r.clone());
+                    self.set_meta(&m, &r);
+                    tracing::info!(masters = %Term::List(self.masters.clone()), replicas = %Term::List(self.replicas.clone()), "set_nodes");
+                    self.reconnect();
+                    a::OK
+                }
+                _ => unknown(),
+            },
+            ("set_w", 2) => match &items[1] {
+                w @ (Term::Int(1..) | Term::Big(_)) if !matches!(w, Term::Big(b) if b.negative) => {
+                    self.w = w.clone();
+                    a::OK
+                }
+                _ => unknown(),
+            },
+            _ if req.is_atom("get_debug_state") => self.debug_state(now),
+            _ => unknown(),
+        };
+        Some(reply)
+    }
+
+    fn debug_state(&self, now: u64) -> Term {
+        let mut promises = Vec::new();
+        self.engine.for_each_promise(|k, t, d| {
+            if d > now {
+                promises.push(Term::tuple(vec![
+                    k.clone(),
+                    t.clone(),
+                    Term::Int(clock::to_system_ms(d)),
+                ]));
+            }
+        });
+        let mut leases = Vec::new();
+        self.engine.leases().for_each(|k, l| {
+            if l.is_valid_at(now) {
+                leases.push(Term::tuple(vec![
+                    k.clone(),
+                    l.value.clone(),
+                    Term::Int(clock::to_system_ms(l.expires_at)),
+                ]));
+            }
+        });
+        let [t1, t2, t3] = self.timer_refs.clone();
+        Term::tuple(vec![
+            a::OK,
+            Term::List(promises),
+            Term::List(leases),
+            t1,
+            t2,
+            t3,
+        ])
+    }
+
+    fn cast(&mut self, msg: &Term) {
+        let items = msg.as_tuple().unwrap_or(&[]);
+        if items.len() == 3 && items[0].is_atom("trans_log") {
+            let started = Instant::now();
+            let from = items[1].display(100);
+            let (entries, proper): (&[Term], bool) = match &items[2] {
+                Term::List(l) => (l, true),
+                Term::Improper(b) => (&b.0, false),
+                _ => {
+                    tracing::warn!(from = %from, "malformed transaction log (not a list) dropped");
+                    return;
+                }
+            };
+            let now = clock::now();
+            let mut skipped = 0;
+            let mut wakes = Vec::new();
+            for e in entries {
+                match entry(e) {
+                    Some(entry) => wakes.extend(self.engine.replay(entry, now)),
+                    None => skipped += 1,
+                }
+            }
+            if skipped > 0 {
+                tracing::warn!(skipped, from = %from, "skipped unknown log entries");
+            }
+            if !proper {
+                tracing::warn!(from = %from, "malformed transaction log (improper list)");
+            }
+            self.woken(wakes);
+            self.rearm();
+            self.node
+                .metrics()
+                .request(12, started.elapsed().as_nanos() as u64);
+        } else {
+            tracing::warn!(cast = %msg.display(200), "unknown cast ignored");
+        }
+    }
+
+    fn sweep(&mut self) {
+        let r = self.engine.sweep(clock::now(), SWEEP_BUDGET);
+        for id in r.timed_out {
+            self.waiters.remove(&id);
+        }
+        self.woken(r.wakes);
+        self.sweeping = !r.done;
+        if r.done {
+            self.arm_wakeup();
+        }
+    }
+
+    fn push(&mut self) {
+        let to = self.push_targets();
+        if to.is_empty() {
+            return;
+        }
+        let me = Term::Atom(self.node.name().clone());
+        loop {
+            let entries = self.engine.take_log(PUSH_CHUNK);
+            if entries.is_empty() {
+                return;
+            }
+            let list = Term::List(entries.into_iter().map(entry_term).collect());
+            let msg = Term::tuple(vec![
+                Term::static_atom("$gen_cast"),
+                Term::tuple(vec![Term::static_atom("trans_log"), me.clone(), list]),
+            ]);
+            for r in &to {
+                self.node.reg_send(self.mb.pid(), "locker", r, msg.clone());
+            }
+        }
+    }
+
+    fn woken(&mut self, wakes: Vec<Wake<Term>>) {
+        for w in wakes {
+            let (id, reply) = match w {
+                Wake::Value(id, v) => (id, Term::tuple(vec![a::OK, v])),
+                Wake::Released(id) => (id, Term::tuple(vec![a::OK, a::RELEASED])),
+            };
+            if let Some(from) = self.waiters.remove(&id) {
+                self.reply(&from, reply);
+            }
+        }
+    }
+
+    fn rearm(&mut self) {
+        if !self.waiters.is_empty() {
+            self.arm_wakeup();
+        }
+    }
+
+    fn arm_wakeup(&mut self) {
+        if self.waiters.is_empty() {
+            self.wakeup = None;
+            return;
+        }
+        self.wakeup = self.engine.next_wakeup().map(|at| {
+            let d = at.saturating_sub(clock::now()) + 1_000;
+            tokio::time::Instant::now() + Duration::from_micros(d)
+        });
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn entry(t: &Term) -> Option<LogEntry<Term, Term>> {
+    let items = t.as_tuple()?;
+    let op = items.first()?.as_atom()?.as_str();
+    Some(match (op, items.len()) {
+        ("write", 4) => LogEntry::Write {
+            key: items[1].clone(),
+            value: items[2].clone(),
+            lease_ms: millis(&items[3])?,
+        },
+        ("extend_lease", 4) => LogEntry::ExtendLease {
+            key: items[1].clone(),
+            value: items[2].clone(),
+            lease_ms: millis(&items[3])?,
+        },
+        ("update", 3) => LogEntry::Update {
+            key: items[1].clone(),
+            value: items[2].clone(),
+        },
+        ("release", 2) => LogEntry::Release {
+            key: items[1].clone(),
+        },
+        _ => return None,
+    })
+}
+
+fn entry_term(e: LogEntry<Term, Term>) -> Term {
+    let ms = |m: u64| Term::Int(m.min(i64::MAX as u64) as i64);
+    match e {
+        LogEntry::Write {
+            key,
+            value,
+            lease_ms,
+        } => Term::tuple(vec![Term::static_atom("write"), key, value, ms(lease_ms)]),
+        LogEntry::ExtendLease {
+            key,
+            value,
+            lease_ms,
+        } => Term::tuple(vec![
+            Term::static_atom("extend_lease"),
+            key,
+            value,
+            ms(lease_ms),
+        ]),
+        LogEntry::Update { key, value } => {
+            Term::tuple(vec![Term::static_atom("update"), key, value])
+        }
+        LogEntry::Release { key } => Term::tuple(vec![Term::static_atom("release"), key]),
+    }
+}
+
+/// A dirty read of the local store, as `locker:dirty_read/1` answers it.
+pub fn dirty_read(store: &Store, key: &Term) -> Term {
+    match store
+        .read(key, |l| {
+            clock::is_before(l.expires_at).then(|| l.value.clone())
+        })
+        .flatten()
+    {
+        Some(v) => Term::tuple(vec![a::OK, v]),
+        None => Term::tuple(vec![a::ERROR, a::NOT_FOUND]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_like_the_nif() {
+        assert_eq!(millis(&Term::Int(-5)), Some(0));
+        assert_eq!(millis(&Term::Int(100)), Some(100));
+        assert_eq!(millis(&Term::atom("infinity")), Some(u64::MAX / 2000));
+        assert_eq!(millis(&Term::atom("x")), None);
+        assert_eq!(millis(&Term::binary(b"x")), None);
+    }
+
+    #[test]
+    fn ordsets_sort_atoms() {
+        let s = ordset(&[Term::atom("b"), Term::atom("a"), Term::atom("b")]);
+        assert_eq!(s, vec![Term::atom("a"), Term::atom("b")]);
+    }
+}

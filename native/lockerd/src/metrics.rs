@@ -1,0 +1,235 @@
+//! Counters and a `/metrics` endpoint in Prometheus text format, served by
+//! a small hand-written HTTP/1.0 responder (one request per connection,
+//! headers bounded to 8 KiB).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Request kinds counted separately.
+pub const KINDS: &[&str] = &[
+    "get_write_lock",
+    "release_write_lock",
+    "write",
+    "update",
+    "extend_lease",
+    "release",
+    "wait_for",
+    "wait_for_release",
+    "set_nodes",
+    "set_w",
+    "get_debug_state",
+    "unknown",
+    "trans_log",
+    "rpc",
+];
+
+/// Latency buckets (seconds).
+const BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
+];
+
+/// Every counter of the node.
+#[derive(Default)]
+pub struct Metrics {
+    requests: [AtomicU64; 14],
+    buckets: [AtomicU64; 10],
+    latency_count: AtomicU64,
+    latency_sum_ns: AtomicU64,
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames that did not parse, or were too big.
+    pub bad_frames: AtomicU64,
+    /// Messages to names nobody registered.
+    pub unknown_name: AtomicU64,
+    /// Failed incoming handshakes (wrong cookie, garbage, timeouts).
+    pub handshake_failures: AtomicU64,
+    /// Connections refused over the peer limit.
+    pub rejected: AtomicU64,
+    /// Leases, promises and waiters of the store, and peers connected
+    /// (gauges, set by their owners).
+    pub gauges: Mutex<Gauges>,
+}
+
+/// Point-in-time sizes.
+#[derive(Default, Clone, Copy)]
+pub struct Gauges {
+    /// Leases stored.
+    pub leases: u64,
+    /// Write promises.
+    pub promises: u64,
+    /// Waiters.
+    pub waiters: u64,
+    /// Transaction log entries not yet pushed.
+    pub log: u64,
+}
+
+impl Metrics {
+    /// Counts one request of `kind` (an entry of [`KINDS`]) that took `ns`.
+    pub fn request(&self, kind: usize, ns: u64) {
+        self.requests[kind.min(KINDS.len() - 1)].fetch_add(1, Ordering::Relaxed);
+        let s = ns as f64 / 1e9;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Requests of `kind` so far.
+    pub fn requests_of(&self, kind: &str) -> u64 {
+        KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.requests[i].load(Ordering::Relaxed))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, peers: usize) -> String {
+        let mut s = String::new();
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        s.push_str("# HELP locker_requests_total Requests served by the locker process, by kind.\n# TYPE locker_requests_total counter\n");
+        for (i, k) in KINDS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "locker_requests_total{{kind=\"{k}\"}} {}",
+                l(&self.requests[i])
+            );
+        }
+        s.push_str("# HELP locker_request_duration_seconds Time to serve a request.\n# TYPE locker_request_duration_seconds histogram\n");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "locker_request_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                l(&self.buckets[i])
+            );
+        }
+        let count = l(&self.latency_count);
+        let _ = writeln!(
+            s,
+            "locker_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            s,
+            "locker_request_duration_seconds_sum {}",
+            l(&self.latency_sum_ns) as f64 / 1e9
+        );
+        let _ = writeln!(s, "locker_request_duration_seconds_count {count}");
+        let g = *self.gauges.lock();
+        for (name, help, v) in [
+            ("locker_leases", "Leases stored.", g.leases),
+            ("locker_promises", "Write promises held.", g.promises),
+            (
+                "locker_waiters",
+                "wait_for and wait_for_release waiters.",
+                g.waiters,
+            ),
+            (
+                "locker_trans_log_entries",
+                "Log entries not yet pushed to replicas.",
+                g.log,
+            ),
+            ("locker_peers", "Connected nodes.", peers as u64),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        for (name, help, v) in [
+            (
+                "locker_frames_received_total",
+                "Distribution frames received.",
+                &self.frames_in,
+            ),
+            (
+                "locker_bad_frames_total",
+                "Frames refused: undecodable or oversized.",
+                &self.bad_frames,
+            ),
+            (
+                "locker_unknown_name_messages_total",
+                "Messages to unregistered names.",
+                &self.unknown_name,
+            ),
+            (
+                "locker_handshake_failures_total",
+                "Incoming handshakes that failed.",
+                &self.handshake_failures,
+            ),
+            (
+                "locker_rejected_connections_total",
+                "Connections refused over the peer limit.",
+                &self.rejected,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                l(v)
+            );
+        }
+        s
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends. `peers` gives
+/// the number of connected nodes at scrape time.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    peers: impl Fn() -> usize + Send + Sync + 'static,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let peers = Arc::new(peers);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let (m, p) = (metrics.clone(), peers.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut n = 0;
+                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                    while n < buf.len() {
+                        match s.read(&mut buf[n..]).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => n += k,
+                        }
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+                            || buf[..n].windows(2).any(|w| w == b"\n\n")
+                        {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                if read.is_err() {
+                    return;
+                }
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let mut parts = head.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let (status, body) =
+                    if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+                        ("200 OK", m.render(p()))
+                    } else {
+                        ("404 Not Found", "not found: try GET /metrics\n".to_string())
+                    };
+                let resp = format!(
+                    "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    Ok(bound)
+}

@@ -1,0 +1,616 @@
+//! A distributed Erlang node in Rust: identity, processes, sending, and
+//! the dispatch of incoming distribution operations.
+//!
+//! [`Node::start`] binds the listener, registers with epmd and accepts
+//! connections ([`crate::peers`]); processes are [`Mailbox`]es made with
+//! [`Node::spawn`]. Both `lockerd` and the client library run on this.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::epmd;
+use crate::frame::{self, Control};
+use crate::handshake::Identity;
+use crate::metrics::Metrics;
+use crate::peers::Peers;
+use crate::process::{key_of, Entry, InMonitor, Mailbox, Procs, Signal};
+use crate::term::{Atom, Pid, Ref, Term};
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Full node name, `alive@host` (long or short).
+    pub name: String,
+    /// The distribution cookie.
+    pub cookie: String,
+    /// Where to listen (port 0: any).
+    pub listen: SocketAddr,
+    /// OTP's `net_ticktime`: a peer silent this long is dropped; ticks go
+    /// out every quarter of it.
+    pub net_ticktime: Duration,
+    /// Most connected peers (incoming connections beyond are refused).
+    pub max_peers: usize,
+    /// Largest frame accepted; a bigger one closes the connection.
+    pub max_frame: usize,
+    /// Time allowed for a handshake, either way.
+    pub handshake_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for `name` and `cookie`.
+    pub fn new(name: &str, cookie: &str) -> Self {
+        NodeConfig {
+            name: name.to_string(),
+            cookie: cookie.to_string(),
+            listen: "0.0.0.0:0".parse().expect("address"),
+            net_ticktime: Duration::from_secs(60),
+            max_peers: 256,
+            max_frame: 64 << 20,
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub name: Atom,
+    pub creation: u32,
+    pub ident: Identity,
+    pub cfg: NodeConfig,
+    pub port: u16,
+    pub procs: Mutex<Procs>,
+    pub peers: Mutex<Peers>,
+    next_ref: AtomicU64,
+    pub metrics: Arc<Metrics>,
+    pub stopping: AtomicBool,
+    pub store: OnceLock<crate::locker::Store>,
+    epmd: Mutex<Option<epmd::Registration>>,
+}
+
+/// A running node; cheap to clone.
+#[derive(Clone)]
+pub struct Node(pub(crate) Arc<Inner>);
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Node({})", self.0.name)
+    }
+}
+
+/// Reads the cookie like `erl`: the given one, else `$LOCKER_COOKIE`, else
+/// `~/.erlang.cookie`.
+pub fn find_cookie(given: Option<&str>) -> Result<String, String> {
+    if let Some(c) = given {
+        return Ok(c.to_string());
+    }
+    if let Ok(c) = std::env::var("LOCKER_COOKIE") {
+        return Ok(c);
+    }
+    let home = std::env::var("HOME")
+        .map_err(|_| "no cookie: --cookie, $LOCKER_COOKIE or $HOME/.erlang.cookie".to_string())?;
+    let path = std::path::Path::new(&home).join(".erlang.cookie");
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| {
+            format!(
+                "no cookie: --cookie, $LOCKER_COOKIE, or {}: {e}",
+                path.display()
+            )
+        })
+}
+
+impl Node {
+    /// Binds, registers with epmd and starts accepting connections.
+    pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Node, String> {
+        let node_name: erl_dist::node::NodeName = cfg
+            .name
+            .parse()
+            .map_err(|e| format!("bad node name {:?}: {e}", cfg.name))?;
+        if cfg.name.chars().count() > 255 {
+            return Err("node name too long".into());
+        }
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let reg = epmd::register(node_name.name(), port).await?;
+        let creation = reg.creation;
+        let inner = Inner {
+            name: Atom::new(&cfg.name),
+            creation,
+            ident: Identity {
+                name: node_name,
+                creation,
+                cookie: cfg.cookie.clone(),
+            },
+            cfg,
+            port,
+            procs: Mutex::new(Procs::default()),
+            peers: Mutex::new(Peers::default()),
+            next_ref: AtomicU64::new(1),
+            metrics,
+            stopping: AtomicBool::new(false),
+            store: OnceLock::new(),
+            epmd: Mutex::new(Some(reg)),
+        };
+        let node = Node(Arc::new(inner));
+        tracing::info!(node = %node.name(), port, creation, "registered with epmd");
+        crate::peers::spawn_acceptor(node.clone(), listener);
+        Ok(node)
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &Atom {
+        &self.0.name
+    }
+
+    /// The creation epmd gave this node.
+    pub fn creation(&self) -> u32 {
+        self.0.creation
+    }
+
+    /// The distribution port.
+    pub fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.0.cfg
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+
+    pub(crate) fn ident(&self) -> &Identity {
+        &self.0.ident
+    }
+
+    /// Whether `p` is a pid of this node incarnation.
+    pub fn is_local(&self, p: &Pid) -> bool {
+        p.node == self.0.name && p.creation == self.0.creation
+    }
+
+    /// A new reference of this node.
+    pub fn make_ref(&self) -> Ref {
+        let n = self.0.next_ref.fetch_add(1, Ordering::Relaxed);
+        Ref::new(
+            self.0.name.clone(),
+            self.0.creation,
+            &[
+                (n & 0x3ffff) as u32,
+                (n >> 18) as u32,
+                (n >> 50) as u32 | 0x8000_0000,
+            ],
+        )
+    }
+
+    /// Starts a process, registered under `name` if given (fails if taken).
+    pub fn spawn(&self, name: Option<&str>) -> Result<Mailbox, String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut procs = self.0.procs.lock();
+        let name = name.map(Atom::new);
+        if let Some(n) = &name {
+            if procs.names.contains_key(n) {
+                return Err(format!("name {n} already registered"));
+            }
+        }
+        let key = procs.alloc();
+        let pid = Pid {
+            node: self.0.name.clone(),
+            id: (key & 0x7fff) as u32,
+            serial: (key >> 15) as u32,
+            creation: self.0.creation,
+        };
+        if let Some(n) = &name {
+            procs.names.insert(n.clone(), key);
+        }
+        procs.by_key.insert(
+            key,
+            Entry {
+                tx,
+                name,
+                monitors: Vec::new(),
+                links: Vec::new(),
+            },
+        );
+        drop(procs);
+        Ok(Mailbox {
+            node: self.clone(),
+            pid,
+            rx,
+            exit_reason: Term::static_atom("normal"),
+        })
+    }
+
+    /// The pid registered under `name`, if any.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        let procs = self.0.procs.lock();
+        let key = *procs.names.get(&Atom::new(name))?;
+        Some(self.pid_of_key(key))
+    }
+
+    fn pid_of_key(&self, key: u64) -> Pid {
+        Pid {
+            node: self.0.name.clone(),
+            id: (key & 0x7fff) as u32,
+            serial: (key >> 15) as u32,
+            creation: self.0.creation,
+        }
+    }
+
+    pub(crate) fn process_exited(&self, pid: &Pid, reason: &Term) {
+        let key = key_of(pid);
+        let entry = {
+            let mut procs = self.0.procs.lock();
+            let Some(entry) = procs.by_key.remove(&key) else {
+                return;
+            };
+            if let Some(n) = &entry.name {
+                procs.names.remove(n);
+            }
+            for mons in procs.out_monitors.values_mut() {
+                mons.retain(|_, k| *k != key);
+            }
+            entry
+        };
+        for m in entry.monitors {
+            self.send_frame(
+                &m.peer,
+                frame::monitor_exit(&m.target, &m.from, &m.reference, reason),
+                false,
+            );
+        }
+        for l in entry.links {
+            let peer = l.node.clone();
+            self.send_frame(&peer, frame::exit(pid, &l, reason), false);
+        }
+    }
+
+    /// Delivers a signal to a local process; false if there is none.
+    pub fn deliver(&self, to: &Pid, sig: Signal) -> bool {
+        if !self.is_local(to) {
+            return false;
+        }
+        let procs = self.0.procs.lock();
+        match procs.by_key.get(&key_of(to)) {
+            Some(e) => e.tx.send(sig).is_ok(),
+            None => false,
+        }
+    }
+
+    fn deliver_named(&self, name: &Atom, sig: Signal) -> bool {
+        let procs = self.0.procs.lock();
+        match procs.names.get(name).and_then(|k| procs.by_key.get(k)) {
+            Some(e) => e.tx.send(sig).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends `msg` to `to` (local or remote; connects if needed).
+    pub fn send(&self, to: &Pid, msg: Term) {
+        if to.node == self.0.name {
+            if !self.deliver(to, Signal::Message { from: None, msg }) {
+                tracing::debug!(to = ?to, "message to a dead local process dropped");
+            }
+            return;
+        }
+        let peer = to.node.clone();
+        self.send_frame(&peer, frame::send(to, &msg), true);
+    }
+
+    /// Sends `msg` from `from` to `{name, node}` (connects if needed).
+    pub fn reg_send(&self, from: &Pid, name: &str, node: &Atom, msg: Term) {
+        if *node == self.0.name {
+            self.deliver_named(
+                &Atom::new(name),
+                Signal::Message {
+                    from: Some(from.clone()),
+                    msg,
+                },
+            );
+            return;
+        }
+        self.send_frame(node, frame::reg_send(from, &Term::atom(name), &msg), true);
+    }
+
+    /// Monitors `{name, node}` (or a remote pid given as `target`) for our
+    /// process `from`; a `Signal::Down` with the returned reference comes
+    /// when it is or goes away, or the connection is lost.
+    pub fn monitor(&self, from: &Pid, target: Term, node: &Atom) -> Ref {
+        let r = self.make_ref();
+        {
+            let mut procs = self.0.procs.lock();
+            procs
+                .out_monitors
+                .entry(node.clone())
+                .or_default()
+                .insert(r.clone(), key_of(from));
+        }
+        self.send_frame(node, frame::monitor(from, &target, &r), true);
+        r
+    }
+
+    /// Drops a monitor made with [`Node::monitor`].
+    pub fn demonitor(&self, from: &Pid, target: Term, node: &Atom, r: &Ref) {
+        let known = {
+            let mut procs = self.0.procs.lock();
+            procs
+                .out_monitors
+                .get_mut(node)
+                .and_then(|m| m.remove(r))
+                .is_some()
+        };
+        if known {
+            self.send_frame(node, frame::demonitor(from, &target, r), false);
+        }
+    }
+
+    /// Sends a raw frame to `peer`; `connect` as with `erlang:send/2`
+    /// (auto-connect) or `noconnect`.
+    pub fn send_frame(&self, peer: &Atom, f: Vec<u8>, connect: bool) {
+        crate::peers::send_frame(self, peer, f, connect);
+    }
+
+    /// Whether a connection to `peer` is up.
+    pub fn is_connected(&self, peer: &Atom) -> bool {
+        self.0.peers.lock().is_up(peer)
+    }
+
+    /// Connected peers.
+    pub fn connected(&self) -> Vec<Atom> {
+        self.0.peers.lock().up_names()
+    }
+
+    /// Starts connecting to `peer` unless connected or connecting.
+    pub fn connect(&self, peer: &Atom) {
+        crate::peers::ensure_connecting(self, peer);
+    }
+
+    /// Waits until connected to `peer` (connecting if needed), up to `timeout`.
+    pub async fn wait_connected(&self, peer: &Atom, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.is_connected(peer) {
+                return true;
+            }
+            self.connect(peer);
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether [`Node::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.0.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, unregisters from epmd, and closes every connection
+    /// once its queued frames are written (waits up to `grace`).
+    pub async fn stop(&self, grace: Duration) {
+        self.0.stopping.store(true, Ordering::Relaxed);
+        self.0.epmd.lock().take();
+        crate::peers::close_all(self, grace).await;
+    }
+
+    /// The local store, when a `locker` process runs on this node.
+    pub(crate) fn store(&self) -> Option<&crate::locker::Store> {
+        self.0.store.get()
+    }
+
+    pub(crate) fn set_store(&self, s: crate::locker::Store) {
+        let _ = self.0.store.set(s);
+    }
+
+    /// A connection to `peer` is gone: drop what it held here.
+    pub(crate) fn peer_lost(&self, peer: &Atom) {
+        let mut downs = Vec::new();
+        {
+            let mut procs = self.0.procs.lock();
+            for e in procs.by_key.values_mut() {
+                e.monitors.retain(|m| m.peer != *peer);
+                e.links.retain(|l| l.node != *peer);
+            }
+            if let Some(mons) = procs.out_monitors.remove(peer) {
+                for (r, key) in mons {
+                    if let Some(e) = procs.by_key.get(&key) {
+                        downs.push((e.tx.clone(), r));
+                    }
+                }
+            }
+        }
+        for (tx, reference) in downs {
+            let _ = tx.send(Signal::Down {
+                reference,
+                from: Term::Atom(peer.clone()),
+                reason: Term::static_atom("noconnection"),
+            });
+        }
+    }
+
+    /// Handles one incoming distribution operation from `peer`.
+    pub(crate) fn dispatch(&self, peer: &Atom, ctrl: Control) {
+        match ctrl {
+            Control::Send { to, from, msg } => {
+                if !self.deliver(&to, Signal::Message { from, msg }) {
+                    tracing::debug!(%peer, to = ?to, "message to an unknown pid dropped");
+                }
+            }
+            Control::RegSend { from, to, msg } => {
+                let Some(name) = to.as_atom() else {
+                    tracing::warn!(%peer, to = %to.display(100), "REG_SEND to a non-atom dropped");
+                    return;
+                };
+                if !self.deliver_named(
+                    name,
+                    Signal::Message {
+                        from: Some(from.clone()),
+                        msg: msg.clone(),
+                    },
+                ) {
+                    self.0.metrics.unknown_name.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, name = %name, from = ?from, msg = %msg.display(200), "message to an unknown registered name dropped");
+                }
+            }
+            Control::AliasSend { from, alias, msg } => {
+                tracing::debug!(%peer, from = ?from, alias = ?alias, msg = %msg.display(100), "alias send to this node dropped (no aliases here)");
+            }
+            Control::Monitor {
+                from,
+                to,
+                reference,
+            } => self.monitored(peer, from, to, reference),
+            Control::Demonitor { to, reference, .. } => {
+                let mut procs = self.0.procs.lock();
+                let key = match &to {
+                    Term::Atom(a) => procs.names.get(a).copied(),
+                    Term::Pid(p) if self.is_local(p) => Some(key_of(p)),
+                    _ => None,
+                };
+                if let Some(e) = key.and_then(|k| procs.by_key.get_mut(&k)) {
+                    e.monitors.retain(|m| m.reference != reference);
+                }
+            }
+            Control::MonitorExit {
+                from,
+                to,
+                reference,
+                reason,
+            } => {
+                let key = key_of(&to);
+                let tx = {
+                    let mut procs = self.0.procs.lock();
+                    if let Some(m) = procs.out_monitors.get_mut(peer) {
+                        m.remove(&reference);
+                    }
+                    if self.is_local(&to) {
+                        procs.by_key.get(&key).map(|e| e.tx.clone())
+                    } else {
+                        None
+                    }
+                };
+                if let Some(tx) = tx {
+                    let _ = tx.send(Signal::Down {
+                        reference,
+                        from,
+                        reason,
+                    });
+                }
+            }
+            Control::Link { from, to } => {
+                let ok = {
+                    let mut procs = self.0.procs.lock();
+                    match procs
+                        .by_key
+                        .get_mut(&key_of(&to))
+                        .filter(|_| self.is_local(&to))
+                    {
+                        Some(e) => {
+                            e.links.push(from.clone());
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                if !ok {
+                    self.send_frame(
+                        peer,
+                        frame::exit(&to, &from, &Term::static_atom("noproc")),
+                        false,
+                    );
+                }
+            }
+            Control::Unlink { from, to } => self.unlink(&from, &to),
+            Control::UnlinkId { id, from, to } => {
+                self.unlink(&from, &to);
+                self.send_frame(peer, frame::unlink_id_ack(&id, &to, &from), false);
+            }
+            Control::UnlinkIdAck { .. } => {}
+            Control::Exit {
+                from,
+                to,
+                reason,
+                link,
+            } => {
+                if link {
+                    self.unlink(&from, &to);
+                }
+                tracing::debug!(%peer, from = ?from, to = ?to, reason = %reason.display(100), "exit signal (trapped)");
+                self.deliver(&to, Signal::Exit { from, reason });
+            }
+            Control::SpawnRequest {
+                req_id,
+                from,
+                mfa,
+                opts,
+                args,
+            } => {
+                crate::rpc::spawn_request(self, peer, req_id, from, mfa, opts, args);
+            }
+            Control::SpawnReply {
+                req_id,
+                to,
+                flags,
+                result,
+            } => {
+                self.deliver(
+                    &to,
+                    Signal::SpawnReply {
+                        req_id,
+                        flags,
+                        result,
+                    },
+                );
+            }
+            Control::Other(op) => {
+                tracing::debug!(%peer, op, "distribution operation ignored");
+            }
+        }
+    }
+
+    fn unlink(&self, from: &Pid, to: &Pid) {
+        let mut procs = self.0.procs.lock();
+        if let Some(e) = procs.by_key.get_mut(&key_of(to)) {
+            e.links.retain(|l| l != from);
+        }
+    }
+
+    fn monitored(&self, peer: &Atom, from: Pid, to: Term, reference: Ref) {
+        let found = {
+            let mut procs = self.0.procs.lock();
+            let key = match &to {
+                Term::Atom(a) => procs.names.get(a).copied(),
+                Term::Pid(p) if self.is_local(p) => Some(key_of(p)),
+                _ => None,
+            };
+            match key.and_then(|k| procs.by_key.get_mut(&k)) {
+                Some(e) => {
+                    e.monitors.push(InMonitor {
+                        peer: peer.clone(),
+                        from: from.clone(),
+                        reference: reference.clone(),
+                        target: to.clone(),
+                    });
+                    true
+                }
+                None => false,
+            }
+        };
+        if !found {
+            tracing::debug!(%peer, target = %to.display(100), "monitor of a missing process: noproc");
+            self.send_frame(
+                peer,
+                frame::monitor_exit(&to, &from, &reference, &Term::static_atom("noproc")),
+                false,
+            );
+        }
+    }
+}

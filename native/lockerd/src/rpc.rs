@@ -1,0 +1,101 @@
+//! `rpc:call/4` and `erpc:call/4` to this node: OTP 25 sends a
+//! `SPAWN_REQUEST` for `erpc:execute_call(Ref, M, F, A)`. The one call
+//! served is `locker:dirty_read(Key)` (what `locker:master_dirty_read/1`
+//! sends); any other function gets the error a BEAM node without it would
+//! give (`undef`), and a spawn of anything but `erpc:execute_call/4` is
+//! refused with `notsup`. No process is really spawned: the reply, and the
+//! monitor exit carrying the result, are sent at once.
+
+use crate::frame;
+use crate::node::Node;
+use crate::term::{Atom, Pid, Ref, Term};
+
+/// Answers one `SPAWN_REQUEST` from `peer`.
+pub(crate) fn spawn_request(
+    node: &Node,
+    peer: &Atom,
+    req_id: Ref,
+    from: Pid,
+    mfa: Term,
+    opts: Term,
+    args: Term,
+) {
+    let started = std::time::Instant::now();
+    let is_exec = matches!(mfa.as_tuple(), Some([m, f, Term::Int(4)]) if m.is_atom("erpc") && f.is_atom("execute_call"));
+    let opts = opts.as_list().unwrap_or(&[]);
+    let monitor = opts.iter().any(|o| {
+        o.is_atom("monitor") || matches!(o.as_tuple(), Some([m, _]) if m.is_atom("monitor"))
+    });
+    let link = opts.iter().any(|o| o.is_atom("link"));
+    let args = args.as_list().unwrap_or(&[]).to_vec();
+    if !is_exec || args.len() != 4 {
+        tracing::warn!(%peer, mfa = %mfa.display(200), "spawn request refused: only erpc:execute_call/4 is served");
+        node.send_frame(
+            peer,
+            frame::spawn_reply(&req_id, &from, 0, &Term::static_atom("notsup")),
+            false,
+        );
+        return;
+    }
+    let (r, m, f, a) = (&args[0], &args[1], &args[2], &args[3]);
+    let result = match (m, f, a.as_list()) {
+        (m, f, Some([key])) if m.is_atom("locker") && f.is_atom("dirty_read") => match node.store()
+        {
+            Some(store) => Term::tuple(vec![
+                r.clone(),
+                Term::static_atom("return"),
+                crate::locker::dirty_read(store, key),
+            ]),
+            None => undef(r, m, f, a),
+        },
+        _ => {
+            tracing::warn!(%peer, module = %m.display(100), function = %f.display(100), "rpc refused: only locker:dirty_read/1 is served");
+            undef(r, m, f, a)
+        }
+    };
+    // The "process": a fresh pid that exits at once with the result.
+    let pid = Pid {
+        node: node.name().clone(),
+        id: 0,
+        serial: 0,
+        creation: node.creation(),
+    };
+    let pid = Pid {
+        id: (req_id.ids.first().copied().unwrap_or(1) & 0x7fff).max(1),
+        ..pid
+    };
+    let flags = i64::from(link) | (i64::from(monitor) << 1);
+    node.send_frame(
+        peer,
+        frame::spawn_reply(&req_id, &from, flags, &Term::pid(pid.clone())),
+        false,
+    );
+    if monitor {
+        node.send_frame(
+            peer,
+            frame::monitor_exit(&Term::pid(pid.clone()), &from, &req_id, &result),
+            false,
+        );
+    }
+    if link {
+        node.send_frame(peer, frame::exit(&pid, &from, &result), false);
+    }
+    node.metrics()
+        .request(13, started.elapsed().as_nanos() as u64);
+}
+
+/// `{Ref, error, undef, [{M, F, A, []}]}`: what `erpc:execute_call/4`
+/// exits with when the function does not exist.
+fn undef(r: &Term, m: &Term, f: &Term, a: &Term) -> Term {
+    Term::tuple(vec![
+        r.clone(),
+        Term::static_atom("error"),
+        Term::atom("undef"),
+        Term::List(vec![Term::tuple(vec![
+            m.clone(),
+            f.clone(),
+            a.clone(),
+            Term::NIL,
+        ])]),
+    ])
+}

@@ -1,0 +1,624 @@
+//! Erlang terms in a canonical form whose equality is Erlang's `=:=`.
+//!
+//! [`Term`] is what every key, value and tag of the store is made of, and
+//! what every distribution message decodes into. Decoding (see
+//! [`crate::codec`]) normalises every encoding choice that `=:=` ignores,
+//! so the derived `Eq` and `Hash` are exactly `=:=`:
+//!
+//! - integers: one variant for everything that fits `i64`, whatever the
+//!   wire tag (`SMALL_INTEGER`, `INTEGER`, a small `SMALL_BIG`); bigger
+//!   ones keep sign and magnitude without leading zero bytes;
+//! - floats are kept as bits with `-0.0` folded into `0.0` (OTP 25 says
+//!   `0.0 =:= -0.0`); `1` and `1.0` are different variants;
+//! - atoms compare by text, whatever their wire encoding (Latin-1 or UTF-8);
+//! - lists: `STRING_EXT` and `LIST_EXT` of the same integers are the same
+//!   list; nested list tails are flattened;
+//! - maps keep their pairs sorted by key, so insertion order never matters;
+//! - pids, ports and references keep node, creation and numbers (old and
+//!   new wire shapes decode alike); a reference's trailing zero id words
+//!   are dropped (`=:=` ignores them);
+//! - a fun's creator pid is dropped (`=:=` ignores it);
+//! - a bitstring whose last byte is whole is a binary.
+//!
+//! No atom table exists: atom text lives in the term, bounded by the
+//! format's 255 characters, so input can never grow a global table.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// An atom: its text. Common protocol atoms are static (no allocation).
+#[derive(Clone)]
+pub struct Atom(AtomRepr);
+
+#[derive(Clone)]
+enum AtomRepr {
+    Static(&'static str),
+    Heap(Arc<str>),
+}
+
+/// Atoms the protocol uses: decoding them allocates nothing.
+const KNOWN_ATOMS: &[&str] = &[
+    "ok",
+    "error",
+    "true",
+    "false",
+    "undefined",
+    "not_found",
+    "$gen_call",
+    "$gen_cast",
+    "alias",
+    "get_write_lock",
+    "release_write_lock",
+    "write",
+    "update",
+    "extend_lease",
+    "release",
+    "wait_for",
+    "wait_for_release",
+    "set_nodes",
+    "set_w",
+    "get_debug_state",
+    "trans_log",
+    "expire_leases",
+    "expire_locks",
+    "push_trans_log",
+    "already_locked",
+    "not_expected_value",
+    "not_owner",
+    "released",
+    "locker",
+    "net_kernel",
+    "is_auth",
+    "yes",
+    "erpc",
+    "execute_call",
+    "dirty_read",
+    "return",
+    "monitor",
+    "link",
+    "noproc",
+    "noconnection",
+    "normal",
+    "infinity",
+    "unknown_request",
+    "badarg",
+    "interval",
+    "",
+];
+
+impl Atom {
+    /// The atom with this text (at most 255 characters, unchecked here).
+    pub fn new(text: &str) -> Self {
+        match KNOWN_ATOMS.iter().find(|k| **k == text) {
+            Some(k) => Atom(AtomRepr::Static(k)),
+            None => Atom(AtomRepr::Heap(Arc::from(text))),
+        }
+    }
+
+    /// A static atom (no allocation).
+    pub const fn from_static(text: &'static str) -> Self {
+        Atom(AtomRepr::Static(text))
+    }
+
+    /// The atom's text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            AtomRepr::Static(s) => s,
+            AtomRepr::Heap(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Atom {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for Atom {}
+impl Hash for Atom {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+impl PartialOrd for Atom {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Atom {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+impl fmt::Debug for Atom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_atom(f, self.as_str())
+    }
+}
+impl fmt::Display for Atom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl From<&str> for Atom {
+    fn from(s: &str) -> Self {
+        Atom::new(s)
+    }
+}
+
+/// A process identifier (local or remote).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pid {
+    /// The node that made it.
+    pub node: Atom,
+    /// Process number.
+    pub id: u32,
+    /// Serial (wraps of `id`).
+    pub serial: u32,
+    /// The node's incarnation.
+    pub creation: u32,
+}
+
+/// A port identifier.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Port {
+    /// The node that made it.
+    pub node: Atom,
+    /// Port number.
+    pub id: u64,
+    /// The node's incarnation.
+    pub creation: u32,
+}
+
+/// A reference. `ids` never ends with a zero word (they are insignificant).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ref {
+    /// The node that made it.
+    pub node: Atom,
+    /// The node's incarnation.
+    pub creation: u32,
+    /// Id words without trailing zero words.
+    pub ids: Box<[u32]>,
+}
+
+impl Ref {
+    /// A reference with its id words normalised.
+    pub fn new(node: Atom, creation: u32, ids: &[u32]) -> Self {
+        let used = ids.iter().rposition(|w| *w != 0).map_or(0, |i| i + 1);
+        Ref {
+            node,
+            creation,
+            ids: ids[..used].into(),
+        }
+    }
+}
+
+/// An integer beyond `i64`: sign and little-endian magnitude without
+/// trailing zero bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BigInt {
+    /// Whether the number is negative.
+    pub negative: bool,
+    /// Magnitude, least significant byte first.
+    pub magnitude: Box<[u8]>,
+}
+
+/// A local fun (`NEW_FUN_EXT`), without its creator pid.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fun {
+    /// Arity.
+    pub arity: u8,
+    /// MD5 of the module's code.
+    pub uniq: [u8; 16],
+    /// Index in the module's fun table.
+    pub index: u32,
+    /// Module.
+    pub module: Atom,
+    /// Old index (an integer).
+    pub old_index: Term,
+    /// Old uniq (an integer).
+    pub old_uniq: Term,
+    /// Free variables.
+    pub free: Vec<Term>,
+}
+
+/// A float kept as bits, with `-0.0` folded into `0.0`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Float(u64);
+
+impl Float {
+    /// The canonical float of `f`.
+    pub fn new(f: f64) -> Self {
+        if f == 0.0 {
+            Float(0)
+        } else {
+            Float(f.to_bits())
+        }
+    }
+    /// Its value.
+    pub fn get(self) -> f64 {
+        f64::from_bits(self.0)
+    }
+}
+
+impl fmt::Debug for Float {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.get())
+    }
+}
+
+/// An Erlang term; `==` and `Hash` are `=:=` (see the module docs). The
+/// derived order is total but is not Erlang's term order.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Term {
+    /// An integer that fits `i64`.
+    Int(i64),
+    /// A bigger integer.
+    Big(Box<BigInt>),
+    /// A float.
+    Float(Float),
+    /// An atom.
+    Atom(Atom),
+    /// A reference.
+    Ref(Box<Ref>),
+    /// A local fun.
+    Fun(Box<Fun>),
+    /// An external fun `fun M:F/A`.
+    Export(Box<(Atom, Atom, u8)>),
+    /// A port.
+    Port(Box<Port>),
+    /// A pid.
+    Pid(Box<Pid>),
+    /// A tuple.
+    Tuple(Box<[Term]>),
+    /// A proper list (empty: `[]`).
+    List(Vec<Term>),
+    /// An improper list: elements (at least one) and a tail that is not a list.
+    Improper(Box<(Vec<Term>, Term)>),
+    /// A map, pairs sorted by key.
+    Map(Box<[(Term, Term)]>),
+    /// A binary.
+    Binary(Arc<[u8]>),
+    /// A bitstring that is not a binary: bytes and the number of bits used
+    /// in the last byte (1..=7), unused bits zero.
+    Bits(Box<(Box<[u8]>, u8)>),
+}
+
+impl Term {
+    /// `[]`.
+    pub const NIL: Term = Term::List(Vec::new());
+
+    /// An atom term.
+    pub fn atom(text: &str) -> Term {
+        Term::Atom(Atom::new(text))
+    }
+
+    /// A static atom term (no allocation).
+    pub const fn static_atom(text: &'static str) -> Term {
+        Term::Atom(Atom::from_static(text))
+    }
+
+    /// A tuple term.
+    pub fn tuple(items: Vec<Term>) -> Term {
+        Term::Tuple(items.into_boxed_slice())
+    }
+
+    /// A binary term.
+    pub fn binary(bytes: &[u8]) -> Term {
+        Term::Binary(Arc::from(bytes))
+    }
+
+    /// A pid term.
+    pub fn pid(p: Pid) -> Term {
+        Term::Pid(Box::new(p))
+    }
+
+    /// A reference term.
+    pub fn reference(r: Ref) -> Term {
+        Term::Ref(Box::new(r))
+    }
+
+    /// A map term from pairs in any order (the last of duplicate keys wins).
+    pub fn map(mut pairs: Vec<(Term, Term)>) -> Term {
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(Term, Term)> = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            match out.last_mut() {
+                Some(last) if last.0 == p.0 => *last = p,
+                _ => out.push(p),
+            }
+        }
+        Term::Map(out.into_boxed_slice())
+    }
+
+    /// Builds a list from elements and a tail, flattening list tails.
+    pub fn list_with_tail(mut items: Vec<Term>, tail: Term) -> Term {
+        match tail {
+            Term::List(rest) => {
+                items.extend(rest);
+                Term::List(items)
+            }
+            Term::Improper(b) => {
+                let (rest, t) = *b;
+                items.extend(rest);
+                Term::Improper(Box::new((items, t)))
+            }
+            t if items.is_empty() => t,
+            t => Term::Improper(Box::new((items, t))),
+        }
+    }
+
+    /// The atom's text, if this is an atom.
+    pub fn as_atom(&self) -> Option<&Atom> {
+        match self {
+            Term::Atom(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the atom `text`.
+    pub fn is_atom(&self, text: &str) -> bool {
+        matches!(self, Term::Atom(a) if a.as_str() == text)
+    }
+
+    /// The elements, if this is a tuple.
+    pub fn as_tuple(&self) -> Option<&[Term]> {
+        match self {
+            Term::Tuple(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The pid, if this is a pid.
+    pub fn as_pid(&self) -> Option<&Pid> {
+        match self {
+            Term::Pid(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The reference, if this is one.
+    pub fn as_ref_term(&self) -> Option<&Ref> {
+        match self {
+            Term::Ref(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is one that fits `i64`.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Term::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The elements, if this is a proper list.
+    pub fn as_list(&self) -> Option<&[Term]> {
+        match self {
+            Term::List(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// A short Erlang-like rendering for logs, at most about `max` bytes.
+    pub fn display(&self, max: usize) -> String {
+        let mut s = String::new();
+        let mut budget = max;
+        render(self, &mut s, &mut budget);
+        if budget == 0 {
+            s.push_str("...");
+        }
+        s
+    }
+}
+
+impl From<Atom> for Term {
+    fn from(a: Atom) -> Self {
+        Term::Atom(a)
+    }
+}
+impl From<i64> for Term {
+    fn from(i: i64) -> Self {
+        Term::Int(i)
+    }
+}
+impl From<Pid> for Term {
+    fn from(p: Pid) -> Self {
+        Term::pid(p)
+    }
+}
+impl From<Ref> for Term {
+    fn from(r: Ref) -> Self {
+        Term::reference(r)
+    }
+}
+impl From<&str> for Term {
+    /// A binary with the string's bytes (Elixir strings).
+    fn from(s: &str) -> Self {
+        Term::binary(s.as_bytes())
+    }
+}
+
+/// Builds a tuple term: `tuple![a, b, c]`.
+#[macro_export]
+macro_rules! tuple {
+    ($($e:expr),* $(,)?) => { $crate::term::Term::tuple(vec![$($e.into()),*]) };
+}
+
+fn write_atom(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    let plain = s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@');
+    if plain {
+        f.write_str(s)
+    } else {
+        f.write_char('\'')?;
+        for c in s.chars() {
+            if c == '\'' || c == '\\' {
+                f.write_char('\\')?;
+            }
+            f.write_char(c)?;
+        }
+        f.write_char('\'')
+    }
+}
+
+fn render(t: &Term, out: &mut String, budget: &mut usize) {
+    use std::fmt::Write;
+    if *budget == 0 {
+        return;
+    }
+    let start = out.len();
+    match t {
+        Term::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Term::Big(b) => {
+            let _ = write!(
+                out,
+                "{}<bigint {} bytes>",
+                if b.negative { "-" } else { "" },
+                b.magnitude.len()
+            );
+        }
+        Term::Float(f) => {
+            let _ = write!(out, "{:?}", f.get());
+        }
+        Term::Atom(a) => {
+            let _ = write_atom(out, a.as_str());
+        }
+        Term::Pid(p) => {
+            let _ = write!(out, "<{}.{}.{}>", p.node, p.id, p.serial);
+        }
+        Term::Port(p) => {
+            let _ = write!(out, "#Port<{}.{}>", p.node, p.id);
+        }
+        Term::Ref(r) => {
+            let _ = write!(out, "#Ref<{}", r.node);
+            for w in r.ids.iter() {
+                let _ = write!(out, ".{w}");
+            }
+            out.push('>');
+        }
+        Term::Fun(f) => {
+            let _ = write!(out, "#Fun<{}.{}>", f.module, f.index);
+        }
+        Term::Export(e) => {
+            let _ = write!(out, "fun {}:{}/{}", e.0, e.1, e.2);
+        }
+        Term::Binary(b) => {
+            out.push_str("<<");
+            if let Ok(s) = std::str::from_utf8(b) {
+                if s.chars().all(|c| !c.is_control()) {
+                    let _ = write!(out, "{s:?}");
+                    out.push_str(">>");
+                    *budget = budget.saturating_sub(out.len() - start);
+                    return;
+                }
+            }
+            for (i, byte) in b.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{byte}");
+                if out.len() - start > *budget {
+                    break;
+                }
+            }
+            out.push_str(">>");
+        }
+        Term::Bits(b) => {
+            let _ = write!(out, "<<{} bytes:{} bits>>", b.0.len(), b.1);
+        }
+        Term::Tuple(items) => {
+            out.push('{');
+            render_seq(items, out, budget, start);
+            out.push('}');
+        }
+        Term::List(items) => {
+            out.push('[');
+            render_seq(items, out, budget, start);
+            out.push(']');
+        }
+        Term::Improper(b) => {
+            out.push('[');
+            render_seq(&b.0, out, budget, start);
+            out.push('|');
+            render(&b.1, out, budget);
+            out.push(']');
+        }
+        Term::Map(pairs) => {
+            out.push_str("#{");
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                render(k, out, budget);
+                out.push_str(" => ");
+                render(v, out, budget);
+                if *budget == 0 {
+                    break;
+                }
+            }
+            out.push('}');
+        }
+    }
+    *budget = budget.saturating_sub(out.len() - start);
+}
+
+fn render_seq(items: &[Term], out: &mut String, budget: &mut usize, start: usize) {
+    let total = *budget;
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let mut b = total.saturating_sub(out.len() - start);
+        render(item, out, &mut b);
+        if b == 0 {
+            *budget = 0;
+            return;
+        }
+    }
+}
+
+impl fmt::Debug for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display(4096))
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display(4096))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_constructors() {
+        assert_eq!(Term::Float(Float::new(-0.0)), Term::Float(Float::new(0.0)));
+        assert_ne!(Term::Int(1), Term::Float(Float::new(1.0)));
+        let a = Term::map(vec![(Term::Int(2), Term::NIL), (Term::Int(1), Term::NIL)]);
+        let b = Term::map(vec![(Term::Int(1), Term::NIL), (Term::Int(2), Term::NIL)]);
+        assert_eq!(a, b);
+        let l = Term::list_with_tail(vec![Term::Int(1)], Term::List(vec![Term::Int(2)]));
+        assert_eq!(l, Term::List(vec![Term::Int(1), Term::Int(2)]));
+        let r1 = Ref::new(Atom::new("n@h"), 1, &[1, 2, 3, 0, 0]);
+        let r2 = Ref::new(Atom::new("n@h"), 1, &[1, 2, 3]);
+        assert_eq!(r1, r2);
+        assert_eq!(Atom::new("ok").as_str(), "ok");
+        assert_eq!(Atom::new("ok"), Atom::new(&String::from("ok")));
+    }
+
+    #[test]
+    fn display_is_bounded() {
+        let t = Term::List((0..10_000).map(Term::Int).collect());
+        assert!(t.display(100).len() < 200);
+        assert_eq!(tuple![Term::atom("ok"), 1i64].display(100), "{ok,1}");
+    }
+}
