@@ -65,7 +65,7 @@ all() ->
 %%--------------------------------------------------------------------
 
 init_per_suite(Config) ->
-    ok = ensure_distributed(),
+    ok = locker_ct:ensure_distributed(),
     Config.
 
 end_per_suite(_Config) ->
@@ -73,42 +73,24 @@ end_per_suite(_Config) ->
 
 init_per_testcase(_Case, Config) ->
     Peers = [start_peer(N) || N <- [a, b, c]],
+    %% As the original's suite does: drive time by hand.
+    [begin
+        {ok, _, _, R1, R2, R3} = rpc:call(Node, locker, get_debug_state, []),
+        [{ok, cancel} = rpc:call(Node, timer, cancel, [R]) || R <- [R1, R2, R3]]
+     end || {_, Node} <- Peers],
     [{peers, Peers} | Config].
 
 end_per_testcase(_Case, Config) ->
     [catch peer:stop(P) || {P, _} <- ?config(peers, Config)],
     ok.
 
-ensure_distributed() ->
-    case node() of
-        nonode@nohost ->
-            _ = os:cmd("epmd -daemon"),
-            {ok, _} = net_kernel:start([list_to_atom("locker_ct_" ++ os:getpid() ++ "@127.0.0.1"), longnames]),
-            erlang:set_cookie(node(), locker_test),
-            ok;
-        _ ->
-            ok
-    end.
-
 start_peer(Name) ->
-    Unique = list_to_atom(atom_to_list(Name) ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))),
-    Ebin = filename:dirname(code:which(locker)),
-    {ok, Peer, Node} = peer:start_link(#{
-        name => Unique,
-        host => "127.0.0.1",
-        longnames => true,
-        args => ["-setcookie", atom_to_list(erlang:get_cookie()), "-pa", Ebin]
-    }),
-    {ok, _} = start_server(Node),
-    {ok, _, _, R1, R2, R3} = rpc:call(Node, locker, get_debug_state, []),
-    [{ok, cancel} = rpc:call(Node, timer, cancel, [R]) || R <- [R1, R2, R3]],
-    {Peer, Node}.
+    locker_ct:start_peer(
+        list_to_atom(atom_to_list(Name) ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))), []
+    ).
 
-%% locker:start_link/1 through rpc would link the server to the
-%% short-lived rpc process (which exits with the call's result in OTP 25);
-%% start it unlinked, like a server under a supervisor.
 start_server(Node) ->
-    rpc:call(Node, gen_server, start, [{local, locker}, locker_server, [2, 1000, 1000, 100], []]).
+    locker_ct:start_server(Node, [2, 1000, 1000, 100]).
 
 nodes_of(Config) ->
     [N || {_, N} <- ?config(peers, Config)].

@@ -1,0 +1,222 @@
+%% Mutual exclusion and fencing under faults (a small Jepsen-style run).
+%%
+%% Clients on three masters (W = 2) contend for a few keys with
+%% `locker:lock_with_token/4', hold briefly and release, recording times
+%% from the host's clock (all nodes share one kernel clock: it is the
+%% single observer). Meanwhile a nemesis kills nodes with `kill -9' and
+%% restarts them empty (in safe mode), pauses them with SIGSTOP past the
+%% lease length, cuts connections with `erlang:disconnect_node/1', and
+%% changes the membership with `set_nodes'. The checker then verifies, per
+%% key, that no two holders' valid intervals overlap (a holder's interval
+%% is [lock returned, min(release called, lock called + lease)]) and that
+%% fencing tokens increase along those intervals.
+%%
+%% LOCKER_FAULT_ACQUISITIONS sets how many successful acquisitions to
+%% reach (default 400, the CI's short mode; 10000 for a long run).
+%% LOCKER_FAULT_W=1 runs with a quorum of one, which must make the checker
+%% report violations (a check of the checker).
+-module(locker_fault_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1]).
+-export([mutual_exclusion_under_faults/1]).
+%% Run on the peers.
+-export([client/5]).
+
+-define(LEASE, 400).
+-define(KEYS, [k1, k2, k3]).
+-define(CLIENTS_PER_NODE, 2).
+-define(NAMES, [fa, fb, fc]).
+
+all() -> [mutual_exclusion_under_faults].
+
+init_per_suite(Config) ->
+    ok = locker_ct:ensure_distributed(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+target() ->
+    list_to_integer(os:getenv("LOCKER_FAULT_ACQUISITIONS", "400")).
+
+env() ->
+    %% Safe mode: a master that restarts empty abstains on unknown keys for
+    %% longer than any lease.
+    [{restart_abstain_ms, 2 * ?LEASE}].
+
+mutual_exclusion_under_faults(_Config) ->
+    Target = target(),
+    Collector = self(),
+    true = register(fault_collector, self()),
+    Nodes0 = [start_member(Name) || Name <- ?NAMES],
+    Members = maps:from_list(lists:zip(?NAMES, Nodes0)),
+    set_cluster(Members),
+    [spawn_clients(Name, Node, Collector) || {Name, {_, Node, _}} <- maps:to_list(Members)],
+    Start = erlang:monotonic_time(millisecond),
+    {Members1, Faults, Events} = run(Members, Target, #{}, [], 0),
+    Elapsed = erlang:monotonic_time(millisecond) - Start,
+    [catch peer:stop(P) || {P, _, _} <- maps:values(Members1)],
+    Events1 = drain(Events),
+    {Acquisitions, Violations, Failures} = check(Events1),
+    Summary = io_lib:format(
+        "~b acquisitions, ~b failed attempts, faults ~p, ~b violations in ~b ms",
+        [Acquisitions, Failures, Faults, length(Violations), Elapsed]
+    ),
+    ct:log("~s~nviolations: ~p", [Summary, Violations]),
+    [] = Violations,
+    true = Acquisitions >= Target,
+    true = maps:size(Faults) >= 1,
+    {comment, lists:flatten(Summary)}.
+
+%%--------------------------------------------------------------------
+%% Cluster and clients
+%%--------------------------------------------------------------------
+
+start_member(Name) ->
+    {Peer, Node} = locker_ct:start_peer(unique(Name), env()),
+    {Peer, Node, locker_ct:os_pid(Node)}.
+
+unique(Name) ->
+    list_to_atom(atom_to_list(Name) ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))).
+
+set_cluster(Members) ->
+    Nodes = lists:sort([N || {_, N, _} <- maps:values(Members)]),
+    W = list_to_integer(os:getenv("LOCKER_FAULT_W", "2")),
+    [rpc:call(N, locker, set_w, [[N], W]) || N <- Nodes],
+    [rpc:call(N, locker, set_nodes, [[N], Nodes, []]) || N <- Nodes],
+    ok.
+
+spawn_clients(Name, Node, Collector) ->
+    [spawn(Node, ?MODULE, client, [{Name, I}, Collector, ?KEYS, ?LEASE, 0]) || I <- lists:seq(1, ?CLIENTS_PER_NODE)].
+
+%% One client: lock a random key, hold it briefly, release; report times
+%% (host clock, microseconds) to the collector.
+client(Id, Collector, Keys, Lease, N) ->
+    Key = lists:nth(rand:uniform(length(Keys)), Keys),
+    Value = {Id, N},
+    T1 = os:system_time(microsecond),
+    case catch locker:lock_with_token(Key, Value, Lease, 300) of
+        {ok, Token} ->
+            T2 = os:system_time(microsecond),
+            Collector ! {acquired, Value, Key, Token, T1, T2},
+            receive after rand:uniform(30) -> ok end,
+            T3 = os:system_time(microsecond),
+            Collector ! {releasing, Value, T3},
+            _ = catch locker:release(Key, Value, 300);
+        _ ->
+            Collector ! {failed, Value},
+            receive after rand:uniform(20) -> ok end
+    end,
+    client(Id, Collector, Keys, Lease, N + 1).
+
+%%--------------------------------------------------------------------
+%% Nemesis
+%%--------------------------------------------------------------------
+
+run(Members, Target, Faults, Events, Acquired) when Acquired >= Target ->
+    {Members, Faults, Events};
+run(Members, Target, Faults, Events, Acquired) ->
+    {Events1, Acquired1} = collect(Events, Acquired, 150 + rand:uniform(300)),
+    Fault = lists:nth(rand:uniform(4), [kill, pause, disconnect, membership]),
+    Members1 = inject(Fault, Members),
+    run(Members1, Target, maps:update_with(Fault, fun(C) -> C + 1 end, 1, Faults), Events1, Acquired1).
+
+%% Gathers client reports for `Ms' milliseconds.
+collect(Events, Acquired, Ms) ->
+    Deadline = erlang:monotonic_time(millisecond) + Ms,
+    collect_until(Events, Acquired, Deadline).
+
+collect_until(Events, Acquired, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {acquired, _, _, _, _, _} = E -> collect_until([E | Events], Acquired + 1, Deadline);
+        {releasing, _, _} = E -> collect_until([E | Events], Acquired, Deadline);
+        {failed, _} = E -> collect_until([E | Events], Acquired, Deadline)
+    after Left ->
+        {Events, Acquired}
+    end.
+
+drain(Events) ->
+    receive
+        {acquired, _, _, _, _, _} = E -> drain([E | Events]);
+        {releasing, _, _} = E -> drain([E | Events]);
+        {failed, _} = E -> drain([E | Events])
+    after 500 -> Events
+    end.
+
+inject(kill, Members) ->
+    Name = pick(Members),
+    {Peer, Node, OsPid} = maps:get(Name, Members),
+    erlang:monitor_node(Node, true),
+    _ = os:cmd("kill -9 " ++ OsPid),
+    receive {nodedown, Node} -> ok after 10000 -> ct:fail({still_up, Node}) end,
+    catch peer:stop(Peer),
+    {_, NewNode, _} = New = start_member(Name),
+    Members1 = Members#{Name := New},
+    set_cluster(Members1),
+    spawn_clients(Name, NewNode, self()),
+    Members1;
+inject(pause, Members) ->
+    {_, _, OsPid} = maps:get(pick(Members), Members),
+    _ = os:cmd("kill -STOP " ++ OsPid),
+    %% The nemesis's own clock is the point here: past the lease length.
+    receive after ?LEASE + 100 + rand:uniform(200) -> ok end,
+    _ = os:cmd("kill -CONT " ++ OsPid),
+    Members;
+inject(disconnect, Members) ->
+    [A, B | _] = shuffle([N || {_, N, _} <- maps:values(Members)]),
+    _ = rpc:call(A, erlang, disconnect_node, [B]),
+    Members;
+inject(membership, Members) ->
+    %% Drop one master (W = 2 of the two left), then restore it.
+    Name = pick(Members),
+    Rest = lists:sort([N || {K, {_, N, _}} <- maps:to_list(Members), K =/= Name]),
+    All = lists:sort([N || {_, N, _} <- maps:values(Members)]),
+    [rpc:call(N, locker, set_nodes, [[N], Rest, []]) || N <- All],
+    receive after 100 + rand:uniform(200) -> ok end,
+    set_cluster(Members),
+    Members.
+
+pick(Members) ->
+    lists:nth(rand:uniform(maps:size(Members)), lists:sort(maps:keys(Members))).
+
+shuffle(L) ->
+    [X || {_, X} <- lists:sort([{rand:uniform(), X} || X <- L])].
+
+%%--------------------------------------------------------------------
+%% Checker
+%%--------------------------------------------------------------------
+
+%% Returns {Acquisitions, Violations, FailedAttempts}.
+check(Events) ->
+    Releases = maps:from_list([{V, T3} || {releasing, V, T3} <- Events]),
+    Holds = [
+        {Key, T2, min(maps:get(V, Releases, infinity), T1 + ?LEASE * 1000), Token, V}
+     || {acquired, V, Key, Token, T1, T2} <- Events
+    ],
+    Violations = lists:append([check_key(Key, [H || {K, _, _, _, _} = H <- Holds, K =:= Key]) || Key <- ?KEYS]),
+    {length(Holds), Violations, length([x || {failed, _} <- Events])}.
+
+check_key(_Key, Holds) ->
+    %% Only holders whose interval is not empty could act on the resource.
+    Valid = lists:keysort(2, [H || {_, Start, End, _, _} = H <- Holds, Start < End]),
+    pairs(Valid, []).
+
+pairs([A, B | Rest], Acc) ->
+    {Key, _StartA, EndA, TokenA, VA} = A,
+    {Key, StartB, _EndB, TokenB, VB} = B,
+    Acc1 =
+        case StartB < EndA of
+            true -> [{overlap, Key, VA, VB} | Acc];
+            false -> Acc
+        end,
+    Acc2 =
+        case TokenB > TokenA of
+            true -> Acc1;
+            false -> [{token_order, Key, {VA, TokenA}, {VB, TokenB}} | Acc1]
+        end,
+    pairs([B | Rest], Acc2);
+pairs(_, Acc) ->
+    lists:reverse(Acc).
