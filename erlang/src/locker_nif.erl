@@ -23,6 +23,7 @@
     debug_state/0,
     stats/0,
     lease_count/0,
+    memory/0,
     configure/2,
     abstain_after_start/1,
     reset_volatile/0,
@@ -90,6 +91,9 @@ debug_state() -> ?NIF.
 
 -spec stats() -> #{atom() => non_neg_integer()}.
 stats() -> ?NIF.
+
+-spec memory() -> non_neg_integer().
+memory() -> ?NIF.
 
 -spec lease_count() -> non_neg_integer().
 lease_count() -> ?NIF.

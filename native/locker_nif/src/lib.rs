@@ -7,6 +7,7 @@
 //! Bad arguments raise `badarg`; no function panics across the boundary
 //! (and rustler turns a panic into an Erlang error if one ever did).
 
+mod alloc;
 mod store;
 mod term;
 mod value;
@@ -17,6 +18,9 @@ use rustler::{Encoder, Env, Error, NifResult, Term};
 
 use crate::store::{leases, with_engine};
 use crate::value::{key, key_buf, to_term, value, Key, Value};
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
 
 pub(crate) mod atoms {
     rustler::atoms! {
@@ -483,6 +487,12 @@ fn stats(env: Env) -> NifResult<Term> {
         map = map.map_put(k, v)?;
     }
     Ok(map)
+}
+
+/// `memory() -> Bytes`: heap bytes held by the store (and this library).
+#[rustler::nif]
+fn memory() -> usize {
+    alloc::live_bytes()
 }
 
 /// `lease_count() -> N`: stored leases (expired ones not yet swept
