@@ -53,6 +53,12 @@ pub struct Args {
     /// How long an unused write promise holds its key, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub promise_ttl_ms: u64,
+    /// Safe mode after a restart: for this many milliseconds after start,
+    /// refuse promises on keys this node holds no lease for (set it to the
+    /// longest lease in use; 0: off), like the BEAM node's
+    /// `restart_abstain_ms`.
+    #[arg(long, default_value_t = 0)]
+    pub restart_abstain_ms: u64,
     /// Most connected nodes; further incoming connections are refused.
     #[arg(long, default_value_t = 256)]
     pub max_peers: usize,

@@ -1,1 +1,719 @@
-//! placeholder
+//! The Rust client API: a Rust service joins a locker cluster as a hidden
+//! node, runs the coordinator algorithm of `locker.erl` (same requests, same
+//! replies), and can own names in `Locker.Registry`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), String> {
+//! use lockerd::client::{Client, ClientConfig, LockResult};
+//! use lockerd::term::Term;
+//! use std::time::Duration;
+//! let client = Client::start(ClientConfig::new(
+//!     "svc@127.0.0.1", "cookie", &["a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1"], &[], 2,
+//! )).await?;
+//! let me = Term::pid(client.node().spawn(None)?.pid().clone());
+//! let key = Term::atom("job-42");
+//! let t = Duration::from_secs(5);
+//! assert!(matches!(client.lock(&key, &me, 10_000, t).await, LockResult::Ok { .. }));
+//! client.extend_lease(&key, &me, 10_000, t).await.unwrap();
+//! client.release(&key, &me, t).await;
+//! # Ok(()) }
+//! ```
+//!
+//! Names: [`Client::register_name`] locks a name for a mailbox pid of this
+//! node, keeps the lease alive in the background (extending it before it
+//! runs out, as elixir_locker's `Locker.Server` does), and hands over the
+//! messages BEAM code sends with `GenServer.call({:via, Locker.Registry,
+//! name}, msg)` or `send/2` ([`Incoming`]); calls are answered with
+//! [`RegisteredName::reply`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::node::{Node, NodeConfig};
+use crate::process::{Mailbox, Signal};
+use crate::term::{Atom, Pid, Ref, Term};
+
+/// How a client joins.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The client's own node.
+    pub node: NodeConfig,
+    /// Masters.
+    pub masters: Vec<String>,
+    /// Replicas.
+    pub replicas: Vec<String>,
+    /// Write quorum.
+    pub w: usize,
+}
+
+impl ClientConfig {
+    /// A configuration with defaults for everything else.
+    pub fn new(name: &str, cookie: &str, masters: &[&str], replicas: &[&str], w: usize) -> Self {
+        ClientConfig {
+            node: NodeConfig::new(name, cookie),
+            masters: masters.iter().map(|s| s.to_string()).collect(),
+            replicas: replicas.iter().map(|s| s.to_string()).collect(),
+            w,
+        }
+    }
+}
+
+/// What `lock`, `update` and `release` return, as in `locker.erl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockResult {
+    /// `{ok, W, Votes, Commits}`.
+    Ok {
+        /// The quorum.
+        w: usize,
+        /// Masters that promised.
+        votes: usize,
+        /// Nodes that applied phase two.
+        commits: usize,
+    },
+    /// `{error, no_quorum}`.
+    NoQuorum,
+}
+
+impl LockResult {
+    /// The reply term `locker.erl` gives.
+    pub fn to_term(&self) -> Term {
+        match *self {
+            LockResult::Ok { w, votes, commits } => Term::tuple(vec![
+                Term::static_atom("ok"),
+                Term::Int(w as i64),
+                Term::Int(votes as i64),
+                Term::Int(commits as i64),
+            ]),
+            LockResult::NoQuorum => no_quorum(),
+        }
+    }
+
+    /// Whether it is `{ok, ...}`.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, LockResult::Ok { .. })
+    }
+}
+
+fn no_quorum() -> Term {
+    Term::tuple(vec![
+        Term::static_atom("error"),
+        Term::static_atom("no_quorum"),
+    ])
+}
+
+/// `{error, no_quorum}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoQuorum;
+
+impl std::fmt::Display for NoQuorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no_quorum")
+    }
+}
+impl std::error::Error for NoQuorum {}
+
+struct Inner {
+    node: Node,
+    masters: Vec<Atom>,
+    replicas: Vec<Atom>,
+    w: usize,
+    token: AtomicU64,
+}
+
+/// A client of a locker cluster; cheap to clone.
+#[derive(Clone)]
+pub struct Client(Arc<Inner>);
+
+/// A coordinator's operation: one mailbox, one monitor per remote `locker`.
+struct Session {
+    mb: Mailbox,
+    remote: HashMap<Atom, Ref>,
+}
+
+fn wall_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Client {
+    /// Starts a hidden node (epmd, listener, `net_kernel`) and connects to
+    /// the masters and replicas (waiting up to 5 s for them).
+    pub async fn start(cfg: ClientConfig) -> Result<Client, String> {
+        let node = Node::start(cfg.node.clone(), Arc::new(Metrics::default())).await?;
+        crate::net_kernel::spawn(&node)?;
+        let c = Client::new(node, &cfg.masters, &cfg.replicas, cfg.w);
+        for n in c.0.masters.iter().chain(c.0.replicas.iter()) {
+            if !c.0.node.wait_connected(n, Duration::from_secs(5)).await {
+                tracing::warn!(node = %n, "not connected yet");
+            }
+        }
+        Ok(c)
+    }
+
+    /// A client on a node already running.
+    pub fn new(node: Node, masters: &[String], replicas: &[String], w: usize) -> Client {
+        let mut m: Vec<Atom> = masters.iter().map(|s| Atom::new(s)).collect();
+        let mut r: Vec<Atom> = replicas.iter().map(|s| Atom::new(s)).collect();
+        m.sort();
+        m.dedup();
+        r.sort();
+        r.dedup();
+        Client(Arc::new(Inner {
+            node,
+            masters: m,
+            replicas: r,
+            w,
+            token: AtomicU64::new(0),
+        }))
+    }
+
+    /// The client's node.
+    pub fn node(&self) -> &Node {
+        &self.0.node
+    }
+
+    fn open(&self, nodes: &[Atom]) -> Result<Session, String> {
+        let mb = self.0.node.spawn(None)?;
+        let mut remote = HashMap::new();
+        for n in nodes {
+            if !remote.contains_key(n) {
+                let r = self
+                    .0
+                    .node
+                    .monitor(mb.pid(), Term::static_atom("locker"), n);
+                remote.insert(n.clone(), r);
+            }
+        }
+        Ok(Session { mb, remote })
+    }
+
+    fn close(&self, s: Session) {
+        for (n, r) in &s.remote {
+            self.0
+                .node
+                .demonitor(s.mb.pid(), Term::static_atom("locker"), n, r);
+        }
+    }
+
+    /// One round: `request` to every node of the session in `nodes`; the
+    /// replies, by node. Nodes found down leave the session.
+    async fn round(
+        &self,
+        s: &mut Session,
+        nodes: &[Atom],
+        request: &Term,
+        timeout: Duration,
+    ) -> Vec<(Atom, Term)> {
+        let deadline = Instant::now() + timeout;
+        let me = s.mb.pid().clone();
+        let mut pending: HashMap<Ref, Atom> = HashMap::new();
+        for n in nodes {
+            if !s.remote.contains_key(n) {
+                continue;
+            }
+            let tag = self.0.node.make_ref();
+            let msg = Term::tuple(vec![
+                Term::static_atom("$gen_call"),
+                Term::tuple(vec![Term::pid(me.clone()), Term::reference(tag.clone())]),
+                request.clone(),
+            ]);
+            self.0.node.reg_send(&me, "locker", n, msg);
+            pending.insert(tag, n.clone());
+        }
+        let mut replies = Vec::new();
+        while !pending.is_empty() {
+            let sig = match tokio::time::timeout_at(deadline, s.mb.recv()).await {
+                Ok(Some(sig)) => sig,
+                _ => break,
+            };
+            match sig {
+                Signal::Message { msg, .. } => {
+                    if let Some([Term::Ref(tag), reply]) = msg.as_tuple() {
+                        if let Some(n) = pending.remove(&**tag) {
+                            replies.push((n, reply.clone()));
+                        }
+                    }
+                }
+                Signal::Down { reference, .. } => {
+                    if let Some(n) = s
+                        .remote
+                        .iter()
+                        .find(|(_, r)| **r == reference)
+                        .map(|(n, _)| n.clone())
+                    {
+                        s.remote.remove(&n);
+                        pending.retain(|_, p| *p != n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        replies
+    }
+
+    /// Phase one on the masters, then `commit` if W promised; the replies
+    /// of phase one when it failed.
+    async fn two_phase(
+        &self,
+        key: &Term,
+        expected: &Term,
+        tag: Term,
+        timeout: Duration,
+        commit: CommitKind<'_>,
+    ) -> Result<LockResult, Vec<(Atom, Term)>> {
+        let masters = self.0.masters.clone();
+        let mut all = masters.clone();
+        all.extend(
+            self.0
+                .replicas
+                .iter()
+                .filter(|r| !masters.contains(r))
+                .cloned(),
+        );
+        let mut s = self.open(&all).map_err(|_| Vec::new())?;
+        let req = Term::tuple(vec![
+            Term::static_atom("get_write_lock"),
+            key.clone(),
+            expected.clone(),
+            tag.clone(),
+        ]);
+        let replies = self.round(&mut s, &masters, &req, timeout).await;
+        let votes = count_ok(&replies);
+        let result = if votes >= self.0.w && self.0.w > 0 {
+            let commits = match commit {
+                CommitKind::Write { value, lease_ms } => {
+                    let r = Term::tuple(vec![
+                        Term::static_atom("write"),
+                        tag,
+                        key.clone(),
+                        value.clone(),
+                        Term::Int(lease_ms),
+                    ]);
+                    self.round(&mut s, &masters, &r, timeout).await
+                }
+                CommitKind::Update { new_value } => {
+                    let r = Term::tuple(vec![
+                        Term::static_atom("update"),
+                        tag,
+                        key.clone(),
+                        new_value.clone(),
+                    ]);
+                    self.round(&mut s, &masters, &r, timeout).await
+                }
+                CommitKind::Extend { value, lease_ms } => {
+                    let r = Term::tuple(vec![
+                        Term::static_atom("extend_lease"),
+                        tag.clone(),
+                        key.clone(),
+                        value.clone(),
+                        Term::Int(lease_ms),
+                    ]);
+                    let replies = self.round(&mut s, &masters, &r, timeout).await;
+                    let failed: Vec<Atom> = replies
+                        .iter()
+                        .filter(|(_, r)| !r.is_atom("ok"))
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    if !failed.is_empty() {
+                        let rel = Term::tuple(vec![Term::static_atom("release_write_lock"), tag]);
+                        self.round(&mut s, &failed, &rel, timeout).await;
+                    }
+                    replies
+                }
+                CommitKind::Release { value } => {
+                    let r = Term::tuple(vec![
+                        Term::static_atom("release"),
+                        key.clone(),
+                        value.clone(),
+                        tag,
+                    ]);
+                    self.round(&mut s, &all, &r, timeout).await
+                }
+            };
+            Ok(LockResult::Ok {
+                w: self.0.w,
+                votes,
+                commits: count_ok(&commits),
+            })
+        } else {
+            let rel = Term::tuple(vec![Term::static_atom("release_write_lock"), tag]);
+            self.round(&mut s, &masters, &rel, timeout).await;
+            Err(replies)
+        };
+        self.close(s);
+        result
+    }
+
+    fn next_token(&self, floor: u64) -> u64 {
+        let want = wall_micros().max(floor + 1);
+        let mut old = self.0.token.load(Ordering::Relaxed);
+        loop {
+            let new = want.max(old + 1);
+            match self
+                .0
+                .token
+                .compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return new,
+                Err(o) => old = o,
+            }
+        }
+    }
+
+    /// `locker:lock/4`: takes `key` for `value` for `lease_ms` if a quorum
+    /// of masters has it free.
+    pub async fn lock(
+        &self,
+        key: &Term,
+        value: &Term,
+        lease_ms: i64,
+        timeout: Duration,
+    ) -> LockResult {
+        match self.acquire(key, value, lease_ms, timeout).await {
+            Ok((r, _)) => r,
+            Err(NoQuorum) => LockResult::NoQuorum,
+        }
+    }
+
+    /// `locker:lock_with_token/4`: the acquisition's fencing token.
+    pub async fn lock_with_token(
+        &self,
+        key: &Term,
+        value: &Term,
+        lease_ms: i64,
+        timeout: Duration,
+    ) -> Result<u64, NoQuorum> {
+        self.acquire(key, value, lease_ms, timeout)
+            .await
+            .map(|(_, t)| t)
+    }
+
+    async fn acquire(
+        &self,
+        key: &Term,
+        value: &Term,
+        lease_ms: i64,
+        timeout: Duration,
+    ) -> Result<(LockResult, u64), NoQuorum> {
+        let mut floor = 0;
+        for attempt in 0..2 {
+            let token = self.next_token(floor);
+            let tag = Term::tuple(vec![
+                Term::static_atom("$locker_token"),
+                Term::reference(self.0.node.make_ref()),
+                crate::locker::u64_term(token),
+            ]);
+            let commit = CommitKind::Write { value, lease_ms };
+            match self
+                .two_phase(key, &Term::static_atom("not_found"), tag, timeout, commit)
+                .await
+            {
+                Ok(r) => return Ok((r, token)),
+                Err(replies) => {
+                    let floors: Vec<u64> = replies
+                        .iter()
+                        .filter_map(|(_, r)| match r.as_tuple() {
+                            Some([e, inner]) if e.is_atom("error") => match inner.as_tuple() {
+                                Some([s, f]) if s.is_atom("stale_token") => {
+                                    crate::locker::millis(f)
+                                }
+                                _ => None,
+                            },
+                            _ => None,
+                        })
+                        .collect();
+                    match floors.iter().max() {
+                        Some(f) if attempt == 0 => floor = *f,
+                        _ => return Err(NoQuorum),
+                    }
+                }
+            }
+        }
+        Err(NoQuorum)
+    }
+
+    /// `locker:update/4`: replaces `value` by `new_value` (expiry kept).
+    pub async fn update(
+        &self,
+        key: &Term,
+        value: &Term,
+        new_value: &Term,
+        timeout: Duration,
+    ) -> LockResult {
+        let tag = Term::reference(self.0.node.make_ref());
+        self.two_phase(key, value, tag, timeout, CommitKind::Update { new_value })
+            .await
+            .unwrap_or(LockResult::NoQuorum)
+    }
+
+    /// `locker:extend_lease/4`.
+    pub async fn extend_lease(
+        &self,
+        key: &Term,
+        value: &Term,
+        lease_ms: i64,
+        timeout: Duration,
+    ) -> Result<(), NoQuorum> {
+        let tag = Term::reference(self.0.node.make_ref());
+        match self
+            .two_phase(
+                key,
+                value,
+                tag,
+                timeout,
+                CommitKind::Extend { value, lease_ms },
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => Err(NoQuorum),
+        }
+    }
+
+    /// `locker:release/3`: on masters and replicas.
+    pub async fn release(&self, key: &Term, value: &Term, timeout: Duration) -> LockResult {
+        let tag = Term::reference(self.0.node.make_ref());
+        self.two_phase(key, value, tag, timeout, CommitKind::Release { value })
+            .await
+            .unwrap_or(LockResult::NoQuorum)
+    }
+
+    /// `locker:dirty_read/1` for a node without a store of its own, i.e.
+    /// `master_dirty_read/1`: `locker:dirty_read(Key)` on a random master
+    /// through `rpc` (an `erpc` spawn request). `{ok, V}`, `{error,
+    /// not_found}`, or `{badrpc, Reason}`.
+    pub async fn dirty_read(&self, key: &Term, timeout: Duration) -> Term {
+        let masters = &self.0.masters;
+        if masters.is_empty() {
+            return Term::tuple(vec![
+                Term::static_atom("badrpc"),
+                Term::static_atom("no_masters"),
+            ]);
+        }
+        let m = &masters[(wall_micros() as usize) % masters.len()];
+        self.rpc_dirty_read(m, key, timeout).await
+    }
+
+    /// `rpc:call(Node, locker, dirty_read, [Key])`.
+    pub async fn rpc_dirty_read(&self, node: &Atom, key: &Term, timeout: Duration) -> Term {
+        let badrpc = |r: Term| Term::tuple(vec![Term::static_atom("badrpc"), r]);
+        let Ok(mut mb) = self.0.node.spawn(None) else {
+            return badrpc(Term::static_atom("system_limit"));
+        };
+        let r = Term::reference(self.0.node.make_ref());
+        let mfa = Term::tuple(vec![
+            Term::static_atom("erpc"),
+            Term::static_atom("execute_call"),
+            Term::Int(4),
+        ]);
+        let args = Term::List(vec![
+            r.clone(),
+            Term::static_atom("locker"),
+            Term::static_atom("dirty_read"),
+            Term::List(vec![key.clone()]),
+        ]);
+        let req = self.0.node.spawn_request(mb.pid(), node, mfa, args);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, mb.recv()).await {
+                Ok(Some(Signal::SpawnReply { req_id, result, .. })) if req_id == req => {
+                    if let Term::Atom(_) = result {
+                        return badrpc(result);
+                    }
+                }
+                Ok(Some(Signal::Down {
+                    reference, reason, ..
+                })) if reference == req => {
+                    return match reason.as_tuple() {
+                        Some([rr, ret, v]) if *rr == r && ret.is_atom("return") => v.clone(),
+                        Some([rr, class, reason, stack]) if *rr == r && class.is_atom("error") => {
+                            badrpc(Term::tuple(vec![
+                                Term::static_atom("EXIT"),
+                                Term::tuple(vec![reason.clone(), stack.clone()]),
+                            ]))
+                        }
+                        _ if reason.is_atom("noconnection") => {
+                            badrpc(Term::static_atom("nodedown"))
+                        }
+                        _ => badrpc(reason),
+                    };
+                }
+                Ok(Some(_)) => {}
+                _ => return badrpc(Term::static_atom("timeout")),
+            }
+        }
+    }
+
+    /// Registers a new mailbox of this node under `name` in
+    /// `Locker.Registry` (a lease on `name` holding the mailbox's pid, as
+    /// `Locker.Registry.register_name/2` takes it), and keeps the lease
+    /// alive: it is extended to `lease_ms` every `lease_ms - threshold_ms`.
+    pub async fn register_name(
+        &self,
+        name: Term,
+        lease_ms: i64,
+        threshold_ms: i64,
+        timeout: Duration,
+    ) -> Result<RegisteredName, String> {
+        let mb = self.0.node.spawn(None)?;
+        let pid = Term::pid(mb.pid().clone());
+        if !self.lock(&name, &pid, lease_ms, timeout).await.is_ok() {
+            return Err(format!("{name} is taken (no quorum)"));
+        }
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let (c, n, p) = (self.clone(), name.clone(), pid.clone());
+        let every = Duration::from_millis((lease_ms - threshold_ms).max(1) as u64);
+        let keeper = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if c.extend_lease(&n, &p, lease_ms, timeout).await.is_err() {
+                    tracing::warn!(name = %n, "lease extension failed: name lost");
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+            }
+        });
+        Ok(RegisteredName {
+            client: self.clone(),
+            name,
+            mb,
+            keeper,
+            lost: lost_rx,
+            released: false,
+        })
+    }
+}
+
+enum CommitKind<'a> {
+    Write { value: &'a Term, lease_ms: i64 },
+    Update { new_value: &'a Term },
+    Extend { value: &'a Term, lease_ms: i64 },
+    Release { value: &'a Term },
+}
+
+fn count_ok(replies: &[(Atom, Term)]) -> usize {
+    replies.iter().filter(|(_, r)| r.is_atom("ok")).count()
+}
+
+/// Who made a call (`From` of `gen_server`).
+#[derive(Clone, Debug)]
+pub struct From {
+    /// The caller.
+    pub pid: Pid,
+    /// Its tag (a ref, `[alias | Ref]`, `{Ref, Node}`...).
+    pub tag: Term,
+}
+
+/// What a registered name receives.
+#[derive(Clone, Debug)]
+pub enum Incoming {
+    /// `GenServer.call/2`: answer with [`RegisteredName::reply`].
+    Call {
+        /// Whom to answer.
+        from: From,
+        /// The request.
+        request: Term,
+    },
+    /// `GenServer.cast/2`.
+    Cast(Term),
+    /// Any other message (`send/2`).
+    Info(Term),
+    /// The lease could not be extended: the name may belong to another
+    /// process by now.
+    LeaseLost,
+}
+
+/// A name owned in `Locker.Registry` by a mailbox of this node. Dropping
+/// it stops the keeper and releases the name in the background.
+pub struct RegisteredName {
+    client: Client,
+    name: Term,
+    mb: Mailbox,
+    keeper: tokio::task::JoinHandle<()>,
+    lost: watch::Receiver<bool>,
+    released: bool,
+}
+
+impl RegisteredName {
+    /// The pid the name points to.
+    pub fn pid(&self) -> &Pid {
+        self.mb.pid()
+    }
+
+    /// The name.
+    pub fn name(&self) -> &Term {
+        &self.name
+    }
+
+    /// The next message (`None` when the node dropped the process).
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        loop {
+            if *self.lost.borrow() {
+                return Some(Incoming::LeaseLost);
+            }
+            let sig = tokio::select! {
+                s = self.mb.recv() => s?,
+                _ = self.lost.changed() => continue,
+            };
+            let Signal::Message { msg, .. } = sig else {
+                continue;
+            };
+            return Some(match msg.as_tuple() {
+                Some([c, from, req]) if c.is_atom("$gen_call") => match from.as_tuple() {
+                    Some([Term::Pid(p), tag]) => Incoming::Call {
+                        from: From {
+                            pid: (**p).clone(),
+                            tag: tag.clone(),
+                        },
+                        request: req.clone(),
+                    },
+                    _ => Incoming::Info(msg.clone()),
+                },
+                Some([c, m]) if c.is_atom("$gen_cast") => Incoming::Cast(m.clone()),
+                _ => Incoming::Info(msg),
+            });
+        }
+    }
+
+    /// Answers a call (`gen_server:reply/2`: `{Tag, Reply}` to the caller).
+    pub fn reply(&self, from: &From, reply: Term) {
+        self.client
+            .node()
+            .send(&from.pid, Term::tuple(vec![from.tag.clone(), reply]));
+    }
+
+    /// Releases the name now (`Locker.Registry.unregister_name/1`).
+    pub async fn unregister(mut self, timeout: Duration) -> LockResult {
+        self.released = true;
+        self.keeper.abort();
+        let pid = Term::pid(self.mb.pid().clone());
+        self.client.release(&self.name, &pid, timeout).await
+    }
+}
+
+impl Drop for RegisteredName {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.keeper.abort();
+        let (c, n, p) = (
+            self.client.clone(),
+            self.name.clone(),
+            Term::pid(self.mb.pid().clone()),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = c.release(&n, &p, Duration::from_secs(5)).await;
+            });
+        }
+    }
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::term::{Atom, BigInt, Float, Fun, Pid, Port, Ref, Term};
 
 /// Deepest nesting accepted (tuples, lists' elements, maps, funs).
-pub const MAX_DEPTH: usize = 512;
+pub const MAX_DEPTH: usize = 128;
 
 /// Why bytes are not a term.
 #[derive(Debug, Clone, PartialEq, Eq)]

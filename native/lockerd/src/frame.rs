@@ -293,6 +293,8 @@ pub fn parse(body: &[u8]) -> Result<Control, FrameError> {
                 })
             }
             (5, _) | (7, _) => Ok(Control::Other(op)),
+            // A known operation with the wrong number of operands.
+            (1..=36, _) => return None,
             _ => Ok(Control::Other(op)),
         })
     })();

@@ -46,6 +46,8 @@ pub struct LockerConfig {
     pub push: Duration,
     /// How long an unused promise holds its key.
     pub promise_ttl: Duration,
+    /// Safe mode: refuse promises on unknown keys this long after start.
+    pub restart_abstain: Duration,
 }
 
 type From = (Pid, Term);
@@ -183,6 +185,9 @@ impl Locker {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         engine.set_token_floor(wall_us);
+        if !cfg.restart_abstain.is_zero() {
+            engine.set_abstain_until(clock::now() + cfg.restart_abstain.as_micros() as u64);
+        }
         node.set_store(engine.leases().clone());
         let timer_refs = [0, 1, 2].map(|_| {
             Term::tuple(vec![

@@ -17,6 +17,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -61,6 +62,7 @@ async fn run(args: Args) -> i32 {
         lock_expire: Duration::from_millis(args.lock_expire_ms.max(1)),
         push: Duration::from_millis(args.push_ms.max(1)),
         promise_ttl: Duration::from_millis(args.promise_ttl_ms),
+        restart_abstain: Duration::from_millis(args.restart_abstain_ms),
     };
     let locker = match Locker::new(&node, lcfg) {
         Ok(l) => l,

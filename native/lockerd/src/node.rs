@@ -352,6 +352,29 @@ impl Node {
         }
     }
 
+    /// Sends a `spawn_request` for `{M, F, A}` with `args` to `node`, with a
+    /// monitor: a [`Signal::SpawnReply`] then a [`Signal::Down`] whose
+    /// reference is the returned request id (carrying the exit reason, or
+    /// `noconnection`).
+    pub fn spawn_request(&self, from: &Pid, node: &Atom, mfa: Term, args: Term) -> Ref {
+        let r = self.make_ref();
+        {
+            let mut procs = self.0.procs.lock();
+            procs
+                .out_monitors
+                .entry(node.clone())
+                .or_default()
+                .insert(r.clone(), key_of(from));
+        }
+        let opts = Term::List(vec![Term::static_atom("monitor")]);
+        self.send_frame(
+            node,
+            frame::spawn_request(&r, from, &mfa, &opts, &args),
+            true,
+        );
+        r
+    }
+
     /// Sends a raw frame to `peer`; `connect` as with `erlang:send/2`
     /// (auto-connect) or `noconnect`.
     pub fn send_frame(&self, peer: &Atom, f: Vec<u8>, connect: bool) {

@@ -189,6 +189,12 @@ async fn incoming(node: Node, stream: TcpStream, addr: std::net::SocketAddr) {
     let decide = move |name: &str, _creation: Option<u32>| {
         let peers = n2.0.peers.lock();
         if peers.up_count() >= max || name.chars().count() > 255 || !name.contains('@') {
+            n2.metrics().rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer = name,
+                max,
+                "connection refused (peer limit or bad name)"
+            );
             return Accept::NotAllowed;
         }
         match peers.map.get(&Atom::new(name)) {

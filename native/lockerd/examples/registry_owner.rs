@@ -1,0 +1,116 @@
+//! A Rust service that owns a name in `Locker.Registry` and answers the
+//! calls BEAM code makes with `GenServer.call({:via, Locker.Registry, name}, msg)`.
+//!
+//! ```sh
+//! cargo run -p lockerd --example registry_owner -- \
+//!   --name svc@127.0.0.1 --cookie secret \
+//!   --masters a@127.0.0.1,b@127.0.0.1,c@127.0.0.1 --w 2 --register worker1
+//! ```
+//!
+//! It answers `ping` with `pong`, `{echo, X}` with `{echo, X, ThisNode}`,
+//! `stop` with `ok` (then releases the name and exits), anything else with
+//! `{error, {unknown_request, Req}}`; casts and plain messages are logged.
+//! Once the name is held it prints `registered NAME PID` on stdout.
+
+use std::time::Duration;
+
+use clap::Parser;
+use lockerd::client::{Client, ClientConfig, Incoming};
+use lockerd::term::Term;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// This service's node name.
+    #[arg(long)]
+    name: String,
+    /// Cookie (else `$LOCKER_COOKIE`, else `~/.erlang.cookie`).
+    #[arg(long)]
+    cookie: Option<String>,
+    /// Masters, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    masters: Vec<String>,
+    /// Replicas, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    replicas: Vec<String>,
+    /// Write quorum.
+    #[arg(long, default_value_t = 2)]
+    w: usize,
+    /// The name to own (an atom).
+    #[arg(long)]
+    register: String,
+    /// Lease length in milliseconds (extended 500 ms before it runs out).
+    #[arg(long, default_value_t = 5000)]
+    lease_ms: i64,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let args = Args::parse();
+    let cookie = lockerd::node::find_cookie(args.cookie.as_deref()).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let masters: Vec<&str> = args.masters.iter().map(String::as_str).collect();
+    let replicas: Vec<&str> = args.replicas.iter().map(String::as_str).collect();
+    let client = Client::start(ClientConfig::new(
+        &args.name, &cookie, &masters, &replicas, args.w,
+    ))
+    .await
+    .unwrap_or_else(|e| {
+        eprintln!("cannot start: {e}");
+        std::process::exit(1)
+    });
+    let name = Term::atom(&args.register);
+    let timeout = Duration::from_secs(5);
+    let mut owned = loop {
+        match client
+            .register_name(name.clone(), args.lease_ms, 500, timeout)
+            .await
+        {
+            Ok(o) => break o,
+            Err(e) => {
+                tracing::warn!("{e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    println!("registered {} {:?}", args.register, owned.pid());
+    let me = Term::Atom(client.node().name().clone());
+    while let Some(msg) = owned.recv().await {
+        match msg {
+            Incoming::Call { from, request } => {
+                if request.is_atom("stop") {
+                    owned.reply(&from, Term::static_atom("ok"));
+                    break;
+                }
+                let reply = match request.as_tuple() {
+                    _ if request.is_atom("ping") => Term::atom("pong"),
+                    Some([e, x]) if e.is_atom("echo") => {
+                        Term::tuple(vec![e.clone(), x.clone(), me.clone()])
+                    }
+                    _ => Term::tuple(vec![
+                        Term::atom("error"),
+                        Term::tuple(vec![Term::atom("unknown_request"), request.clone()]),
+                    ]),
+                };
+                owned.reply(&from, reply);
+            }
+            Incoming::Cast(m) => tracing::info!(msg = %m, "cast"),
+            Incoming::Info(m) => tracing::info!(msg = %m, "message"),
+            Incoming::LeaseLost => {
+                tracing::error!("lease lost");
+                std::process::exit(3);
+            }
+        }
+    }
+    let r = owned.unregister(timeout).await;
+    println!("released {} {}", args.register, r.to_term());
+    client.node().stop(Duration::from_secs(1)).await;
+}
