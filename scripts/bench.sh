@@ -1,12 +1,22 @@
 #!/bin/sh
 # Benchmarks (not tests): ratios of locker against plain BEAM baselines,
-# measured in one run. `scripts/bench.sh quick' for a short run.
+# measured in one run on local nodes. Writes bench/results/latest.json and,
+# with matplotlib, the plots in bench/results/.
+#   scripts/bench.sh [quick] [reads cluster throughput scaling memory expiry registry]
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/ensure-toolchain.sh
 rebar3 compile >/dev/null
 mkdir -p _build/bench
-erlc -o _build/bench bench/locker_bench.erl
-exec erl -noshell +sbwt very_long +sbwtdcpu very_long +sbwtdio very_long -name "locker_bench_$$@127.0.0.1" -setcookie locker_bench \
+erlc -o _build/bench bench/*.erl
+args=""
+for a in "$@"; do args="$args\"$a\","; done
+erl -noshell +sbwt very_long +sbwtdcpu very_long +sbwtdio very_long \
+  -name "locker_bench_$$@127.0.0.1" -setcookie locker_bench \
   -pa _build/default/lib/locker/ebin -pa _build/bench \
-  -eval "try locker_bench:main([\"${1:-full}\"]) of ok -> halt(0) catch C:R:S -> io:format(\"~p:~p~n~p~n\", [C, R, S]), halt(1) end."
+  -eval "try locker_bench:main([${args%,}]) of ok -> halt(0) catch C:R:S -> io:format(\"~p:~p~n~p~n\", [C, R, S]), halt(1) end."
+if python3 -c 'import matplotlib' 2>/dev/null || pip install -q matplotlib >/dev/null 2>&1; then
+  python3 bench/plot.py
+else
+  echo "matplotlib unavailable: no plots (the JSON is in bench/results/latest.json)" >&2
+fi

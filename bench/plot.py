@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Plots bench/results/latest.json (written by scripts/bench.sh) into SVGs
+next to it: one horizontal bar chart of ratios against each baseline, and
+the latency distributions of the cluster group."""
+import json
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+here = pathlib.Path(__file__).resolve().parent / "results"
+data = json.loads((here / "latest.json").read_text())
+rows = data["rows"]
+env = data["environment"]
+subtitle = f"OTP {env['otp']}, {env['schedulers']} schedulers, {env['cpu']}, {'quick' if env['quick'] else 'full'} run"
+
+# Ratios (ours / baseline, medians): lower is better except for rates.
+ratios = [r for r in rows if "ratio" in r and not r["name"].startswith("  ")]
+if ratios:
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(ratios) + 1.4))
+    names = [f"{r['name']}  (vs {r['baseline']})" for r in ratios]
+    values = [r["ratio"] for r in ratios]
+    better_higher = [r["unit"] == "per_s" for r in ratios]
+    colors = [
+        ("#2a7" if (v >= 1 if hi else v <= 1) else "#c44") for v, hi in zip(values, better_higher)
+    ]
+    ax.barh(range(len(values)), values, color=colors)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(values)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ratio of medians, ours / baseline (green: better than the baseline)")
+    ax.set_title("locker against plain BEAM baselines\n" + subtitle, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(here / "ratios.svg")
+
+# Latency: median, p99 of the cluster operations and their floors.
+lat = [r for r in rows if r.get("group") == "cluster"]
+if lat:
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    names = [r["name"].strip() for r in lat]
+    x = range(len(lat))
+    ax.bar([i - 0.2 for i in x], [r["median"] for r in lat], width=0.4, label="median")
+    ax.bar([i + 0.2 for i in x], [r["p99"] for r in lat], width=0.4, label="p99")
+    ax.set_xticks(list(x), names, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("microseconds")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("sequential latency, 3 local masters (W = 2)\n" + subtitle, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(here / "latency.svg")
+
+print("wrote", *sorted(str(p.name) for p in here.glob("*.svg")), file=sys.stderr)
