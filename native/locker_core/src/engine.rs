@@ -105,7 +105,7 @@ pub struct Summary {
 pub struct Engine<K, V, T> {
     leases: Arc<LeaseMap<K, V>>,
     promises: Promises<K, T>,
-    expiry: ExpiryIndex<K>,
+    expiry: ExpiryIndex,
     log: TransLog<K, V>,
     waiters: Waiters<K>,
     config: Config,
@@ -170,7 +170,7 @@ where
         if let Some(old) = self.leases.read(&key, |l| l.token) {
             self.raise_floor(old);
         }
-        self.expiry.schedule(expires_at, key.clone());
+        self.expiry.schedule(expires_at, self.leases.hash_of(&key));
         self.leases.insert(
             key,
             Lease {
@@ -499,11 +499,11 @@ where
         let mut expired = Vec::new();
         let mut max_token = 0;
         let leases = Arc::clone(&self.leases);
-        let leases_done = self.expiry.pop_due(now, budget, |key| {
-            if let Some(old) = leases.remove_if(&key, |l| !l.is_valid_at(now)) {
+        let leases_done = self.expiry.pop_due(now, budget, |hash| {
+            leases.remove_expired_by_hash(hash, now, |key, old| {
                 max_token = max_token.max(old.token);
                 expired.push(key);
-            }
+            });
         });
         self.raise_floor(max_token);
         report.leases_expired = expired.len();

@@ -1,5 +1,10 @@
-//! A sharded hash map of leases that any thread can read while one writer
+//! A sharded map of leases that any thread can read while one writer
 //! changes it.
+//!
+//! Each shard keeps its entries dense in a vector and finds them through a
+//! hash table of 4-byte positions: a lease costs its entry plus about ten
+//! bytes of index, instead of an entry-sized slot per bucket of a hash
+//! table that is between half and seven eighths full.
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -31,7 +36,19 @@ impl<V> Lease<V> {
     }
 }
 
-type Shard<K, V> = RwLock<HashTable<(K, Lease<V>)>>;
+struct Shard<K, V> {
+    entries: Vec<(K, Lease<V>)>,
+    index: HashTable<u32>,
+}
+
+impl<K, V> Shard<K, V> {
+    const fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            index: HashTable::new(),
+        }
+    }
+}
 
 /// Leases by key, split over shards so that readers on different keys do
 /// not touch the same lock word.
@@ -39,7 +56,7 @@ type Shard<K, V> = RwLock<HashTable<(K, Lease<V>)>>;
 /// Reads take a shard's read lock; the entry may be expired, so callers
 /// check [`Lease::is_valid_at`] (or use [`LeaseMap::get_valid`]).
 pub struct LeaseMap<K, V> {
-    shards: Box<[Shard<K, V>]>,
+    shards: Box<[RwLock<Shard<K, V>>]>,
     hasher: ahash::RandomState,
 }
 
@@ -52,19 +69,23 @@ impl<K: Hash + Eq, V> Default for LeaseMap<K, V> {
 impl<K: Hash + Eq, V> LeaseMap<K, V> {
     /// An empty map.
     pub fn new() -> Self {
-        let shards = (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect();
+        let shards = (0..SHARDS).map(|_| RwLock::new(Shard::new())).collect();
         Self {
             shards,
             hasher: ahash::RandomState::new(),
         }
     }
 
+    /// The hash this map files `key` under (what the expiry index keeps).
     #[inline]
-    fn locate<Q: Hash + ?Sized>(&self, key: &Q) -> (u64, &Shard<K, V>) {
-        let hash = self.hasher.hash_one(key);
+    pub fn hash_of<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &RwLock<Shard<K, V>> {
         // High bits pick the shard; hashbrown uses the low and top-7 bits.
-        let shard = ((hash >> 40) as usize) % SHARDS;
-        (hash, &self.shards[shard])
+        &self.shards[((hash >> 40) as usize) % SHARDS]
     }
 
     /// Runs `f` on the lease stored under `key`, expired or not.
@@ -74,11 +95,13 @@ impl<K: Hash + Eq, V> LeaseMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let (hash, shard) = self.locate(key);
-        let guard = shard.read();
-        guard
-            .find(hash, |(k, _)| k.borrow() == key)
-            .map(|(_, lease)| f(lease))
+        let hash = self.hash_of(key);
+        let shard = self.shard(hash).read();
+        let entries = &shard.entries;
+        shard
+            .index
+            .find(hash, |&i| entries[i as usize].0.borrow() == key)
+            .map(|&i| f(&entries[i as usize].1))
     }
 
     /// The value under `key` if its lease is valid at `now`.
@@ -94,28 +117,42 @@ impl<K: Hash + Eq, V> LeaseMap<K, V> {
 
     /// Stores a lease, replacing any previous one for `key`.
     pub fn insert(&self, key: K, lease: Lease<V>) {
-        let (hash, shard) = self.locate(&key);
-        let mut guard = shard.write();
-        match guard.find_mut(hash, |(k, _)| *k == key) {
-            Some(slot) => slot.1 = lease,
-            None => {
-                guard.insert_unique(hash, (key, lease), |(k, _)| self.hasher.hash_one(k));
-            }
+        let hash = self.hash_of(&key);
+        let mut guard = self.shard(hash).write();
+        let shard = &mut *guard;
+        let entries = &mut shard.entries;
+        if let Some(&i) = shard.index.find(hash, |&i| entries[i as usize].0 == key) {
+            entries[i as usize].1 = lease;
+            return;
         }
+        if entries.len() == entries.capacity() {
+            // Grow by a quarter, not double: less slack in a large map.
+            entries.reserve_exact((entries.len() / 4).max(16));
+        }
+        let pos = u32::try_from(entries.len()).expect("fewer than 2^32 leases per shard");
+        entries.push((key, lease));
+        let hasher = &self.hasher;
+        let entries = &shard.entries;
+        shard
+            .index
+            .insert_unique(hash, pos, |&i| hasher.hash_one(&entries[i as usize].0));
     }
 
-    /// Changes the value under `key` in place if `f` says so; returns what
-    /// `f` returned, or `None` when the key is absent.
+    /// Changes the lease under `key` in place; returns what `f` returned,
+    /// or `None` when the key is absent.
     pub fn modify<Q, R>(&self, key: &Q, f: impl FnOnce(&mut Lease<V>) -> R) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let (hash, shard) = self.locate(key);
-        let mut guard = shard.write();
-        guard
-            .find_mut(hash, |(k, _)| k.borrow() == key)
-            .map(|(_, lease)| f(lease))
+        let hash = self.hash_of(key);
+        let mut guard = self.shard(hash).write();
+        let shard = &mut *guard;
+        let entries = &shard.entries;
+        let i = *shard
+            .index
+            .find(hash, |&i| entries[i as usize].0.borrow() == key)?;
+        Some(f(&mut shard.entries[i as usize].1))
     }
 
     /// Removes `key` if `pred` holds for its lease; returns the removed lease.
@@ -124,17 +161,58 @@ impl<K: Hash + Eq, V> LeaseMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let (hash, shard) = self.locate(key);
-        let mut guard = shard.write();
-        match guard.find_entry(hash, |(k, _)| k.borrow() == key) {
-            Ok(entry) if pred(&entry.get().1) => Some(entry.remove().0 .1),
-            _ => None,
+        let hash = self.hash_of(key);
+        let mut guard = self.shard(hash).write();
+        let shard = &mut *guard;
+        let entries = &shard.entries;
+        let i = *shard
+            .index
+            .find(hash, |&i| entries[i as usize].0.borrow() == key)?;
+        if !pred(&shard.entries[i as usize].1) {
+            return None;
         }
+        Some(self.remove_at(shard, hash, i).1)
+    }
+
+    /// Removes every expired lease filed under `hash` (normally one key)
+    /// and gives each removed key and lease to `f`. This is how the expiry
+    /// index, which keeps hashes rather than keys, sweeps.
+    pub fn remove_expired_by_hash(&self, hash: u64, now: Micros, mut f: impl FnMut(K, Lease<V>)) {
+        let mut guard = self.shard(hash).write();
+        let shard = &mut *guard;
+        loop {
+            let entries = &shard.entries;
+            let hasher = &self.hasher;
+            let found = shard.index.find(hash, |&i| {
+                let (k, l) = &entries[i as usize];
+                !l.is_valid_at(now) && hasher.hash_one(k) == hash
+            });
+            let Some(&i) = found else { return };
+            let (k, l) = self.remove_at(shard, hash, i);
+            f(k, l);
+        }
+    }
+
+    /// Removes the entry at position `i` (filed under `hash`), moving the
+    /// last entry into its place.
+    fn remove_at(&self, shard: &mut Shard<K, V>, hash: u64, i: u32) -> (K, Lease<V>) {
+        if let Ok(slot) = shard.index.find_entry(hash, |&j| j == i) {
+            slot.remove();
+        }
+        let last = (shard.entries.len() - 1) as u32;
+        let removed = shard.entries.swap_remove(i as usize);
+        if i != last {
+            let moved_hash = self.hasher.hash_one(&shard.entries[i as usize].0);
+            if let Some(slot) = shard.index.find_mut(moved_hash, |&j| j == last) {
+                *slot = i;
+            }
+        }
+        removed
     }
 
     /// Number of stored leases, expired ones not yet swept included.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards.iter().map(|s| s.read().entries.len()).sum()
     }
 
     /// Whether no lease is stored.
@@ -145,7 +223,7 @@ impl<K: Hash + Eq, V> LeaseMap<K, V> {
     /// Calls `f` on every stored lease (shard by shard, not a snapshot).
     pub fn for_each(&self, mut f: impl FnMut(&K, &Lease<V>)) {
         for shard in self.shards.iter() {
-            for (k, l) in shard.read().iter() {
+            for (k, l) in shard.read().entries.iter() {
                 f(k, l);
             }
         }
@@ -154,7 +232,51 @@ impl<K: Hash + Eq, V> LeaseMap<K, V> {
     /// Drops every lease.
     pub fn clear(&self) {
         for shard in self.shards.iter() {
-            *shard.write() = HashTable::new();
+            *shard.write() = Shard::new();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(v: u32, at: Micros) -> Lease<u32> {
+        Lease {
+            value: v,
+            expires_at: at,
+            token: 0,
+        }
+    }
+
+    #[test]
+    fn dense_entries_survive_removals_in_any_order() {
+        let m: LeaseMap<u32, u32> = LeaseMap::new();
+        for k in 0..5_000 {
+            m.insert(k, lease(k, 10));
+        }
+        for k in (0..5_000).step_by(3) {
+            assert_eq!(m.remove_if(&k, |_| true).map(|l| l.value), Some(k));
+        }
+        for k in 0..5_000 {
+            let expect = (k % 3 != 0).then_some(k);
+            assert_eq!(m.get_valid(&k, 0), expect, "key {k}");
+        }
+        assert_eq!(m.len(), 5_000 - 1_667);
+        m.insert(7, lease(70, 10));
+        assert_eq!(m.get_valid(&7, 0), Some(70));
+    }
+
+    #[test]
+    fn remove_expired_by_hash_only_takes_expired_leases_of_that_hash() {
+        let m: LeaseMap<u32, u32> = LeaseMap::new();
+        m.insert(1, lease(1, 5));
+        m.insert(2, lease(2, 50));
+        let mut got = Vec::new();
+        m.remove_expired_by_hash(m.hash_of(&2), 10, |k, _| got.push(k));
+        assert!(got.is_empty(), "key 2 is still valid");
+        m.remove_expired_by_hash(m.hash_of(&1), 10, |k, _| got.push(k));
+        assert_eq!(got, vec![1]);
+        assert_eq!(m.len(), 1);
     }
 }

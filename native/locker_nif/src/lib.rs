@@ -8,6 +8,7 @@
 //! (and rustler turns a panic into an Erlang error if one ever did).
 
 mod alloc;
+mod compact;
 mod store;
 mod term;
 mod value;

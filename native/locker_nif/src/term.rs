@@ -73,13 +73,6 @@ fn is_immediate(raw: ErlNifTerm) -> bool {
     word(raw) & 3 == 3
 }
 
-/// The raw word of `term` if it is an immediate.
-#[inline]
-pub fn immediate(term: Term) -> Option<u64> {
-    let raw = term.as_c_arg();
-    is_immediate(raw).then(|| word(raw))
-}
-
 fn put_len(out: &mut Buf, n: usize) {
     let mut n = n as u64;
     loop {
@@ -451,6 +444,16 @@ pub fn decode<'a>(env: Env<'a>, input: &[u8]) -> Option<Term<'a>> {
     let mut pos = 0;
     let raw = decode_at(env, input, &mut pos, 0)?;
     (pos == input.len()).then(|| unsafe { Term::new(env, raw) })
+}
+
+/// The raw word of an encoded immediate (`IMM` + 8 bytes), if that is
+/// what `bytes` is.
+#[inline]
+pub fn immediate_of(bytes: &[u8]) -> Option<u64> {
+    match bytes {
+        [IMM, word @ ..] if word.len() == 8 => Some(u64::from_le_bytes(word.try_into().ok()?)),
+        _ => None,
+    }
 }
 
 /// Rebuilds a value stored as a raw immediate word.

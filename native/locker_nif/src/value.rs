@@ -1,26 +1,17 @@
-//! How keys, values and tags sit in the core.
+//! How keys, values and tags sit in the core: the canonical encoding of
+//! the term (byte equality is `=:=`), in 24 bytes when short.
 
 use rustler::{Env, Term};
 
-use smallvec::SmallVec;
-
+use crate::compact::CompactBytes;
 use crate::term::{self, Buf};
 
-/// A key or a promise tag: the canonical encoding of the term, kept inline
-/// in the table slot when it is short (a 16-byte binary key encodes in 18
-/// bytes), so that a lookup does not chase a pointer.
-pub type Key = SmallVec<[u8; 24]>;
+/// A key, value or promise tag: the canonical encoding of the term.
+pub type Key = CompactBytes;
 
-/// A stored value: the raw word of an immediate (a local pid, an atom, a
-/// small integer), rebuilt for free, or the canonical encoding of anything
-/// else.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Value {
-    /// An immediate term word.
-    Imm(u64),
-    /// A canonical encoding.
-    Enc(Box<[u8]>),
-}
+/// Values are stored like keys; an immediate (a local pid, an atom, a
+/// small integer) is its 9-byte encoding, rebuilt without decoding.
+pub type Value = CompactBytes;
 
 /// Encodes a key or tag into a stack buffer (for lookups).
 #[inline]
@@ -30,27 +21,24 @@ pub fn key_buf(env: Env, t: Term) -> Buf {
     buf
 }
 
-/// Encodes a key or tag for storage.
+/// Encodes a key, tag or value for storage.
 #[inline]
 pub fn key(env: Env, t: Term) -> Key {
-    Key::from_slice(&key_buf(env, t))
+    CompactBytes::new(&key_buf(env, t))
 }
 
 /// Encodes a value for storage.
 #[inline]
 pub fn value(env: Env, t: Term) -> Value {
-    match term::immediate(t) {
-        Some(raw) => Value::Imm(raw),
-        None => Value::Enc(key_buf(env, t).into_vec().into_boxed_slice()),
-    }
+    key(env, t)
 }
 
 /// Rebuilds a stored value in `env`.
 #[inline]
 pub fn to_term<'a>(env: Env<'a>, v: &Value) -> Term<'a> {
-    match v {
-        Value::Imm(raw) => term::from_immediate(env, *raw),
-        Value::Enc(bytes) => decode(env, bytes),
+    match term::immediate_of(v) {
+        Some(raw) => term::from_immediate(env, raw),
+        None => decode(env, v),
     }
 }
 
