@@ -20,7 +20,8 @@
     rust_client_owns_a_name/1,
     bad_input/1,
     peer_limit_and_metrics/1,
-    graceful_shutdown_pushes_log/1
+    graceful_shutdown_pushes_log/1,
+    short_names/1
 ]).
 
 -dialyzer({no_improper_lists, raw_call/3}).
@@ -34,7 +35,8 @@ all() ->
         rust_client_owns_a_name,
         bad_input,
         peer_limit_and_metrics,
-        graceful_shutdown_pushes_log
+        graceful_shutdown_pushes_log,
+        short_names
     ].
 
 suite() ->
@@ -99,7 +101,9 @@ beam(Prefix, Config) ->
 %% Starts lockerd as `Name'@127.0.0.1 with extra arguments; returns a map
 %% with its node, OS pid, distribution port and owner process.
 lockerd(Config, Name, Args) ->
-    NodeS = Name ++ "@127.0.0.1",
+    lockerd(Config, Name ++ "@127.0.0.1", Args, long).
+
+lockerd(Config, NodeS, Args, _Kind) ->
     Log = filename:join(?config(priv_dir, Config), NodeS ++ ".log"),
     Bin = ?config(lockerd, Config),
     L = start_os(Bin, ["--name", NodeS, "--cookie", cookie(), "--announce", "--net-ticktime", "10" | Args], Log),
@@ -558,3 +562,27 @@ graceful_shutdown_pushes_log(Config) ->
 
 join(Nodes) ->
     string:join([atom_to_list(N) || N <- Nodes], ",").
+
+%% Short names (`x@host', with `erl -sname'): a short-named BEAM node pings
+%% lockerd, calls it, and lockerd connects back to push its log to it.
+short_names(Config) ->
+    {ok, Host} = inet:gethostname(),
+    Short = hd(string:split(Host, ".")),
+    LName = unique("lds"),
+    Me = unique("sn"),
+    MeNode = Me ++ "@" ++ Short,
+    L = LName ++ "@" ++ Short,
+    _ = lockerd(Config, LName ++ "@" ++ Short, [], short),
+    Script = "L = list_to_atom(\"" ++ L ++ "\"), Me = node(), "
+        "P = net_adm:ping(L), "
+        "ok = gen_server:call({locker, L}, {set_nodes, [L], [Me]}), "
+        "ok = gen_server:call({locker, L}, {write, t, k, v, 60000}), "
+        "register(locker, self()), ok = gen_server:call({locker, L}, {set_nodes, [L], [Me]}), "
+        "{locker, L} ! push_trans_log, "
+        "R = receive {_, {trans_log, _, E}} -> E after 5000 -> none end, "
+        "io:format(\"~p~n\", [{P, R}]), halt().",
+    Erl = os:find_executable("erl"),
+    Out = os:cmd(Erl ++ " -noshell -sname " ++ MeNode ++ " -setcookie " ++ cookie() ++ " -eval '" ++ Script ++ "'"),
+    ct:log("~s", [Out]),
+    {match, _} = re:run(Out, "\\{pong,\\[\\{write,k,v,60000\\}\\]\\}"),
+    ok.

@@ -1,0 +1,175 @@
+//! The client library against a cluster of three `lockerd` masters (real
+//! processes on loopback, W = 2): the replies of `locker.erl`'s
+//! coordinator, fencing tokens, rpc dirty reads, a registered name answering
+//! calls, and a master killed mid-run. Needs `epmd` (skipped without it).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lockerd::client::{Client, ClientConfig, Incoming, LockResult};
+use lockerd::term::Term;
+use lockerd::Signal;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn epmd_up() -> bool {
+    let _ = Command::new("epmd").arg("-daemon").status();
+    for _ in 0..50 {
+        if std::net::TcpStream::connect("127.0.0.1:4369").is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn start(name: &str, masters: &str) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockerd"))
+        .args([
+            "--name",
+            name,
+            "--cookie",
+            "client_test",
+            "--masters",
+            masters,
+            "--announce",
+        ])
+        .args(["--log", "warn", "--threads", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn lockerd");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("lockerd ready"),
+        "lockerd did not start: {line:?}"
+    );
+    Daemon(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_against_lockerd_masters() {
+    if !epmd_up() {
+        eprintln!("epmd not available: skipped");
+        return;
+    }
+    let id = std::process::id();
+    let names: Vec<String> = (1..=3).map(|i| format!("cl{id}_{i}@127.0.0.1")).collect();
+    let masters = names.join(",");
+    let mut daemons: Vec<Daemon> = names.iter().map(|n| start(n, &masters)).collect();
+    let ms: Vec<&str> = names.iter().map(String::as_str).collect();
+    let client = Client::start(ClientConfig::new(
+        &format!("clc{id}@127.0.0.1"),
+        "client_test",
+        &ms,
+        &[],
+        2,
+    ))
+    .await
+    .expect("client");
+    let t = Duration::from_secs(5);
+    let me = Term::pid(client.node().spawn(None).unwrap().pid().clone());
+    let key = Term::tuple(vec![Term::atom("job"), Term::Int(1)]);
+    let ok3 = LockResult::Ok {
+        w: 2,
+        votes: 3,
+        commits: 3,
+    };
+    assert_eq!(client.lock(&key, &me, 60_000, t).await, ok3);
+    assert_eq!(
+        client.lock(&key, &Term::atom("other"), 60_000, t).await,
+        LockResult::NoQuorum
+    );
+    let ok_me = Term::tuple(vec![Term::atom("ok"), me.clone()]);
+    assert_eq!(client.dirty_read(&key, t).await, ok_me);
+    assert_eq!(client.update(&key, &me, &Term::Int(7), t).await, ok3);
+    assert_eq!(
+        client.update(&key, &me, &Term::Int(8), t).await,
+        LockResult::NoQuorum
+    );
+    assert_eq!(
+        client.extend_lease(&key, &Term::Int(7), 60_000, t).await,
+        Ok(())
+    );
+    assert!(client
+        .extend_lease(&key, &Term::Int(1), 60_000, t)
+        .await
+        .is_err());
+    assert_eq!(client.release(&key, &Term::Int(7), t).await, ok3);
+    let not_found = Term::tuple(vec![Term::atom("error"), Term::atom("not_found")]);
+    assert_eq!(client.dirty_read(&key, t).await, not_found);
+    // Fencing tokens increase across acquisitions.
+    let t1 = client.lock_with_token(&key, &me, 60_000, t).await.unwrap();
+    assert_eq!(client.release(&key, &me, t).await, ok3);
+    let t2 = client.lock_with_token(&key, &me, 60_000, t).await.unwrap();
+    assert!(t2 > t1);
+    assert_eq!(client.release(&key, &me, t).await, ok3);
+
+    // A registered name answers a gen_server-style call.
+    let mut owned = client
+        .register_name(Term::atom("svc"), 1_000, 300, t)
+        .await
+        .unwrap();
+    let owner = Term::pid(owned.pid().clone());
+    let mut caller = client.node().spawn(None).unwrap();
+    let tag = Term::reference(client.node().make_ref());
+    let call = Term::tuple(vec![
+        Term::atom("$gen_call"),
+        Term::tuple(vec![Term::pid(caller.pid().clone()), tag.clone()]),
+        Term::atom("ping"),
+    ]);
+    client.node().send(owned.pid(), call);
+    match owned.recv().await {
+        Some(Incoming::Call { from, request }) => {
+            assert!(request.is_atom("ping"));
+            owned.reply(&from, Term::atom("pong"));
+        }
+        other => panic!("expected a call, got {other:?}"),
+    }
+    match caller.recv().await {
+        Some(Signal::Message { msg, .. }) => {
+            assert_eq!(msg, Term::tuple(vec![tag, Term::atom("pong")]))
+        }
+        other => panic!("expected the reply, got {other:?}"),
+    }
+    // The keeper extends the 1 s lease.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        client.dirty_read(&Term::atom("svc"), t).await,
+        Term::tuple(vec![Term::atom("ok"), owner.clone()])
+    );
+    assert_eq!(owned.unregister(t).await, ok3);
+
+    // One master killed: still a quorum.
+    drop(daemons.pop());
+    let k2 = Term::atom("after_kill");
+    let r = client.lock(&k2, &me, 60_000, t).await;
+    assert_eq!(
+        r,
+        LockResult::Ok {
+            w: 2,
+            votes: 2,
+            commits: 2
+        },
+        "{r:?}"
+    );
+    assert_eq!(
+        client.release(&k2, &me, t).await,
+        LockResult::Ok {
+            w: 2,
+            votes: 2,
+            commits: 2
+        }
+    );
+    client.node().stop(Duration::from_secs(1)).await;
+}
