@@ -10,7 +10,7 @@ profile=${LOCKER_NIF_PROFILE:-release}
 if [ "$profile" = release ]; then flag=--release; else flag=; fi
 cargo build --quiet $flag -p locker_nif
 mkdir -p priv
-src="target/$profile/liblocker_nif.so"
+src="${CARGO_TARGET_DIR:-target}/$profile/liblocker_nif.so"
 if ! cmp -s "$src" priv/liblocker_nif.so 2>/dev/null; then
   cp "$src" priv/liblocker_nif.so.tmp
   mv -f priv/liblocker_nif.so.tmp priv/liblocker_nif.so
