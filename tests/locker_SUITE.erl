@@ -31,7 +31,8 @@
     raw_requests_every_tag_shape/1,
     bad_input_never_stops_server/1,
     server_restart_keeps_leases/1,
-    fencing_tokens_increase/1
+    fencing_tokens_increase/1,
+    server_dies_mid_operation/1
 ]).
 
 all() ->
@@ -57,7 +58,8 @@ all() ->
         raw_requests_every_tag_shape,
         bad_input_never_stops_server,
         server_restart_keeps_leases,
-        fencing_tokens_increase
+        fencing_tokens_increase,
+        server_dies_mid_operation
     ].
 
 %%--------------------------------------------------------------------
@@ -543,3 +545,43 @@ stop_node_quietly(Node) ->
     erlang:monitor_node(Node, true),
     rpc:call(Node, init, stop, []),
     receive {nodedown, Node} -> ok after 5000 -> ok end.
+
+%% A master's server that dies while a coordinator waits for its vote is
+%% counted as missing at once (the coordinator's node watches the other
+%% servers), not when the 60 s timeout runs out.
+server_dies_mid_operation(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Pid = rpc:call(C, erlang, whereis, [locker]),
+    ok = rpc:call(C, sys, suspend, [Pid]),
+    Parent = self(),
+    spawn(fun() -> Parent ! {locked, call(A, lock, [mid, v, 60000, 60000])} end),
+    %% Wait until C holds the request unanswered in its mailbox.
+    wait_until(fun() -> element(2, rpc:call(C, erlang, process_info, [Pid, message_queue_len])) > 0 end),
+    true = rpc:call(C, erlang, exit, [Pid, kill]),
+    receive
+        {locked, R} -> {ok, 2, 2, 2} = R
+    after 20000 -> ct:fail(waited_for_the_timeout)
+    end,
+    %% Later operations skip C without waiting, until its server is back.
+    {ok, 2, 2, 2} = call(B, release, [mid, v]),
+    {ok, _} = start_server(C),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    back_to_three_votes(A).
+
+%% C's restarted server is watched again (every 500 ms while down): locks
+%% soon get its vote again.
+back_to_three_votes(A) ->
+    case call(A, lock, [back, v]) of
+        {ok, 2, 3, 3} ->
+            ok;
+        {ok, 2, 2, 2} ->
+            {ok, _, _, _} = call(A, release, [back, v]),
+            back_to_three_votes(A)
+    end.
+
+wait_until(F) ->
+    case F() of
+        true -> ok;
+        false -> erlang:yield(), wait_until(F)
+    end.

@@ -1,13 +1,18 @@
 %% @doc The coordinator's transport: the rounds of a two-phase write sent
 %% to the `locker' servers of a set of masters.
 %%
-%% A session monitors each remote `locker' once for all the rounds of an
-%% operation; each round sends `{'$gen_call', {self(), [alias | A]}, Req}'
-%% with a fresh alias per node (the tag shape of OTP's own
-%% `gen_server:call/3', which every locker node answers) and waits for the
-%% replies, a `DOWN' or the timeout. Late replies go to deactivated aliases
-%% and are dropped by the runtime: no middleman process, and the caller's
-%% mailbox stays clean.
+%% Each round sends `{'$gen_call', {self(), [alias | A]}, Req}' with a
+%% fresh alias per node (the tag shape of OTP's own `gen_server:call/3',
+%% which every locker node answers) and waits for the replies, the news
+%% that a server is down, or the timeout. Late replies go to deactivated
+%% aliases and are dropped by the runtime: no middleman process, and the
+%% caller's mailbox stays clean.
+%%
+%% Failure detection costs no message on the wire when this node runs a
+%% `locker' server: the server watches the other servers with long-lived
+%% monitors ({@link locker_watch}) and tells the sessions waiting on one
+%% that goes down. Without a local server, a session monitors each remote
+%% server once for all the rounds of its operation.
 %%
 %% This node votes through the NIF store directly, without a message, when
 %% its `locker' server is running (as it would if the request had been
@@ -23,8 +28,13 @@
 
 -record(session, {
     local :: boolean(),
-    %% Remote nodes still up, with their monitor.
-    remote :: #{node() => reference()}
+    %% Remote nodes still up, with their monitor (`watched' when the local
+    %% server watches them for us).
+    remote :: #{node() => reference() | watched},
+    %% Nodes known down at the start: counted as missing in every round.
+    down = [] :: [node()],
+    %% The session's alias, on which the local server reports servers down.
+    alias :: reference() | undefined
 }).
 
 -opaque session() :: #session{}.
@@ -33,14 +43,38 @@
 -spec open([node()]) -> session().
 open(Nodes) ->
     Self = node(),
-    Local = lists:member(Self, Nodes) andalso whereis(locker) =/= undefined,
-    Remote = maps:from_list([{N, erlang:monitor(process, {locker, N})} || N <- Nodes, N =/= Self]),
-    #session{local = Local, remote = Remote}.
+    Server = whereis(locker) =/= undefined,
+    Local = Server andalso lists:member(Self, Nodes),
+    Others = lists:usort(Nodes) -- [Self],
+    case Server andalso locker_watch:active() of
+        true ->
+            Alias = erlang:alias(),
+            %% Register first, then read who is down (see locker_watch).
+            true = ets:insert(locker_inflight, {Alias, self(), Others}),
+            Down = [N || N <- Others, ets:member(locker_down, N)],
+            Remote = maps:from_list([{N, watched} || N <- Others -- Down]),
+            #session{local = Local, remote = Remote, down = Down, alias = Alias};
+        false ->
+            Remote = maps:from_list([{N, erlang:monitor(process, {locker, N})} || N <- Others]),
+            #session{local = Local, remote = Remote}
+    end.
 
-%% @doc Ends an operation: drops the monitors.
+%% @doc Ends an operation: drops the monitors or the registration.
 -spec close(session()) -> ok.
-close(#session{remote = Remote}) ->
-    maps:foreach(fun(_, Mref) -> erlang:demonitor(Mref, [flush]) end, Remote).
+close(#session{alias = undefined, remote = Remote}) ->
+    maps:foreach(fun(_, Mref) -> erlang:demonitor(Mref, [flush]) end, Remote);
+close(#session{alias = Alias}) ->
+    _ = ets:delete(locker_inflight, Alias),
+    erlang:unalias(Alias),
+    flush_down(Alias).
+
+%% Drops reports that arrived after the last round (none can come later:
+%% the alias is gone).
+flush_down(Alias) ->
+    receive
+        {'$locker_down', Alias, _} -> flush_down(Alias)
+    after 0 -> ok
+    end.
 
 %% @doc One round to every node of the session: see {@link round/4}.
 -spec round(session(), term(), timeout()) -> {[{node(), term()}], [node()], session()}.
@@ -51,10 +85,11 @@ round(#session{remote = Remote} = S, Request, Timeout) ->
 %% `Nodes' and returns the replies, the nodes that did not answer, and the
 %% session without the nodes found down.
 -spec round(session(), [node()], term(), timeout()) -> {[{node(), term()}], [node()], session()}.
-round(#session{local = Local0, remote = Remote0} = S, Nodes, Request, Timeout) ->
+round(#session{local = Local0, remote = Remote0, down = Down0, alias = SAlias} = S, Nodes, Request, Timeout) ->
     Deadline = deadline(Timeout),
     Local = Local0 andalso lists:member(node(), Nodes),
     Remote = maps:with(Nodes, Remote0),
+    KnownDown = [N || N <- Down0, lists:member(N, Nodes)],
     Pending = maps:fold(
         fun(Node, Mref, Acc) ->
             Alias = erlang:alias(),
@@ -64,14 +99,21 @@ round(#session{local = Local0, remote = Remote0} = S, Nodes, Request, Timeout) -
         #{},
         Remote
     ),
-    Mons = maps:fold(fun(Alias, {_, Mref}, Acc) -> Acc#{Mref => Alias} end, #{}, Pending),
+    Mons = maps:fold(
+        fun
+            (Alias, {_, watched}, Acc) -> Acc#{Alias => Alias};
+            (Alias, {_, Mref}, Acc) -> Acc#{Mref => Alias}
+        end,
+        #{},
+        Pending
+    ),
     Replies0 =
         case Local of
             true -> [{node(), locker_server:handle_local(Request)}];
             false -> []
         end,
-    {Replies, Bad, Down} = collect(Pending, Mons, Deadline, Replies0, [], []),
-    {Replies, Bad, S#session{remote = maps:without(Down, Remote0)}}.
+    {Replies, Bad, Down} = collect(SAlias, Pending, Mons, Deadline, Replies0, KnownDown, []),
+    {Replies, Bad, S#session{remote = maps:without(Down, Remote0), down = lists:usort(Down ++ Down0)}}.
 
 %% @doc `gen_server:multi_call(Nodes, locker, Request, Timeout)' without
 %% the middleman: `{Replies, BadNodes}'.
@@ -88,19 +130,30 @@ deadline(T) when is_integer(T), T >= 0 -> erlang:monotonic_time(millisecond) + T
 remaining(infinity) -> infinity;
 remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 
-collect(Pending, _Mons, _Deadline, Replies, Bad, Down) when map_size(Pending) =:= 0 ->
+collect(_SAlias, Pending, _Mons, _Deadline, Replies, Bad, Down) when map_size(Pending) =:= 0 ->
     {Replies, Bad, Down};
-collect(Pending, Mons, Deadline, Replies, Bad, Down) ->
+collect(SAlias, Pending, Mons, Deadline, Replies, Bad, Down) ->
     receive
         {[alias | Alias], Reply} when is_map_key(Alias, Pending) ->
             erlang:unalias(Alias),
             {{Node, Mref}, Rest} = maps:take(Alias, Pending),
-            collect(Rest, maps:remove(Mref, Mons), Deadline, [{Node, Reply} | Replies], Bad, Down);
+            collect(SAlias, Rest, maps:remove(key(Alias, Mref), Mons), Deadline, [{Node, Reply} | Replies], Bad, Down);
         {'DOWN', Mref, process, _, _} when is_map_key(Mref, Mons) ->
             {Alias, Mons1} = maps:take(Mref, Mons),
             erlang:unalias(Alias),
             {{Node, Mref}, Rest} = maps:take(Alias, Pending),
-            collect(Rest, Mons1, Deadline, Replies, [Node | Bad], [Node | Down])
+            collect(SAlias, Rest, Mons1, Deadline, Replies, [Node | Bad], [Node | Down]);
+        {'$locker_down', SAlias, Node} when is_reference(SAlias) ->
+            %% The local server saw Node's locker go down.
+            case [A || {A, {N, _}} <- maps:to_list(Pending), N =:= Node] of
+                [Alias] ->
+                    erlang:unalias(Alias),
+                    Rest = maps:remove(Alias, Pending),
+                    collect(SAlias, Rest, maps:remove(Alias, Mons), Deadline, Replies, [Node | Bad], [Node | Down]);
+                [] ->
+                    %% It answered this round; later rounds skip it.
+                    collect(SAlias, Pending, Mons, Deadline, Replies, Bad, [Node | Down])
+            end
     after remaining(Deadline) ->
         Late = maps:fold(
             fun(Alias, {Node, _}, Acc) ->
@@ -112,3 +165,6 @@ collect(Pending, Mons, Deadline, Replies, Bad, Down) ->
         ),
         {Replies, Late ++ Bad, Down}
     end.
+
+key(Alias, watched) -> Alias;
+key(_Alias, Mref) -> Mref.

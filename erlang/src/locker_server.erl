@@ -29,6 +29,7 @@
     write_locks_expire_ref :: timer:tref(),
     push_trans_log_ref :: timer:tref(),
     wakeup = undefined :: undefined | {reference(), integer()},
+    watch = #{} :: locker_watch:watch(),
     sweeping = false :: boolean()
 }).
 
@@ -50,11 +51,13 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) ->
     %% promises on unknown keys for this long (the longest lease in use).
     ok = locker_nif:abstain_after_start(application:get_env(locker, restart_abstain_ms, 0)),
     _ = locker:token_counter(),
+    Watch = locker_watch:init(),
     put_meta([], [], W),
     {ok, LeaseRef} = timer:send_interval(LeaseExpireInterval, expire_leases),
     {ok, LockRef} = timer:send_interval(LockExpireInterval, expire_locks),
     {ok, PushRef} = timer:send_interval(PushTransInterval, push_trans_log),
     {ok, #state{
+        watch = Watch,
         lease_expire_ref = LeaseRef,
         write_locks_expire_ref = LockRef,
         push_trans_log_ref = PushRef
@@ -98,10 +101,14 @@ call({wait_for_release, Key, Timeout}, From, #state{next_id = Id} = State) ->
         pending -> {noreply, add_waiter(Id, From, State)};
         Ready -> {reply, Ready, State}
     end;
-call({set_nodes, Primaries, Replicas}, _From, State) when is_list(Primaries), is_list(Replicas) ->
+call({set_nodes, Primaries, Replicas}, _From, #state{watch = Watch} = State) when
+    is_list(Primaries), is_list(Replicas)
+->
     {_, _, W} = locker:get_meta(),
+    %% Watch the servers before coordinators can see them in the metadata.
+    Watch1 = locker_watch:update(Primaries ++ Replicas, Watch),
     put_meta(Primaries, Replicas, W),
-    {reply, ok, State};
+    {reply, ok, State#state{watch = Watch1}};
 call({set_w, W}, _From, State) when is_integer(W), W > 0 ->
     {Nodes, Replicas, _} = locker:get_meta(),
     put_meta(Nodes, Replicas, W),
@@ -180,6 +187,13 @@ handle_info({timeout, Ref, wakeup}, #state{wakeup = {Ref, _}} = State) ->
     {noreply, sweep(State#state{wakeup = undefined})};
 handle_info(sweep_more, State) ->
     {noreply, sweep(State#state{sweeping = false})};
+handle_info({'DOWN', Mref, process, {locker, Node}, _}, #state{watch = Watch} = State) ->
+    case locker_watch:down(Mref, Watch, Node) of
+        {true, Watch1} -> {noreply, State#state{watch = Watch1}};
+        false -> {noreply, State}
+    end;
+handle_info({locker_rewatch, Node}, #state{watch = Watch} = State) ->
+    {noreply, State#state{watch = locker_watch:rewatch(Node, Watch)}};
 handle_info({locker_wakes, Wakes}, State) ->
     {noreply, rearm(woken(Wakes, State))};
 handle_info(push_trans_log, State) ->
