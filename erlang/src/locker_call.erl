@@ -28,10 +28,10 @@
 
 -record(session, {
     local :: boolean(),
-    %% Remote nodes still up, with their monitor (`watched' when the local
-    %% server watches them for us).
+    %% Remote nodes still up, with this operation's monitor, or `watched'
+    %% when the local server watches them for us.
     remote :: #{node() => reference() | watched},
-    %% Nodes known down at the start: counted as missing in every round.
+    %% Nodes found down by an earlier round: missing in the later ones.
     down = [] :: [node()],
     %% The session's alias, on which the local server reports servers down.
     alias :: reference() | undefined
@@ -51,9 +51,18 @@ open(Nodes) ->
             Alias = erlang:alias(),
             %% Register first, then read who is down (see locker_watch).
             true = ets:insert(locker_inflight, {Alias, self(), Others}),
-            Down = [N || N <- Others, ets:member(locker_down, N)],
-            Remote = maps:from_list([{N, watched} || N <- Others -- Down]),
-            #session{local = Local, remote = Remote, down = Down, alias = Alias};
+            %% A server known down gets the requests all the same (it may be
+            %% back, and must catch up), under a monitor of this operation's
+            %% own, as the original coordinator would.
+            Remote = maps:from_list([
+                {N,
+                    case ets:member(locker_down, N) of
+                        true -> erlang:monitor(process, {locker, N});
+                        false -> watched
+                    end}
+             || N <- Others
+            ]),
+            #session{local = Local, remote = Remote, alias = Alias};
         false ->
             Remote = maps:from_list([{N, erlang:monitor(process, {locker, N})} || N <- Others]),
             #session{local = Local, remote = Remote}
@@ -63,9 +72,10 @@ open(Nodes) ->
 -spec close(session()) -> ok.
 close(#session{alias = undefined, remote = Remote}) ->
     maps:foreach(fun(_, Mref) -> erlang:demonitor(Mref, [flush]) end, Remote);
-close(#session{alias = Alias}) ->
+close(#session{alias = Alias, remote = Remote}) ->
     _ = ets:delete(locker_inflight, Alias),
     erlang:unalias(Alias),
+    maps:foreach(fun(_, M) -> is_reference(M) andalso erlang:demonitor(M, [flush]) end, Remote),
     flush_down(Alias).
 
 %% Drops reports that arrived after the last round (none can come later:
