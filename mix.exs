@@ -28,7 +28,7 @@ defmodule Locker.MixProject do
       compilers: [:locker_nif] ++ Mix.compilers(),
       erlc_paths: ["erlang/src"],
       erlc_options: [:debug_info, :warnings_as_errors],
-      elixirc_paths: ["elixir/lib"],
+      elixirc_paths: elixirc_paths(Mix.env()),
       elixirc_options: [warnings_as_errors: true],
       test_paths: ["elixir/test"],
       # Apart from rebar3's _build/{default,test}: both build the same app.
@@ -38,11 +38,24 @@ defmodule Locker.MixProject do
     ]
   end
 
+  # Under Mix the application callback is `Locker` (the Elixir API); under
+  # rebar3 it stays `locker_app`. See Locker.Config for the environment.
   def application do
     [
-      mod: {:locker_app, []},
+      mod: {Locker, []},
       extra_applications: [:logger],
-      env: [start_server: false]
+      env: [
+        autostart: true,
+        replicas: [],
+        lease_expire_interval: 1000,
+        lock_expire_interval: 1000,
+        push_trans_log_interval: 100,
+        registry_lease: 5000
+      ]
     ]
   end
+
+  # Test support modules are compiled into ebin so that peer nodes load them.
+  defp elixirc_paths(:test), do: ["elixir/lib", "elixir/test/support"]
+  defp elixirc_paths(_), do: ["elixir/lib"]
 end

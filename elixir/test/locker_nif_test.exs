@@ -1,19 +1,21 @@
 defmodule LockerNifTest do
-  # The Mix build of the `locker` application: the NIF is built and loaded
-  # and the Erlang API works from Elixir on a single node.
+  # The Mix build of the `locker` application: the NIF is built and loaded,
+  # the application started the `locker` server itself, and the Erlang API
+  # works from Elixir on a single node (this node, its only master).
   use ExUnit.Case, async: false
 
   setup do
     :ok = :locker_nif.clear()
-
-    pid =
-      case :gen_server.start({:local, :locker}, :locker_server, [1, 1000, 1000, 100], []) do
-        {:ok, pid} -> pid
-        {:error, {:already_started, pid}} -> pid
-      end
-
     :ok = :locker.set_nodes([node()], [node()], [])
-    {:ok, server: pid}
+    :ok = :locker.set_w([node()], 1)
+    :ok
+  end
+
+  test "the application started the locker server with this node as master" do
+    assert is_pid(Process.whereis(:locker))
+    assert {[node()], [], 1} == :locker.get_meta()
+    assert is_pid(Process.whereis(Locker.Registry.Keeper))
+    assert is_pid(Process.whereis(Locker.AcquireQueue))
   end
 
   test "lock, dirty_read, release on a single master" do

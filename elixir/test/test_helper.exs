@@ -1,1 +1,17 @@
+# Peers need a distributed test node. Mix started `locker` before this
+# file ran, with the node's old name as its only master: restart it under
+# the new name.
+unless Node.alive?() do
+  System.cmd("epmd", ["-daemon"])
+  {:ok, _} = :net_kernel.start([:"locker_test_#{System.pid()}@127.0.0.1", :longnames])
+  Node.set_cookie(:locker_test)
+end
+
+level = Logger.level()
+Logger.configure(level: :warning)
+:ok = Application.stop(:locker)
+{:ok, _} = Application.ensure_all_started(:locker)
+Logger.configure(level: level)
+
+Code.require_file("cluster_helper.exs", __DIR__)
 ExUnit.start()

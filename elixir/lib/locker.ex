@@ -1,0 +1,390 @@
+defmodule Locker do
+  @moduledoc """
+  A distributed lease and lock store for the BEAM: the Elixir API of
+  `locker`, wire-compatible with wooga/locker and a drop-in replacement for
+  elixir_locker.
+
+  ## The application
+
+  Starting the `:locker` application on a node starts, under
+  `Locker.Supervisor`:
+
+    * the `locker` server (unless `config :locker, autostart: false`), with
+      `[node() | Node.list()]` as masters (or `:masters`), `:replicas`
+      (default `[]`) and a write quorum W from `:quorum` (elixir_locker's
+      key) or `:w`, by default **a majority of the masters** (elixir_locker
+      defaulted to 0, which let every lock succeed without a vote). Once
+      started, it sends its masters, replicas and W to the servers of the
+      other masters that run `locker` (`set_nodes/3`, `set_w/2`), so the
+      last node to start sets the view of all;
+    * `Locker.Registry.Keeper`, which keeps `Locker.Registry` names alive;
+    * `Locker.AcquireQueue`, which orders `acquire/2` callers of this node.
+
+  See `Locker.Config` for every key of the application environment.
+
+      # config/runtime.exs
+      config :locker, masters: [:"a@host", :"b@host", :"c@host"], quorum: 2
+
+  With `autostart: false`, start the server in your own tree with the same
+  options: `children = [{Locker, masters: nodes, quorum: 2}]`.
+
+  ## The `locker` API
+
+  `lock/4`, `update/4`, `release/3`, `extend_lease/3`, `wait_for/2`,
+  `wait_for_release/2`, `dirty_read/1`, `master_dirty_read/1`, `lag/0`,
+  `summary/0`, `set_w/2`, `set_nodes/3` call the Erlang module `:locker`
+  with elixir_locker's defaults and return exactly its replies:
+
+      iex> Locker.lock("my_lock", self(), 60_000)
+      {:ok, 2, 3, 3}
+      iex> Locker.dirty_read("my_lock")
+      {:ok, self()}
+      iex> Locker.release("my_lock", self())
+      {:ok, 2, 3, 3}
+
+  ## Locks with fencing tokens
+
+  `acquire/2` blocks until the key is free (woken by the holder's release or
+  expiry, in arrival order among the callers of this node) and returns a
+  `Locker.Lease` with a fencing token; `transaction/4` and `with_lock/3`
+  run a function under a lock and always release it:
+
+      {:ok, lease} = Locker.acquire({:invoice, 42}, lease: 10_000, timeout: 5_000)
+      :ok = Storage.write(invoice, fencing_token: lease.token)
+      {:ok, lease} = Locker.extend(lease, 10_000)
+      :ok = Locker.release(lease)
+
+      Locker.transaction({:invoice, 42}, 10_000, fn lease -> charge(lease.token) end)
+
+  Read `docs/elixir.md` for what leases, dirty reads and fencing tokens do
+  and do not guarantee.
+
+  ## Telemetry
+
+  With `:telemetry` loaded, locks, releases, extensions, acquisitions and
+  registry changes emit events: see `Locker.Telemetry`.
+  """
+
+  use Application
+  require Logger
+  alias Locker.{Acquire, Config, Lease, Telemetry}
+
+  @typedoc "A key of `locker`: any term (keys compare with `===`)."
+  @type key :: term()
+  @typedoc "A value of `locker`: any term."
+  @type value :: term()
+  @typedoc "The reply of `lock/4`, `update/4`, `release/3`: `{:ok, W, Votes, Commits}` or no quorum."
+  @type lock_result ::
+          {:ok, pos_integer(), non_neg_integer(), non_neg_integer()} | {:error, :no_quorum}
+
+  @typedoc "Options of `acquire/2`."
+  @type acquire_opts :: [
+          timeout: timeout(),
+          lease: pos_integer(),
+          value: value(),
+          retries: non_neg_integer() | :infinity,
+          retry_interval: non_neg_integer(),
+          jitter: non_neg_integer()
+        ]
+
+  ## Application
+
+  @doc """
+  The application callback: starts `Locker.Supervisor` with the `locker`
+  server (when `:autostart`), `Locker.Registry.Keeper` and
+  `Locker.AcquireQueue`.
+  """
+  @impl Application
+  @spec start(Application.start_type(), term()) :: {:ok, pid()} | {:error, term()}
+  def start(_type, _args) do
+    server = if Config.autostart?(), do: [{Locker, []}], else: []
+    children = server ++ [Locker.Registry.Keeper, Locker.AcquireQueue]
+    Supervisor.start_link(children, strategy: :one_for_one, name: Locker.Supervisor)
+  end
+
+  @doc false
+  @impl Application
+  def stop(_state), do: :ok
+
+  @doc """
+  A child spec for the `locker` server, for applications that set
+  `autostart: false` and start it in their own supervision tree:
+  `{Locker, opts}`, options as in the application environment
+  (`:masters`, `:replicas`, `:quorum` or `:w`, `:lease_expire_interval`,
+  `:lock_expire_interval`, `:push_trans_log_interval`); missing ones come
+  from the application environment, then the defaults (`Locker.Config`).
+  """
+  @spec child_spec(Config.server_opts()) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    %{
+      id: Locker,
+      start: {Locker, :start_link, [opts]},
+      type: :worker,
+      shutdown: 5000,
+      modules: [:locker_server]
+    }
+  end
+
+  @doc """
+  Starts the `locker` server (registered locally as `locker`), linked to the
+  caller, and sends its masters, replicas and W to the other masters'
+  servers that answer (nodes that run no `locker` are skipped). See
+  `child_spec/1` for the options.
+  """
+  @spec start_link(Config.server_opts()) :: {:ok, pid()} | {:error, term()}
+  def start_link(opts \\ []) do
+    conf = Config.server(opts)
+
+    case :locker_server.start_configured(conf.args, conf.masters, conf.replicas) do
+      {:ok, pid} ->
+        announce(conf)
+        {:ok, pid}
+
+      error ->
+        error
+    end
+  end
+
+  # Tells the other masters running `locker` the node lists and W (with
+  # the default W too, so that no master keeps a minority quorum from a
+  # smaller cluster).
+  defp announce(conf) do
+    others = Enum.uniq(conf.masters -- [node()])
+
+    running =
+      others
+      |> :erpc.multicall(:erlang, :whereis, [:locker], 2000)
+      |> Enum.zip(others)
+      |> Enum.flat_map(fn
+        {{:ok, pid}, node} when is_pid(pid) -> [node]
+        _ -> []
+      end)
+
+    if running != [] do
+      :ok = :locker.set_nodes(running, conf.masters, conf.replicas)
+      :ok = :locker.set_w(running, conf.w)
+    end
+
+    :ok
+  catch
+    kind, reason ->
+      # A node that stopped between the check and the call.
+      Logger.warning("locker: could not configure the other masters: #{inspect({kind, reason})}")
+      :ok
+  end
+
+  ## The `locker` API (elixir_locker's)
+
+  @doc "Sets the write quorum W on every node of `cluster` (`:locker.set_w/2`)."
+  @spec set_w([node()], pos_integer()) :: :ok
+  def set_w(cluster, w), do: :locker.set_w(cluster, w)
+
+  @doc "Sets the masters and replicas on every node of `cluster` (`:locker.set_nodes/3`)."
+  @spec set_nodes([node()], [node()], [node()]) :: :ok
+  def set_nodes(cluster, primaries, replicas), do: :locker.set_nodes(cluster, primaries, replicas)
+
+  @doc """
+  Takes `key` for `value` for `lease_length` ms if it is free on a quorum
+  of masters: `{:ok, w, votes, commits}` or `{:error, :no_quorum}`
+  (`:locker.lock/4`).
+  """
+  @spec lock(key(), value(), non_neg_integer(), timeout()) :: lock_result()
+  def lock(key, value, lease_length \\ 2000, timeout \\ 5000) do
+    Telemetry.span([:lock], %{key: key, lease: lease_length}, fn ->
+      :locker.lock(key, value, lease_length, timeout)
+    end)
+  end
+
+  @doc """
+  Replaces the value of `key` by `new_value` if a quorum of masters holds
+  `value`; the lease keeps its expiry (`:locker.update/4`).
+  """
+  @spec update(key(), value(), value(), timeout()) :: lock_result()
+  def update(key, value, new_value, timeout \\ 5000),
+    do: :locker.update(key, value, new_value, timeout)
+
+  @doc """
+  Waits until `key` has a value on this node: `{:ok, value}`; exits like
+  `GenServer.call/3` on timeout (`:locker.wait_for/2`).
+  """
+  @spec wait_for(key(), timeout()) :: {:ok, value()}
+  def wait_for(key, timeout \\ 5000), do: :locker.wait_for(key, timeout)
+
+  @doc """
+  Waits until `key` is released or expires on this node: `{:ok, :released}`,
+  or `{:error, :key_not_locked}` at once if it holds no value here; exits
+  like `GenServer.call/3` on timeout (`:locker.wait_for_release/2`).
+  """
+  @spec wait_for_release(key(), timeout()) :: {:ok, :released} | {:error, :key_not_locked}
+  def wait_for_release(key, timeout \\ 5000), do: :locker.wait_for_release(key, timeout)
+
+  @doc """
+  Deletes `key` on masters and replicas if a quorum of masters holds
+  `value` (`:locker.release/3`).
+  """
+  @spec release(key(), value(), timeout()) :: lock_result()
+  def release(key, value, timeout \\ 5000) do
+    Telemetry.span([:release], %{key: key}, fn -> :locker.release(key, value, timeout) end)
+  end
+
+  @doc """
+  Makes the lease of `key`, held by `value`, expire `lease_length` ms from
+  now: `:ok` or `{:error, :no_quorum}` (`:locker.extend_lease/3`).
+  """
+  @spec extend_lease(key(), value(), non_neg_integer()) :: :ok | {:error, :no_quorum}
+  def extend_lease(key, value, lease_length \\ 2000) do
+    Telemetry.span([:extend], %{key: key, lease: lease_length}, fn ->
+      :locker.extend_lease(key, value, lease_length)
+    end)
+  end
+
+  @doc """
+  Reads `key` from this node's store, in the calling process:
+  `{:ok, value}` or `{:error, :not_found}` (`:locker.dirty_read/1`).
+  Not a quorum read.
+  """
+  @spec dirty_read(key()) :: {:ok, value()} | {:error, :not_found}
+  def dirty_read(key), do: :locker.dirty_read(key)
+
+  @doc """
+  A dirty read on a master: here if this node is one, else on a random
+  master through `:rpc` (`:locker.master_dirty_read/1`).
+  """
+  @spec master_dirty_read(key()) :: {:ok, value()} | {:error, :not_found} | {:badrpc, term()}
+  def master_dirty_read(key), do: :locker.master_dirty_read(key)
+
+  @doc "Times a lock and release of a probe key: `{millis, lock_result}` (`:locker.lag/0`)."
+  @spec lag() :: {float(), lock_result()}
+  def lag, do: :locker.lag()
+
+  @doc "Counts of live promises and leases on this node (`:locker.summary/0`)."
+  @spec summary() :: [write_locks: non_neg_integer(), leases: non_neg_integer()]
+  def summary, do: :locker.summary()
+
+  ## Leases with fencing tokens
+
+  @doc """
+  Takes `key`, waiting as long as `:timeout` for it to be free:
+  `{:ok, %Locker.Lease{}}`, `{:error, :timeout}`, or `{:error, :no_quorum}`
+  when `:retries` attempts failed.
+
+  Options:
+
+    * `:timeout` (ms or `:infinity`, default 5000): the whole wait,
+      queueing included.
+    * `:lease` (ms, default 5000): how long the lock holds unless extended
+      (`extend/3`) or released (`release/1`).
+    * `:value` (default `self()`): the value stored under `key`.
+    * `:retries` (default `:infinity`): how many failed attempts after the
+      first are allowed before `{:error, :no_quorum}`.
+    * `:retry_interval` (ms, default 50) and `:jitter` (ms, default 50):
+      after an attempt that failed while this node's store shows no holder
+      to wait for (two coordinators racing, a release or write not applied
+      on every master yet, masters down), the caller pauses before the next
+      attempt, as Redlock does: pauses start at 1 ms and double up to
+      `:retry_interval`, plus a random `0..jitter` ms (at most the pause
+      itself). On a node that is neither master nor replica (its store is
+      empty, so it never sees a holder) every pause is `:retry_interval`
+      plus jitter: such nodes poll.
+
+  Callers on this node are served in arrival order, one attempt per key at
+  a time (`Locker.AcquireQueue`). While this node's store shows a holder
+  (it does on masters and replicas), the head waits for its release or
+  expiry through the local `locker` server, without polling; each node
+  expires leases to the millisecond.
+
+  Every success carries a fencing token (`:locker.lock_with_token/4`)
+  strictly greater than any token issued for `key` before, as long as a
+  quorum of this project's masters stays up.
+  """
+  @spec acquire(key(), acquire_opts()) ::
+          {:ok, Lease.t()} | {:error, :timeout | :no_quorum}
+  def acquire(key, opts \\ []) do
+    meta = %{
+      key: key,
+      lease: Keyword.get(opts, :lease, 5000),
+      timeout: Keyword.get(opts, :timeout, 5000)
+    }
+
+    Telemetry.span([:acquire], meta, fn -> Acquire.run(key, opts) end, fn
+      {:ok, lease} -> %{result: :ok, token: lease.token}
+      {:error, reason} -> %{result: reason}
+    end)
+  end
+
+  @doc """
+  Releases a lease taken with `acquire/2`: `:ok`, or `{:error, :no_quorum}`
+  when a quorum of masters no longer holds it (it expired, or was taken
+  over).
+  """
+  @spec release(Lease.t()) :: :ok | {:error, :no_quorum}
+  def release(%Lease{key: key, value: value}) do
+    case release(key, value) do
+      {:ok, _w, _votes, _commits} -> :ok
+      {:error, :no_quorum} -> {:error, :no_quorum}
+    end
+  end
+
+  @doc """
+  Makes a lease expire `lease` ms from now: `{:ok, lease}` with the new
+  `expires_at` (same token), or `{:error, :no_quorum}` when a quorum of
+  masters no longer holds it.
+  """
+  @spec extend(Lease.t(), pos_integer(), timeout()) :: {:ok, Lease.t()} | {:error, :no_quorum}
+  def extend(%Lease{key: key, value: value} = lease, ms, timeout \\ 5000) do
+    sent = System.monotonic_time(:millisecond)
+
+    Telemetry.span([:extend], %{key: key, lease: ms}, fn ->
+      case :locker.extend_lease(key, value, ms, timeout) do
+        :ok -> {:ok, %{lease | expires_at: Lease.validity_end(sent, ms)}}
+        {:error, :no_quorum} -> {:error, :no_quorum}
+      end
+    end)
+  end
+
+  @doc """
+  Runs `fun` holding `key` for at most `ttl` ms and returns its result, or
+  `{:error, :lock_failure}` when the lock could not be taken (as Redlock's
+  `transaction/3`). `fun` takes no argument or the `Locker.Lease`. The lock
+  is always released, also when `fun` raises, throws or exits (which then
+  propagates). `opts` are those of `acquire/2` (`:lease` is `ttl`).
+
+      Locker.transaction("report", 30_000, fn -> build_report() end)
+  """
+  @spec transaction(key(), pos_integer(), (() -> result) | (Lease.t() -> result), acquire_opts()) ::
+          result | {:error, :lock_failure}
+        when result: var
+  def transaction(key, ttl, fun, opts \\ []) when is_function(fun, 0) or is_function(fun, 1) do
+    case with_lock(key, Keyword.put(opts, :lease, ttl), fun) do
+      {:ok, result} -> result
+      {:error, _} -> {:error, :lock_failure}
+    end
+  end
+
+  @doc """
+  Runs `fun` holding `key` (taken with `acquire/2` and `opts`):
+  `{:ok, result}`, or the error of `acquire/2`. `fun` takes no argument or
+  the `Locker.Lease`. The lock is always released, also when `fun` raises,
+  throws or exits (which then propagates).
+
+      with {:ok, :done} <- Locker.with_lock(:nightly_job, [lease: 60_000], &run_job/0) do
+        ...
+      end
+  """
+  @spec with_lock(key(), acquire_opts(), (() -> result) | (Lease.t() -> result)) ::
+          {:ok, result} | {:error, :timeout | :no_quorum}
+        when result: var
+  def with_lock(key, opts \\ [], fun) when is_function(fun, 0) or is_function(fun, 1) do
+    case acquire(key, opts) do
+      {:ok, lease} ->
+        try do
+          {:ok, if(is_function(fun, 1), do: fun.(lease), else: fun.())}
+        after
+          _ = release(lease)
+        end
+
+      {:error, _} = error ->
+        error
+    end
+  end
+end

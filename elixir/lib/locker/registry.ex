@@ -1,0 +1,247 @@
+defmodule Locker.Registry do
+  @moduledoc """
+  A cluster-wide process registry on `locker`, for `:via` names:
+
+      {:ok, pid} = GenServer.start_link(MyServer, [], name: {:via, Locker.Registry, "worker-1"})
+      GenServer.call({:via, Locker.Registry, "worker-1"}, :ping)   # from any node
+      Locker.Registry.whereis_name("worker-1")                     # => pid
+
+  It implements the `:via` contract of `GenServer`, `:gen_statem`,
+  `:gen_fsm`, `Agent`, `Task` and `:proc_lib` (`register_name/2`,
+  `unregister_name/1`, `whereis_name/1`, `send/2`), and
+  `Locker.Server`, `Locker.Fsm` and `Locker.Statem` start processes with
+  it. The key of a name in `locker` is the name itself and the value is the
+  owner's pid, as with elixir_locker, so both can share a cluster.
+
+  ## Guarantees
+
+    * **At most one owner.** `register_name/2` takes the name with
+      `:locker.lock/3` for `:registry_lease` ms (application environment,
+      default 5000): `:yes` only when a quorum W of the masters promised and
+      stored it, `:no` when the name is held, by a live or a dead owner
+      whose lease has not run out, or when no quorum answers. As long as W
+      is a majority of the masters, no two `:yes` for one name overlap in
+      time.
+    * **Names live as long as their owner, with no code in the owner.** A
+      keeper process on the owner's node (`Locker.Registry.Keeper`)
+      monitors the owner and extends the lease every
+      `:registry_extend_interval` ms (default: a third of the lease), off
+      its own loop (the extension rounds run in a separate process, so
+      deaths are handled at once even while masters are slow).
+    * **Death releases the name at once.** When the owner exits, for any
+      reason, `:kill` included, the keeper releases the name through
+      `:locker.release/2`, which reaches every master and replica directly.
+      On a loopback cluster the name is gone from `whereis_name/1` on every
+      master and replica within a few milliseconds (the tests measure it;
+      the target is 50 ms). A release that meets a concurrent extension
+      round is retried until it succeeds or the name is no longer the dead
+      owner's.
+    * **A dead node's names free at lease expiry**: when the owner's node
+      dies or is cut off, nothing extends its leases any more and every
+      other node drops the names at most `:registry_lease` ms after the
+      last extension. Until then they resolve to the unreachable pid.
+    * **A name can be lost while its owner lives**, when no quorum of
+      masters answers for a whole lease, or when `unregister_name/1` is
+      called from elsewhere. The keeper then stops extending it, logs a
+      warning and emits `[:locker, :registry, :lost]`; the owner keeps
+      running (it is not killed, unlike `:global`'s name conflicts). Use
+      `Locker.acquire/2` and its fencing tokens to protect a resource
+      against such an owner.
+    * If the keeper itself crashes, the names it watched are no longer
+      extended and free at lease expiry; the restarted keeper does not
+      adopt them.
+
+  ## Reads
+
+  `whereis_name/1` (and so every `GenServer.call/2` by name) is a dirty read
+  of this node's `locker` store, without a message: about the cost of an
+  ETS lookup. It answers `:undefined` on a node that is neither a master nor
+  a replica (it stores nothing), answers on a replica only after the
+  masters' next log push (`:push_trans_log_interval`, 100 ms), and may
+  return a pid that has just died, until the release reaches this node.
+
+  ## Differences from elixir_locker
+
+    * Names are kept alive and released by the keeper; elixir_locker relied
+      on the owner handling `{:"$locker_extend_lease", name, pid}` and on
+      `terminate/2`, so a killed owner kept its name for the whole lease.
+    * `send/2` exits with `{:badarg, {name, msg}}` for an unknown name, as
+      the `:via` contract requires (elixir_locker returned the tuple).
+    * `unregister/0` releases the caller's name only if the caller still
+      holds it.
+  """
+
+  require Logger
+  alias Locker.{Config, Telemetry}
+  alias Locker.Registry.Keeper
+
+  @name_key :"$locker_name"
+
+  @doc """
+  Registers `pid` under `name` cluster-wide: `:yes`, or `:no` when the
+  name is held (or no quorum of masters answers). The keeper on `pid`'s
+  node then keeps the name alive until `pid` exits or the name is
+  unregistered. When `pid` is the caller, the name is also remembered for
+  `unregister/0`.
+
+  Exits with `{:no_registry_keeper, node}` (after releasing the name) when
+  `pid`'s node runs no `Locker.Registry.Keeper`, i.e. no `locker`
+  application.
+  """
+  @spec register_name(term(), pid()) :: :yes | :no
+  def register_name(name, pid) when is_pid(pid) do
+    started = System.monotonic_time()
+    result = do_register(name, pid)
+    duration = System.monotonic_time() - started
+
+    Telemetry.execute([:registry, :register], %{duration: duration}, %{
+      name: name,
+      pid: pid,
+      result: result
+    })
+
+    result
+  end
+
+  # A lock can fail with the name free: registrations of the same name
+  # racing (split votes), or a promise of another operation. Retried a
+  # few times, briefly, while the name is seen free.
+  defp do_register(name, pid, attempts \\ 3) do
+    case :locker.lock(name, pid, Config.registry_lease()) do
+      {:ok, _w, _votes, _commits} ->
+        case Keeper.watch(name, pid) do
+          :ok ->
+            if pid == self(), do: Process.put(@name_key, name)
+            :yes
+
+          {:error, reason} ->
+            _ = release_owned(name, pid)
+            exit({reason, node(pid)})
+        end
+
+      {:error, :no_quorum} ->
+        if attempts > 1 and owner(name) == :error do
+          Process.sleep(:rand.uniform(4))
+          do_register(name, pid, attempts - 1)
+        else
+          :no
+        end
+    end
+  end
+
+  @doc """
+  Releases `name` cluster-wide, whoever holds it, and stops its keeper from
+  extending it. Always `:ok`.
+  """
+  @spec unregister_name(term()) :: :ok
+  def unregister_name(name) do
+    case owner(name) do
+      {:ok, value} -> unregister_owned(name, value)
+      :error -> :ok
+    end
+  end
+
+  @doc """
+  Releases the name the calling process registered for itself (as
+  elixir_locker's `Locker.Server` does in `terminate/2`), if it still holds
+  it. Always `:ok`.
+  """
+  @spec unregister() :: :ok
+  def unregister do
+    case Process.delete(@name_key) do
+      nil -> :ok
+      name -> unregister_owned(name, self())
+    end
+  end
+
+  @doc """
+  The pid registered under `name`, read from this node's `locker` store
+  (no message), or `:undefined`.
+  """
+  @spec whereis_name(term()) :: pid() | :undefined
+  def whereis_name(name) do
+    case :locker.dirty_read(name) do
+      {:ok, pid} when is_pid(pid) -> pid
+      _ -> :undefined
+    end
+  end
+
+  @doc """
+  Sends `msg` to the process registered under `name` and returns its pid;
+  exits with `{:badarg, {name, msg}}` when no process is registered.
+  """
+  @spec send(term(), term()) :: pid()
+  def send(name, msg) do
+    case whereis_name(name) do
+      :undefined ->
+        exit({:badarg, {name, msg}})
+
+      pid ->
+        Kernel.send(pid, msg)
+        pid
+    end
+  end
+
+  defp unregister_owned(name, value) do
+    started = System.monotonic_time()
+    if is_pid(value), do: Keeper.unwatch(name, value)
+    _ = release_owned(name, value)
+
+    if value == self() and Process.get(@name_key) == name do
+      Process.delete(@name_key)
+    end
+
+    duration = System.monotonic_time() - started
+    Telemetry.execute([:registry, :unregister], %{duration: duration}, %{name: name, pid: value})
+    :ok
+  end
+
+  @doc false
+  # Releases `name` if `value` holds it. A release can meet the promise of
+  # a concurrent operation on the same key (an extension round of the
+  # keeper) and then fail without a quorum: retried, with a short backoff,
+  # as long as `value` still holds the name and its lease may still run.
+  @spec release_owned(term(), term()) :: :ok | {:error, :no_quorum}
+  def release_owned(name, value) do
+    deadline = System.monotonic_time(:millisecond) + Config.registry_lease()
+    release_owned(name, value, deadline, 1)
+  end
+
+  defp release_owned(name, value, deadline, backoff) do
+    case :locker.release(name, value) do
+      {:ok, _w, _votes, _commits} ->
+        :ok
+
+      {:error, :no_quorum} ->
+        if owner(name) == {:ok, value} and System.monotonic_time(:millisecond) < deadline do
+          Process.sleep(backoff)
+          release_owned(name, value, deadline, min(backoff * 2, 64))
+        else
+          {:error, :no_quorum}
+        end
+    end
+  end
+
+  @doc false
+  # The value of `name`: from this node's store when it is a master or a
+  # replica, else from a master.
+  @spec owner(term()) :: {:ok, term()} | :error
+  def owner(name) do
+    case :locker.dirty_read(name) do
+      {:ok, value} ->
+        {:ok, value}
+
+      {:error, :not_found} ->
+        {masters, replicas, _w} = :locker.get_meta()
+
+        if node() in masters or node() in replicas do
+          :error
+        else
+          case :locker.master_dirty_read(name) do
+            {:ok, value} -> {:ok, value}
+            _ -> :error
+          end
+        end
+    end
+  end
+end

@@ -1,0 +1,145 @@
+defmodule Locker.Server do
+  @moduledoc """
+  `use Locker.Server` in place of `use GenServer` to start a GenServer with
+  a cluster-wide `Locker.Registry` name (elixir_locker's API):
+
+      defmodule MyServer do
+        use Locker.Server, lease_length: 60_000
+
+        @impl true
+        def init(args), do: {:ok, args}
+      end
+
+      {:ok, pid} = MyServer.start_link([], name: "my_server")
+      GenServer.call({:via, Locker.Registry, "my_server"}, :ping)  # from any node
+
+  It injects:
+
+    * `start(args, opts \\\\ [])` and `start_link(args, opts \\\\ [])`: with
+      `name: name` in `opts` the process is registered as
+      `{:via, Locker.Registry, name}` (and, as in elixir_locker, `name: name`
+      is put in `args` when `args` is a list); without a name it starts
+      unregistered. Other options go to `GenServer.start/3`;
+    * `terminate/2`, which calls `Locker.Registry.unregister/0`;
+      overridable, and `super(reason, state)` keeps working;
+    * a `handle_info/2` clause for elixir_locker's
+      `{:"$locker_extend_lease", key, value}` message: it extends the lease
+      by `:lease_length` (default 5000) and schedules the next extension
+      `:lease_length - :lease_threshold` (default 500) ms later, or stops
+      the server with the error. Your own `handle_info/2` clauses get every
+      other message.
+
+  The name is kept alive by `Locker.Registry.Keeper` and released as soon
+  as the process exits, whatever the reason; `terminate/2` only releases it
+  earlier on a clean stop. Nothing sends `:"$locker_extend_lease"` any more
+  (elixir_locker's registry did); the clause is there for code that does.
+  """
+
+  @doc false
+  defmacro __using__(opts) do
+    quote location: :keep do
+      use GenServer
+      @locker_lease_length Keyword.get(unquote(opts), :lease_length, 5000)
+      @locker_lease_threshold Keyword.get(unquote(opts), :lease_threshold, 500)
+      @before_compile Locker.Server
+
+      @doc "Starts the server, registered as `{:via, Locker.Registry, name}` with `name:` in `opts`."
+      @spec start(term(), keyword()) :: GenServer.on_start()
+      def start(args, opts \\ []) do
+        {args, opts} = Locker.Server.__name__(args, opts)
+        GenServer.start(__MODULE__, args, opts)
+      end
+
+      @doc "Starts and links the server, registered as `{:via, Locker.Registry, name}` with `name:` in `opts`."
+      @spec start_link(term(), keyword()) :: GenServer.on_start()
+      def start_link(args, opts \\ []) do
+        {args, opts} = Locker.Server.__name__(args, opts)
+        GenServer.start_link(__MODULE__, args, opts)
+      end
+
+      @impl true
+      def handle_info(msg, state), do: Locker.Server.__unexpected__(__MODULE__, msg, state)
+
+      @impl true
+      def terminate(_reason, _state) do
+        Locker.Registry.unregister()
+        :ok
+      end
+
+      defoverridable handle_info: 2, terminate: 2
+    end
+  end
+
+  @doc false
+  defmacro __before_compile__(_env) do
+    quote location: :keep do
+      defoverridable handle_info: 2
+
+      def handle_info({:"$locker_extend_lease", key, value}, state) do
+        case Locker.Server.__extend__(key, value, @locker_lease_length, @locker_lease_threshold) do
+          :ok -> {:noreply, state}
+          error -> {:stop, error, state}
+        end
+      end
+
+      def handle_info(msg, state), do: super(msg, state)
+    end
+  end
+
+  @doc false
+  @spec __name__(term(), keyword()) :: {term(), keyword()}
+  def __name__(args, opts) do
+    case Keyword.pop(opts, :name) do
+      {nil, opts} ->
+        {args, opts}
+
+      {name, opts} ->
+        name = unwrap(name)
+        args = if is_list(args), do: Keyword.put(args, :name, name), else: args
+        {args, Keyword.put(opts, :name, {:via, Locker.Registry, name})}
+    end
+  end
+
+  @doc false
+  @spec unwrap(term()) :: term()
+  def unwrap({:via, Locker.Registry, name}), do: name
+  def unwrap(name), do: name
+
+  @doc false
+  # elixir_locker's extension: extend now, schedule the next one.
+  @spec __extend__(term(), term(), pos_integer(), non_neg_integer()) :: :ok | {:error, :no_quorum}
+  def __extend__(key, value, lease_length, lease_threshold) do
+    case :locker.extend_lease(key, value, lease_length) do
+      :ok ->
+        Process.send_after(
+          self(),
+          {:"$locker_extend_lease", key, value},
+          max(lease_length - lease_threshold, 0)
+        )
+
+        :ok
+
+      error ->
+        error
+    end
+  end
+
+  @doc false
+  # What GenServer's default handle_info/2 does: log and go on.
+  @spec __unexpected__(module(), term(), state) :: {:noreply, state} when state: var
+  def __unexpected__(module, msg, state) do
+    proc =
+      case Process.info(self(), :registered_name) do
+        {_, []} -> self()
+        {_, name} -> name
+      end
+
+    :logger.error(
+      ~c"~p ~p received unexpected message in handle_info/2: ~p~n",
+      [proc, module, msg],
+      %{domain: [:otp, :elixir], error_logger: %{tag: :error_msg}}
+    )
+
+    {:noreply, state}
+  end
+end

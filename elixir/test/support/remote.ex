@@ -1,0 +1,116 @@
+defmodule LockerTest.Remote do
+  @moduledoc false
+  # Functions the tests run on peer nodes through :erpc (the test modules
+  # themselves are not loaded there).
+
+  @doc "Spawns a bare process that registers itself under `name`; returns its pid."
+  def spawn_registered(name) do
+    parent = self()
+
+    pid =
+      spawn(fn ->
+        send(parent, {:registered, self(), Locker.Registry.register_name(name, self())})
+        receive do: (:stop -> :ok)
+      end)
+
+    receive do
+      {:registered, ^pid, :yes} -> {:ok, pid}
+      {:registered, ^pid, :no} -> {:error, :no}
+    end
+  end
+
+  @doc """
+  Spawns a process on this node that waits for `key` to be released here
+  and sends `{:released, node(), key, os_time_us}` to `report`.
+  Returns once the wait is armed (the key held here) or done.
+  """
+  def watch_release(key, report, timeout) do
+    spawn(fn ->
+      reply =
+        try do
+          Locker.wait_for_release(key, timeout)
+        catch
+          :exit, _ -> :timeout
+        end
+
+      send(report, {:released, node(), key, reply, System.os_time(:microsecond)})
+    end)
+  end
+
+  @doc "Calls `apply(m, f, a)` (a start_link) and unlinks the started process from the caller."
+  def start_unlinked(m, f, a) do
+    with {:ok, pid} <- apply(m, f, a) do
+      Process.unlink(pid)
+      {:ok, pid}
+    end
+  end
+
+  @doc "Starts `{Locker, opts}` in a supervisor of its own, not linked to the caller."
+  def start_locker_tree(opts) do
+    {:ok, sup} = Supervisor.start_link([{Locker, opts}], strategy: :one_for_one)
+    Process.unlink(sup)
+    {:ok, sup}
+  end
+
+  @doc "Spawns an `acquire/2` caller that reports to `report` and holds until told."
+  def spawn_acquirer(id, key, opts, report) do
+    spawn(fn ->
+      result = Locker.acquire(key, opts)
+      send(report, {:acquired, id, node(), result})
+
+      case result do
+        {:ok, lease} ->
+          receive do: (:release -> send(report, {:released_lease, id, Locker.release(lease)}))
+
+        _ ->
+          :ok
+      end
+    end)
+  end
+
+  @doc "Runs a transaction whose function raises; returns what propagated."
+  def transaction_raise(key) do
+    Locker.transaction(key, 5000, fn lease ->
+      if lease.token > 0, do: raise("boom #{lease.token}"), else: :unreachable
+    end)
+  rescue
+    e in RuntimeError -> {:raised, e.message}
+  end
+
+  @doc """
+  Writes `n` times to `storage` (a `LockerTest.Fenced` on another node)
+  under `key`, each time in a transaction carrying the lease's token.
+  """
+  def fenced_writes(key, storage, n) do
+    for _ <- 1..n do
+      Locker.transaction(
+        key,
+        2000,
+        fn lease -> GenServer.call(storage, {:write, node(), lease.token}) end,
+        timeout: 10_000
+      )
+    end
+  end
+end
+
+defmodule LockerTest.Fenced do
+  @moduledoc false
+  # A resource protected by fencing tokens: accepts a write only with a
+  # token above every token it has seen, records every write.
+  use GenServer
+
+  def start_link, do: GenServer.start_link(__MODULE__, nil)
+  def writes(pid), do: GenServer.call(pid, :writes)
+
+  @impl true
+  def init(nil), do: {:ok, %{max: 0, writes: []}}
+
+  @impl true
+  def handle_call({:write, from, token}, _from, %{max: max} = s) when token > max,
+    do: {:reply, :ok, %{s | max: token, writes: [{from, token} | s.writes]}}
+
+  def handle_call({:write, _from, token}, _from2, s),
+    do: {:reply, {:error, {:stale, token, s.max}}, s}
+
+  def handle_call(:writes, _from, s), do: {:reply, Enum.reverse(s.writes), s}
+end
