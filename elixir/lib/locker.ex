@@ -15,8 +15,9 @@ defmodule Locker do
       key) or `:w`, by default **a majority of the masters** (elixir_locker
       defaulted to 0, which let every lock succeed without a vote). Once
       started, it sends its masters, replicas and W to the servers of the
-      other masters that run `locker` (`set_nodes/3`, `set_w/2`), so the
-      last node to start sets the view of all;
+      other masters and replicas that run `locker` (`set_nodes/3`,
+      `set_w/2`; nodes without `locker` are skipped), so the last node to
+      start sets the view of all;
     * `Locker.Registry.Keeper`, which keeps `Locker.Registry` names alive;
     * `Locker.AcquireQueue`, which orders `acquire/2` callers of this node.
 
@@ -127,9 +128,9 @@ defmodule Locker do
 
   @doc """
   Starts the `locker` server (registered locally as `locker`), linked to the
-  caller, and sends its masters, replicas and W to the other masters'
-  servers that answer (nodes that run no `locker` are skipped). See
-  `child_spec/1` for the options.
+  caller, and sends its masters, replicas and W to the servers of the other
+  masters and replicas that answer (nodes that run no `locker` are
+  skipped). See `child_spec/1` for the options.
   """
   @spec start_link(Config.server_opts()) :: {:ok, pid()} | {:error, term()}
   def start_link(opts \\ []) do
@@ -145,11 +146,11 @@ defmodule Locker do
     end
   end
 
-  # Tells the other masters running `locker` the node lists and W (with
-  # the default W too, so that no master keeps a minority quorum from a
-  # smaller cluster).
+  # Tells the other masters and replicas running `locker` the node lists
+  # and W (the default W too, so that no master keeps a minority quorum
+  # from a smaller cluster).
   defp announce(conf) do
-    others = Enum.uniq(conf.masters -- [node()])
+    others = Enum.uniq(conf.masters ++ conf.replicas) -- [node()]
 
     running =
       others

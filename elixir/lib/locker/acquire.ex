@@ -10,6 +10,7 @@ defmodule Locker.Acquire do
   # Longest single wait for a release (the loop waits again after it).
   @max_wait 60_000
 
+  @doc false
   @spec run(term(), keyword()) :: {:ok, Lease.t()} | {:error, :timeout | :no_quorum}
   def run(key, opts) do
     s = %{

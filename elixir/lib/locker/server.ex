@@ -18,7 +18,7 @@ defmodule Locker.Server do
     * `start(args, opts \\\\ [])` and `start_link(args, opts \\\\ [])`: with
       `name: name` in `opts` the process is registered as
       `{:via, Locker.Registry, name}` (and, as in elixir_locker, `name: name`
-      is put in `args` when `args` is a list); without a name it starts
+      is put in `args` when `args` is a keyword list); without a name it starts
       unregistered. Other options go to `GenServer.start/3`;
     * `terminate/2`, which calls `Locker.Registry.unregister/0`;
       overridable, and `super(reason, state)` keeps working;
@@ -95,7 +95,7 @@ defmodule Locker.Server do
 
       {name, opts} ->
         name = unwrap(name)
-        args = if is_list(args), do: Keyword.put(args, :name, name), else: args
+        args = if Keyword.keyword?(args), do: Keyword.put(args, :name, name), else: args
         {args, Keyword.put(opts, :name, {:via, Locker.Registry, name})}
     end
   end
