@@ -142,6 +142,34 @@ defmodule LockerRegistryTest do
     await_released(nodes, name)
   end
 
+  test "a supervisor restarts a killed named child at once, under the same name",
+       %{nodes: [a | _] = nodes, name: name} do
+    {:ok, sup} = rpc(a, LockerTest.Remote, :start_echo_supervisor, [name])
+
+    Enum.reduce(1..10, rpc(a, Registry, :whereis_name, [name]), fn _, pid ->
+      assert is_pid(pid)
+      Process.exit(pid, :kill)
+      # The owner's node never returns the dead pid.
+      assert rpc(a, Registry, :whereis_name, [name]) != pid
+      Cluster.await(fn -> match?([p, p, p] when is_pid(p) and p != pid, whereis(nodes, name)) end)
+      hd(whereis(nodes, name))
+    end)
+
+    assert [{:echo, _, :worker, _}] = rpc(a, Supervisor, :which_children, [sup])
+    Process.exit(sup, :shutdown)
+  end
+
+  test "many owners killed at once, during extension rounds: every name is freed",
+       %{nodes: [_, b, _] = nodes, name: name} do
+    names = for i <- 1..40, do: {name, i}
+    pids = for n <- names, do: elem(rpc(b, LockerTest.Remote, :spawn_registered, [n]), 1)
+    for n <- names, do: arm_release_watch(nodes, n, 5000)
+    Enum.each(pids, &Process.exit(&1, :kill))
+    for n <- names, do: await_released(nodes, n)
+    assert Enum.all?(names, &(whereis(nodes, &1) == [:undefined, :undefined, :undefined]))
+    assert Enum.all?(rpc(b, Registry.Keeper, :names, []), fn {n, _} -> n not in names end)
+  end
+
   test "a name survives several lease periods with no code in the owner", %{
     nodes: nodes,
     name: name

@@ -119,13 +119,28 @@ defmodule Locker.Registry do
             exit({reason, node(pid)})
         end
 
-      {:error, :no_quorum} ->
-        if attempts > 1 and owner(name) == :error do
-          Process.sleep(:rand.uniform(4))
-          do_register(name, pid, attempts - 1)
-        else
-          :no
+      {:error, :no_quorum} when attempts > 1 ->
+        case owner(name) do
+          :error ->
+            Process.sleep(:rand.uniform(4))
+            do_register(name, pid, attempts - 1)
+
+          {:ok, holder} when is_pid(holder) and node(holder) == node() ->
+            # A supervisor restarting a named child can be faster than the
+            # keeper's release of the dead one: release it here.
+            if Process.alive?(holder) do
+              :no
+            else
+              _ = release_owned(name, holder)
+              do_register(name, pid, attempts - 1)
+            end
+
+          {:ok, _} ->
+            :no
         end
+
+      {:error, :no_quorum} ->
+        :no
     end
   end
 
@@ -156,12 +171,14 @@ defmodule Locker.Registry do
 
   @doc """
   The pid registered under `name`, read from this node's `locker` store
-  (no message), or `:undefined`.
+  (no message), or `:undefined`. A pid of this node that has exited is
+  never returned, even before the keeper has released its name.
   """
   @spec whereis_name(term()) :: pid() | :undefined
   def whereis_name(name) do
     case :locker.dirty_read(name) do
-      {:ok, pid} when is_pid(pid) -> pid
+      {:ok, pid} when is_pid(pid) and node(pid) != node() -> pid
+      {:ok, pid} when is_pid(pid) -> if Process.alive?(pid), do: pid, else: :undefined
       _ -> :undefined
     end
   end

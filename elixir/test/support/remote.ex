@@ -45,6 +45,14 @@ defmodule LockerTest.Remote do
     end
   end
 
+  @doc "Starts a supervisor (not linked to the caller) of a `LockerTest.Echo` named `name`."
+  def start_echo_supervisor(name) do
+    children = [%{id: :echo, start: {LockerTest.Echo, :start_link, [name]}}]
+    {:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one, max_restarts: 100)
+    Process.unlink(sup)
+    {:ok, sup}
+  end
+
   @doc "Starts `{Locker, opts}` in a supervisor of its own, not linked to the caller."
   def start_locker_tree(opts) do
     {:ok, sup} = Supervisor.start_link([{Locker, opts}], strategy: :one_for_one)
