@@ -7,13 +7,17 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/ensure-toolchain.sh
 rebar3 compile >/dev/null
+# The registry group needs the Mix build (Elixir modules).
+mix compile >/dev/null
 mkdir -p _build/bench
 erlc -o _build/bench bench/*.erl
+# Elixir's own ebin dirs, for the bench node and the peers it starts.
+ex_pa=$(elixir -e 'IO.puts(Enum.map_join([:elixir, :logger], " ", &"-pa #{:code.lib_dir(&1, :ebin)}"))')
 args=""
 for a in "$@"; do args="$args\"$a\","; done
-erl -noshell +sbwt very_long +sbwtdcpu very_long +sbwtdio very_long \
+erl -noshell -hidden +sbwt very_long +sbwtdcpu very_long +sbwtdio very_long \
   -name "locker_bench_$$@127.0.0.1" -setcookie locker_bench \
-  -pa _build/default/lib/locker/ebin -pa _build/bench \
+  -pa _build/default/lib/locker/ebin -pa _build/bench $ex_pa \
   -eval "try locker_bench:main([${args%,}]) of ok -> halt(0) catch C:R:S -> io:format(\"~p:~p~n~p~n\", [C, R, S]), halt(1) end."
 if python3 -c 'import matplotlib' 2>/dev/null || pip install -q matplotlib >/dev/null 2>&1; then
   python3 bench/plot.py
