@@ -68,7 +68,7 @@ defmodule Locker.Fsm do
 
       @impl :gen_fsm
       def handle_info(msg, state_name, state) do
-        {:noreply, _} = Locker.Server.__unexpected__(__MODULE__, msg, nil)
+        {:noreply, _} = Locker.Server.__unexpected__(__MODULE__, msg, nil, "handle_info/3")
         {:next_state, state_name, state}
       end
 

@@ -58,7 +58,8 @@ defmodule Locker.Registry do
   ETS lookup. It answers `:undefined` on a node that is neither a master nor
   a replica (it stores nothing), answers on a replica only after the
   masters' next log push (`:push_trans_log_interval`, 100 ms), and may
-  return a pid that has just died, until the release reaches this node.
+  return a pid of another node that has just died, until the release
+  reaches this node (a dead pid of this node is never returned).
 
   ## Differences from elixir_locker
 

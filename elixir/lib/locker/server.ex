@@ -126,8 +126,8 @@ defmodule Locker.Server do
 
   @doc false
   # What GenServer's default handle_info/2 does: log and go on.
-  @spec __unexpected__(module(), term(), state) :: {:noreply, state} when state: var
-  def __unexpected__(module, msg, state) do
+  @spec __unexpected__(module(), term(), state, String.t()) :: {:noreply, state} when state: var
+  def __unexpected__(module, msg, state, callback \\ "handle_info/2") do
     proc =
       case Process.info(self(), :registered_name) do
         {_, []} -> self()
@@ -135,8 +135,8 @@ defmodule Locker.Server do
       end
 
     :logger.error(
-      ~c"~p ~p received unexpected message in handle_info/2: ~p~n",
-      [proc, module, msg],
+      ~c"~p ~p received unexpected message in ~ts: ~p~n",
+      [proc, module, callback, msg],
       %{domain: [:otp, :elixir], error_logger: %{tag: :error_msg}}
     )
 
