@@ -21,6 +21,7 @@ step "Elixir (Mix): format, compile with warnings as errors, tests"
 mix format --check-formatted
 mix compile --warnings-as-errors --force
 mix test
+sh scripts/dialyzer-elixir.sh
 
 step "lockerd: --help"
 cargo run --quiet -p lockerd -- --help >/dev/null

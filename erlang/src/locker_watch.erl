@@ -51,11 +51,14 @@ update(Nodes0, Watch) ->
         Gone
     ),
     Kept = maps:with(Nodes, Watch),
+    %% New nodes are watched, and nodes found down are looked at again at
+    %% once (a cluster forming: their servers may have just started).
     lists:foldl(
         fun(N, W) ->
-            case maps:is_key(N, W) of
-                true -> W;
-                false -> W#{N => erlang:monitor(process, {locker, N})}
+            case maps:find(N, W) of
+                {ok, Ref} when is_reference(Ref) -> W;
+                {ok, down} -> rewatch(N, W);
+                error -> W#{N => erlang:monitor(process, {locker, N})}
             end
         end,
         Kept,
