@@ -11,6 +11,7 @@ mod alloc;
 mod compact;
 mod store;
 mod term;
+mod term_cache;
 mod value;
 
 use locker_core::clock;

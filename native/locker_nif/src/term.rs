@@ -456,6 +456,18 @@ pub fn immediate_of(bytes: &[u8]) -> Option<u64> {
     }
 }
 
+/// The external-format payload of a value stored whole as ETF (remote
+/// pids and ports, references, big integers, funs), if that is what
+/// `bytes` is.
+pub fn etf_payload(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.first() != Some(&ETF) {
+        return None;
+    }
+    let mut pos = 1;
+    let len = get_len(bytes, &mut pos)?;
+    (bytes.len() == pos.checked_add(len)?).then(|| &bytes[pos..])
+}
+
 /// Rebuilds a value stored as a raw immediate word.
 #[inline]
 pub fn from_immediate(env: Env, raw: u64) -> Term {

@@ -38,7 +38,7 @@ pub fn value(env: Env, t: Term) -> Value {
 pub fn to_term<'a>(env: Env<'a>, v: &Value) -> Term<'a> {
     match term::immediate_of(v) {
         Some(raw) => term::from_immediate(env, raw),
-        None => decode(env, v),
+        None => crate::term_cache::lookup(env, v).unwrap_or_else(|| decode(env, v)),
     }
 }
 
