@@ -21,7 +21,8 @@
     bad_input/1,
     peer_limit_and_metrics/1,
     graceful_shutdown_pushes_log/1,
-    short_names/1
+    short_names/1,
+    ticks_keep_idle_links_up/1
 ]).
 
 -dialyzer({no_improper_lists, raw_call/3}).
@@ -36,7 +37,8 @@ all() ->
         bad_input,
         peer_limit_and_metrics,
         graceful_shutdown_pushes_log,
-        short_names
+        short_names,
+        ticks_keep_idle_links_up
     ].
 
 suite() ->
@@ -585,4 +587,21 @@ short_names(Config) ->
     Out = os:cmd(Erl ++ " -noshell -sname " ++ MeNode ++ " -setcookie " ++ cookie() ++ " -eval '" ++ Script ++ "'"),
     ct:log("~s", [Out]),
     {match, _} = re:run(Out, "\\{pong,\\[\\{write,k,v,60000\\}\\]\\}"),
+    ok.
+
+%% An idle link stays up under a short net_ticktime: a BEAM node with
+%% net_ticktime 2 (controlled over stdio, not distribution) and lockerd
+%% (net_ticktime 10) exchange ticks for 6 s without any other traffic.
+ticks_keep_idle_links_up(Config) ->
+    #{node := L, log := Log} = new_lockerd(Config, []),
+    {ok, Peer, P} = peer:start(#{name => list_to_atom(unique("tick")), host => "127.0.0.1", longnames => true,
+                                  connection => standard_io,
+                                  args => ["-setcookie", cookie(), "-kernel", "net_ticktime", "2"]}),
+    ets:insert(?config(cleanup, Config), {peer, Peer}),
+    pong = peer:call(Peer, net_adm, ping, [L]),
+    timer:sleep(6000),
+    true = lists:member(L, peer:call(Peer, erlang, nodes, [hidden])),
+    {ok, Text} = file:read_file(Log),
+    nomatch = binary:match(Text, <<"connection closed peer=", (atom_to_binary(P))/binary>>),
+    {match, _} = re:run(Text, <<"connection up peer=", (atom_to_binary(P))/binary>>),
     ok.

@@ -66,8 +66,8 @@ pub struct Args {
     /// the connection.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_frame: usize,
-    /// Worker threads of the runtime.
-    #[arg(long, default_value_t = 2)]
+    /// Worker threads of the runtime (1: a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Log filter (tracing's EnvFilter syntax; `$RUST_LOG` wins).
     #[arg(long, default_value = "info")]

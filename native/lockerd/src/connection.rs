@@ -4,7 +4,9 @@
 //!
 //! erl_dist sends no ticks; here a tick goes out whenever nothing was
 //! written for a quarter of `net_ticktime`, and a peer silent for a whole
-//! `net_ticktime` is dropped. Frames over `max_frame` close the
+//! `net_ticktime` is dropped. A tick received while nothing was written
+//! since the last timer tick is answered with a tick, so a peer with a
+//! shorter `net_ticktime` than ours keeps an idle link up too. Frames over `max_frame` close the
 //! connection (the rest of the stream cannot be trusted); frames that do
 //! not parse are logged and skipped.
 
@@ -27,6 +29,7 @@ pub(crate) fn spawn(
     peer: Atom,
     conn_id: u64,
     stream: TcpStream,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     close: Arc<Notify>,
     writers: Arc<AtomicUsize>,
@@ -34,6 +37,7 @@ pub(crate) fn spawn(
 ) {
     let (r, w) = stream.into_split();
     let tick = node.config().net_ticktime;
+    let echo = tx.downgrade();
     writers.fetch_add(1, Ordering::AcqRel);
     let close_r = close.clone();
     let (n2, p2) = (node.clone(), peer.clone());
@@ -45,7 +49,7 @@ pub(crate) fn spawn(
         crate::peers::connection_ended(&n2, &p2, conn_id);
     });
     tokio::spawn(async move {
-        let why = reader(&node, &peer, r, tick, close_r.clone()).await;
+        let why = reader(&node, &peer, r, tick, close_r.clone(), echo).await;
         tracing::info!(%peer, reason = %why, "connection closed");
         close_r.notify_one();
         crate::peers::connection_ended(&node, &peer, conn_id);
@@ -62,13 +66,24 @@ async fn writer(
     let mut ticker = tokio::time::interval(tick_every.max(Duration::from_millis(50)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut wrote = false;
+    let mut wrote_since_echo = false;
     loop {
         tokio::select! {
             f = rx.recv() => {
                 let Some(f) = f else { break };
+                if f.is_empty() {
+                    // The peer ticked: answer unless data went out since
+                    // its previous tick.
+                    if !wrote_since_echo && w.write_all(&[0, 0, 0, 0]).await.is_err() {
+                        return;
+                    }
+                    wrote_since_echo = false;
+                    continue;
+                }
                 buf.extend_from_slice(&f);
                 while buf.len() < 256 * 1024 {
                     match rx.try_recv() {
+                        Ok(f) if f.is_empty() => {}
                         Ok(f) => buf.extend_from_slice(&f),
                         Err(_) => break,
                     }
@@ -78,6 +93,7 @@ async fn writer(
                 }
                 buf.clear();
                 wrote = true;
+                wrote_since_echo = true;
             }
             _ = ticker.tick() => {
                 if !wrote && w.write_all(&[0, 0, 0, 0]).await.is_err() {
@@ -102,6 +118,7 @@ async fn reader(
     r: OwnedReadHalf,
     ticktime: Duration,
     close: Arc<Notify>,
+    echo: mpsc::WeakUnboundedSender<Vec<u8>>,
 ) -> String {
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let max = node.config().max_frame;
@@ -117,7 +134,10 @@ async fn reader(
             _ = close.notified() => return "closed".into(),
         };
         if len == 0 {
-            continue; // tick
+            if let Some(tx) = echo.upgrade() {
+                let _ = tx.send(Vec::new());
+            }
+            continue;
         }
         if len > max {
             metrics.bad_frames.fetch_add(1, Ordering::Relaxed);

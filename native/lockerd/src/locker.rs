@@ -284,13 +284,12 @@ impl Locker {
                 },
                 _ = stop.changed() => break,
                 _ = std::future::ready(()), if self.sweeping => self.sweep(),
-                _ = lease_t.tick() => self.sweep(),
+                _ = lease_t.tick() => { self.sweep(); self.update_gauges() },
                 _ = lock_t.tick() => self.sweep(),
                 _ = push_t.tick() => self.push(),
                 _ = sleep_until(wake), if wake.is_some() => { self.wakeup = None; self.sweep() },
                 _ = reconnect_t.tick() => self.reconnect(),
             }
-            self.update_gauges();
         }
         // Graceful stop: answer everything already received, push the log.
         while let Some(sig) = self.mb.try_recv() {

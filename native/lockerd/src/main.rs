@@ -19,11 +19,20 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // One thread: no cross-thread wakeups between a connection's reader,
+    // the locker task and the writers (the BEAM nodes it serves usually
+    // share the machine's cores).
+    let rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime");
     let code = rt.block_on(run(args));
     rt.shutdown_timeout(Duration::from_secs(1));
     std::process::exit(code);

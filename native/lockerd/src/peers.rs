@@ -262,6 +262,7 @@ fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
         peer,
         conn_id,
         stream,
+        &tx,
         rx,
         close,
         writers,
