@@ -12,6 +12,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --quiet
 
 step "Erlang (rebar3): compile with warnings as errors, eunit, multi-node common test, dialyzer"
+# The lockerd suite starts real lockerd processes: build them first.
+cargo build --release --quiet -p lockerd
 rebar3 compile
 rebar3 eunit
 rebar3 ct
