@@ -13,7 +13,7 @@ cargo test --workspace --quiet
 
 step "Erlang (rebar3): compile with warnings as errors, eunit, multi-node common test, dialyzer"
 # The lockerd suite starts real lockerd processes: build them first.
-cargo build --release --quiet -p lockerd
+cargo build --release --quiet -p lockerd --bins --examples
 rebar3 compile
 rebar3 eunit
 rebar3 ct
