@@ -262,6 +262,7 @@ impl Locker {
         let mut lock_t = tokio::time::interval(self.cfg.lock_expire);
         let mut push_t = tokio::time::interval(self.cfg.push);
         let mut reconnect_t = tokio::time::interval(Duration::from_secs(1));
+        let mut gauges_at = Instant::now();
         for t in [&mut lease_t, &mut lock_t, &mut push_t, &mut reconnect_t] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
@@ -284,11 +285,16 @@ impl Locker {
                 },
                 _ = stop.changed() => break,
                 _ = std::future::ready(()), if self.sweeping => self.sweep(),
-                _ = lease_t.tick() => { self.sweep(); self.update_gauges() },
+                _ = lease_t.tick() => self.sweep(),
                 _ = lock_t.tick() => self.sweep(),
                 _ = push_t.tick() => self.push(),
                 _ = sleep_until(wake), if wake.is_some() => { self.wakeup = None; self.sweep() },
                 _ = reconnect_t.tick() => self.reconnect(),
+            }
+            // Gauges for /metrics, at most every 20 ms.
+            if gauges_at.elapsed() >= Duration::from_millis(20) {
+                self.update_gauges();
+                gauges_at = Instant::now();
             }
         }
         // Graceful stop: answer everything already received, push the log.
