@@ -14,8 +14,8 @@
 //! | [`metrics`], [`shutdown`], [`cli`] | operations |
 //! | [`client`] | the Rust client API: coordinator and `Locker.Registry` names |
 //!
-//! See `native/lockerd/README` notes in the crate docs of each module for
-//! what erl_dist 0.8 lacks and how it is worked around.
+//! `native/lockerd/README.md` records what erl_dist 0.8 lacks and how each
+//! gap is worked around.
 
 #![deny(missing_docs)]
 
