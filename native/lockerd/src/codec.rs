@@ -117,7 +117,7 @@ impl<'a> Decoder<'a> {
         let bytes = self.take(len)?;
         if utf8 {
             let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::BadAtom)?;
-            if s.chars().count() > 255 {
+            if len > 255 && s.chars().count() > 255 {
                 return Err(DecodeError::BadAtom);
             }
             Ok(Atom::new(s))

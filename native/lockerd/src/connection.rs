@@ -67,6 +67,8 @@ async fn writer(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut wrote = false;
     let mut wrote_since_echo = false;
+    let closed = close.notified();
+    tokio::pin!(closed);
     loop {
         tokio::select! {
             f = rx.recv() => {
@@ -101,7 +103,7 @@ async fn writer(
                 }
                 wrote = false;
             }
-            _ = close.notified() => {
+            _ = &mut closed => {
                 let _ = w.shutdown().await;
                 return;
             }
@@ -124,6 +126,8 @@ async fn reader(
     let max = node.config().max_frame;
     let metrics = node.metrics().clone();
     let mut body = Vec::new();
+    let closed = close.notified();
+    tokio::pin!(closed);
     loop {
         let len = tokio::select! {
             x = tokio::time::timeout(ticktime, r.read_u32()) => match x {
@@ -131,7 +135,7 @@ async fn reader(
                 Ok(Err(e)) => return format!("read: {e}"),
                 Ok(Ok(n)) => n as usize,
             },
-            _ = close.notified() => return "closed".into(),
+            _ = &mut closed => return "closed".into(),
         };
         if len == 0 {
             if let Some(tx) = echo.upgrade() {

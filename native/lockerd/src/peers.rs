@@ -33,7 +33,7 @@ pub(crate) enum Slot {
 /// Peers by node name.
 #[derive(Default)]
 pub(crate) struct Peers {
-    map: HashMap<Atom, Slot>,
+    map: HashMap<Atom, Slot, ahash::RandomState>,
     pub writers: Arc<AtomicUsize>,
     pub writers_done: Arc<Notify>,
 }

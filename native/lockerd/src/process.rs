@@ -70,11 +70,11 @@ pub(crate) struct Entry {
 /// The process table.
 #[derive(Default)]
 pub(crate) struct Procs {
-    pub by_key: HashMap<u64, Entry>,
-    pub names: HashMap<Atom, u64>,
+    pub by_key: HashMap<u64, Entry, ahash::RandomState>,
+    pub names: HashMap<Atom, u64, ahash::RandomState>,
     next: u64,
     /// Monitors our processes hold on remote ones: node → ref → our pid key.
-    pub out_monitors: HashMap<Atom, HashMap<Ref, u64>>,
+    pub out_monitors: HashMap<Atom, HashMap<Ref, u64, ahash::RandomState>, ahash::RandomState>,
 }
 
 /// Pid numbers: 15 bits of id and 13 of serial, like OTP's external pids.

@@ -87,13 +87,41 @@ const KNOWN_ATOMS: &[&str] = &[
     "",
 ];
 
+/// Heap atoms kept per thread, at most: the cache never grows past this
+/// whatever the input (further atoms are allocated each time).
+const ATOM_CACHE_MAX: usize = 4096;
+
+thread_local! {
+    static HEAP_ATOMS: std::cell::RefCell<std::collections::HashSet<Arc<str>, ahash::RandomState>> =
+        std::cell::RefCell::new(std::collections::HashSet::default());
+}
+
+fn known() -> &'static std::collections::HashMap<&'static str, &'static str, ahash::RandomState> {
+    static KNOWN: std::sync::OnceLock<
+        std::collections::HashMap<&'static str, &'static str, ahash::RandomState>,
+    > = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| KNOWN_ATOMS.iter().map(|k| (*k, *k)).collect())
+}
+
 impl Atom {
     /// The atom with this text (at most 255 characters, unchecked here).
+    /// Protocol atoms are static; other atoms seen recently (node names)
+    /// share one allocation through a bounded per-thread cache.
     pub fn new(text: &str) -> Self {
-        match KNOWN_ATOMS.iter().find(|k| **k == text) {
-            Some(k) => Atom(AtomRepr::Static(k)),
-            None => Atom(AtomRepr::Heap(Arc::from(text))),
+        if let Some(k) = known().get(text) {
+            return Atom(AtomRepr::Static(k));
         }
+        HEAP_ATOMS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(a) = cache.get(text) {
+                return Atom(AtomRepr::Heap(a.clone()));
+            }
+            let a: Arc<str> = Arc::from(text);
+            if cache.len() < ATOM_CACHE_MAX && text.len() <= 64 {
+                cache.insert(a.clone());
+            }
+            Atom(AtomRepr::Heap(a))
+        })
     }
 
     /// A static atom (no allocation).
