@@ -480,6 +480,15 @@ bad_input(Config) ->
     pang = net_adm:ping(L),
     true = erlang:set_cookie(L, Right),
     pong = net_adm:ping(L),
+    %% Wrong cookie, outgoing: a lockerd with another cookie cannot reach
+    %% this node (it logs the failure and keeps running).
+    LName = unique("ldwrong"),
+    Wrong = start_os(?config(lockerd, Config), ["--name", LName ++ "@127.0.0.1", "--cookie", "not_the_cookie",
+                                                "--announce", "--masters", atom_to_list(node())],
+                     filename:join(?config(priv_dir, Config), LName ++ ".log")),
+    ets:insert(?config(cleanup, Config), {os, Wrong}),
+    until(fun() -> {ok, T} = file:read_file(maps:get(log, Wrong)), binary:match(T, <<"wrong cookie">>) =/= nomatch end),
+    false = lists:member(list_to_atom(LName ++ "@127.0.0.1"), nodes(hidden)),
     %% Garbage on the distribution port, before any handshake.
     Port = dist_port(LD),
     [begin

@@ -162,7 +162,13 @@ pub async fn connect(
             HandshakeStatus::Nok | HandshakeStatus::Alive => return Ok(ClientOutcome::Busy),
             other => return Err(Failed(format!("peer refused: {other:?}"))),
         }
-        let (conn, peer) = hs.execute_rest(true).await.map_err(err)?;
+        let (conn, peer) = hs.execute_rest(true).await.map_err(|e| match e {
+            // OTP closes the connection on a bad challenge reply.
+            HandshakeError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Failed("the peer closed the connection during the handshake (wrong cookie?)".into())
+            }
+            e => err(e),
+        })?;
         Ok(ClientOutcome::Up(
             conn.into_inner(),
             Peer {

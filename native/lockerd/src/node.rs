@@ -21,6 +21,10 @@ use crate::peers::Peers;
 use crate::process::{key_of, Entry, InMonitor, Mailbox, Procs, Signal};
 use crate::term::{Atom, Pid, Ref, Term};
 
+/// Most monitors remote processes may hold on one process of this node
+/// (each `gen_server:call` holds one while it waits).
+const MAX_MONITORS: usize = 1 << 20;
+
 /// How to run a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -615,6 +619,10 @@ impl Node {
                 _ => None,
             };
             match key.and_then(|k| procs.by_key.get_mut(&k)) {
+                Some(e) if e.monitors.len() >= MAX_MONITORS => {
+                    tracing::warn!(%peer, "too many monitors on one process: monitor refused (noproc)");
+                    false
+                }
                 Some(e) => {
                     e.monitors.push(InMonitor {
                         peer: peer.clone(),
