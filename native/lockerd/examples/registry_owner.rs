@@ -38,7 +38,8 @@ struct Args {
     /// The name to own (an atom).
     #[arg(long)]
     register: String,
-    /// Lease length in milliseconds (extended 500 ms before it runs out).
+    /// Lease length in milliseconds (extended every third of it, as
+    /// `Locker.Registry` does).
     #[arg(long, default_value_t = 5000)]
     lease_ms: i64,
 }
@@ -71,7 +72,12 @@ async fn main() {
     let timeout = Duration::from_secs(5);
     let mut owned = loop {
         match client
-            .register_name(name.clone(), args.lease_ms, 500, timeout)
+            .register_name(
+                name.clone(),
+                args.lease_ms,
+                Duration::from_millis((args.lease_ms / 3).max(1) as u64),
+                timeout,
+            )
             .await
         {
             Ok(o) => break o,

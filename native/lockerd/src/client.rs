@@ -21,7 +21,7 @@
 //!
 //! Names: [`Client::register_name`] locks a name for a mailbox pid of this
 //! node, keeps the lease alive in the background (extending it before it
-//! runs out, as elixir_locker's `Locker.Server` does), and hands over the
+//! runs out, as `Locker.Registry`'s keeper does), and hands over the
 //! messages BEAM code sends with `GenServer.call({:via, Locker.Registry,
 //! name}, msg)` or `send/2` ([`Incoming`]); calls are answered with
 //! [`RegisteredName::reply`].
@@ -555,12 +555,13 @@ impl Client {
     /// Registers a new mailbox of this node under `name` in
     /// `Locker.Registry` (a lease on `name` holding the mailbox's pid, as
     /// `Locker.Registry.register_name/2` takes it), and keeps the lease
-    /// alive: it is extended to `lease_ms` every `lease_ms - threshold_ms`.
+    /// alive: it is extended to `lease_ms` every `extend_every` (choose it
+    /// well below the lease; `Locker.Registry` extends every third of it).
     pub async fn register_name(
         &self,
         name: Term,
         lease_ms: i64,
-        threshold_ms: i64,
+        extend_every: Duration,
         timeout: Duration,
     ) -> Result<RegisteredName, String> {
         let mb = self.0.node.spawn(None)?;
@@ -570,7 +571,7 @@ impl Client {
         }
         let (lost_tx, lost_rx) = watch::channel(false);
         let (c, n, p) = (self.clone(), name.clone(), pid.clone());
-        let every = Duration::from_millis((lease_ms - threshold_ms).max(1) as u64);
+        let every = extend_every.max(Duration::from_millis(1));
         let keeper = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;

@@ -117,7 +117,7 @@ async fn coordinator_against_lockerd_masters() {
 
     // A registered name answers a gen_server-style call.
     let mut owned = client
-        .register_name(Term::atom("svc"), 1_000, 300, t)
+        .register_name(Term::atom("svc"), 1_000, Duration::from_millis(300), t)
         .await
         .unwrap();
     let owner = Term::pid(owned.pid().clone());
