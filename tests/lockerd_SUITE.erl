@@ -54,8 +54,11 @@ init_per_suite(Config) ->
     Cmd = "cd " ++ Root ++ " && cargo build --release --quiet -p lockerd --bins --examples 2>&1; echo \"exit=$?\"",
     Out = os:cmd(Cmd),
     ct:log("~s~n~s", [Cmd, Out]),
-    Bin = filename:join(Root, "target/release/lockerd"),
-    Example = filename:join(Root, "target/release/examples/registry_owner"),
+    %% cargo's target directory: $CARGO_TARGET_DIR (relative to the root)
+    %% or target/.
+    Target = filename:absname(os:getenv("CARGO_TARGET_DIR", "target"), Root),
+    Bin = filename:join(Target, "release/lockerd"),
+    Example = filename:join(Target, "release/examples/registry_owner"),
     case filelib:is_regular(Bin) andalso filelib:is_regular(Example) of
         true -> [{lockerd, Bin}, {example, Example} | Config];
         false -> ct:fail({cannot_build_lockerd, Out})

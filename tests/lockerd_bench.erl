@@ -29,7 +29,7 @@ run(Args) ->
     Quick = lists:member("quick", Args),
     RateMs = if Quick -> 1000; true -> 3000 end,
     Pairs = if Quick -> 500; true -> 3000 end,
-    Bin = filename:absname("target/release/lockerd"),
+    Bin = filename:join(filename:absname(os:getenv("CARGO_TARGET_DIR", "target")), "release/lockerd"),
     true = filelib:is_regular(Bin),
     io:format("lockerd bench (~s), OTP ~s, ~b schedulers here~n",
               [if Quick -> "quick"; true -> "full" end, erlang:system_info(otp_release),
