@@ -11,6 +11,10 @@
 %% is [lock returned, min(release called, lock called + lease)]) and that
 %% fencing tokens increase along those intervals.
 %%
+%% The second case runs the same with `lockerd' (the Rust node) as the
+%% third master, killed, paused and restarted like the others; clients run
+%% on the two BEAM masters.
+%%
 %% LOCKER_FAULT_ACQUISITIONS sets how many successful acquisitions to
 %% reach (default 400, the CI's short mode; 10000 for a long run).
 %% LOCKER_FAULT_W=1 runs with a quorum of one, which must make the checker
@@ -20,7 +24,7 @@
 -include_lib("common_test/include/ct.hrl").
 
 -export([all/0, init_per_suite/1, end_per_suite/1]).
--export([mutual_exclusion_under_faults/1]).
+-export([mutual_exclusion_under_faults/1, mutual_exclusion_mixed_cluster/1]).
 %% Run on the peers.
 -export([client/5]).
 
@@ -29,7 +33,7 @@
 -define(CLIENTS_PER_NODE, 2).
 -define(NAMES, [fa, fb, fc]).
 
-all() -> [mutual_exclusion_under_faults].
+all() -> [mutual_exclusion_under_faults, mutual_exclusion_mixed_cluster].
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
@@ -47,17 +51,27 @@ env() ->
     [{restart_abstain_ms, 2 * ?LEASE}].
 
 mutual_exclusion_under_faults(_Config) ->
+    run_case(?NAMES, []).
+
+mutual_exclusion_mixed_cluster(Config) ->
+    Bin = lockerd_binary(),
+    run_case([fa, fb], [{fl, Bin, ?config(priv_dir, Config)}]).
+
+run_case(BeamNames, Lockerds) ->
     Target = target(),
     Collector = self(),
-    true = register(fault_collector, self()),
-    Nodes0 = [start_member(Name) || Name <- ?NAMES],
-    Members = maps:from_list(lists:zip(?NAMES, Nodes0)),
+    Beams = [{Name, start_member(Name)} || Name <- BeamNames],
+    Masters = [N || {_, {_, N, _}} <- Beams],
+    LNames = [{Name, unique(Name)} || {Name, _, _} <- Lockerds],
+    AllMasters = Masters ++ [lnode(U) || {_, U} <- LNames],
+    Ls = [{Name, start_lockerd(U, Bin, Dir, AllMasters)} || {{Name, Bin, Dir}, {Name, U}} <- lists:zip(Lockerds, LNames)],
+    Members = maps:from_list(Beams ++ Ls),
     set_cluster(Members),
-    [spawn_clients(Name, Node, Collector) || {Name, {_, Node, _}} <- maps:to_list(Members)],
+    [spawn_clients(Name, Node, Collector) || {Name, {_, Node, _}} <- Beams],
     Start = erlang:monotonic_time(millisecond),
     {Members1, Faults, Events} = run(Members, Target, #{}, [], 0),
     Elapsed = erlang:monotonic_time(millisecond) - Start,
-    [catch peer:stop(P) || {P, _, _} <- maps:values(Members1)],
+    [stop_member(M) || M <- maps:values(Members1)],
     Events1 = drain(Events),
     {Acquisitions, Violations, Failures} = check(Events1),
     Summary = io_lib:format(
@@ -78,15 +92,84 @@ start_member(Name) ->
     {Peer, Node} = locker_ct:start_peer(unique(Name), env()),
     {Peer, Node, locker_ct:os_pid(Node)}.
 
+stop_member({{lockerd, Owner}, _Node, OsPid}) ->
+    _ = os:cmd("kill -9 " ++ OsPid),
+    exit(Owner, kill);
+stop_member({Peer, _Node, _OsPid}) ->
+    catch peer:stop(Peer).
+
+%% lockerd, built by scripts/test.sh (or here if missing).
+lockerd_binary() ->
+    Root = filename:dirname(filename:dirname(code:which(locker))),
+    Top = find_root(Root),
+    Bin = filename:join([os:getenv("CARGO_TARGET_DIR", filename:join(Top, "target")), "release", "lockerd"]),
+    case filelib:is_regular(Bin) of
+        true -> Bin;
+        false ->
+            _ = os:cmd("cd " ++ Top ++ " && cargo build --release --quiet -p lockerd"),
+            true = filelib:is_regular(Bin),
+            Bin
+    end.
+
+%% The repository root: the first ancestor holding Cargo.toml.
+find_root("/") -> ct:fail(no_repository_root);
+find_root(Dir) ->
+    case filelib:is_regular(filename:join(Dir, "Cargo.toml")) of
+        true -> Dir;
+        false -> find_root(filename:dirname(Dir))
+    end.
+
+lnode(Unique) -> list_to_atom(atom_to_list(Unique) ++ "@127.0.0.1").
+
+%% Starts lockerd as a master (safe mode like the BEAM masters) and waits
+%% for its `lockerd ready' line.
+start_lockerd(Unique, Bin, Dir, Masters) ->
+    Node = lnode(Unique),
+    Args = ["--name", atom_to_list(Node), "--cookie", atom_to_list(erlang:get_cookie()),
+            "--masters", string:join([atom_to_list(M) || M <- Masters], ","),
+            "--restart-abstain-ms", integer_to_list(2 * ?LEASE), "--announce"],
+    Log = filename:join(Dir, atom_to_list(Unique) ++ ".log"),
+    Parent = self(),
+    Owner = spawn(fun() ->
+        {ok, F} = file:open(Log, [append]),
+        Port = open_port({spawn_executable, Bin}, [{args, Args}, {line, 4096}, exit_status, stderr_to_stdout, binary]),
+        {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+        Parent ! {self(), os_pid, OsPid},
+        lockerd_owner(Port, F, Parent)
+    end),
+    OsPid = receive {Owner, os_pid, P} -> P after 5000 -> ct:fail(no_os_pid) end,
+    receive {Owner, ready} -> ok after 15000 -> ct:fail({lockerd_not_ready, Log}) end,
+    {{lockerd, Owner}, Node, integer_to_list(OsPid)}.
+
+lockerd_owner(Port, F, Parent) ->
+    receive
+        {Port, {data, {eol, <<"lockerd ready ", _/binary>> = Line}}} ->
+            ok = file:write(F, [Line, $\n]),
+            Parent ! {self(), ready},
+            lockerd_owner(Port, F, Parent);
+        {Port, {data, {eol, Line}}} ->
+            ok = file:write(F, [Line, $\n]),
+            lockerd_owner(Port, F, Parent);
+        {Port, {data, {noeol, Part}}} ->
+            ok = file:write(F, Part),
+            lockerd_owner(Port, F, Parent);
+        {Port, {exit_status, _}} ->
+            file:close(F)
+    end.
+
 unique(Name) ->
     list_to_atom(atom_to_list(Name) ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))).
 
+%% Through the protocol's own requests, which BEAM nodes and lockerd serve.
 set_cluster(Members) ->
     Nodes = lists:sort([N || {_, N, _} <- maps:values(Members)]),
     W = list_to_integer(os:getenv("LOCKER_FAULT_W", "2")),
-    [rpc:call(N, locker, set_w, [[N], W]) || N <- Nodes],
-    [rpc:call(N, locker, set_nodes, [[N], Nodes, []]) || N <- Nodes],
+    [catch gen_server:call({locker, N}, {set_w, W}, 2000) || N <- Nodes],
+    [catch gen_server:call({locker, N}, {set_nodes, Nodes, []}, 2000) || N <- Nodes],
     ok.
+
+beam_nodes(Members) ->
+    [N || {Peer, N, _} <- maps:values(Members), is_pid(Peer)].
 
 spawn_clients(Name, Node, Collector) ->
     [spawn(Node, ?MODULE, client, [{Name, I}, Collector, ?KEYS, ?LEASE, 0]) || I <- lists:seq(1, ?CLIENTS_PER_NODE)].
@@ -148,16 +231,27 @@ drain(Events) ->
 
 inject(kill, Members) ->
     Name = pick(Members),
-    {Peer, Node, OsPid} = maps:get(Name, Members),
-    erlang:monitor_node(Node, true),
+    {Peer, Node, OsPid} = Member = maps:get(Name, Members),
     _ = os:cmd("kill -9 " ++ OsPid),
-    receive {nodedown, Node} -> ok after 10000 -> ct:fail({still_up, Node}) end,
-    catch peer:stop(Peer),
-    {_, NewNode, _} = New = start_member(Name),
-    Members1 = Members#{Name := New},
-    set_cluster(Members1),
-    spawn_clients(Name, NewNode, self()),
-    Members1;
+    %% (The test node sees a BEAM node go; lockerd is hidden.)
+    wait_gone(OsPid),
+    stop_member(Member),
+    case Peer of
+        {lockerd, _} ->
+            Others = [N || {K, {_, N, _}} <- maps:to_list(Members), K =/= Name],
+            U = unique(Name),
+            New = start_lockerd(U, lockerd_binary(), "/tmp", Others ++ [lnode(U)]),
+            Members1 = Members#{Name := New},
+            set_cluster(Members1),
+            Members1;
+        _ ->
+            _ = Node,
+            {_, NewNode, _} = New = start_member(Name),
+            Members1 = Members#{Name := New},
+            set_cluster(Members1),
+            spawn_clients(Name, NewNode, self()),
+            Members1
+    end;
 inject(pause, Members) ->
     {_, _, OsPid} = maps:get(pick(Members), Members),
     _ = os:cmd("kill -STOP " ++ OsPid),
@@ -166,7 +260,8 @@ inject(pause, Members) ->
     _ = os:cmd("kill -CONT " ++ OsPid),
     Members;
 inject(disconnect, Members) ->
-    [A, B | _] = shuffle([N || {_, N, _} <- maps:values(Members)]),
+    [A | _] = shuffle(beam_nodes(Members)),
+    [B | _] = shuffle([N || {_, N, _} <- maps:values(Members), N =/= A]),
     _ = rpc:call(A, erlang, disconnect_node, [B]),
     Members;
 inject(membership, Members) ->
@@ -174,10 +269,17 @@ inject(membership, Members) ->
     Name = pick(Members),
     Rest = lists:sort([N || {K, {_, N, _}} <- maps:to_list(Members), K =/= Name]),
     All = lists:sort([N || {_, N, _} <- maps:values(Members)]),
-    [rpc:call(N, locker, set_nodes, [[N], Rest, []]) || N <- All],
+    [catch gen_server:call({locker, N}, {set_nodes, Rest, []}, 2000) || N <- All],
     receive after 100 + rand:uniform(200) -> ok end,
     set_cluster(Members),
     Members.
+
+%% Waits until the OS process is gone.
+wait_gone(OsPid) ->
+    case os:cmd("kill -0 " ++ OsPid ++ " 2>/dev/null && echo alive") of
+        "alive" ++ _ -> erlang:yield(), wait_gone(OsPid);
+        _ -> ok
+    end.
 
 pick(Members) ->
     lists:nth(rand:uniform(maps:size(Members)), lists:sort(maps:keys(Members))).
