@@ -11,8 +11,8 @@ pub(crate) struct Promises<K, T> {
     /// Promises whose tag was already in use for another key (a caller
     /// reusing a tag); scanned only when not empty.
     shared_tags: Vec<(T, K)>,
-    /// Deadlines in creation order (TTL is constant, so also in deadline
-    /// order); entries may be stale.
+    /// Deadlines in deadline order (creation order while the TTL stays
+    /// the same); entries may be stale.
     queue: VecDeque<(Micros, K, T)>,
 }
 
@@ -58,7 +58,11 @@ impl<K: Hash + Eq + Clone, T: Hash + Eq + Clone> Promises<K, T> {
         } else {
             self.by_tag.insert(tag.clone(), key.clone());
         }
-        self.queue.push_back((deadline, key.clone(), tag.clone()));
+        // A TTL lowered since older promises were granted puts this
+        // deadline before theirs: keep the queue sorted, or `expire` stops
+        // at an older, later front and leaves this one past its deadline.
+        let at = self.queue.partition_point(|(d, _, _)| *d <= deadline);
+        self.queue.insert(at, (deadline, key.clone(), tag.clone()));
         self.by_key.insert(key, (tag, deadline, token));
     }
 
