@@ -109,6 +109,9 @@ async fn pair(e: &Env) -> (TcpStream, TcpStream) {
     let (a, b) = tokio::join!(TcpStream::connect(e.addr), e.listener.accept());
     let peer = a.expect("connect");
     let (ours, _) = b.expect("accept");
+    // As lockerd's acceptor does (and as an OTP peer does).
+    ours.set_nodelay(true).expect("nodelay");
+    peer.set_nodelay(true).expect("nodelay");
     peer.set_zero_linger().expect("linger");
     ours.set_zero_linger().expect("linger");
     (ours, peer)
@@ -243,6 +246,7 @@ async fn raw_client(e: &Env, bytes: &[u8]) {
     let feed = async {
         let (mut peer, _) = e.listener.accept().await.expect("accept");
         peer.set_zero_linger().expect("linger");
+        peer.set_nodelay(true).expect("nodelay");
         let _ = peer.write_all(bytes).await;
         let _ = peer.shutdown().await;
         drain(&mut peer).await;
@@ -385,6 +389,7 @@ async fn scripted_client(e: &Env, s: ClientScript) {
     let script = async {
         let (mut peer, _) = e.listener.accept().await.expect("accept");
         peer.set_zero_linger().expect("linger");
+        peer.set_nodelay(true).expect("nodelay");
         let mut acked = false;
         // lockerd's name message: N, flags, creation, name.
         let msg = read_msg(&mut peer).await.expect("lockerd sent no name");
@@ -526,6 +531,7 @@ async fn epmd_lookup(e: &Env, bytes: &[u8]) {
     let feed = async {
         let (mut peer, _) = e.listener.accept().await.expect("accept");
         peer.set_zero_linger().expect("linger");
+        peer.set_nodelay(true).expect("nodelay");
         let req = read_msg(&mut peer).await.expect("lockerd sent no request");
         assert_eq!(req, b"zfuzzpeer", "PORT_PLEASE2_REQ");
         let _ = peer.write_all(bytes).await;
@@ -558,6 +564,7 @@ async fn epmd_register(e: &Env, bytes: &[u8]) {
     let feed = async {
         let (mut peer, _) = e.listener.accept().await.expect("accept");
         peer.set_zero_linger().expect("linger");
+        peer.set_nodelay(true).expect("nodelay");
         let req = read_msg(&mut peer).await.expect("lockerd sent no request");
         assert_eq!(req.first(), Some(&120), "ALIVE2_REQ");
         assert_eq!(&req[1..3], &4370u16.to_be_bytes(), "port");
