@@ -11,6 +11,9 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --quiet
 
+step "Fuzzing: regression inputs, then a short run of every cargo-fuzz target"
+sh scripts/fuzz.sh "${LOCKER_FUZZ_SECONDS:-20}"
+
 step "Erlang (rebar3): compile with warnings as errors, eunit, multi-node common test, dialyzer"
 # The lockerd suite starts real lockerd processes: build them first.
 cargo build --release --quiet -p lockerd --bins --examples
