@@ -32,7 +32,8 @@
     bad_input_never_stops_server/1,
     server_restart_keeps_leases/1,
     fencing_tokens_increase/1,
-    server_dies_mid_operation/1
+    server_dies_mid_operation/1,
+    flood_of_unknown_requests/1
 ]).
 
 all() ->
@@ -59,7 +60,8 @@ all() ->
         bad_input_never_stops_server,
         server_restart_keeps_leases,
         fencing_tokens_increase,
-        server_dies_mid_operation
+        server_dies_mid_operation,
+        flood_of_unknown_requests
     ].
 
 %%--------------------------------------------------------------------
@@ -479,6 +481,69 @@ bad_input_never_stops_server(Config) ->
     {ok, 2, 3, 3} = call(A, lock, [after_garbage, v]),
     Pid = rpc:call(B, erlang, whereis, [locker]),
     {ok, v} = call(B, dirty_read, [after_garbage]).
+
+%% A flood of unknown calls, casts and messages (100k each) is answered
+%% or dropped, and leaves the node's memory where it was: nothing is kept
+%% per bad request (no atoms, no state), and the leases survive.
+flood_of_unknown_requests(Config) ->
+    [A, B, _] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    {ok, 2, 3, 3} = call(A, lock, [kept, v, 600000]),
+    Mem = fun() ->
+        _ = rpc:call(B, erlang, garbage_collect, [rpc:call(B, erlang, whereis, [locker])]),
+        rpc:call(B, erlang, memory, [total])
+    end,
+    Self = self(),
+    %% Replies go to a sink that counts them. Names in the requests look
+    %% like atoms-to-be (binaries and strings): none may become one.
+    Flood = fun(From, To) ->
+        Sink = spawn_link(fun() -> sink(Self, To - From + 1) end),
+        lists:foreach(
+            fun(I) ->
+                Name = "no_such_" ++ integer_to_list(I),
+                Req = {no_such_request, list_to_binary(Name), <<I:64, 0:8000>>},
+                {locker, B} ! {'$gen_call', {Sink, make_ref()}, Req},
+                gen_server:cast({locker, B}, {no_such_cast, Name}),
+                {locker, B} ! {no_such_message, Name}
+            end,
+            lists:seq(From, To)
+        ),
+        %% Every call was answered {error, {unknown_request, _}}.
+        receive {Sink, done} -> ok after 60000 -> ct:fail({sink, process_info(Sink, messages)}) end,
+        %% And the warnings were written (by the logger's own process).
+        ok = rpc:call(B, logger_std_h, filesync, [flood])
+    end,
+    %% B logs the warnings to a file of its own rather than to this
+    %% node's output.
+    ok = rpc:call(B, logger, remove_handler, [default]),
+    LogFile = filename:join(?config(priv_dir, Config), "flood.log"),
+    ok = rpc:call(B, logger, add_handler, [flood, logger_std_h, #{config => #{file => LogFile}}]),
+    %% A first small flood warms up logging.
+    Flood(1, 1000),
+    Before = Mem(),
+    N = 100000,
+    Flood(1001, N + 1000),
+    {ok, v} = call(B, dirty_read, [kept]),
+    ok = call(A, extend_lease, [kept, v, 600000]),
+    After = Mem(),
+    ct:log("memory of ~p: ~b bytes before, ~b after ~b unknown calls, casts and messages", [B, Before, After, N]),
+    %% Each call carried 1 KB: had the node kept them, it would have grown
+    %% by 100 MB. Allow 8 MB for the logger's and allocators' slack.
+    ?assert(After - Before < 8 * 1024 * 1024),
+    {ok, Logged} = file:read_file(LogFile),
+    ?assertNotEqual(nomatch, binary:match(Logged, <<"unknown request">>)),
+    %% None of the names sent became an atom.
+    [{badrpc, {'EXIT', {badarg, _}}} = rpc:call(B, erlang, list_to_existing_atom, ["no_such_" ++ integer_to_list(I)])
+     || I <- lists:seq(1, N + 1000, 997)],
+    ok.
+
+%% Counts the unknown_request replies; tells Parent when all N came.
+sink(Parent, 0) ->
+    Parent ! {self(), done};
+sink(Parent, N) ->
+    receive
+        {_Ref, {error, {unknown_request, {no_such_request, _, _}}}} -> sink(Parent, N - 1)
+    end.
 
 %% Leases live in the NIF store: a supervisor restart of the server
 %% (after a crash) keeps them, so a restarted master does not forget keys.

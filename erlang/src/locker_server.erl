@@ -30,7 +30,9 @@
     push_trans_log_ref :: timer:tref(),
     wakeup = undefined :: undefined | {reference(), integer()},
     watch = #{} :: locker_watch:watch(),
-    sweeping = false :: boolean()
+    sweeping = false :: boolean(),
+    %% The store's count of log entries dropped at its limit, last seen.
+    log_dropped = 0 :: non_neg_integer()
 }).
 
 %% @doc Starts `locker' (as {@link locker:start_link/4}) and sets this
@@ -56,7 +58,9 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) ->
     {ok, LeaseRef} = timer:send_interval(LeaseExpireInterval, expire_leases),
     {ok, LockRef} = timer:send_interval(LockExpireInterval, expire_locks),
     {ok, PushRef} = timer:send_interval(PushTransInterval, push_trans_log),
+    #{log_dropped := Dropped} = locker_nif:stats(),
     {ok, #state{
+        log_dropped = Dropped,
         watch = Watch,
         lease_expire_ref = LeaseRef,
         write_locks_expire_ref = LockRef,
@@ -198,7 +202,7 @@ handle_info({locker_wakes, Wakes}, State) ->
     {noreply, rearm(woken(Wakes, State))};
 handle_info(push_trans_log, State) ->
     push_trans_log(),
-    {noreply, State};
+    {noreply, note_log_dropped(State)};
 handle_info(Info, State) ->
     ?LOG_DEBUG("locker: unexpected message ~0P", [Info, 20]),
     {noreply, State}.
@@ -224,6 +228,21 @@ push_trans_log() ->
         false -> ok;
         [] -> ok;
         To -> push_trans_log(To)
+    end.
+
+%% The transaction log is bounded (1M entries): past it the oldest entries
+%% are dropped, and replicas catch up through later writes and extensions.
+note_log_dropped(#state{log_dropped = Seen} = State) ->
+    case locker_nif:stats() of
+        #{log_dropped := Dropped} when Dropped > Seen ->
+            ?LOG_WARNING(
+                "locker: transaction log limit reached: ~b entries dropped since the last push; "
+                "replicas catch up through later writes and extensions",
+                [Dropped - Seen]
+            ),
+            State#state{log_dropped = Dropped};
+        _ ->
+            State
     end.
 
 push_trans_log(To) ->

@@ -156,7 +156,17 @@ async fn reader(
         }
         metrics.frames_in.fetch_add(1, Ordering::Relaxed);
         match crate::frame::parse(&body) {
-            Ok(ctrl) => node.dispatch(peer, ctrl),
+            Ok(ctrl) => {
+                if let Some(backlog) = node.dispatch(peer, ctrl) {
+                    // The receiving mailbox is full: stop reading (TCP
+                    // pushes back on the sender) until it drains.
+                    metrics.backpressure.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = backlog.drained() => {}
+                        _ = &mut closed => return "closed".into(),
+                    }
+                }
+            }
             Err(e) => {
                 metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, error = %e, len, "undecodable frame skipped");

@@ -19,6 +19,24 @@ pub struct Registration {
     pub creation: u32,
 }
 
+/// How long one epmd exchange (connect, request, answer) may take: an
+/// epmd host that accepts and never answers, or drops packets, must not
+/// stall the reconnect loop.
+const EPMD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn within<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(EPMD_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{what}: epmd did not answer within {EPMD_TIMEOUT:?}"
+            ))
+        })
+}
+
 fn epmd_port() -> u16 {
     std::env::var("ERL_EPMD_PORT")
         .ok()
@@ -35,27 +53,33 @@ async fn client(host: &str) -> std::io::Result<EpmdClient<Compat<TcpStream>>> {
 /// Registers `alive` (the part of the node name before `@`) as a hidden
 /// node listening on `port`, with the local epmd.
 pub async fn register(alive: &str, port: u16) -> Result<Registration, String> {
-    let c = client("127.0.0.1")
-        .await
-        .map_err(|e| format!("cannot reach epmd on 127.0.0.1:{}: {e}", epmd_port()))?;
-    let (conn, creation) = c
-        .register(NodeEntry::new_hidden(alive, port))
-        .await
-        .map_err(|e| format!("epmd refused to register {alive:?}: {e} (name in use?)"))?;
-    Ok(Registration {
-        _conn: conn,
-        creation: creation.get(),
+    within(&format!("registering {alive:?}"), async {
+        let c = client("127.0.0.1")
+            .await
+            .map_err(|e| format!("cannot reach epmd on 127.0.0.1:{}: {e}", epmd_port()))?;
+        let (conn, creation) = c
+            .register(NodeEntry::new_hidden(alive, port))
+            .await
+            .map_err(|e| format!("epmd refused to register {alive:?}: {e} (name in use?)"))?;
+        Ok(Registration {
+            _conn: conn,
+            creation: creation.get(),
+        })
     })
+    .await
 }
 
 /// The distribution port of `alive` on `host`, if registered there.
 pub async fn port_of(alive: &str, host: &str) -> Result<Option<u16>, String> {
-    let c = client(host)
-        .await
-        .map_err(|e| format!("cannot reach epmd on {host}: {e}"))?;
-    match c.get_node(alive).await {
-        Ok(Some(entry)) => Ok(Some(entry.port)),
-        Ok(None) => Ok(None),
-        Err(e) => Err(format!("epmd lookup of {alive}@{host}: {e}")),
-    }
+    within(&format!("looking up {alive}@{host}"), async {
+        let c = client(host)
+            .await
+            .map_err(|e| format!("cannot reach epmd on {host}: {e}"))?;
+        match c.get_node(alive).await {
+            Ok(Some(entry)) => Ok(Some(entry.port)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("epmd lookup of {alive}@{host}: {e}")),
+        }
+    })
+    .await
 }

@@ -65,6 +65,8 @@ pub struct Locker {
     timer_refs: [Term; 3],
     wakeup: Option<tokio::time::Instant>,
     sweeping: bool,
+    /// The engine's count of log entries dropped at its limit, last seen.
+    log_dropped: u64,
     cfg: LockerConfig,
 }
 
@@ -207,6 +209,7 @@ impl Locker {
             timer_refs,
             wakeup: None,
             sweeping: false,
+            log_dropped: 0,
             cfg: cfg.clone(),
         };
         let m: Vec<Term> = cfg.masters.iter().cloned().map(Term::Atom).collect();
@@ -580,6 +583,7 @@ impl Locker {
     }
 
     fn push(&mut self) {
+        self.note_log_dropped();
         let to = self.push_targets();
         if to.is_empty() {
             return;
@@ -598,6 +602,20 @@ impl Locker {
             for r in &to {
                 self.node.reg_send(self.mb.pid(), "locker", r, msg.clone());
             }
+        }
+    }
+
+    /// The transaction log is bounded: past its limit the oldest entries
+    /// are dropped and replicas catch up through later writes.
+    fn note_log_dropped(&mut self) {
+        let dropped = self.engine.summary().log_dropped;
+        if dropped > self.log_dropped {
+            tracing::warn!(
+                dropped = dropped - self.log_dropped,
+                "transaction log limit reached: oldest entries dropped; \
+                 replicas catch up through later writes and extensions"
+            );
+            self.log_dropped = dropped;
         }
     }
 

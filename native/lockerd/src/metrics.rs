@@ -47,6 +47,9 @@ pub struct Metrics {
     pub bad_frames: AtomicU64,
     /// Messages to names nobody registered.
     pub unknown_name: AtomicU64,
+    /// Times a connection stopped reading because the mailbox it feeds
+    /// was full (backpressure on the sender).
+    pub backpressure: AtomicU64,
     /// Failed incoming handshakes (wrong cookie, garbage, timeouts).
     pub handshake_failures: AtomicU64,
     /// Connections refused over the peer limit.
@@ -155,6 +158,11 @@ impl Metrics {
                 "locker_unknown_name_messages_total",
                 "Messages to unregistered names.",
                 &self.unknown_name,
+            ),
+            (
+                "locker_backpressure_pauses_total",
+                "Times a connection paused reading for a full mailbox.",
+                &self.backpressure,
             ),
             (
                 "locker_handshake_failures_total",

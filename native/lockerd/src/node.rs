@@ -11,14 +11,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 
 use crate::epmd;
 use crate::frame::{self, Control};
 use crate::handshake::Identity;
 use crate::metrics::Metrics;
 use crate::peers::Peers;
-use crate::process::{key_of, Entry, InMonitor, Mailbox, Procs, Signal};
+use crate::process::{key_of, Backlog, Entry, InMonitor, Mailbox, ProcTx, Procs, Signal};
 use crate::term::{Atom, Pid, Ref, Term};
 
 /// Most monitors remote processes may hold on one process of this node
@@ -197,7 +196,7 @@ impl Node {
 
     /// Starts a process, registered under `name` if given (fails if taken).
     pub fn spawn(&self, name: Option<&str>) -> Result<Mailbox, String> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx, backlog) = ProcTx::new();
         let mut procs = self.0.procs.lock();
         let name = name.map(Atom::new);
         if let Some(n) = &name {
@@ -229,6 +228,7 @@ impl Node {
             node: self.clone(),
             pid,
             rx,
+            backlog,
             exit_reason: Term::static_atom("normal"),
         })
     }
@@ -279,22 +279,24 @@ impl Node {
 
     /// Delivers a signal to a local process; false if there is none.
     pub fn deliver(&self, to: &Pid, sig: Signal) -> bool {
-        if !self.is_local(to) {
-            return false;
-        }
-        let procs = self.0.procs.lock();
-        match procs.by_key.get(&key_of(to)) {
-            Some(e) => e.tx.send(sig).is_ok(),
-            None => false,
-        }
+        self.deliver_to(to, sig).is_some()
     }
 
-    fn deliver_named(&self, name: &Atom, sig: Signal) -> bool {
-        let procs = self.0.procs.lock();
-        match procs.names.get(name).and_then(|k| procs.by_key.get(k)) {
-            Some(e) => e.tx.send(sig).is_ok(),
-            None => false,
+    /// Delivers a signal to a local process; its backlog, or `None` if
+    /// there is no such process.
+    fn deliver_to(&self, to: &Pid, sig: Signal) -> Option<Arc<Backlog>> {
+        if !self.is_local(to) {
+            return None;
         }
+        let procs = self.0.procs.lock();
+        let e = procs.by_key.get(&key_of(to))?;
+        e.tx.send(sig).ok().map(|()| e.tx.backlog.clone())
+    }
+
+    fn deliver_named(&self, name: &Atom, sig: Signal) -> Option<Arc<Backlog>> {
+        let procs = self.0.procs.lock();
+        let e = procs.names.get(name).and_then(|k| procs.by_key.get(k))?;
+        e.tx.send(sig).ok().map(|()| e.tx.backlog.clone())
     }
 
     /// Sends `msg` to `to` (local or remote; connects if needed).
@@ -464,29 +466,48 @@ impl Node {
     }
 
     /// Handles one incoming distribution operation from `peer`.
-    pub(crate) fn dispatch(&self, peer: &Atom, ctrl: Control) {
+    ///
+    /// Returns the backlog of the mailbox a message went to when it is over
+    /// its high-water mark: the caller (the connection's reader) then waits
+    /// for it to drain before reading more.
+    pub(crate) fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Backlog>> {
         match ctrl {
             Control::Send { to, from, msg } => {
-                if !self.deliver(&to, Signal::Message { from, msg }) {
+                let backlog = self.deliver_to(&to, Signal::Message { from, msg });
+                if backlog.is_none() {
                     tracing::debug!(%peer, to = ?to, "message to an unknown pid dropped");
                 }
+                backlog.filter(|b| b.is_high())
             }
             Control::RegSend { from, to, msg } => {
                 let Some(name) = to.as_atom() else {
                     tracing::warn!(%peer, to = %to.display(100), "REG_SEND to a non-atom dropped");
-                    return;
+                    return None;
                 };
-                if !self.deliver_named(
+                let backlog = self.deliver_named(
                     name,
                     Signal::Message {
                         from: Some(from.clone()),
                         msg: msg.clone(),
                     },
-                ) {
+                );
+                if backlog.is_none() {
                     self.0.metrics.unknown_name.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, name = %name, from = ?from, msg = %msg.display(200), "message to an unknown registered name dropped");
                 }
+                backlog.filter(|b| b.is_high())
             }
+            other => {
+                self.dispatch_signal(peer, other);
+                None
+            }
+        }
+    }
+
+    /// The operations other than messages.
+    fn dispatch_signal(&self, peer: &Atom, ctrl: Control) {
+        match ctrl {
+            Control::Send { .. } | Control::RegSend { .. } => {} // in `dispatch`
             Control::AliasSend { from, alias, msg } => {
                 tracing::debug!(%peer, from = ?from, alias = ?alias, msg = %msg.display(100), "alias send to this node dropped (no aliases here)");
             }

@@ -7,8 +7,10 @@
 //! remote monitors get `MONITOR_P_EXIT` and its links `EXIT`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::node::Node;
 use crate::term::{Atom, Pid, Ref, Term};
@@ -60,8 +62,77 @@ pub(crate) struct InMonitor {
     pub target: Term,
 }
 
+/// Signals waiting in one mailbox. A connection that delivers to a mailbox
+/// holding more than [`Backlog::HIGH`] stops reading its socket until the
+/// mailbox is down to [`Backlog::LOW`]: TCP then pushes back on the sender
+/// (as a busy distribution port does on the BEAM), so a flood of messages
+/// cannot grow this node's memory without bound.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    len: AtomicUsize,
+    drained: Notify,
+}
+
+impl Backlog {
+    /// Above this many queued signals, senders' connections pause.
+    pub const HIGH: usize = 4096;
+    /// They resume once the mailbox is down to this many.
+    pub const LOW: usize = 1024;
+
+    pub fn is_high(&self) -> bool {
+        self.len.load(Ordering::Relaxed) > Self::HIGH
+    }
+
+    /// Returns once the mailbox is down to [`Backlog::LOW`].
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.len.load(Ordering::Acquire) <= Self::LOW {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn taken(&self) {
+        if self.len.fetch_sub(1, Ordering::AcqRel) == Self::LOW + 1 {
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+/// The sending side of a mailbox, counting what it queues.
+#[derive(Clone)]
+pub(crate) struct ProcTx {
+    tx: mpsc::UnboundedSender<Signal>,
+    pub backlog: Arc<Backlog>,
+}
+
+impl ProcTx {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Signal>, Arc<Backlog>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(Backlog::default());
+        (
+            Self {
+                tx,
+                backlog: backlog.clone(),
+            },
+            rx,
+            backlog,
+        )
+    }
+
+    /// Queues `sig`; an error if the process is gone.
+    pub fn send(&self, sig: Signal) -> Result<(), ()> {
+        self.backlog.len.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(sig).map_err(|_| self.backlog.taken())
+    }
+}
+
 pub(crate) struct Entry {
-    pub tx: mpsc::UnboundedSender<Signal>,
+    pub tx: ProcTx,
     pub name: Option<Atom>,
     pub monitors: Vec<InMonitor>,
     pub links: Vec<Pid>,
@@ -103,6 +174,7 @@ pub struct Mailbox {
     pub(crate) node: Node,
     pub(crate) pid: Pid,
     pub(crate) rx: mpsc::UnboundedReceiver<Signal>,
+    pub(crate) backlog: Arc<Backlog>,
     /// The reason remote monitors and links see when this is dropped.
     pub exit_reason: Term,
 }
@@ -120,17 +192,69 @@ impl Mailbox {
 
     /// The next signal (`None` only when the node dropped the process).
     pub async fn recv(&mut self) -> Option<Signal> {
-        self.rx.recv().await
+        let sig = self.rx.recv().await;
+        if sig.is_some() {
+            self.backlog.taken();
+        }
+        sig
     }
 
     /// A signal if one is waiting.
     pub fn try_recv(&mut self) -> Option<Signal> {
-        self.rx.try_recv().ok()
+        let sig = self.rx.try_recv().ok();
+        if sig.is_some() {
+            self.backlog.taken();
+        }
+        sig
     }
 }
 
 impl Drop for Mailbox {
     fn drop(&mut self) {
         self.node.process_exited(&self.pid, &self.exit_reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg() -> Signal {
+        Signal::Message {
+            from: None,
+            msg: Term::Int(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn backlog_pauses_above_high_and_resumes_at_low() {
+        let (tx, mut rx, backlog) = ProcTx::new();
+        for _ in 0..=Backlog::HIGH {
+            tx.send(msg()).unwrap();
+        }
+        assert!(backlog.is_high());
+        let waiter = tokio::spawn({
+            let b = backlog.clone();
+            async move { b.drained().await }
+        });
+        // Taking down to LOW + 1 is not enough.
+        for _ in 0..(Backlog::HIGH - Backlog::LOW) {
+            rx.recv().await.unwrap();
+            backlog.taken();
+        }
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        rx.recv().await.unwrap();
+        backlog.taken();
+        waiter.await.unwrap();
+        assert!(!backlog.is_high());
+    }
+
+    #[tokio::test]
+    async fn a_send_to_a_dead_process_is_not_counted() {
+        let (tx, rx, backlog) = ProcTx::new();
+        drop(rx);
+        assert!(tx.send(msg()).is_err());
+        assert_eq!(backlog.len.load(Ordering::Relaxed), 0);
     }
 }
