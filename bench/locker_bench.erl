@@ -7,7 +7,7 @@
 -export([main/1]).
 -export([stats/1, row/4, row/5, start_peers/3, stop_peers/1, sched_args/0, bench_paths/0]).
 
--define(GROUPS, [reads, cluster, throughput, scaling, memory, expiry, registry]).
+-define(GROUPS, [reads, cluster, throughput, scaling, memory, expiry, registry, lockerd]).
 
 main(Args) ->
     Quick = lists:member("quick", Args),

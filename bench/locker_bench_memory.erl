@@ -2,7 +2,7 @@
 %% NIF store's heap bytes (counted by its allocator) against an ETS table
 %% with the original's options holding the same {Key, Pid, Int} rows.
 -module(locker_bench_memory).
--export([run/1, measure/1]).
+-export([run/1, measure/1, nif_per_lease/1]).
 
 run(Quick) ->
     N = case Quick of true -> 200000; false -> 1000000 end,
@@ -18,10 +18,16 @@ run(Quick) ->
 
 measure(N) ->
     Pid = self(),
-    M0 = locker_nif:memory(),
-    [[] = locker_nif:write(t, <<I:128>>, Pid, 3600000) || I <- lists:seq(1, N)],
-    Ours = (locker_nif:memory() - M0) / N,
+    Ours = nif_per_lease(N),
     T = ets:new(t, [set, {read_concurrency, true}, {write_concurrency, true}]),
     [ets:insert(T, {<<I:128>>, Pid, 0}) || I <- lists:seq(1, N)],
     Ets = ets:info(T, memory) * erlang:system_info(wordsize) / N,
     {Ours, Ets}.
+
+%% @doc Heap bytes per lease of the NIF store after writing `N' leases
+%% (also the lockerd group's context for lockerd's figure).
+nif_per_lease(N) ->
+    Pid = self(),
+    M0 = locker_nif:memory(),
+    [[] = locker_nif:write(t, <<I:128>>, Pid, 3600000) || I <- lists:seq(1, N)],
+    (locker_nif:memory() - M0) / N.

@@ -2,13 +2,27 @@
 # Benchmarks (not tests): ratios of locker against plain BEAM baselines,
 # measured in one run on local nodes. Writes bench/results/latest.json and,
 # with matplotlib, the plots in bench/results/.
-#   scripts/bench.sh [quick] [reads cluster throughput scaling memory expiry registry]
+#   scripts/bench.sh [quick] [reads cluster throughput scaling memory expiry registry lockerd]
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/ensure-toolchain.sh
 rebar3 compile >/dev/null
 # The registry group needs the Mix build (Elixir modules).
 mix compile >/dev/null
+# The lockerd group (run unless other groups are named) needs lockerd:
+# $CARGO_TARGET_DIR/release/lockerd (default target/).
+lockerd=yes
+for a in "$@"; do
+  case $a in
+    reads|cluster|throughput|scaling|memory|expiry|registry) lockerd=no ;;
+  esac
+done
+for a in "$@"; do
+  case $a in lockerd) lockerd=yes ;; esac
+done
+if [ "$lockerd" = yes ]; then
+  cargo build --release -q -p lockerd
+fi
 mkdir -p _build/bench
 erlc -o _build/bench bench/*.erl
 # Elixir's own ebin dirs, for the bench node and the peers it starts.
