@@ -4,7 +4,7 @@
 %% (the floor of the original's coordinator) and two raw message round
 %% trips to the same nodes.
 -module(locker_bench_cluster).
--export([run/1, loop/2, echo_server_init/0]).
+-export([run/1, loop/2, echo_server_init/0, raw_round/1]).
 
 run(Quick) ->
     Rounds = case Quick of true -> 1500; false -> 8000 end,
