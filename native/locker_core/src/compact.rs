@@ -1,7 +1,11 @@
-//! `CompactBytes`: an immutable byte string in 24 bytes, kept inline up to
-//! 22 bytes (a 16-byte binary key encodes in 18) and on the heap beyond.
-//! Keys and values of the store are these, so that a lease entry stays
-//! small and a lookup of a short key does not chase a pointer.
+//! [`CompactBytes`]: an immutable byte string in 24 bytes, kept inline up
+//! to [`CompactBytes::INLINE`] (22) bytes and on the heap beyond.
+//!
+//! The NIF keeps its keys and values as these, holding a canonical
+//! encoding of the Erlang term whose byte equality is `=:=` (a 16-byte
+//! binary key takes 18 bytes). A short key or value then costs no
+//! allocation, so a lease entry stays small, and a lookup of a short key
+//! does not chase a pointer.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
@@ -10,8 +14,24 @@ use std::ops::Deref;
 const INLINE: usize = 22;
 const HEAP: u8 = 0xff;
 
-/// Bytes 0..22: data (inline); byte 23: length, or `HEAP` when bytes 0..8
-/// hold a pointer and 8..16 a length of a leaked `Box<[u8]>`.
+/// An immutable byte string in 24 bytes: inline up to
+/// [`CompactBytes::INLINE`] bytes, one exact-size heap allocation beyond.
+///
+/// Equality, hashing and [`Borrow<[u8]>`](Borrow) are those of the byte
+/// slice, so a map keyed by `CompactBytes` can be searched with a `&[u8]`.
+///
+/// ```
+/// use locker_core::CompactBytes;
+/// let short = CompactBytes::new(b"key");
+/// assert!(short.is_inline());
+/// assert_eq!(&*short, b"key");
+/// let long = CompactBytes::new(&[7; 40]);
+/// assert!(!long.is_inline());
+/// assert_eq!(long.len(), 40);
+/// ```
+// Layout: bytes 0..22 hold the data (inline) and byte 23 its length, or
+// byte 23 is `HEAP` and bytes 0..8 hold the pointer, 8..16 the length of a
+// leaked `Box<[u8]>`.
 pub struct CompactBytes([u8; 24]);
 
 // SAFETY: owns its heap bytes exclusively, like Box<[u8]>.
@@ -20,7 +40,10 @@ unsafe impl Send for CompactBytes {}
 unsafe impl Sync for CompactBytes {}
 
 impl CompactBytes {
-    /// Copies `bytes`.
+    /// The longest byte string kept inline (without an allocation).
+    pub const INLINE: usize = INLINE;
+
+    /// Copies `bytes` (inline when at most [`Self::INLINE`] long).
     pub fn new(bytes: &[u8]) -> Self {
         let mut raw = [0u8; 24];
         if bytes.len() <= INLINE {
@@ -43,6 +66,12 @@ impl CompactBytes {
             let len = u64::from_ne_bytes(self.0[8..16].try_into().expect("8 bytes")) as usize;
             (ptr as *mut u8, len)
         })
+    }
+
+    /// Whether the bytes are kept inline (no heap allocation).
+    #[inline]
+    pub fn is_inline(&self) -> bool {
+        self.0[23] != HEAP
     }
 
     /// The bytes.
@@ -108,5 +137,64 @@ impl std::fmt::Debug for CompactBytes {
         f.debug_tuple("CompactBytes")
             .field(&self.as_slice())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn inline_up_to_the_limit_heap_beyond() {
+        for len in 0..=64usize {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+            let c = CompactBytes::new(&bytes);
+            assert_eq!(c.as_slice(), &bytes[..], "len {len}");
+            assert_eq!(c.len(), len);
+            assert_eq!(c.is_inline(), len <= CompactBytes::INLINE, "len {len}");
+            let d = c.clone();
+            assert_eq!(d, c);
+            assert_eq!(d.as_slice(), &bytes[..]);
+            assert_eq!(d.is_inline(), c.is_inline());
+        }
+    }
+
+    #[test]
+    fn a_length_byte_of_0xff_in_the_data_is_still_inline() {
+        // Inline data never reaches byte 23: only the marker does.
+        let c = CompactBytes::new(&[0xff; CompactBytes::INLINE]);
+        assert!(c.is_inline());
+        assert_eq!(c.as_slice(), &[0xff; CompactBytes::INLINE][..]);
+    }
+
+    #[test]
+    fn equality_and_hash_are_the_bytes() {
+        let s = ahash::RandomState::new();
+        for bytes in [&b""[..], b"a", &[1; 22], &[1; 23], &[2; 100]] {
+            let c = CompactBytes::new(bytes);
+            assert_eq!(s.hash_one(&c), s.hash_one(bytes));
+            assert_eq!(c, CompactBytes::new(bytes));
+        }
+        assert_ne!(CompactBytes::new(&[1; 22]), CompactBytes::new(&[1; 23]));
+        assert_ne!(CompactBytes::new(b"ab"), CompactBytes::new(b"ab\0"));
+        let mut m: HashMap<CompactBytes, u32, ahash::RandomState> = HashMap::default();
+        m.insert(CompactBytes::new(b"short"), 1);
+        m.insert(CompactBytes::new(&[9; 30]), 2);
+        assert_eq!(m.get(&b"short"[..]), Some(&1));
+        assert_eq!(m.get(&[9u8; 30][..]), Some(&2));
+        assert_eq!(m.get(&[9u8; 29][..]), None);
+    }
+
+    #[test]
+    fn size_and_threads() {
+        assert_eq!(std::mem::size_of::<CompactBytes>(), 24);
+        let c = CompactBytes::new(&[5; 50]);
+        let d = std::thread::spawn(move || c).join().unwrap();
+        assert_eq!(d.as_slice(), &[5; 50][..]);
+        assert_eq!(
+            format!("{:?}", CompactBytes::new(b"\x01")),
+            "CompactBytes([1])"
+        );
     }
 }

@@ -7,9 +7,10 @@
 //! appear or to be released. The same core backs the Rustler NIF (the BEAM
 //! node's store) and `lockerd` (the Rust C-node).
 //!
-//! Keys, values and promise tags are generic: the NIF stores a canonical
-//! encoding of Erlang terms whose byte equality is Erlang's `=:=`, lockerd
-//! stores decoded external-format terms. Time is injected as monotonic
+//! Keys, values and promise tags are generic: the NIF stores keys and
+//! values as [`CompactBytes`] holding a canonical encoding of the Erlang
+//! term, whose byte equality is Erlang's `=:=`; lockerd stores decoded
+//! external-format terms. Time is injected as monotonic
 //! microseconds ([`Micros`]) so every rule is testable without a clock.
 //!
 //! ```
@@ -25,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+mod compact;
 mod engine;
 mod expiry;
 mod lease_map;
@@ -33,6 +35,7 @@ pub mod quorum;
 mod translog;
 mod waiters;
 
+pub use compact::CompactBytes;
 pub use engine::{Config, Engine, Expect, LockError, ReleaseError, Summary, SweepReport};
 pub use lease_map::{Lease, LeaseMap};
 pub use translog::LogEntry;

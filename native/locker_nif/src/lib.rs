@@ -8,7 +8,6 @@
 //! (and rustler turns a panic into an Erlang error if one ever did).
 
 mod alloc;
-mod compact;
 mod store;
 mod term;
 mod term_cache;

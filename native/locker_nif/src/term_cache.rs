@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use locker_core::CompactBytes;
 use parking_lot::RwLock;
 use rustler::sys::*;
 use rustler::{Env, Term};
 
-use crate::compact::CompactBytes;
 use crate::term;
 
 /// Values larger than this are decoded each time (copying them would cost

@@ -1,9 +1,9 @@
 //! How keys, values and tags sit in the core: the canonical encoding of
 //! the term (byte equality is `=:=`), in 24 bytes when short.
 
+use locker_core::CompactBytes;
 use rustler::{Env, Term};
 
-use crate::compact::CompactBytes;
 use crate::term::{self, Buf};
 
 /// A key, value or promise tag: the canonical encoding of the term.
