@@ -12,6 +12,8 @@
 //!   a function of the canonical form (`to_bytes` of that is the same);
 //! - two terms decoded from one input are equal exactly when their
 //!   encodings are, and then hash alike; the order agrees with equality;
+//! - the same holds for the store's encoding of keys and values
+//!   (`lockerd::stored`: short pids), which decodes back to the term;
 //! - `display` never panics and stays bounded.
 
 #![no_main]
@@ -20,6 +22,7 @@ use std::hash::BuildHasher;
 
 use libfuzzer_sys::fuzz_target;
 use lockerd::codec::{self, MAX_DEPTH};
+use lockerd::stored::StoreCodec;
 use lockerd::term::Term;
 
 fn canonical(t: &Term, depth: usize) {
@@ -94,6 +97,10 @@ fn check(t: &Term) {
     let back = codec::decode(&bytes).expect("re-encoded term does not decode");
     assert_eq!(&back, t, "round trip");
     assert_eq!(codec::to_bytes(&back), bytes, "encoding not canonical");
+    let c = StoreCodec::new();
+    let stored = c.encode(t);
+    assert_eq!(&c.decode(&stored), t, "stored form round trip");
+    assert_eq!(c.encode_lookup(t), stored, "lookup form differs");
     let shown = t.display(200);
     assert!(
         shown.len() < 200 * 8 + 64,
@@ -130,6 +137,8 @@ fuzz_target!(|data: &[u8]| {
                 codec::to_bytes(&a) == codec::to_bytes(&b),
                 "== vs encoding"
             );
+            let c = StoreCodec::new();
+            assert_eq!(same, c.encode(&a) == c.encode(&b), "== vs stored form");
             assert_eq!(same, a.cmp(&b) == std::cmp::Ordering::Equal, "== vs Ord");
             if same {
                 let s = std::collections::hash_map::RandomState::new();

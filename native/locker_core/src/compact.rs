@@ -1,11 +1,12 @@
 //! [`CompactBytes`]: an immutable byte string in 24 bytes, kept inline up
 //! to [`CompactBytes::INLINE`] (22) bytes and on the heap beyond.
 //!
-//! The NIF keeps its keys and values as these, holding a canonical
-//! encoding of the Erlang term whose byte equality is `=:=` (a 16-byte
-//! binary key takes 18 bytes). A short key or value then costs no
-//! allocation, so a lease entry stays small, and a lookup of a short key
-//! does not chase a pointer.
+//! Both stores keep their keys and values as these, holding a canonical
+//! encoding of the Erlang term whose byte equality is `=:=`: the NIF's own
+//! encoding (a 16-byte binary key takes 18 bytes), lockerd's external
+//! format with a short form for pids (a 16-byte binary takes 21 bytes, a
+//! pid 17). A short key or value then costs no allocation, so a lease
+//! entry stays small, and a lookup of a short key does not chase a pointer.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};

@@ -7,10 +7,10 @@
 //! appear or to be released. The same core backs the Rustler NIF (the BEAM
 //! node's store) and `lockerd` (the Rust C-node).
 //!
-//! Keys, values and promise tags are generic: the NIF stores keys and
-//! values as [`CompactBytes`] holding a canonical encoding of the Erlang
-//! term, whose byte equality is Erlang's `=:=`; lockerd stores decoded
-//! external-format terms. Time is injected as monotonic
+//! Keys, values and promise tags are generic: both the NIF and lockerd
+//! store keys and values as [`CompactBytes`] holding a canonical encoding
+//! of the Erlang term, whose byte equality is Erlang's `=:=` (each store
+//! has its own encoding); lockerd keeps promise tags as decoded terms. Time is injected as monotonic
 //! microseconds ([`Micros`]) so every rule is testable without a clock.
 //!
 //! ```

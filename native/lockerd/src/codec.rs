@@ -50,6 +50,17 @@ pub fn decode(bytes: &[u8]) -> Result<Term, DecodeError> {
     Ok(t)
 }
 
+/// Decodes one whole term without the version byte (what [`encode`]
+/// appends).
+pub fn decode_bare(bytes: &[u8]) -> Result<Term, DecodeError> {
+    let mut d = Decoder { src: bytes, pos: 0 };
+    let t = d.term(0)?;
+    if d.pos != bytes.len() {
+        return Err(DecodeError::Trailing);
+    }
+    Ok(t)
+}
+
 /// Decodes one versioned term at the start of `bytes`; returns it and the
 /// number of bytes used.
 pub fn decode_prefix(bytes: &[u8]) -> Result<(Term, usize), DecodeError> {

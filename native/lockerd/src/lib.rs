@@ -9,7 +9,7 @@
 //! | [`frame`] | distribution frames and control messages |
 //! | [`epmd`], [`handshake`] | registering, looking up, and the handshake (erl_dist) |
 //! | [`node`], [`peers`], [`connection`], [`process`] | the node: connections, ticks, processes, monitors, links |
-//! | [`locker`] | the registered `locker` server |
+//! | [`locker`], [`stored`] | the registered `locker` server; keys and values as stored |
 //! | [`rpc`], [`net_kernel`] | `rpc:call` of `locker:dirty_read/1`; `net_adm:ping` |
 //! | [`metrics`], [`shutdown`], [`cli`] | operations |
 //! | [`client`] | the Rust client API: coordinator and `Locker.Registry` names |
@@ -34,6 +34,7 @@ pub mod peers;
 pub mod process;
 pub mod rpc;
 pub mod shutdown;
+pub mod stored;
 pub mod term;
 
 pub use node::{Node, NodeConfig};

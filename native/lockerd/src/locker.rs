@@ -7,6 +7,12 @@
 //! the plain messages `expire_leases`, `expire_locks` and `push_trans_log`
 //! trigger them by hand. A `wait_for_release` waiter is woken at its
 //! lease's expiry to the millisecond (a timer on the engine's next wakeup).
+//!
+//! Keys and values are stored encoded ([`crate::stored`]): byte equality
+//! is `=:=`, and a 16-byte binary key or a pid value fits in the entry
+//! without an allocation. They are decoded back where a term goes out
+//! (replies, the pushed log, `get_debug_state`, dirty reads); promise tags
+//! stay terms.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,10 +25,18 @@ use tokio::sync::watch;
 
 use crate::node::Node;
 use crate::process::{Mailbox, Signal};
+use crate::stored::{StoreCodec, Stored};
 use crate::term::{Atom, Pid, Term};
 
-/// The lease map shared with readers outside the `locker` task (rpc).
-pub type Store = Arc<LeaseMap<Term, Term>>;
+/// The lease map shared with readers outside the `locker` task (rpc), and
+/// the codec of its keys and values.
+#[derive(Clone)]
+pub struct Store {
+    /// The leases.
+    pub leases: Arc<LeaseMap<Stored, Stored>>,
+    /// How they are encoded.
+    pub codec: StoreCodec,
+}
 
 /// Leases, promises and waiters handled per sweep step.
 const SWEEP_BUDGET: usize = 1000;
@@ -56,7 +70,8 @@ type From = (Pid, Term);
 pub struct Locker {
     node: Node,
     mb: Mailbox,
-    engine: Engine<Term, Term, Term>,
+    engine: Engine<Stored, Stored, Term>,
+    codec: StoreCodec,
     masters: Vec<Term>,
     replicas: Vec<Term>,
     w: Term,
@@ -190,7 +205,11 @@ impl Locker {
         if !cfg.restart_abstain.is_zero() {
             engine.set_abstain_until(clock::now() + cfg.restart_abstain.as_micros() as u64);
         }
-        node.set_store(engine.leases().clone());
+        let codec = StoreCodec::new();
+        node.set_store(Store {
+            leases: engine.leases().clone(),
+            codec: codec.clone(),
+        });
         let timer_refs = [0, 1, 2].map(|_| {
             Term::tuple(vec![
                 Term::static_atom("interval"),
@@ -201,6 +220,7 @@ impl Locker {
             node: node.clone(),
             mb,
             engine,
+            codec,
             masters: Vec::new(),
             replicas: Vec::new(),
             w: Term::Int(cfg.w),
@@ -385,14 +405,15 @@ impl Locker {
         let reply = match (op, items.len()) {
             ("get_write_lock", 4) => {
                 let (k, exp, tag) = (&items[1], &items[2], &items[3]);
+                let stored_exp = self.codec.encode(exp);
                 let expect = if exp.is_atom("not_found") {
-                    Expect::ValueOrAbsent(exp)
+                    Expect::ValueOrAbsent(&stored_exp)
                 } else {
-                    Expect::Value(exp)
+                    Expect::Value(&stored_exp)
                 };
                 let token = tag_token(tag);
                 match self.engine.get_write_lock_with_token(
-                    k.clone(),
+                    self.codec.encode(k),
                     expect,
                     tag.clone(),
                     token,
@@ -416,8 +437,8 @@ impl Locker {
                     let token = tag_token(&items[1]);
                     let wakes = self.engine.write_with_token(
                         &items[1],
-                        items[2].clone(),
-                        items[3].clone(),
+                        self.codec.encode(&items[2]),
+                        self.codec.encode(&items[3]),
                         ms,
                         token,
                         now,
@@ -429,16 +450,16 @@ impl Locker {
                 None => badarg(),
             },
             ("update", 4) => {
-                self.engine
-                    .update(&items[1], items[2].clone(), items[3].clone(), now);
+                let (k, v) = (self.codec.encode(&items[2]), self.codec.encode(&items[3]));
+                self.engine.update(&items[1], k, v, now);
                 a::OK
             }
             ("extend_lease", 5) => match millis(&items[4]) {
                 Some(ms) => {
                     let wakes = self.engine.extend_lease(
                         &items[1],
-                        items[2].clone(),
-                        items[3].clone(),
+                        self.codec.encode(&items[2]),
+                        self.codec.encode(&items[3]),
                         ms,
                         now,
                     );
@@ -448,7 +469,12 @@ impl Locker {
                 }
                 None => badarg(),
             },
-            ("release", 4) => match self.engine.release(&items[1], &items[2], &items[3], now) {
+            ("release", 4) => match self.engine.release(
+                &self.codec.encode(&items[1]),
+                &self.codec.encode(&items[2]),
+                &items[3],
+                now,
+            ) {
                 Ok(wakes) => {
                     self.woken(wakes);
                     a::OK
@@ -461,13 +487,14 @@ impl Locker {
                     return Some(badarg());
                 };
                 let id = self.next_id;
+                let key = self.codec.encode(&items[1]);
                 let outcome = if op == "wait_for" {
-                    self.engine.wait_for(items[1].clone(), id, ms, now)
+                    self.engine.wait_for(key, id, ms, now)
                 } else {
-                    self.engine.wait_for_release(items[1].clone(), id, ms, now)
+                    self.engine.wait_for_release(key, id, ms, now)
                 };
                 match outcome {
-                    WaitOutcome::Value(v) => Term::tuple(vec![a::OK, v]),
+                    WaitOutcome::Value(v) => Term::tuple(vec![a::OK, self.codec.decode(&v)]),
                     WaitOutcome::Released => Term::tuple(vec![a::OK, a::RELEASED]),
                     WaitOutcome::Pending => {
                         self.waiters.insert(id, from.clone());
@@ -505,7 +532,7 @@ impl Locker {
         self.engine.for_each_promise(|k, t, d| {
             if d > now {
                 promises.push(Term::tuple(vec![
-                    k.clone(),
+                    self.codec.decode(k),
                     t.clone(),
                     Term::Int(clock::to_system_ms(d)),
                 ]));
@@ -515,8 +542,8 @@ impl Locker {
         self.engine.leases().for_each(|k, l| {
             if l.is_valid_at(now) {
                 leases.push(Term::tuple(vec![
-                    k.clone(),
-                    l.value.clone(),
+                    self.codec.decode(k),
+                    self.codec.decode(&l.value),
                     Term::Int(clock::to_system_ms(l.expires_at)),
                 ]));
             }
@@ -549,7 +576,7 @@ impl Locker {
             let mut skipped = 0;
             let mut wakes = Vec::new();
             for e in entries {
-                match entry(e) {
+                match entry(&self.codec, e) {
                     Some(entry) => wakes.extend(self.engine.replay(entry, now)),
                     None => skipped += 1,
                 }
@@ -594,7 +621,12 @@ impl Locker {
             if entries.is_empty() {
                 return;
             }
-            let list = Term::List(entries.into_iter().map(entry_term).collect());
+            let list = Term::List(
+                entries
+                    .into_iter()
+                    .map(|e| entry_term(&self.codec, e))
+                    .collect(),
+            );
             let msg = Term::tuple(vec![
                 Term::static_atom("$gen_cast"),
                 Term::tuple(vec![Term::static_atom("trans_log"), me.clone(), list]),
@@ -619,10 +651,10 @@ impl Locker {
         }
     }
 
-    fn woken(&mut self, wakes: Vec<Wake<Term>>) {
+    fn woken(&mut self, wakes: Vec<Wake<Stored>>) {
         for w in wakes {
             let (id, reply) = match w {
-                Wake::Value(id, v) => (id, Term::tuple(vec![a::OK, v])),
+                Wake::Value(id, v) => (id, Term::tuple(vec![a::OK, self.codec.decode(&v)])),
                 Wake::Released(id) => (id, Term::tuple(vec![a::OK, a::RELEASED])),
             };
             if let Some(from) = self.waiters.remove(&id) {
@@ -656,65 +688,73 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-fn entry(t: &Term) -> Option<LogEntry<Term, Term>> {
+fn entry(codec: &StoreCodec, t: &Term) -> Option<LogEntry<Stored, Stored>> {
     let items = t.as_tuple()?;
     let op = items.first()?.as_atom()?.as_str();
     Some(match (op, items.len()) {
         ("write", 4) => LogEntry::Write {
-            key: items[1].clone(),
-            value: items[2].clone(),
             lease_ms: millis(&items[3])?,
+            key: codec.encode(&items[1]),
+            value: codec.encode(&items[2]),
         },
         ("extend_lease", 4) => LogEntry::ExtendLease {
-            key: items[1].clone(),
-            value: items[2].clone(),
             lease_ms: millis(&items[3])?,
+            key: codec.encode(&items[1]),
+            value: codec.encode(&items[2]),
         },
         ("update", 3) => LogEntry::Update {
-            key: items[1].clone(),
-            value: items[2].clone(),
+            key: codec.encode(&items[1]),
+            value: codec.encode(&items[2]),
         },
         ("release", 2) => LogEntry::Release {
-            key: items[1].clone(),
+            key: codec.encode(&items[1]),
         },
         _ => return None,
     })
 }
 
-fn entry_term(e: LogEntry<Term, Term>) -> Term {
+fn entry_term(codec: &StoreCodec, e: LogEntry<Stored, Stored>) -> Term {
     let ms = |m: u64| Term::Int(m.min(i64::MAX as u64) as i64);
+    let d = |b: Stored| codec.decode(&b);
     match e {
         LogEntry::Write {
             key,
             value,
             lease_ms,
-        } => Term::tuple(vec![Term::static_atom("write"), key, value, ms(lease_ms)]),
+        } => Term::tuple(vec![
+            Term::static_atom("write"),
+            d(key),
+            d(value),
+            ms(lease_ms),
+        ]),
         LogEntry::ExtendLease {
             key,
             value,
             lease_ms,
         } => Term::tuple(vec![
             Term::static_atom("extend_lease"),
-            key,
-            value,
+            d(key),
+            d(value),
             ms(lease_ms),
         ]),
         LogEntry::Update { key, value } => {
-            Term::tuple(vec![Term::static_atom("update"), key, value])
+            Term::tuple(vec![Term::static_atom("update"), d(key), d(value)])
         }
-        LogEntry::Release { key } => Term::tuple(vec![Term::static_atom("release"), key]),
+        LogEntry::Release { key } => Term::tuple(vec![Term::static_atom("release"), d(key)]),
     }
 }
 
 /// A dirty read of the local store, as `locker:dirty_read/1` answers it.
 pub fn dirty_read(store: &Store, key: &Term) -> Term {
+    let key = store.codec.encode_lookup(key);
     match store
-        .read(key, |l| {
+        .leases
+        .read(&*key, |l| {
             clock::is_before(l.expires_at).then(|| l.value.clone())
         })
         .flatten()
     {
-        Some(v) => Term::tuple(vec![a::OK, v]),
+        Some(v) => Term::tuple(vec![a::OK, store.codec.decode(&v)]),
         None => Term::tuple(vec![a::ERROR, a::NOT_FOUND]),
     }
 }

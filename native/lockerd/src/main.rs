@@ -10,7 +10,27 @@ use lockerd::metrics::Metrics;
 use lockerd::node::{find_cookie, Node, NodeConfig};
 use lockerd::term::Atom;
 
+/// The store's large blocks (each shard's entry vector and index, grown
+/// step by step as leases arrive) are mapped rather than carved from the
+/// heap: grown in place with `mremap` and unmapped when replaced, instead
+/// of leaving the replaced blocks as holes in the heap. With glibc's
+/// default (128 KiB, raised as large blocks are freed) such holes made
+/// about 35 of the 119 bytes of RSS per lease at 200k leases.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_malloc() {
+    /// Allocations from this size on get a mapping of their own.
+    const MMAP_THRESHOLD: libc::c_int = 32 * 1024;
+    // SAFETY: mallopt only sets an allocator parameter; no thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() {}
+
 fn main() {
+    tune_malloc();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));

@@ -1,7 +1,8 @@
 //! Erlang terms in a canonical form whose equality is Erlang's `=:=`.
 //!
-//! [`Term`] is what every key, value and tag of the store is made of, and
-//! what every distribution message decodes into. Decoding (see
+//! [`Term`] is what every distribution message decodes into, what promise
+//! tags are, and what the store's keys and values are encoded from (see
+//! [`crate::stored`]: a canonical byte form of the term). Decoding (see
 //! [`crate::codec`]) normalises every encoding choice that `=:=` ignores,
 //! so the derived `Eq` and `Hash` are exactly `=:=`:
 //!
@@ -21,7 +22,9 @@
 //! - a bitstring whose last byte is whole is a binary.
 //!
 //! No atom table exists: atom text lives in the term, bounded by the
-//! format's 255 characters, so input can never grow a global table.
+//! format's 255 characters, so input can never grow a global table (the
+//! store's table of node names, for short pids, is bounded; see
+//! [`crate::stored`]).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use lockerd::codec;
 use lockerd::frame;
+use lockerd::stored::StoreCodec;
 use lockerd::term::Term;
 
 fn regressions(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -42,6 +43,8 @@ fn check_term(bytes: &[u8]) {
         if let Ok(b) = codec::decode(&bytes[used..]) {
             round_trip(&b);
             assert_eq!(t == b, codec::to_bytes(&t) == codec::to_bytes(&b));
+            let c = StoreCodec::new();
+            assert_eq!(t == b, c.encode(&t) == c.encode(&b));
         }
     } else {
         assert!(whole.is_err());
@@ -53,6 +56,10 @@ fn round_trip(t: &Term) {
     let back = codec::decode(&bytes).expect("re-encoded term decodes");
     assert_eq!(&back, t);
     assert_eq!(codec::to_bytes(&back), bytes);
+    let c = StoreCodec::new();
+    let stored = c.encode(t);
+    assert_eq!(&c.decode(&stored), t);
+    assert_eq!(c.encode_lookup(t), stored);
     let _ = t.display(200);
 }
 

@@ -2,7 +2,11 @@
 //! of random terms (often one term encoded two ways, or a near variant)
 //! with `erl`'s `=:=` verdict; lockerd's canonical terms must agree, hash
 //! alike when equal, and re-encode to terms the node finds `=:=` to the
-//! original. Skipped (with a note) when `escript` is not installed.
+//! original. The store's encoding of keys and values (`lockerd::stored`)
+//! must give equal bytes exactly when erl finds the terms `=:=`, whether
+//! pids take their short form (a node table with room) or not (a full
+//! one), and decode back to the term. Skipped (with a note) when `escript`
+//! is not installed.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -10,6 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use lockerd::codec;
+use lockerd::stored::StoreCodec;
 
 fn escript() -> Option<PathBuf> {
     let ok = Command::new("escript").arg("-h").output().is_ok();
@@ -37,6 +42,9 @@ fn equality_is_erlangs_exact_equality() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut total = 0;
     let mut equal = 0;
+    // Short pids for every node, and for none.
+    let roomy = StoreCodec::new();
+    let full = StoreCodec::with_limits(0, 0);
     for seed in ["1", "2", "3"] {
         let pairs = dir.join(format!("pairs_{seed}"));
         let st = Command::new(&escript)
@@ -60,6 +68,15 @@ fn equality_is_erlangs_exact_equality() {
             let ta = codec::decode(a).unwrap_or_else(|e| panic!("decode {a:?}: {e}"));
             let tb = codec::decode(b).unwrap_or_else(|e| panic!("decode {b:?}: {e}"));
             assert_eq!(ta == tb, verdict, "=:= disagrees on\n  {ta}\n  {tb}");
+            for c in [&roomy, &full] {
+                let (sa, sb) = (c.encode(&ta), c.encode(&tb));
+                assert_eq!(
+                    sa == sb,
+                    verdict,
+                    "stored bytes disagree on\n  {ta}\n  {tb}"
+                );
+                assert_eq!(c.decode(&sa), ta, "stored form round trip");
+            }
             if verdict {
                 assert_eq!(hash(&ta), hash(&tb), "equal terms hash apart: {ta}");
                 equal += 1;
