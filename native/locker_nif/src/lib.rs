@@ -5,9 +5,11 @@
 //! transition through these functions; any process reads with
 //! [`dirty_read`] straight from the shared lease map, without a message.
 //! Bad arguments raise `badarg`; no function panics across the boundary
-//! (and rustler turns a panic into an Erlang error if one ever did).
+//! (rustler, or [`lean`] for the hot functions, turns a panic into an
+//! Erlang error if one ever did).
 
 mod alloc;
+mod lean;
 mod store;
 mod term;
 mod term_cache;
@@ -141,10 +143,11 @@ fn error<'a>(env: Env<'a>, reason: rustler::Atom) -> Term<'a> {
     make_tuple(env, &[atoms::error().to_term(env), reason.to_term(env)])
 }
 
+lean::lean_nif!("dirty_read", 1, dirty_read);
+
 /// `dirty_read(Key) -> {ok, Value} | {error, not_found}`, read in the
 /// caller's process. A lease past its expiry is never returned, swept or not.
-#[rustler::nif]
-fn dirty_read<'a>(env: Env<'a>, k: Term<'a>) -> Term<'a> {
+fn dirty_read<'a>(env: Env<'a>, [k]: [Term<'a>; 1]) -> Term<'a> {
     let kb = key_buf(env, k);
     let found = leases().read(&kb[..], |lease| {
         clock::is_before(lease.expires_at).then(|| to_term(env, &lease.value))
@@ -155,11 +158,12 @@ fn dirty_read<'a>(env: Env<'a>, k: Term<'a>) -> Term<'a> {
     }
 }
 
+lean::lean_nif!("get_write_lock", 3, get_write_lock);
+
 /// `get_write_lock(Key, Expected, Tag) -> ok | {error, already_locked |
 /// not_expected_value | {stale_token, Floor}}` (the last only for tags
 /// carrying a fencing token).
-#[rustler::nif]
-fn get_write_lock<'a>(env: Env<'a>, k: Term<'a>, expected: Term<'a>, tag: Term<'a>) -> Term<'a> {
+fn get_write_lock<'a>(env: Env<'a>, [k, expected, tag]: [Term<'a>; 3]) -> Term<'a> {
     let exp = value(env, expected);
     let marker = expected == atoms::not_found().to_term(env);
     let expect = if marker {
@@ -184,23 +188,19 @@ fn get_write_lock<'a>(env: Env<'a>, k: Term<'a>, expected: Term<'a>, tag: Term<'
     }
 }
 
+lean::lean_nif!("release_write_lock", 1, release_write_lock);
+
 /// `release_write_lock(Tag) -> ok`
-#[rustler::nif]
-fn release_write_lock<'a>(env: Env<'a>, tag: Term<'a>) -> Term<'a> {
+fn release_write_lock<'a>(env: Env<'a>, [tag]: [Term<'a>; 1]) -> Term<'a> {
     let t = key(env, tag);
     with_engine(|e| e.release_write_lock(&t));
     atoms::ok().to_term(env)
 }
 
+lean::lean_nif!("write", 4, write);
+
 /// `write(Tag, Key, Value, LeaseMs) -> Wakes`
-#[rustler::nif]
-fn write<'a>(
-    env: Env<'a>,
-    tag: Term<'a>,
-    k: Term<'a>,
-    v: Term<'a>,
-    lease: Term<'a>,
-) -> NifResult<Term<'a>> {
+fn write<'a>(env: Env<'a>, [tag, k, v, lease]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
     let lease = millis(lease)?;
     let token = tag_token(env, tag);
     let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
@@ -208,32 +208,29 @@ fn write<'a>(
     Ok(wakes_to_term(env, &wakes))
 }
 
+lean::lean_nif!("update", 3, update);
+
 /// `update(Tag, Key, Value) -> ok`
-#[rustler::nif]
-fn update<'a>(env: Env<'a>, tag: Term<'a>, k: Term<'a>, v: Term<'a>) -> Term<'a> {
+fn update<'a>(env: Env<'a>, [tag, k, v]: [Term<'a>; 3]) -> Term<'a> {
     let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
     with_engine(|e| e.update(&tag, k, v, clock::now()));
     atoms::ok().to_term(env)
 }
 
+lean::lean_nif!("extend_lease", 4, extend_lease);
+
 /// `extend_lease(Tag, Key, Value, LeaseMs) -> Wakes`
-#[rustler::nif]
-fn extend_lease<'a>(
-    env: Env<'a>,
-    tag: Term<'a>,
-    k: Term<'a>,
-    v: Term<'a>,
-    lease: Term<'a>,
-) -> NifResult<Term<'a>> {
+fn extend_lease<'a>(env: Env<'a>, [tag, k, v, lease]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
     let lease = millis(lease)?;
     let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
     let wakes = with_engine(|e| e.extend_lease(&tag, k, v, lease, clock::now()));
     Ok(wakes_to_term(env, &wakes))
 }
 
+lean::lean_nif!("release", 3, release);
+
 /// `release(Key, Value, Tag) -> {ok, Wakes} | {error, not_owner | not_found}`
-#[rustler::nif]
-fn release<'a>(env: Env<'a>, k: Term<'a>, v: Term<'a>, tag: Term<'a>) -> Term<'a> {
+fn release<'a>(env: Env<'a>, [k, v, tag]: [Term<'a>; 3]) -> Term<'a> {
     let (k, v, tag) = (key(env, k), value(env, v), key(env, tag));
     let r = with_engine(|e| e.release(&k, &v, &tag, clock::now()));
     match r {
