@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Plots bench/results/latest.json (written by scripts/bench.sh) into SVGs
 next to it: one horizontal bar chart of ratios against each baseline, and
-the latency distributions of the cluster group."""
+the latency distributions of the cluster group; also writes the results as
+a Markdown table (table.md) for the README."""
 import json
 import pathlib
 import sys
@@ -16,6 +17,27 @@ data = json.loads((here / "latest.json").read_text())
 rows = data["rows"]
 env = data["environment"]
 subtitle = f"OTP {env['otp']}, {env['schedulers']} schedulers, {env['cpu']}, {'quick' if env['quick'] else 'full'} run"
+
+UNITS = {"ns": "ns", "us": "µs", "ms": "ms", "bytes": "B", "per_s": "/s"}
+
+
+def fmt(v, unit):
+    if unit == "per_s":
+        return f"{round(v):,} /s"
+    return f"{v:,.1f} {UNITS.get(unit, unit)}" if v < 100 else f"{round(v):,} {UNITS.get(unit, unit)}"
+
+
+lines = [
+    f"| measure | median | p99 | max | ratio of medians |",
+    "| --- | --- | --- | --- | --- |",
+]
+for r in rows:
+    ratio = f"{r['ratio']:.2f}x {r['baseline']}" if "ratio" in r else ""
+    name = r["name"].strip()
+    name = f"&nbsp;&nbsp;{name}" if r["name"].startswith("  ") else name
+    u = r["unit"]
+    lines.append(f"| {name} | {fmt(r['median'], u)} | {fmt(r['p99'], u)} | {fmt(r['max'], u)} | {ratio} |")
+(here / "table.md").write_text(f"{subtitle}\n\n" + "\n".join(lines) + "\n")
 
 # Ratios (ours / baseline, medians): lower is better except for rates.
 ratios = [r for r in rows if "ratio" in r and not r["name"].startswith("  ")]
