@@ -8,8 +8,13 @@
 %% lease length, cuts connections with `erlang:disconnect_node/1', and
 %% changes the membership with `set_nodes'. The checker then verifies, per
 %% key, that no two holders' valid intervals overlap (a holder's interval
-%% is [lock returned, min(release called, lock called + lease)]) and that
-%% fencing tokens increase along those intervals.
+%% is [lock returned, min(release called, lock called + lease)]), that
+%% fencing tokens increase along those intervals, and that every `lock/4'
+%% success (half the attempts use it) carries a quorum of votes and of
+%% commits. After the nemesis stops and the cluster heals, a quiet phase
+%% checks that `{error, no_quorum}' is never given without a reason: each
+%% BEAM master locks and releases a fresh key of its own, uncontended, and
+%% every attempt must succeed.
 %%
 %% The second case runs the same with `lockerd' (the Rust node) as the
 %% third master, killed, paused and restarted like the others; clients run
@@ -26,7 +31,7 @@
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([mutual_exclusion_under_faults/1, mutual_exclusion_mixed_cluster/1]).
 %% Run on the peers.
--export([client/5]).
+-export([client/5, quiet_client/3]).
 
 -define(LEASE, 400).
 -define(KEYS, [k1, k2, k3]).
@@ -71,12 +76,14 @@ run_case(BeamNames, Lockerds) ->
     Start = erlang:monotonic_time(millisecond),
     {Members1, Faults, Events} = run(Members, Target, #{}, [], 0),
     Elapsed = erlang:monotonic_time(millisecond) - Start,
+    Quiet = quiet_phase(Members1),
     [stop_member(M) || M <- maps:values(Members1)],
     Events1 = drain(Events),
-    {Acquisitions, Violations, Failures} = check(Events1),
+    {Acquisitions, Violations0, Failures} = check(Events1),
+    Violations = Violations0 ++ Quiet,
     Summary = io_lib:format(
-        "~b acquisitions, ~b failed attempts, faults ~p, ~b violations in ~b ms",
-        [Acquisitions, Failures, Faults, length(Violations), Elapsed]
+        "~b acquisitions, ~b failed attempts ~p, faults ~p, ~b violations in ~b ms",
+        [Acquisitions, Failures, failures(Events1), Faults, length(Violations), Elapsed]
     ),
     ct:log("~s~nviolations: ~p", [Summary, Violations]),
     [] = Violations,
@@ -180,19 +187,51 @@ client(Id, Collector, Keys, Lease, N) ->
     Key = lists:nth(rand:uniform(length(Keys)), Keys),
     Value = {Id, N},
     T1 = os:system_time(microsecond),
-    case catch locker:lock_with_token(Key, Value, Lease, 300) of
+    %% Every other attempt through lock/4, whose reply shows the votes.
+    Reply =
+        case N rem 2 of
+            0 -> catch locker:lock_with_token(Key, Value, Lease, 300);
+            1 -> catch locker:lock(Key, Value, Lease, 300)
+        end,
+    case Reply of
         {ok, Token} ->
-            T2 = os:system_time(microsecond),
-            Collector ! {acquired, Value, Key, Token, T1, T2},
-            receive after rand:uniform(30) -> ok end,
-            T3 = os:system_time(microsecond),
-            Collector ! {releasing, Value, T3},
-            _ = catch locker:release(Key, Value, 300);
-        _ ->
-            Collector ! {failed, Value},
+            held(Collector, Key, Value, {token, Token}, T1);
+        {ok, W, Votes, Commits} ->
+            held(Collector, Key, Value, {votes, W, Votes, Commits}, T1);
+        Error ->
+            Collector ! {failed, Value, failure(Error)},
             receive after rand:uniform(20) -> ok end
     end,
     client(Id, Collector, Keys, Lease, N + 1).
+
+held(Collector, Key, Value, Proof, T1) ->
+    T2 = os:system_time(microsecond),
+    Collector ! {acquired, Value, Key, Proof, T1, T2},
+    receive after rand:uniform(30) -> ok end,
+    T3 = os:system_time(microsecond),
+    Collector ! {releasing, Value, T3},
+    _ = catch locker:release(Key, Value, 300).
+
+failure({error, no_quorum}) -> no_quorum;
+failure({'EXIT', _}) -> exit;
+failure(_) -> other.
+
+%% The quiet phase: Rounds lock/release cycles on a key nobody else uses,
+%% with no fault running; replies the list of non-successes.
+quiet_client(Key, Lease, Rounds) ->
+    lists:append([
+        begin
+            Value = {quiet, I},
+            case catch locker:lock(Key, Value, Lease, 2000) of
+                {ok, W, Votes, Commits} when Votes >= W, Commits >= W ->
+                    {ok, _, _, _} = locker:release(Key, Value, 2000),
+                    [];
+                Other ->
+                    [{quiet_attempt_failed, Key, I, Other}]
+            end
+        end
+     || I <- lists:seq(1, Rounds)
+    ]).
 
 %%--------------------------------------------------------------------
 %% Nemesis
@@ -216,7 +255,7 @@ collect_until(Events, Acquired, Deadline) ->
     receive
         {acquired, _, _, _, _, _} = E -> collect_until([E | Events], Acquired + 1, Deadline);
         {releasing, _, _} = E -> collect_until([E | Events], Acquired, Deadline);
-        {failed, _} = E -> collect_until([E | Events], Acquired, Deadline)
+        {failed, _, _} = E -> collect_until([E | Events], Acquired, Deadline)
     after Left ->
         {Events, Acquired}
     end.
@@ -225,7 +264,7 @@ drain(Events) ->
     receive
         {acquired, _, _, _, _, _} = E -> drain([E | Events]);
         {releasing, _, _} = E -> drain([E | Events]);
-        {failed, _} = E -> drain([E | Events])
+        {failed, _, _} = E -> drain([E | Events])
     after 500 -> Events
     end.
 
@@ -274,6 +313,25 @@ inject(membership, Members) ->
     set_cluster(Members),
     Members.
 
+%% The nemesis has stopped (every paused node was continued, every
+%% membership change undone): heal the membership, wait out the safe-mode
+%% window of the last restart (a protocol duration, not a guess), and let
+%% one client per BEAM master lock and release a fresh key 20 times.
+%% Without contention and without faults, every attempt must succeed: an
+%% `{error, no_quorum}' here would have no reason.
+quiet_phase(Members) ->
+    [pong = net_adm:ping(N) || N <- beam_nodes(Members)],
+    set_cluster(Members),
+    receive after 2 * ?LEASE + 100 -> ok end,
+    Parent = self(),
+    Pids = [
+        spawn_link(fun() ->
+            Parent ! {quiet, self(), rpc:call(N, ?MODULE, quiet_client, [{quiet_key, N}, ?LEASE, 20], 60000)}
+        end)
+     || N <- beam_nodes(Members)
+    ],
+    lists:append([receive {quiet, P, R} when is_list(R) -> R; {quiet, P, Bad} -> [{quiet_client_crashed, Bad}] end || P <- Pids]).
+
 %% Waits until the OS process is gone.
 wait_gone(OsPid) ->
     case os:cmd("kill -0 " ++ OsPid ++ " 2>/dev/null && echo alive") of
@@ -295,30 +353,44 @@ shuffle(L) ->
 check(Events) ->
     Releases = maps:from_list([{V, T3} || {releasing, V, T3} <- Events]),
     Holds = [
-        {Key, T2, min(maps:get(V, Releases, infinity), T1 + ?LEASE * 1000), Token, V}
-     || {acquired, V, Key, Token, T1, T2} <- Events
+        {Key, T2, min(maps:get(V, Releases, infinity), T1 + ?LEASE * 1000), Proof, V}
+     || {acquired, V, Key, Proof, T1, T2} <- Events
     ],
-    Violations = lists:append([check_key(Key, [H || {K, _, _, _, _} = H <- Holds, K =:= Key]) || Key <- ?KEYS]),
-    {length(Holds), Violations, length([x || {failed, _} <- Events])}.
+    W = list_to_integer(os:getenv("LOCKER_FAULT_W", "2")),
+    NoQuorum = [
+        {success_without_quorum, V, Proof}
+     || {_, _, _, {votes, W1, Votes, Commits} = Proof, V} <- Holds,
+        W1 =/= W orelse Votes < W orelse Commits < W
+    ],
+    Violations = NoQuorum ++ lists:append([check_key(Key, [H || {K, _, _, _, _} = H <- Holds, K =:= Key]) || Key <- ?KEYS]),
+    {length(Holds), Violations, length([x || {failed, _, _} <- Events])}.
+
+%% How the failed attempts failed.
+failures(Events) ->
+    lists:foldl(fun({failed, _, R}, M) -> maps:update_with(R, fun(C) -> C + 1 end, 1, M); (_, M) -> M end, #{}, Events).
 
 check_key(_Key, Holds) ->
     %% Only holders whose interval is not empty could act on the resource.
     Valid = lists:keysort(2, [H || {_, Start, End, _, _} = H <- Holds, Start < End]),
-    pairs(Valid, []).
+    overlaps(Valid, []) ++ tokens([H || {_, _, _, {token, _}, _} = H <- Valid], []).
 
-pairs([A, B | Rest], Acc) ->
-    {Key, _StartA, EndA, TokenA, VA} = A,
-    {Key, StartB, _EndB, TokenB, VB} = B,
-    Acc1 =
-        case StartB < EndA of
-            true -> [{overlap, Key, VA, VB} | Acc];
-            false -> Acc
-        end,
-    Acc2 =
-        case TokenB > TokenA of
-            true -> Acc1;
-            false -> [{token_order, Key, {VA, TokenA}, {VB, TokenB}} | Acc1]
-        end,
-    pairs([B | Rest], Acc2);
-pairs(_, Acc) ->
+overlaps([A, B | Rest], Acc) ->
+    {Key, _StartA, EndA, _, VA} = A,
+    {Key, StartB, _EndB, _, VB} = B,
+    case StartB < EndA of
+        true -> overlaps([B | Rest], [{overlap, Key, VA, VB} | Acc]);
+        false -> overlaps([B | Rest], Acc)
+    end;
+overlaps(_, Acc) ->
+    lists:reverse(Acc).
+
+%% Fencing tokens increase along the valid intervals of token holders.
+tokens([A, B | Rest], Acc) ->
+    {Key, _, _, {token, TokenA}, VA} = A,
+    {Key, _, _, {token, TokenB}, VB} = B,
+    case TokenB > TokenA of
+        true -> tokens([B | Rest], Acc);
+        false -> tokens([B | Rest], [{token_order, Key, {VA, TokenA}, {VB, TokenB}} | Acc])
+    end;
+tokens(_, Acc) ->
     lists:reverse(Acc).
