@@ -494,6 +494,7 @@ flood_of_unknown_requests(Config) ->
         rpc:call(B, erlang, memory, [total])
     end,
     Self = self(),
+    Server = rpc:call(B, erlang, whereis, [locker]),
     %% Replies go to a sink that counts them. Names in the requests look
     %% like atoms-to-be (binaries and strings): none may become one.
     Flood = fun(From, To) ->
@@ -509,12 +510,19 @@ flood_of_unknown_requests(Config) ->
             lists:seq(From, To)
         ),
         %% Every call was answered {error, {unknown_request, _}}.
-        receive {Sink, done} -> ok after 60000 -> ct:fail({sink, process_info(Sink, messages)}) end,
+        receive
+            {Sink, done} -> ok
+        after 60000 ->
+            Info = [message_queue_len, current_stacktrace, status],
+            ct:fail({replies_missing, process_info(Sink, message_queue_len), rpc:call(B, erlang, process_info, [Server, Info])})
+        end,
         %% And the warnings were written (by the logger's own process).
         ok = rpc:call(B, logger_std_h, filesync, [flood])
     end,
     %% B logs the warnings to a file of its own rather than to this
-    %% node's output.
+    %% node's output. (Its server was started from here: with this node's
+    %% group leader, logger would forward every event to this node.)
+    true = rpc:call(B, erlang, group_leader, [rpc:call(B, erlang, whereis, [user]), Server]),
     ok = rpc:call(B, logger, remove_handler, [default]),
     LogFile = filename:join(?config(priv_dir, Config), "flood.log"),
     ok = rpc:call(B, logger, add_handler, [flood, logger_std_h, #{config => #{file => LogFile}}]),
