@@ -227,8 +227,10 @@ impl<'a> Decoder<'a> {
                 for _ in 0..n {
                     items.push(self.term(depth + 1)?);
                 }
-                // The tail: a list tail is flattened in a loop (no recursion
-                // on chains of list tails).
+                // The tail, one level deeper: a list tail is joined to
+                // this list (`list_with_tail`), and a chain of nested
+                // one-element LIST_EXTs (which OTP never writes) is bounded
+                // by the depth limit like any other nesting.
                 let tail = self.term(depth + 1)?;
                 Term::list_with_tail(items, tail)
             }
