@@ -27,11 +27,19 @@ run(Quick) ->
     Bin = filename:join(filename:absname(os:getenv("CARGO_TARGET_DIR", "target")), "release/lockerd"),
     filelib:is_regular(Bin) orelse error({no_lockerd_binary, Bin, "cargo build --release -p lockerd"}),
     put(lockerd_bench_cleanup, []),
+    %% lockerd cannot spin-wait for work; BEAM schedulers can, and the
+    %% other groups let them (+sbwt very_long). Here the BEAM peers run
+    %% with default scheduler flags, as most deployments do, so that the
+    %% comparison measures the servers rather than the spinning
+    %% (LOCKER_BENCH_SBWT, when set, still decides).
+    Sbwt = os:getenv("LOCKER_BENCH_SBWT"),
+    Sbwt =:= false andalso os:putenv("LOCKER_BENCH_SBWT", "default"),
     try
         measure(Quick, Bin)
     after
         [catch F() || F <- get(lockerd_bench_cleanup)],
-        erase(lockerd_bench_cleanup)
+        erase(lockerd_bench_cleanup),
+        Sbwt =:= false andalso os:unsetenv("LOCKER_BENCH_SBWT")
     end.
 
 measure(Quick, Bin) ->
