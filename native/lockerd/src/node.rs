@@ -293,10 +293,14 @@ impl Node {
         e.tx.send(sig).ok().map(|()| e.tx.backlog.clone())
     }
 
-    fn deliver_named(&self, name: &Atom, sig: Signal) -> Option<Arc<Backlog>> {
+    /// Delivers a signal to a registered process; its backlog, or the
+    /// signal back if there is no such process.
+    fn deliver_named(&self, name: &Atom, sig: Signal) -> Result<Arc<Backlog>, Signal> {
         let procs = self.0.procs.lock();
-        let e = procs.names.get(name).and_then(|k| procs.by_key.get(k))?;
-        e.tx.send(sig).ok().map(|()| e.tx.backlog.clone())
+        match procs.names.get(name).and_then(|k| procs.by_key.get(k)) {
+            Some(e) => e.tx.send(sig).map(|()| e.tx.backlog.clone()),
+            None => Err(sig),
+        }
     }
 
     /// Sends `msg` to `to` (local or remote; connects if needed).
@@ -314,7 +318,7 @@ impl Node {
     /// Sends `msg` from `from` to `{name, node}` (connects if needed).
     pub fn reg_send(&self, from: &Pid, name: &str, node: &Atom, msg: Term) {
         if *node == self.0.name {
-            self.deliver_named(
+            let _ = self.deliver_named(
                 &Atom::new(name),
                 Signal::Message {
                     from: Some(from.clone()),
@@ -484,18 +488,24 @@ impl Node {
                     tracing::warn!(%peer, to = %to.display(100), "REG_SEND to a non-atom dropped");
                     return None;
                 };
-                let backlog = self.deliver_named(
+                // The message moves into the mailbox; it comes back only
+                // to be logged when nobody has the name.
+                match self.deliver_named(
                     name,
                     Signal::Message {
-                        from: Some(from.clone()),
-                        msg: msg.clone(),
+                        from: Some(from),
+                        msg,
                     },
-                );
-                if backlog.is_none() {
-                    self.0.metrics.unknown_name.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, name = %name, from = ?from, msg = %msg.display(200), "message to an unknown registered name dropped");
+                ) {
+                    Ok(backlog) => Some(backlog).filter(|b| b.is_high()),
+                    Err(sig) => {
+                        self.0.metrics.unknown_name.fetch_add(1, Ordering::Relaxed);
+                        if let Signal::Message { from, msg } = &sig {
+                            tracing::warn!(%peer, name = %name, from = ?from, msg = %msg.display(200), "message to an unknown registered name dropped");
+                        }
+                        None
+                    }
                 }
-                backlog.filter(|b| b.is_high())
             }
             other => {
                 self.dispatch_signal(peer, other);

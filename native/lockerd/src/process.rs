@@ -124,10 +124,13 @@ impl ProcTx {
         )
     }
 
-    /// Queues `sig`; an error if the process is gone.
-    pub fn send(&self, sig: Signal) -> Result<(), ()> {
+    /// Queues `sig`; gives it back if the process is gone.
+    pub fn send(&self, sig: Signal) -> Result<(), Signal> {
         self.backlog.len.fetch_add(1, Ordering::AcqRel);
-        self.tx.send(sig).map_err(|_| self.backlog.taken())
+        self.tx.send(sig).map_err(|e| {
+            self.backlog.taken();
+            e.0
+        })
     }
 }
 
