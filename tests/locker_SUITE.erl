@@ -489,34 +489,22 @@ flood_of_unknown_requests(Config) ->
     [A, B, _] = Cluster = nodes_of(Config),
     ok = call(A, set_nodes, [Cluster, Cluster, []]),
     {ok, 2, 3, 3} = call(A, lock, [kept, v, 600000]),
+    Server = rpc:call(B, erlang, whereis, [locker]),
     Mem = fun() ->
-        _ = rpc:call(B, erlang, garbage_collect, [rpc:call(B, erlang, whereis, [locker])]),
+        _ = rpc:call(B, erlang, garbage_collect, [Server]),
         rpc:call(B, erlang, memory, [total])
     end,
-    Self = self(),
-    Server = rpc:call(B, erlang, whereis, [locker]),
-    %% Replies go to a sink that counts them. Names in the requests look
-    %% like atoms-to-be (binaries and strings): none may become one.
+    %% Every call is answered {error, {unknown_request, _}}, and the
+    %% warnings are written (by the logger's own process). Names in the
+    %% requests look like atoms-to-be: none may become one.
     Flood = fun(From, To) ->
-        Sink = spawn_link(fun() -> sink(Self, To - From + 1) end),
-        lists:foreach(
-            fun(I) ->
-                Name = "no_such_" ++ integer_to_list(I),
-                Req = {no_such_request, list_to_binary(Name), <<I:64, 0:8000>>},
-                {locker, B} ! {'$gen_call', {Sink, make_ref()}, Req},
-                gen_server:cast({locker, B}, {no_such_cast, Name}),
-                {locker, B} ! {no_such_message, Name}
-            end,
-            lists:seq(From, To)
-        ),
-        %% Every call was answered {error, {unknown_request, _}}.
-        receive
-            {Sink, done} -> ok
-        after 60000 ->
-            Info = [message_queue_len, current_stacktrace, status],
-            ct:fail({replies_missing, process_info(Sink, message_queue_len), rpc:call(B, erlang, process_info, [Server, Info])})
+        case locker_ct:flood_unknown(B, From, To) of
+            ok ->
+                ok;
+            Missing ->
+                Info = [message_queue_len, current_stacktrace, status],
+                ct:fail({Missing, rpc:call(B, erlang, process_info, [Server, Info])})
         end,
-        %% And the warnings were written (by the logger's own process).
         ok = rpc:call(B, logger_std_h, filesync, [flood])
     end,
     %% B logs the warnings to a file of its own rather than to this
@@ -544,14 +532,6 @@ flood_of_unknown_requests(Config) ->
     [{badrpc, {'EXIT', {badarg, _}}} = rpc:call(B, erlang, list_to_existing_atom, ["no_such_" ++ integer_to_list(I)])
      || I <- lists:seq(1, N + 1000, 997)],
     ok.
-
-%% Counts the unknown_request replies; tells Parent when all N came.
-sink(Parent, 0) ->
-    Parent ! {self(), done};
-sink(Parent, N) ->
-    receive
-        {_Ref, {error, {unknown_request, {no_such_request, _, _}}}} -> sink(Parent, N - 1)
-    end.
 
 %% Leases live in the NIF store: a supervisor restart of the server
 %% (after a crash) keeps them, so a restarted master does not forget keys.

@@ -2,7 +2,7 @@
 %% `locker' peers on loopback.
 -module(locker_ct).
 
--export([ensure_distributed/0, start_peer/2, start_server/2, os_pid/1, code_paths/0]).
+-export([ensure_distributed/0, start_peer/2, start_server/2, os_pid/1, code_paths/0, flood_unknown/3]).
 
 %% Makes the test node distributed (longnames on 127.0.0.1), starting
 %% epmd if needed.
@@ -52,3 +52,39 @@ start_server(Node, Args) ->
 -spec os_pid(node()) -> string().
 os_pid(Node) ->
     rpc:call(Node, os, getpid, []).
+
+%% Sends `{locker, Node}' (a BEAM node or lockerd) the unknown calls
+%% (1 KB each), casts and plain messages numbered From..To, with names in
+%% them that look like atoms-to-be ("no_such_I", as strings and binaries),
+%% and waits up to 60 s until every call is answered
+%% `{error, {unknown_request, _}}'. Returns ok, or how many replies are
+%% missing.
+-spec flood_unknown(node(), pos_integer(), pos_integer()) -> ok | {replies_missing, pos_integer()}.
+flood_unknown(Node, From, To) ->
+    Self = self(),
+    Sink = spawn_link(fun() -> count_replies(Self, To - From + 1) end),
+    lists:foreach(
+        fun(I) ->
+            Name = "no_such_" ++ integer_to_list(I),
+            Req = {no_such_request, list_to_binary(Name), <<I:64, 0:8000>>},
+            {locker, Node} ! {'$gen_call', {Sink, make_ref()}, Req},
+            gen_server:cast({locker, Node}, {no_such_cast, Name}),
+            {locker, Node} ! {no_such_message, Name}
+        end,
+        lists:seq(From, To)
+    ),
+    receive
+        {Sink, done} -> ok
+    after 60000 ->
+        Sink ! {left, self()},
+        receive {Sink, left, Left} -> {replies_missing, Left} end
+    end.
+
+%% Counts the unknown_request replies down; tells Parent when all came.
+count_replies(Parent, 0) ->
+    Parent ! {self(), done};
+count_replies(Parent, N) ->
+    receive
+        {_Ref, {error, {unknown_request, {no_such_request, _, _}}}} -> count_replies(Parent, N - 1);
+        {left, From} -> From ! {self(), left, N}
+    end.

@@ -552,17 +552,7 @@ flood_of_unknown_requests(Config) ->
     ok = gen_server:call({locker, L}, {write, t, kept, v, 600000}),
     Before = rss_kb(OsPid),
     N = 100000,
-    Self = self(),
-    Sink = spawn_link(fun() -> flood_sink(Self, N) end),
-    lists:foreach(
-        fun(I) ->
-            {locker, L} ! {'$gen_call', {Sink, make_ref()}, {no_such_request, I, <<I:64, 0:8000>>}},
-            gen_server:cast({locker, L}, {no_such_cast, I}),
-            {locker, L} ! {no_such_message, I}
-        end,
-        lists:seq(1, N)
-    ),
-    receive {Sink, done} -> ok after 60000 -> ct:fail({replies_missing, process_info(Sink, messages)}) end,
+    ok = locker_ct:flood_unknown(L, 1, N),
     [{kept, v}] = leases(L),
     pong = net_adm:ping(L),
     After = rss_kb(OsPid),
@@ -571,13 +561,6 @@ flood_of_unknown_requests(Config) ->
     %% connection's reader (4096 signals), so lockerd holds a bounded part.
     true = After - Before < 48 * 1024,
     ok.
-
-flood_sink(Parent, 0) ->
-    Parent ! {self(), done};
-flood_sink(Parent, N) ->
-    receive
-        {_Ref, {error, {unknown_request, {no_such_request, _, _}}}} -> flood_sink(Parent, N - 1)
-    end.
 
 rss_kb(OsPid) ->
     {ok, Status} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/status"),
