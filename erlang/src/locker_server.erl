@@ -5,7 +5,8 @@
 %%
 %% Unknown calls are answered `{error, {unknown_request, Request}}'; unknown
 %% casts and messages are dropped; bad arguments in a known request are
-%% answered `{error, badarg}'. None of them stop the server.
+%% answered `{error, badarg}'. None of them stop the server, and at most
+%% 20 warnings a second are logged about them (the rest are counted).
 %% @end
 -module(locker_server).
 -behaviour(gen_server).
@@ -21,6 +22,8 @@
 -define(REPLAY_CHUNK, 2000).
 -define(PUSH_CHUNK, 10000).
 -define(PROMISE_TTL_MS, 10000).
+%% Warnings about bad input logged per second; the rest are counted.
+-define(WARN_BURST, 20).
 
 -record(state, {
     waiters = #{} :: #{non_neg_integer() => gen_server:from()},
@@ -32,7 +35,9 @@
     watch = #{} :: locker_watch:watch(),
     sweeping = false :: boolean(),
     %% The store's count of log entries dropped at its limit, last seen.
-    log_dropped = 0 :: non_neg_integer()
+    log_dropped = 0 :: non_neg_integer(),
+    %% Warnings about bad input in the current second: {Second, Count}.
+    warned = {0, 0} :: {integer(), non_neg_integer()}
 }).
 
 %% @doc Starts `locker' (as {@link locker:start_link/4}) and sets this
@@ -76,8 +81,7 @@ handle_call(Request, From, State) ->
         call(Request, From, State)
     catch
         error:badarg ->
-            ?LOG_WARNING("locker: bad arguments in ~0P", [Request, 20]),
-            {reply, {error, badarg}, State}
+            {reply, {error, badarg}, warn(State, "locker: bad arguments in ~0P", [Request, 20])}
     end.
 
 call(Request, _From, State) when
@@ -90,8 +94,7 @@ call(Request, _From, State) when
 ->
     case local(Request) of
         {{error, {unknown_request, _}} = Reply, []} ->
-            ?LOG_WARNING("locker: unknown request ~0P", [Request, 20]),
-            {reply, Reply, State};
+            {reply, Reply, warn(State, "locker: unknown request ~0P", [Request, 20])};
         {Reply, Wakes} ->
             {reply, Reply, rearm(woken(Wakes, State))}
     end;
@@ -122,8 +125,8 @@ call(get_debug_state, _From, State) ->
     #state{lease_expire_ref = R1, write_locks_expire_ref = R2, push_trans_log_ref = R3} = State,
     {reply, {ok, Promises, Leases, R1, R2, R3}, State};
 call(Request, {Pid, _}, State) ->
-    ?LOG_WARNING("locker: unknown request ~0P from ~p", [Request, 20, Pid]),
-    {reply, {error, {unknown_request, Request}}, State}.
+    State1 = warn(State, "locker: unknown request ~0P from ~p", [Request, 20, Pid]),
+    {reply, {error, {unknown_request, Request}}, State1}.
 
 %% @doc Performs a coordinator's request on this node's store from the
 %% coordinator's own process (no message to the server), with the reply
@@ -167,12 +170,10 @@ handle_cast({trans_log, _FromNode, Entries}, State) when is_list(Entries) ->
         {noreply, replay(Entries, State)}
     catch
         error:badarg ->
-            ?LOG_WARNING("locker: malformed transaction log from ~p", [_FromNode]),
-            {noreply, State}
+            {noreply, warn(State, "locker: malformed transaction log from ~p", [_FromNode])}
     end;
 handle_cast(Msg, State) ->
-    ?LOG_WARNING("locker: unknown cast ~0P", [Msg, 20]),
-    {noreply, State}.
+    {noreply, warn(State, "locker: unknown cast ~0P", [Msg, 20])}.
 
 replay([], State) ->
     State;
@@ -228,6 +229,25 @@ push_trans_log() ->
         false -> ok;
         [] -> ok;
         To -> push_trans_log(To)
+    end.
+
+%% Logs a warning about bad input, at most ?WARN_BURST a second: a flood
+%% of bad requests must not turn into as many formatted log events (each
+%% costs the server more than answering the request). What is held back
+%% is counted and reported by the next second's first warning.
+warn(#state{warned = {Second, Count}} = State, Format, Args) ->
+    Now = erlang:monotonic_time(second),
+    case Now =:= Second of
+        true when Count >= ?WARN_BURST ->
+            State#state{warned = {Second, Count + 1}};
+        true ->
+            ?LOG_WARNING(Format, Args),
+            State#state{warned = {Second, Count + 1}};
+        false ->
+            Count > ?WARN_BURST andalso
+                ?LOG_WARNING("locker: ~b more warnings about bad input suppressed", [Count - ?WARN_BURST]),
+            ?LOG_WARNING(Format, Args),
+            State#state{warned = {Now, 1}}
     end.
 
 %% The transaction log is bounded (1M entries): past it the oldest entries
