@@ -23,7 +23,8 @@
     peer_limit_and_metrics/1,
     graceful_shutdown_pushes_log/1,
     short_names/1,
-    ticks_keep_idle_links_up/1
+    ticks_keep_idle_links_up/1,
+    silent_peer_is_dropped/1
 ]).
 
 -dialyzer({no_improper_lists, raw_call/3}).
@@ -40,7 +41,8 @@ all() ->
         peer_limit_and_metrics,
         graceful_shutdown_pushes_log,
         short_names,
-        ticks_keep_idle_links_up
+        ticks_keep_idle_links_up,
+        silent_peer_is_dropped
     ].
 
 suite() ->
@@ -143,23 +145,35 @@ owner(Port, F, Parent, Waiters) ->
     receive
         {Port, {data, {eol, Line}}} ->
             ok = file:write(F, [Line, $\n]),
+            Matched = [W || {line, Sub, W} <- Waiters, binary:match(Line, Sub) =/= nomatch],
+            [W ! {self(), line, Line} || W <- Matched],
+            Waiters1 = [X || X <- Waiters, not (is_tuple(X) andalso lists:member(element(3, X), Matched))],
             case Line of
                 <<"lockerd ready ", _/binary>> -> Parent ! {self(), ready, Line};
                 <<"registered ", _/binary>> -> Parent ! {self(), ready, Line};
                 <<"released ", _/binary>> -> Parent ! {self(), released, Line};
                 _ -> ok
             end,
-            owner(Port, F, Parent, Waiters);
+            owner(Port, F, Parent, Waiters1);
         {Port, {data, {noeol, Part}}} ->
             ok = file:write(F, Part),
             owner(Port, F, Parent, Waiters);
         {Port, {exit_status, S}} ->
             ok = file:write(F, io_lib:format("exit_status ~p~n", [S])),
             file:close(F),
-            [W ! {self(), exited, S} || W <- [Parent | Waiters]],
+            [W ! {self(), exited, S} || W <- [Parent | Waiters], is_pid(W)],
             ok;
         {wait, W} ->
-            owner(Port, F, Parent, [W | Waiters])
+            owner(Port, F, Parent, [W | Waiters]);
+        {wait_line, Sub, W} ->
+            owner(Port, F, Parent, [{line, Sub, W} | Waiters])
+    end.
+
+%% Waits for a line of lockerd's output that contains Sub (from now on).
+await_line(#{owner := Owner}, Sub, Timeout) ->
+    Owner ! {wait_line, Sub, self()},
+    receive {Owner, line, Line} -> Line
+    after Timeout -> ct:fail({no_line, Sub})
     end.
 
 %% kill -TERM and wait for the exit status.
@@ -691,4 +705,30 @@ ticks_keep_idle_links_up(Config) ->
     {ok, Text} = file:read_file(Log),
     nomatch = binary:match(Text, <<"connection closed peer=", (atom_to_binary(P))/binary>>),
     {match, _} = re:run(Text, <<"connection up peer=", (atom_to_binary(P))/binary>>),
+    ok.
+
+%% A peer that stops answering (its OS process stopped: no data, no ticks)
+%% is dropped after net_ticktime (2 s here), and the connection comes back
+%% once the peer runs again.
+silent_peer_is_dropped(Config) ->
+    NodeS = unique("ldsilent") ++ "@127.0.0.1",
+    Log = filename:join(?config(priv_dir, Config), NodeS ++ ".log"),
+    L0 = start_os(?config(lockerd, Config), ["--name", NodeS, "--cookie", cookie(), "--announce",
+                                            "--net-ticktime", "2", "--log", "info"], Log),
+    ets:insert(?config(cleanup, Config), {os, L0}),
+    L = list_to_atom(NodeS),
+    {ok, Peer, P} = peer:start(#{name => list_to_atom(unique("silent")), host => "127.0.0.1", longnames => true,
+                                  connection => standard_io, args => ["-setcookie", cookie()]}),
+    ets:insert(?config(cleanup, Config), {peer, Peer}),
+    pong = peer:call(Peer, net_adm, ping, [L]),
+    OsPid = peer:call(Peer, os, getpid, []),
+    Closed = <<"connection closed peer=", (atom_to_binary(P))/binary>>,
+    T0 = erlang:monotonic_time(millisecond),
+    "" = os:cmd("kill -STOP " ++ OsPid),
+    Line = try await_line(L0, Closed, 10000) after os:cmd("kill -CONT " ++ OsPid) end,
+    Silent = erlang:monotonic_time(millisecond) - T0,
+    ct:log("dropped after ~b ms: ~s", [Silent, Line]),
+    {match, _} = re:run(Line, "no data or tick"),
+    true = Silent >= 1500,
+    pong = peer:call(Peer, net_adm, ping, [L]),
     ok.

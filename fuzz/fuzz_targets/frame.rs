@@ -2,7 +2,8 @@
 //! after the 4-byte length) and the builders it pairs with.
 //!
 //! Invariants (see fuzz/README.md):
-//! - `parse` never panics;
+//! - `parse` never panics, and gives what `parse_generic` (no fast path)
+//!   gives;
 //! - it accepts only bodies that start with the pass-through tag 112 and
 //!   whose control message is a tuple starting with an integer;
 //! - the pid operands lockerd acts on are real pids (no placeholder pid
@@ -125,6 +126,7 @@ fn builders(t: &Term) {
 
 fuzz_target!(|data: &[u8]| {
     let parsed = frame::parse(data);
+    assert_eq!(parsed, frame::parse_generic(data), "fast path differs");
     if let Ok(ctrl) = &parsed {
         assert_eq!(data.first(), Some(&PASS_THROUGH));
         let (c, used) = codec::decode_prefix(&data[1..]).expect("parsed but control undecodable");

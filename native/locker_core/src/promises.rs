@@ -61,8 +61,13 @@ impl<K: Hash + Eq + Clone, T: Hash + Eq + Clone> Promises<K, T> {
         // A TTL lowered since older promises were granted puts this
         // deadline before theirs: keep the queue sorted, or `expire` stops
         // at an older, later front and leaves this one past its deadline.
-        let at = self.queue.partition_point(|(d, _, _)| *d <= deadline);
-        self.queue.insert(at, (deadline, key.clone(), tag.clone()));
+        // Usually the newest deadline is the latest: append.
+        if self.queue.back().is_none_or(|(d, _, _)| *d <= deadline) {
+            self.queue.push_back((deadline, key.clone(), tag.clone()));
+        } else {
+            let at = self.queue.partition_point(|(d, _, _)| *d <= deadline);
+            self.queue.insert(at, (deadline, key.clone(), tag.clone()));
+        }
         self.by_key.insert(key, (tag, deadline, token));
     }
 

@@ -69,6 +69,61 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<(Term, usize), DecodeError> {
     Ok((t, d.pos))
 }
 
+/// A typed reader over one encoded term, for callers that know the shape
+/// they expect (the control tuples of frequent distribution operations)
+/// and want its parts without building the whole [`Term`]. Every method
+/// fails on any other shape; the caller then decodes the generic way.
+pub(crate) struct Cursor<'a>(Decoder<'a>);
+
+impl<'a> Cursor<'a> {
+    /// A cursor at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Cursor(Decoder { src: bytes, pos: 0 })
+    }
+    /// Bytes consumed so far.
+    pub fn pos(&self) -> usize {
+        self.0.pos
+    }
+    /// The version byte `131`.
+    pub fn version(&mut self) -> Option<()> {
+        (self.0.u8().ok()? == 131).then_some(())
+    }
+    /// A tuple header: its arity.
+    pub fn tuple(&mut self) -> Option<usize> {
+        match self.0.u8().ok()? {
+            104 => Some(self.0.u8().ok()? as usize),
+            105 => Some(self.0.u32().ok()? as usize),
+            _ => None,
+        }
+    }
+    /// A small integer (`SMALL_INTEGER_EXT` or `INTEGER_EXT`).
+    pub fn int(&mut self) -> Option<i64> {
+        match self.0.u8().ok()? {
+            97 => Some(self.0.u8().ok()? as i64),
+            98 => Some(self.0.u32().ok()? as i32 as i64),
+            _ => None,
+        }
+    }
+    /// A pid.
+    pub fn pid(&mut self) -> Option<Pid> {
+        match self.0.u8().ok()? {
+            tag @ (103 | 88) => self.0.pid_body(tag).ok(),
+            _ => None,
+        }
+    }
+    /// A reference.
+    pub fn reference(&mut self) -> Option<Ref> {
+        match self.0.u8().ok()? {
+            tag @ (101 | 114 | 90) => self.0.ref_body(tag).ok(),
+            _ => None,
+        }
+    }
+    /// Any term, as an element of the tuple being read.
+    pub fn term(&mut self) -> Option<Term> {
+        self.0.term(1).ok()
+    }
+}
+
 struct Decoder<'a> {
     src: &'a [u8],
     pos: usize,
@@ -280,22 +335,7 @@ impl<'a> Decoder<'a> {
                     Term::Bits(Box::new((v, bits)))
                 }
             }
-            103 | 88 => {
-                let node = self.atom()?;
-                let id = self.u32()?;
-                let serial = self.u32()?;
-                let creation = if tag == 103 {
-                    self.u8()? as u32
-                } else {
-                    self.u32()?
-                };
-                Term::pid(Pid {
-                    node,
-                    id,
-                    serial,
-                    creation,
-                })
-            }
+            103 | 88 => Term::pid(self.pid_body(tag)?),
             102 | 89 | 120 => {
                 let node = self.atom()?;
                 let (id, creation) = match tag {
@@ -305,29 +345,7 @@ impl<'a> Decoder<'a> {
                 };
                 Term::Port(Box::new(Port { node, id, creation }))
             }
-            101 => {
-                let node = self.atom()?;
-                let id = self.u32()?;
-                let creation = self.u8()? as u32;
-                Term::reference(Ref::new(node, creation, &[id]))
-            }
-            114 | 90 => {
-                let n = self.u16()?;
-                if n > 16 {
-                    return Err(DecodeError::Malformed("reference length"));
-                }
-                let node = self.atom()?;
-                let creation = if tag == 114 {
-                    self.u8()? as u32
-                } else {
-                    self.u32()?
-                };
-                let mut ids = [0u32; 16];
-                for w in ids.iter_mut().take(n) {
-                    *w = self.u32()?;
-                }
-                Term::reference(Ref::new(node, creation, &ids[..n]))
-            }
+            101 | 114 | 90 => Term::reference(self.ref_body(tag)?),
             113 => {
                 let m = self.atom()?;
                 let f = self.atom()?;
@@ -373,6 +391,49 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    /// A pid after its tag (`103` or `88`).
+    fn pid_body(&mut self, tag: u8) -> Result<Pid, DecodeError> {
+        let node = self.atom()?;
+        let id = self.u32()?;
+        let serial = self.u32()?;
+        let creation = if tag == 103 {
+            self.u8()? as u32
+        } else {
+            self.u32()?
+        };
+        Ok(Pid {
+            node,
+            id,
+            serial,
+            creation,
+        })
+    }
+
+    /// A reference after its tag (`101`, `114` or `90`).
+    fn ref_body(&mut self, tag: u8) -> Result<Ref, DecodeError> {
+        if tag == 101 {
+            let node = self.atom()?;
+            let id = self.u32()?;
+            let creation = self.u8()? as u32;
+            return Ok(Ref::new(node, creation, &[id]));
+        }
+        let n = self.u16()?;
+        if n > 16 {
+            return Err(DecodeError::Malformed("reference length"));
+        }
+        let node = self.atom()?;
+        let creation = if tag == 114 {
+            self.u8()? as u32
+        } else {
+            self.u32()?
+        };
+        let mut ids = [0u32; 16];
+        for w in ids.iter_mut().take(n) {
+            *w = self.u32()?;
+        }
+        Ok(Ref::new(node, creation, &ids[..n]))
+    }
+
     fn tuple(&mut self, n: usize, depth: usize) -> Result<Term, DecodeError> {
         let n = self.count(n, 1)?;
         let mut items = Vec::with_capacity(n);
@@ -381,6 +442,15 @@ impl<'a> Decoder<'a> {
         }
         Ok(Term::tuple(items))
     }
+}
+
+/// Appends the encoding of a pid (`NEW_PID_EXT`).
+pub fn encode_pid(p: &Pid, out: &mut Vec<u8>) {
+    out.push(88);
+    encode_atom(&p.node, out);
+    out.extend_from_slice(&p.id.to_be_bytes());
+    out.extend_from_slice(&p.serial.to_be_bytes());
+    out.extend_from_slice(&p.creation.to_be_bytes());
 }
 
 /// Appends `131` and the encoding of `t`.
@@ -447,13 +517,7 @@ pub fn encode(t: &Term, out: &mut Vec<u8>) {
             out.extend_from_slice(&f.get().to_bits().to_be_bytes());
         }
         Term::Atom(a) => encode_atom(a, out),
-        Term::Pid(p) => {
-            out.push(88);
-            encode_atom(&p.node, out);
-            out.extend_from_slice(&p.id.to_be_bytes());
-            out.extend_from_slice(&p.serial.to_be_bytes());
-            out.extend_from_slice(&p.creation.to_be_bytes());
-        }
+        Term::Pid(p) => encode_pid(p, out),
         Term::Port(p) => {
             if let Ok(id) = u32::try_from(p.id) {
                 out.push(89);

@@ -6,21 +6,33 @@
 //! written for a quarter of `net_ticktime`, and a peer silent for a whole
 //! `net_ticktime` is dropped. A tick received while nothing was written
 //! since the last timer tick is answered with a tick, so a peer with a
-//! shorter `net_ticktime` than ours keeps an idle link up too. Frames over `max_frame` close the
-//! connection (the rest of the stream cannot be trusted); frames that do
-//! not parse are logged and skipped.
+//! shorter `net_ticktime` than ours keeps an idle link up too. Frames over
+//! `max_frame` close the connection (the rest of the stream cannot be
+//! trusted); frames that do not parse are logged and skipped.
+//!
+//! The reader parses every whole frame in its buffer in place before it
+//! reads again, and arms no timer per read: the writer's ticker, which
+//! runs anyway, checks that the reader saw bytes within `net_ticktime`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 use crate::node::Node;
 use crate::term::Atom;
+
+/// How the reader and the writer of one connection see each other.
+struct Link {
+    /// Asks both halves to stop.
+    close: Arc<Notify>,
+    /// Reads that returned bytes; the writer's ticker watches it.
+    reads: AtomicU64,
+}
 
 /// Starts the reader and writer of a connection.
 #[allow(clippy::too_many_arguments)]
@@ -39,35 +51,48 @@ pub(crate) fn spawn(
     let tick = node.config().net_ticktime;
     let echo = tx.downgrade();
     writers.fetch_add(1, Ordering::AcqRel);
-    let close_r = close.clone();
+    let link = Arc::new(Link {
+        close,
+        reads: AtomicU64::new(0),
+    });
+    let link_r = link.clone();
     let (n2, p2) = (node.clone(), peer.clone());
     tokio::spawn(async move {
-        writer(w, rx, tick / 4, close).await;
+        if let Some(why) = writer(w, rx, tick, &link).await {
+            tracing::info!(peer = %p2, reason = %why, "connection closed");
+        }
         writers.fetch_sub(1, Ordering::AcqRel);
         writers_done.notify_one();
-        // A writer that stops (socket error, replaced) ends the connection.
+        // A writer that stops (socket error, replaced, silent peer) ends
+        // the connection, and its reader.
+        link.close.notify_one();
         crate::peers::connection_ended(&n2, &p2, conn_id);
     });
     tokio::spawn(async move {
-        let why = reader(&node, &peer, r, tick, close_r.clone(), echo).await;
+        let why = reader(&node, &peer, r, &link_r, echo).await;
         tracing::info!(%peer, reason = %why, "connection closed");
-        close_r.notify_one();
+        link_r.close.notify_one();
         crate::peers::connection_ended(&node, &peer, conn_id);
     });
 }
 
+/// Writes queued frames in batches and ticks; returns why it stopped when
+/// the peer fell silent.
 async fn writer(
     mut w: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    tick_every: Duration,
-    close: Arc<Notify>,
-) {
+    ticktime: Duration,
+    link: &Link,
+) -> Option<String> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut ticker = tokio::time::interval(tick_every.max(Duration::from_millis(50)));
+    let mut ticker = tokio::time::interval((ticktime / 4).max(Duration::from_millis(50)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let silent_after = ticktime.max(Duration::from_millis(200));
+    let mut last_reads = 0;
+    let mut heard_at = tokio::time::Instant::now();
     let mut wrote = false;
     let mut wrote_since_echo = false;
-    let closed = close.notified();
+    let closed = link.close.notified();
     tokio::pin!(closed);
     loop {
         tokio::select! {
@@ -77,7 +102,7 @@ async fn writer(
                     // The peer ticked: answer unless data went out since
                     // its previous tick.
                     if !wrote_since_echo && w.write_all(&[0, 0, 0, 0]).await.is_err() {
-                        return;
+                        return None;
                     }
                     wrote_since_echo = false;
                     continue;
@@ -91,89 +116,118 @@ async fn writer(
                     }
                 }
                 if w.write_all(&buf).await.is_err() {
-                    return;
+                    return None;
                 }
                 buf.clear();
                 wrote = true;
                 wrote_since_echo = true;
             }
-            _ = ticker.tick() => {
+            now = ticker.tick() => {
+                let reads = link.reads.load(Ordering::Relaxed);
+                if reads != last_reads {
+                    last_reads = reads;
+                    heard_at = now;
+                } else if now.duration_since(heard_at) >= silent_after {
+                    let _ = w.shutdown().await;
+                    return Some(format!("no data or tick for {ticktime:?} (net_ticktime)"));
+                }
                 if !wrote && w.write_all(&[0, 0, 0, 0]).await.is_err() {
-                    return;
+                    return None;
                 }
                 wrote = false;
             }
             _ = &mut closed => {
                 let _ = w.shutdown().await;
-                return;
+                return None;
             }
         }
     }
     // Senders dropped (shutdown): everything queued is written; close.
     let _ = w.flush().await;
     let _ = w.shutdown().await;
+    None
 }
 
+/// Reads into one buffer and handles every whole frame in it before the
+/// next read; returns why the connection ended.
 async fn reader(
     node: &Node,
     peer: &Atom,
-    r: OwnedReadHalf,
-    ticktime: Duration,
-    close: Arc<Notify>,
+    mut r: OwnedReadHalf,
+    link: &Link,
     echo: mpsc::WeakUnboundedSender<Vec<u8>>,
 ) -> String {
-    let mut r = BufReader::with_capacity(64 * 1024, r);
     let max = node.config().max_frame;
     let metrics = node.metrics().clone();
-    let mut body = Vec::new();
-    let closed = close.notified();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut start = 0;
+    let closed = link.close.notified();
     tokio::pin!(closed);
     loop {
-        let len = tokio::select! {
-            x = tokio::time::timeout(ticktime, r.read_u32()) => match x {
-                Err(_) => return format!("no data or tick for {ticktime:?} (net_ticktime)"),
-                Ok(Err(e)) => return format!("read: {e}"),
-                Ok(Ok(n)) => n as usize,
-            },
-            _ = &mut closed => return "closed".into(),
-        };
-        if len == 0 {
-            if let Some(tx) = echo.upgrade() {
-                let _ = tx.send(Vec::new());
+        // Every whole frame in the buffer.
+        loop {
+            let avail = &buf[start..];
+            let Some(head) = avail.get(..4) else { break };
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if len > max {
+                metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, len, max, "oversized frame: closing the connection");
+                return "oversized frame".into();
             }
-            continue;
-        }
-        if len > max {
-            metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, len, max, "oversized frame: closing the connection");
-            return "oversized frame".into();
-        }
-        body.resize(len, 0);
-        match tokio::time::timeout(ticktime, r.read_exact(&mut body)).await {
-            Err(_) => return "frame body timed out".into(),
-            Ok(Err(e)) => return format!("read: {e}"),
-            Ok(Ok(_)) => {}
-        }
-        metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-        match crate::frame::parse(&body) {
-            Ok(ctrl) => {
-                if let Some(backlog) = node.dispatch(peer, ctrl) {
-                    // The receiving mailbox is full: stop reading (TCP
-                    // pushes back on the sender) until it drains.
-                    metrics.backpressure.fetch_add(1, Ordering::Relaxed);
-                    tokio::select! {
-                        _ = backlog.drained() => {}
-                        _ = &mut closed => return "closed".into(),
+            let Some(body) = avail.get(4..4 + len) else {
+                // Room for the rest of this frame, at once.
+                buf.reserve(4 + len - avail.len());
+                break;
+            };
+            start += 4 + len;
+            if len == 0 {
+                if let Some(tx) = echo.upgrade() {
+                    let _ = tx.send(Vec::new());
+                }
+                continue;
+            }
+            metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+            match crate::frame::parse(body) {
+                Ok(ctrl) => {
+                    if let Some(backlog) = node.dispatch(peer, ctrl) {
+                        // The receiving mailbox is full: stop reading (TCP
+                        // pushes back on the sender) until it drains.
+                        metrics.backpressure.fetch_add(1, Ordering::Relaxed);
+                        tokio::select! {
+                            _ = backlog.drained() => {}
+                            _ = &mut closed => return "closed".into(),
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, error = %e, len, "undecodable frame skipped");
+                Err(e) => {
+                    metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, error = %e, len, "undecodable frame skipped");
+                }
             }
         }
-        if body.capacity() > 1 << 20 {
-            body = Vec::new();
+        // Keep the partial frame at the front.
+        if start == buf.len() {
+            buf.clear();
+        } else if start > 0 {
+            buf.drain(..start);
+        }
+        start = 0;
+        if buf.capacity() > 1 << 20 && buf.len() < 64 * 1024 {
+            buf.shrink_to(64 * 1024);
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        tokio::select! {
+            biased;
+            n = r.read_buf(&mut buf) => match n {
+                Ok(0) => return "read: end of stream".into(),
+                Ok(_) => {
+                    link.reads.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return format!("read: {e}"),
+            },
+            _ = &mut closed => return "closed".into(),
         }
     }
 }

@@ -183,6 +183,94 @@ pub fn parse(body: &[u8]) -> Result<Control, FrameError> {
     if tag != PASS_THROUGH {
         return Err(FrameError::BadTag(tag));
     }
+    if let Some(parsed) = parse_frequent(rest) {
+        return parsed;
+    }
+    parse_any(rest)
+}
+
+/// [`parse`] without its fast path for frequent operations: the reference
+/// the fast path must agree with (tests and fuzzing compare them).
+pub fn parse_generic(body: &[u8]) -> Result<Control, FrameError> {
+    let (&tag, rest) = body.split_first().ok_or(FrameError::Empty)?;
+    if tag != PASS_THROUGH {
+        return Err(FrameError::BadTag(tag));
+    }
+    parse_any(rest)
+}
+
+/// The operations every `gen_server:call` brings (`MONITOR_P`, `REG_SEND`
+/// or `SEND_SENDER`, `DEMONITOR_P`), read field by field without building
+/// the control tuple. `None` when the control message is anything else or
+/// has another shape: [`parse_any`] then decides, so both paths give the
+/// same result.
+fn parse_frequent(rest: &[u8]) -> Option<Result<Control, FrameError>> {
+    let mut c = codec::Cursor::new(rest);
+    c.version()?;
+    let arity = c.tuple()?;
+    let op = c.int()?;
+    let ctrl = match (op, arity) {
+        (19, 4) | (20, 4) => {
+            let (from, to, reference) = (c.pid()?, c.term()?, c.reference()?);
+            return Some(Ok(if op == 19 {
+                Control::Monitor {
+                    from,
+                    to,
+                    reference,
+                }
+            } else {
+                Control::Demonitor {
+                    from,
+                    to,
+                    reference,
+                }
+            }));
+        }
+        (6, 4) => {
+            let from = c.pid()?;
+            let _unused = c.term()?;
+            let to = c.term()?;
+            Dest::Name { from, to }
+        }
+        (22, 3) => {
+            let from = c.pid()?;
+            let to = c.pid()?;
+            Dest::Pid {
+                from: Some(from),
+                to,
+            }
+        }
+        (2, 3) => {
+            let _unused = c.term()?;
+            let to = c.pid()?;
+            Dest::Pid { from: None, to }
+        }
+        _ => return None,
+    };
+    // A pid that looks like the generic path's placeholder is refused
+    // there: let it decide.
+    let (Dest::Name { from: p, .. } | Dest::Pid { to: p, .. }) = &ctrl;
+    if is_dummy(p) {
+        return None;
+    }
+    let msg = match codec::decode(&rest[c.pos()..]) {
+        Ok(msg) => msg,
+        Err(e) => return Some(Err(e.into())),
+    };
+    Some(Ok(match ctrl {
+        Dest::Name { from, to } => Control::RegSend { from, to, msg },
+        Dest::Pid { from, to } => Control::Send { to, from, msg },
+    }))
+}
+
+/// Where a message of [`parse_frequent`] goes.
+enum Dest {
+    Name { from: Pid, to: Term },
+    Pid { from: Option<Pid>, to: Pid },
+}
+
+/// Parses any control message: decodes it whole, then reads its operands.
+fn parse_any(rest: &[u8]) -> Result<Control, FrameError> {
     let (ctrl, used) = codec::decode_prefix(rest)?;
     let rest = &rest[used..];
     let payload = || -> Result<Term, FrameError> { Ok(codec::decode(rest)?) };
@@ -333,21 +421,40 @@ pub fn build(ctrl: &Term, payload: Option<&Term>) -> Vec<u8> {
     if let Some(p) = payload {
         codec::encode_versioned(p, &mut out);
     }
-    let len = (out.len() - 4) as u32;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    out
+    finish(out)
 }
 
 /// `SEND` of `msg` to `to`.
 pub fn send(to: &Pid, msg: &Term) -> Vec<u8> {
-    build(
-        &Term::tuple(vec![
-            Term::Int(2),
-            Term::static_atom(""),
-            Term::pid(to.clone()),
-        ]),
-        Some(msg),
-    )
+    let mut out = send_head(to);
+    codec::encode_versioned(msg, &mut out);
+    finish(out)
+}
+
+/// `SEND` of the pair `{tag, reply}` to `to`: a `gen_server` reply,
+/// encoded without building the pair.
+pub fn send_reply(to: &Pid, tag: &Term, reply: &Term) -> Vec<u8> {
+    let mut out = send_head(to);
+    out.extend_from_slice(&[131, 104, 2]);
+    codec::encode(tag, &mut out);
+    codec::encode(reply, &mut out);
+    finish(out)
+}
+
+/// A frame's length placeholder, tag and `SEND` control `{2, '', To}`.
+fn send_head(to: &Pid) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    // Length, pass-through, version, {2, '', To}.
+    out.extend_from_slice(&[0, 0, 0, 0, PASS_THROUGH, 131, 104, 3, 97, 2, 119, 0]);
+    codec::encode_pid(to, &mut out);
+    out
+}
+
+/// Writes the length of a frame built after a 4-byte placeholder.
+fn finish(mut out: Vec<u8>) -> Vec<u8> {
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
 }
 
 /// `REG_SEND` of `msg` from `from` to the name `to`.
@@ -470,6 +577,101 @@ mod tests {
             serial: 0,
             creation: 1,
         }
+    }
+
+    /// The fast path for frequent operations gives what the generic
+    /// path gives, for their usual shapes, odd operands and broken bytes.
+    #[test]
+    fn fast_path_agrees_with_generic() {
+        let r = Ref::new(Atom::new("x@h"), 1, &[1, 2, 3]);
+        let name = Term::atom("locker");
+        let pid = Term::pid(p(3));
+        let odd = [Term::Int(1), Term::atom("x"), Term::NIL, Term::Int(-70000)];
+        let mut ctrls = vec![];
+        for (to, from) in [(&name, &pid), (&pid, &pid)] {
+            for op in [19, 20] {
+                ctrls.push(Term::tuple(vec![
+                    Term::Int(op),
+                    from.clone(),
+                    to.clone(),
+                    Term::reference(r.clone()),
+                ]));
+            }
+        }
+        for o in &odd {
+            ctrls.push(Term::tuple(vec![
+                Term::Int(19),
+                o.clone(),
+                name.clone(),
+                Term::reference(r.clone()),
+            ]));
+            ctrls.push(Term::tuple(vec![
+                Term::Int(20),
+                pid.clone(),
+                name.clone(),
+                o.clone(),
+            ]));
+            ctrls.push(Term::tuple(vec![
+                Term::Int(6),
+                o.clone(),
+                Term::atom(""),
+                name.clone(),
+            ]));
+            ctrls.push(Term::tuple(vec![
+                Term::Int(6),
+                pid.clone(),
+                o.clone(),
+                o.clone(),
+            ]));
+            ctrls.push(Term::tuple(vec![Term::Int(22), pid.clone(), o.clone()]));
+            ctrls.push(Term::tuple(vec![Term::Int(22), o.clone(), pid.clone()]));
+            ctrls.push(Term::tuple(vec![Term::Int(2), o.clone(), pid.clone()]));
+            ctrls.push(Term::tuple(vec![Term::Int(2), o.clone(), o.clone()]));
+        }
+        ctrls.push(Term::tuple(vec![
+            Term::Int(6),
+            pid.clone(),
+            Term::atom(""),
+            name.clone(),
+        ]));
+        ctrls.push(Term::tuple(vec![
+            Term::Int(6),
+            pid.clone(),
+            Term::atom(""),
+            name.clone(),
+            Term::Int(1),
+        ]));
+        ctrls.push(Term::tuple(vec![Term::Int(19), pid.clone(), name.clone()]));
+        for ctrl in &ctrls {
+            for payload in [Some(Term::atom("m")), None] {
+                let mut body = vec![PASS_THROUGH];
+                codec::encode_versioned(ctrl, &mut body);
+                if let Some(m) = &payload {
+                    codec::encode_versioned(m, &mut body);
+                }
+                for cut in [body.len(), body.len() - 1, body.len() / 2, 3] {
+                    let b = &body[..cut];
+                    assert_eq!(parse(b), parse_generic(b), "{ctrl:?} {payload:?} cut {cut}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn direct_builders_match_build() {
+        let to = p(9);
+        let msg = Term::tuple(vec![Term::atom("a"), Term::Int(300)]);
+        let ctrl = Term::tuple(vec![Term::Int(2), Term::atom(""), Term::pid(to.clone())]);
+        assert_eq!(send(&to, &msg), build(&ctrl, Some(&msg)));
+        let tag = Term::List(vec![
+            Term::atom("alias"),
+            Term::reference(Ref::new(Atom::new("x@h"), 1, &[1, 2, 3])),
+        ]);
+        let pair = Term::tuple(vec![tag.clone(), Term::atom("ok")]);
+        assert_eq!(
+            send_reply(&to, &tag, &Term::atom("ok")),
+            build(&ctrl, Some(&pair))
+        );
     }
 
     #[test]

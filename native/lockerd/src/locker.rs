@@ -346,8 +346,7 @@ impl Locker {
     }
 
     fn reply(&self, from: &From, reply: Term) {
-        self.node
-            .send(&from.0, Term::tuple(vec![from.1.clone(), reply]));
+        self.node.send_reply(&from.0, &from.1, reply);
     }
 
     /// Handles one signal.
@@ -355,24 +354,39 @@ impl Locker {
         let Signal::Message { msg, .. } = sig else {
             return; // exits and downs mean nothing to the server
         };
-        match &msg {
+        let msg = match msg {
             Term::Tuple(t) if t.len() == 3 && t[0].is_atom("$gen_call") => {
-                let from = match t[1].as_tuple() {
-                    Some([Term::Pid(p), tag]) => ((**p).clone(), tag.clone()),
-                    _ => {
-                        tracing::warn!(msg = %msg.display(200), "call with a malformed From dropped");
+                let [_, from, req]: [Term; 3] = match Vec::from(t).try_into() {
+                    Ok(parts) => parts,
+                    Err(_) => return,
+                };
+                let from = match from {
+                    Term::Tuple(f) if matches!(&*f, [Term::Pid(_), _]) => {
+                        let [pid, tag]: [Term; 2] = match Vec::from(f).try_into() {
+                            Ok(parts) => parts,
+                            Err(_) => return,
+                        };
+                        let Term::Pid(pid) = pid else { return };
+                        (*pid, tag)
+                    }
+                    other => {
+                        tracing::warn!(from = %other.display(200), "call with a malformed From dropped");
                         return;
                     }
                 };
                 let started = Instant::now();
-                let kind = kind_index(&t[2]);
-                if let Some(reply) = self.call(&t[2], &from) {
+                let kind = kind_index(&req);
+                if let Some(reply) = self.call(&req, &from) {
                     self.reply(&from, reply);
                 }
                 self.node
                     .metrics()
                     .request(kind, started.elapsed().as_nanos() as u64);
+                return;
             }
+            other => other,
+        };
+        match &msg {
             Term::Tuple(t) if t.len() == 2 && t[0].is_atom("$gen_cast") => self.cast(&t[1]),
             Term::Atom(x) if x.as_str() == "expire_leases" || x.as_str() == "expire_locks" => {
                 self.sweep()

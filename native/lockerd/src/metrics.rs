@@ -29,9 +29,12 @@ pub const KINDS: &[&str] = &[
     "rpc",
 ];
 
-/// Latency buckets (seconds).
+/// Latency bucket bounds (seconds) as rendered, and in nanoseconds.
 const BUCKETS: &[f64] = &[
     0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
+];
+const BUCKETS_NS: [u64; 10] = [
+    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000, 25_000_000,
 ];
 
 /// Every counter of the node.
@@ -76,11 +79,10 @@ impl Metrics {
     /// Counts one request of `kind` (an entry of [`KINDS`]) that took `ns`.
     pub fn request(&self, kind: usize, ns: u64) {
         self.requests[kind.min(KINDS.len() - 1)].fetch_add(1, Ordering::Relaxed);
-        let s = ns as f64 / 1e9;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if s <= *b {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        // One bucket per request (the smallest bound that holds it); the
+        // exposition adds them up into Prometheus' cumulative buckets.
+        if let Some(i) = BUCKETS_NS.iter().position(|b| ns <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_ns.fetch_add(ns, Ordering::Relaxed);
@@ -107,11 +109,12 @@ impl Metrics {
             );
         }
         s.push_str("# HELP locker_request_duration_seconds Time to serve a request.\n# TYPE locker_request_duration_seconds histogram\n");
+        let mut below = 0;
         for (i, b) in BUCKETS.iter().enumerate() {
+            below += l(&self.buckets[i]);
             let _ = writeln!(
                 s,
-                "locker_request_duration_seconds_bucket{{le=\"{b}\"}} {}",
-                l(&self.buckets[i])
+                "locker_request_duration_seconds_bucket{{le=\"{b}\"}} {below}"
             );
         }
         let count = l(&self.latency_count);
@@ -240,4 +243,39 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_bounds_agree() {
+        for (s, ns) in BUCKETS.iter().zip(BUCKETS_NS) {
+            assert_eq!((s * 1e9).round() as u64, ns);
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.request(0, 3_000); // <= 5 us
+        m.request(0, 30_000); // <= 50 us
+        m.request(1, 50_000); // <= 50 us (bound included)
+        m.request(1, 2_000_000_000); // +Inf only
+        let text = m.render(0);
+        let bucket = |le: &str| -> u64 {
+            let prefix = format!("locker_request_duration_seconds_bucket{{le=\"{le}\"}} ");
+            let line = text.lines().find(|l| l.starts_with(&prefix)).expect(le);
+            line[prefix.len()..].parse().expect("count")
+        };
+        assert_eq!(bucket("0.000005"), 1);
+        assert_eq!(bucket("0.00001"), 1);
+        assert_eq!(bucket("0.000025"), 1);
+        assert_eq!(bucket("0.00005"), 3);
+        assert_eq!(bucket("0.025"), 3);
+        assert_eq!(bucket("+Inf"), 4);
+        assert!(text.contains("locker_request_duration_seconds_count 4\n"));
+        assert_eq!(m.requests_of("get_write_lock"), 2);
+    }
 }

@@ -315,6 +315,15 @@ impl Node {
         self.send_frame(&peer, frame::send(to, &msg), true);
     }
 
+    /// Sends the `gen_server` reply `{tag, reply}` to `to`.
+    pub fn send_reply(&self, to: &Pid, tag: &Term, reply: Term) {
+        if to.node == self.0.name {
+            self.send(to, Term::tuple(vec![tag.clone(), reply]));
+            return;
+        }
+        self.send_frame(&to.node, frame::send_reply(to, tag, &reply), true);
+    }
+
     /// Sends `msg` from `from` to `{name, node}` (connects if needed).
     pub fn reg_send(&self, from: &Pid, name: &str, node: &Atom, msg: Term) {
         if *node == self.0.name {

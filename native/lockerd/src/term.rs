@@ -40,8 +40,20 @@ enum AtomRepr {
     Heap(Arc<str>),
 }
 
-/// Atoms the protocol uses: decoding them allocates nothing.
-const KNOWN_ATOMS: &[&str] = &[
+/// Atoms the protocol uses: decoding them allocates nothing. A `match`
+/// (length, then bytes) finds them faster than hashing the text.
+macro_rules! known_atoms {
+    ($($text:literal,)*) => {
+        fn known(text: &str) -> Option<&'static str> {
+            match text {
+                $($text => Some($text),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+known_atoms! {
     "ok",
     "error",
     "true",
@@ -88,7 +100,7 @@ const KNOWN_ATOMS: &[&str] = &[
     "badarg",
     "interval",
     "",
-];
+}
 
 /// Heap atoms kept per thread, at most: the cache never grows past this
 /// whatever the input (further atoms are allocated each time).
@@ -99,19 +111,12 @@ thread_local! {
         std::cell::RefCell::new(std::collections::HashSet::default());
 }
 
-fn known() -> &'static std::collections::HashMap<&'static str, &'static str, ahash::RandomState> {
-    static KNOWN: std::sync::OnceLock<
-        std::collections::HashMap<&'static str, &'static str, ahash::RandomState>,
-    > = std::sync::OnceLock::new();
-    KNOWN.get_or_init(|| KNOWN_ATOMS.iter().map(|k| (*k, *k)).collect())
-}
-
 impl Atom {
     /// The atom with this text (at most 255 characters, unchecked here).
     /// Protocol atoms are static; other atoms seen recently (node names)
     /// share one allocation through a bounded per-thread cache.
     pub fn new(text: &str) -> Self {
-        if let Some(k) = known().get(text) {
+        if let Some(k) = known(text) {
             return Atom(AtomRepr::Static(k));
         }
         HEAP_ATOMS.with(|cache| {
