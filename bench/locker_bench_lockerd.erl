@@ -4,7 +4,11 @@
 %%   - service rate of one master: C callers on the bench node send
 %%     get_write_lock + release_write_lock calls to `{locker, Master}' in
 %%     short windows, interleaved BEAM, lockerd, lockerd, BEAM against drift
-%%     (one sample per window);
+%%     (one sample per window). Two figures per window: calls served per
+%%     second of the master's CPU time (its OS process, every thread, from
+%%     /proc: the service rate, 1 / service time), and calls/s the client
+%%     node gets (on a 2-vCPU machine that node, sharing the CPUs, bounds
+%%     it for both masters);
 %%   - sequential lock, release, extend_lease and update latency from a
 %%     BEAM coordinator (a peer that is not a master) against three masters,
 %%     W = 2: all-BEAM, mixed (2 BEAM + 1 lockerd) and all-lockerd, run in
@@ -50,8 +54,10 @@ measure(Quick, Bin) ->
     on_cleanup(fun() -> locker_bench:stop_peers(CPeers) end),
     ok = rpc:call(C, locker, set_w, [[C], 2]),
     mesh([C | Beam]),
-    Lds = [lockerd(Bin, "bld" ++ integer_to_list(I)) || I <- [1, 2, 3]],
-    Rate = rate_rows(hd(Beam), hd(Lds), P),
+    [{Ld1, Ld1Pid} | LdRest] = [lockerd_pid(Bin, "bld" ++ integer_to_list(I)) || I <- [1, 2, 3]],
+    Lds = [Ld1 | [N || {N, _} <- LdRest]],
+    BeamPid = rpc:call(hd(Beam), os, getpid, []),
+    Rate = rate_rows({hd(Beam), BeamPid}, {Ld1, Ld1Pid}, P),
     Clusters = [
         {"all-BEAM", Beam},
         {"mixed", [hd(Beam), lists:nth(2, Beam), hd(Lds)]},
@@ -89,12 +95,22 @@ rate_rows(B, L, #{callers := Callers, rate_rounds := Rounds, rate_ms := Ms}) ->
             Rb2 = rate(B, C, Ms),
             {[Rb1, Rb2], [Rl1, Rl2]}
         end || _ <- lists:seq(1, Rounds)],
-        Beam = locker_bench:stats(lists:append([Sb || {Sb, _} <- Samples])),
-        Ld = locker_bench:stats(lists:append([Sl || {_, Sl} <- Samples])),
+        Stat = fun(Which, Pick) ->
+            locker_bench:stats([Pick(X) || X <- lists:append([element(Which, S) || S <- Samples])])
+        end,
+        Calls = fun({R, _}) -> R end,
+        PerCpu = fun({_, R}) -> R end,
+        [BeamRate, LdRate, BeamCpu, LdCpu] =
+            [Stat(1, Calls), Stat(2, Calls), Stat(1, PerCpu), Stat(2, PerCpu)],
         [
-            locker_bench:row(fmt("lockerd master calls/s, ~b caller~s", [C, plural(C)]), per_s, Ld,
-                {"BEAM master", maps:get(median, Beam)}, "get_write_lock + release_write_lock; target >= 1.0x"),
-            locker_bench:row(fmt("  BEAM master calls/s, ~b caller~s", [C, plural(C)]), per_s, Beam, "")
+            locker_bench:row(fmt("lockerd master calls per CPU-second, ~b caller~s", [C, plural(C)]), per_s, LdCpu,
+                {"BEAM master", maps:get(median, BeamCpu)},
+                "service rate: calls served per second of the master's CPU (OS process); target >= 1.0x"),
+            locker_bench:row(fmt("  BEAM master calls per CPU-second, ~b caller~s", [C, plural(C)]), per_s, BeamCpu, ""),
+            locker_bench:row(fmt("lockerd master calls/s, ~b caller~s", [C, plural(C)]), per_s, LdRate,
+                {"BEAM master", maps:get(median, BeamRate)},
+                "get_write_lock + release_write_lock from one client node (bounded by that node on 2 shared vCPUs)"),
+            locker_bench:row(fmt("  BEAM master calls/s, ~b caller~s", [C, plural(C)]), per_s, BeamRate, "")
         ]
     end || C <- Callers]).
 
@@ -104,13 +120,29 @@ plural(1) -> "";
 plural(_) -> "s".
 
 %% Calls per second that `Callers' processes here get from {locker, Node}
-%% in `Ms' milliseconds.
-rate(Node, Callers, Ms) ->
+%% in `Ms' milliseconds, and calls per second of CPU time (user + system)
+%% that the master's OS process spent meanwhile.
+rate({Node, OsPid}, Callers, Ms) ->
     Parent = self(),
+    Cpu0 = cpu_ns(OsPid),
+    T0 = erlang:monotonic_time(),
     Deadline = erlang:monotonic_time(millisecond) + Ms,
     Pids = [spawn_link(fun() -> Parent ! {self(), caller(Node, I, Deadline, 0)} end) || I <- lists:seq(1, Callers)],
     Total = lists:sum([receive {P, N} -> N end || P <- Pids]),
-    Total * 1000 / Ms.
+    Cpu = (cpu_ns(OsPid) - Cpu0) / 1.0e9,
+    Secs = erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond) / 1.0e6,
+    {Total / Secs, Total / max(Cpu, 1.0e-9)}.
+
+%% CPU time of an OS process in nanoseconds: the sum over its threads of
+%% the time they ran (/proc/PID/task/TID/schedstat, first field), which
+%% is finer than the clock ticks of /proc/PID/stat.
+cpu_ns(OsPid) ->
+    Dir = "/proc/" ++ OsPid ++ "/task",
+    {ok, Tids} = file:list_dir(Dir),
+    lists:sum([case file:read_file(filename:join([Dir, T, "schedstat"])) of
+        {ok, B} -> binary_to_integer(hd(binary:split(B, <<" ">>)));
+        {error, _} -> 0 % the thread ended meanwhile
+    end || T <- Tids]).
 
 caller(Node, I, Deadline, N) ->
     case erlang:monotonic_time(millisecond) < Deadline of
@@ -257,10 +289,6 @@ rss(OsPid) ->
 
 on_cleanup(F) ->
     put(lockerd_bench_cleanup, [F | get(lockerd_bench_cleanup)]).
-
-lockerd(Bin, Prefix) ->
-    {Node, _} = lockerd_pid(Bin, Prefix),
-    Node.
 
 %% Starts lockerd under a shell that kills it when its stdin (the port)
 %% closes, so that it cannot outlive this VM; returns its node and OS pid.
