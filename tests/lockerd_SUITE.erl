@@ -574,6 +574,15 @@ flood_of_unknown_requests(Config) ->
     %% The calls alone carried 100 MB; a full mailbox pauses the
     %% connection's reader (4096 signals), so lockerd holds a bounded part.
     true = After - Before < 48 * 1024,
+    %% Not one log line per bad request: at most 20 a second, the rest
+    %% counted in one line.
+    #{log := Log} = LD,
+    pong = net_adm:ping(L),
+    {ok, Text} = file:read_file(Log),
+    Lines = length(binary:matches(Text, <<"unknown request">>)),
+    ct:log("~b 'unknown request' lines for ~b unknown calls", [Lines, N]),
+    true = Lines < N div 10,
+    {match, _} = re:run(Text, "[0-9]+ more warnings about bad input suppressed"),
     ok.
 
 rss_kb(OsPid) ->

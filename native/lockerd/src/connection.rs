@@ -26,12 +26,66 @@ use tokio::sync::{mpsc, Notify};
 use crate::node::Node;
 use crate::term::Atom;
 
+/// Bytes queued for a connection's writer. A peer that sends requests
+/// faster than it reads the replies would otherwise grow this node's
+/// memory without bound: while more than [`Outbox::HIGH`] bytes wait,
+/// the connection's reader stops reading (TCP pushes back on the peer,
+/// as a busy distribution port does on the BEAM) until the queue is down
+/// to [`Outbox::LOW`], or for one second at most (so that two nodes that
+/// both queue a lot for each other still make progress).
+#[derive(Default)]
+pub(crate) struct Outbox {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
+impl Outbox {
+    /// Above this many queued bytes, the connection's reader pauses.
+    pub const HIGH: usize = 8 << 20;
+    /// It resumes once the queue is down to this many.
+    pub const LOW: usize = 2 << 20;
+
+    /// Counts a frame queued for the writer.
+    pub fn queued(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sent(&self, n: usize) {
+        let before = self.bytes.fetch_sub(n, Ordering::AcqRel);
+        if before > Self::LOW && before - n <= Self::LOW {
+            self.drained.notify_waiters();
+        }
+    }
+
+    fn is_high(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) > Self::HIGH
+    }
+
+    /// Returns once the queue is down to [`Outbox::LOW`], or after `most`.
+    async fn drained(&self, most: Duration) {
+        let _ = tokio::time::timeout(most, async {
+            loop {
+                let notified = self.drained.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.bytes.load(Ordering::Acquire) <= Self::LOW {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+}
+
 /// How the reader and the writer of one connection see each other.
 struct Link {
     /// Asks both halves to stop.
     close: Arc<Notify>,
     /// Reads that returned bytes; the writer's ticker watches it.
     reads: AtomicU64,
+    /// What waits to be written.
+    outbox: Arc<Outbox>,
 }
 
 /// Starts the reader and writer of a connection.
@@ -44,6 +98,7 @@ pub(crate) fn spawn(
     tx: &mpsc::UnboundedSender<Vec<u8>>,
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     close: Arc<Notify>,
+    outbox: Arc<Outbox>,
     writers: Arc<AtomicUsize>,
     writers_done: Arc<Notify>,
 ) {
@@ -54,6 +109,7 @@ pub(crate) fn spawn(
     let link = Arc::new(Link {
         close,
         reads: AtomicU64::new(0),
+        outbox,
     });
     let link_r = link.clone();
     let (n2, p2) = (node.clone(), peer.clone());
@@ -118,6 +174,7 @@ async fn writer(
                 if w.write_all(&buf).await.is_err() {
                     return None;
                 }
+                link.outbox.sent(buf.len());
                 buf.clear();
                 wrote = true;
                 wrote_since_echo = true;
@@ -201,7 +258,7 @@ async fn reader(
                 }
                 Err(e) => {
                     metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, error = %e, len, "undecodable frame skipped");
+                    crate::warn_bad_input!(%peer, error = %e, len, "undecodable frame skipped");
                 }
             }
         }
@@ -217,6 +274,15 @@ async fn reader(
         }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
+        }
+        if link.outbox.is_high() {
+            // The peer does not read what we queue for it: read no more
+            // of its requests for now.
+            metrics.backpressure.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                _ = link.outbox.drained(Duration::from_secs(1)) => {}
+                _ = &mut closed => return "closed".into(),
+            }
         }
         tokio::select! {
             biased;

@@ -11,7 +11,7 @@
 //! | [`node`], [`peers`], [`connection`], [`process`] | the node: connections, ticks, processes, monitors, links |
 //! | [`locker`], [`stored`] | the registered `locker` server; keys and values as stored |
 //! | [`rpc`], [`net_kernel`] | `rpc:call` of `locker:dirty_read/1`; `net_adm:ping` |
-//! | [`metrics`], [`shutdown`], [`cli`] | operations |
+//! | [`metrics`], [`shutdown`], [`cli`], [`log_limit`] | operations; warnings about bad input bounded |
 //! | [`client`] | the Rust client API: coordinator and `Locker.Registry` names |
 //!
 //! `native/lockerd/README.md` records what erl_dist 0.8 lacks and how each
@@ -27,6 +27,7 @@ pub mod epmd;
 pub mod frame;
 pub mod handshake;
 pub mod locker;
+pub mod log_limit;
 pub mod metrics;
 pub mod net_kernel;
 pub mod node;

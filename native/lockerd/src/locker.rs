@@ -370,7 +370,7 @@ impl Locker {
                         (*pid, tag)
                     }
                     other => {
-                        tracing::warn!(from = %other.display(200), "call with a malformed From dropped");
+                        crate::warn_bad_input!(from = %other.display(200), "call with a malformed From dropped");
                         return;
                     }
                 };
@@ -406,14 +406,14 @@ impl Locker {
             .map(Atom::as_str)
             .unwrap_or("");
         let unknown = || {
-            tracing::warn!(request = %req.display(300), from = ?from.0, "unknown request");
+            crate::warn_bad_input!(request = %req.display(300), from = ?from.0, "unknown request");
             Term::tuple(vec![
                 a::ERROR,
                 Term::tuple(vec![Term::static_atom("unknown_request"), req.clone()]),
             ])
         };
         let badarg = || {
-            tracing::warn!(request = %req.display(300), "bad arguments");
+            crate::warn_bad_input!(request = %req.display(300), "bad arguments");
             error("badarg")
         };
         let reply = match (op, items.len()) {
@@ -582,7 +582,7 @@ impl Locker {
                 Term::List(l) => (l, true),
                 Term::Improper(b) => (&b.0, false),
                 _ => {
-                    tracing::warn!(from = %from, "malformed transaction log (not a list) dropped");
+                    crate::warn_bad_input!(from = %from, "malformed transaction log (not a list) dropped");
                     return;
                 }
             };
@@ -596,10 +596,10 @@ impl Locker {
                 }
             }
             if skipped > 0 {
-                tracing::warn!(skipped, from = %from, "skipped unknown log entries");
+                crate::warn_bad_input!(skipped, from = %from, "skipped unknown log entries");
             }
             if !proper {
-                tracing::warn!(from = %from, "malformed transaction log (improper list)");
+                crate::warn_bad_input!(from = %from, "malformed transaction log (improper list)");
             }
             self.woken(wakes);
             self.rearm();
@@ -607,7 +607,7 @@ impl Locker {
                 .metrics()
                 .request(12, started.elapsed().as_nanos() as u64);
         } else {
-            tracing::warn!(cast = %msg.display(200), "unknown cast ignored");
+            crate::warn_bad_input!(cast = %msg.display(200), "unknown cast ignored");
         }
     }
 

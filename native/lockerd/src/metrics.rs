@@ -51,7 +51,8 @@ pub struct Metrics {
     /// Messages to names nobody registered.
     pub unknown_name: AtomicU64,
     /// Times a connection stopped reading because the mailbox it feeds
-    /// was full (backpressure on the sender).
+    /// was full, or its peer left more than 8 MiB unread (backpressure on
+    /// the sender).
     pub backpressure: AtomicU64,
     /// Failed incoming handshakes (wrong cookie, garbage, timeouts).
     pub handshake_failures: AtomicU64,
@@ -164,7 +165,7 @@ impl Metrics {
             ),
             (
                 "locker_backpressure_pauses_total",
-                "Times a connection paused reading for a full mailbox.",
+                "Times a connection paused reading for a full mailbox or unread replies.",
                 &self.backpressure,
             ),
             (

@@ -28,7 +28,7 @@ pub fn spawn(node: &Node) -> Result<(), String> {
             let reply = match req.as_tuple() {
                 Some([op, _]) if op.is_atom("is_auth") => Term::static_atom("yes"),
                 _ => {
-                    tracing::warn!(request = %req.display(200), "net_kernel: unknown request");
+                    crate::warn_bad_input!(request = %req.display(200), "net_kernel: unknown request");
                     Term::tuple(vec![
                         Term::static_atom("error"),
                         Term::tuple(vec![Term::static_atom("unknown_request"), req.clone()]),

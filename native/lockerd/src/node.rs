@@ -494,7 +494,7 @@ impl Node {
             }
             Control::RegSend { from, to, msg } => {
                 let Some(name) = to.as_atom() else {
-                    tracing::warn!(%peer, to = %to.display(100), "REG_SEND to a non-atom dropped");
+                    crate::warn_bad_input!(%peer, to = %to.display(100), "REG_SEND to a non-atom dropped");
                     return None;
                 };
                 // The message moves into the mailbox; it comes back only
@@ -510,7 +510,7 @@ impl Node {
                     Err(sig) => {
                         self.0.metrics.unknown_name.fetch_add(1, Ordering::Relaxed);
                         if let Signal::Message { from, msg } = &sig {
-                            tracing::warn!(%peer, name = %name, from = ?from, msg = %msg.display(200), "message to an unknown registered name dropped");
+                            crate::warn_bad_input!(%peer, name = %name, from = ?from, msg = %msg.display(200), "message to an unknown registered name dropped");
                         }
                         None
                     }

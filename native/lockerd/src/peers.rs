@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
+use crate::connection::Outbox;
 use crate::handshake::{self, Accept, ClientOutcome};
 use crate::node::Node;
 use crate::term::Atom;
@@ -24,6 +25,7 @@ pub(crate) enum Slot {
         tx: mpsc::UnboundedSender<Vec<u8>>,
         conn_id: u64,
         close: Arc<Notify>,
+        outbox: Arc<Outbox>,
     },
     Connecting {
         queue: Vec<Vec<u8>>,
@@ -61,7 +63,8 @@ impl Peers {
 pub(crate) fn send_frame(node: &Node, peer: &Atom, f: Vec<u8>, connect: bool) {
     let mut peers = node.0.peers.lock();
     match peers.map.get_mut(peer) {
-        Some(Slot::Up { tx, .. }) => {
+        Some(Slot::Up { tx, outbox, .. }) => {
+            outbox.queued(f.len());
             let _ = tx.send(f);
         }
         Some(Slot::Connecting { queue }) => {
@@ -181,7 +184,7 @@ async fn incoming(node: Node, stream: TcpStream, addr: std::net::SocketAddr) {
     let max = node.config().max_peers;
     if node.0.peers.lock().up_count() >= max {
         node.metrics().rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%addr, max, "peer limit reached: connection refused");
+        crate::warn_bad_input!(%addr, max, "peer limit reached: connection refused");
         return;
     }
     let me = node.name().as_str().to_string();
@@ -216,7 +219,7 @@ async fn incoming(node: Node, stream: TcpStream, addr: std::net::SocketAddr) {
             node.metrics()
                 .handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%addr, error = %e, "incoming handshake failed");
+            crate::warn_bad_input!(%addr, error = %e, "incoming handshake failed");
         }
     }
 }
@@ -227,6 +230,7 @@ fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
     let (tx, rx) = mpsc::unbounded_channel();
     let conn_id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
     let close = Arc::new(Notify::new());
+    let outbox = Arc::new(Outbox::default());
     let (old, writers, done) = {
         let mut peers = node.0.peers.lock();
         let old = peers.map.insert(
@@ -235,6 +239,7 @@ fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
                 tx: tx.clone(),
                 conn_id,
                 close: close.clone(),
+                outbox: outbox.clone(),
             },
         );
         (old, peers.writers.clone(), peers.writers_done.clone())
@@ -243,6 +248,7 @@ fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
     match old {
         Some(Slot::Connecting { queue }) => {
             for f in queue {
+                outbox.queued(f.len());
                 let _ = tx.send(f);
             }
         }
@@ -265,6 +271,7 @@ fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
         &tx,
         rx,
         close,
+        outbox,
         writers,
         done,
     );

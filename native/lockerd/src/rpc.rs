@@ -29,7 +29,7 @@ pub(crate) fn spawn_request(
     let link = opts.iter().any(|o| o.is_atom("link"));
     let args = args.as_list().unwrap_or(&[]).to_vec();
     if !is_exec || args.len() != 4 {
-        tracing::warn!(%peer, mfa = %mfa.display(200), "spawn request refused: only erpc:execute_call/4 is served");
+        crate::warn_bad_input!(%peer, mfa = %mfa.display(200), "spawn request refused: only erpc:execute_call/4 is served");
         node.send_frame(
             peer,
             frame::spawn_reply(&req_id, &from, 0, &Term::static_atom("notsup")),
@@ -49,7 +49,7 @@ pub(crate) fn spawn_request(
             None => undef(r, m, f, a),
         },
         _ => {
-            tracing::warn!(%peer, module = %m.display(100), function = %f.display(100), "rpc refused: only locker:dirty_read/1 is served");
+            crate::warn_bad_input!(%peer, module = %m.display(100), function = %f.display(100), "rpc refused: only locker:dirty_read/1 is served");
             undef(r, m, f, a)
         }
     };
