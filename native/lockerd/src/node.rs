@@ -219,7 +219,7 @@ impl Node {
             Entry {
                 tx,
                 name,
-                monitors: Vec::new(),
+                monitors: Default::default(),
                 links: Vec::new(),
             },
         );
@@ -264,7 +264,7 @@ impl Node {
             }
             entry
         };
-        for m in entry.monitors {
+        for m in entry.monitors.into_values() {
             self.send_frame(
                 &m.peer,
                 frame::monitor_exit(&m.target, &m.from, &m.reference, reason),
@@ -458,7 +458,7 @@ impl Node {
         {
             let mut procs = self.0.procs.lock();
             for e in procs.by_key.values_mut() {
-                e.monitors.retain(|m| m.peer != *peer);
+                e.monitors.retain(|_, m| m.peer != *peer);
                 e.links.retain(|l| l.node != *peer);
             }
             if let Some(mons) = procs.out_monitors.remove(peer) {
@@ -543,7 +543,7 @@ impl Node {
                     _ => None,
                 };
                 if let Some(e) = key.and_then(|k| procs.by_key.get_mut(&k)) {
-                    e.monitors.retain(|m| m.reference != reference);
+                    e.monitors.remove(&reference);
                 }
             }
             Control::MonitorExit {
@@ -651,7 +651,7 @@ impl Node {
     }
 
     fn monitored(&self, peer: &Atom, from: Pid, to: Term, reference: Ref) {
-        let found = {
+        {
             let mut procs = self.0.procs.lock();
             let key = match &to {
                 Term::Atom(a) => procs.names.get(a).copied(),
@@ -661,27 +661,28 @@ impl Node {
             match key.and_then(|k| procs.by_key.get_mut(&k)) {
                 Some(e) if e.monitors.len() >= MAX_MONITORS => {
                     tracing::warn!(%peer, "too many monitors on one process: monitor refused (noproc)");
-                    false
                 }
                 Some(e) => {
-                    e.monitors.push(InMonitor {
-                        peer: peer.clone(),
-                        from: from.clone(),
-                        reference: reference.clone(),
-                        target: to.clone(),
-                    });
-                    true
+                    e.monitors.insert(
+                        reference.clone(),
+                        InMonitor {
+                            peer: peer.clone(),
+                            from,
+                            reference,
+                            target: to,
+                        },
+                    );
+                    return;
                 }
-                None => false,
+                None => {}
             }
-        };
-        if !found {
-            tracing::debug!(%peer, target = %to.display(100), "monitor of a missing process: noproc");
-            self.send_frame(
-                peer,
-                frame::monitor_exit(&to, &from, &reference, &Term::static_atom("noproc")),
-                false,
-            );
         }
+        // No such process, or too many monitors on it.
+        tracing::debug!(%peer, target = %to.display(100), "monitor of a missing process: noproc");
+        self.send_frame(
+            peer,
+            frame::monitor_exit(&to, &from, &reference, &Term::static_atom("noproc")),
+            false,
+        );
     }
 }

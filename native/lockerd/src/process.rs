@@ -137,7 +137,8 @@ impl ProcTx {
 pub(crate) struct Entry {
     pub tx: ProcTx,
     pub name: Option<Atom>,
-    pub monitors: Vec<InMonitor>,
+    /// Monitors remote processes hold on this one, by reference.
+    pub monitors: HashMap<Ref, InMonitor, ahash::RandomState>,
     pub links: Vec<Pid>,
 }
 
