@@ -215,7 +215,7 @@ pub struct Ref {
     /// The node's incarnation.
     pub creation: u32,
     /// Id words without trailing zero words.
-    pub ids: Box<[u32]>,
+    pub ids: RefIds,
 }
 
 impl Ref {
@@ -225,8 +225,74 @@ impl Ref {
         Ref {
             node,
             creation,
-            ids: ids[..used].into(),
+            ids: RefIds::new(&ids[..used]),
         }
+    }
+}
+
+/// A reference's id words, compared and hashed as the slice they hold:
+/// inline up to five (every reference OTP 25 makes), on the heap beyond,
+/// so that decoding or cloning a reference allocates nothing of its own.
+#[derive(Clone)]
+pub struct RefIds(RefIdsRepr);
+
+#[derive(Clone)]
+enum RefIdsRepr {
+    Inline(u8, [u32; 5]),
+    Heap(Box<[u32]>),
+}
+
+impl RefIds {
+    /// These words.
+    pub fn new(words: &[u32]) -> Self {
+        if words.len() <= 5 {
+            let mut w = [0; 5];
+            w[..words.len()].copy_from_slice(words);
+            RefIds(RefIdsRepr::Inline(words.len() as u8, w))
+        } else {
+            RefIds(RefIdsRepr::Heap(words.into()))
+        }
+    }
+
+    /// The words.
+    pub fn as_slice(&self) -> &[u32] {
+        match &self.0 {
+            RefIdsRepr::Inline(n, w) => &w[..*n as usize],
+            RefIdsRepr::Heap(w) => w,
+        }
+    }
+}
+
+impl std::ops::Deref for RefIds {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        self.as_slice()
+    }
+}
+impl PartialEq for RefIds {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+impl Eq for RefIds {}
+impl Hash for RefIds {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+impl PartialOrd for RefIds {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for RefIds {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+impl fmt::Debug for RefIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_slice().fmt(f)
     }
 }
 
@@ -634,6 +700,37 @@ impl fmt::Display for Term {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inline and heap id words behave as the slices they hold.
+    #[test]
+    fn ref_ids_are_their_slice() {
+        use std::collections::hash_map::DefaultHasher;
+        let h = |x: &dyn Fn(&mut DefaultHasher)| {
+            let mut s = DefaultHasher::new();
+            x(&mut s);
+            s.finish()
+        };
+        let cases: Vec<Vec<u32>> = vec![
+            vec![],
+            vec![1],
+            vec![1, 2, 3],
+            vec![1, 2, 3, 4, 5],
+            (1..=16).collect(),
+            vec![9; 6],
+        ];
+        for a in &cases {
+            let ia = RefIds::new(a);
+            assert_eq!(&*ia, &a[..]);
+            assert_eq!(h(&|s| ia.hash(s)), h(&|s| a[..].hash(s)));
+            for b in &cases {
+                let ib = RefIds::new(b);
+                assert_eq!(ia == ib, a == b);
+                assert_eq!(ia.cmp(&ib), a[..].cmp(&b[..]));
+            }
+        }
+        let r = Ref::new(Atom::new("n@h"), 1, &[7, 8, 0, 0]);
+        assert_eq!(&*r.ids, &[7, 8]);
+    }
 
     #[test]
     fn canonical_constructors() {
