@@ -33,6 +33,7 @@
     server_restart_keeps_leases/1,
     fencing_tokens_increase/1,
     server_dies_mid_operation/1,
+    partial_commit_is_no_quorum/1,
     flood_of_unknown_requests/1
 ]).
 
@@ -61,6 +62,7 @@ all() ->
         server_restart_keeps_leases,
         fencing_tokens_increase,
         server_dies_mid_operation,
+        partial_commit_is_no_quorum,
         flood_of_unknown_requests
     ].
 
@@ -640,3 +642,48 @@ wait_until(F) ->
         true -> ok;
         false -> erlang:yield(), wait_until(F)
     end.
+
+%% Every master promises the key but only one applies phase two (the
+%% others lose the write: a relay registered as `locker' on B and C passes
+%% every call to the real server except writes): fewer than W stored it,
+%% so it is no success (the original answered {ok, 2, 3, 1}), the promises
+%% left on B and C are dropped at once, and the lock can be taken by
+%% another value right away.
+partial_commit_is_no_quorum(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Relays = [lose_writes(N) || N <- [B, C]],
+    {error, no_quorum} = call(A, lock, [pk, v1, 60000, 300]),
+    {error, no_quorum} = call(A, lock_with_token, [pk2, v1, 60000, 300]),
+    [restore_server(R) || R <- Relays],
+    %% A alone stored pk for v1 (no quorum holds it); B and C dropped
+    %% the promises, so v2 takes pk now with their two votes.
+    {ok, v1} = call(A, dirty_read, [pk]),
+    {ok, 2, 2, _} = call(A, lock, [pk, v2, 60000, 2000]),
+    %% The same for extend_lease: only A applies it.
+    {ok, 2, 3, 3} = call(A, lock, [ek, v, 60000, 2000]),
+    Relays2 = [lose_writes(N) || N <- [B, C]],
+    {error, no_quorum} = call(A, extend_lease, [ek, v, 120000, 300]),
+    [restore_server(R) || R <- Relays2],
+    ok = call(A, extend_lease, [ek, v, 120000, 2000]).
+
+%% Registers on Node, as `locker', a process that passes every message to
+%% the real server and drops the calls of phase two (write, extend_lease).
+lose_writes(Node) ->
+    Server = rpc:call(Node, erlang, whereis, [locker]),
+    true = rpc:call(Node, erlang, unregister, [locker]),
+    Relay = spawn(Node, fun() -> relay(Server) end),
+    true = rpc:call(Node, erlang, register, [locker, Relay]),
+    {Node, Server, Relay}.
+
+relay(Server) ->
+    receive
+        {'$gen_call', _, Req} when element(1, Req) =:= write; element(1, Req) =:= extend_lease -> relay(Server);
+        stop -> ok;
+        Msg -> Server ! Msg, relay(Server)
+    end.
+
+restore_server({Node, Server, Relay}) ->
+    true = rpc:call(Node, erlang, unregister, [locker]),
+    Relay ! stop,
+    true = rpc:call(Node, erlang, register, [locker, Server]).

@@ -87,8 +87,11 @@ lock(Key, Value, LeaseLength) ->
 
 %% @doc Takes `Key' for `Value' for `LeaseLength' milliseconds if it is
 %% free on a quorum of masters. Returns `{ok, W, Votes, Commits}': the
-%% quorum, how many masters promised the key, how many stored it; or
-%% `{error, no_quorum}' (nothing is stored then).
+%% quorum, how many masters promised the key, how many stored it (at least
+%% W); or `{error, no_quorum}': fewer than W masters promised it (nothing
+%% is stored then), or fewer than W stored it (the original returned `ok'
+%% with `Commits < W' then; the masters that did store it keep the lease
+%% until it expires, which no quorum holds).
 -spec lock(key(), value(), non_neg_integer(), timeout()) -> lock_result().
 lock(Key, Value, LeaseLength, Timeout) ->
     case acquire(Key, Value, LeaseLength, Timeout) of
@@ -184,7 +187,8 @@ extend_lease(Key, Value, LeaseLength) ->
 
 %% @doc Makes the lease of `Key' (held by `Value') expire `LeaseLength'
 %% milliseconds from now on every master that answers; a master that had
-%% lost the key stores it again. Returns `ok' or `{error, no_quorum}'.
+%% lost the key stores it again. Returns `ok' when at least W masters
+%% applied it, else `{error, no_quorum}'.
 -spec extend_lease(key(), value(), non_neg_integer(), timeout()) -> ok | {error, no_quorum}.
 extend_lease(Key, Value, LeaseLength, Timeout) ->
     Result = two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
@@ -219,16 +223,31 @@ two_phase(Key, Expected, Tag, Timeout, Commit) ->
     S = locker_call:open(Nodes ++ (Replicas -- Nodes)),
     {Replies, _Bad, S1} = locker_call:round(S, Nodes, {get_write_lock, Key, Expected, Tag}, Timeout),
     Votes = count_ok(Replies),
-    Result =
+    {Result, S3} =
         case Votes >= W of
             true ->
-                {Commits, _, _} = Commit(S1, Nodes, Tag),
-                {ok, W, Votes, count_ok(Commits)};
+                {Commits, _, S2} = Commit(S1, Nodes, Tag),
+                %% W counts masters (release also reaches the replicas).
+                case count_ok([R || {N, _} = R <- Commits, lists:member(N, Nodes)]) >= W of
+                    true ->
+                        {{ok, W, Votes, count_ok(Commits)}, S2};
+                    false ->
+                        %% Fewer than W masters applied the write (the
+                        %% others timed out, went down or lost the promise
+                        %% meanwhile): not a success, whatever the votes.
+                        %% The original answered {ok, W, Votes, Commits}
+                        %% here and left the check to the caller; callers
+                        %% matching {ok, _, _, _} then held a lock no
+                        %% quorum stored. Promises the write did not
+                        %% consume are dropped.
+                        {_, _, S4} = locker_call:round(S2, Nodes, {release_write_lock, Tag}, Timeout),
+                        {{no_quorum, Commits}, S4}
+                end;
             false ->
-                _ = locker_call:round(S1, Nodes, {release_write_lock, Tag}, Timeout),
-                {no_quorum, Replies}
+                {_, _, S2} = locker_call:round(S1, Nodes, {release_write_lock, Tag}, Timeout),
+                {{no_quorum, Replies}, S2}
         end,
-    ok = locker_call:close(S1),
+    ok = locker_call:close(S3),
     Result.
 
 tagged({ok, _, _, _} = Ok) -> Ok;

@@ -73,7 +73,7 @@ pub enum LockResult {
         w: usize,
         /// Masters that promised.
         votes: usize,
-        /// Nodes that applied phase two.
+        /// Nodes that applied phase two (at least `w` masters).
         commits: usize,
     },
     /// `{error, no_quorum}`.
@@ -259,8 +259,9 @@ impl Client {
         replies
     }
 
-    /// Phase one on the masters, then `commit` if W promised; the replies
-    /// of phase one when it failed.
+    /// Phase one on the masters, then `commit` if W promised; a success
+    /// only if W applied it too. On failure, the replies of the phase that
+    /// failed.
     async fn two_phase(
         &self,
         key: &Term,
@@ -287,6 +288,7 @@ impl Client {
         ]);
         let replies = self.round(&mut s, &masters, &req, timeout).await;
         let votes = count_ok(&replies);
+        let release_tag = Term::tuple(vec![Term::static_atom("release_write_lock"), tag.clone()]);
         let result = if votes >= self.0.w && self.0.w > 0 {
             let commits = match commit {
                 CommitKind::Write { value, lease_ms } => {
@@ -338,14 +340,26 @@ impl Client {
                     self.round(&mut s, &all, &r, timeout).await
                 }
             };
-            Ok(LockResult::Ok {
-                w: self.0.w,
-                votes,
-                commits: count_ok(&commits),
-            })
+            // W counts masters (release also reaches the replicas).
+            let by_masters: Vec<(Atom, Term)> = commits
+                .iter()
+                .filter(|(n, _)| masters.contains(n))
+                .cloned()
+                .collect();
+            if count_ok(&by_masters) >= self.0.w {
+                Ok(LockResult::Ok {
+                    w: self.0.w,
+                    votes,
+                    commits: count_ok(&commits),
+                })
+            } else {
+                // Fewer than W applied phase two: no success (as in
+                // locker.erl); promises it did not consume are dropped.
+                self.round(&mut s, &masters, &release_tag, timeout).await;
+                Err(commits)
+            }
         } else {
-            let rel = Term::tuple(vec![Term::static_atom("release_write_lock"), tag]);
-            self.round(&mut s, &masters, &rel, timeout).await;
+            self.round(&mut s, &masters, &release_tag, timeout).await;
             Err(replies)
         };
         self.close(s);
