@@ -1,0 +1,151 @@
+//! The client library's two-phase rule: a success needs W masters to
+//! apply phase two, not just to promise. Three masters (W = 2): one real
+//! `lockerd` and two nodes of this test (hidden C-nodes on loopback) whose
+//! `locker` promises every key and loses every write, as masters cut off
+//! between the phases would. Needs `epmd` (skipped without it).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockerd::client::{Client, ClientConfig, LockResult};
+use lockerd::metrics::Metrics;
+use lockerd::term::Term;
+use lockerd::{Node, NodeConfig, Signal};
+use tokio::sync::mpsc;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn epmd_up() -> bool {
+    let _ = Command::new("epmd").arg("-daemon").status();
+    for _ in 0..50 {
+        if std::net::TcpStream::connect("127.0.0.1:4369").is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A node whose `locker` answers `ok` to every `get_write_lock` and
+/// `release_write_lock`, never answers `write` or `extend_lease`, and
+/// reports each request it gets.
+async fn forgetful_master(name: &str, cookie: &str) -> (Node, mpsc::UnboundedReceiver<Term>) {
+    let node = Node::start(NodeConfig::new(name, cookie), Arc::new(Metrics::default()))
+        .await
+        .expect("node");
+    let mut mb = node.spawn(Some("locker")).expect("register locker");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let n = node.clone();
+    tokio::spawn(async move {
+        while let Some(sig) = mb.recv().await {
+            let Signal::Message { msg, .. } = sig else {
+                continue;
+            };
+            let Some([_, from, req]) = msg.as_tuple() else {
+                continue;
+            };
+            let Some([Term::Pid(pid), tag]) = from.as_tuple() else {
+                continue;
+            };
+            let op = req
+                .as_tuple()
+                .and_then(|r| r.first())
+                .and_then(Term::as_atom);
+            let _ = tx.send(req.clone());
+            match op.map(|a| a.as_str()) {
+                Some("get_write_lock") | Some("release_write_lock") => {
+                    n.send(pid, Term::tuple(vec![tag.clone(), Term::atom("ok")]));
+                }
+                _ => {} // lost
+            }
+        }
+    });
+    (node, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promised_but_not_applied_is_no_quorum() {
+    if !epmd_up() {
+        eprintln!("epmd not available: skipped");
+        return;
+    }
+    let id = std::process::id();
+    let cookie = "partial_test";
+    let real = format!("pcl{id}_1@127.0.0.1");
+    let fakes = [
+        format!("pcl{id}_2@127.0.0.1"),
+        format!("pcl{id}_3@127.0.0.1"),
+    ];
+    let masters = [real.as_str(), fakes[0].as_str(), fakes[1].as_str()];
+    let (_n2, mut seen2) = forgetful_master(&fakes[0], cookie).await;
+    let (_n3, mut seen3) = forgetful_master(&fakes[1], cookie).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockerd"))
+        .args([
+            "--name",
+            &real,
+            "--cookie",
+            cookie,
+            "--announce",
+            "--log",
+            "warn",
+        ])
+        .args(["--masters", &masters.join(",")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn lockerd");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("lockerd ready"), "lockerd: {line:?}");
+    let _daemon = Daemon(child);
+
+    let client = Client::start(ClientConfig::new(
+        &format!("pclc{id}@127.0.0.1"),
+        cookie,
+        &masters,
+        &[],
+        2,
+    ))
+    .await
+    .expect("client");
+    let t = Duration::from_millis(500);
+    let key = Term::atom("partial");
+    // All three promise; only the real master stores it.
+    assert_eq!(
+        client.lock(&key, &Term::atom("v"), 60_000, t).await,
+        LockResult::NoQuorum
+    );
+    assert!(client
+        .lock_with_token(&key, &Term::atom("v2"), 60_000, t)
+        .await
+        .is_err());
+    // Each forgetful master saw: promise, write (lost), release of the
+    // promise, for both attempts.
+    for seen in [&mut seen2, &mut seen3] {
+        let mut ops = Vec::new();
+        while ops.len() < 6 {
+            let req = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+                .await
+                .expect("requests")
+                .expect("open");
+            let items = req.as_tuple().expect("tuple").to_vec();
+            ops.push(items[0].as_atom().expect("op").as_str().to_string());
+        }
+        assert_eq!(
+            ops,
+            ["get_write_lock", "write", "release_write_lock"].repeat(2),
+            "requests seen"
+        );
+    }
+    drop(client);
+}
