@@ -143,66 +143,118 @@ async fn writer(
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval((ticktime / 4).max(Duration::from_millis(50)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let silent_after = ticktime.max(Duration::from_millis(200));
-    let mut last_reads = 0;
-    let mut heard_at = tokio::time::Instant::now();
+    let mut live = Liveness::new(ticktime);
     let mut wrote = false;
     let mut wrote_since_echo = false;
     let closed = link.close.notified();
     tokio::pin!(closed);
     loop {
-        tokio::select! {
+        let out: &[u8] = tokio::select! {
             f = rx.recv() => {
                 let Some(f) = f else { break };
                 if f.is_empty() {
                     // The peer ticked: answer unless data went out since
                     // its previous tick.
-                    if !wrote_since_echo && w.write_all(&[0, 0, 0, 0]).await.is_err() {
-                        return None;
+                    if wrote_since_echo {
+                        wrote_since_echo = false;
+                        continue;
                     }
-                    wrote_since_echo = false;
-                    continue;
-                }
-                buf.extend_from_slice(&f);
-                while buf.len() < 256 * 1024 {
-                    match rx.try_recv() {
-                        Ok(f) if f.is_empty() => {}
-                        Ok(f) => buf.extend_from_slice(&f),
-                        Err(_) => break,
+                    &[0, 0, 0, 0]
+                } else {
+                    buf.extend_from_slice(&f);
+                    while buf.len() < 256 * 1024 {
+                        match rx.try_recv() {
+                            Ok(f) if f.is_empty() => {}
+                            Ok(f) => buf.extend_from_slice(&f),
+                            Err(_) => break,
+                        }
                     }
+                    wrote = true;
+                    wrote_since_echo = true;
+                    &buf
                 }
-                if w.write_all(&buf).await.is_err() {
-                    return None;
-                }
-                link.outbox.sent(buf.len());
-                buf.clear();
-                wrote = true;
-                wrote_since_echo = true;
             }
             now = ticker.tick() => {
-                let reads = link.reads.load(Ordering::Relaxed);
-                if reads != last_reads {
-                    last_reads = reads;
-                    heard_at = now;
-                } else if now.duration_since(heard_at) >= silent_after {
+                if live.silent(now, link) {
                     let _ = w.shutdown().await;
-                    return Some(format!("no data or tick for {ticktime:?} (net_ticktime)"));
+                    return Some(live.reason());
                 }
-                if !wrote && w.write_all(&[0, 0, 0, 0]).await.is_err() {
-                    return None;
+                if wrote {
+                    wrote = false;
+                    continue;
                 }
-                wrote = false;
+                &[0, 0, 0, 0]
             }
             _ = &mut closed => {
                 let _ = w.shutdown().await;
                 return None;
             }
+        };
+        // The write may block while the peer reads nothing (paused, or
+        // flooding us without reading): keep watching it meanwhile.
+        let write = w.write_all(out);
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                r = &mut write => {
+                    if r.is_err() {
+                        return None;
+                    }
+                    break;
+                }
+                now = ticker.tick() => {
+                    if live.silent(now, link) {
+                        return Some(live.reason());
+                    }
+                }
+                _ = &mut closed => return None,
+            }
+        }
+        if !buf.is_empty() {
+            link.outbox.sent(buf.len());
+            buf.clear();
         }
     }
     // Senders dropped (shutdown): everything queued is written; close.
     let _ = w.flush().await;
     let _ = w.shutdown().await;
     None
+}
+
+/// Whether the peer still sends: it must send something (data or a tick)
+/// at least once per `net_ticktime`, as OTP's `net_kernel` requires.
+struct Liveness {
+    ticktime: Duration,
+    silent_after: Duration,
+    last_reads: u64,
+    heard_at: tokio::time::Instant,
+}
+
+impl Liveness {
+    fn new(ticktime: Duration) -> Self {
+        Liveness {
+            ticktime,
+            silent_after: ticktime.max(Duration::from_millis(200)),
+            last_reads: 0,
+            heard_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Called on each tick of the writer's ticker.
+    fn silent(&mut self, now: tokio::time::Instant, link: &Link) -> bool {
+        let reads = link.reads.load(Ordering::Relaxed);
+        if reads != self.last_reads {
+            self.last_reads = reads;
+            self.heard_at = now;
+            false
+        } else {
+            now.duration_since(self.heard_at) >= self.silent_after
+        }
+    }
+
+    fn reason(&self) -> String {
+        format!("no data or tick for {:?} (net_ticktime)", self.ticktime)
+    }
 }
 
 /// Reads into one buffer and handles every whole frame in it before the
@@ -295,5 +347,38 @@ async fn reader(
             },
             _ = &mut closed => return "closed".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that neither reads nor sends (a paused node) is dropped
+    /// after `net_ticktime` even while a write to it is blocked on a full
+    /// socket buffer.
+    #[tokio::test]
+    async fn silent_peer_dropped_while_a_write_blocks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ours = TcpStream::connect(addr).await.unwrap();
+        let (_paused_peer, _) = listener.accept().await.unwrap();
+        let (_r, w) = ours.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Link {
+            close: Arc::new(Notify::new()),
+            reads: AtomicU64::new(0),
+            outbox: Arc::new(Outbox::default()),
+        };
+        // Far more than the socket buffers on both sides hold.
+        tx.send(vec![1u8; 64 << 20]).unwrap();
+        let ticktime = Duration::from_millis(400);
+        let started = std::time::Instant::now();
+        let why = tokio::time::timeout(Duration::from_secs(10), writer(w, rx, ticktime, &link))
+            .await
+            .expect("the writer gave up on the silent peer");
+        assert!(why.expect("a reason").contains("no data or tick"));
+        assert!(started.elapsed() >= ticktime);
+        drop(tx);
     }
 }
