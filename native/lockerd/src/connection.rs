@@ -25,57 +25,24 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::node::Node;
 use crate::term::Atom;
+use crate::watermark::Watermark;
 
-/// Bytes queued for a connection's writer. A peer that sends requests
-/// faster than it reads the replies would otherwise grow this node's
-/// memory without bound: while more than [`Outbox::HIGH`] bytes wait,
-/// the connection's reader stops reading (TCP pushes back on the peer,
-/// as a busy distribution port does on the BEAM) until the queue is down
-/// to [`Outbox::LOW`], or for one second at most (so that two nodes that
-/// both queue a lot for each other still make progress).
-#[derive(Default)]
-pub(crate) struct Outbox {
-    bytes: AtomicUsize,
-    drained: Notify,
-}
+/// Bytes queued for a connection's writer, counted in a [`Watermark`]. A
+/// peer that sends requests faster than it reads the replies would
+/// otherwise grow this node's memory without bound: while more than
+/// [`OUTBOX_HIGH`] bytes wait, the connection's reader stops reading until
+/// the queue is down to [`OUTBOX_LOW`], or for [`OUTBOX_MOST_PAUSE`] at
+/// most (so that two nodes that both queue a lot for each other still
+/// make progress).
+pub(crate) const OUTBOX_HIGH: usize = 8 << 20;
+/// See [`OUTBOX_HIGH`].
+pub(crate) const OUTBOX_LOW: usize = 2 << 20;
+/// See [`OUTBOX_HIGH`].
+const OUTBOX_MOST_PAUSE: Duration = Duration::from_secs(1);
 
-impl Outbox {
-    /// Above this many queued bytes, the connection's reader pauses.
-    pub const HIGH: usize = 8 << 20;
-    /// It resumes once the queue is down to this many.
-    pub const LOW: usize = 2 << 20;
-
-    /// Counts a frame queued for the writer.
-    pub fn queued(&self, n: usize) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn sent(&self, n: usize) {
-        let before = self.bytes.fetch_sub(n, Ordering::AcqRel);
-        if before > Self::LOW && before - n <= Self::LOW {
-            self.drained.notify_waiters();
-        }
-    }
-
-    fn is_high(&self) -> bool {
-        self.bytes.load(Ordering::Relaxed) > Self::HIGH
-    }
-
-    /// Returns once the queue is down to [`Outbox::LOW`], or after `most`.
-    async fn drained(&self, most: Duration) {
-        let _ = tokio::time::timeout(most, async {
-            loop {
-                let notified = self.drained.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if self.bytes.load(Ordering::Acquire) <= Self::LOW {
-                    return;
-                }
-                notified.await;
-            }
-        })
-        .await;
-    }
+/// A connection's outbox: an empty [`Watermark`] with the marks above.
+pub(crate) fn new_outbox() -> Arc<Watermark> {
+    Arc::new(Watermark::new(OUTBOX_HIGH, OUTBOX_LOW))
 }
 
 /// How the reader and the writer of one connection see each other.
@@ -85,7 +52,7 @@ struct Link {
     /// Reads that returned bytes; the writer's ticker watches it.
     reads: AtomicU64,
     /// What waits to be written.
-    outbox: Arc<Outbox>,
+    outbox: Arc<Watermark>,
 }
 
 /// Starts the reader and writer of a connection.
@@ -98,7 +65,7 @@ pub(crate) fn spawn(
     tx: &mpsc::UnboundedSender<Vec<u8>>,
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     close: Arc<Notify>,
-    outbox: Arc<Outbox>,
+    outbox: Arc<Watermark>,
     writers: Arc<AtomicUsize>,
     writers_done: Arc<Notify>,
 ) {
@@ -211,7 +178,7 @@ async fn writer(
             }
         }
         if !buf.is_empty() {
-            link.outbox.sent(buf.len());
+            link.outbox.sub(buf.len());
             buf.clear();
         }
     }
@@ -332,7 +299,7 @@ async fn reader(
             // of its requests for now.
             metrics.backpressure.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
-                _ = link.outbox.drained(Duration::from_secs(1)) => {}
+                _ = tokio::time::timeout(OUTBOX_MOST_PAUSE, link.outbox.drained()) => {}
                 _ = &mut closed => return "closed".into(),
             }
         }
@@ -368,7 +335,7 @@ mod tests {
         let link = Link {
             close: Arc::new(Notify::new()),
             reads: AtomicU64::new(0),
-            outbox: Arc::new(Outbox::default()),
+            outbox: new_outbox(),
         };
         // Far more than the socket buffers on both sides hold.
         tx.send(vec![1u8; 64 << 20]).unwrap();

@@ -37,6 +37,7 @@ pub mod rpc;
 pub mod shutdown;
 pub mod stored;
 pub mod term;
+mod watermark;
 
 pub use node::{Node, NodeConfig};
 pub use process::{Mailbox, Signal};

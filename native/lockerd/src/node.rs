@@ -17,8 +17,9 @@ use crate::frame::{self, Control};
 use crate::handshake::Identity;
 use crate::metrics::Metrics;
 use crate::peers::Peers;
-use crate::process::{key_of, Backlog, Entry, InMonitor, Mailbox, ProcTx, Procs, Signal};
+use crate::process::{key_of, Entry, InMonitor, Mailbox, ProcTx, Procs, Signal};
 use crate::term::{Atom, Pid, Ref, Term};
+use crate::watermark::Watermark;
 
 /// Most monitors remote processes may hold on one process of this node
 /// (each `gen_server:call` holds one while it waits).
@@ -284,7 +285,7 @@ impl Node {
 
     /// Delivers a signal to a local process; its backlog, or `None` if
     /// there is no such process.
-    fn deliver_to(&self, to: &Pid, sig: Signal) -> Option<Arc<Backlog>> {
+    fn deliver_to(&self, to: &Pid, sig: Signal) -> Option<Arc<Watermark>> {
         if !self.is_local(to) {
             return None;
         }
@@ -295,7 +296,7 @@ impl Node {
 
     /// Delivers a signal to a registered process; its backlog, or the
     /// signal back if there is no such process.
-    fn deliver_named(&self, name: &Atom, sig: Signal) -> Result<Arc<Backlog>, Signal> {
+    fn deliver_named(&self, name: &Atom, sig: Signal) -> Result<Arc<Watermark>, Signal> {
         let procs = self.0.procs.lock();
         match procs.names.get(name).and_then(|k| procs.by_key.get(k)) {
             Some(e) => e.tx.send(sig).map(|()| e.tx.backlog.clone()),
@@ -483,7 +484,7 @@ impl Node {
     /// Returns the backlog of the mailbox a message went to when it is over
     /// its high-water mark: the caller (the connection's reader) then waits
     /// for it to drain before reading more.
-    pub(crate) fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Backlog>> {
+    pub(crate) fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Watermark>> {
         match ctrl {
             Control::Send { to, from, msg } => {
                 let backlog = self.deliver_to(&to, Signal::Message { from, msg });

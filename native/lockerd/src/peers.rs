@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
-use crate::connection::Outbox;
 use crate::handshake::{self, Accept, ClientOutcome};
 use crate::node::Node;
 use crate::term::Atom;
+use crate::watermark::Watermark;
 
 /// Frames queued for a peer being connected, at most.
 const MAX_QUEUED: usize = 100_000;
@@ -25,7 +25,7 @@ pub(crate) enum Slot {
         tx: mpsc::UnboundedSender<Vec<u8>>,
         conn_id: u64,
         close: Arc<Notify>,
-        outbox: Arc<Outbox>,
+        outbox: Arc<Watermark>,
     },
     Connecting {
         queue: Vec<Vec<u8>>,
@@ -64,7 +64,7 @@ pub(crate) fn send_frame(node: &Node, peer: &Atom, f: Vec<u8>, connect: bool) {
     let mut peers = node.0.peers.lock();
     match peers.map.get_mut(peer) {
         Some(Slot::Up { tx, outbox, .. }) => {
-            outbox.queued(f.len());
+            outbox.add(f.len());
             let _ = tx.send(f);
         }
         Some(Slot::Connecting { queue }) => {
@@ -230,7 +230,7 @@ fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
     let (tx, rx) = mpsc::unbounded_channel();
     let conn_id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
     let close = Arc::new(Notify::new());
-    let outbox = Arc::new(Outbox::default());
+    let outbox = crate::connection::new_outbox();
     let (old, writers, done) = {
         let mut peers = node.0.peers.lock();
         let old = peers.map.insert(
@@ -248,7 +248,7 @@ fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
     match old {
         Some(Slot::Connecting { queue }) => {
             for f in queue {
-                outbox.queued(f.len());
+                outbox.add(f.len());
                 let _ = tx.send(f);
             }
         }

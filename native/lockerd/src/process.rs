@@ -7,13 +7,13 @@
 //! remote monitors get `MONITOR_P_EXIT` and its links `EXIT`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::node::Node;
 use crate::term::{Atom, Pid, Ref, Term};
+use crate::watermark::Watermark;
 
 /// What a process receives.
 #[derive(Debug, Clone)]
@@ -62,58 +62,26 @@ pub(crate) struct InMonitor {
     pub target: Term,
 }
 
-/// Signals waiting in one mailbox. A connection that delivers to a mailbox
-/// holding more than [`Backlog::HIGH`] stops reading its socket until the
-/// mailbox is down to [`Backlog::LOW`]: TCP then pushes back on the sender
-/// (as a busy distribution port does on the BEAM), so a flood of messages
-/// cannot grow this node's memory without bound.
-#[derive(Default)]
-pub(crate) struct Backlog {
-    len: AtomicUsize,
-    drained: Notify,
-}
-
-impl Backlog {
-    /// Above this many queued signals, senders' connections pause.
-    pub const HIGH: usize = 4096;
-    /// They resume once the mailbox is down to this many.
-    pub const LOW: usize = 1024;
-
-    pub fn is_high(&self) -> bool {
-        self.len.load(Ordering::Relaxed) > Self::HIGH
-    }
-
-    /// Returns once the mailbox is down to [`Backlog::LOW`].
-    pub async fn drained(&self) {
-        loop {
-            let notified = self.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.len.load(Ordering::Acquire) <= Self::LOW {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn taken(&self) {
-        if self.len.fetch_sub(1, Ordering::AcqRel) == Self::LOW + 1 {
-            self.drained.notify_waiters();
-        }
-    }
-}
+/// Signals waiting in one mailbox, counted in a [`Watermark`]: a
+/// connection that delivers to a mailbox holding more than
+/// [`MAILBOX_HIGH`] signals stops reading its socket until the mailbox is
+/// down to [`MAILBOX_LOW`], so a flood of messages cannot grow this node's
+/// memory without bound.
+pub(crate) const MAILBOX_HIGH: usize = 4096;
+/// See [`MAILBOX_HIGH`].
+pub(crate) const MAILBOX_LOW: usize = 1024;
 
 /// The sending side of a mailbox, counting what it queues.
 #[derive(Clone)]
 pub(crate) struct ProcTx {
     tx: mpsc::UnboundedSender<Signal>,
-    pub backlog: Arc<Backlog>,
+    pub backlog: Arc<Watermark>,
 }
 
 impl ProcTx {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Signal>, Arc<Backlog>) {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Signal>, Arc<Watermark>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let backlog = Arc::new(Backlog::default());
+        let backlog = Arc::new(Watermark::new(MAILBOX_HIGH, MAILBOX_LOW));
         (
             Self {
                 tx,
@@ -126,9 +94,9 @@ impl ProcTx {
 
     /// Queues `sig`; gives it back if the process is gone.
     pub fn send(&self, sig: Signal) -> Result<(), Signal> {
-        self.backlog.len.fetch_add(1, Ordering::AcqRel);
+        self.backlog.add(1);
         self.tx.send(sig).map_err(|e| {
-            self.backlog.taken();
+            self.backlog.sub(1);
             e.0
         })
     }
@@ -178,7 +146,7 @@ pub struct Mailbox {
     pub(crate) node: Node,
     pub(crate) pid: Pid,
     pub(crate) rx: mpsc::UnboundedReceiver<Signal>,
-    pub(crate) backlog: Arc<Backlog>,
+    pub(crate) backlog: Arc<Watermark>,
     /// The reason remote monitors and links see when this is dropped.
     pub exit_reason: Term,
 }
@@ -198,7 +166,7 @@ impl Mailbox {
     pub async fn recv(&mut self) -> Option<Signal> {
         let sig = self.rx.recv().await;
         if sig.is_some() {
-            self.backlog.taken();
+            self.backlog.sub(1);
         }
         sig
     }
@@ -207,7 +175,7 @@ impl Mailbox {
     pub fn try_recv(&mut self) -> Option<Signal> {
         let sig = self.rx.try_recv().ok();
         if sig.is_some() {
-            self.backlog.taken();
+            self.backlog.sub(1);
         }
         sig
     }
@@ -233,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn backlog_pauses_above_high_and_resumes_at_low() {
         let (tx, mut rx, backlog) = ProcTx::new();
-        for _ in 0..=Backlog::HIGH {
+        for _ in 0..=MAILBOX_HIGH {
             tx.send(msg()).unwrap();
         }
         assert!(backlog.is_high());
@@ -242,14 +210,14 @@ mod tests {
             async move { b.drained().await }
         });
         // Taking down to LOW + 1 is not enough.
-        for _ in 0..(Backlog::HIGH - Backlog::LOW) {
+        for _ in 0..(MAILBOX_HIGH - MAILBOX_LOW) {
             rx.recv().await.unwrap();
-            backlog.taken();
+            backlog.sub(1);
         }
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         rx.recv().await.unwrap();
-        backlog.taken();
+        backlog.sub(1);
         waiter.await.unwrap();
         assert!(!backlog.is_high());
     }
@@ -259,6 +227,6 @@ mod tests {
         let (tx, rx, backlog) = ProcTx::new();
         drop(rx);
         assert!(tx.send(msg()).is_err());
-        assert_eq!(backlog.len.load(Ordering::Relaxed), 0);
+        assert_eq!(backlog.count(), 0);
     }
 }
