@@ -212,19 +212,7 @@ fn parse_frequent(rest: &[u8]) -> Option<Result<Control, FrameError>> {
     let ctrl = match (op, arity) {
         (19, 4) | (20, 4) => {
             let (from, to, reference) = (c.pid()?, c.term()?, c.reference()?);
-            return Some(Ok(if op == 19 {
-                Control::Monitor {
-                    from,
-                    to,
-                    reference,
-                }
-            } else {
-                Control::Demonitor {
-                    from,
-                    to,
-                    reference,
-                }
-            }));
+            return Some(Ok(monitor_op(op, from, to, reference)));
         }
         (6, 4) => {
             let from = c.pid()?;
@@ -261,6 +249,23 @@ fn parse_frequent(rest: &[u8]) -> Option<Result<Control, FrameError>> {
         Dest::Name { from, to } => Control::RegSend { from, to, msg },
         Dest::Pid { from, to } => Control::Send { to, from, msg },
     }))
+}
+
+/// `MONITOR_P` (19) or `DEMONITOR_P` (20) with its operands.
+fn monitor_op(op: i64, from: Pid, to: Term, reference: Ref) -> Control {
+    if op == 19 {
+        Control::Monitor {
+            from,
+            to,
+            reference,
+        }
+    } else {
+        Control::Demonitor {
+            from,
+            to,
+            reference,
+        }
+    }
 }
 
 /// Where a message of [`parse_frequent`] goes.
@@ -328,19 +333,7 @@ fn parse_any(rest: &[u8]) -> Result<Control, FrameError> {
             }),
             (19, 4) | (20, 4) => {
                 let (from, to, reference) = (pid(e(1)?)?, e(2)?.clone(), reference(e(3)?)?);
-                Ok(if op == 19 {
-                    Control::Monitor {
-                        from,
-                        to,
-                        reference,
-                    }
-                } else {
-                    Control::Demonitor {
-                        from,
-                        to,
-                        reference,
-                    }
-                })
+                Ok(monitor_op(op, from, to, reference))
             }
             (21, 5) => Ok(Control::MonitorExit {
                 from: e(1)?.clone(),
