@@ -681,17 +681,16 @@ impl RegisteredName {
             let Signal::Message { msg, .. } = sig else {
                 continue;
             };
-            return Some(match msg.as_tuple() {
-                Some([c, from, req]) if c.is_atom("$gen_call") => match from.as_tuple() {
-                    Some([Term::Pid(p), tag]) => Incoming::Call {
-                        from: From {
-                            pid: (**p).clone(),
-                            tag: tag.clone(),
-                        },
-                        request: req.clone(),
+            if let Some((pid, tag, req)) = msg.as_gen_call() {
+                return Some(Incoming::Call {
+                    from: From {
+                        pid: pid.clone(),
+                        tag: tag.clone(),
                     },
-                    _ => Incoming::Info(msg.clone()),
-                },
+                    request: req.clone(),
+                });
+            }
+            return Some(match msg.as_tuple() {
                 Some([c, m]) if c.is_atom("$gen_cast") => Incoming::Cast(m.clone()),
                 _ => Incoming::Info(msg),
             });
@@ -700,9 +699,7 @@ impl RegisteredName {
 
     /// Answers a call (`gen_server:reply/2`: `{Tag, Reply}` to the caller).
     pub fn reply(&self, from: &From, reply: Term) {
-        self.client
-            .node()
-            .send(&from.pid, Term::tuple(vec![from.tag.clone(), reply]));
+        self.client.node().send_reply(&from.pid, &from.tag, reply);
     }
 
     /// Releases the name now (`Locker.Registry.unregister_name/1`).

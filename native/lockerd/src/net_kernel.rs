@@ -15,16 +15,10 @@ pub fn spawn(node: &Node) -> Result<(), String> {
             let Signal::Message { msg, .. } = sig else {
                 continue;
             };
-            let Some([call, from, req]) = msg.as_tuple() else {
+            let Some((pid, tag, req)) = msg.as_gen_call() else {
                 tracing::debug!(msg = %msg.display(100), "net_kernel: message ignored");
                 continue;
             };
-            let Some([Term::Pid(pid), tag]) = from.as_tuple() else {
-                continue;
-            };
-            if !call.is_atom("$gen_call") {
-                continue;
-            }
             let reply = match req.as_tuple() {
                 Some([op, _]) if op.is_atom("is_auth") => Term::static_atom("yes"),
                 _ => {
@@ -35,7 +29,7 @@ pub fn spawn(node: &Node) -> Result<(), String> {
                     ])
                 }
             };
-            node.send(pid, Term::tuple(vec![tag.clone(), reply]));
+            node.send_reply(pid, tag, reply);
         }
     });
     Ok(())

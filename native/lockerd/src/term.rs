@@ -472,6 +472,18 @@ impl Term {
         }
     }
 
+    /// The caller's pid, the reply tag and the request, if this is a
+    /// `gen_server` call `{'$gen_call', {Pid, Tag}, Request}`.
+    pub fn as_gen_call(&self) -> Option<(&Pid, &Term, &Term)> {
+        match self.as_tuple()? {
+            [call, from, req] if call.is_atom("$gen_call") => match from.as_tuple()? {
+                [Term::Pid(pid), tag] => Some((pid, tag, req)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The pid, if this is a pid.
     pub fn as_pid(&self) -> Option<&Pid> {
         match self {

@@ -50,10 +50,7 @@ async fn forgetful_master(name: &str, cookie: &str) -> (Node, mpsc::UnboundedRec
             let Signal::Message { msg, .. } = sig else {
                 continue;
             };
-            let Some([_, from, req]) = msg.as_tuple() else {
-                continue;
-            };
-            let Some([Term::Pid(pid), tag]) = from.as_tuple() else {
+            let Some((pid, tag, req)) = msg.as_gen_call() else {
                 continue;
             };
             let op = req
@@ -63,7 +60,7 @@ async fn forgetful_master(name: &str, cookie: &str) -> (Node, mpsc::UnboundedRec
             let _ = tx.send(req.clone());
             match op.map(|a| a.as_str()) {
                 Some("get_write_lock") | Some("release_write_lock") => {
-                    n.send(pid, Term::tuple(vec![tag.clone(), Term::atom("ok")]));
+                    n.send_reply(pid, tag, Term::atom("ok"));
                 }
                 _ => {} // lost
             }
