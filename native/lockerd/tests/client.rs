@@ -3,58 +3,29 @@
 //! coordinator, fencing tokens, rpc dirty reads, a registered name answering
 //! calls, and a master killed mid-run. Needs `epmd` (skipped without it).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::Duration;
 
+use common::{epmd_up, start_lockerd, Daemon};
 use lockerd::client::{Client, ClientConfig, Incoming, LockResult};
 use lockerd::term::Term;
 use lockerd::Signal;
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn epmd_up() -> bool {
-    let _ = Command::new("epmd").arg("-daemon").status();
-    for _ in 0..50 {
-        if std::net::TcpStream::connect("127.0.0.1:4369").is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 fn start(name: &str, masters: &str) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lockerd"))
-        .args([
-            "--name",
-            name,
-            "--cookie",
-            "client_test",
-            "--masters",
-            masters,
-            "--announce",
-        ])
-        .args(["--log", "warn", "--threads", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn lockerd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("lockerd ready"),
-        "lockerd did not start: {line:?}"
-    );
-    Daemon(child)
+    start_lockerd(&[
+        "--name",
+        name,
+        "--cookie",
+        "client_test",
+        "--masters",
+        masters,
+        "--announce",
+        "--log",
+        "warn",
+        "--threads",
+        "1",
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,36 +4,17 @@
 //! `locker` promises every key and loses every write, as masters cut off
 //! between the phases would. Needs `epmd` (skipped without it).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{epmd_up, start_lockerd};
 use lockerd::client::{Client, ClientConfig, LockResult};
 use lockerd::metrics::Metrics;
 use lockerd::term::Term;
 use lockerd::{Node, NodeConfig, Signal};
 use tokio::sync::mpsc;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn epmd_up() -> bool {
-    let _ = Command::new("epmd").arg("-daemon").status();
-    for _ in 0..50 {
-        if std::net::TcpStream::connect("127.0.0.1:4369").is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 /// A node whose `locker` answers `ok` to every `get_write_lock` and
 /// `release_write_lock`, never answers `write` or `extend_lease`, and
@@ -85,26 +66,18 @@ async fn promised_but_not_applied_is_no_quorum() {
     let masters = [real.as_str(), fakes[0].as_str(), fakes[1].as_str()];
     let (_n2, mut seen2) = forgetful_master(&fakes[0], cookie).await;
     let (_n3, mut seen3) = forgetful_master(&fakes[1], cookie).await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lockerd"))
-        .args([
-            "--name",
-            &real,
-            "--cookie",
-            cookie,
-            "--announce",
-            "--log",
-            "warn",
-        ])
-        .args(["--masters", &masters.join(",")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn lockerd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("lockerd ready"), "lockerd: {line:?}");
-    let _daemon = Daemon(child);
+    let all = masters.join(",");
+    let _daemon = start_lockerd(&[
+        "--name",
+        &real,
+        "--cookie",
+        cookie,
+        "--announce",
+        "--log",
+        "warn",
+        "--masters",
+        &all,
+    ]);
 
     let client = Client::start(ClientConfig::new(
         &format!("pclc{id}@127.0.0.1"),
