@@ -354,26 +354,9 @@ impl Locker {
         let Signal::Message { msg, .. } = sig else {
             return; // exits and downs mean nothing to the server
         };
-        let msg = match msg {
-            Term::Tuple(t) if t.len() == 3 && t[0].is_atom("$gen_call") => {
-                let [_, from, req]: [Term; 3] = match Vec::from(t).try_into() {
-                    Ok(parts) => parts,
-                    Err(_) => return,
-                };
-                let from = match from {
-                    Term::Tuple(f) if matches!(&*f, [Term::Pid(_), _]) => {
-                        let [pid, tag]: [Term; 2] = match Vec::from(f).try_into() {
-                            Ok(parts) => parts,
-                            Err(_) => return,
-                        };
-                        let Term::Pid(pid) = pid else { return };
-                        (*pid, tag)
-                    }
-                    other => {
-                        crate::warn_bad_input!(from = %other.display(200), "call with a malformed From dropped");
-                        return;
-                    }
-                };
+        let msg = match msg.into_gen_call() {
+            Ok((pid, tag, req)) => {
+                let from = (pid, tag);
                 let started = Instant::now();
                 let kind = kind_index(&req);
                 if let Some(reply) = self.call(&req, &from) {
@@ -384,9 +367,12 @@ impl Locker {
                     .request(kind, started.elapsed().as_nanos() as u64);
                 return;
             }
-            other => other,
+            Err(msg) => msg,
         };
         match &msg {
+            Term::Tuple(t) if t.len() == 3 && t[0].is_atom("$gen_call") => {
+                crate::warn_bad_input!(from = %t[1].display(200), "call with a malformed From dropped");
+            }
             Term::Tuple(t) if t.len() == 2 && t[0].is_atom("$gen_cast") => self.cast(&t[1]),
             Term::Atom(x) if x.as_str() == "expire_leases" || x.as_str() == "expire_locks" => {
                 self.sweep()

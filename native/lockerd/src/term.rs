@@ -484,6 +484,24 @@ impl Term {
         }
     }
 
+    /// [`Term::as_gen_call`] taking the parts out (no copy); the term
+    /// back if it is not a call.
+    pub fn into_gen_call(self) -> Result<(Pid, Term, Term), Term> {
+        if self.as_gen_call().is_none() {
+            return Err(self);
+        }
+        let Term::Tuple(t) = self else {
+            unreachable!("as_gen_call saw a tuple")
+        };
+        match <[Term; 3]>::try_from(Vec::from(t)) {
+            Ok([_, Term::Tuple(from), req]) => match <[Term; 2]>::try_from(Vec::from(from)) {
+                Ok([Term::Pid(pid), tag]) => Ok((*pid, tag, req)),
+                _ => unreachable!("as_gen_call saw {{Pid, Tag}}"),
+            },
+            _ => unreachable!("as_gen_call saw a 3-tuple"),
+        }
+    }
+
     /// The pid, if this is a pid.
     pub fn as_pid(&self) -> Option<&Pid> {
         match self {
@@ -712,6 +730,35 @@ impl fmt::Display for Term {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gen_call_parts() {
+        let pid = Pid {
+            node: Atom::new("n@h"),
+            id: 1,
+            serial: 0,
+            creation: 1,
+        };
+        let call = |from: Term| Term::tuple(vec![Term::atom("$gen_call"), from, Term::atom("req")]);
+        let good = call(Term::tuple(vec![Term::pid(pid.clone()), Term::Int(7)]));
+        assert_eq!(
+            good.as_gen_call(),
+            Some((&pid, &Term::Int(7), &Term::atom("req")))
+        );
+        assert_eq!(
+            good.into_gen_call(),
+            Ok((pid.clone(), Term::Int(7), Term::atom("req")))
+        );
+        for other in [
+            call(Term::tuple(vec![Term::Int(1), Term::Int(7)])),
+            call(Term::pid(pid.clone())),
+            Term::tuple(vec![Term::atom("$gen_cast"), Term::Int(1), Term::Int(2)]),
+            Term::atom("$gen_call"),
+        ] {
+            assert_eq!(other.as_gen_call(), None);
+            assert_eq!(other.clone().into_gen_call(), Err(other));
+        }
+    }
 
     /// Inline and heap id words behave as the slices they hold.
     #[test]
