@@ -341,12 +341,11 @@ impl Client {
                 }
             };
             // W counts masters (release also reaches the replicas).
-            let by_masters: Vec<(Atom, Term)> = commits
+            let by_masters = commits
                 .iter()
-                .filter(|(n, _)| masters.contains(n))
-                .cloned()
-                .collect();
-            if count_ok(&by_masters) >= self.0.w {
+                .filter(|(n, r)| masters.contains(n) && r.is_atom("ok"))
+                .count();
+            if by_masters >= self.0.w {
                 Ok(LockResult::Ok {
                     w: self.0.w,
                     votes,
