@@ -7,6 +7,10 @@
 %% casts and messages are dropped; bad arguments in a known request are
 %% answered `{error, badarg}'. None of them stop the server, and at most
 %% 20 warnings a second are logged about them (the rest are counted).
+%% Messages that OTP's gen_server would stop on before any callback runs
+%% (a call or system message whose From is not `{Pid, Tag}', a forged
+%% `{'EXIT', Parent, _}') are dropped too: the server runs in
+%% {@link locker_loop} once started.
 %% @end
 -module(locker_server).
 -behaviour(gen_server).
@@ -40,6 +44,9 @@
     warned = {0, 0} :: {integer(), non_neg_integer()}
 }).
 
+%% Longest timer armed at once (about 49 days): a later wakeup re-arms.
+-define(MAX_TIMER_MS, 16#FFFFFFFF).
+
 %% @doc Starts `locker' (as {@link locker:start_link/4}) and sets this
 %% node's view of the masters and replicas.
 -spec start_configured([pos_integer()], [node()], [node()]) -> {ok, pid()} | {error, term()}.
@@ -52,7 +59,14 @@ start_configured(Args, Masters, Replicas) ->
             Error
     end.
 
-init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) ->
+%% @private Checks the arguments (bad ones stop the start with
+%% `{badarg, Args}'), then serves in {@link locker_loop} (never returns).
+init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) when
+    is_integer(W), W > 0,
+    is_integer(LeaseExpireInterval), LeaseExpireInterval > 0,
+    is_integer(LockExpireInterval), LockExpireInterval > 0,
+    is_integer(PushTransInterval), PushTransInterval > 0
+->
     ok = locker_nif:reset_volatile(),
     %% Safe mode (off by default): a master whose VM started empty refuses
     %% promises on unknown keys for this long (the longest lease in use).
@@ -64,24 +78,33 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) ->
     {ok, LockRef} = timer:send_interval(LockExpireInterval, expire_locks),
     {ok, PushRef} = timer:send_interval(PushTransInterval, push_trans_log),
     #{log_dropped := Dropped} = locker_nif:stats(),
-    {ok, #state{
+    locker_loop:enter(?MODULE, #state{
         log_dropped = Dropped,
         watch = Watch,
         lease_expire_ref = LeaseRef,
         write_locks_expire_ref = LockRef,
         push_trans_log_ref = PushRef
-    }}.
+    });
+init(Args) ->
+    ?LOG_ERROR("locker: not started: bad arguments ~0p (W and three intervals, positive integers)", [Args]),
+    {stop, {badarg, Args}}.
 
 %%--------------------------------------------------------------------
 %% Calls
 %%--------------------------------------------------------------------
 
+%% @private
 handle_call(Request, From, State) ->
     try
         call(Request, From, State)
     catch
         error:badarg ->
-            {reply, {error, badarg}, warn(State, "locker: bad arguments in ~0P", [Request, 20])}
+            {reply, {error, badarg}, warn(State, "locker: bad arguments in ~0P", [Request, 20])};
+        Class:Reason:Stack ->
+            %% A request this server does not survive is a bug: answered as
+            %% bad input, logged (bounded) with where it failed.
+            {reply, {error, badarg},
+             warn(State, "locker: request ~0P failed: ~p:~0P at ~0P", [Request, 20, Class, Reason, 20, Stack, 20])}
     end.
 
 call(Request, _From, State) when
@@ -108,18 +131,23 @@ call({wait_for_release, Key, Timeout}, From, #state{next_id = Id} = State) ->
         pending -> {noreply, add_waiter(Id, From, State)};
         Ready -> {reply, Ready, State}
     end;
-call({set_nodes, Primaries, Replicas}, _From, #state{watch = Watch} = State) when
-    is_list(Primaries), is_list(Replicas)
-->
-    {_, _, W} = locker:get_meta(),
-    %% Watch the servers before coordinators can see them in the metadata.
-    Watch1 = locker_watch:update(Primaries ++ Replicas, Watch),
-    put_meta(Primaries, Replicas, W),
-    {reply, ok, State#state{watch = Watch1}};
+call({set_nodes, Primaries, Replicas}, _From, #state{watch = Watch} = State) ->
+    case is_node_list(Primaries) andalso is_node_list(Replicas) of
+        true ->
+            {_, _, W} = locker:get_meta(),
+            %% Watch the servers before coordinators can see them in the metadata.
+            Watch1 = locker_watch:update(Primaries ++ Replicas, Watch),
+            put_meta(Primaries, Replicas, W),
+            {reply, ok, State#state{watch = Watch1}};
+        false ->
+            error(badarg)
+    end;
 call({set_w, W}, _From, State) when is_integer(W), W > 0 ->
     {Nodes, Replicas, _} = locker:get_meta(),
     put_meta(Nodes, Replicas, W),
     {reply, ok, State};
+call({set_w, _}, _From, _State) ->
+    error(badarg);
 call(get_debug_state, _From, State) ->
     {Promises, Leases} = locker_nif:debug_state(),
     #state{lease_expire_ref = R1, write_locks_expire_ref = R2, push_trans_log_ref = R3} = State,
@@ -137,7 +165,13 @@ handle_local(Request) ->
         {Reply, []} ->
             Reply;
         {Reply, Wakes} ->
-            locker ! {locker_wakes, Wakes},
+            %% The server may have stopped since the coordinator looked
+            %% (its waiters went with it).
+            _ =
+                case whereis(locker) of
+                    undefined -> ok;
+                    Server -> Server ! {locker_wakes, Wakes}
+                end,
             Reply
     catch
         error:badarg -> {error, badarg}
@@ -165,14 +199,23 @@ local(Request) ->
 %% Replication
 %%--------------------------------------------------------------------
 
-handle_cast({trans_log, _FromNode, Entries}, State) when is_list(Entries) ->
+%% @private
+handle_cast(Msg, State) ->
+    try
+        cast(Msg, State)
+    catch
+        Class:Reason:Stack ->
+            {noreply, warn(State, "locker: cast ~0P failed: ~p:~0P at ~0P", [Msg, 20, Class, Reason, 20, Stack, 20])}
+    end.
+
+cast({trans_log, FromNode, Entries}, State) when is_list(Entries) ->
     try
         {noreply, replay(Entries, State)}
     catch
         error:badarg ->
-            {noreply, warn(State, "locker: malformed transaction log from ~p", [_FromNode])}
+            {noreply, warn(State, "locker: malformed transaction log from ~0P", [FromNode, 10])}
     end;
-handle_cast(Msg, State) ->
+cast(Msg, State) ->
     {noreply, warn(State, "locker: unknown cast ~0P", [Msg, 20])}.
 
 replay([], State) ->
@@ -186,27 +229,59 @@ replay(Entries, State) ->
 %% Timers
 %%--------------------------------------------------------------------
 
-handle_info(Sweep, State) when Sweep =:= expire_leases; Sweep =:= expire_locks ->
+%% @private
+handle_info(Info, State) ->
+    try
+        info(Info, State)
+    catch
+        Class:Reason:Stack ->
+            {noreply, warn(State, "locker: message ~0P failed: ~p:~0P at ~0P", [Info, 20, Class, Reason, 20, Stack, 20])}
+    end.
+
+info(Sweep, State) when Sweep =:= expire_leases; Sweep =:= expire_locks ->
     {noreply, sweep(State)};
-handle_info({timeout, Ref, wakeup}, #state{wakeup = {Ref, _}} = State) ->
+info({timeout, Ref, wakeup}, #state{wakeup = {Ref, _}} = State) ->
     {noreply, sweep(State#state{wakeup = undefined})};
-handle_info(sweep_more, State) ->
+info({timeout, _, wakeup}, State) ->
+    %% A wakeup timer cancelled after it fired.
+    {noreply, State};
+info(sweep_more, State) ->
     {noreply, sweep(State#state{sweeping = false})};
-handle_info({'DOWN', Mref, process, {locker, Node}, _}, #state{watch = Watch} = State) ->
+info({'DOWN', Mref, process, {locker, Node}, _}, #state{watch = Watch} = State) ->
     case locker_watch:down(Mref, Watch, Node) of
         {true, Watch1} -> {noreply, State#state{watch = Watch1}};
         false -> {noreply, State}
     end;
-handle_info({locker_rewatch, Node}, #state{watch = Watch} = State) ->
+info({locker_rewatch, Node}, #state{watch = Watch} = State) ->
     {noreply, State#state{watch = locker_watch:rewatch(Node, Watch)}};
-handle_info({locker_wakes, Wakes}, State) ->
-    {noreply, rearm(woken(Wakes, State))};
-handle_info(push_trans_log, State) ->
+info({locker_wakes, Wakes} = Info, State) ->
+    case is_wakes(Wakes) of
+        true -> {noreply, rearm(woken(Wakes, State))};
+        false -> {noreply, warn(State, "locker: malformed message ~0P", [Info, 20])}
+    end;
+info(push_trans_log, State) ->
     push_trans_log(),
     {noreply, note_log_dropped(State)};
-handle_info(Info, State) ->
-    ?LOG_DEBUG("locker: unexpected message ~0P", [Info, 20]),
-    {noreply, State}.
+info({'$gen_call', From, Request}, State) ->
+    %% Routed here by locker_loop: no {Pid, Tag} to answer.
+    {noreply, warn(State, "locker: call ~0P with a malformed From ~0P dropped", [Request, 20, From, 10])};
+info({system, From, Request}, State) ->
+    {noreply, warn(State, "locker: system message ~0P with a malformed From ~0P dropped", [Request, 20, From, 10])};
+info({'EXIT', From, Reason}, State) ->
+    %% The server does not trap exits: this was sent as a message.
+    {noreply, warn(State, "locker: exit message from ~0P (~0P) dropped", [From, 10, Reason, 20])};
+info(Info, State) ->
+    {noreply, warn(State, "locker: unexpected message ~0P", [Info, 20])}.
+
+%% `[{Id, Reply}]' from the store (a proper list).
+is_wakes([]) -> true;
+is_wakes([{Id, _} | T]) when is_integer(Id), Id >= 0 -> is_wakes(T);
+is_wakes(_) -> false.
+
+%% A proper list of atoms.
+is_node_list([]) -> true;
+is_node_list([N | T]) when is_atom(N) -> is_node_list(T);
+is_node_list(_) -> false.
 
 %% Deletes what expired, one budget at a time; when more is due, yields to
 %% the mailbox (calls keep being answered) and continues with `sweep_more'.
@@ -315,7 +390,9 @@ arm_wakeup(#state{wakeup = Current} = State) ->
     case locker_nif:next_wakeup() of
         infinity ->
             cancel_wakeup(State);
-        Ms ->
+        Ms0 ->
+            %% A timer that far (an infinite wait) fires early and re-arms.
+            Ms = min(Ms0, ?MAX_TIMER_MS - 1),
             At = erlang:monotonic_time(millisecond) + Ms,
             case Current of
                 {_, T} when T =< At -> State;
@@ -345,8 +422,10 @@ put_meta(Nodes0, Replicas0, W) ->
     LogEnabled = lists:member(node(), Nodes) andalso lists:delete(node(), Replicas) =/= [],
     ok = locker_nif:configure(?PROMISE_TTL_MS, LogEnabled).
 
+%% @private
 terminate(_Reason, _State) ->
     ok.
 
+%% @private
 code_change(_OldVsn, State, _Extra) ->
     {ok, State}.

@@ -58,7 +58,7 @@ update(Nodes0, Watch) ->
             case maps:find(N, W) of
                 {ok, Ref} when is_reference(Ref) -> W;
                 {ok, down} -> rewatch(N, W);
-                error -> W#{N => erlang:monitor(process, {locker, N})}
+                error -> W#{N => monitor_server(N)}
             end
         end,
         Kept,
@@ -93,9 +93,21 @@ down(Mref, Watch, Node) ->
 rewatch(Node, Watch) ->
     case maps:find(Node, Watch) of
         {ok, down} ->
-            Ref = erlang:monitor(process, {locker, Node}),
+            Ref = monitor_server(Node),
             ets:delete(?DOWN, Node),
             Watch#{Node := Ref};
         _ ->
             Watch
+    end.
+
+%% Monitors a node's server. A node this one cannot reach at all (it is
+%% not distributed) is reported down like an unreachable one.
+monitor_server(Node) ->
+    try
+        erlang:monitor(process, {locker, Node})
+    catch
+        error:badarg ->
+            Ref = make_ref(),
+            self() ! {'DOWN', Ref, process, {locker, Node}, noconnection},
+            Ref
     end.
