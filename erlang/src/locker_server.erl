@@ -41,7 +41,8 @@
     %% The store's count of log entries dropped at its limit, last seen.
     log_dropped = 0 :: non_neg_integer(),
     %% Warnings about bad input in the current second: {Second, Count}.
-    warned = {0, 0} :: {integer(), non_neg_integer()}
+    warned = {0, 0} :: {integer(), non_neg_integer()},
+    safe :: locker_safe_mode:safe_mode()
 }).
 
 %% Longest timer armed at once (about 49 days): a later wakeup re-arms.
@@ -59,8 +60,9 @@ start_configured(Args, Masters, Replicas) ->
             Error
     end.
 
-%% @private Checks the arguments (bad ones stop the start with
-%% `{badarg, Args}'), then serves in {@link locker_loop} (never returns).
+%% @private Checks the arguments and the safe-mode environment (a bad one
+%% stops the start with `{badarg, Args}' or `{bad_app_env, Key, Value,
+%% Expected}'), then serves in {@link locker_loop} (never returns).
 init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) when
     is_integer(W), W > 0,
     is_integer(LeaseExpireInterval), LeaseExpireInterval > 0,
@@ -69,22 +71,28 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) when
 ->
     ok = locker_nif:reset_volatile(),
     %% Safe mode (off by default): a master whose VM started empty refuses
-    %% promises on unknown keys for this long (the longest lease in use).
-    ok = locker_nif:abstain_after_start(application:get_env(locker, restart_abstain_ms, 0)),
-    _ = locker:token_counter(),
-    Watch = locker_watch:init(),
-    put_meta([], [], W),
-    {ok, LeaseRef} = timer:send_interval(LeaseExpireInterval, expire_leases),
-    {ok, LockRef} = timer:send_interval(LockExpireInterval, expire_locks),
-    {ok, PushRef} = timer:send_interval(PushTransInterval, push_trans_log),
-    #{log_dropped := Dropped} = locker_nif:stats(),
-    locker_loop:enter(?MODULE, #state{
-        log_dropped = Dropped,
-        watch = Watch,
-        lease_expire_ref = LeaseRef,
-        write_locks_expire_ref = LockRef,
-        push_trans_log_ref = PushRef
-    });
+    %% promises on unknown keys for a while (see locker_safe_mode).
+    case locker_safe_mode:init() of
+        {ok, Safe} ->
+            _ = locker:token_counter(),
+            Watch = locker_watch:init(),
+            put_meta([], [], W),
+            {ok, LeaseRef} = timer:send_interval(LeaseExpireInterval, expire_leases),
+            {ok, LockRef} = timer:send_interval(LockExpireInterval, expire_locks),
+            {ok, PushRef} = timer:send_interval(PushTransInterval, push_trans_log),
+            #{log_dropped := Dropped} = locker_nif:stats(),
+            locker_loop:enter(?MODULE, #state{
+                log_dropped = Dropped,
+                watch = Watch,
+                lease_expire_ref = LeaseRef,
+                write_locks_expire_ref = LockRef,
+                push_trans_log_ref = PushRef,
+                safe = Safe
+            });
+        {error, Reason} ->
+            ?LOG_ERROR("locker: not started: ~0p", [Reason]),
+            {stop, Reason}
+    end;
 init(Args) ->
     ?LOG_ERROR("locker: not started: bad arguments ~0p (W and three intervals, positive integers)", [Args]),
     {stop, {badarg, Args}}.
@@ -131,14 +139,14 @@ call({wait_for_release, Key, Timeout}, From, #state{next_id = Id} = State) ->
         pending -> {noreply, add_waiter(Id, From, State)};
         Ready -> {reply, Ready, State}
     end;
-call({set_nodes, Primaries, Replicas}, _From, #state{watch = Watch} = State) ->
+call({set_nodes, Primaries, Replicas}, _From, #state{watch = Watch, safe = Safe} = State) ->
     case is_node_list(Primaries) andalso is_node_list(Replicas) of
         true ->
             {_, _, W} = locker:get_meta(),
             %% Watch the servers before coordinators can see them in the metadata.
             Watch1 = locker_watch:update(Primaries ++ Replicas, Watch),
             put_meta(Primaries, Replicas, W),
-            {reply, ok, State#state{watch = Watch1}};
+            {reply, ok, State#state{watch = Watch1, safe = locker_safe_mode:set_masters(Primaries, Safe)}};
         false ->
             error(badarg)
     end;
@@ -245,6 +253,10 @@ info({timeout, Ref, wakeup}, #state{wakeup = {Ref, _}} = State) ->
 info({timeout, _, wakeup}, State) ->
     %% A wakeup timer cancelled after it fired.
     {noreply, State};
+info({timeout, Ref, {locker_safe_mode, What}}, #state{safe = Safe} = State) ->
+    {noreply, State#state{safe = locker_safe_mode:timeout(Ref, What, Safe)}};
+info({locker_safe_mode_answers, Ref, Answers}, #state{safe = Safe} = State) ->
+    {noreply, State#state{safe = locker_safe_mode:answers(Ref, Answers, Safe)}};
 info(sweep_more, State) ->
     {noreply, sweep(State#state{sweeping = false})};
 info({'DOWN', Mref, process, {locker, Node}, _}, #state{watch = Watch} = State) ->

@@ -7,6 +7,9 @@
 %%     (1000), `push_trans_log_interval' (100).</li>
 %% <li>`masters', `replicas': initial node lists (default: this node as the
 %%     only master, no replicas).</li>
+%% <li>`restart_abstain_ms' (0: off), `state_dir' (none): safe mode, see
+%%     {@link locker_safe_mode}. A bad value stops the server's start with
+%%     `{bad_app_env, Key, Value, Expected}'.</li>
 %% </ul>
 %% @end
 -module(locker_sup).
