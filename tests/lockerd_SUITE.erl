@@ -249,7 +249,11 @@ ping_and_every_request(Config) ->
                 {{get_write_lock, K, some_value, T}, {error, not_expected_value}},
                 {{get_write_lock, K, not_found, T}, ok},
                 {{write, T, K, v, 60000}, ok},
+                %% Phase two without a live promise does not displace a value.
+                {{update, T, K, v2}, {error, no_promise}},
+                {{get_write_lock, K, v, T}, ok},
                 {{update, T, K, v2}, ok},
+                {{get_write_lock, K, v2, T}, ok},
                 {{extend_lease, T, K, v2, 60000}, ok},
                 {{release, K, wrong, T}, {error, not_owner}},
                 {{wait_for, K, 100}, {ok, v2}},

@@ -21,7 +21,7 @@
 -define(SWEEP_BUDGET, 1000).
 -define(REPLAY_CHUNK, 2000).
 -define(PUSH_CHUNK, 10000).
--define(PROMISE_TTL_MS, 10000).
+-define(PROMISE_TTL_MS, locker:promise_ttl_ms()).
 %% Warnings about bad input logged per second; the rest are counted.
 -define(WARN_BURST, 20).
 
@@ -137,7 +137,8 @@ handle_local(Request) ->
         {Reply, []} ->
             Reply;
         {Reply, Wakes} ->
-            locker ! {locker_wakes, Wakes},
+            %% No server (it is restarting): its waiters are gone with it.
+            _ = whereis(locker) =/= undefined andalso (catch locker ! {locker_wakes, Wakes}),
             Reply
     catch
         error:badarg -> {error, badarg}
@@ -148,11 +149,11 @@ local({get_write_lock, Key, Expected, Tag}) ->
 local({release_write_lock, Tag}) ->
     {locker_nif:release_write_lock(Tag), []};
 local({write, Tag, Key, Value, LeaseLength}) ->
-    {ok, locker_nif:write(Tag, Key, Value, LeaseLength)};
+    committed(locker_nif:write(Tag, Key, Value, LeaseLength));
 local({update, Tag, Key, Value}) ->
     {locker_nif:update(Tag, Key, Value), []};
 local({extend_lease, Tag, Key, Value, LeaseLength}) ->
-    {ok, locker_nif:extend_lease(Tag, Key, Value, LeaseLength)};
+    committed(locker_nif:extend_lease(Tag, Key, Value, LeaseLength));
 local({release, Key, Value, Tag}) ->
     case locker_nif:release(Key, Value, Tag) of
         {ok, Wakes} -> {ok, Wakes};
@@ -160,6 +161,12 @@ local({release, Key, Value, Tag}) ->
     end;
 local(Request) ->
     {{error, {unknown_request, Request}}, []}.
+
+%% A phase two that the store refused (its promise is gone and applying
+%% it could displace another holder) is answered `{error, no_promise}',
+%% which coordinators count as no commit.
+committed({ok, Wakes}) -> {ok, Wakes};
+committed({error, no_promise} = Error) -> {Error, []}.
 
 %%--------------------------------------------------------------------
 %% Replication
