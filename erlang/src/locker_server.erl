@@ -58,8 +58,16 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) ->
     %% promises on unknown keys for this long (the longest lease in use).
     ok = locker_nif:abstain_after_start(application:get_env(locker, restart_abstain_ms, 0)),
     _ = locker:token_counter(),
-    Watch = locker_watch:init(),
-    put_meta([], [], W),
+    %% A server restarted in a running VM keeps the cluster view, as it
+    %% keeps the leases: coordinators on this node must not see an empty
+    %% cluster (and answer no_quorum at once) until set_nodes comes again.
+    {Masters, Replicas} =
+        case persistent_term:get({locker, meta}, undefined) of
+            {M, R, _} -> {M, R};
+            undefined -> {[], []}
+        end,
+    Watch = locker_watch:update(Masters ++ Replicas, locker_watch:init()),
+    put_meta(Masters, Replicas, W),
     {ok, LeaseRef} = timer:send_interval(LeaseExpireInterval, expire_leases),
     {ok, LockRef} = timer:send_interval(LockExpireInterval, expire_locks),
     {ok, PushRef} = timer:send_interval(PushTransInterval, push_trans_log),
