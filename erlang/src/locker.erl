@@ -141,13 +141,10 @@ acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     case two_phase(Key, not_found, Tag, Timeout, Write, Undo) of
         {ok, W, Votes, Commits} ->
             {ok, W, Votes, Commits, Token};
-        {no_quorum, Replies} ->
-            case [F || {_, {error, {stale_token, F}}} <- Replies, is_integer(F)] of
-                Floors when Floors =/= [], Attempts > 1 ->
-                    acquire(Key, Value, LeaseLength, Timeout, lists:max(Floors), Attempts - 1);
-                _ ->
-                    {error, no_quorum}
-            end
+        {no_quorum, Floor1} when is_integer(Floor1), Attempts > 1 ->
+            acquire(Key, Value, LeaseLength, Timeout, Floor1, Attempts - 1);
+        {no_quorum, _} ->
+            {error, no_quorum}
     end.
 
 %% Fencing tokens follow the wall clock in microseconds, strictly
@@ -275,58 +272,67 @@ two_phase(Key, Expected, Tag, Timeout, Commit, Undo) ->
     end.
 
 phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
-    Budget = ?PHASE_TWO_BUDGET_MS,
+    N = length(Nodes),
+    Op0 = locker_coord:new(W, N, Start),
+    %% Masters neither answered nor pending are down: missing votes.
     Decided = fun(Replies, Pending) ->
-        Votes = count_ok(Replies),
-        Votes >= W orelse Votes + Pending < W
+        locker_coord:decided(tally(Op0, Replies, N - length(Replies) - Pending))
     end,
+    Budget = locker:phase_two_budget_ms(),
     {Replies, _Bad, S1, Late} = locker_call:round(
         S, Nodes, {get_write_lock, Key, Expected, Tag}, min_timeout(Timeout, Budget), Decided
     ),
-    Votes = count_ok(Replies),
-    InTime = erlang:monotonic_time(millisecond) - Start < Budget,
-    case Votes >= W andalso InTime of
-        true ->
+    Op1 = tally(Op0, Replies, N - length(Replies)),
+    case locker_coord:after_phase_one(erlang:monotonic_time(millisecond), Op1) of
+        {phase_two, Op2} ->
             {Commits, _, S2} = Commit(S1, Nodes, Tag),
-            %% Votes that came while phase two ran count too (as in
-            %% the original, which waited for every vote).
-            AllVotes = Votes + count_ok(locker_call:late(Late)),
-            %% W counts masters (release also reaches the replicas).
-            case count_ok([R || {N, _} = R <- Commits, lists:member(N, Nodes)]) >= W of
-                true ->
-                    {{ok, W, AllVotes, count_ok(Commits)}, S2};
-                false ->
-                    %% Fewer than W masters applied the write (the
-                    %% others timed out, went down or lost the promise
-                    %% meanwhile): not a success, whatever the votes.
-                    %% The original answered {ok, W, Votes, Commits}
-                    %% here and left the check to the caller; callers
-                    %% matching {ok, _, _, _} then held a lock no
-                    %% quorum stored. Promises the write did not
-                    %% consume are dropped.
+            %% Votes that came while phase two ran count too (as in the
+            %% original, which waited for every vote); a node answers in
+            %% order, so every master that answered phase two is here.
+            Op3 = late(Op2, Late),
+            Op4 = lists:foldl(
+                fun({Node, R}, Op) -> locker_coord:commit(lists:member(Node, Nodes), R =:= ok, Op) end,
+                Op3,
+                Commits
+            ),
+            case locker_coord:outcome(Op4) of
+                {ok, _, _, _} = Ok ->
+                    {Ok, S2};
+                {no_quorum, Retry} ->
+                    %% Fewer than W masters applied phase two (the others
+                    %% timed out, went down, or refused a phase two whose
+                    %% promise was gone): no success, whatever the votes.
+                    %% The original answered {ok, W, Votes, Commits} here.
+                    %% Promises the write did not consume are dropped, and
+                    %% a failed lock gives back what it stored.
                     {_, _, S3} = locker_call:round(S2, Nodes, {release_write_lock, Tag}, Timeout),
-                    Stored = [N || {N, ok} <- Commits, lists:member(N, Nodes)],
+                    Stored = [M || {M, ok} <- Commits, lists:member(M, Nodes)],
                     S4 =
                         case Undo of
                             none -> S3;
                             _ when Stored =:= [] -> S3;
                             _ -> element(3, Undo(S3, Stored))
                         end,
-                    {{no_quorum, Commits}, S4}
+                    {{no_quorum, Retry}, S4}
             end;
-        false ->
+        {abort, Op2} ->
             {_, _, S2} = locker_call:round(S1, Nodes, {release_write_lock, Tag}, Timeout),
-            {{no_quorum, Replies ++ locker_call:late(Late)}, S2}
+            {no_quorum, Retry} = locker_coord:outcome(late(Op2, Late)),
+            {{no_quorum, Retry}, S2}
     end.
+
+tally(Op0, Replies, Missing) ->
+    Op = lists:foldl(fun({_, R}, Acc) -> locker_coord:vote(locker_coord:to_vote(R), Acc) end, Op0, Replies),
+    lists:foldl(fun(_, Acc) -> locker_coord:vote(missing, Acc) end, Op, lists:seq(1, Missing)).
+
+late(Op, Late) ->
+    lists:foldl(fun({_, R}, Acc) -> locker_coord:late_vote(locker_coord:to_vote(R), Acc) end, Op, locker_call:late(Late)).
 
 min_timeout(infinity, T) -> T;
 min_timeout(T1, T2) -> min(T1, T2).
 
 tagged({ok, _, _, _} = Ok) -> Ok;
 tagged({no_quorum, _}) -> {error, no_quorum}.
-
-count_ok(Replies) ->
-    length([ok || {_, ok} <- Replies]).
 
 %%====================================================================
 %% Reads and waits

@@ -27,6 +27,7 @@
 
 pub mod clock;
 mod compact;
+pub mod coordinator;
 mod engine;
 mod expiry;
 mod lease_map;
