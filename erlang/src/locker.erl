@@ -30,8 +30,17 @@
 -export([dirty_read/1, master_dirty_read/1]).
 -export([lag/0, summary/0, get_meta/0, get_debug_state/0]).
 -export([token_counter/0, promise_ttl_ms/0, phase_two_budget_ms/0]).
+-export([format_error/2]).
 
 -define(LEASE_LENGTH, 2000).
+%% Raises badarg from the calling function, with OTP's error_info naming
+%% the wrong arguments (see format_error/2).
+-define(CHECK(Checks, Args),
+    case bad(Checks) of
+        Bad__ when map_size(Bad__) =:= 0 -> ok;
+        Bad__ -> erlang:error(badarg, Args, [{error_info, #{module => ?MODULE, cause => Bad__}}])
+    end
+).
 -define(TIMEOUT, 5000).
 %% How long a master keeps an unused promise (the protocol's 10 s).
 -define(PROMISE_TTL_MS, 10000).
@@ -67,13 +76,18 @@ start_link(W, LeaseExpireInterval, LockExpireInterval, PushTransInterval) ->
 
 %% @doc Sets the write quorum on every node of `Cluster'.
 -spec set_w([node()], pos_integer()) -> ok.
-set_w(Cluster, W) when is_integer(W), W > 0 ->
+set_w(Cluster, W) ->
+    ?CHECK([{1, is_node_list(Cluster), nodes}, {2, is_integer(W) andalso W > 0, quorum}], [Cluster, W]),
     {_Replies, []} = gen_server:multi_call(Cluster, locker, {set_w, W}),
     ok.
 
 %% @doc Sets masters (`Primaries') and replicas on every node of `Cluster'.
 -spec set_nodes([node()], [node()], [node()]) -> ok.
 set_nodes(Cluster, Primaries, Replicas) ->
+    ?CHECK(
+        [{1, is_node_list(Cluster), nodes}, {2, is_node_list(Primaries), nodes}, {3, is_node_list(Replicas), nodes}],
+        [Cluster, Primaries, Replicas]
+    ),
     {_Replies, []} = gen_server:multi_call(Cluster, locker, {set_nodes, Primaries, Replicas}),
     ok.
 
@@ -100,6 +114,7 @@ lock(Key, Value, LeaseLength) ->
 %% until it expires, which no quorum holds).
 -spec lock(key(), value(), non_neg_integer(), timeout()) -> lock_result().
 lock(Key, Value, LeaseLength, Timeout) ->
+    ?CHECK([{3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}], [Key, Value, LeaseLength, Timeout]),
     case acquire(Key, Value, LeaseLength, Timeout) of
         {ok, W, Votes, Commits, _Token} -> {ok, W, Votes, Commits};
         Error -> Error
@@ -114,6 +129,7 @@ lock(Key, Value, LeaseLength, Timeout) ->
 -spec lock_with_token(key(), value(), non_neg_integer(), timeout()) ->
     {ok, pos_integer()} | {error, no_quorum}.
 lock_with_token(Key, Value, LeaseLength, Timeout) ->
+    ?CHECK([{3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}], [Key, Value, LeaseLength, Timeout]),
     case acquire(Key, Value, LeaseLength, Timeout) of
         {ok, _W, _Votes, _Commits, Token} -> {ok, Token};
         Error -> Error
@@ -184,6 +200,7 @@ update(Key, Value, NewValue) ->
 %% holds `Value'; the lease keeps its expiry. Replies as {@link lock/4}.
 -spec update(key(), value(), value(), timeout()) -> lock_result().
 update(Key, Value, NewValue, Timeout) ->
+    ?CHECK([{4, is_timeout(Timeout), timeout}], [Key, Value, NewValue, Timeout]),
     tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
         locker_call:round(S, Masters, {update, Tag, Key, NewValue}, Timeout)
     end)).
@@ -199,6 +216,7 @@ extend_lease(Key, Value, LeaseLength) ->
 %% applied it, else `{error, no_quorum}'.
 -spec extend_lease(key(), value(), non_neg_integer(), timeout()) -> ok | {error, no_quorum}.
 extend_lease(Key, Value, LeaseLength, Timeout) ->
+    ?CHECK([{3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}], [Key, Value, LeaseLength, Timeout]),
     Result = two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
         {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
         Failed = [N || {N, R} <- Replies, R =/= ok],
@@ -219,6 +237,7 @@ release(Key, Value) ->
 %% replicas. Replies as {@link lock/4}.
 -spec release(key(), value(), timeout()) -> lock_result().
 release(Key, Value, Timeout) ->
+    ?CHECK([{3, is_timeout(Timeout), timeout}], [Key, Value, Timeout]),
     tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, _Masters, Tag) ->
         %% Masters and replicas alike.
         locker_call:round(S, {release, Key, Value, Tag}, Timeout)
@@ -331,6 +350,40 @@ late(Op, Late) ->
 min_timeout(infinity, T) -> T;
 min_timeout(T1, T2) -> min(T1, T2).
 
+%%====================================================================
+%% Arguments
+%%====================================================================
+
+%% A wrong argument fails at once with `badarg' and OTP's extended error
+%% information: the shell (and Elixir's ArgumentError) tell which argument
+%% is wrong and what was expected, instead of a no_quorum or a timeout.
+bad(Checks) ->
+    maps:from_list([{Pos, What} || {Pos, false, What} <- Checks]).
+
+%% Leases are whole milliseconds; `infinity' is refused (an original
+%% master in the same cluster would crash on it).
+is_lease(L) -> is_integer(L) andalso L >= 0.
+
+is_timeout(infinity) -> true;
+is_timeout(T) -> is_integer(T) andalso T >= 0.
+
+is_node_list([]) -> true;
+is_node_list([N | T]) when is_atom(N) -> is_node_list(T);
+is_node_list(_) -> false.
+
+%% @private The text of a wrong argument's error (OTP's error_info).
+-spec format_error(term(), erlang:stacktrace()) -> #{pos_integer() => unicode:chardata()}.
+format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
+    #{cause := Cause} = proplists:get_value(error_info, Info, #{cause => #{}}),
+    maps:map(fun(_, What) -> expected(What) end, Cause);
+format_error(_Reason, _Stack) ->
+    #{}.
+
+expected(lease) -> "expected a lease length: a non-negative integer of milliseconds";
+expected(timeout) -> "expected a timeout: a non-negative integer of milliseconds or infinity";
+expected(quorum) -> "expected a write quorum: a positive integer";
+expected(nodes) -> "expected a proper list of node names (atoms)".
+
 tagged({ok, _, _, _} = Ok) -> Ok;
 tagged({no_quorum, _}) -> {error, no_quorum}.
 
@@ -367,6 +420,7 @@ master_dirty_read(Key) ->
 %% the call to the server is not missed.
 -spec wait_for(key(), timeout()) -> {ok, value()}.
 wait_for(Key, Timeout) ->
+    ?CHECK([{2, is_timeout(Timeout), timeout}], [Key, Timeout]),
     case dirty_read(Key) of
         {ok, Value} -> {ok, Value};
         {error, not_found} -> gen_server:call(locker, {wait_for, Key, Timeout}, Timeout)
@@ -382,6 +436,7 @@ wait_for_release(Key) ->
 %% `gen_server:call/3' on timeout.
 -spec wait_for_release(key(), timeout()) -> {ok, released} | {error, key_not_locked}.
 wait_for_release(Key, Timeout) ->
+    ?CHECK([{2, is_timeout(Timeout), timeout}], [Key, Timeout]),
     case dirty_read(Key) of
         {ok, _} -> gen_server:call(locker, {wait_for_release, Key, Timeout}, Timeout);
         {error, not_found} -> {error, key_not_locked}
