@@ -1,31 +1,35 @@
 %% Phase two after the promise is gone (issue 11): the four ways a
-%% coordinator's phase two could reach the masters after its promises
-%% expired or were dropped, reproduced across real nodes, each on a
+%% coordinator's phase two reached the masters after its promises had
+%% expired or been dropped, reproduced across real nodes, each on a
 %% BEAM-only cluster (three BEAM masters) and on a mixed one (two BEAM
-%% masters and lockerd), W = 2.
+%% masters and lockerd), W = 2. Before the fix every case ended with two
+%% owners told they hold the key at once, the later one with the smaller
+%% fencing token; since, the stale operation answers `{error, no_quorum}'
+%% (the coordinator gives up phase two past 9 s, and a master without the
+%% promise refuses a conflicting phase two with `{error, no_promise}').
 %%
 %% Roles: M1 (BEAM) runs the coordinator under test and votes for it
 %% locally; M2 (BEAM) is the master whose vote the coordinator waits for
 %% (its `locker' server is suspended with erlang:suspend_process/1 until
-%% the coordinator is where the scenario wants it) and runs the rival;
-%% M3 (the third BEAM master, or lockerd) refuses the coordinator: the
-%% test holds a promise on the key there (a raw `get_write_lock'). With
-%% M1 `ok', M3 refused and M2 pending, the coordinator cannot decide
-%% phase one before M2 answers, so the test decides when that happens.
+%% the coordinator is where the case wants it) and runs the rival; M3
+%% (the third BEAM master, or lockerd) refuses the coordinator: the test
+%% holds a promise on the key there (a raw `get_write_lock'). With M1
+%% `ok', M3 refused and M2 pending, the coordinator cannot end phase one
+%% before M2 answers: the test decides when that happens.
 %%
 %%   paused_master_late_vote: here M2 holds the test's promise (and
-%%     refuses) and M3 is SIGSTOPped ~12 s while M1 runs
+%%     refuses) and M3 is SIGSTOPped ~13 s while M1 runs
 %%     `lock_with_token(K, V, 60000, 30000)'; the promises expire, a rival
 %%     locks K on M1 and M2 (from M1), M3 resumes and gives its late vote.
-%%   server_restart_between_phases: the coordinator is suspended after its
-%%     votes arrived; M2's server is killed and restarted (promises
-%%     dropped); the test's promise on M3 is released; the rival locks K
-%%     on M2 and M3; the coordinator resumes and sends its write.
+%%   server_restart_between_phases: the coordinator is suspended with its
+%%     votes in its mailbox; M2's server is killed and restarted (its
+%%     promises dropped); the test's promise on M3 is released; a rival
+%%     locks K with M2 and M3; the coordinator resumes and writes.
 %%   extend_paused_between_phases: the holder's `extend_lease' is
-%%     suspended between its phases ~10.5 s; its lease and promises
-%%     expire, a rival locks K, the extend resumes.
-%%   coordinator_vm_stopped: M1's whole VM is SIGSTOPped ~12 s while its
-%%     coordinator (30 s timeout) waits in phase one; a rival locks K on
+%%     suspended ~10.5 s with its votes in its mailbox; its lease and
+%%     promises expire, a rival locks K, the extend resumes.
+%%   coordinator_vm_stopped: M1's whole VM is SIGSTOPped ~13 s while its
+%%     coordinator (30 s timeout) waits in phase one; a rival locks K with
 %%     M2 and M3; M1 resumes and the coordinator gets its last vote.
 %%
 %% What is asserted is what a user sees: every call gets a definite answer
@@ -38,7 +42,7 @@
 %% token. Waits are on messages and on the masters' state
 %% (`get_debug_state' lists live promises and leases only); the pauses of
 %% real processes are the promise lifetime (10 s) plus what the rival
-%% needs, and nothing asserts on time.
+%% needs, and nothing asserts on time. The suite takes about 80 s.
 -module(locker_stale_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
@@ -52,7 +56,7 @@
     coordinator_vm_stopped/1
 ]).
 %% Runs on the peers.
--export([agent/0]).
+-export([agent_main/1]).
 
 %% The long lease every acquisition under test asks for: any two
 %% successes of these overlap.
@@ -209,7 +213,7 @@ os_pid(Node, Config) ->
     end.
 
 %%--------------------------------------------------------------------
-%% Scenario 1: a master SIGSTOPped ~12 s, its vote arrives late
+%% Scenario 1: a master SIGSTOPped ~13 s, its vote arrives late
 %%--------------------------------------------------------------------
 
 %% M2 holds the test's promise on K, so M2 refuses the caller; M3 is
@@ -230,8 +234,10 @@ paused_master_late_vote(Config) ->
     %% fixed, the caller gives up and drops its own).
     await_state("K free on M1 and M2", fun() -> promised(M1, K) =:= [] andalso promised(M2, K) =:= [] end),
     %% The rival runs on M1 too: M3 then gets its requests behind the
-    %% caller's, on the same connection, and votes for the caller first.
-    _ = op(M1, rival, fun() -> locker:lock_with_token(K, rival, ?LEASE, 2000) end),
+    %% caller's, on the same connection, and votes for the caller first
+    %% (from M2 they would race the caller's on another connection, and
+    %% M3 could promise K to the rival and refuse the caller).
+    _ = op(M1, rival, fun() -> locker:lock_with_token(K, rival, ?LEASE, 3000) end),
     await_state("the rival's lease on M1 and M2", fun() -> lease(M1, K) =:= {ok, rival} andalso lease(M2, K) =:= {ok, rival} end),
     cont_os(M3Os),
     verify(K, [await_op(caller), await_op(rival)], rival, Config).
@@ -299,7 +305,7 @@ extend_paused_between_phases(Config) ->
     verify(K, [Holder, Rival, await_op(extend)], rival, Config).
 
 %%--------------------------------------------------------------------
-%% Scenario 4: the coordinator's VM stopped ~12 s in phase one
+%% Scenario 4: the coordinator's VM stopped ~13 s in phase one
 %%--------------------------------------------------------------------
 
 %% The caller on M1 (30 s timeout) waits for M2's vote (M1 `ok', M3
@@ -321,7 +327,7 @@ coordinator_vm_stopped(Config) ->
     await_state("M2's vote for the caller", fun() -> promised(M2, K) =/= [] end),
     ok = release_promise(M3, Blocker),
     await_state("K free on M2 and M3", fun() -> promised(M2, K) =:= [] andalso promised(M3, K) =:= [] end),
-    _ = op(M2, rival, fun() -> locker:lock_with_token(K, rival, ?LEASE, 2000) end),
+    _ = op(M2, rival, fun() -> locker:lock_with_token(K, rival, ?LEASE, 3000) end),
     await_state("the rival's lease on M2 and M3", fun() -> lease(M2, K) =:= {ok, rival} andalso lease(M3, K) =:= {ok, rival} end),
     cont_os(M1Os),
     verify(K, [await_op(caller), await_op(rival)], rival, Config).
@@ -406,15 +412,22 @@ cont_os(OsPid) ->
 %% Agents and operations on the peers
 %%--------------------------------------------------------------------
 
-%% A process on Node, linked to the case, that runs funs for it.
+%% A process on Node that runs funs for the case and ends with it (not
+%% linked: the peers' stop must not take the case down).
 agent(Node) ->
-    spawn_link(Node, ?MODULE, agent, []).
+    spawn(Node, ?MODULE, agent_main, [self()]).
 
-agent() ->
+agent_main(Case) ->
+    Mref = erlang:monitor(process, Case),
+    agent_loop(Mref).
+
+agent_loop(Mref) ->
     receive
         {run, From, Ref, F} ->
             From ! {Ref, catch F()},
-            agent()
+            agent_loop(Mref);
+        {'DOWN', Mref, process, _, _} ->
+            ok
     end.
 
 run(Agent, F) ->
