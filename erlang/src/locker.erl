@@ -29,10 +29,16 @@
 -export([wait_for/2, wait_for_release/1, wait_for_release/2]).
 -export([dirty_read/1, master_dirty_read/1]).
 -export([lag/0, summary/0, get_meta/0, get_debug_state/0]).
--export([token_counter/0]).
+-export([token_counter/0, promise_ttl_ms/0, phase_two_budget_ms/0]).
 
 -define(LEASE_LENGTH, 2000).
 -define(TIMEOUT, 5000).
+%% How long a master keeps an unused promise (the protocol's 10 s).
+-define(PROMISE_TTL_MS, 10000).
+%% A coordinator starts phase two at most this long after it started phase
+%% one: the promise lifetime less 10 % for clock-rate differences between
+%% the coordinator and the masters and for the write's delivery.
+-define(PHASE_TWO_BUDGET_MS, (?PROMISE_TTL_MS * 9) div 10).
 
 -type key() :: term().
 -type value() :: term().
@@ -127,7 +133,12 @@ acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     Write = fun(S, Masters, T) ->
         locker_call:round(S, Masters, {write, T, Key, Value, LeaseLength}, Timeout)
     end,
-    case two_phase(Key, not_found, Tag, Timeout, Write) of
+    %% Masters that stored the lease of an attempt that failed (fewer than
+    %% W did) give it up at once instead of holding it until it expires.
+    Undo = fun(S, Stored) ->
+        locker_call:round(S, Stored, {release, Key, Value, make_ref()}, Timeout)
+    end,
+    case two_phase(Key, not_found, Tag, Timeout, Write, Undo) of
         {ok, W, Votes, Commits} ->
             {ok, W, Votes, Commits, Token};
         {no_quorum, Replies} ->
@@ -216,39 +227,100 @@ release(Key, Value, Timeout) ->
         locker_call:round(S, {release, Key, Value, Tag}, Timeout)
     end)).
 
+%% @private How long a master keeps an unused write promise, in milliseconds.
+-spec promise_ttl_ms() -> pos_integer().
+promise_ttl_ms() ->
+    ?PROMISE_TTL_MS.
+
+%% @private The longest a coordinator waits between starting phase one and
+%% starting phase two, in milliseconds (see {@link two_phase/5}).
+-spec phase_two_budget_ms() -> pos_integer().
+phase_two_budget_ms() ->
+    ?PHASE_TWO_BUDGET_MS.
+
 %% Phase one on the masters, then `Commit' (phase two) if W promised. The
 %% session also monitors the replicas, which `release' reaches directly.
+%%
+%% Phase one ends as soon as its outcome is known: W masters promised, or
+%% so many refused (or are down) that W promises cannot come. Phase two
+%% starts only if that happened within the phase-two budget, counted from
+%% before phase one was sent: every promise was granted after that instant
+%% and lives ?PROMISE_TTL_MS on its master's clock, so it is still alive
+%% when the write arrives unless the clocks' rates differ by more than the
+%% margin or the write takes longer than it to arrive. If the budget is
+%% spent (this process was descheduled, paused, or a master answered late)
+%% the promises are dropped and the operation fails with no_quorum. This
+%% project's masters also refuse a stale phase two that would conflict
+%% (see docs/protocol.md); the budget is what protects original masters.
+%%
+%% Whatever happens, the caller gets an answer and the session is closed;
+%% if this process raises midway (a bug), the promises it obtained are
+%% dropped first.
 two_phase(Key, Expected, Tag, Timeout, Commit) ->
+    two_phase(Key, Expected, Tag, Timeout, Commit, none).
+
+two_phase(Key, Expected, Tag, Timeout, Commit, Undo) ->
     {Nodes, Replicas, W} = get_meta(),
+    Start = erlang:monotonic_time(millisecond),
     S = locker_call:open(Nodes ++ (Replicas -- Nodes)),
-    {Replies, _Bad, S1} = locker_call:round(S, Nodes, {get_write_lock, Key, Expected, Tag}, Timeout),
+    try phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) of
+        {Result, S1} ->
+            ok = locker_call:close(S1),
+            Result
+    catch
+        Class:Reason:Stack ->
+            _ = (catch locker_call:multi_call(Nodes, {release_write_lock, Tag}, min_timeout(Timeout, ?TIMEOUT))),
+            _ = (catch locker_call:close(S)),
+            erlang:raise(Class, Reason, Stack)
+    end.
+
+phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
+    Budget = ?PHASE_TWO_BUDGET_MS,
+    Decided = fun(Replies, Pending) ->
+        Votes = count_ok(Replies),
+        Votes >= W orelse Votes + Pending < W
+    end,
+    {Replies, _Bad, S1, Late} = locker_call:round(
+        S, Nodes, {get_write_lock, Key, Expected, Tag}, min_timeout(Timeout, Budget), Decided
+    ),
     Votes = count_ok(Replies),
-    {Result, S3} =
-        case Votes >= W of
-            true ->
-                {Commits, _, S2} = Commit(S1, Nodes, Tag),
-                %% W counts masters (release also reaches the replicas).
-                case count_ok([R || {N, _} = R <- Commits, lists:member(N, Nodes)]) >= W of
-                    true ->
-                        {{ok, W, Votes, count_ok(Commits)}, S2};
-                    false ->
-                        %% Fewer than W masters applied the write (the
-                        %% others timed out, went down or lost the promise
-                        %% meanwhile): not a success, whatever the votes.
-                        %% The original answered {ok, W, Votes, Commits}
-                        %% here and left the check to the caller; callers
-                        %% matching {ok, _, _, _} then held a lock no
-                        %% quorum stored. Promises the write did not
-                        %% consume are dropped.
-                        {_, _, S4} = locker_call:round(S2, Nodes, {release_write_lock, Tag}, Timeout),
-                        {{no_quorum, Commits}, S4}
-                end;
-            false ->
-                {_, _, S2} = locker_call:round(S1, Nodes, {release_write_lock, Tag}, Timeout),
-                {{no_quorum, Replies}, S2}
-        end,
-    ok = locker_call:close(S3),
-    Result.
+    InTime = erlang:monotonic_time(millisecond) - Start < Budget,
+    case Votes >= W andalso InTime of
+        true ->
+            {Commits, _, S2} = Commit(S1, Nodes, Tag),
+            %% Votes that came while phase two ran count too (as in
+            %% the original, which waited for every vote).
+            AllVotes = Votes + count_ok(locker_call:late(Late)),
+            %% W counts masters (release also reaches the replicas).
+            case count_ok([R || {N, _} = R <- Commits, lists:member(N, Nodes)]) >= W of
+                true ->
+                    {{ok, W, AllVotes, count_ok(Commits)}, S2};
+                false ->
+                    %% Fewer than W masters applied the write (the
+                    %% others timed out, went down or lost the promise
+                    %% meanwhile): not a success, whatever the votes.
+                    %% The original answered {ok, W, Votes, Commits}
+                    %% here and left the check to the caller; callers
+                    %% matching {ok, _, _, _} then held a lock no
+                    %% quorum stored. Promises the write did not
+                    %% consume are dropped.
+                    {_, _, S3} = locker_call:round(S2, Nodes, {release_write_lock, Tag}, Timeout),
+                    Stored = [N || {N, ok} <- Commits, lists:member(N, Nodes)],
+                    S4 =
+                        case Undo of
+                            none -> S3;
+                            _ when Stored =:= [] -> S3;
+                            _ -> element(3, Undo(S3, Stored))
+                        end,
+                    {{no_quorum, Commits}, S4}
+            end;
+        false ->
+            {_, _, S2} = locker_call:round(S1, Nodes, {release_write_lock, Tag}, Timeout),
+            {{no_quorum, Replies ++ locker_call:late(Late)}, S2}
+    end.
+
+min_timeout(infinity, T) -> T;
+min_timeout(T1, T2) -> min(T1, T2).
 
 tagged({ok, _, _, _} = Ok) -> Ok;
 tagged({no_quorum, _}) -> {error, no_quorum}.

@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     pub push_ms: u64,
     /// How long an unused write promise holds its key, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = locker_core::quorum::PROMISE_TTL_MS)]
     pub promise_ttl_ms: u64,
     /// Safe mode after a restart: for this many milliseconds after start,
     /// refuse promises on keys this node holds no lease for (set it to the

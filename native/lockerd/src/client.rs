@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use locker_core::quorum::{phase_one_decided, PHASE_TWO_BUDGET_MS};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -134,6 +135,11 @@ pub struct Client(Arc<Inner>);
 struct Session {
     mb: Mailbox,
     remote: HashMap<Atom, Ref>,
+    /// Phase-one requests still unanswered when the outcome was known.
+    late: HashMap<Ref, Atom>,
+    /// Their replies, as they arrive during later rounds (a node answers
+    /// in order, so every node that answered phase two is here).
+    late_replies: Vec<(Atom, Term)>,
 }
 
 fn wall_micros() -> u64 {
@@ -192,7 +198,12 @@ impl Client {
                 remote.insert(n.clone(), r);
             }
         }
-        Ok(Session { mb, remote })
+        Ok(Session {
+            mb,
+            remote,
+            late: HashMap::new(),
+            late_replies: Vec::new(),
+        })
     }
 
     fn close(&self, s: Session) {
@@ -212,6 +223,20 @@ impl Client {
         request: &Term,
         timeout: Duration,
     ) -> Vec<(Atom, Term)> {
+        self.round_until(s, nodes, request, timeout, None).await
+    }
+
+    /// [`Self::round`] that stops waiting as soon as phase one's outcome
+    /// is known for quorum `w` (see [`phase_one_decided`]); late replies
+    /// are dropped.
+    async fn round_until(
+        &self,
+        s: &mut Session,
+        nodes: &[Atom],
+        request: &Term,
+        timeout: Duration,
+        w: Option<usize>,
+    ) -> Vec<(Atom, Term)> {
         let deadline = Instant::now() + timeout;
         let me = s.mb.pid().clone();
         let mut pending: HashMap<Ref, Atom> = HashMap::new();
@@ -230,6 +255,10 @@ impl Client {
         }
         let mut replies = Vec::new();
         while !pending.is_empty() {
+            if w.is_some_and(|w| phase_one_decided(count_ok(&replies), pending.len(), w)) {
+                s.late.extend(pending.drain());
+                break;
+            }
             let sig = match tokio::time::timeout_at(deadline, s.mb.recv()).await {
                 Ok(Some(sig)) => sig,
                 _ => break,
@@ -239,6 +268,8 @@ impl Client {
                     if let Some([Term::Ref(tag), reply]) = msg.as_tuple() {
                         if let Some(n) = pending.remove(&**tag) {
                             replies.push((n, reply.clone()));
+                        } else if let Some(n) = s.late.remove(&**tag) {
+                            s.late_replies.push((n, reply.clone()));
                         }
                     }
                 }
@@ -279,6 +310,8 @@ impl Client {
                 .filter(|r| !masters.contains(r))
                 .cloned(),
         );
+        let started = Instant::now();
+        let budget = Duration::from_millis(PHASE_TWO_BUDGET_MS);
         let mut s = self.open(&all).map_err(|_| Vec::new())?;
         let req = Term::tuple(vec![
             Term::static_atom("get_write_lock"),
@@ -286,10 +319,17 @@ impl Client {
             expected.clone(),
             tag.clone(),
         ]);
-        let replies = self.round(&mut s, &masters, &req, timeout).await;
+        let w = self.0.w;
+        let replies = self
+            .round_until(&mut s, &masters, &req, timeout.min(budget), Some(w))
+            .await;
         let votes = count_ok(&replies);
         let release_tag = Term::tuple(vec![Term::static_atom("release_write_lock"), tag.clone()]);
-        let result = if votes >= self.0.w && self.0.w > 0 {
+        // Phase two only within the budget (see locker_core::quorum): the
+        // promises are still alive then, even on original masters.
+        let in_time = started.elapsed() < budget;
+        let result = if votes >= w && w > 0 && in_time {
+            let commit_kind = commit;
             let commits = match commit {
                 CommitKind::Write { value, lease_ms } => {
                     let r = Term::tuple(vec![
@@ -348,13 +388,30 @@ impl Client {
             if by_masters >= self.0.w {
                 Ok(LockResult::Ok {
                     w: self.0.w,
-                    votes,
+                    votes: votes + count_ok(&s.late_replies),
                     commits: count_ok(&commits),
                 })
             } else {
                 // Fewer than W applied phase two: no success (as in
-                // locker.erl); promises it did not consume are dropped.
+                // locker.erl); promises it did not consume are dropped,
+                // and a lease that some masters stored is given up there.
                 self.round(&mut s, &masters, &release_tag, timeout).await;
+                if let CommitKind::Write { value, .. } = commit_kind {
+                    let stored: Vec<Atom> = commits
+                        .iter()
+                        .filter(|(n, r)| masters.contains(n) && r.is_atom("ok"))
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    if !stored.is_empty() {
+                        let undo = Term::tuple(vec![
+                            Term::static_atom("release"),
+                            key.clone(),
+                            value.clone(),
+                            Term::reference(self.0.node.make_ref()),
+                        ]);
+                        self.round(&mut s, &stored, &undo, timeout).await;
+                    }
+                }
                 Err(commits)
             }
         } else {
@@ -606,6 +663,7 @@ impl Client {
     }
 }
 
+#[derive(Clone, Copy)]
 enum CommitKind<'a> {
     Write { value: &'a Term, lease_ms: i64 },
     Update { new_value: &'a Term },
