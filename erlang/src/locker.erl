@@ -324,7 +324,7 @@ phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
                     %% The original answered {ok, W, Votes, Commits} here.
                     %% Promises the write did not consume are dropped, and
                     %% a failed lock gives back what it stored.
-                    {_, _, S3} = locker_call:round(S2, Nodes, {release_write_lock, Tag}, Timeout),
+                    {_, _, S3} = locker_call:round(S2, Nodes, {release_write_lock, Tag}, cleanup(Start, Timeout)),
                     Stored = [M || {M, ok} <- Commits, lists:member(M, Nodes)],
                     S4 =
                         case Undo of
@@ -335,7 +335,7 @@ phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
                     {{no_quorum, Retry}, S4}
             end;
         {abort, Op2} ->
-            {_, _, S2} = locker_call:round(S1, Nodes, {release_write_lock, Tag}, Timeout),
+            {_, _, S2} = locker_call:round(S1, Nodes, {release_write_lock, Tag}, cleanup(Start, Timeout)),
             {no_quorum, Retry} = locker_coord:outcome(late(Op2, Late)),
             {{no_quorum, Retry}, S2}
     end.
@@ -346,6 +346,18 @@ tally(Op0, Replies, Missing) ->
 
 late(Op, Late) ->
     lists:foldl(fun({_, R}, Acc) -> locker_coord:late_vote(locker_coord:to_vote(R), Acc) end, Op, locker_call:late(Late)).
+
+%% How long dropping promises (and giving back a failed lock) may wait for
+%% answers: what is left of the caller's timeout, at most 5 s. It is best
+%% effort (an unused promise expires anyway), so a paused master does not
+%% hold the caller much past its timeout; nothing waited is sent later.
+cleanup(Start, Timeout) ->
+    Left =
+        case Timeout of
+            infinity -> ?TIMEOUT;
+            _ -> max(0, Start + Timeout - erlang:monotonic_time(millisecond))
+        end,
+    min(Left, ?TIMEOUT).
 
 min_timeout(infinity, T) -> T;
 min_timeout(T1, T2) -> min(T1, T2).
