@@ -54,6 +54,18 @@ pub(crate) const OUTBOX_LOW: usize = 2 << 20;
 /// See [`OUTBOX_HIGH`].
 const OUTBOX_MOST_PAUSE: Duration = Duration::from_secs(1);
 
+/// What a frame queued for a writer costs in the outbox's count: its
+/// allocation and its place in the queue, not only its bytes, so that a
+/// flood of small replies (each a ~100-byte frame of 128 bytes of
+/// capacity) holds about [`OUTBOX_HIGH`] of memory at the mark, not twice
+/// that.
+pub(crate) fn queued_cost(capacity: usize) -> usize {
+    capacity + QUEUED_OVERHEAD
+}
+
+/// A queued frame's `Vec` in its queue slot, and the allocator's header.
+const QUEUED_OVERHEAD: usize = 48;
+
 /// A connection's outbox: an empty [`Watermark`] with the marks above.
 pub(crate) fn new_outbox() -> Arc<Watermark> {
     Arc::new(Watermark::new(OUTBOX_HIGH, OUTBOX_LOW))
@@ -122,6 +134,8 @@ async fn writer(
     link: &Link,
 ) -> Option<String> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // What the frames in `buf` counted in the outbox.
+    let mut cost = 0;
     let mut ticker = tokio::time::interval((ticktime / 4).max(Duration::from_millis(50)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut live = Liveness::new(ticktime);
@@ -143,10 +157,14 @@ async fn writer(
                     &[0, 0, 0, 0]
                 } else {
                     buf.extend_from_slice(&f);
+                    cost += queued_cost(f.capacity());
                     while buf.len() < 256 * 1024 {
                         match rx.try_recv() {
                             Ok(f) if f.is_empty() => {}
-                            Ok(f) => buf.extend_from_slice(&f),
+                            Ok(f) => {
+                                buf.extend_from_slice(&f);
+                                cost += queued_cost(f.capacity());
+                            }
                             Err(_) => break,
                         }
                     }
@@ -192,7 +210,8 @@ async fn writer(
             }
         }
         if !buf.is_empty() {
-            link.outbox.sub(buf.len());
+            link.outbox.sub(cost);
+            cost = 0;
             buf.clear();
         }
     }

@@ -214,7 +214,7 @@ impl Node {
 
     /// Starts a process, registered under `name` if given (fails if taken).
     pub fn spawn(&self, name: Option<&str>) -> Result<Mailbox, String> {
-        let (tx, rx, backlog) = ProcTx::new();
+        let (tx, rx) = ProcTx::new();
         let mut procs = self.0.procs.lock();
         let name = name.map(Atom::new);
         if let Some(n) = &name {
@@ -238,7 +238,6 @@ impl Node {
             node: self.clone(),
             pid,
             rx,
-            backlog,
             exit_reason: Term::static_atom("normal"),
         })
     }
@@ -495,13 +494,8 @@ impl Node {
             }
             links
         };
-        for (tx, from) in links {
-            for p in from {
-                let _ = tx.send(Signal::Exit {
-                    from: p.pid(peer),
-                    reason: Term::static_atom("noconnection"),
-                });
-            }
+        for (tx, pids) in links {
+            tx.send_links_down(peer, pids);
         }
         for (tx, reference) in downs {
             let _ = tx.send(Signal::Down {

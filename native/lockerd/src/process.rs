@@ -233,15 +233,24 @@ pub(crate) const MAILBOX_HIGH: usize = 4096;
 /// See [`MAILBOX_HIGH`].
 pub(crate) const MAILBOX_LOW: usize = 1024;
 
+/// What a mailbox's queue holds: a signal, or the links a peer's
+/// processes held with this process when the peer went down, handed out as
+/// one [`Signal::Exit`] (`noconnection`) each as they are received. They
+/// wait as 12 bytes a link rather than as a 120-byte signal each.
+pub(crate) enum Queued {
+    Signal(Signal),
+    LinksDown { peer: Atom, pids: Vec<PeerPid> },
+}
+
 /// The sending side of a mailbox, counting what it queues.
 #[derive(Clone)]
 pub(crate) struct ProcTx {
-    tx: mpsc::UnboundedSender<Signal>,
+    tx: mpsc::UnboundedSender<Queued>,
     pub backlog: Arc<Watermark>,
 }
 
 impl ProcTx {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Signal>, Arc<Watermark>) {
+    pub fn new() -> (Self, ProcRx) {
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Watermark::new(MAILBOX_HIGH, MAILBOX_LOW));
         (
@@ -249,18 +258,101 @@ impl ProcTx {
                 tx,
                 backlog: backlog.clone(),
             },
-            rx,
-            backlog,
+            ProcRx {
+                rx,
+                backlog,
+                links_down: None,
+            },
         )
     }
 
     /// Queues `sig`; gives it back if the process is gone.
     pub fn send(&self, sig: Signal) -> Result<(), Signal> {
         self.backlog.add(1);
-        self.tx.send(sig).map_err(|e| {
+        self.tx.send(Queued::Signal(sig)).map_err(|e| {
             self.backlog.sub(1);
-            e.0
+            match e.0 {
+                Queued::Signal(sig) => sig,
+                Queued::LinksDown { .. } => unreachable!("sent a signal"),
+            }
         })
+    }
+
+    /// Queues the exit signals (`noconnection`) of `peer`'s processes
+    /// `pids`, whose links with this process broke with the connection.
+    pub fn send_links_down(&self, peer: &Atom, pids: Vec<PeerPid>) {
+        self.backlog.add(1);
+        let q = Queued::LinksDown {
+            peer: peer.clone(),
+            pids,
+        };
+        if self.tx.send(q).is_err() {
+            self.backlog.sub(1);
+        }
+    }
+}
+
+/// The receiving side of a mailbox.
+pub(crate) struct ProcRx {
+    rx: mpsc::UnboundedReceiver<Queued>,
+    backlog: Arc<Watermark>,
+    /// Exit signals of broken links still to hand out.
+    links_down: Option<(Atom, std::vec::IntoIter<PeerPid>)>,
+}
+
+impl ProcRx {
+    /// The next exit signal of broken links, if any.
+    fn next_exit(&mut self) -> Option<Signal> {
+        let (peer, pids) = self.links_down.as_mut()?;
+        match pids.next() {
+            Some(p) => Some(Signal::Exit {
+                from: p.pid(peer),
+                reason: Term::static_atom("noconnection"),
+            }),
+            None => {
+                self.links_down = None;
+                None
+            }
+        }
+    }
+
+    /// A queued item taken off the queue: its signal, or the first of
+    /// its exit signals.
+    fn take(&mut self, q: Queued) -> Option<Signal> {
+        self.backlog.sub(1);
+        match q {
+            Queued::Signal(sig) => Some(sig),
+            Queued::LinksDown { peer, pids } => {
+                self.links_down = Some((peer, pids.into_iter()));
+                self.next_exit()
+            }
+        }
+    }
+
+    /// The next signal (`None` once every sender is gone).
+    pub async fn recv(&mut self) -> Option<Signal> {
+        loop {
+            if let Some(sig) = self.next_exit() {
+                return Some(sig);
+            }
+            let q = self.rx.recv().await?;
+            if let Some(sig) = self.take(q) {
+                return Some(sig);
+            }
+        }
+    }
+
+    /// A signal if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Signal> {
+        loop {
+            if let Some(sig) = self.next_exit() {
+                return Some(sig);
+            }
+            let q = self.rx.try_recv().ok()?;
+            if let Some(sig) = self.take(q) {
+                return Some(sig);
+            }
+        }
     }
 }
 
@@ -297,7 +389,8 @@ pub(crate) struct Procs {
 }
 
 /// What a peer's processes held when its connection went down: the links
-/// of each of our processes, which get an exit signal (`noconnection`).
+/// of each of our processes, which get an exit signal (`noconnection`)
+/// each ([`ProcTx::send_links_down`]).
 pub(crate) type DroppedLinks = Vec<(ProcTx, Vec<PeerPid>)>;
 
 /// Pid numbers: 15 bits of id and 13 of serial, like OTP's external pids.
@@ -457,8 +550,7 @@ impl Procs {
 pub struct Mailbox {
     pub(crate) node: Node,
     pub(crate) pid: Pid,
-    pub(crate) rx: mpsc::UnboundedReceiver<Signal>,
-    pub(crate) backlog: Arc<Watermark>,
+    pub(crate) rx: ProcRx,
     /// The reason remote monitors and links see when this is dropped.
     pub exit_reason: Term,
 }
@@ -476,20 +568,12 @@ impl Mailbox {
 
     /// The next signal (`None` only when the node dropped the process).
     pub async fn recv(&mut self) -> Option<Signal> {
-        let sig = self.rx.recv().await;
-        if sig.is_some() {
-            self.backlog.sub(1);
-        }
-        sig
+        self.rx.recv().await
     }
 
     /// A signal if one is waiting.
     pub fn try_recv(&mut self) -> Option<Signal> {
-        let sig = self.rx.try_recv().ok();
-        if sig.is_some() {
-            self.backlog.sub(1);
-        }
-        sig
+        self.rx.try_recv()
     }
 }
 
@@ -512,7 +596,8 @@ mod tests {
 
     #[tokio::test]
     async fn backlog_pauses_above_high_and_resumes_at_low() {
-        let (tx, mut rx, backlog) = ProcTx::new();
+        let (tx, mut rx) = ProcTx::new();
+        let backlog = tx.backlog.clone();
         for _ in 0..=MAILBOX_HIGH {
             tx.send(msg()).unwrap();
         }
@@ -524,12 +609,10 @@ mod tests {
         // Taking down to LOW + 1 is not enough.
         for _ in 0..(MAILBOX_HIGH - MAILBOX_LOW) {
             rx.recv().await.unwrap();
-            backlog.sub(1);
         }
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         rx.recv().await.unwrap();
-        backlog.sub(1);
         waiter.await.unwrap();
         assert!(!backlog.is_high());
     }
@@ -547,7 +630,7 @@ mod tests {
     fn table(l: HeldLimits) -> Procs {
         let mut procs = Procs::new(l);
         for key in [1, 2] {
-            let (tx, _rx, _) = ProcTx::new();
+            let (tx, _rx) = ProcTx::new();
             procs.by_key.insert(key, Entry::new(tx, None));
         }
         procs
@@ -738,9 +821,35 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_to_a_dead_process_is_not_counted() {
-        let (tx, rx, backlog) = ProcTx::new();
+        let (tx, rx) = ProcTx::new();
         drop(rx);
         assert!(tx.send(msg()).is_err());
-        assert_eq!(backlog.count(), 0);
+        tx.send_links_down(&Atom::new("a@h"), vec![]);
+        assert_eq!(tx.backlog.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn broken_links_come_out_as_one_exit_signal_each() {
+        let a = Atom::new("a@h");
+        let (tx, mut rx) = ProcTx::new();
+        tx.send(msg()).unwrap();
+        tx.send_links_down(&a, vec![rpid(&a, 1), rpid(&a, 2)]);
+        tx.send_links_down(&a, vec![]);
+        tx.send(msg()).unwrap();
+        assert_eq!(tx.backlog.count(), 4, "one each, links or not");
+        assert!(matches!(rx.try_recv(), Some(Signal::Message { .. })));
+        for n in [1, 2] {
+            match rx.recv().await {
+                Some(Signal::Exit { from, reason }) => {
+                    assert_eq!(from, rpid(&a, n).pid(&a));
+                    assert!(reason.is_atom("noconnection"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // The empty batch yields nothing; the message after it comes.
+        assert!(matches!(rx.recv().await, Some(Signal::Message { .. })));
+        assert!(rx.try_recv().is_none());
+        assert_eq!(tx.backlog.count(), 0);
     }
 }
