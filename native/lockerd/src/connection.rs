@@ -14,14 +14,15 @@
 //! reads again, and arms no timer per read: the writer's ticker, which
 //! runs anyway, checks that the reader saw bytes within `net_ticktime`.
 //!
-//! The read buffer is [`READ_BUF`] bytes. A frame longer than that is
-//! read into a buffer of exactly its size, whose bytes beyond
-//! [`READ_BUF`] are claimed first from the node's partial-frame budget
-//! ([`crate::budget`]): N peers that each start a 64 MiB frame hold the
-//! budget between them, not N times 64 MiB. A connection that cannot get
-//! its share stops reading (TCP pushes back on its peer) until other
-//! frames complete, for half of `net_ticktime` at most, then is closed.
-//! The buffer goes back to [`READ_BUF`] once the frame is handled.
+//! The read buffer is 64 KiB. A frame longer than that is read into a
+//! buffer of exactly its size, whose bytes beyond 64 KiB are claimed
+//! first from the node's partial-frame budget (`budget`,
+//! [`crate::node::NodeConfig::frame_budget`]): N peers that each start a
+//! 64 MiB frame hold the budget between them, not N times 64 MiB. A
+//! connection that cannot get its share stops reading (TCP pushes back on
+//! its peer) until other frames complete, for half of `net_ticktime` at
+//! most, then is closed. The buffer goes back to 64 KiB once the frame is
+//! handled.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! 13-bit serial), names map to pids, and when a mailbox is dropped its
 //! remote monitors get `MONITOR_P_EXIT` and its links `EXIT`.
 //!
-//! What remote processes hold on a process of ours ([`Held`]) is kept per
+//! What remote processes hold on a process of ours (`Held`) is kept per
 //! process and per peer, in compact form: a monitor is its reference and
 //! the monitoring pid without their node name (the peer's, checked when the
 //! monitor is made), 44 bytes in a hash table, and a link is a set member

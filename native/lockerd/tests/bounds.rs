@@ -558,14 +558,25 @@ async fn links_are_capped_deduplicated_and_released() {
         "links: {unlinks} UNLINK_IDs handled in {unlinks_took:.2?}; a lock sent after them took {probe:.2?}"
     );
 
-    // The peer goes: its links go (and fire on lockerd's side).
+    // The peer goes: its links go (and fire on lockerd's side, queued as
+    // their pids).
     p.disconnect().await;
     l.await_metric("locker_remote_links", 0).await;
     let probe = l.probe("after_disconnect").await;
+    let rss_after = l.rss();
     println!(
-        "links: after the peer left: RSS {:.1} MiB; a lock took {probe:.2?}",
-        mib(l.rss())
+        "links: after the peer left: RSS {:.1} MiB (+{:.1} since the start); a lock took {probe:.2?}",
+        mib(rss_after),
+        mib(rss_after.saturating_sub(rss0))
     );
+    if l.checks {
+        let refused = links as u64 - stored;
+        assert!(
+            rss_after.saturating_sub(rss0) < (2 << 10) + refusals_kb(refused),
+            "RSS +{:.1} MiB after the links were released",
+            mib(rss_after.saturating_sub(rss0))
+        );
+    }
     l.stop().await;
 }
 
