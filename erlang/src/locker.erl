@@ -31,6 +31,8 @@
 -export([lag/0, summary/0, get_meta/0, get_debug_state/0]).
 -export([token_counter/0, promise_ttl_ms/0, phase_two_budget_ms/0]).
 -export([format_error/2]).
+%% The original's helpers, kept for code that calls them.
+-export([get_write_lock/4, do_write/6, release_write_lock/3, get_meta_ets/1, now_to_seconds/0]).
 
 -define(LEASE_LENGTH, 2000).
 %% Raises badarg from the calling function, with OTP's error_info naming
@@ -466,11 +468,59 @@ lag() ->
     _ = release(Key, foo),
     {Time / 1000, Result}.
 
-%% @doc Counts of live promises and leases on this node.
+%% @doc Counts of promises and leases in this node's store (leases past
+%% their expiry count until swept). O(1), read from the store directly,
+%% without a message to the server.
 -spec summary() -> [{write_locks | leases, non_neg_integer()}].
 summary() ->
-    {ok, WriteLocks, Leases, _, _, _} = get_debug_state(),
-    [{write_locks, length(WriteLocks)}, {leases, length(Leases)}].
+    #{promises := WriteLocks, leases := Leases} = locker_nif:stats(),
+    [{write_locks, WriteLocks}, {leases, Leases}].
+
+%%====================================================================
+%% The original's helpers
+%%====================================================================
+
+%% @doc Phase one on `Nodes' with a fresh tag: `{Tag, Replies, BadNodes}'
+%% (the original's helper; {@link lock/4} and the others do all of it).
+-spec get_write_lock([node()], key(), value() | not_found, timeout()) ->
+    {reference(), [{node(), term()}], [node()]}.
+get_write_lock(Nodes, Key, Expected, Timeout) ->
+    ?CHECK([{1, is_node_list(Nodes), nodes}, {4, is_timeout(Timeout), timeout}], [Nodes, Key, Expected, Timeout]),
+    Tag = make_ref(),
+    {Replies, Bad} = locker_call:multi_call(Nodes, {get_write_lock, Key, Expected, Tag}, Timeout),
+    {Tag, Replies, Bad}.
+
+%% @doc Phase two of a lock on `Nodes' (the original's helper):
+%% `{Replies, BadNodes}'. A node whose promise for `Tag' is gone answers
+%% `{error, no_promise}' where the write would displace another holder.
+-spec do_write([node()], term(), key(), value(), non_neg_integer(), timeout()) -> {[{node(), term()}], [node()]}.
+do_write(Nodes, Tag, Key, Value, LeaseLength, Timeout) ->
+    ?CHECK(
+        [{1, is_node_list(Nodes), nodes}, {5, is_lease(LeaseLength), lease}, {6, is_timeout(Timeout), timeout}],
+        [Nodes, Tag, Key, Value, LeaseLength, Timeout]
+    ),
+    locker_call:multi_call(Nodes, {write, Tag, Key, Value, LeaseLength}, Timeout).
+
+%% @doc Drops `Tag''s promises on `Nodes' (the original's helper):
+%% `{Replies, BadNodes}'.
+-spec release_write_lock([node()], term(), timeout()) -> {[{node(), term()}], [node()]}.
+release_write_lock(Nodes, Tag, Timeout) ->
+    ?CHECK([{1, is_node_list(Nodes), nodes}, {3, is_timeout(Timeout), timeout}], [Nodes, Tag, Timeout]),
+    locker_call:multi_call(Nodes, {release_write_lock, Tag}, Timeout).
+
+%% @doc One entry of this node's view (the original's helper): `nodes'
+%% (the masters), `replicas' or `w'. Throws `{locker, no_such_meta_key}'
+%% for another key or when the server is not started, as the original.
+-spec get_meta_ets(nodes | replicas | w) -> [node()] | pos_integer().
+get_meta_ets(nodes) -> element(1, get_meta());
+get_meta_ets(replicas) -> element(2, get_meta());
+get_meta_ets(w) -> element(3, get_meta());
+get_meta_ets(_) -> throw({locker, no_such_meta_key}).
+
+%% @doc The wall clock in whole seconds (the original's helper).
+-spec now_to_seconds() -> integer().
+now_to_seconds() ->
+    erlang:system_time(second).
 
 %% @doc This node's view of the cluster: `{Masters, Replicas, W}'.
 %% Throws `{locker, no_such_meta_key}' when the server is not started.
