@@ -301,6 +301,8 @@ defmodule Locker do
   @spec acquire(key(), acquire_opts()) ::
           {:ok, Lease.t()} | {:error, :timeout | :no_quorum}
   def acquire(key, opts \\ []) do
+    opts = validate_acquire_opts!(opts)
+
     meta = %{
       key: key,
       lease: Keyword.get(opts, :lease, 5000),
@@ -333,6 +335,11 @@ defmodule Locker do
   """
   @spec extend(Lease.t(), pos_integer(), timeout()) :: {:ok, Lease.t()} | {:error, :no_quorum}
   def extend(%Lease{key: key, value: value} = lease, ms, timeout \\ 5000) do
+    unless is_integer(ms) and ms > 0 do
+      raise ArgumentError,
+            "Locker.extend/3: the lease must be a positive integer of milliseconds, got: #{inspect(ms)}"
+    end
+
     sent = System.monotonic_time(:millisecond)
 
     Telemetry.span([:extend], %{key: key, lease: ms}, fn ->
@@ -356,6 +363,11 @@ defmodule Locker do
           result | {:error, :lock_failure}
         when result: var
   def transaction(key, ttl, fun, opts \\ []) when is_function(fun, 0) or is_function(fun, 1) do
+    unless is_integer(ttl) and ttl > 0 do
+      raise ArgumentError,
+            "Locker.transaction/4: ttl must be a positive integer of milliseconds, got: #{inspect(ttl)}"
+    end
+
     case with_lock(key, Keyword.put(opts, :lease, ttl), fun) do
       {:ok, result} -> result
       {:error, _} -> {:error, :lock_failure}
@@ -386,6 +398,77 @@ defmodule Locker do
 
       {:error, _} = error ->
         error
+    end
+  end
+
+  @acquire_defaults [
+    timeout: 5000,
+    lease: 5000,
+    retries: :infinity,
+    retry_interval: 50,
+    jitter: 50
+  ]
+
+  # Unknown or misspelled options and values of the wrong type or range
+  # raise at once, naming the option and what was expected (instead of a
+  # timeout or a no_quorum much later).
+  defp validate_acquire_opts!(opts) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError,
+            "Locker.acquire/2: options must be a keyword list, got: #{inspect(opts)}"
+    end
+
+    value = Keyword.get_lazy(opts, :value, &self/0)
+
+    opts =
+      try do
+        Keyword.validate!(Keyword.delete(opts, :value), @acquire_defaults)
+      rescue
+        e in ArgumentError ->
+          reraise ArgumentError,
+                  "Locker.acquire/2: #{Exception.message(e)}",
+                  __STACKTRACE__
+      end
+
+    check_opt!(
+      opts,
+      :timeout,
+      &(&1 == :infinity or (is_integer(&1) and &1 >= 0)),
+      "a non-negative integer of milliseconds or :infinity"
+    )
+
+    check_opt!(opts, :lease, &(is_integer(&1) and &1 > 0), "a positive integer of milliseconds")
+
+    check_opt!(
+      opts,
+      :retries,
+      &(&1 == :infinity or (is_integer(&1) and &1 >= 0)),
+      "a non-negative integer or :infinity"
+    )
+
+    check_opt!(
+      opts,
+      :retry_interval,
+      &(is_integer(&1) and &1 >= 0),
+      "a non-negative integer of milliseconds"
+    )
+
+    check_opt!(
+      opts,
+      :jitter,
+      &(is_integer(&1) and &1 >= 0),
+      "a non-negative integer of milliseconds"
+    )
+
+    Keyword.put(opts, :value, value)
+  end
+
+  defp check_opt!(opts, name, ok?, expected) do
+    value = Keyword.fetch!(opts, name)
+
+    unless ok?.(value) do
+      raise ArgumentError,
+            "Locker.acquire/2: option #{inspect(name)} must be #{expected}, got: #{inspect(value)}"
     end
   end
 end

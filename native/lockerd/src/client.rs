@@ -316,6 +316,7 @@ impl Client {
                 .cloned(),
         );
         let n = masters.len();
+        let started = Instant::now();
         let op0 = TwoPhase::new(self.0.w, n, clock::now());
         let mut s = self.open(&all).map_err(|_| None)?;
         let req = Term::tuple(vec![
@@ -336,7 +337,8 @@ impl Client {
         let release_tag = Term::tuple(vec![Term::static_atom("release_write_lock"), tag.clone()]);
         let result = match op.after_phase_one(clock::now()) {
             Step::Abort => {
-                self.round(&mut s, &masters, &release_tag, timeout).await;
+                self.round(&mut s, &masters, &release_tag, cleanup(started, timeout))
+                    .await;
                 late_votes(&mut op, &s);
                 Err(op.outcome())
             }
@@ -354,7 +356,8 @@ impl Client {
                         // Fewer than W applied phase two: promises it did
                         // not consume are dropped, and a lease that some
                         // masters stored is given up there.
-                        self.round(&mut s, &masters, &release_tag, timeout).await;
+                        self.round(&mut s, &masters, &release_tag, cleanup(started, timeout))
+                            .await;
                         if let CommitKind::Write { value, .. } = commit {
                             let stored: Vec<Atom> = commits
                                 .iter()
@@ -668,6 +671,15 @@ enum CommitKind<'a> {
     Update { new_value: &'a Term },
     Extend { value: &'a Term, lease_ms: i64 },
     Release { value: &'a Term },
+}
+
+/// How long dropping promises after a failed phase may wait for answers:
+/// what is left of the caller's timeout, at most 5 s (best effort: an
+/// unused promise expires anyway).
+fn cleanup(started: Instant, timeout: Duration) -> Duration {
+    timeout
+        .saturating_sub(started.elapsed())
+        .min(Duration::from_secs(5))
 }
 
 /// When a round may stop waiting: `(replies so far, still pending)`.

@@ -1,0 +1,58 @@
+defmodule LockerValidationTest do
+  # Wrong arguments raise at once, naming the argument and what was
+  # expected (no cluster is needed: nothing is sent).
+  use ExUnit.Case, async: true
+
+  defp message(fun) do
+    try do
+      fun.()
+      flunk("no error raised")
+    rescue
+      e in ArgumentError -> Exception.message(e)
+    end
+  end
+
+  test "lease lengths and timeouts of lock, extend_lease and release" do
+    assert message(fn -> Locker.lock("k", self(), :forever) end) =~
+             "3rd argument: expected a lease length"
+
+    assert message(fn -> Locker.lock("k", self(), "5000") end) =~ "3rd argument"
+
+    assert message(fn -> Locker.lock("k", self(), -5) end) =~
+             "non-negative integer of milliseconds"
+
+    assert message(fn -> Locker.lock("k", self(), 100, :soon) end) =~
+             "4th argument: expected a timeout"
+
+    assert message(fn -> Locker.extend_lease("k", self(), -10) end) =~ "3rd argument"
+
+    assert message(fn -> Locker.release("k", self(), -1) end) =~
+             "3rd argument: expected a timeout"
+
+    assert message(fn -> Locker.update("k", 1, 2, "1") end) =~ "4th argument"
+  end
+
+  test "acquire options" do
+    assert message(fn -> Locker.acquire("k", lease: :long) end) =~
+             "option :lease must be a positive integer of milliseconds, got: :long"
+
+    assert message(fn -> Locker.acquire("k", leese: 100) end) =~ "unknown keys [:leese]"
+    assert message(fn -> Locker.acquire("k", retries: -1) end) =~ "option :retries"
+    assert message(fn -> Locker.acquire("k", timeout: "1") end) =~ "option :timeout"
+    assert message(fn -> Locker.acquire("k", jitter: 1.5) end) =~ "option :jitter"
+    assert message(fn -> Locker.acquire("k", :not_a_list) end) =~ "keyword list"
+  end
+
+  test "transaction ttl and lease extension" do
+    assert message(fn -> Locker.transaction("k", :ten, fn -> :ok end) end) =~
+             "ttl must be a positive integer"
+
+    lease = %Locker.Lease{key: "k", value: self(), token: 1, expires_at: 0}
+    assert message(fn -> Locker.extend(lease, -10) end) =~ "lease must be a positive integer"
+  end
+
+  test "cluster settings" do
+    assert message(fn -> Locker.set_w([node()], 0) end) =~ "expected a write quorum"
+    assert message(fn -> Locker.set_nodes([node()], "a@host", []) end) =~ "node names"
+  end
+end
