@@ -180,15 +180,27 @@ committed({error, no_promise} = Error) -> {Error, []}.
 %% Replication
 %%--------------------------------------------------------------------
 
-handle_cast({trans_log, _FromNode, Entries}, State) when is_list(Entries) ->
+handle_cast({trans_log, FromNode, Entries}, State) when is_list(Entries) ->
+    {Masters, _, _} = locker:get_meta(),
+    case lists:member(node(), Masters) of
+        true ->
+            %% A master learns leases through votes and phase two only: a
+            %% log replayed here would bypass its promises (a pushed
+            %% release could delete the lease of the next holder).
+            {noreply, warn(State, "locker: transaction log from ~0P dropped: this node is a master", [FromNode, 5])};
+        false ->
+            replay_log(FromNode, Entries, State)
+    end;
+handle_cast(Msg, State) ->
+    {noreply, warn(State, "locker: unknown cast ~0P", [Msg, 20])}.
+
+replay_log(_FromNode, Entries, State) ->
     try
         {noreply, replay(Entries, State)}
     catch
         error:badarg ->
             {noreply, warn(State, "locker: malformed transaction log from ~p", [_FromNode])}
-    end;
-handle_cast(Msg, State) ->
-    {noreply, warn(State, "locker: unknown cast ~0P", [Msg, 20])}.
+    end.
 
 replay([], State) ->
     State;
@@ -240,7 +252,8 @@ sweep(State) ->
 
 push_trans_log() ->
     {Nodes, Replicas, _} = locker:get_meta(),
-    case lists:member(node(), Nodes) andalso lists:delete(node(), Replicas) of
+    %% Never to a master (a node listed among both): see handle_cast.
+    case lists:member(node(), Nodes) andalso (Replicas -- Nodes) of
         false -> ok;
         [] -> ok;
         To -> push_trans_log(To)

@@ -343,6 +343,7 @@ impl Client {
                 Err(op.outcome())
             }
             Step::PhaseTwo => {
+                let own_tag = tag.clone();
                 let commits = self
                     .phase_two(&mut s, &masters, &all, key, tag, commit, timeout)
                     .await;
@@ -365,11 +366,13 @@ impl Client {
                                 .map(|(n, _)| n.clone())
                                 .collect();
                             if !stored.is_empty() {
+                                // The attempt's own token tag: only the
+                                // lease this attempt stored is deleted.
                                 let undo = Term::tuple(vec![
                                     Term::static_atom("release"),
                                     key.clone(),
                                     value.clone(),
-                                    Term::reference(self.0.node.make_ref()),
+                                    own_tag.clone(),
                                 ]);
                                 self.round(&mut s, &stored, &undo, timeout).await;
                             }
