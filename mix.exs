@@ -4,15 +4,18 @@ defmodule Mix.Tasks.Compile.LockerNif do
 
   @impl true
   def run(_args) do
-    case System.cmd("sh", ["native/build_nif.sh"], stderr_to_stdout: true) do
+    # The script says what it does (and what is missing) as it goes.
+    case System.cmd("sh", ["native/build_nif.sh"],
+           stderr_to_stdout: true,
+           into: IO.stream(:stdio, :line)
+         ) do
       {_, 0} ->
         # priv/ may not have existed when Mix linked the build directory.
         Mix.Project.build_structure()
         {:ok, []}
 
-      {out, status} ->
-        Mix.shell().error(out)
-        Mix.raise("cargo build of the locker NIF failed (exit #{status})")
+      {_, status} ->
+        Mix.raise("building the locker NIF failed (exit #{status}): see the lines above")
     end
   end
 end

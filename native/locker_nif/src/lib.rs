@@ -545,7 +545,12 @@ fn clear(env: Env) -> Term {
     atoms::ok().to_term(env)
 }
 
-fn load(env: Env, _info: Term) -> bool {
+/// Loads only for the Erlang side of the same version: `locker_nif.erl`
+/// passes the version it was written for.
+fn load(env: Env, info: Term) -> bool {
+    if info.decode::<String>().ok().as_deref() != Some(env!("CARGO_PKG_VERSION")) {
+        return false;
+    }
     term::init(env);
     store::init();
     true
