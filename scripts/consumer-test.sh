@@ -56,7 +56,7 @@ defmodule Consumer.MixProject do
   def application, do: [extra_applications: [:logger]]
 end
 EXS
-  (cd "$1" && mix compile >/dev/null &&
+  (cd "$1" && mix deps.get >/dev/null && mix compile >/dev/null &&
     mix run -e '{:ok, 1, 1, 1} = Locker.lock("k", self(), 10_000); IO.puts("consumer: lock taken")')
 }
 
