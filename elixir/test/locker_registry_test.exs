@@ -231,6 +231,9 @@ defmodule LockerRegistryTest do
     end)
 
     assert {name, pid} in rpc(b, Registry.Keeper, :names, [])
+    left = rpc(b, Registry.Keeper, :remaining, [name, pid])
+    assert is_integer(left) and left > 0 and left < @lease
+    assert rpc(b, Registry.Keeper, :remaining, [name, self()]) == :error
     # Still extended (no release within 3 leases), still released at once
     # when the owner exits (monitored again).
     arm_release_watch(nodes, name, 3 * @lease)
