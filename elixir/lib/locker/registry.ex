@@ -63,6 +63,8 @@ defmodule Locker.Registry do
     * If the keeper itself crashes, its supervisor restarts it and the new
       keeper adopts the names of the old one (`Locker.Registry.Table`):
       their owners keep their names and their deadlines.
+      `Locker.Registry.Keeper.remaining/2` tells an owner how long it
+      certainly holds its name.
 
   ## Reads
 
@@ -83,6 +85,7 @@ defmodule Locker.Registry do
     * a pid of another node that has just died may be returned until this
       node learns of the death (the release or the `DOWN`); a pid of this
       node that has exited is never returned.
+
   ## Differences from elixir_locker
 
     * Names are kept alive and released by the keeper; elixir_locker relied
