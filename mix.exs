@@ -4,15 +4,18 @@ defmodule Mix.Tasks.Compile.LockerNif do
 
   @impl true
   def run(_args) do
-    case System.cmd("sh", ["native/build_nif.sh"], stderr_to_stdout: true) do
+    # The script says what it does (and what is missing) as it goes.
+    case System.cmd("sh", ["native/build_nif.sh"],
+           stderr_to_stdout: true,
+           into: IO.stream(:stdio, :line)
+         ) do
       {_, 0} ->
         # priv/ may not have existed when Mix linked the build directory.
         Mix.Project.build_structure()
         {:ok, []}
 
-      {out, status} ->
-        Mix.shell().error(out)
-        Mix.raise("cargo build of the locker NIF failed (exit #{status})")
+      {_, status} ->
+        Mix.raise("building the locker NIF failed (exit #{status}): see the lines above")
     end
   end
 end
@@ -34,7 +37,26 @@ defmodule Locker.MixProject do
       # Apart from rebar3's _build/{default,test}: both build the same app.
       build_path: "_build/mix",
       start_permanent: Mix.env() == :prod,
-      deps: []
+      deps: [],
+      description:
+        "Distributed lease and lock store for the BEAM on a Rust core; " <>
+          "wire-compatible with wooga's locker and elixir_locker.",
+      package: package()
+    ]
+  end
+
+  # Hex metadata. The name `locker` on Hex is the original Erlang library's:
+  # this one would be published under another package name (the OTP
+  # application stays `locker`, so code does not change); a project that
+  # also pulls the original in through another dependency adds
+  # `override: true` to this dependency (see the README).
+  defp package do
+    [
+      name: "locker_rs",
+      licenses: ["MIT"],
+      links: %{"Protocol" => "docs/protocol.md"},
+      files: ~w(mix.exs rebar.config README.md Cargo.toml Cargo.lock src erlang/src elixir/lib
+                native/build_nif.sh native/locker_core native/locker_nif docs)
     ]
   end
 

@@ -28,6 +28,9 @@ mix compile --warnings-as-errors --force
 mix test
 sh scripts/dialyzer-elixir.sh
 
+step "Consumers: rebar3 (git, _checkouts) and Mix (path, git) projects that depend on this one"
+sh scripts/consumer-test.sh
+
 step "lockerd: --help"
 cargo run --quiet -p lockerd -- --help >/dev/null
 

@@ -18,7 +18,10 @@ defmodule Locker do
       other masters and replicas that run `locker` (`set_nodes/3`,
       `set_w/2`; nodes without `locker` are skipped), so the last node to
       start sets the view of all;
-    * `Locker.Registry.Keeper`, which keeps `Locker.Registry` names alive;
+    * `Locker.Registry.Table`, `Locker.Registry.Keeper` (which keeps
+      `Locker.Registry` names alive, and stops owners that lose theirs)
+      and `Locker.Registry.Resolver` (which resolves names on nodes that
+      are neither masters nor replicas);
     * `Locker.AcquireQueue`, which orders `acquire/2` callers of this node.
 
   See `Locker.Config` for every key of the application environment.
@@ -92,14 +95,16 @@ defmodule Locker do
 
   @doc """
   The application callback: starts `Locker.Supervisor` with the `locker`
-  server (when `:autostart`), `Locker.Registry.Keeper` and
+  server (when `:autostart`), `Locker.Registry.Table`,
+  `Locker.Registry.Keeper`, `Locker.Registry.Resolver` and
   `Locker.AcquireQueue`.
   """
   @impl Application
   @spec start(Application.start_type(), term()) :: {:ok, pid()} | {:error, term()}
   def start(_type, _args) do
     server = if Config.autostart?(), do: [{Locker, []}], else: []
-    children = server ++ [Locker.Registry.Keeper, Locker.AcquireQueue]
+    registry = [Locker.Registry.Table, Locker.Registry.Keeper, Locker.Registry.Resolver]
+    children = server ++ registry ++ [Locker.AcquireQueue]
     Supervisor.start_link(children, strategy: :one_for_one, name: Locker.Supervisor)
   end
 

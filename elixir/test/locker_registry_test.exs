@@ -217,6 +217,110 @@ defmodule LockerRegistryTest do
     assert ms <= @lease + 200
   end
 
+  test "a keeper restarted after a crash adopts the names of the old one", %{
+    nodes: [_, b, _] = nodes,
+    name: name
+  } do
+    {:ok, pid} = rpc(b, LockerTest.Remote, :spawn_registered, [name])
+    old = rpc(b, Process, :whereis, [Registry.Keeper])
+    Process.exit(old, :kill)
+
+    Cluster.await(fn ->
+      keeper = rpc(b, Process, :whereis, [Registry.Keeper])
+      is_pid(keeper) and keeper != old
+    end)
+
+    assert {name, pid} in rpc(b, Registry.Keeper, :names, [])
+    left = rpc(b, Registry.Keeper, :remaining, [name, pid])
+    assert is_integer(left) and left > 0 and left < @lease
+    assert rpc(b, Registry.Keeper, :remaining, [name, self()]) == :error
+    # Still extended (no release within 3 leases), still released at once
+    # when the owner exits (monitored again).
+    arm_release_watch(nodes, name, 3 * @lease)
+    for n <- nodes, do: assert_receive({:released, ^n, ^name, :timeout, _}, 10 * @lease)
+    assert whereis(nodes, name) == [pid, pid, pid]
+    arm_release_watch(nodes, name, 5000)
+    send(pid, :stop)
+    await_released(nodes, name)
+  end
+
+  test "the registry's timing: defaults, and settings that could not keep the margin refused" do
+    reg = &Locker.Config.registry/1
+    assert %{lease: 5000, margin: 1000, extend_interval: 1666, on_lost: :exit} = reg.([])
+    assert %{margin: 200, extend_interval: 333} = reg.(registry_lease: 1000)
+    assert %{margin: 100, extend_interval: 100} = reg.(registry_lease: 300)
+    assert %{margin: 50, extend_interval: 33} = reg.(registry_lease: 100)
+    assert %{margin: 52, on_lost: :notify} = reg.(registry_margin: 52, registry_on_lost: :notify)
+
+    for bad <- [
+          [registry_lease: 0],
+          [registry_lease: 1000, registry_margin: 11],
+          [registry_lease: 1000, registry_margin: 1000],
+          [registry_lease: 1000, registry_extend_interval: 800],
+          [registry_on_lost: :ignore]
+        ] do
+      assert_raise ArgumentError, fn -> reg.(bad) end
+    end
+  end
+
+  describe "a node that is neither master nor replica" do
+    setup %{nodes: nodes} do
+      {[e], [peer]} = Cluster.start([:re], registry_lease: @lease, masters: nodes)
+      on_exit(fn -> :peer.stop(peer) end)
+      %{e: e}
+    end
+
+    test "resolves names with whereis_name, send and calls by via tuple, as a master does",
+         %{nodes: [a, b, c] = nodes, e: e, name: name} do
+      # e stores nothing: the answers come from a master.
+      assert rpc(e, :locker, :dirty_read, [name]) == {:error, :not_found}
+      assert rpc(e, Registry, :whereis_name, [name]) == :undefined
+
+      assert {:exception, {:badarg, {^name, :hi}}} =
+               catch_exit(rpc(e, Registry, :send, [name, :hi]))
+
+      {:ok, pid} = rpc(a, LockerTest.Echo, :start, [name])
+      assert rpc(e, Registry, :whereis_name, [name]) == pid
+      assert {:pong, ^a, ^pid} = rpc(e, GenServer, :call, [{:via, Registry, name}, :ping])
+      assert rpc(e, Registry, :send, [name, {:echo, self()}]) == pid
+      assert_receive {:echoed, ^a, ^pid}
+      # Cached, watched by a master.
+      assert {name, pid} in rpc(e, Registry.Resolver, :cached, [])
+
+      svia = {:via, Registry, {:statem, name}}
+      {:ok, spid} = rpc(b, LockerTest.Light, :start, [{:statem, name}])
+      assert rpc(e, :gen_statem, :call, [svia, :flip]) == {:on, b}
+
+      # Unregistered elsewhere (the owner lives on): the master's watch
+      # drops the cached owner.
+      assert rpc(c, Registry, :unregister_name, [name]) == :ok
+      Cluster.await(fn -> rpc(e, Registry, :whereis_name, [name]) == :undefined end)
+      refute List.keymember?(rpc(e, Registry.Resolver, :cached, []), name, 0)
+
+      # A new owner is found; a dead one is dropped (its DOWN).
+      {:ok, pid2} = rpc(b, LockerTest.Echo, :start, [name])
+      Cluster.await(fn -> rpc(e, Registry, :whereis_name, [name]) == pid2 end)
+      Process.exit(pid2, :kill)
+      Cluster.await(fn -> rpc(e, Registry, :whereis_name, [name]) == :undefined end)
+      assert whereis(nodes, name) == [:undefined, :undefined, :undefined]
+      GenServer.stop(pid)
+      :gen_statem.stop(spid)
+    end
+
+    test "its own names: registered from it, resolved, never a dead local owner",
+         %{nodes: nodes, e: e, name: name} do
+      {:ok, pid} = rpc(e, LockerTest.Remote, :spawn_registered, [name])
+      assert whereis(nodes, name) == [pid, pid, pid]
+      assert rpc(e, Registry, :whereis_name, [name]) == pid
+      # Cached now; once the owner is dead, e never returns it, even before
+      # the DOWN reaches the cache.
+      assert {name, pid} in rpc(e, Registry.Resolver, :cached, [])
+      assert rpc(e, LockerTest.Remote, :kill_then_whereis, [pid, name]) == :undefined
+      arm_release_watch(nodes, name, 5000)
+      await_released(nodes, name)
+    end
+  end
+
   describe "Locker.Server (elixir_locker's API)" do
     test "start/2 and start_link/2 with name:, terminate with super, release", %{
       nodes: [a, b, _] = nodes,

@@ -14,4 +14,19 @@ Logger.configure(level: :warning)
 Logger.configure(level: level)
 
 Code.require_file("cluster_helper.exs", __DIR__)
-ExUnit.start()
+
+# Tests with a Rust client need lockerd's release examples (scripts/test.sh
+# builds them before `mix test`).
+exclude =
+  if File.exists?(Path.expand("../../target/release/examples/registry_owner", __DIR__)) do
+    []
+  else
+    IO.puts(
+      "target/release/examples/registry_owner missing: :lockerd tests skipped " <>
+        "(cargo build --release -p lockerd --examples)"
+    )
+
+    [:lockerd]
+  end
+
+ExUnit.start(exclude: exclude)

@@ -116,7 +116,10 @@ lock(Key, Value, LeaseLength) ->
 %% until it expires, which no quorum holds).
 -spec lock(key(), value(), non_neg_integer(), timeout()) -> lock_result().
 lock(Key, Value, LeaseLength, Timeout) ->
-    ?CHECK([{3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}], [Key, Value, LeaseLength, Timeout]),
+    ?CHECK(
+        [{2, is_value(Value), value}, {3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}],
+        [Key, Value, LeaseLength, Timeout]
+    ),
     case acquire(Key, Value, LeaseLength, Timeout) of
         {ok, W, Votes, Commits, _Token} -> {ok, W, Votes, Commits};
         Error -> Error
@@ -131,7 +134,10 @@ lock(Key, Value, LeaseLength, Timeout) ->
 -spec lock_with_token(key(), value(), non_neg_integer(), timeout()) ->
     {ok, pos_integer()} | {error, no_quorum}.
 lock_with_token(Key, Value, LeaseLength, Timeout) ->
-    ?CHECK([{3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}], [Key, Value, LeaseLength, Timeout]),
+    ?CHECK(
+        [{2, is_value(Value), value}, {3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}],
+        [Key, Value, LeaseLength, Timeout]
+    ),
     case acquire(Key, Value, LeaseLength, Timeout) of
         {ok, _W, _Votes, _Commits, Token} -> {ok, Token};
         Error -> Error
@@ -153,8 +159,11 @@ acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     end,
     %% Masters that stored the lease of an attempt that failed (fewer than
     %% W did) give it up at once instead of holding it until it expires.
+    %% The release carries the attempt's token tag: this project's masters
+    %% then delete only the lease this attempt stored, not one that another
+    %% caller took meanwhile with the same value.
     Undo = fun(S, Stored) ->
-        locker_call:round(S, Stored, {release, Key, Value, make_ref()}, Timeout)
+        locker_call:round(S, Stored, {release, Key, Value, Tag}, Timeout)
     end,
     case two_phase(Key, not_found, Tag, Timeout, Write, Undo) of
         {ok, W, Votes, Commits} ->
@@ -202,7 +211,10 @@ update(Key, Value, NewValue) ->
 %% holds `Value'; the lease keeps its expiry. Replies as {@link lock/4}.
 -spec update(key(), value(), value(), timeout()) -> lock_result().
 update(Key, Value, NewValue, Timeout) ->
-    ?CHECK([{4, is_timeout(Timeout), timeout}], [Key, Value, NewValue, Timeout]),
+    ?CHECK(
+        [{2, is_value(Value), value}, {3, is_value(NewValue), value}, {4, is_timeout(Timeout), timeout}],
+        [Key, Value, NewValue, Timeout]
+    ),
     tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
         locker_call:round(S, Masters, {update, Tag, Key, NewValue}, Timeout)
     end)).
@@ -218,7 +230,10 @@ extend_lease(Key, Value, LeaseLength) ->
 %% applied it, else `{error, no_quorum}'.
 -spec extend_lease(key(), value(), non_neg_integer(), timeout()) -> ok | {error, no_quorum}.
 extend_lease(Key, Value, LeaseLength, Timeout) ->
-    ?CHECK([{3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}], [Key, Value, LeaseLength, Timeout]),
+    ?CHECK(
+        [{2, is_value(Value), value}, {3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}],
+        [Key, Value, LeaseLength, Timeout]
+    ),
     Result = two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
         {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
         Failed = [N || {N, R} <- Replies, R =/= ok],
@@ -239,7 +254,7 @@ release(Key, Value) ->
 %% replicas. Replies as {@link lock/4}.
 -spec release(key(), value(), timeout()) -> lock_result().
 release(Key, Value, Timeout) ->
-    ?CHECK([{3, is_timeout(Timeout), timeout}], [Key, Value, Timeout]),
+    ?CHECK([{2, is_value(Value), value}, {3, is_timeout(Timeout), timeout}], [Key, Value, Timeout]),
     tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, _Masters, Tag) ->
         %% Masters and replicas alike.
         locker_call:round(S, {release, Key, Value, Tag}, Timeout)
@@ -378,6 +393,11 @@ bad(Checks) ->
 %% master in the same cluster would crash on it).
 is_lease(L) -> is_integer(L) andalso L >= 0.
 
+%% The atom `not_found' cannot be a value: phase one's expected value
+%% `not_found' means "absent" on the wire, so a lease holding it would be
+%% granted again to the next `lock' (the original has the same flaw).
+is_value(V) -> V =/= not_found.
+
 is_timeout(infinity) -> true;
 is_timeout(T) -> is_integer(T) andalso T >= 0.
 
@@ -393,6 +413,7 @@ format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
 format_error(_Reason, _Stack) ->
     #{}.
 
+expected(value) -> "expected a value other than the atom not_found (the protocol's marker for an absent key)";
 expected(lease) -> "expected a lease length: a non-negative integer of milliseconds";
 expected(timeout) -> "expected a timeout: a non-negative integer of milliseconds or infinity";
 expected(quorum) -> "expected a write quorum: a positive integer";

@@ -32,6 +32,10 @@
 
 -on_load(load/0).
 
+%% The version of the crate the library must be built from (the workspace
+%% version in Cargo.toml; a test checks they agree).
+-define(NIF_VERSION, "0.1.0").
+
 -type wake() :: {non_neg_integer(), {ok, term()}}.
 -export_type([wake/0]).
 
@@ -42,7 +46,22 @@ load() ->
             {error, _} -> filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
             D -> D
         end,
-    erlang:load_nif(filename:join(Dir, "liblocker_nif"), 0).
+    Path = filename:join(Dir, "liblocker_nif"),
+    %% The library refuses to load unless it was built from this version.
+    case erlang:load_nif(Path, list_to_binary(?NIF_VERSION)) of
+        ok ->
+            ok;
+        {error, {load, _}} = Error ->
+            Built = file:read_file(Path ++ ".so.vsn"),
+            logger:error(
+                "locker: ~s.so is not the NIF of locker ~s (its version file says ~p): rebuild it "
+                "(sh native/build_nif.sh) or install a matching prebuilt one",
+                [Path, ?NIF_VERSION, Built]
+            ),
+            Error;
+        Error ->
+            Error
+    end.
 
 -define(NIF, erlang:nif_error({nif_not_loaded, ?MODULE})).
 

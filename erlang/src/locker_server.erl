@@ -231,14 +231,26 @@ handle_cast(Msg, State) ->
     end.
 
 cast({trans_log, FromNode, Entries}, State) when is_list(Entries) ->
+    {Masters, _, _} = locker:get_meta(),
+    case lists:member(node(), Masters) of
+        true ->
+            %% A master learns leases through votes and phase two only: a
+            %% log replayed here would bypass its promises (a pushed
+            %% release could delete the lease of the next holder).
+            {noreply, warn(State, "locker: transaction log from ~0P dropped: this node is a master", [FromNode, 5])};
+        false ->
+            replay_log(FromNode, Entries, State)
+    end;
+cast(Msg, State) ->
+    {noreply, warn(State, "locker: unknown cast ~0P", [Msg, 20])}.
+
+replay_log(FromNode, Entries, State) ->
     try
         {noreply, replay(Entries, State)}
     catch
         error:badarg ->
             {noreply, warn(State, "locker: malformed transaction log from ~0P", [FromNode, 10])}
-    end;
-cast(Msg, State) ->
-    {noreply, warn(State, "locker: unknown cast ~0P", [Msg, 20])}.
+    end.
 
 replay([], State) ->
     State;
@@ -326,7 +338,8 @@ sweep(State) ->
 
 push_trans_log() ->
     {Nodes, Replicas, _} = locker:get_meta(),
-    case lists:member(node(), Nodes) andalso lists:delete(node(), Replicas) of
+    %% Never to a master (a node listed among both): see handle_cast.
+    case lists:member(node(), Nodes) andalso (Replicas -- Nodes) of
         false -> ok;
         [] -> ok;
         To -> push_trans_log(To)

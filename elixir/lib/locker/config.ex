@@ -13,11 +13,20 @@ defmodule Locker.Config do
   | `:push_trans_log_interval` | `100` ms | the `locker` server's replication push |
   | `:registry_lease` | `5000` ms | `Locker.Registry`: lease of a registered name |
   | `:registry_extend_interval` | `registry_lease` div 3 | `Locker.Registry.Keeper`: extend period |
+  | `:registry_margin` | `registry_lease` div 5, at least 100 ms, at most half the lease | `Locker.Registry.Keeper`: how long before its lease could run out an owner that could not extend it is stopped |
+  | `:registry_on_lost` | `:exit` | `Locker.Registry.Keeper`: `:exit` stops an owner that lost its name, `:notify` only sends it `{:locker_name_lost, name}` |
 
   `:quorum` is elixir_locker's key; `:w` is the Erlang application's. When
   both are set, `:quorum` wins. It must be a positive integer: 0, which was
   elixir_locker's default and made every lock succeed without a vote, is
   refused. Mutual exclusion needs a majority (2W > number of masters).
+
+  The registry's timing is checked when `Locker.Registry.Keeper` starts
+  (so the application refuses to start with a bad one), by `registry/1`:
+  `:registry_margin` at least the clock drift allowance of the lease (1% +
+  2 ms) and below the lease, `:registry_extend_interval` below
+  `registry_lease - registry_margin` (else every name would be lost
+  between two extensions).
   """
 
   @typedoc "Options of the `locker` server (keys as in the application environment)."
@@ -75,6 +84,14 @@ defmodule Locker.Config do
   @spec majority([node()]) :: pos_integer()
   def majority(masters), do: div(length(Enum.uniq(masters)), 2) + 1
 
+  @typedoc "The registry's timing and policy, resolved and checked (see `registry/1`)."
+  @type registry :: %{
+          lease: pos_integer(),
+          extend_interval: pos_integer(),
+          margin: pos_integer(),
+          on_lost: :exit | :notify
+        }
+
   @doc "Lease of a name registered through `Locker.Registry`, in ms."
   @spec registry_lease() :: pos_integer()
   def registry_lease, do: env(:registry_lease, 5000)
@@ -84,6 +101,66 @@ defmodule Locker.Config do
   def registry_extend_interval do
     env(:registry_extend_interval, nil) || max(div(registry_lease(), 3), 1)
   end
+
+  @doc """
+  How long before a name's lease could run out on the masters its owner
+  is stopped (or notified) when the lease could not be extended, in ms.
+  """
+  @spec registry_margin() :: pos_integer()
+  def registry_margin, do: env(:registry_margin, nil) || default_margin(registry_lease())
+
+  @doc "What the keeper does to an owner that lost its name: `:exit` (default) or `:notify`."
+  @spec registry_on_lost() :: :exit | :notify
+  def registry_on_lost, do: env(:registry_on_lost, :exit)
+
+  @doc """
+  The registry's timing and policy from `opts` (keys `:registry_lease`,
+  `:registry_extend_interval`, `:registry_margin`, `:registry_on_lost`),
+  then the application environment, then the defaults. Raises
+  `ArgumentError` when they cannot keep the owner's view of a name within
+  its lease on the masters (see the module doc).
+  """
+  @spec registry(keyword()) :: registry()
+  def registry(opts \\ []) do
+    get = fn key, default -> Keyword.get(opts, key, env(key, default)) end
+    lease = get.(:registry_lease, 5000)
+
+    unless is_integer(lease) and lease > 0 do
+      raise ArgumentError,
+            "locker: :registry_lease must be a positive integer (ms), got: #{inspect(lease)}"
+    end
+
+    margin = get.(:registry_margin, nil) || default_margin(lease)
+    interval = get.(:registry_extend_interval, nil) || max(div(lease, 3), 1)
+    on_lost = get.(:registry_on_lost, :exit)
+    drift = drift_allowance(lease)
+
+    unless is_integer(margin) and margin >= drift and margin < lease do
+      raise ArgumentError,
+            "locker: :registry_margin must be an integer from #{drift} (1% + 2 ms of the lease, " <>
+              "for clock drift) to below the lease (#{lease} ms), got: #{inspect(margin)}"
+    end
+
+    unless is_integer(interval) and interval > 0 and interval < lease - margin do
+      raise ArgumentError,
+            "locker: :registry_extend_interval must be a positive integer below " <>
+              ":registry_lease - :registry_margin (#{lease - margin} ms), got: #{inspect(interval)}"
+    end
+
+    unless on_lost in [:exit, :notify] do
+      raise ArgumentError,
+            "locker: :registry_on_lost must be :exit or :notify, got: #{inspect(on_lost)}"
+    end
+
+    %{lease: lease, extend_interval: interval, margin: margin, on_lost: on_lost}
+  end
+
+  # A fifth of the lease, at least 100 ms (a loaded node's scheduling
+  # delays), at most half of it (room for extensions).
+  defp default_margin(lease), do: max(min(max(div(lease, 5), 100), div(lease, 2)), 1)
+
+  # As `Locker.Lease`: 1% of the lease plus 2 ms.
+  defp drift_allowance(lease), do: div(lease, 100) + 2
 
   @doc "Whether the application starts the `locker` server itself."
   @spec autostart?() :: boolean()

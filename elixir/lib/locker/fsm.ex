@@ -21,8 +21,12 @@ defmodule Locker.Fsm do
       it, in `args` when `args` is a keyword list) the process is
       registered as `{:via, Locker.Registry, name}`; without a name it
       starts unregistered. Other options go to `:gen_fsm.start/4`;
-    * `terminate/3`, which calls `Locker.Registry.unregister/0`;
-      overridable, and `super(reason, state_name, state)` keeps working;
+    * `terminate/3`, which calls `Locker.Registry.unregister/0` (except
+      when the process stops for losing its name); overridable, and
+      `super(reason, state_name, state)` keeps working;
+    * a `handle_info/3` clause that stops the FSM with the reason
+      `{:shutdown, {:locker_name_lost, name}}` when it traps exits and the
+      keeper gives its name up (see `Locker.Registry`);
     * a `handle_info/3` clause for elixir_locker's
       `{:"$locker_extend_lease", key, value}` message (see
       `Locker.Server`); your own `handle_info/3` clauses get every other
@@ -83,9 +87,8 @@ defmodule Locker.Fsm do
       def code_change(_old, state_name, state, _extra), do: {:ok, state_name, state}
 
       @impl :gen_fsm
-      def terminate(_reason, _state_name, _state) do
-        Locker.Registry.unregister()
-        :ok
+      def terminate(reason, _state_name, _state) do
+        Locker.Registry.__terminate__(reason)
       end
 
       defoverridable child_spec: 1,
@@ -101,6 +104,10 @@ defmodule Locker.Fsm do
   defmacro __before_compile__(_env) do
     quote location: :keep do
       defoverridable handle_info: 3
+
+      # The keeper's exit signal, as a message when the FSM traps exits.
+      def handle_info({:EXIT, _, {:shutdown, {:locker_name_lost, _}} = reason}, _name, state),
+        do: {:stop, reason, state}
 
       def handle_info({:"$locker_extend_lease", key, value}, state_name, state) do
         case Locker.Server.__extend__(key, value, @locker_lease_length, @locker_lease_threshold) do

@@ -40,26 +40,51 @@ defmodule Locker.Registry do
       dies or is cut off, nothing extends its leases any more and every
       other node drops the names at most `:registry_lease` ms after the
       last extension. Until then they resolve to the unreachable pid.
-    * **A name can be lost while its owner lives**, when no quorum of
-      masters answers for a whole lease, or when `unregister_name/1` is
-      called from elsewhere. The keeper then stops extending it, logs a
-      warning and emits `[:locker, :registry, :lost]`; the owner keeps
-      running (it is not killed, unlike `:global`'s name conflicts). Use
-      `Locker.acquire/2` and its fencing tokens to protect a resource
-      against such an owner.
-    * If the keeper itself crashes, the names it watched are no longer
-      extended and free at lease expiry; the restarted keeper does not
-      adopt them.
+    * **An owner that cannot keep its name stops before another can
+      take it.** The keeper counts each name's validity from before the
+      call of its last successful extension (or of the registration):
+      the masters hold the lease at least `:registry_lease` ms from then.
+      When no extension succeeds until `:registry_margin` ms before that
+      validity ends (the owner's node cut off from the quorum, the masters
+      unreachable, a long pause), the owner gets the exit signal
+      `{:shutdown, {:locker_name_lost, name}}` (an owner that traps exits
+      gets it as a message and is killed if still alive half a margin
+      later; `Locker.Server` and `Locker.Fsm` stop on that message with
+      that reason). So the old owner is gone before the masters let
+      another process register the name: by about the margin, as long as
+      clock rates differ by less than it covers (see `Locker.Config`).
+      The same happens at once when an extension finds the name held by
+      another process or by nobody. `:registry_on_lost` `:notify` (or
+      `on_lost/2` for one name) only sends the owner
+      `{:locker_name_lost, name}`: it then runs on without the name, and
+      until it stops, two processes may act as the owner once another
+      registers the name. `unregister_name/1` called from elsewhere stops
+      neither: the owner just no longer holds the name.
+    * If the keeper itself crashes, its supervisor restarts it and the new
+      keeper adopts the names of the old one (`Locker.Registry.Table`):
+      their owners keep their names and their deadlines.
+      `Locker.Registry.Keeper.remaining/2` tells an owner how long it
+      certainly holds its name.
 
   ## Reads
 
-  `whereis_name/1` (and so every `GenServer.call/2` by name) is a dirty read
-  of this node's `locker` store, without a message: about the cost of an
-  ETS lookup. It answers `:undefined` on a node that is neither a master nor
-  a replica (it stores nothing), answers on a replica only after the
-  masters' next log push (`:push_trans_log_interval`, 100 ms), and may
-  return a pid of another node that has just died, until the release
-  reaches this node (a dead pid of this node is never returned).
+  `whereis_name/1` (and so every `GenServer.call/2` and `send/2` by name)
+  answers on every node running the application, with the semantics of a
+  dirty read on a master:
+
+    * on a master or a replica it reads this node's `locker` store,
+      without a message: about the cost of an ETS lookup. A replica sees a
+      new name after the masters' next log push
+      (`:push_trans_log_interval`, 100 ms);
+    * on any other node it asks a master through
+      `Locker.Registry.Resolver` and caches the answer while the master
+      watches the name for it: one round trip the first time, an ETS
+      lookup afterwards (see `Locker.Registry.Resolver` for the costs). A
+      cached owner is dropped when it dies, when the master sees the name
+      released or expired, and when that master goes down;
+    * a pid of another node that has just died may be returned until this
+      node learns of the death (the release or the `DOWN`); a pid of this
+      node that has exited is never returned.
 
   ## Differences from elixir_locker
 
@@ -74,7 +99,7 @@ defmodule Locker.Registry do
 
   require Logger
   alias Locker.{Config, Telemetry}
-  alias Locker.Registry.Keeper
+  alias Locker.Registry.{Keeper, Resolver}
 
   @name_key :"$locker_name"
 
@@ -108,16 +133,20 @@ defmodule Locker.Registry do
   # racing (split votes), or a promise of another operation. Retried a
   # few times, briefly, while the name is seen free.
   defp do_register(name, pid, attempts \\ 3) do
-    case :locker.lock(name, pid, Config.registry_lease()) do
-      {:ok, _w, _votes, _commits} ->
-        case Keeper.watch(name, pid) do
-          :ok ->
-            if pid == self(), do: Process.put(@name_key, name)
-            :yes
+    conf = Config.registry()
+    sent = System.monotonic_time(:millisecond)
 
-          {:error, reason} ->
-            _ = release_owned(name, pid)
-            exit({reason, node(pid)})
+    case :locker.lock(name, pid, conf.lease) do
+      {:ok, _w, _votes, _commits} ->
+        # The masters hold it `lease` ms from when they got the request.
+        remaining = sent + conf.lease - System.monotonic_time(:millisecond)
+
+        if remaining <= conf.margin do
+          # So slow a lock that the keeper would give the name up at once.
+          _ = release_owned(name, pid)
+          :no
+        else
+          watch(name, pid, remaining)
         end
 
       {:error, :no_quorum} when attempts > 1 ->
@@ -142,6 +171,18 @@ defmodule Locker.Registry do
 
       {:error, :no_quorum} ->
         :no
+    end
+  end
+
+  defp watch(name, pid, remaining) do
+    case Keeper.watch(name, pid, remaining) do
+      :ok ->
+        if pid == self(), do: Process.put(@name_key, name)
+        :yes
+
+      {:error, reason} ->
+        _ = release_owned(name, pid)
+        exit({reason, node(pid)})
     end
   end
 
@@ -171,16 +212,34 @@ defmodule Locker.Registry do
   end
 
   @doc """
-  The pid registered under `name`, read from this node's `locker` store
-  (no message), or `:undefined`. A pid of this node that has exited is
-  never returned, even before the keeper has released its name.
+  The pid registered under `name`, or `:undefined`: read from this node's
+  `locker` store on a master or a replica (no message), else asked of a
+  master and cached (`Locker.Registry.Resolver`). A pid of this node that
+  has exited is never returned, even before the keeper has released its
+  name.
   """
   @spec whereis_name(term()) :: pid() | :undefined
   def whereis_name(name) do
     case :locker.dirty_read(name) do
       {:ok, pid} when is_pid(pid) and node(pid) != node() -> pid
       {:ok, pid} when is_pid(pid) -> if Process.alive?(pid), do: pid, else: :undefined
-      _ -> :undefined
+      {:ok, _} -> :undefined
+      {:error, :not_found} -> if member?(), do: :undefined, else: Resolver.whereis(name)
+    end
+  end
+
+  @doc """
+  Sets what happens to the owner of `name` when it loses the name (see
+  the module doc): `:exit` (the default, `:registry_on_lost`) or
+  `:notify`. The owner may call it for its own name, in `init/1` for
+  instance. `{:error, :not_registered}` when `name` is not held by a live
+  process whose keeper answers.
+  """
+  @spec on_lost(term(), :exit | :notify) :: :ok | {:error, :not_registered}
+  def on_lost(name, action) when action in [:exit, :notify] do
+    case owner(name) do
+      {:ok, pid} when is_pid(pid) -> Keeper.set_action(name, pid, action)
+      _ -> {:error, :not_registered}
     end
   end
 
@@ -241,25 +300,58 @@ defmodule Locker.Registry do
   end
 
   @doc false
+  # What `terminate` callbacks of Locker.Server, Fsm and Statem do: release
+  # the caller's name, except when the keeper stopped it for losing the
+  # name (a release could only wait for a quorum that is not there).
+  @spec __terminate__(term()) :: :ok
+  def __terminate__({:shutdown, {:locker_name_lost, _}}) do
+    _ = Process.delete(@name_key)
+    :ok
+  end
+
+  def __terminate__(_reason), do: unregister()
+
+  @doc false
   # The value of `name`: from this node's store when it is a master or a
   # replica, else from a master.
   @spec owner(term()) :: {:ok, term()} | :error
   def owner(name) do
+    case read_owner(name) do
+      {:ok, value} -> {:ok, value}
+      _ -> :error
+    end
+  end
+
+  @doc false
+  # `owner/1`, telling a name nobody holds from a master that did not answer.
+  @spec read_owner(term()) :: {:ok, term()} | :not_found | :unreachable
+  def read_owner(name) do
     case :locker.dirty_read(name) do
       {:ok, value} ->
         {:ok, value}
 
       {:error, :not_found} ->
-        {masters, replicas, _w} = :locker.get_meta()
-
-        if node() in masters or node() in replicas do
-          :error
+        if member?() do
+          :not_found
         else
           case :locker.master_dirty_read(name) do
             {:ok, value} -> {:ok, value}
-            _ -> :error
+            {:error, :not_found} -> :not_found
+            _ -> :unreachable
           end
         end
     end
+  catch
+    :throw, {:locker, :no_such_meta_key} -> :unreachable
+  end
+
+  @doc false
+  # Whether this node stores names (a master or a replica).
+  @spec member?() :: boolean()
+  def member? do
+    {masters, replicas, _w} = :locker.get_meta()
+    node() in masters or node() in replicas
+  catch
+    :throw, {:locker, :no_such_meta_key} -> false
   end
 end

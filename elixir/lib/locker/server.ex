@@ -20,8 +20,13 @@ defmodule Locker.Server do
       `{:via, Locker.Registry, name}` (and, as in elixir_locker, `name: name`
       is put in `args` when `args` is a keyword list); without a name it starts
       unregistered. Other options go to `GenServer.start/3`;
-    * `terminate/2`, which calls `Locker.Registry.unregister/0`;
-      overridable, and `super(reason, state)` keeps working;
+    * `terminate/2`, which calls `Locker.Registry.unregister/0` (except
+      when the process stops for losing its name); overridable, and
+      `super(reason, state)` keeps working;
+    * a `handle_info/2` clause that stops the server with the reason
+      `{:shutdown, {:locker_name_lost, name}}` when it traps exits and the
+      keeper gives its name up (see `Locker.Registry`): a server that
+      does not trap exits gets that exit signal directly;
     * a `handle_info/2` clause for elixir_locker's
       `{:"$locker_extend_lease", key, value}` message: it extends the lease
       by `:lease_length` (default 5000) and schedules the next extension
@@ -61,9 +66,8 @@ defmodule Locker.Server do
       def handle_info(msg, state), do: Locker.Server.__unexpected__(__MODULE__, msg, state)
 
       @impl true
-      def terminate(_reason, _state) do
-        Locker.Registry.unregister()
-        :ok
+      def terminate(reason, _state) do
+        Locker.Registry.__terminate__(reason)
       end
 
       defoverridable handle_info: 2, terminate: 2
@@ -74,6 +78,10 @@ defmodule Locker.Server do
   defmacro __before_compile__(_env) do
     quote location: :keep do
       defoverridable handle_info: 2
+
+      # The keeper's exit signal, as a message when the server traps exits.
+      def handle_info({:EXIT, _, {:shutdown, {:locker_name_lost, _}} = reason}, state),
+        do: {:stop, reason, state}
 
       def handle_info({:"$locker_extend_lease", key, value}, state) do
         case Locker.Server.__extend__(key, value, @locker_lease_length, @locker_lease_threshold) do

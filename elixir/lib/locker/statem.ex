@@ -24,11 +24,18 @@ defmodule Locker.Statem do
       `{:via, Locker.Registry, name}`; without it, unregistered. Other
       options go to `:gen_statem.start/4`;
     * `child_spec/1` (overridable), starting `start_link(arg)`;
-    * `terminate/3`, which calls `Locker.Registry.unregister/0`;
-      overridable, and `super/3` keeps working.
+    * `terminate/3`, which calls `Locker.Registry.unregister/0` (except
+      when the process stops for losing its name); overridable, and
+      `super/3` keeps working.
 
   The name is kept alive by `Locker.Registry.Keeper` (no lease message to
-  handle) and released as soon as the process exits.
+  handle) and released as soon as the process exits. When the keeper
+  gives the name up (see `Locker.Registry`), the process gets the exit
+  signal `{:shutdown, {:locker_name_lost, name}}`; a state machine that
+  traps exits gets it as an `:info` event `{:EXIT, keeper, reason}`, and
+  should stop with that reason: the keeper kills it half a margin later
+  otherwise (`:gen_statem` has no single callback this module could add
+  a clause to).
   """
 
   @doc false
@@ -50,9 +57,8 @@ defmodule Locker.Statem do
       end
 
       @impl :gen_statem
-      def terminate(_reason, _state, _data) do
-        Locker.Registry.unregister()
-        :ok
+      def terminate(reason, _state, _data) do
+        Locker.Registry.__terminate__(reason)
       end
 
       defoverridable child_spec: 1, terminate: 3

@@ -28,7 +28,7 @@ defmodule Locker.Telemetry do
   | `[:locker, :registry, :register]` | `:duration` (native units) | `:name`, `:pid`, `:result` (`:yes`/`:no`) |
   | `[:locker, :registry, :unregister]` | `:duration` | `:name`, `:pid` |
   | `[:locker, :registry, :down]` | `:duration` (DOWN to release done) | `:name`, `:pid`, `:reason` (the owner's exit reason), `:result` |
-  | `[:locker, :registry, :lost]` | `%{}` | `:name`, `:pid` (the lease could not be extended and is no longer the owner's) |
+  | `[:locker, :registry, :lost]` | `:remaining` (ms the masters may still hold the lease) | `:name`, `:pid`, `:reason` (`:deadline`: not extended in time; `:not_held`: held by another or by nobody), `:action` (`:exit` or `:notify`) |
   """
 
   # Held in an attribute so that the calls below are not checked at

@@ -20,6 +20,36 @@ defmodule LockerTest.Remote do
   end
 
   @doc """
+  Spawns a bare process that registers itself under `name`, asks to be
+  notified (not stopped) when it loses it, and forwards every message it
+  gets to `report` as `{:owner_got, self(), msg}`. Returns its pid.
+  """
+  def spawn_notified(name, report) do
+    parent = self()
+
+    pid =
+      spawn(fn ->
+        :yes = Locker.Registry.register_name(name, self())
+        :ok = Locker.Registry.on_lost(name, :notify)
+        send(parent, {:registered, self()})
+        forward(report)
+      end)
+
+    receive do: ({:registered, ^pid} -> {:ok, pid})
+  end
+
+  defp forward(report) do
+    receive do
+      :stop ->
+        :ok
+
+      msg ->
+        send(report, {:owner_got, self(), msg})
+        forward(report)
+    end
+  end
+
+  @doc """
   Spawns a process on this node that waits for `key` to be released here
   and sends `{:released, node(), key, os_time_us}` to `report`.
   Returns once the wait is armed (the key held here) or done.
@@ -36,6 +66,49 @@ defmodule LockerTest.Remote do
       send(report, {:released, node(), key, reply, System.os_time(:microsecond)})
     end)
   end
+
+  @doc """
+  Kills `pid` (of this node), then looks `name` up at once, from the same
+  process (so the lookup's aliveness check sees the kill).
+  """
+  def kill_then_whereis(pid, name) do
+    Process.exit(pid, :kill)
+    Locker.Registry.whereis_name(name)
+  end
+
+  @doc """
+  Drops this node's log events about refused connections (`net_kernel`'s
+  disallowed nodes, `global`'s failed connects): partition tests cause
+  hundreds of them.
+  """
+  def quiet_partition_logs do
+    :logger.add_primary_filter(:locker_test_partition, {&__MODULE__.drop_partition_noise/2, nil})
+  end
+
+  @doc false
+  def drop_partition_noise(%{msg: {:format, format, _}}, _) do
+    text = IO.chardata_to_string(format)
+
+    if text =~ "disallowed node" or text =~ "failed to connect to",
+      do: :stop,
+      else: :ignore
+  rescue
+    _ -> :ignore
+  end
+
+  def drop_partition_noise(
+        %{msg: {:report, %{label: {:error_logger, _}, format: f, args: a}}},
+        x
+      ),
+      do: drop_partition_noise(%{msg: {:format, f, a}}, x)
+
+  def drop_partition_noise(%{msg: {:string, text}}, _) do
+    if IO.chardata_to_string(text) =~ "failed to connect to", do: :stop, else: :ignore
+  rescue
+    _ -> :ignore
+  end
+
+  def drop_partition_noise(_, _), do: :ignore
 
   @doc "Calls `apply(m, f, a)` (a start_link) and unlinks the started process from the caller."
   def start_unlinked(m, f, a) do

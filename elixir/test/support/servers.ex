@@ -13,6 +13,12 @@ defmodule LockerTest.Echo do
 
   @impl true
   def handle_call(:ping, _from, state), do: {:reply, {:pong, node(), self()}, state}
+
+  @impl true
+  def handle_info({:echo, to}, state) do
+    send(to, {:echoed, node(), self()})
+    {:noreply, state}
+  end
 end
 
 defmodule LockerTest.Light do
@@ -41,7 +47,10 @@ defmodule LockerTest.LServer do
   # overridden with a super call; reports to `:report` in args.
   use Locker.Server, lease_length: 1000, lease_threshold: 200
 
-  def init(args), do: {:ok, args}
+  def init(args) do
+    if is_list(args) and args[:trap], do: Process.flag(:trap_exit, true)
+    {:ok, args}
+  end
 
   def handle_call(:args, _from, args), do: {:reply, args, args}
 
@@ -115,4 +124,22 @@ defmodule LockerTest.LStatem do
 
     :ok
   end
+end
+
+defmodule LockerTest.TrapEcho do
+  @moduledoc false
+  # A plain GenServer that traps exits and ignores the keeper's signal
+  # (GenServer's default handle_info/2 logs it): the keeper must kill it.
+  use GenServer
+
+  def start(name), do: GenServer.start(__MODULE__, nil, name: {:via, Locker.Registry, name})
+
+  @impl true
+  def init(nil) do
+    Process.flag(:trap_exit, true)
+    {:ok, nil}
+  end
+
+  @impl true
+  def handle_call(:ping, _from, state), do: {:reply, {:pong, node(), self()}, state}
 end

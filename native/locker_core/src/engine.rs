@@ -334,13 +334,16 @@ where
 
     /// Whether a phase-two request that holds no live promise may store
     /// `value` under an absent or same-valued `key` (the "nothing
-    /// conflicts" rule): the key holds `value` already, or it is absent,
-    /// this node is not abstaining, and a token-carrying request is above
-    /// the token floor (a rival may have held and dropped the key since the
-    /// caller's promise was granted).
+    /// conflicts" rule): the key holds `value` already (for a
+    /// token-carrying request: stored by the same acquisition, since two
+    /// callers may use one value), or it is absent, this node is not
+    /// abstaining, and a token-carrying request is above the token floor
+    /// (a rival may have held and dropped the key since the caller's
+    /// promise was granted).
     fn free_for(&self, key: &K, value: &V, token: u64, now: Micros) -> bool {
         let (current, expired_token) = match self.leases.read(key, |l| {
-            (l.is_valid_at(now).then(|| &l.value == value), l.token)
+            let ours = &l.value == value && (token == 0 || l.token == token);
+            (l.is_valid_at(now).then_some(ours), l.token)
         }) {
             Some((Some(same), _)) => (Some(same), 0),
             Some((None, t)) => (None, t),
@@ -524,15 +527,33 @@ where
         tag: &T,
         now: Micros,
     ) -> Result<Vec<Wake<V>>, ReleaseError> {
+        self.release_with_token(key, value, tag, 0, now)
+    }
+
+    /// [`Engine::release`] for one acquisition: with a token (not 0), only
+    /// a lease stored by the acquisition that carried it is deleted (how a
+    /// coordinator gives back the lease of a failed lock without touching
+    /// a lease another caller took with the same value); another one
+    /// answers [`ReleaseError::NotOwner`].
+    pub fn release_with_token(
+        &mut self,
+        key: &K,
+        value: &V,
+        tag: &T,
+        token: u64,
+        now: Micros,
+    ) -> Result<Vec<Wake<V>>, ReleaseError> {
         let standing = self.standing(key, tag, now);
         self.drop_promise(tag);
         if let Standing::Blocked = standing {
             return Err(ReleaseError::NoPromise);
         }
-        let outcome = match self
-            .leases
-            .read(key, |l| (l.is_valid_at(now), &l.value == value))
-        {
+        let outcome = match self.leases.read(key, |l| {
+            (
+                l.is_valid_at(now),
+                &l.value == value && (token == 0 || l.token == token),
+            )
+        }) {
             Some((true, true)) => Ok(()),
             Some((true, false)) => Err(ReleaseError::NotOwner),
             _ => Err(ReleaseError::NotFound),

@@ -79,6 +79,9 @@ struct Rules {
     /// Coordinators respect the phase-two budget.
     budget: bool,
     w: usize,
+    /// Every acquisition uses the same value (callers that lock with
+    /// `node()` or a service name): only tokens tell them apart.
+    shared_value: bool,
 }
 
 #[derive(Default, Debug)]
@@ -104,8 +107,8 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
     let mut mail: Vec<(usize, usize, Req)> = Vec::new();
     let mut now: Micros = 1_000_000;
     let mut last_token = 0u64;
-    // (value, token, from, until)
-    let mut held: Vec<(u32, u64, Micros, Micros)> = Vec::new();
+    // (acquisition, token, from, until)
+    let mut held: Vec<(usize, u64, Micros, Micros)> = Vec::new();
     let mut out = Outcome::default();
 
     for step in steps {
@@ -118,7 +121,7 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
                 coords.push(Coord {
                     tag: c as u32,
                     token,
-                    value: c as u32 + 1,
+                    value: if rules.shared_value { 1 } else { c as u32 + 1 },
                     lease_ms,
                     start: now,
                     phase: Phase::One,
@@ -189,10 +192,10 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
                             out.successes += 1;
                             let until = co.start + ms(co.lease_ms);
                             if now < until {
-                                held.push((co.value, co.token, now, until));
+                                held.push((c, co.token, now, until));
                             } else {
                                 // Reported too late to be of use: nothing held.
-                                held.push((co.value, co.token, now, now));
+                                held.push((c, co.token, now, now));
                             }
                         }
                     }
@@ -236,7 +239,7 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
     for (i, a) in held.iter().enumerate() {
         out.checked += 1;
         for b in &held[i + 1..] {
-            if a.2 < b.3 && b.2 < a.3 && a.0 != b.0 {
+            if a.2 < b.3 && b.2 < a.3 {
                 out.violations
                     .push(format!("double grant: {a:?} and {b:?}"));
             }
@@ -293,18 +296,19 @@ fn explore(rules: Rules, cases: u32) -> Outcome {
 
 #[test]
 fn no_double_grant_with_checked_phase_two() {
-    for budget in [true, false] {
+    for (budget, shared_value) in [(true, false), (false, false), (false, true)] {
         let o = explore(
             Rules {
                 unchecked_masters: 0,
                 budget,
                 w: 2,
+                shared_value,
             },
             5_000,
         );
         assert!(
             o.violations.is_empty(),
-            "budget {budget}: {:?}",
+            "budget {budget}, shared value {shared_value}: {:?}",
             o.violations
         );
         // The schedules exercised what matters.
@@ -323,6 +327,7 @@ fn the_checker_sees_the_originals_double_grant() {
             unchecked_masters: N,
             budget: false,
             w: 2,
+            shared_value: false,
         },
         3_000,
     );
@@ -339,6 +344,7 @@ fn one_original_master_is_safe_with_w_above_n_plus_o_over_2() {
             unchecked_masters: 1,
             budget: false,
             w: 3,
+            shared_value: false,
         },
         3_000,
     );
@@ -349,6 +355,7 @@ fn one_original_master_is_safe_with_w_above_n_plus_o_over_2() {
             unchecked_masters: 1,
             budget: false,
             w: 2,
+            shared_value: false,
         },
         3_000,
     );

@@ -243,8 +243,9 @@ lean::lean_nif!("release", 3, release);
 
 /// `release(Key, Value, Tag) -> {ok, Wakes} | {error, not_owner | not_found | no_promise}`
 fn release<'a>(env: Env<'a>, [k, v, tag]: [Term<'a>; 3]) -> Term<'a> {
+    let token = tag_token(env, tag);
     let (k, v, tag) = (key(env, k), value(env, v), key(env, tag));
-    let r = with_engine(|e| e.release(&k, &v, &tag, clock::now()));
+    let r = with_engine(|e| e.release_with_token(&k, &v, &tag, token, clock::now()));
     match r {
         Ok(wakes) => make_tuple(env, &[atoms::ok().to_term(env), wakes_to_term(env, &wakes)]),
         Err(ReleaseError::NotOwner) => error(env, atoms::not_owner()),
@@ -544,7 +545,12 @@ fn clear(env: Env) -> Term {
     atoms::ok().to_term(env)
 }
 
-fn load(env: Env, _info: Term) -> bool {
+/// Loads only for the Erlang side of the same version: `locker_nif.erl`
+/// passes the version it was written for.
+fn load(env: Env, info: Term) -> bool {
+    if info.decode::<String>().ok().as_deref() != Some(env!("CARGO_PKG_VERSION")) {
+        return false;
+    }
     term::init(env);
     store::init();
     true

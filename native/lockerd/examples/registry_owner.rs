@@ -10,7 +10,10 @@
 //! It answers `ping` with `pong`, `{echo, X}` with `{echo, X, ThisNode}`,
 //! `stop` with `ok` (then releases the name and exits), anything else with
 //! `{error, {unknown_request, Req}}`; casts and plain messages are logged.
-//! Once the name is held it prints `registered NAME PID` on stdout.
+//! Once the name is held it prints `registered NAME PID` on stdout. When
+//! the name is lost (its lease could not be extended in time, see
+//! `RegisteredName`), it prints `lost NAME` before the lease could run
+//! out on the masters, then exits with status 3.
 
 use std::time::Duration;
 
@@ -42,6 +45,11 @@ struct Args {
     /// `Locker.Registry` does).
     #[arg(long, default_value_t = 5000)]
     lease_ms: i64,
+    /// How long before its lease could run out a name that could not be
+    /// extended is given up, in milliseconds (default: a fifth of the
+    /// lease, at least 100 ms, at most half of it).
+    #[arg(long)]
+    margin_ms: Option<u64>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -70,12 +78,17 @@ async fn main() {
     });
     let name = Term::atom(&args.register);
     let timeout = Duration::from_secs(5);
+    let margin = args.margin_ms.map_or_else(
+        || lockerd::client::default_margin(args.lease_ms),
+        Duration::from_millis,
+    );
     let mut owned = loop {
         match client
-            .register_name(
+            .register_name_with_margin(
                 name.clone(),
                 args.lease_ms,
                 Duration::from_millis((args.lease_ms / 3).max(1) as u64),
+                margin,
                 timeout,
             )
             .await
@@ -111,7 +124,12 @@ async fn main() {
             Incoming::Cast(m) => tracing::info!(msg = %m, "cast"),
             Incoming::Info(m) => tracing::info!(msg = %m, "message"),
             Incoming::LeaseLost => {
-                tracing::error!("lease lost");
+                println!("lost {}", args.register);
+                tracing::error!("name lost: exiting");
+                // Lets the keeper finish its last requests (no promise
+                // left on the masters this node still reaches).
+                owned.unregister(timeout).await;
+                client.node().stop(Duration::from_secs(1)).await;
                 std::process::exit(3);
             }
         }

@@ -343,6 +343,7 @@ impl Client {
                 Err(op.outcome())
             }
             Step::PhaseTwo => {
+                let own_tag = tag.clone();
                 let commits = self
                     .phase_two(&mut s, &masters, &all, key, tag, commit, timeout)
                     .await;
@@ -365,11 +366,13 @@ impl Client {
                                 .map(|(n, _)| n.clone())
                                 .collect();
                             if !stored.is_empty() {
+                                // The attempt's own token tag: only the
+                                // lease this attempt stored is deleted.
                                 let undo = Term::tuple(vec![
                                     Term::static_atom("release"),
                                     key.clone(),
                                     value.clone(),
-                                    Term::reference(self.0.node.make_ref()),
+                                    own_tag.clone(),
                                 ]);
                                 self.round(&mut s, &stored, &undo, timeout).await;
                             }
@@ -629,6 +632,9 @@ impl Client {
     /// `Locker.Registry.register_name/2` takes it), and keeps the lease
     /// alive: it is extended to `lease_ms` every `extend_every` (choose it
     /// well below the lease; `Locker.Registry` extends every third of it).
+    /// The name is given up (see [`RegisteredName`]) [`default_margin`]
+    /// before its lease could run out; [`Self::register_name_with_margin`]
+    /// chooses the margin.
     pub async fn register_name(
         &self,
         name: Term,
@@ -636,33 +642,170 @@ impl Client {
         extend_every: Duration,
         timeout: Duration,
     ) -> Result<RegisteredName, String> {
+        let margin = default_margin(lease_ms);
+        self.register_name_with_margin(name, lease_ms, extend_every, margin, timeout)
+            .await
+    }
+
+    /// [`Self::register_name`] with the margin chosen: the owner learns it
+    /// lost the name (`Incoming::LeaseLost`, [`RegisteredName::is_lost`])
+    /// `margin` before the masters could let its lease run out, i.e. when
+    /// no extension succeeded by the start of the last successful one plus
+    /// the lease minus `margin`. The margin must cover the difference of
+    /// clock rates over a lease (at least 1% of the lease plus 2 ms is
+    /// required) and the time the owner takes to notice and stop; the
+    /// extension period must be below `lease_ms - margin`.
+    pub async fn register_name_with_margin(
+        &self,
+        name: Term,
+        lease_ms: i64,
+        extend_every: Duration,
+        margin: Duration,
+        timeout: Duration,
+    ) -> Result<RegisteredName, String> {
+        check_name_timing(lease_ms, extend_every, margin)?;
+        let lease = Duration::from_millis(lease_ms as u64);
         let mb = self.0.node.spawn(None)?;
         let pid = Term::pid(mb.pid().clone());
+        // The masters count the lease from when they get the request: at
+        // least `lease` from now.
+        let sent = Instant::now();
         if !self.lock(&name, &pid, lease_ms, timeout).await.is_ok() {
             return Err(format!("{name} is taken (no quorum)"));
         }
-        let (lost_tx, lost_rx) = watch::channel(false);
-        let (c, n, p) = (self.clone(), name.clone(), pid.clone());
-        let every = extend_every.max(Duration::from_millis(1));
-        let keeper = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if c.extend_lease(&n, &p, lease_ms, timeout).await.is_err() {
-                    tracing::warn!(name = %n, "lease extension failed: name lost");
-                    let _ = lost_tx.send(true);
-                    return;
-                }
-            }
-        });
+        let valid_until = sent + lease;
+        if Instant::now() + margin >= valid_until {
+            let _ = self.release(&name, &pid, timeout).await;
+            return Err(format!(
+                "{name}: the lock took longer than the lease minus the margin"
+            ));
+        }
+        let (state_tx, state_rx) = watch::channel(NameState::Held(valid_until - margin));
+        let keeper = tokio::spawn(keep_name(
+            self.clone(),
+            name.clone(),
+            pid,
+            NameTiming {
+                lease_ms,
+                every: extend_every.max(Duration::from_millis(1)),
+                margin,
+                timeout,
+            },
+            valid_until,
+            state_tx,
+        ));
         Ok(RegisteredName {
             client: self.clone(),
             name,
             mb,
             keeper,
-            lost: lost_rx,
+            state: state_rx,
+            closed: false,
             released: false,
         })
     }
+}
+
+/// The margin [`Client::register_name`] uses: a fifth of the lease, at
+/// least 100 ms, at most half the lease (as `Locker.Registry`'s default
+/// `:registry_margin`).
+pub fn default_margin(lease_ms: i64) -> Duration {
+    let lease = lease_ms.max(0);
+    Duration::from_millis(((lease / 5).max(100).min(lease / 2)).max(1) as u64)
+}
+
+fn check_name_timing(lease_ms: i64, every: Duration, margin: Duration) -> Result<(), String> {
+    if lease_ms <= 0 {
+        return Err(format!("lease_ms must be positive, got {lease_ms}"));
+    }
+    let lease = Duration::from_millis(lease_ms as u64);
+    let drift = Duration::from_millis((lease_ms / 100 + 2) as u64);
+    if margin < drift || margin >= lease {
+        return Err(format!(
+            "margin must be from {drift:?} (1% + 2 ms of the lease) to below the lease, got {margin:?}"
+        ));
+    }
+    if every.is_zero() || every >= lease - margin {
+        return Err(format!(
+            "extend_every must be below the lease minus the margin ({:?}), got {every:?}",
+            lease - margin
+        ));
+    }
+    Ok(())
+}
+
+/// What a name's keeper knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NameState {
+    /// Held at least until this instant (the validity minus the margin).
+    Held(Instant),
+    /// Given up: the lease may run out (or have run out) on the masters.
+    Lost,
+}
+
+struct NameTiming {
+    lease_ms: i64,
+    every: Duration,
+    margin: Duration,
+    timeout: Duration,
+}
+
+/// Extends the lease of `name` every `t.every`, each success moving the
+/// validity to the start of its call plus the lease. At the validity
+/// minus the margin without a success (an extension still in flight does
+/// not delay it), or as soon as a failed extension finds the name held by
+/// another value or by nobody, the name is lost: the state says so, and
+/// the lease is released once no extension of ours is in flight (a no-op
+/// when the masters cannot be reached or the name is another's).
+async fn keep_name(
+    c: Client,
+    name: Term,
+    pid: Term,
+    t: NameTiming,
+    mut valid_until: Instant,
+    state: watch::Sender<NameState>,
+) {
+    let lease = Duration::from_millis(t.lease_ms as u64);
+    let mut next = Instant::now() + t.every;
+    let in_flight = loop {
+        let deadline = valid_until - t.margin;
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break None,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        next = started + t.every;
+        let (c2, n2, p2) = (c.clone(), name.clone(), pid.clone());
+        let (lease_ms, timeout) = (t.lease_ms, t.timeout);
+        let mut ext =
+            tokio::spawn(async move { c2.extend_lease(&n2, &p2, lease_ms, timeout).await });
+        match tokio::time::timeout_at(deadline, &mut ext).await {
+            Err(_) => break Some(ext),
+            Ok(Ok(Ok(()))) => {
+                valid_until = valid_until.max(started + lease);
+                let _ = state.send(NameState::Held(valid_until - t.margin));
+            }
+            Ok(_) => {
+                // No quorum: a loss only if the name is seen as another's
+                // (or nobody's); an unreachable master tells nothing.
+                let read = tokio::time::timeout_at(deadline, c.dirty_read(&name, t.timeout)).await;
+                let taken = match read.as_ref().map(|r| r.as_tuple()) {
+                    Ok(Some([ok, v])) if ok.is_atom("ok") => *v != pid,
+                    Ok(Some([e, nf])) => e.is_atom("error") && nf.is_atom("not_found"),
+                    _ => false,
+                };
+                if taken {
+                    break None;
+                }
+            }
+        }
+    };
+    tracing::warn!(name = %name, "name lost: lease not extended in time, or held by another");
+    let _ = state.send(NameState::Lost);
+    if let Some(ext) = in_flight {
+        let _ = ext.await;
+    }
+    let _ = c.release(&name, &pid, t.timeout).await;
 }
 
 #[derive(Clone, Copy)]
@@ -743,19 +886,30 @@ pub enum Incoming {
     Cast(Term),
     /// Any other message (`send/2`).
     Info(Term),
-    /// The lease could not be extended: the name may belong to another
-    /// process by now.
+    /// The name is lost: its lease was not extended in time (it may run
+    /// out on the masters within the margin) or it is held by another
+    /// process. Delivered before the lease could run out on the masters,
+    /// to an owner that is waiting in [`RegisteredName::recv`]; every later
+    /// `recv` returns it again. Stop acting as the name's owner.
     LeaseLost,
 }
 
 /// A name owned in `Locker.Registry` by a mailbox of this node. Dropping
 /// it stops the keeper and releases the name in the background.
+///
+/// The keeper gives the name up `margin` before its lease could run out
+/// on the masters when it could not extend it (the masters unreachable,
+/// this node cut off from a quorum) or finds it held by another: from
+/// then on [`Self::recv`] returns [`Incoming::LeaseLost`] and
+/// [`Self::is_lost`] is true. Between two `recv` calls, check
+/// [`Self::held_until`] (or `is_lost`) before acting as the owner.
 pub struct RegisteredName {
     client: Client,
     name: Term,
     mb: Mailbox,
     keeper: tokio::task::JoinHandle<()>,
-    lost: watch::Receiver<bool>,
+    state: watch::Receiver<NameState>,
+    closed: bool,
     released: bool,
 }
 
@@ -770,15 +924,36 @@ impl RegisteredName {
         &self.name
     }
 
-    /// The next message (`None` when the node dropped the process).
+    /// Whether the name is lost (see [`Incoming::LeaseLost`]).
+    pub fn is_lost(&self) -> bool {
+        self.closed || *self.state.borrow() == NameState::Lost
+    }
+
+    /// The instant until which the name is certainly this mailbox's (the
+    /// validity of its last extension minus the margin), or `None` once
+    /// it is lost.
+    pub fn held_until(&self) -> Option<Instant> {
+        match *self.state.borrow() {
+            NameState::Held(at) if !self.closed && Instant::now() < at => Some(at),
+            _ => None,
+        }
+    }
+
+    /// The next message (`None` when the node dropped the process), or
+    /// [`Incoming::LeaseLost`] once the name is lost.
     pub async fn recv(&mut self) -> Option<Incoming> {
         loop {
-            if *self.lost.borrow() {
+            if self.is_lost() {
                 return Some(Incoming::LeaseLost);
             }
             let sig = tokio::select! {
                 s = self.mb.recv() => s?,
-                _ = self.lost.changed() => continue,
+                changed = self.state.changed() => {
+                    // A keeper gone without a word (it cannot hold the
+                    // name any more) counts as a loss.
+                    self.closed |= changed.is_err();
+                    continue;
+                }
             };
             let Signal::Message { msg, .. } = sig else {
                 continue;
@@ -805,8 +980,16 @@ impl RegisteredName {
     }
 
     /// Releases the name now (`Locker.Registry.unregister_name/1`).
+    /// Once the name is lost, it first waits for the keeper to finish
+    /// (it releases the name itself once its last extension is done): a
+    /// process that exits right after `LeaseLost` without this may leave
+    /// a write promise on the masters it still reaches, which blocks the
+    /// name there for the promise's lifetime (10 s).
     pub async fn unregister(mut self, timeout: Duration) -> LockResult {
         self.released = true;
+        if self.is_lost() {
+            let _ = tokio::time::timeout(timeout, &mut self.keeper).await;
+        }
         self.keeper.abort();
         let pid = Term::pid(self.mb.pid().clone());
         self.client.release(&self.name, &pid, timeout).await

@@ -254,8 +254,11 @@ impl Locker {
         if !self.is_master() {
             return Vec::new();
         }
+        // Never to a master (a node listed among both): masters hold
+        // promises, and a log replayed there would bypass them.
         self.replicas
             .iter()
+            .filter(|r| !self.masters.contains(r))
             .filter_map(|r| r.as_atom())
             .filter(|r| *r != self.node.name())
             .cloned()
@@ -470,10 +473,11 @@ impl Locker {
                 }
                 None => badarg(),
             },
-            ("release", 4) => match self.engine.release(
+            ("release", 4) => match self.engine.release_with_token(
                 &self.codec.encode(&items[1]),
                 &self.codec.encode(&items[2]),
                 &items[3],
+                tag_token(&items[3]),
                 now,
             ) {
                 Ok(wakes) => {
@@ -579,6 +583,13 @@ impl Locker {
         if items.len() == 3 && items[0].is_atom("trans_log") {
             let started = Instant::now();
             let from = items[1].display(100);
+            if self.is_master() {
+                // A master learns leases through votes and phase two only:
+                // a log replayed here would bypass its promises (a pushed
+                // release could delete the lease of the next holder).
+                crate::warn_bad_input!(from = %from, "transaction log sent to a master dropped");
+                return;
+            }
             let (entries, proper): (&[Term], bool) = match &items[2] {
                 Term::List(l) => (l, true),
                 Term::Improper(b) => (&b.0, false),

@@ -1,7 +1,8 @@
 //! The client library against a cluster of three `lockerd` masters (real
 //! processes on loopback, W = 2): the replies of `locker.erl`'s
 //! coordinator, fencing tokens, rpc dirty reads, a registered name answering
-//! calls, and a master killed mid-run. Needs `epmd` (skipped without it).
+//! calls, a master killed mid-run, and a registered name lost while two
+//! masters are paused. Needs `epmd` (skipped without it).
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use common::{epmd_up, start_lockerd, Daemon};
 use lockerd::client::{Client, ClientConfig, Incoming, LockResult};
-use lockerd::term::Term;
+use lockerd::term::{Atom, Term};
 use lockerd::Signal;
 
 fn start(name: &str, masters: &str) -> Daemon {
@@ -141,6 +142,85 @@ async fn coordinator_against_lockerd_masters() {
             votes: 2,
             commits: 2
         }
+    );
+    client.node().stop(Duration::from_secs(1)).await;
+}
+
+/// A name whose lease cannot be extended (two masters of three paused
+/// with SIGSTOP, so every extension hangs until its timeout, far longer
+/// than the lease): the owner gets `LeaseLost` while the lease is still
+/// held on the master that runs, i.e. before it could have run out
+/// anywhere (the paused masters count from later receptions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_name_lost_before_its_lease_runs_out() {
+    if !epmd_up() {
+        eprintln!("epmd not available: skipped");
+        return;
+    }
+    let id = std::process::id();
+    let names: Vec<String> = (1..=3).map(|i| format!("cp{id}_{i}@127.0.0.1")).collect();
+    let masters = names.join(",");
+    let daemons: Vec<Daemon> = names.iter().map(|n| start(n, &masters)).collect();
+    let ms: Vec<&str> = names.iter().map(String::as_str).collect();
+    let client = Client::start(ClientConfig::new(
+        &format!("cpc{id}@127.0.0.1"),
+        "client_test",
+        &ms,
+        &[],
+        2,
+    ))
+    .await
+    .expect("client");
+    // Extensions wait up to 5 s for the paused masters: without its own
+    // deadline, the keeper would report the loss long after the lease.
+    let t = Duration::from_secs(5);
+    let (lease_ms, margin) = (1_000, Duration::from_millis(400));
+    let name = Term::atom("paused_masters");
+    let mut owned = client
+        .register_name_with_margin(
+            name.clone(),
+            lease_ms,
+            Duration::from_millis(200),
+            margin,
+            t,
+        )
+        .await
+        .unwrap();
+    let owner = Term::pid(owned.pid().clone());
+    assert!(owned.held_until().is_some());
+    // The margin must be valid: below the lease, above the drift allowance.
+    assert!(client
+        .register_name_with_margin(
+            Term::atom("x"),
+            1_000,
+            Duration::from_millis(100),
+            Duration::from_millis(5),
+            t
+        )
+        .await
+        .is_err());
+
+    daemons[0].signal("STOP");
+    daemons[1].signal("STOP");
+    let stopped = tokio::time::Instant::now();
+    let lost = tokio::time::timeout(Duration::from_secs(30), owned.recv()).await;
+    let lost_after = stopped.elapsed();
+    let third = Atom::new(&names[2]);
+    let still = client.rpc_dirty_read(&third, &name, t).await;
+    daemons[0].signal("CONT");
+    daemons[1].signal("CONT");
+    assert!(
+        matches!(lost, Ok(Some(Incoming::LeaseLost))),
+        "expected LeaseLost, got {lost:?}"
+    );
+    assert!(owned.is_lost() && owned.held_until().is_none());
+    println!(
+        "LeaseLost {lost_after:?} after two masters of three were paused (lease {lease_ms} ms, margin {margin:?})"
+    );
+    assert_eq!(
+        still,
+        Term::tuple(vec![Term::atom("ok"), owner]),
+        "the lease ran out on the running master before the owner learned it lost the name"
     );
     client.node().stop(Duration::from_secs(1)).await;
 }

@@ -1,36 +1,63 @@
 defmodule Locker.Registry.Keeper do
   @moduledoc """
   The per-node process that keeps `Locker.Registry` names alive: it
-  monitors every owner on this node and extends their leases every
-  `:registry_extend_interval` ms, and releases a name as soon as its owner
-  exits. Started by the `locker` application, registered locally as
-  `Locker.Registry.Keeper`.
+  monitors every owner on this node, extends their leases every
+  `:registry_extend_interval` ms, releases a name as soon as its owner
+  exits, and stops (or notifies) an owner whose lease it could not extend
+  before the lease could run out on the masters. Started by the `locker`
+  application, registered locally as `Locker.Registry.Keeper`.
 
-  Extension rounds run in a separate process (one round at a time, up to
-  32 extensions in flight), so the keeper handles `DOWN` messages at once
-  whatever the masters' latency; each release after a `DOWN` runs in its
-  own process too.
+  ## Deadlines
+
+  For each name the keeper knows until when the masters certainly hold
+  the lease: an extension (or the registration) that succeeds gives the
+  owner validity until the moment its call **started** plus
+  `:registry_lease` (the masters count the lease from when they receive
+  the request, which is later). When no extension has succeeded by that
+  validity minus `:registry_margin`, the name is lost: with the default
+  `:registry_on_lost` `:exit`, the owner gets the exit signal
+  `{:shutdown, {:locker_name_lost, name}}`; an owner that traps exits gets
+  it as a message and is killed (`:kill`) if it is still alive at the
+  validity minus half the margin. With `:notify` (`Locker.Registry.on_lost/2`
+  per name) the owner only gets the message `{:locker_name_lost, name}` and
+  keeps running. Either way the name is no longer extended.
+
+  The deadline is a timer of the keeper itself, so it fires on time
+  whatever the masters do: extension rounds run in a separate process (one
+  round at a time, up to 32 extensions in flight) and each release after a
+  `DOWN` runs in its own process, so the keeper handles deaths and
+  deadlines at once however slow the masters are.
+
+  The keeper mirrors its names in the ETS table of
+  `Locker.Registry.Table`: a keeper restarted after a crash adopts them
+  (monitors the owners again and enforces the same deadlines).
   """
 
   use GenServer
   require Logger
   alias Locker.{Config, Registry, Telemetry}
+  alias Locker.Registry.Table
 
   @max_concurrency 32
 
-  defstruct names: %{}, monitors: %{}, round: nil, again?: false
+  defstruct names: %{}, monitors: %{}, round: nil, again?: false, conf: nil
+
+  @typedoc "What the keeper does to an owner that lost its name."
+  @type action :: :exit | :notify
 
   @doc "Starts the keeper, registered locally as `Locker.Registry.Keeper`."
   @spec start_link(term()) :: GenServer.on_start()
   def start_link(_arg \\ []), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
 
   @doc """
-  Makes the keeper on `pid`'s node watch `pid` as the owner of `name`.
+  Makes the keeper on `pid`'s node watch `pid` as the owner of `name`,
+  whose lease the masters hold for at least `remaining` ms from now (the
+  caller measures it from before the lock request it sent).
   `{:error, :no_registry_keeper}` when that node runs no keeper.
   """
-  @spec watch(term(), pid()) :: :ok | {:error, :no_registry_keeper}
-  def watch(name, pid) do
-    GenServer.call({__MODULE__, node(pid)}, {:watch, name, pid})
+  @spec watch(term(), pid(), non_neg_integer()) :: :ok | {:error, :no_registry_keeper}
+  def watch(name, pid, remaining) do
+    GenServer.call({__MODULE__, node(pid)}, {:watch, name, pid, remaining})
   catch
     :exit, _ -> {:error, :no_registry_keeper}
   end
@@ -43,33 +70,94 @@ defmodule Locker.Registry.Keeper do
     :exit, _ -> :ok
   end
 
-  @doc "The names a keeper watches, with their owners (for operators and tests)."
+  @doc """
+  Sets what the keeper on `pid`'s node does when `pid` loses `name`:
+  `:exit` or `:notify`. `{:error, :not_registered}` when it does not watch
+  `pid` as the owner of `name`.
+  """
+  @spec set_action(term(), pid(), action()) :: :ok | {:error, :not_registered}
+  def set_action(name, pid, action) when action in [:exit, :notify] do
+    GenServer.call({__MODULE__, node(pid)}, {:set_action, name, pid, action})
+  catch
+    :exit, _ -> {:error, :not_registered}
+  end
+
+  @doc "The names a keeper holds for live owners, with their owners (for operators and tests)."
   @spec names(node()) :: [{term(), pid()}]
   def names(node \\ node()), do: GenServer.call({__MODULE__, node}, :names)
 
+  @doc """
+  Milliseconds left before the keeper on `pid`'s node gives up `name`
+  (its validity minus the margin), or `:error` when it does not hold
+  `name` for `pid`.
+  """
+  @spec remaining(term(), pid()) :: non_neg_integer() | :error
+  def remaining(name, pid), do: GenServer.call({__MODULE__, node(pid)}, {:remaining, name, pid})
+
   @impl true
   def init([]) do
-    schedule()
-    {:ok, %__MODULE__{}}
+    conf = Config.registry()
+
+    # Started without the application's table owner: a table of its own.
+    _ =
+      if :ets.whereis(Table.name()) == :undefined,
+        do: :ets.new(Table.name(), [:set, :public, :named_table])
+
+    schedule(conf)
+    {:ok, adopt(%__MODULE__{conf: conf})}
+  end
+
+  # Names a previous keeper watched (it crashed): monitored again, with
+  # their deadlines. A dead owner's DOWN (:noproc) releases its name.
+  defp adopt(state) do
+    :ets.tab2list(Table.name())
+    |> Enum.reduce(state, fn {name, pid, until, action, lost}, state ->
+      ref = Process.monitor(pid)
+      entry = %{pid: pid, ref: ref, until: until, action: action, lost: lost}
+      arm(name, entry, state.conf)
+      put(state, name, entry)
+    end)
   end
 
   @impl true
-  def handle_call({:watch, name, pid}, _from, state) do
+  def handle_call({:watch, name, pid, remaining}, _from, state) do
     state = forget(state, name)
     ref = Process.monitor(pid)
-    state = %{state | names: Map.put(state.names, name, {pid, ref})}
-    {:reply, :ok, %{state | monitors: Map.put(state.monitors, ref, name)}}
+    until = now() + remaining
+    entry = %{pid: pid, ref: ref, until: until, action: state.conf.on_lost, lost: nil}
+    arm(name, entry, state.conf)
+    {:reply, :ok, put(state, name, entry)}
   end
 
   def handle_call({:unwatch, name, pid}, _from, state) do
     case state.names do
-      %{^name => {^pid, _}} -> {:reply, :ok, forget(state, name)}
+      %{^name => %{pid: ^pid}} -> {:reply, :ok, forget(state, name)}
       _ -> {:reply, :ok, state}
     end
   end
 
+  def handle_call({:set_action, name, pid, action}, _from, state) do
+    case state.names do
+      %{^name => %{pid: ^pid, lost: nil} = entry} ->
+        {:reply, :ok, put(state, name, %{entry | action: action})}
+
+      _ ->
+        {:reply, {:error, :not_registered}, state}
+    end
+  end
+
   def handle_call(:names, _from, state) do
-    {:reply, for({name, {pid, _}} <- state.names, do: {name, pid}), state}
+    {:reply, for({name, %{pid: pid, lost: nil}} <- state.names, do: {name, pid}), state}
+  end
+
+  def handle_call({:remaining, name, pid}, _from, state) do
+    case state.names do
+      %{^name => %{pid: ^pid, lost: nil, until: until}} ->
+        {:reply, max(until - state.conf.margin - now(), 0), state}
+
+      _ ->
+        {:reply, :error, state}
+    end
   end
 
   @impl true
@@ -92,12 +180,46 @@ defmodule Locker.Registry.Keeper do
       {name, monitors} ->
         started = System.monotonic_time()
         _ = spawn(fn -> release_dead(name, pid, reason, started) end)
+        :ets.delete(Table.name(), name)
         {:noreply, %{state | monitors: monitors, names: Map.delete(state.names, name)}}
     end
   end
 
+  def handle_info({:deadline, name, ref}, state) do
+    case state.names do
+      %{^name => %{ref: ^ref, lost: nil} = entry} ->
+        if now() >= entry.until - state.conf.margin do
+          {:noreply, lose(state, name, entry, :deadline)}
+        else
+          arm(name, entry, state.conf)
+          {:noreply, state}
+        end
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:hard_kill, name, ref}, state) do
+    case state.names do
+      %{^name => %{ref: ^ref, lost: :exit, pid: pid}} ->
+        Logger.warning(
+          "locker registry: #{inspect(pid)} (traps exits) did not exit after losing the name " <>
+            "#{inspect(name)}: killed"
+        )
+
+        Process.exit(pid, :kill)
+
+      _ ->
+        :ok
+    end
+
+    {:noreply, state}
+  end
+
   def handle_info(:extend, state) do
-    schedule()
+    state = %{state | conf: refresh(state.conf)}
+    schedule(state.conf)
 
     case state.round do
       nil -> {:noreply, start_round(state)}
@@ -105,8 +227,28 @@ defmodule Locker.Registry.Keeper do
     end
   end
 
-  def handle_info({:lost, lost}, state) do
-    {:noreply, Enum.reduce(lost, state, &drop_lost/2)}
+  def handle_info({:extended, name, pid, started}, state) do
+    case state.names do
+      %{^name => %{pid: ^pid, lost: nil, until: until} = entry} ->
+        valid = started + state.conf.lease
+        if valid > until, do: :ets.update_element(Table.name(), name, {3, valid})
+
+        {:noreply,
+         %{state | names: Map.put(state.names, name, %{entry | until: max(until, valid)})}}
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:not_held, name, pid}, state) do
+    case state.names do
+      %{^name => %{pid: ^pid, lost: nil} = entry} ->
+        {:noreply, lose(state, name, entry, :not_held)}
+
+      _ ->
+        {:noreply, state}
+    end
   end
 
   def handle_info(msg, state) do
@@ -114,33 +256,86 @@ defmodule Locker.Registry.Keeper do
     {:noreply, state}
   end
 
-  defp schedule, do: Process.send_after(self(), :extend, Config.registry_extend_interval())
+  defp now, do: System.monotonic_time(:millisecond)
+
+  defp schedule(conf), do: Process.send_after(self(), :extend, conf.extend_interval)
+
+  # The configuration as it is now; a bad change keeps the last good one.
+  defp refresh(conf) do
+    Config.registry()
+  rescue
+    e in ArgumentError ->
+      Logger.warning("locker registry: configuration change ignored: #{Exception.message(e)}")
+      conf
+  end
+
+  # The timer of `name`'s next check: at its deadline while held, at the
+  # hard kill while an exit-lost owner is still alive.
+  defp arm(name, %{lost: nil} = entry, conf) do
+    Process.send_after(self(), {:deadline, name, entry.ref}, entry.until - conf.margin, abs: true)
+  end
+
+  defp arm(name, %{lost: :exit} = entry, conf) do
+    at = max(entry.until - div(conf.margin, 2), now())
+    Process.send_after(self(), {:hard_kill, name, entry.ref}, at, abs: true)
+  end
+
+  defp put(state, name, entry) do
+    :ets.insert(Table.name(), {name, entry.pid, entry.until, entry.action, entry.lost})
+
+    %{
+      state
+      | names: Map.put(state.names, name, entry),
+        monitors: Map.put(state.monitors, entry.ref, name)
+    }
+  end
 
   defp forget(state, name) do
     case Map.pop(state.names, name) do
       {nil, _} ->
         state
 
-      {{_pid, ref}, names} ->
+      {%{ref: ref}, names} ->
         Process.demonitor(ref, [:flush])
+        :ets.delete(Table.name(), name)
         %{state | names: names, monitors: Map.delete(state.monitors, ref)}
     end
   end
 
-  defp drop_lost({name, pid}, state) do
-    case state.names do
-      %{^name => {^pid, _}} ->
-        Logger.warning(
-          "locker registry: lost the name #{inspect(name)} of #{inspect(pid)} (lease not extended)"
-        )
+  # `name` is no longer the owner's (its lease may run out on the masters
+  # within the margin, or another process holds it): stop extending it and
+  # stop or notify the owner.
+  defp lose(state, name, %{pid: pid} = entry, why) do
+    left = entry.until - now()
 
-        Telemetry.execute([:registry, :lost], %{}, %{name: name, pid: pid})
+    Logger.warning(
+      "locker registry: lost the name #{inspect(name)} of #{inspect(pid)} " <>
+        "(#{describe(why)}; lease held at most #{left} ms more): #{entry.action}"
+    )
+
+    Telemetry.execute([:registry, :lost], %{remaining: left}, %{
+      name: name,
+      pid: pid,
+      reason: why,
+      action: entry.action
+    })
+
+    case entry.action do
+      :exit ->
+        Process.exit(pid, {:shutdown, {:locker_name_lost, name}})
+        entry = %{entry | lost: :exit}
+        arm(name, entry, state.conf)
+        put(state, name, entry)
+
+      :notify ->
+        Kernel.send(pid, {:locker_name_lost, name})
+        _ = spawn(fn -> Registry.release_owned(name, pid) end)
         forget(state, name)
-
-      _ ->
-        state
     end
   end
+
+  defp describe(:deadline), do: "lease not extended in time"
+  defp describe(:not_held), do: "no longer held"
 
   defp start_round(%{names: names} = state) when map_size(names) == 0 do
     %{state | again?: false}
@@ -148,38 +343,48 @@ defmodule Locker.Registry.Keeper do
 
   defp start_round(state) do
     keeper = self()
-    entries = for {name, {pid, _}} <- state.names, do: {name, pid}
-    {_pid, ref} = spawn_monitor(fn -> extend_round(keeper, entries) end)
+    entries = for {name, %{pid: pid, lost: nil}} <- state.names, do: {name, pid}
+    lease = state.conf.lease
+    {_pid, ref} = spawn_monitor(fn -> extend_round(keeper, entries, lease) end)
     %{state | round: ref, again?: false}
   end
 
-  # Extends every lease; reports the names that are no longer the owner's.
-  defp extend_round(keeper, entries) do
-    lease = Config.registry_lease()
+  # Extends every lease, reporting each success with the instant its call
+  # started, and each name found held by another (or by nobody).
+  defp extend_round(keeper, entries, lease) do
     timeout = min(max(div(lease, 2), 1), 5000)
 
-    lost =
-      entries
-      |> Task.async_stream(&extend(&1, lease, timeout),
-        max_concurrency: @max_concurrency,
-        ordered: false,
-        timeout: :infinity
-      )
-      |> Enum.flat_map(fn {:ok, result} -> result end)
-
-    if lost != [], do: Kernel.send(keeper, {:lost, lost})
+    entries
+    |> Task.async_stream(&extend(keeper, &1, lease, timeout),
+      max_concurrency: @max_concurrency,
+      ordered: false,
+      timeout: :infinity
+    )
+    |> Stream.run()
   end
 
-  defp extend({name, pid}, lease, timeout) do
+  defp extend(keeper, {name, pid}, lease, timeout) do
     # An owner that just died is released by the keeper, not extended.
     if Process.alive?(pid) do
+      started = now()
+
       case :locker.extend_lease(name, pid, lease, timeout) do
-        :ok -> []
-        {:error, :no_quorum} -> if Registry.owner(name) == {:ok, pid}, do: [], else: [{name, pid}]
+        :ok ->
+          Kernel.send(keeper, {:extended, name, pid, started})
+
+        {:error, :no_quorum} ->
+          # No quorum is not a loss by itself (the deadline decides); a
+          # name seen held by another, or by nobody, is. A store that
+          # cannot be read tells nothing.
+          case Registry.read_owner(name) do
+            {:ok, ^pid} -> :ok
+            :unreachable -> :ok
+            _ -> Kernel.send(keeper, {:not_held, name, pid})
+          end
       end
-    else
-      []
     end
+
+    :ok
   end
 
   defp release_dead(name, pid, reason, started) do

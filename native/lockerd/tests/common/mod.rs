@@ -28,6 +28,19 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    /// Sends the signal `name` (`STOP`, `CONT`...) to the process.
+    #[allow(dead_code)] // not every test crate pauses daemons
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.0.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+}
+
 /// Starts epmd if needed; whether it answers.
 pub fn epmd_up() -> bool {
     let _ = Command::new("epmd").arg("-daemon").status();
