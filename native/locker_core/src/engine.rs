@@ -394,9 +394,10 @@ where
         // The promise becomes the lease: its token lives on there (it
         // raises the floor only if the write is refused).
         let own = self.promises.remove_tag(tag);
+        // Without a live promise, only the token the request carries
+        // counts (an expired promise of its tag proves nothing).
         let token = match (standing, token) {
             (Standing::Promised(t), 0) => t,
-            (_, 0) => own,
             (_, t) => t,
         };
         let token = match standing {

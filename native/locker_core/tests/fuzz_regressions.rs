@@ -64,3 +64,23 @@ fn promises_expire_in_deadline_order_whatever_the_ttl_changes() {
         assert_eq!(left, want, "at +{step} ms");
     }
 }
+
+/// `fuzz/regressions/core_requests/tokenless-write-after-own-promise-expired`:
+/// a tag promised with a token, let its promise expire, and then wrote
+/// without a token on a key holding the same value. Without a live
+/// promise only the token a request carries counts: the tokenless write
+/// applies (as the original's would) instead of borrowing the expired
+/// promise's token and being refused as another acquisition's.
+#[test]
+fn tokenless_write_does_not_borrow_an_expired_promises_token() {
+    let mut e: Engine<u8, u8, u8> = Engine::new(Config {
+        promise_ttl: ms(10),
+        ..Config::default()
+    });
+    e.get_write_lock(1, Expect::Absent, 1, T0).unwrap();
+    e.write(&1, 1, 7, 1_000, T0).unwrap();
+    e.get_write_lock_with_token(1, Expect::Value(&7), 2, 99, T0)
+        .unwrap();
+    let later = T0 + ms(20);
+    assert!(e.write_with_token(&2, 1, 7, 1_000, 0, later).is_ok());
+}
