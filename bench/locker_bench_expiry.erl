@@ -9,7 +9,7 @@ run(Quick) ->
     {ok, _} = gen_server:start({local, locker}, locker_server, [1, 3600000, 3600000, 3600000], []),
     ok = locker:set_nodes([node()], [node()], []),
     Pid = self(),
-    [[] = locker_nif:write(t, <<I:128>>, Pid, 1000) || I <- lists:seq(1, Count)],
+    [{ok, []} = locker_nif:write(t, <<I:128>>, Pid, 1000) || I <- lists:seq(1, Count)],
     %% Let every lease's due millisecond pass (a benchmark, not a test:
     %% waiting on the clock is the point).
     receive after 1100 -> ok end,

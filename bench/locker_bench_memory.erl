@@ -29,5 +29,5 @@ measure(N) ->
 nif_per_lease(N) ->
     Pid = self(),
     M0 = locker_nif:memory(),
-    [[] = locker_nif:write(t, <<I:128>>, Pid, 3600000) || I <- lists:seq(1, N)],
+    [{ok, []} = locker_nif:write(t, <<I:128>>, Pid, 3600000) || I <- lists:seq(1, N)],
     (locker_nif:memory() - M0) / N.

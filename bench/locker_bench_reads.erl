@@ -19,7 +19,7 @@ run(Quick) ->
     Orig = ets:new(orig, [set, public, {read_concurrency, true}, {write_concurrency, true}]),
     [begin
          K = <<I:128>>,
-         [] = locker_nif:write(t, K, Pid, 3600000),
+         {ok, []} = locker_nif:write(t, K, Pid, 3600000),
          ets:insert(Plain, {K, Pid, 0}),
          ets:insert(Orig, {K, Pid, 0})
      end || I <- lists:seq(1, ?LEASES)],

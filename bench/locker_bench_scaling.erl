@@ -47,7 +47,7 @@ leases(Counts, Rounds) ->
 %% Stores leases From+1..To directly in this node's store.
 preload({From, To}) ->
     Pid = self(),
-    [[] = locker_nif:write(t, <<I:128>>, Pid, 3600000) || I <- lists:seq(From + 1, To)],
+    [{ok, []} = locker_nif:write(t, <<I:128>>, Pid, 3600000) || I <- lists:seq(From + 1, To)],
     ok.
 
 lock_loop(Rounds) ->

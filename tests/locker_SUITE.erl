@@ -34,7 +34,8 @@
     fencing_tokens_increase/1,
     server_dies_mid_operation/1,
     partial_commit_is_no_quorum/1,
-    flood_of_unknown_requests/1
+    flood_of_unknown_requests/1,
+    local_server_killed_under_load/1
 ]).
 
 all() ->
@@ -63,7 +64,8 @@ all() ->
         fencing_tokens_increase,
         server_dies_mid_operation,
         partial_commit_is_no_quorum,
-        flood_of_unknown_requests
+        flood_of_unknown_requests,
+        local_server_killed_under_load
     ].
 
 %%--------------------------------------------------------------------
@@ -160,10 +162,14 @@ quorum(Config) ->
     Results = [receive {I, R} -> R after 5000 -> ct:fail(timeout) end || I <- [1, 2]],
     Wins = [R || {ok, _, _, _} = R <- Results],
     ?assert(length(Wins) =< 1),
-    [?assertEqual({ok, Parent}, call(N, dirty_read, [123])) || Wins =/= [], N <- Cluster],
-    %% Same leases everywhere (each node keeps its own expiry instant).
-    Views = [begin {ok, [], L, _, _, _} = state(N), [{K, V} || {K, V, _} <- L] end || N <- Cluster],
-    [_] = lists:usort(Views),
+    %% The winner is stored on at least W masters and no master holds
+    %% another value (a master that promised the loser in between refuses
+    %% the winner's write rather than displace the promise). No promise
+    %% is left anywhere.
+    Reads = [call(N, dirty_read, [123]) || N <- Cluster],
+    [?assert(length([ok || {ok, P} <- Reads, P =:= Parent]) >= 2, Reads) || Wins =/= []],
+    ?assertEqual([], [R || {ok, P} = R <- Reads, P =/= Parent]),
+    [{ok, [], _, _, _, _} = state(N) || N <- Cluster],
     ok.
 
 %% Many keys, three coordinators each: at most one `ok' per key, and every
@@ -183,9 +189,17 @@ concurrent_lockers_never_both_win(Config) ->
         fun(K) ->
             Winners = [V || {K2, V, {ok, 2, _, _}} <- Results, K2 =:= K],
             ?assert(length(Winners) =< 1, {K, Winners}),
+            Reads = [call(N, dirty_read, [K]) || N <- Cluster],
             case Winners of
-                [W] -> [?assertEqual({ok, W}, call(N, dirty_read, [K])) || N <- Cluster];
-                [] -> ok
+                [W] ->
+                    %% At least W masters store the winner, and no master
+                    %% another value (a loser's promise may have kept a
+                    %% master from storing the winner: that master then
+                    %% refused the winner's write rather than displace it).
+                    ?assert(length([ok || {ok, V} <- Reads, V =:= W]) >= 2, {K, Reads}),
+                    ?assertEqual([], [R || {ok, V} = R <- Reads, V =/= W], {K, Reads});
+                [] ->
+                    ok
             end
         end,
         Keys
@@ -426,7 +440,11 @@ raw_requests_every_tag_shape(Config) ->
             {{get_write_lock, {raw, T}, some_value, T}, {error, not_expected_value}},
             {{get_write_lock, {raw, T}, not_found, T}, ok},
             {{write, T, {raw, T}, v, 60000}, ok},
+            %% Phase two without a live promise does not displace a value.
+            {{update, T, {raw, T}, v2}, {error, no_promise}},
+            {{get_write_lock, {raw, T}, v, T}, ok},
             {{update, T, {raw, T}, v2}, ok},
+            {{get_write_lock, {raw, T}, v2, T}, ok},
             {{extend_lease, T, {raw, T}, v2, 60000}, ok},
             {{release, {raw, T}, wrong, T}, {error, not_owner}},
             {{release, {raw, T}, v2, T}, ok},
@@ -656,10 +674,10 @@ partial_commit_is_no_quorum(Config) ->
     {error, no_quorum} = call(A, lock, [pk, v1, 60000, 300]),
     {error, no_quorum} = call(A, lock_with_token, [pk2, v1, 60000, 300]),
     [restore_server(R) || R <- Relays],
-    %% A alone stored pk for v1 (no quorum holds it); B and C dropped
-    %% the promises, so v2 takes pk now with their two votes.
-    {ok, v1} = call(A, dirty_read, [pk]),
-    {ok, 2, 2, _} = call(A, lock, [pk, v2, 60000, 2000]),
+    %% A alone stored pk for v1 (no quorum holds it) and gave it up at
+    %% once; B and C dropped the promises, so v2 takes pk now.
+    {error, not_found} = call(A, dirty_read, [pk]),
+    {ok, 2, 3, 3} = call(A, lock, [pk, v2, 60000, 2000]),
     %% The same for extend_lease: only A applies it.
     {ok, 2, 3, 3} = call(A, lock, [ek, v, 60000, 2000]),
     Relays2 = [lose_writes(N) || N <- [B, C]],
@@ -687,3 +705,123 @@ restore_server({Node, Server, Relay}) ->
     true = rpc:call(Node, erlang, unregister, [locker]),
     Relay ! stop,
     true = rpc:call(Node, erlang, register, [locker, Server]).
+
+%% Coordinators on A keep locking and releasing while A's own `locker'
+%% process is killed and restarted under them (its tables, its watch of
+%% the other servers and its promises die with it). Every operation gives
+%% its caller a definite answer (no exception: the original raised badarg
+%% from the session's cleanup, after the lock was taken), and no promise is
+%% left behind on any master once the callers are done (an orphan would
+%% block its key for 10 s).
+local_server_killed_under_load(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = call(A, set_nodes, [Cluster, Cluster, []]),
+    Parent = self(),
+    Workers = 12,
+    Iterations = 60,
+    [
+        rpc:call(A, erlang, spawn, [fun() -> load_worker(Parent, Id, Iterations) end])
+     || Id <- lists:seq(1, Workers)
+    ],
+    Kills = kill_locker_while_running(A, Cluster, Workers, 0),
+    ct:log("killed A's locker ~b times under load", [Kills]),
+    ?assert(Kills > 0),
+    Results = collect_results([]),
+    Exceptions = [R || {_, _, _, {exception, _, _}} = R <- Results],
+    ?assertEqual([], Exceptions),
+    Locked = length([ok || {lock, _, _, {ok, _, _, _}} <- Results]),
+    Failed = length([ok || {lock, _, _, {error, no_quorum}} <- Results]),
+    ct:log("~b locks, ~b no_quorum, ~b results", [Locked, Failed, length(Results)]),
+    ?assert(Locked > 0),
+    %% Every answer is a result or no_quorum, nothing else.
+    ?assertEqual([], [R || {_, _, _, X} = R <- Results, not is_definite(X)]),
+    %% No orphaned promise: all drop well before the 10 s lifetime.
+    Deadline = erlang:monotonic_time(millisecond) + 3000,
+    [no_promises_left(N, Deadline) || N <- Cluster],
+    %% Keys released by their holder are free at once.
+    Released = lists:usort([K || {release, K, _, {ok, _, _, _}} <- Results]),
+    Held = lists:usort([K || {lock, K, _, {ok, _, _, _}} <- Results]) -- Released,
+    [
+        begin
+            {ok, 2, _, _} = call(B, lock, [K, fresh, 60000]),
+            {ok, 2, _, _} = call(C, release, [K, fresh])
+        end
+     || K <- Released -- Held
+    ],
+    ok.
+
+load_worker(Parent, Id, Iterations) ->
+    lists:foreach(
+        fun(I) ->
+            K = {load, Id, I},
+            V = {Id, I, make_ref()},
+            R = try_op(fun() -> locker:lock(K, V, 60000, 2000) end),
+            Parent ! {result, {lock, K, V, R}},
+            case R of
+                {ok, _, _, _} ->
+                    Parent ! {result, {release, K, V, try_op(fun() -> locker:release(K, V, 2000) end)}};
+                _ ->
+                    ok
+            end
+        end,
+        lists:seq(1, Iterations)
+    ),
+    Parent ! {worker_done, Id}.
+
+try_op(F) ->
+    try
+        F()
+    catch
+        Class:Reason -> {exception, Class, Reason}
+    end.
+
+is_definite({ok, _, _, _}) -> true;
+is_definite({error, no_quorum}) -> true;
+is_definite(_) -> false.
+
+%% Kills A's server whenever a few more results came in, restarts it and
+%% gives it the cluster view again, until every worker is done.
+kill_locker_while_running(A, Cluster, 0, Kills) ->
+    self() ! {workers_done, A, Cluster},
+    Kills;
+kill_locker_while_running(A, Cluster, Left, Kills) ->
+    receive
+        {worker_done, _} ->
+            kill_locker_while_running(A, Cluster, Left - 1, Kills)
+    after 0 ->
+        case Kills < 8 andalso results_waiting() >= 40 * (Kills + 1) of
+            true ->
+                Pid = rpc:call(A, erlang, whereis, [locker]),
+                true = rpc:call(A, erlang, exit, [Pid, kill]),
+                {ok, _} = start_server(A),
+                ok = call(A, set_nodes, [Cluster, Cluster, []]),
+                kill_locker_while_running(A, Cluster, Left, Kills + 1);
+            false ->
+                receive
+                    {worker_done, _} -> kill_locker_while_running(A, Cluster, Left - 1, Kills)
+                after 5 -> kill_locker_while_running(A, Cluster, Left, Kills)
+                end
+        end
+    end.
+
+results_waiting() ->
+    {message_queue_len, N} = process_info(self(), message_queue_len),
+    N.
+
+collect_results(Acc) ->
+    receive
+        {result, R} -> collect_results([R | Acc]);
+        {workers_done, _, _} -> lists:reverse(Acc)
+    end.
+
+no_promises_left(Node, Deadline) ->
+    {ok, Promises, _, _, _, _} = state(Node),
+    case Promises of
+        [] ->
+            ok;
+        _ ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> ct:fail({orphaned_promises, Node, Promises});
+                false -> erlang:yield(), no_promises_left(Node, Deadline)
+            end
+    end.

@@ -29,10 +29,27 @@
 -export([wait_for/2, wait_for_release/1, wait_for_release/2]).
 -export([dirty_read/1, master_dirty_read/1]).
 -export([lag/0, summary/0, get_meta/0, get_debug_state/0]).
--export([token_counter/0]).
+-export([token_counter/0, promise_ttl_ms/0, phase_two_budget_ms/0]).
+-export([format_error/2]).
+%% The original's helpers, kept for code that calls them.
+-export([get_write_lock/4, do_write/6, release_write_lock/3, get_meta_ets/1, now_to_seconds/0]).
 
 -define(LEASE_LENGTH, 2000).
+%% Raises badarg from the calling function, with OTP's error_info naming
+%% the wrong arguments (see format_error/2).
+-define(CHECK(Checks, Args),
+    case bad(Checks) of
+        Bad__ when map_size(Bad__) =:= 0 -> ok;
+        Bad__ -> erlang:error(badarg, Args, [{error_info, #{module => ?MODULE, cause => Bad__}}])
+    end
+).
 -define(TIMEOUT, 5000).
+%% How long a master keeps an unused promise (the protocol's 10 s).
+-define(PROMISE_TTL_MS, 10000).
+%% A coordinator starts phase two at most this long after it started phase
+%% one: the promise lifetime less 10 % for clock-rate differences between
+%% the coordinator and the masters and for the write's delivery.
+-define(PHASE_TWO_BUDGET_MS, (?PROMISE_TTL_MS * 9) div 10).
 
 -type key() :: term().
 -type value() :: term().
@@ -61,13 +78,18 @@ start_link(W, LeaseExpireInterval, LockExpireInterval, PushTransInterval) ->
 
 %% @doc Sets the write quorum on every node of `Cluster'.
 -spec set_w([node()], pos_integer()) -> ok.
-set_w(Cluster, W) when is_integer(W), W > 0 ->
+set_w(Cluster, W) ->
+    ?CHECK([{1, is_node_list(Cluster), nodes}, {2, is_integer(W) andalso W > 0, quorum}], [Cluster, W]),
     {_Replies, []} = gen_server:multi_call(Cluster, locker, {set_w, W}),
     ok.
 
 %% @doc Sets masters (`Primaries') and replicas on every node of `Cluster'.
 -spec set_nodes([node()], [node()], [node()]) -> ok.
 set_nodes(Cluster, Primaries, Replicas) ->
+    ?CHECK(
+        [{1, is_node_list(Cluster), nodes}, {2, is_node_list(Primaries), nodes}, {3, is_node_list(Replicas), nodes}],
+        [Cluster, Primaries, Replicas]
+    ),
     {_Replies, []} = gen_server:multi_call(Cluster, locker, {set_nodes, Primaries, Replicas}),
     ok.
 
@@ -94,6 +116,7 @@ lock(Key, Value, LeaseLength) ->
 %% until it expires, which no quorum holds).
 -spec lock(key(), value(), non_neg_integer(), timeout()) -> lock_result().
 lock(Key, Value, LeaseLength, Timeout) ->
+    ?CHECK([{3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}], [Key, Value, LeaseLength, Timeout]),
     case acquire(Key, Value, LeaseLength, Timeout) of
         {ok, W, Votes, Commits, _Token} -> {ok, W, Votes, Commits};
         Error -> Error
@@ -108,6 +131,7 @@ lock(Key, Value, LeaseLength, Timeout) ->
 -spec lock_with_token(key(), value(), non_neg_integer(), timeout()) ->
     {ok, pos_integer()} | {error, no_quorum}.
 lock_with_token(Key, Value, LeaseLength, Timeout) ->
+    ?CHECK([{3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}], [Key, Value, LeaseLength, Timeout]),
     case acquire(Key, Value, LeaseLength, Timeout) of
         {ok, _W, _Votes, _Commits, Token} -> {ok, Token};
         Error -> Error
@@ -127,16 +151,18 @@ acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     Write = fun(S, Masters, T) ->
         locker_call:round(S, Masters, {write, T, Key, Value, LeaseLength}, Timeout)
     end,
-    case two_phase(Key, not_found, Tag, Timeout, Write) of
+    %% Masters that stored the lease of an attempt that failed (fewer than
+    %% W did) give it up at once instead of holding it until it expires.
+    Undo = fun(S, Stored) ->
+        locker_call:round(S, Stored, {release, Key, Value, make_ref()}, Timeout)
+    end,
+    case two_phase(Key, not_found, Tag, Timeout, Write, Undo) of
         {ok, W, Votes, Commits} ->
             {ok, W, Votes, Commits, Token};
-        {no_quorum, Replies} ->
-            case [F || {_, {error, {stale_token, F}}} <- Replies, is_integer(F)] of
-                Floors when Floors =/= [], Attempts > 1 ->
-                    acquire(Key, Value, LeaseLength, Timeout, lists:max(Floors), Attempts - 1);
-                _ ->
-                    {error, no_quorum}
-            end
+        {no_quorum, Floor1} when is_integer(Floor1), Attempts > 1 ->
+            acquire(Key, Value, LeaseLength, Timeout, Floor1, Attempts - 1);
+        {no_quorum, _} ->
+            {error, no_quorum}
     end.
 
 %% Fencing tokens follow the wall clock in microseconds, strictly
@@ -176,6 +202,7 @@ update(Key, Value, NewValue) ->
 %% holds `Value'; the lease keeps its expiry. Replies as {@link lock/4}.
 -spec update(key(), value(), value(), timeout()) -> lock_result().
 update(Key, Value, NewValue, Timeout) ->
+    ?CHECK([{4, is_timeout(Timeout), timeout}], [Key, Value, NewValue, Timeout]),
     tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
         locker_call:round(S, Masters, {update, Tag, Key, NewValue}, Timeout)
     end)).
@@ -191,6 +218,7 @@ extend_lease(Key, Value, LeaseLength) ->
 %% applied it, else `{error, no_quorum}'.
 -spec extend_lease(key(), value(), non_neg_integer(), timeout()) -> ok | {error, no_quorum}.
 extend_lease(Key, Value, LeaseLength, Timeout) ->
+    ?CHECK([{3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}], [Key, Value, LeaseLength, Timeout]),
     Result = two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
         {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
         Failed = [N || {N, R} <- Replies, R =/= ok],
@@ -211,50 +239,167 @@ release(Key, Value) ->
 %% replicas. Replies as {@link lock/4}.
 -spec release(key(), value(), timeout()) -> lock_result().
 release(Key, Value, Timeout) ->
+    ?CHECK([{3, is_timeout(Timeout), timeout}], [Key, Value, Timeout]),
     tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, _Masters, Tag) ->
         %% Masters and replicas alike.
         locker_call:round(S, {release, Key, Value, Tag}, Timeout)
     end)).
 
+%% @private How long a master keeps an unused write promise, in milliseconds.
+-spec promise_ttl_ms() -> pos_integer().
+promise_ttl_ms() ->
+    ?PROMISE_TTL_MS.
+
+%% @private The longest a coordinator waits between starting phase one and
+%% starting phase two, in milliseconds (see {@link two_phase/5}).
+-spec phase_two_budget_ms() -> pos_integer().
+phase_two_budget_ms() ->
+    ?PHASE_TWO_BUDGET_MS.
+
 %% Phase one on the masters, then `Commit' (phase two) if W promised. The
 %% session also monitors the replicas, which `release' reaches directly.
+%%
+%% Phase one ends as soon as its outcome is known: W masters promised, or
+%% so many refused (or are down) that W promises cannot come. Phase two
+%% starts only if that happened within the phase-two budget, counted from
+%% before phase one was sent: every promise was granted after that instant
+%% and lives ?PROMISE_TTL_MS on its master's clock, so it is still alive
+%% when the write arrives unless the clocks' rates differ by more than the
+%% margin or the write takes longer than it to arrive. If the budget is
+%% spent (this process was descheduled, paused, or a master answered late)
+%% the promises are dropped and the operation fails with no_quorum. This
+%% project's masters also refuse a stale phase two that would conflict
+%% (see docs/protocol.md); the budget is what protects original masters.
+%%
+%% Whatever happens, the caller gets an answer and the session is closed;
+%% if this process raises midway (a bug), the promises it obtained are
+%% dropped first.
 two_phase(Key, Expected, Tag, Timeout, Commit) ->
+    two_phase(Key, Expected, Tag, Timeout, Commit, none).
+
+two_phase(Key, Expected, Tag, Timeout, Commit, Undo) ->
     {Nodes, Replicas, W} = get_meta(),
+    Start = erlang:monotonic_time(millisecond),
     S = locker_call:open(Nodes ++ (Replicas -- Nodes)),
-    {Replies, _Bad, S1} = locker_call:round(S, Nodes, {get_write_lock, Key, Expected, Tag}, Timeout),
-    Votes = count_ok(Replies),
-    {Result, S3} =
-        case Votes >= W of
-            true ->
-                {Commits, _, S2} = Commit(S1, Nodes, Tag),
-                %% W counts masters (release also reaches the replicas).
-                case count_ok([R || {N, _} = R <- Commits, lists:member(N, Nodes)]) >= W of
-                    true ->
-                        {{ok, W, Votes, count_ok(Commits)}, S2};
-                    false ->
-                        %% Fewer than W masters applied the write (the
-                        %% others timed out, went down or lost the promise
-                        %% meanwhile): not a success, whatever the votes.
-                        %% The original answered {ok, W, Votes, Commits}
-                        %% here and left the check to the caller; callers
-                        %% matching {ok, _, _, _} then held a lock no
-                        %% quorum stored. Promises the write did not
-                        %% consume are dropped.
-                        {_, _, S4} = locker_call:round(S2, Nodes, {release_write_lock, Tag}, Timeout),
-                        {{no_quorum, Commits}, S4}
-                end;
-            false ->
-                {_, _, S2} = locker_call:round(S1, Nodes, {release_write_lock, Tag}, Timeout),
-                {{no_quorum, Replies}, S2}
+    try phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) of
+        {Result, S1} ->
+            ok = locker_call:close(S1),
+            Result
+    catch
+        Class:Reason:Stack ->
+            _ = (catch locker_call:multi_call(Nodes, {release_write_lock, Tag}, min_timeout(Timeout, ?TIMEOUT))),
+            _ = (catch locker_call:close(S)),
+            erlang:raise(Class, Reason, Stack)
+    end.
+
+phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
+    N = length(Nodes),
+    Op0 = locker_coord:new(W, N, Start),
+    %% Masters neither answered nor pending are down: missing votes.
+    Decided = fun(Replies, Pending) ->
+        locker_coord:decided(tally(Op0, Replies, N - length(Replies) - Pending))
+    end,
+    Budget = locker:phase_two_budget_ms(),
+    {Replies, _Bad, S1, Late} = locker_call:round(
+        S, Nodes, {get_write_lock, Key, Expected, Tag}, min_timeout(Timeout, Budget), Decided
+    ),
+    Op1 = tally(Op0, Replies, N - length(Replies)),
+    case locker_coord:after_phase_one(erlang:monotonic_time(millisecond), Op1) of
+        {phase_two, Op2} ->
+            {Commits, _, S2} = Commit(S1, Nodes, Tag),
+            %% Votes that came while phase two ran count too (as in the
+            %% original, which waited for every vote); a node answers in
+            %% order, so every master that answered phase two is here.
+            Op3 = late(Op2, Late),
+            Op4 = lists:foldl(
+                fun({Node, R}, Op) -> locker_coord:commit(lists:member(Node, Nodes), R =:= ok, Op) end,
+                Op3,
+                Commits
+            ),
+            case locker_coord:outcome(Op4) of
+                {ok, _, _, _} = Ok ->
+                    {Ok, S2};
+                {no_quorum, Retry} ->
+                    %% Fewer than W masters applied phase two (the others
+                    %% timed out, went down, or refused a phase two whose
+                    %% promise was gone): no success, whatever the votes.
+                    %% The original answered {ok, W, Votes, Commits} here.
+                    %% Promises the write did not consume are dropped, and
+                    %% a failed lock gives back what it stored.
+                    {_, _, S3} = locker_call:round(S2, Nodes, {release_write_lock, Tag}, cleanup(Start, Timeout)),
+                    Stored = [M || {M, ok} <- Commits, lists:member(M, Nodes)],
+                    S4 =
+                        case Undo of
+                            none -> S3;
+                            _ when Stored =:= [] -> S3;
+                            _ -> element(3, Undo(S3, Stored))
+                        end,
+                    {{no_quorum, Retry}, S4}
+            end;
+        {abort, Op2} ->
+            {_, _, S2} = locker_call:round(S1, Nodes, {release_write_lock, Tag}, cleanup(Start, Timeout)),
+            {no_quorum, Retry} = locker_coord:outcome(late(Op2, Late)),
+            {{no_quorum, Retry}, S2}
+    end.
+
+tally(Op0, Replies, Missing) ->
+    Op = lists:foldl(fun({_, R}, Acc) -> locker_coord:vote(locker_coord:to_vote(R), Acc) end, Op0, Replies),
+    lists:foldl(fun(_, Acc) -> locker_coord:vote(missing, Acc) end, Op, lists:seq(1, Missing)).
+
+late(Op, Late) ->
+    lists:foldl(fun({_, R}, Acc) -> locker_coord:late_vote(locker_coord:to_vote(R), Acc) end, Op, locker_call:late(Late)).
+
+%% How long dropping promises (and giving back a failed lock) may wait for
+%% answers: what is left of the caller's timeout, at most 5 s. It is best
+%% effort (an unused promise expires anyway), so a paused master does not
+%% hold the caller much past its timeout; nothing waited is sent later.
+cleanup(Start, Timeout) ->
+    Left =
+        case Timeout of
+            infinity -> ?TIMEOUT;
+            _ -> max(0, Start + Timeout - erlang:monotonic_time(millisecond))
         end,
-    ok = locker_call:close(S3),
-    Result.
+    min(Left, ?TIMEOUT).
+
+min_timeout(infinity, T) -> T;
+min_timeout(T1, T2) -> min(T1, T2).
+
+%%====================================================================
+%% Arguments
+%%====================================================================
+
+%% A wrong argument fails at once with `badarg' and OTP's extended error
+%% information: the shell (and Elixir's ArgumentError) tell which argument
+%% is wrong and what was expected, instead of a no_quorum or a timeout.
+bad(Checks) ->
+    maps:from_list([{Pos, What} || {Pos, false, What} <- Checks]).
+
+%% Leases are whole milliseconds; `infinity' is refused (an original
+%% master in the same cluster would crash on it).
+is_lease(L) -> is_integer(L) andalso L >= 0.
+
+is_timeout(infinity) -> true;
+is_timeout(T) -> is_integer(T) andalso T >= 0.
+
+is_node_list([]) -> true;
+is_node_list([N | T]) when is_atom(N) -> is_node_list(T);
+is_node_list(_) -> false.
+
+%% @private The text of a wrong argument's error (OTP's error_info).
+-spec format_error(term(), erlang:stacktrace()) -> #{pos_integer() => unicode:chardata()}.
+format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
+    #{cause := Cause} = proplists:get_value(error_info, Info, #{cause => #{}}),
+    maps:map(fun(_, What) -> expected(What) end, Cause);
+format_error(_Reason, _Stack) ->
+    #{}.
+
+expected(lease) -> "expected a lease length: a non-negative integer of milliseconds";
+expected(timeout) -> "expected a timeout: a non-negative integer of milliseconds or infinity";
+expected(quorum) -> "expected a write quorum: a positive integer";
+expected(nodes) -> "expected a proper list of node names (atoms)".
 
 tagged({ok, _, _, _} = Ok) -> Ok;
 tagged({no_quorum, _}) -> {error, no_quorum}.
-
-count_ok(Replies) ->
-    length([ok || {_, ok} <- Replies]).
 
 %%====================================================================
 %% Reads and waits
@@ -289,6 +434,7 @@ master_dirty_read(Key) ->
 %% the call to the server is not missed.
 -spec wait_for(key(), timeout()) -> {ok, value()}.
 wait_for(Key, Timeout) ->
+    ?CHECK([{2, is_timeout(Timeout), timeout}], [Key, Timeout]),
     case dirty_read(Key) of
         {ok, Value} -> {ok, Value};
         {error, not_found} -> gen_server:call(locker, {wait_for, Key, Timeout}, Timeout)
@@ -304,6 +450,7 @@ wait_for_release(Key) ->
 %% `gen_server:call/3' on timeout.
 -spec wait_for_release(key(), timeout()) -> {ok, released} | {error, key_not_locked}.
 wait_for_release(Key, Timeout) ->
+    ?CHECK([{2, is_timeout(Timeout), timeout}], [Key, Timeout]),
     case dirty_read(Key) of
         {ok, _} -> gen_server:call(locker, {wait_for_release, Key, Timeout}, Timeout);
         {error, not_found} -> {error, key_not_locked}
@@ -321,11 +468,59 @@ lag() ->
     _ = release(Key, foo),
     {Time / 1000, Result}.
 
-%% @doc Counts of live promises and leases on this node.
+%% @doc Counts of promises and leases in this node's store (leases past
+%% their expiry count until swept). O(1), read from the store directly,
+%% without a message to the server.
 -spec summary() -> [{write_locks | leases, non_neg_integer()}].
 summary() ->
-    {ok, WriteLocks, Leases, _, _, _} = get_debug_state(),
-    [{write_locks, length(WriteLocks)}, {leases, length(Leases)}].
+    #{promises := WriteLocks, leases := Leases} = locker_nif:stats(),
+    [{write_locks, WriteLocks}, {leases, Leases}].
+
+%%====================================================================
+%% The original's helpers
+%%====================================================================
+
+%% @doc Phase one on `Nodes' with a fresh tag: `{Tag, Replies, BadNodes}'
+%% (the original's helper; {@link lock/4} and the others do all of it).
+-spec get_write_lock([node()], key(), value() | not_found, timeout()) ->
+    {reference(), [{node(), term()}], [node()]}.
+get_write_lock(Nodes, Key, Expected, Timeout) ->
+    ?CHECK([{1, is_node_list(Nodes), nodes}, {4, is_timeout(Timeout), timeout}], [Nodes, Key, Expected, Timeout]),
+    Tag = make_ref(),
+    {Replies, Bad} = locker_call:multi_call(Nodes, {get_write_lock, Key, Expected, Tag}, Timeout),
+    {Tag, Replies, Bad}.
+
+%% @doc Phase two of a lock on `Nodes' (the original's helper):
+%% `{Replies, BadNodes}'. A node whose promise for `Tag' is gone answers
+%% `{error, no_promise}' where the write would displace another holder.
+-spec do_write([node()], term(), key(), value(), non_neg_integer(), timeout()) -> {[{node(), term()}], [node()]}.
+do_write(Nodes, Tag, Key, Value, LeaseLength, Timeout) ->
+    ?CHECK(
+        [{1, is_node_list(Nodes), nodes}, {5, is_lease(LeaseLength), lease}, {6, is_timeout(Timeout), timeout}],
+        [Nodes, Tag, Key, Value, LeaseLength, Timeout]
+    ),
+    locker_call:multi_call(Nodes, {write, Tag, Key, Value, LeaseLength}, Timeout).
+
+%% @doc Drops `Tag''s promises on `Nodes' (the original's helper):
+%% `{Replies, BadNodes}'.
+-spec release_write_lock([node()], term(), timeout()) -> {[{node(), term()}], [node()]}.
+release_write_lock(Nodes, Tag, Timeout) ->
+    ?CHECK([{1, is_node_list(Nodes), nodes}, {3, is_timeout(Timeout), timeout}], [Nodes, Tag, Timeout]),
+    locker_call:multi_call(Nodes, {release_write_lock, Tag}, Timeout).
+
+%% @doc One entry of this node's view (the original's helper): `nodes'
+%% (the masters), `replicas' or `w'. Throws `{locker, no_such_meta_key}'
+%% for another key or when the server is not started, as the original.
+-spec get_meta_ets(nodes | replicas | w) -> [node()] | pos_integer().
+get_meta_ets(nodes) -> element(1, get_meta());
+get_meta_ets(replicas) -> element(2, get_meta());
+get_meta_ets(w) -> element(3, get_meta());
+get_meta_ets(_) -> throw({locker, no_such_meta_key}).
+
+%% @doc The wall clock in whole seconds (the original's helper).
+-spec now_to_seconds() -> integer().
+now_to_seconds() ->
+    erlang:system_time(second).
 
 %% @doc This node's view of the cluster: `{Masters, Replicas, W}'.
 %% Throws `{locker, no_such_meta_key}' when the server is not started.

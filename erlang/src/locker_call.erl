@@ -20,11 +20,11 @@
 %% @end
 -module(locker_call).
 
--export([open/1, round/3, round/4, close/1, multi_call/3]).
--export_type([session/0]).
+-export([open/1, round/3, round/4, round/5, late/1, close/1, multi_call/3]).
+-export_type([session/0, late/0]).
 
 %% `[alias | A]' is the improper list OTP's own gen:call sends.
--dialyzer({no_improper_lists, round/4}).
+-dialyzer({no_improper_lists, round/5}).
 
 -record(session, {
     local :: boolean(),
@@ -34,10 +34,22 @@
     %% Nodes found down by an earlier round: missing in the later ones.
     down = [] :: [node()],
     %% The session's alias, on which the local server reports servers down.
-    alias :: reference() | undefined
+    alias :: reference() | undefined,
+    %% A monitor on the local server while it watches remote servers for
+    %% this session: if it dies, the session monitors them itself.
+    server :: reference() | undefined
 }).
 
 -opaque session() :: #session{}.
+-opaque late() :: #{reference() => node()}.
+
+%% What a round's collection needs besides its pending requests.
+-record(collect, {
+    alias :: reference() | undefined,
+    server :: reference() | undefined,
+    deadline :: integer() | infinity,
+    decided :: fun(([{node(), term()}], non_neg_integer()) -> boolean())
+}).
 
 %% @doc Starts an operation on `Nodes'.
 -spec open([node()]) -> session().
@@ -46,35 +58,69 @@ open(Nodes) ->
     Server = whereis(locker) =/= undefined,
     Local = Server andalso lists:member(Self, Nodes),
     Others = lists:usort(Nodes) -- [Self],
-    case Server andalso locker_watch:active() of
-        true ->
-            Alias = erlang:alias(),
-            %% Register first, then read who is down (see locker_watch).
-            true = ets:insert(locker_inflight, {Alias, self(), Others}),
+    Watched = Server andalso Others =/= [] andalso watched_session(Others),
+    case Watched of
+        {true, Alias, ServerMon} ->
             %% A server known down gets the requests all the same (it may be
             %% back, and must catch up), under a monitor of this operation's
             %% own, as the original coordinator would.
             Remote = maps:from_list([
                 {N,
-                    case ets:member(locker_down, N) of
+                    case is_down(N) of
                         true -> erlang:monitor(process, {locker, N});
                         false -> watched
                     end}
              || N <- Others
             ]),
-            #session{local = Local, remote = Remote, alias = Alias};
+            #session{local = Local, remote = Remote, alias = Alias, server = ServerMon};
         false ->
             Remote = maps:from_list([{N, erlang:monitor(process, {locker, N})} || N <- Others]),
             #session{local = Local, remote = Remote}
     end.
 
-%% @doc Ends an operation: drops the monitors or the registration.
+%% Registers the session with the local server's watch, under a monitor of
+%% the server (its tables die with it); false if it is not running.
+watched_session(Others) ->
+    case whereis(locker) of
+        undefined ->
+            false;
+        Pid ->
+            ServerMon = erlang:monitor(process, Pid),
+            Alias = erlang:alias(),
+            %% Register first, then read who is down (see locker_watch).
+            try ets:insert(locker_inflight, {Alias, self(), Others}) of
+                true -> {true, Alias, ServerMon}
+            catch
+                error:badarg ->
+                    erlang:demonitor(ServerMon, [flush]),
+                    erlang:unalias(Alias),
+                    false
+            end
+    end.
+
+%% Whether the local server has marked Node's server down; a table gone
+%% with its server counts as down (the session then monitors Node itself).
+is_down(Node) ->
+    try
+        ets:member(locker_down, Node)
+    catch
+        error:badarg -> true
+    end.
+
+%% @doc Ends an operation: drops the monitors or the registration. Never
+%% fails, even if the local server (owner of the registration table) died
+%% meanwhile.
 -spec close(session()) -> ok.
 close(#session{alias = undefined, remote = Remote}) ->
     maps:foreach(fun(_, Mref) -> erlang:demonitor(Mref, [flush]) end, Remote);
-close(#session{alias = Alias, remote = Remote}) ->
-    _ = ets:delete(locker_inflight, Alias),
+close(#session{alias = Alias, remote = Remote, server = ServerMon}) ->
+    try
+        ets:delete(locker_inflight, Alias)
+    catch
+        error:badarg -> true
+    end,
     erlang:unalias(Alias),
+    _ = is_reference(ServerMon) andalso erlang:demonitor(ServerMon, [flush]),
     maps:foreach(fun(_, M) -> is_reference(M) andalso erlang:demonitor(M, [flush]) end, Remote),
     flush_down(Alias).
 
@@ -95,7 +141,19 @@ round(#session{remote = Remote} = S, Request, Timeout) ->
 %% `Nodes' and returns the replies, the nodes that did not answer, and the
 %% session without the nodes found down.
 -spec round(session(), [node()], term(), timeout()) -> {[{node(), term()}], [node()], session()}.
-round(#session{local = Local0, remote = Remote0, down = Down0, alias = SAlias} = S, Nodes, Request, Timeout) ->
+round(S, Nodes, Request, Timeout) ->
+    {Replies, Bad, S1, #{}} = round(S, Nodes, Request, Timeout, fun(_, _) -> false end),
+    {Replies, Bad, S1}.
+
+%% @doc {@link round/4} that stops waiting as soon as
+%% `Decided(RepliesSoFar, StillPending)' is true. The requests still
+%% pending then are returned as `Late': their replies can be picked up
+%% later with {@link late/1} (which must be called once for them).
+-spec round(session(), [node()], term(), timeout(), fun(([{node(), term()}], non_neg_integer()) -> boolean())) ->
+    {[{node(), term()}], [node()], session(), late()}.
+round(S0, Nodes, Request, Timeout, Decided) ->
+    S = watch_if_server_died(S0),
+    #session{local = Local0, remote = Remote0, down = Down0, alias = SAlias, server = ServerMon} = S,
     Deadline = deadline(Timeout),
     Local = Local0 andalso lists:member(node(), Nodes),
     Remote = maps:with(Nodes, Remote0),
@@ -122,8 +180,72 @@ round(#session{local = Local0, remote = Remote0, down = Down0, alias = SAlias} =
             true -> [{node(), locker_server:handle_local(Request)}];
             false -> []
         end,
-    {Replies, Bad, Down} = collect(SAlias, Pending, Mons, Deadline, Replies0, KnownDown, []),
-    {Replies, Bad, S#session{remote = maps:without(Down, Remote0), down = lists:usort(Down ++ Down0)}}.
+    C = #collect{alias = SAlias, server = ServerMon, deadline = Deadline, decided = Decided},
+    {Replies, Bad, Down, Server, Late} = collect(C, Pending, Mons, Replies0, KnownDown, []),
+    {Remote1, ServerMon1} =
+        case Server of
+            alive ->
+                {S#session.remote, ServerMon};
+            {died, Taken} ->
+                %% Nodes of the session outside this round are monitored now.
+                {maps:map(
+                    fun
+                        (N, watched) ->
+                            case Taken of
+                                #{N := Mref} -> Mref;
+                                #{} -> erlang:monitor(process, {locker, N})
+                            end;
+                        (_, Mref) ->
+                            Mref
+                    end,
+                    S#session.remote
+                ), undefined}
+        end,
+    {Replies, Bad, S#session{
+        remote = maps:without(Down, Remote1), down = lists:usort(Down ++ Down0), server = ServerMon1
+    }, Late}.
+
+%% @doc The replies of a round's late requests that have arrived by now;
+%% later ones are dropped on arrival. A node answers in the order it was
+%% asked, so after a later round to the same nodes has been answered,
+%% their earlier replies are here.
+-spec late(late()) -> [{node(), term()}].
+late(Late) ->
+    late(Late, []).
+
+late(Late, Acc) when map_size(Late) =:= 0 ->
+    Acc;
+late(Late, Acc) ->
+    receive
+        {[alias | Alias], Reply} when is_map_key(Alias, Late) ->
+            erlang:unalias(Alias),
+            {Node, Rest} = maps:take(Alias, Late),
+            late(Rest, [{Node, Reply} | Acc])
+    after 0 ->
+        maps:foreach(fun(Alias, _) -> erlang:unalias(Alias) end, Late),
+        Acc
+    end.
+
+%% If the local server died since the last round, the nodes it watched
+%% for this session are monitored by the session from now on.
+watch_if_server_died(#session{server = undefined} = S) ->
+    S;
+watch_if_server_died(#session{server = ServerMon, remote = Remote} = S) ->
+    receive
+        {'DOWN', ServerMon, process, _, _} ->
+            S#session{server = undefined, remote = monitor_watched(Remote)}
+    after 0 ->
+        S
+    end.
+
+monitor_watched(Remote) ->
+    maps:map(
+        fun
+            (N, watched) -> erlang:monitor(process, {locker, N});
+            (_, Mref) -> Mref
+        end,
+        Remote
+    ).
 
 %% @doc `gen_server:multi_call(Nodes, locker, Request, Timeout)' without
 %% the middleman: `{Replies, BadNodes}'.
@@ -140,41 +262,71 @@ deadline(T) when is_integer(T), T >= 0 -> erlang:monotonic_time(millisecond) + T
 remaining(infinity) -> infinity;
 remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 
-collect(_SAlias, Pending, _Mons, _Deadline, Replies, Bad, Down) when map_size(Pending) =:= 0 ->
-    {Replies, Bad, Down};
-collect(SAlias, Pending, Mons, Deadline, Replies, Bad, Down) ->
+collect(C, Pending, Mons, Replies, Bad, Down) ->
+    collect(C, Pending, Mons, Replies, Bad, Down, alive).
+
+collect(_C, Pending, _Mons, Replies, Bad, Down, Server) when map_size(Pending) =:= 0 ->
+    {Replies, Bad, Down, Server, #{}};
+collect(#collect{decided = Decided} = C, Pending, Mons, Replies, Bad, Down, Server) ->
+    case Decided(Replies, map_size(Pending)) of
+        true ->
+            Late = maps:map(fun(_, {Node, _}) -> Node end, Pending),
+            {Replies, maps:values(Late) ++ Bad, Down, Server, Late};
+        false ->
+            wait(C, Pending, Mons, Replies, Bad, Down, Server)
+    end.
+
+wait(#collect{alias = SAlias, server = ServerMon, deadline = Deadline} = C, Pending, Mons, Replies, Bad, Down, Server) ->
     receive
         {[alias | Alias], Reply} when is_map_key(Alias, Pending) ->
             erlang:unalias(Alias),
             {{Node, Mref}, Rest} = maps:take(Alias, Pending),
-            collect(SAlias, Rest, maps:remove(key(Alias, Mref), Mons), Deadline, [{Node, Reply} | Replies], Bad, Down);
+            collect(C, Rest, maps:remove(key(Alias, Mref), Mons), [{Node, Reply} | Replies], Bad, Down, Server);
         {'DOWN', Mref, process, _, _} when is_map_key(Mref, Mons) ->
             {Alias, Mons1} = maps:take(Mref, Mons),
             erlang:unalias(Alias),
             {{Node, Mref}, Rest} = maps:take(Alias, Pending),
-            collect(SAlias, Rest, Mons1, Deadline, Replies, [Node | Bad], [Node | Down]);
+            collect(C, Rest, Mons1, Replies, [Node | Bad], [Node | Down], Server);
         {'$locker_down', SAlias, Node} when is_reference(SAlias) ->
             %% The local server saw Node's locker go down.
             case [A || {A, {N, _}} <- maps:to_list(Pending), N =:= Node] of
                 [Alias] ->
                     erlang:unalias(Alias),
                     Rest = maps:remove(Alias, Pending),
-                    collect(SAlias, Rest, maps:remove(Alias, Mons), Deadline, Replies, [Node | Bad], [Node | Down]);
+                    collect(C, Rest, maps:remove(Alias, Mons), Replies, [Node | Bad], [Node | Down], Server);
                 [] ->
                     %% It answered this round; later rounds skip it.
-                    collect(SAlias, Pending, Mons, Deadline, Replies, Bad, [Node | Down])
-            end
+                    collect(C, Pending, Mons, Replies, Bad, [Node | Down], Server)
+            end;
+        {'DOWN', ServerMon, process, _, _} when is_reference(ServerMon), Server =:= alive ->
+            %% The local server died: nobody will report the servers it
+            %% watched for this session; monitor those still pending here.
+            {Pending1, Mons1, Taken} = maps:fold(
+                fun
+                    (Alias, {Node, watched}, {P, M, T}) ->
+                        Mref = erlang:monitor(process, {locker, Node}),
+                        {P#{Alias := {Node, Mref}}, (maps:remove(Alias, M))#{Mref => Alias}, T#{Node => Mref}};
+                    (_, _, Acc) ->
+                        Acc
+                end,
+                {Pending, Mons, #{}},
+                Pending
+            ),
+            collect(C, Pending1, Mons1, Replies, Bad, Down, {died, Taken})
     after remaining(Deadline) ->
-        Late = maps:fold(
-            fun(Alias, {Node, _}, Acc) ->
-                erlang:unalias(Alias),
-                [Node | Acc]
-            end,
-            [],
-            Pending
-        ),
-        {Replies, Late ++ Bad, Down}
+        {Replies, give_up(Pending) ++ Bad, Down, Server, #{}}
     end.
+
+%% Stops waiting for the pending replies: they will be dropped on arrival.
+give_up(Pending) ->
+    maps:fold(
+        fun(Alias, {Node, _}, Acc) ->
+            erlang:unalias(Alias),
+            [Node | Acc]
+        end,
+        [],
+        Pending
+    ).
 
 key(Alias, watched) -> Alias;
 key(_Alias, Mref) -> Mref.

@@ -49,22 +49,25 @@ load() ->
 -spec dirty_read(term()) -> {ok, term()} | {error, not_found}.
 dirty_read(_Key) -> ?NIF.
 
--spec get_write_lock(term(), term(), term()) -> ok | {error, already_locked | not_expected_value}.
+-spec get_write_lock(term(), term(), term()) ->
+    ok | {error, already_locked | not_expected_value | {stale_token, pos_integer()}}.
 get_write_lock(_Key, _Expected, _Tag) -> ?NIF.
 
 -spec release_write_lock(term()) -> ok.
 release_write_lock(_Tag) -> ?NIF.
 
--spec write(term(), term(), term(), number()) -> [wake()].
+%% Phase two refuses with `{error, no_promise}' when the tag holds no live
+%% promise on the key and applying it could displace another holder.
+-spec write(term(), term(), term(), number()) -> {ok, [wake()]} | {error, no_promise}.
 write(_Tag, _Key, _Value, _LeaseMs) -> ?NIF.
 
--spec update(term(), term(), term()) -> ok.
+-spec update(term(), term(), term()) -> ok | {error, no_promise}.
 update(_Tag, _Key, _Value) -> ?NIF.
 
--spec extend_lease(term(), term(), term(), number()) -> [wake()].
+-spec extend_lease(term(), term(), term(), number()) -> {ok, [wake()]} | {error, no_promise}.
 extend_lease(_Tag, _Key, _Value, _LeaseMs) -> ?NIF.
 
--spec release(term(), term(), term()) -> {ok, [wake()]} | {error, not_owner | not_found}.
+-spec release(term(), term(), term()) -> {ok, [wake()]} | {error, not_owner | not_found | no_promise}.
 release(_Key, _Value, _Tag) -> ?NIF.
 
 -spec wait_for(term(), non_neg_integer(), timeout()) -> {ok, term()} | pending.

@@ -171,6 +171,47 @@ impl Model {
     fn drop_tag(&mut self, tag: u8) {
         self.promises.retain(|_, &mut (t, _)| t != tag);
     }
+    /// Some(true): `tag` holds a live promise on `key`; Some(false):
+    /// another tag does; None: no live promise does.
+    fn standing(&self, key: u8, tag: u8) -> Option<bool> {
+        match self.promises.get(&key) {
+            Some(&(t, d)) if d > self.now => Some(t == tag),
+            _ => None,
+        }
+    }
+    /// Checks a write's or an extension's answer against the rule "without
+    /// a live promise, apply only where nothing conflicts"; true if it
+    /// applied. The token floor is not modelled exactly: a refusal on an
+    /// absent key for a token-carrying request only has to be plausible.
+    #[allow(clippy::too_many_arguments)]
+    fn check_commit(
+        &self,
+        op: &Op,
+        key: u8,
+        tag: u8,
+        value: u8,
+        token: u64,
+        floor_before: u64,
+        ok: bool,
+    ) {
+        let valid = self.valid(key);
+        match self.standing(key, tag) {
+            Some(true) => assert!(ok, "{op:?}: refused under a live promise"),
+            Some(false) => assert!(!ok, "{op:?}: applied over another live promise"),
+            None => match valid {
+                Some(c) => assert_eq!(ok, c == value, "{op:?}: held by {c}"),
+                None if self.now < self.abstain_until => {
+                    assert!(!ok, "{op:?}: applied on an absent key while abstaining")
+                }
+                None if token == 0 => assert!(ok, "{op:?}: tokenless refused on a free key"),
+                None if ok => assert!(
+                    token > floor_before,
+                    "{op:?}: applied at or below the floor {floor_before}"
+                ),
+                None => assert!(token <= self.max_token, "{op:?}: refused above every token"),
+            },
+        }
+    }
     fn log(&mut self, e: LogEntry<u8, u8>) {
         if !self.log_enabled {
             return;
@@ -417,25 +458,37 @@ fn run(input: Input) {
             } => {
                 let (tag, key, value, token) = (t(tag), k(key), v(value), token as u64);
                 m.max_token = m.max_token.max(token);
-                let w = e.write_with_token(&tag, key, value, lease_ms as u64, token, now);
+                let r = e.write_with_token(&tag, key, value, lease_ms as u64, token, now);
+                m.check_commit(&op, key, tag, value, token, floor_before, r.is_ok());
                 m.drop_tag(tag);
-                m.wakes(&w, Some(key), Some(value));
-                m.none_left(key, WaitKind::Value);
-                m.log(LogEntry::Write {
-                    key,
-                    value,
-                    lease_ms: lease_ms as u64,
-                });
-                m.store(key, value, lease_ms);
+                if let Ok(w) = r {
+                    m.wakes(&w, Some(key), Some(value));
+                    m.none_left(key, WaitKind::Value);
+                    m.log(LogEntry::Write {
+                        key,
+                        value,
+                        lease_ms: lease_ms as u64,
+                    });
+                    m.store(key, value, lease_ms);
+                }
             }
             Op::Update { tag, key, value } => {
                 let (tag, key, value) = (t(tag), k(key), v(value));
-                e.update(&tag, key, value, now);
+                let r = e.update(&tag, key, value, now);
+                let standing = m.standing(key, tag);
                 m.drop_tag(tag);
-                if m.valid(key).is_some() {
-                    m.leases.get_mut(&key).unwrap().0 = value;
+                let want = match standing {
+                    Some(true) => true,
+                    Some(false) => false,
+                    None => m.valid(key) == Some(value),
+                };
+                assert_eq!(r.is_ok(), want, "{op:?}");
+                if want {
+                    if m.valid(key).is_some() {
+                        m.leases.get_mut(&key).unwrap().0 = value;
+                    }
+                    m.log(LogEntry::Update { key, value });
                 }
-                m.log(LogEntry::Update { key, value });
             }
             Op::Extend {
                 tag,
@@ -444,25 +497,30 @@ fn run(input: Input) {
                 lease_ms,
             } => {
                 let (tag, key, value) = (t(tag), k(key), v(value));
-                let w = e.extend_lease(&tag, key, value, lease_ms as u64, now);
+                let r = e.extend_lease(&tag, key, value, lease_ms as u64, 0, now);
+                m.check_commit(&op, key, tag, value, 0, floor_before, r.is_ok());
                 m.drop_tag(tag);
-                m.wakes(&w, Some(key), Some(value));
-                m.none_left(key, WaitKind::Value);
-                m.log(LogEntry::ExtendLease {
-                    key,
-                    value,
-                    lease_ms: lease_ms as u64,
-                });
-                m.store(key, value, lease_ms);
+                if let Ok(w) = r {
+                    m.wakes(&w, Some(key), Some(value));
+                    m.none_left(key, WaitKind::Value);
+                    m.log(LogEntry::ExtendLease {
+                        key,
+                        value,
+                        lease_ms: lease_ms as u64,
+                    });
+                    m.store(key, value, lease_ms);
+                }
             }
             Op::Release { key, value, tag } => {
                 let (key, value, tag) = (k(key), v(value), t(tag));
                 let r = e.release(&key, &value, &tag, now);
+                let blocked = m.standing(key, tag) == Some(false);
                 m.drop_tag(tag);
                 match (m.valid(key), r) {
-                    (None, Err(ReleaseError::NotFound)) => {}
-                    (Some(c), Err(ReleaseError::NotOwner)) if c != value => {}
-                    (Some(c), Ok(w)) if c == value => {
+                    (_, Err(ReleaseError::NoPromise)) if blocked => {}
+                    (None, Err(ReleaseError::NotFound)) if !blocked => {}
+                    (Some(c), Err(ReleaseError::NotOwner)) if c != value && !blocked => {}
+                    (Some(c), Ok(w)) if c == value && !blocked => {
                         m.wakes(&w, Some(key), None);
                         m.none_left(key, WaitKind::Release);
                         m.leases.remove(&key);

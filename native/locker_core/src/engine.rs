@@ -26,7 +26,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            promise_ttl: ms(10_000),
+            promise_ttl: ms(crate::quorum::PROMISE_TTL_MS),
             log_enabled: false,
             log_limit: 1_000_000,
         }
@@ -65,6 +65,31 @@ pub enum ReleaseError {
     NotOwner,
     /// `{error, not_found}`: the key is absent or expired.
     NotFound,
+    /// `{error, no_promise}`: another request holds a live promise on the
+    /// key (this release's own promise, if it had one, is gone).
+    NoPromise,
+}
+
+/// Why a phase-two request (`write`, `update`, `extend_lease`) changed
+/// nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitError {
+    /// `{error, no_promise}`: the request's tag holds no live promise on the
+    /// key here (it expired, or this node restarted), and applying it could
+    /// overwrite or remove another holder's lease or promise. Coordinators
+    /// count it as no commit.
+    NoPromise,
+}
+
+/// Where a phase-two request stands on its key.
+#[derive(Clone, Copy, Debug)]
+enum Standing {
+    /// Its tag holds a live promise on the key (with this fencing token).
+    Promised(u64),
+    /// Another tag holds a live promise on the key.
+    Blocked,
+    /// No live promise holds the key.
+    Unpromised,
 }
 
 /// What a sweep did.
@@ -297,14 +322,62 @@ where
         self.drop_promise(tag);
     }
 
+    /// Where `tag` stands on `key` for a phase-two request: see
+    /// [`Standing`].
+    fn standing(&self, key: &K, tag: &T, now: Micros) -> Standing {
+        match self.promises.live_holder(key, tag, now) {
+            Some((true, token)) => Standing::Promised(token),
+            Some((false, _)) => Standing::Blocked,
+            None => Standing::Unpromised,
+        }
+    }
+
+    /// Whether a phase-two request that holds no live promise may store
+    /// `value` under an absent or same-valued `key` (the "nothing
+    /// conflicts" rule): the key holds `value` already, or it is absent,
+    /// this node is not abstaining, and a token-carrying request is above
+    /// the token floor (a rival may have held and dropped the key since the
+    /// caller's promise was granted).
+    fn free_for(&self, key: &K, value: &V, token: u64, now: Micros) -> bool {
+        let (current, expired_token) = match self.leases.read(key, |l| {
+            (l.is_valid_at(now).then(|| &l.value == value), l.token)
+        }) {
+            Some((Some(same), _)) => (Some(same), 0),
+            Some((None, t)) => (None, t),
+            None => (None, 0),
+        };
+        match current {
+            Some(same) => same,
+            None => {
+                now >= self.abstain_until
+                    && (token == 0 || token > self.token_floor.max(expired_token))
+            }
+        }
+    }
+
     /// Phase two of `lock`: store the lease, drop `tag`'s promise.
-    /// Returns the `wait_for` waiters to answer.
-    pub fn write(&mut self, tag: &T, key: K, value: V, lease_ms: u64, now: Micros) -> Vec<Wake<V>> {
+    /// Returns the `wait_for` waiters to answer. See
+    /// [`Engine::write_with_token`] for when it is refused.
+    pub fn write(
+        &mut self,
+        tag: &T,
+        key: K,
+        value: V,
+        lease_ms: u64,
+        now: Micros,
+    ) -> Result<Vec<Wake<V>>, CommitError> {
         self.write_with_token(tag, key, value, lease_ms, 0, now)
     }
 
     /// Phase two of `lock` with the acquisition's fencing token (0: take it
     /// from `tag`'s promise on this key, if any).
+    ///
+    /// With a live promise of `tag` on `key` the lease is stored. Without
+    /// one (it expired, or this node restarted and lost it) it is stored
+    /// only if nothing conflicts: no other live promise on the key, and the
+    /// key either holds `value` already or is absent (not while abstaining,
+    /// and above the token floor for a token-carrying request). Otherwise
+    /// nothing changes and the answer is [`CommitError::NoPromise`].
     pub fn write_with_token(
         &mut self,
         tag: &T,
@@ -313,14 +386,36 @@ where
         lease_ms: u64,
         token: u64,
         now: Micros,
-    ) -> Vec<Wake<V>> {
-        let token = match token {
-            0 => self.promises.token_for(&key, tag).unwrap_or(0),
-            t => t,
+    ) -> Result<Vec<Wake<V>>, CommitError> {
+        let standing = self.standing(&key, tag, now);
+        // The promise becomes the lease: its token lives on there (it
+        // raises the floor only if the write is refused).
+        let own = self.promises.remove_tag(tag);
+        let token = match (standing, token) {
+            (Standing::Promised(t), 0) => t,
+            (_, 0) => own,
+            (_, t) => t,
         };
-        // The promise becomes the lease: its token lives on there.
-        self.promises.remove_tag(tag);
-        self.apply_write(key, value, lease_ms, token, now, true)
+        let token = match standing {
+            Standing::Promised(_) => token,
+            Standing::Blocked => return self.refuse(own),
+            Standing::Unpromised => {
+                if !self.free_for(&key, &value, token, now) {
+                    return self.refuse(own);
+                }
+                let held = self
+                    .leases
+                    .read(&key, |l| if l.value == value { l.token } else { 0 })
+                    .unwrap_or(0);
+                token.max(held)
+            }
+        };
+        Ok(self.apply_write(key, value, lease_ms, token, now, true))
+    }
+
+    fn refuse<R>(&mut self, token: u64) -> Result<R, CommitError> {
+        self.raise_floor(token);
+        Err(CommitError::NoPromise)
     }
 
     fn apply_write(
@@ -346,11 +441,26 @@ where
     }
 
     /// Phase two of `update`: replace the value of a live lease keeping its
-    /// expiry (nothing to replace if it expired meanwhile).
-    pub fn update(&mut self, tag: &T, key: K, value: V, now: Micros) {
-        self.drop_promise(tag);
-        self.apply_update(&key, &value, now);
+    /// expiry (nothing to replace if it expired meanwhile). Without a live
+    /// promise of `tag` on `key` (the request does not carry the old value,
+    /// so nothing can be checked) it succeeds only if the key already holds
+    /// `value` and no other promise is live, changing nothing; otherwise
+    /// [`CommitError::NoPromise`].
+    pub fn update(&mut self, tag: &T, key: K, value: V, now: Micros) -> Result<(), CommitError> {
+        let standing = self.standing(&key, tag, now);
+        let own = self.promises.remove_tag(tag);
+        self.raise_floor(own);
+        match standing {
+            Standing::Promised(_) => self.apply_update(&key, &value, now),
+            Standing::Blocked => return Err(CommitError::NoPromise),
+            Standing::Unpromised => {
+                if self.valid_value(&key, now).as_ref() != Some(&value) {
+                    return Err(CommitError::NoPromise);
+                }
+            }
+        }
         self.log(|| LogEntry::Update { key, value });
+        Ok(())
     }
 
     fn apply_update(&mut self, key: &K, value: &V, now: Micros) {
@@ -362,16 +472,31 @@ where
     }
 
     /// Phase two of `extend_lease`: store the lease with a new expiry
-    /// counted from now (also how a lagging node catches up).
+    /// counted from now (also how a lagging node catches up). Without a
+    /// live promise of `tag` on `key` it applies only if nothing conflicts,
+    /// as [`Engine::write_with_token`] (with `tag`'s token, if any);
+    /// otherwise [`CommitError::NoPromise`].
     pub fn extend_lease(
         &mut self,
         tag: &T,
         key: K,
         value: V,
         lease_ms: u64,
+        token: u64,
         now: Micros,
-    ) -> Vec<Wake<V>> {
-        self.drop_promise(tag);
+    ) -> Result<Vec<Wake<V>>, CommitError> {
+        let standing = self.standing(&key, tag, now);
+        let own = self.promises.remove_tag(tag);
+        match standing {
+            Standing::Promised(_) => {}
+            Standing::Blocked => return self.refuse(own),
+            Standing::Unpromised => {
+                if !self.free_for(&key, &value, token, now) {
+                    return self.refuse(own);
+                }
+            }
+        }
+        self.raise_floor(own);
         let mut wakes = Vec::new();
         self.wake_values(&key, &value, &mut wakes);
         self.log(|| LogEntry::ExtendLease {
@@ -385,11 +510,13 @@ where
             .read(&key, |l| if l.value == value { l.token } else { 0 })
             .unwrap_or(0);
         self.store(key, value, lease_ms, token, now);
-        wakes
+        Ok(wakes)
     }
 
     /// `release`: delete the key if it holds `value`. Drops `tag`'s promise
-    /// whatever the outcome (the original leaked it on errors).
+    /// whatever the outcome (the original leaked it on errors). Refused
+    /// with [`ReleaseError::NoPromise`] while another tag holds a live
+    /// promise on the key.
     pub fn release(
         &mut self,
         key: &K,
@@ -397,7 +524,11 @@ where
         tag: &T,
         now: Micros,
     ) -> Result<Vec<Wake<V>>, ReleaseError> {
+        let standing = self.standing(key, tag, now);
         self.drop_promise(tag);
+        if let Standing::Blocked = standing {
+            return Err(ReleaseError::NoPromise);
+        }
         let outcome = match self
             .leases
             .read(key, |l| (l.is_valid_at(now), &l.value == value))

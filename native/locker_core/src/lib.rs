@@ -18,7 +18,7 @@
 //! let mut e: Engine<&str, u32, u64> = Engine::new(Default::default());
 //! let now = 1_000_000;
 //! e.get_write_lock("k", Expect::Absent, 7, now).unwrap();
-//! e.write(&7, "k", 42, 2_000, now);
+//! e.write(&7, "k", 42, 2_000, now).unwrap();
 //! assert_eq!(e.leases().get_valid("k", now + 1_999_999), Some(42));
 //! assert_eq!(e.leases().get_valid("k", now + 2_000_000), None);
 //! ```
@@ -27,6 +27,7 @@
 
 pub mod clock;
 mod compact;
+pub mod coordinator;
 mod engine;
 mod expiry;
 mod lease_map;
@@ -36,7 +37,9 @@ mod translog;
 mod waiters;
 
 pub use compact::CompactBytes;
-pub use engine::{Config, Engine, Expect, LockError, ReleaseError, Summary, SweepReport};
+pub use engine::{
+    CommitError, Config, Engine, Expect, LockError, ReleaseError, Summary, SweepReport,
+};
 pub use lease_map::{Lease, LeaseMap};
 pub use translog::LogEntry;
 pub use waiters::{WaitKind, WaitOutcome, WaiterId, Wake};

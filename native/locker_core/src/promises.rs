@@ -44,10 +44,12 @@ impl<K: Hash + Eq + Clone, T: Hash + Eq + Clone> Promises<K, T> {
         self.by_key.get(key).map(|(_, _, t)| *t)
     }
 
-    /// The fencing token of the promise `tag` holds on `key`, if any.
-    pub(crate) fn token_for(&self, key: &K, tag: &T) -> Option<u64> {
+    /// Who holds `key` at `now`: `Some((true, token))` when `tag` holds a
+    /// live promise on it, `Some((false, _))` when another tag does, `None`
+    /// when no live promise does (an expired one is ignored, not dropped).
+    pub(crate) fn live_holder(&self, key: &K, tag: &T, now: Micros) -> Option<(bool, u64)> {
         match self.by_key.get(key) {
-            Some((t, _, token)) if t == tag => Some(*token),
+            Some((t, deadline, token)) if *deadline > now => Some((t == tag, *token)),
             _ => None,
         }
     }

@@ -1,27 +1,30 @@
-//! Counting votes for the coordinator algorithm.
+//! Counting votes and timing the phases of the coordinator algorithm:
+//! the rules every coordinator (the Erlang one in `locker.erl`, the Rust
+//! client in `lockerd`) follows.
 
-/// The tally of one phase of a two-phase write.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// Nodes that answered `ok`.
-    pub ok: usize,
-    /// Nodes that answered anything else.
-    pub refused: usize,
-    /// Nodes that did not answer (down, no `locker` process, timeout).
-    pub missing: usize,
-}
+/// How long a master keeps an unused write promise, in milliseconds (the
+/// protocol's 10 s).
+pub const PROMISE_TTL_MS: u64 = 10_000;
 
-impl Tally {
-    /// Whether `ok` votes reach the write quorum `w`.
-    pub fn has_quorum(&self, w: usize) -> bool {
-        w > 0 && self.ok >= w
-    }
+/// The longest a coordinator may wait between starting phase one and
+/// starting phase two, in milliseconds: the promise lifetime less 10 % for
+/// clock-rate differences between coordinator and masters and for the
+/// write's delivery. Past it, the coordinator aborts (drops its promises)
+/// instead of writing.
+pub const PHASE_TWO_BUDGET_MS: u64 = PROMISE_TTL_MS * 9 / 10;
 
-    /// Whether the quorum can no longer be reached with `pending` answers
-    /// still outstanding.
-    pub fn quorum_impossible(&self, w: usize, pending: usize) -> bool {
-        self.ok + pending < w
-    }
+/// Whether phase one's outcome is known with `ok` promises, `pending`
+/// masters yet to answer and quorum `w`: either W promised, or W can no
+/// longer be reached. The coordinator stops waiting then.
+///
+/// ```
+/// use locker_core::quorum::phase_one_decided;
+/// assert!(phase_one_decided(2, 1, 2)); // W promises: go on
+/// assert!(phase_one_decided(0, 1, 2)); // at most 1 more: give up
+/// assert!(!phase_one_decided(1, 1, 2)); // wait for the last one
+/// ```
+pub fn phase_one_decided(ok: usize, pending: usize, w: usize) -> bool {
+    ok >= w || ok + pending < w
 }
 
 #[cfg(test)]
@@ -29,16 +32,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quorum_needs_w_oks() {
-        let t = Tally {
-            ok: 2,
-            refused: 1,
-            missing: 0,
-        };
-        assert!(t.has_quorum(2));
-        assert!(!t.has_quorum(3));
-        assert!(!Tally::default().has_quorum(0), "w = 0 never grants");
-        assert!(t.quorum_impossible(3, 0));
-        assert!(!t.quorum_impossible(3, 1));
+    fn decided_at_w_or_when_w_is_out_of_reach() {
+        assert!(phase_one_decided(2, 1, 2));
+        assert!(!phase_one_decided(1, 1, 2));
+        assert!(phase_one_decided(1, 0, 2));
+        assert!(
+            phase_one_decided(0, 0, 0),
+            "w = 0: decided at once (and never granted)"
+        );
+        const { assert!(PHASE_TWO_BUDGET_MS < PROMISE_TTL_MS) };
     }
 }

@@ -46,12 +46,15 @@ const KEYS: u64 = 10_000;
 /// phase one on the value.
 fn cycle(e: &mut Engine<u64, u64, u64>, key: u64, tag: u64, now: Micros) {
     e.get_write_lock(key, Expect::Absent, tag, now).unwrap();
-    assert!(e.write(&tag, key, 1, 60_000, now).is_empty());
+    assert!(e.write(&tag, key, 1, 60_000, now).unwrap().is_empty());
     assert_eq!(e.leases().get_valid(&key, now), Some(1));
     e.get_write_lock(key, Expect::Value(&1), tag, now).unwrap();
-    assert!(e.extend_lease(&tag, key, 1, 60_000, now).is_empty());
+    assert!(e
+        .extend_lease(&tag, key, 1, 60_000, 0, now)
+        .unwrap()
+        .is_empty());
     e.get_write_lock(key, Expect::Value(&1), tag, now).unwrap();
-    e.update(&tag, key, 2, now);
+    e.update(&tag, key, 2, now).unwrap();
     e.get_write_lock(key, Expect::Value(&2), tag, now).unwrap();
     assert!(e.release(&key, &2, &tag, now).unwrap().is_empty());
 }
@@ -63,7 +66,7 @@ fn steady_state_lock_cycles_and_reads_do_not_allocate_per_call() {
     // through the same milliseconds the measured run uses.
     for k in 0..KEYS {
         e.get_write_lock(k, Expect::Absent, k, T0).unwrap();
-        e.write(&k, k, 0, 3_600_000, T0);
+        e.write(&k, k, 0, 3_600_000, T0).unwrap();
     }
     let cycled = |k: u64| KEYS + k % 100;
     for i in 0..10_000u64 {
@@ -88,7 +91,7 @@ fn sweeping_allocates_only_for_its_report() {
     let mut e: Engine<u64, u64, u64> = Engine::new(Config::default());
     for k in 0..KEYS {
         e.get_write_lock(k, Expect::Absent, k, T0).unwrap();
-        e.write(&k, k, 0, 1 + k % 1000, T0);
+        e.write(&k, k, 0, 1 + k % 1000, T0).unwrap();
     }
     let before = allocs();
     let mut now = T0;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use locker_core::{
-    ms, Config, Engine, Expect, LockError, LogEntry, Micros, ReleaseError, WaitOutcome, Wake,
+    ms, CommitError, Config, Engine, Expect, LockError, LogEntry, Micros, ReleaseError,
+    WaitOutcome, Wake,
 };
 
 type E = Engine<&'static str, &'static str, u32>;
@@ -37,7 +38,7 @@ fn ttl(promise_ms: u64) -> E {
 /// Writes `key => value` through a full two-phase lock.
 fn put(e: &mut E, key: &'static str, value: &'static str, lease_ms: u64, now: Micros) {
     e.get_write_lock(key, Expect::Absent, 999, now).unwrap();
-    assert!(e.write(&999, key, value, lease_ms, now).is_empty());
+    assert!(e.write(&999, key, value, lease_ms, now).unwrap().is_empty());
 }
 
 fn get(e: &E, key: &str, now: Micros) -> Option<&'static str> {
@@ -147,15 +148,20 @@ fn phase_two_drops_the_tags_promise() {
     put(&mut e, "held", "v", 10_000, T0);
     // The promise is dropped by tag, whatever key phase two names.
     e.get_write_lock("a", Expect::Absent, 1, T0).unwrap();
-    e.write(&1, "elsewhere", "v", 1_000, T0);
+    e.write(&1, "elsewhere", "v", 1_000, T0).unwrap();
     assert_eq!(e.summary().promises, 0);
 
+    // Without a promise on the key it names, phase two does not replace
+    // another value there, and still drops the tag's promise.
     e.get_write_lock("b", Expect::Absent, 2, T0).unwrap();
-    e.update(&2, "held", "w", T0);
+    assert_eq!(e.update(&2, "held", "w", T0), Err(CommitError::NoPromise));
     assert_eq!(e.summary().promises, 0);
 
     e.get_write_lock("c", Expect::Absent, 3, T0).unwrap();
-    e.extend_lease(&3, "held", "w", 1_000, T0);
+    assert_eq!(
+        e.extend_lease(&3, "held", "w", 1_000, 0, T0),
+        Err(CommitError::NoPromise)
+    );
     assert_eq!(e.summary().promises, 0);
 
     // release drops the promise whatever its outcome.
@@ -170,7 +176,7 @@ fn phase_two_drops_the_tags_promise() {
         Err(ReleaseError::NotOwner)
     );
     e.get_write_lock("d", Expect::Absent, 6, T0).unwrap();
-    assert!(e.release(&"held", &"w", &6, T0).is_ok());
+    assert!(e.release(&"held", &"v", &6, T0).is_ok());
     assert_eq!(e.summary().promises, 0);
 }
 
@@ -187,7 +193,7 @@ fn reused_tag_is_fully_released() {
         assert_eq!(e.get_write_lock(k, Expect::Absent, 8, T0), Ok(()));
     }
     // Reused again by phase two: one write drops all of them.
-    e.write(&8, "a", "v", 1_000, T0);
+    e.write(&8, "a", "v", 1_000, T0).unwrap();
     assert_eq!(e.summary().promises, 0);
 }
 
@@ -223,7 +229,7 @@ fn reused_tag_after_its_first_promise_expired() {
 fn expect_absent() {
     let mut e = engine();
     assert_eq!(e.get_write_lock("k", Expect::Absent, 1, T0), Ok(()));
-    e.write(&1, "k", "v", 1_000, T0);
+    e.write(&1, "k", "v", 1_000, T0).unwrap();
     assert_eq!(
         e.get_write_lock("k", Expect::Absent, 2, T0),
         Err(LockError::NotExpectedValue)
@@ -254,13 +260,13 @@ fn expect_value_or_absent() {
         e.get_write_lock("k", Expect::ValueOrAbsent(&nf), 1, T0),
         Ok(())
     );
-    e.write(&1, "k", nf, 1_000, T0);
+    e.write(&1, "k", nf, 1_000, T0).unwrap();
     // The atom stored as a value matches too.
     assert_eq!(
         e.get_write_lock("k", Expect::ValueOrAbsent(&nf), 2, T0),
         Ok(())
     );
-    e.write(&2, "k", "v", 1_000, T0);
+    e.write(&2, "k", "v", 1_000, T0).unwrap();
     assert_eq!(
         e.get_write_lock("k", Expect::ValueOrAbsent(&nf), 3, T0),
         Err(LockError::NotExpectedValue)
@@ -325,7 +331,7 @@ fn update_keeps_expiry() {
     put(&mut e, "k", "v", 100, T0);
     e.get_write_lock("k", Expect::Value(&"v"), 1, T0 + ms(50))
         .unwrap();
-    e.update(&1, "k", "w", T0 + ms(50));
+    e.update(&1, "k", "w", T0 + ms(50)).unwrap();
     assert_eq!(get(&e, "k", T0 + ms(50)), Some("w"));
     assert_eq!(expires_at(&e, "k"), Some(T0 + ms(100)));
     assert_eq!(get(&e, "k", T0 + ms(100)), None);
@@ -334,10 +340,16 @@ fn update_keeps_expiry() {
 #[test]
 fn update_of_absent_or_expired_key_is_a_logged_no_op() {
     let mut e = logging();
-    e.update(&1, "absent", "w", T0);
+    // Without a promise, an update of an absent key changes nothing and
+    // is not logged.
+    assert_eq!(e.update(&1, "absent", "w", T0), Err(CommitError::NoPromise));
     assert_eq!(e.summary().leases, 0);
+    // Under a promise, a lease that expired meanwhile is not revived.
+    e.get_write_lock("absent", Expect::Absent, 1, T0).unwrap();
+    e.update(&1, "absent", "w", T0).unwrap();
     put(&mut e, "k", "v", 10, T0);
-    e.update(&1, "k", "w", T0 + ms(10));
+    e.get_write_lock("k", Expect::Value(&"v"), 1, T0).unwrap();
+    e.update(&1, "k", "w", T0 + ms(10)).unwrap();
     assert_eq!(
         e.leases().read("k", |l| l.value),
         Some("v"),
@@ -422,7 +434,7 @@ fn sweep_returns_leases_in_deadline_order() {
 fn extended_lease_survives_its_stale_index_entry() {
     let mut e = engine();
     put(&mut e, "k", "v", 10, T0);
-    e.extend_lease(&1, "k", "v", 100, T0 + ms(5));
+    e.extend_lease(&1, "k", "v", 100, 0, T0 + ms(5)).unwrap();
     assert_eq!(e.summary().expiry_entries, 2);
     let r = e.sweep(T0 + ms(50), 100);
     assert_eq!((r.leases_expired, r.done), (0, true));
@@ -434,7 +446,7 @@ fn extended_lease_survives_its_stale_index_entry() {
     // A shortened lease expires on its new deadline; the later stale
     // entry finds nothing.
     put(&mut e, "s", "v", 100, T0);
-    e.extend_lease(&1, "s", "v", 10, T0);
+    e.extend_lease(&1, "s", "v", 10, 0, T0).unwrap();
     assert_eq!(e.sweep(T0 + ms(11), 100).leases_expired, 1);
     assert_eq!(e.sweep(T0 + ms(101), 100).leases_expired, 0);
     assert_eq!(e.summary(), Default::default());
@@ -493,7 +505,7 @@ fn sweep_many_leases_in_chunks() {
     let mut e: Engine<u32, u32, u32> = Engine::new(Config::default());
     for k in 0..n {
         // Spread over 1000 distinct milliseconds.
-        e.write(&0, k, k, 1_000 + u64::from(k % 1_000), T0);
+        e.write(&0, k, k, 1_000 + u64::from(k % 1_000), T0).unwrap();
     }
     assert_eq!(e.summary().leases, n as usize);
     let now = T0 + ms(3_000);
@@ -546,7 +558,7 @@ fn wait_for_is_woken_by_write_in_arrival_order() {
         assert_eq!(e.wait_for("k", id, 1_000, T0), WaitOutcome::Pending);
     }
     assert_eq!(e.wait_for("other", 9, 1_000, T0), WaitOutcome::Pending);
-    let wakes = e.write(&0, "k", "v", 100, T0);
+    let wakes = e.write(&0, "k", "v", 100, T0).unwrap();
     assert_eq!(
         wakes,
         [
@@ -556,14 +568,18 @@ fn wait_for_is_woken_by_write_in_arrival_order() {
         ]
     );
     assert_eq!(e.summary().waiters, 1);
-    assert!(e.write(&0, "k", "w", 100, T0).is_empty());
+    // Without a promise, a write does not replace another value.
+    assert_eq!(e.write(&0, "k", "w", 100, T0), Err(CommitError::NoPromise));
 }
 
 #[test]
 fn wait_for_is_woken_by_extend_lease() {
     let mut e = engine();
     e.wait_for("k", 1, 1_000, T0);
-    assert_eq!(e.extend_lease(&0, "k", "v", 100, T0), [Wake::Value(1, "v")]);
+    assert_eq!(
+        e.extend_lease(&0, "k", "v", 100, 0, T0).unwrap(),
+        [Wake::Value(1, "v")]
+    );
 }
 
 #[test]
@@ -659,7 +675,7 @@ fn waiters_time_out_via_sweep() {
     assert_eq!(e.summary().waiters, 1);
     // The timed-out waiters are forgotten.
     assert_eq!(
-        e.write(&0, "k", "v", 100, T0 + ms(60)),
+        e.write(&0, "k", "v", 100, T0 + ms(60)).unwrap(),
         [Wake::Value(3, "v")]
     );
     assert_eq!(e.release(&"held", &"v", &0, T0 + ms(60)), Ok(vec![]));
@@ -682,7 +698,7 @@ fn next_wakeup_is_the_earliest_watched_expiry_or_deadline() {
     let b = e.next_wakeup().unwrap();
     assert!((T0 + ms(50)..T0 + ms(51)).contains(&b));
     // Extending the watched lease moves the wakeup.
-    e.extend_lease(&0, "b", "v", 500, T0);
+    e.extend_lease(&0, "b", "v", 500, 0, T0).unwrap();
     assert_eq!(e.next_wakeup(), Some(a));
     e.wait_for("d", 4, 20, T0);
     assert_eq!(e.next_wakeup(), Some(T0 + ms(20)));
@@ -694,8 +710,10 @@ fn next_wakeup_is_the_earliest_watched_expiry_or_deadline() {
 fn nothing_is_logged_when_disabled() {
     let mut e = engine();
     put(&mut e, "k", "v", 100, T0);
-    e.update(&0, "k", "w", T0);
-    e.extend_lease(&0, "k", "w", 100, T0);
+    e.get_write_lock("k", Expect::Value(&"v"), 0, T0).unwrap();
+    e.update(&0, "k", "w", T0).unwrap();
+    e.get_write_lock("k", Expect::Value(&"w"), 0, T0).unwrap();
+    e.extend_lease(&0, "k", "w", 100, 0, T0).unwrap();
     e.release(&"k", &"w", &0, T0).unwrap();
     assert_eq!(e.summary().log, 0);
     assert!(e.take_log(10).is_empty());
@@ -711,8 +729,10 @@ fn nothing_is_logged_when_disabled() {
 fn log_entries_in_order_with_wire_shapes() {
     let mut e = logging();
     put(&mut e, "k", "v", 100, T0);
-    e.update(&0, "k", "w", T0);
-    e.extend_lease(&0, "k", "w", 200, T0);
+    e.get_write_lock("k", Expect::Value(&"v"), 0, T0).unwrap();
+    e.update(&0, "k", "w", T0).unwrap();
+    e.get_write_lock("k", Expect::Value(&"w"), 0, T0).unwrap();
+    e.extend_lease(&0, "k", "w", 200, 0, T0).unwrap();
     assert_eq!(e.release(&"k", &"x", &0, T0), Err(ReleaseError::NotOwner));
     e.release(&"k", &"w", &0, T0).unwrap();
     assert_eq!(e.release(&"k", &"w", &0, T0), Err(ReleaseError::NotFound));
@@ -745,7 +765,7 @@ fn log_entries_in_order_with_wire_shapes() {
 fn take_log_takes_oldest_first() {
     let mut e = logging();
     for (k, l) in [("a", 1), ("b", 2), ("c", 3)] {
-        e.write(&0, k, "v", l, T0);
+        e.write(&0, k, "v", l, T0).unwrap();
     }
     let keys = |v: Vec<LogEntry<&'static str, &'static str>>| {
         v.into_iter()
@@ -770,7 +790,7 @@ fn log_limit_drops_oldest() {
         ..Config::default()
     });
     for (k, l) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-        e.write(&0, k, "v", l, T0);
+        e.write(&0, k, "v", l, T0).unwrap();
     }
     assert_eq!((e.summary().log, e.summary().log_dropped), (2, 2));
     assert_eq!(
@@ -794,8 +814,8 @@ fn log_limit_drops_oldest() {
         log_limit: 0,
         ..Config::default()
     });
-    z.write(&0, "a", "v", 1, T0);
-    z.write(&0, "b", "v", 1, T0);
+    z.write(&0, "a", "v", 1, T0).unwrap();
+    z.write(&0, "b", "v", 1, T0).unwrap();
     assert_eq!((z.summary().log, z.summary().log_dropped), (0, 2));
 }
 
@@ -814,14 +834,18 @@ fn replay_reproduces_the_masters_lease_table() {
     put(&mut m, "c", "1", 10, now);
     ship(&mut m, &mut r, now);
     now += ms(20);
-    m.update(&0, "a", "2", now);
-    m.update(&0, "c", "2", now); // expired: a no-op on both
-    m.extend_lease(&0, "b", "1", 500, now);
+    m.get_write_lock("a", Expect::Value(&"1"), 0, now).unwrap();
+    m.update(&0, "a", "2", now).unwrap();
+    m.get_write_lock("c", Expect::ValueOrAbsent(&"1"), 0, now)
+        .unwrap();
+    m.update(&0, "c", "2", now).unwrap(); // expired: a no-op on both
+    m.get_write_lock("b", Expect::Value(&"1"), 0, now).unwrap();
+    m.extend_lease(&0, "b", "1", 500, 0, now).unwrap();
     ship(&mut m, &mut r, now);
     now += ms(20);
     m.release(&"a", &"2", &0, now).unwrap();
-    m.write(&0, "d", "9", 30, now);
-    m.extend_lease(&0, "e", "7", 5, now);
+    m.write(&0, "d", "9", 30, now).unwrap();
+    m.extend_lease(&0, "e", "7", 5, 0, now).unwrap();
     ship(&mut m, &mut r, now);
     now += ms(200);
     assert_eq!(m.sweep(now, 100), r.sweep(now, 100));

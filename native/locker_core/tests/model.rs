@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use locker_core::{ms, Config, Engine, Expect, LockError, LogEntry, Micros, ReleaseError};
+use locker_core::{
+    ms, CommitError, Config, Engine, Expect, LockError, LogEntry, Micros, ReleaseError,
+};
 use proptest::prelude::*;
 
 const KEYS: u8 = 4;
@@ -60,6 +62,7 @@ enum Op {
 enum Answer {
     Unit,
     Lock(Result<(), LockError>),
+    Commit(Result<(), CommitError>),
     Release(Result<(), ReleaseError>),
     Sweep { leases: usize, promises: usize },
 }
@@ -84,6 +87,23 @@ impl Model {
             .get(&key)
             .filter(|&&(_, exp)| self.now < exp)
             .map(|&(v, _)| v)
+    }
+
+    /// Some(true): `tag` holds a live promise on `key`; Some(false):
+    /// another tag does; None: no live promise does.
+    fn standing(&self, key: u8, tag: u8) -> Option<bool> {
+        self.promises
+            .get(&key)
+            .filter(|&&(_, d)| d > self.now)
+            .map(|&(t, _)| t == tag)
+    }
+
+    /// Phase two without its promise applies only where nothing conflicts.
+    fn may_store(&self, key: u8, tag: u8, value: u8) -> bool {
+        match self.standing(key, tag) {
+            Some(mine) => mine,
+            None => self.valid(key).is_none_or(|v| v == value),
+        }
     }
 
     fn drop_tag(&mut self, tag: u8) {
@@ -126,22 +146,33 @@ impl Model {
                 value,
                 lease_ms,
             } => {
+                let ok = self.may_store(key, tag, value);
                 self.drop_tag(tag);
+                if !ok {
+                    return Answer::Commit(Err(CommitError::NoPromise));
+                }
                 self.store(key, value, lease_ms);
                 self.log.push(LogEntry::Write {
                     key,
                     value,
                     lease_ms,
                 });
-                Answer::Unit
+                Answer::Commit(Ok(()))
             }
             Op::Update { tag, key, value } => {
+                let standing = self.standing(key, tag);
                 self.drop_tag(tag);
-                if self.valid(key).is_some() {
-                    self.leases.get_mut(&key).unwrap().0 = value;
+                match standing {
+                    Some(true) => {
+                        if self.valid(key).is_some() {
+                            self.leases.get_mut(&key).unwrap().0 = value;
+                        }
+                    }
+                    None if self.valid(key) == Some(value) => {}
+                    _ => return Answer::Commit(Err(CommitError::NoPromise)),
                 }
                 self.log.push(LogEntry::Update { key, value });
-                Answer::Unit
+                Answer::Commit(Ok(()))
             }
             Op::Extend {
                 tag,
@@ -149,17 +180,25 @@ impl Model {
                 value,
                 lease_ms,
             } => {
+                let ok = self.may_store(key, tag, value);
                 self.drop_tag(tag);
+                if !ok {
+                    return Answer::Commit(Err(CommitError::NoPromise));
+                }
                 self.store(key, value, lease_ms);
                 self.log.push(LogEntry::ExtendLease {
                     key,
                     value,
                     lease_ms,
                 });
-                Answer::Unit
+                Answer::Commit(Ok(()))
             }
             Op::Release { key, value, tag } => {
+                let blocked = self.standing(key, tag) == Some(false);
                 self.drop_tag(tag);
+                if blocked {
+                    return Answer::Release(Err(ReleaseError::NoPromise));
+                }
                 Answer::Release(match self.valid(key) {
                     None => Err(ReleaseError::NotFound),
                     Some(v) if v != value => Err(ReleaseError::NotOwner),
@@ -226,23 +265,20 @@ fn apply(e: &mut E, now: &mut Micros, op: &Op) -> Answer {
             key,
             value,
             lease_ms,
-        } => {
-            assert!(e.write(&tag, key, value, lease_ms, t).is_empty());
-            Answer::Unit
-        }
-        Op::Update { tag, key, value } => {
-            e.update(&tag, key, value, t);
-            Answer::Unit
-        }
+        } => Answer::Commit(
+            e.write(&tag, key, value, lease_ms, t)
+                .map(|w| assert!(w.is_empty())),
+        ),
+        Op::Update { tag, key, value } => Answer::Commit(e.update(&tag, key, value, t)),
         Op::Extend {
             tag,
             key,
             value,
             lease_ms,
-        } => {
-            assert!(e.extend_lease(&tag, key, value, lease_ms, t).is_empty());
-            Answer::Unit
-        }
+        } => Answer::Commit(
+            e.extend_lease(&tag, key, value, lease_ms, 0, t)
+                .map(|w| assert!(w.is_empty())),
+        ),
         Op::Release { key, value, tag } => Answer::Release(
             e.release(&key, &value, &tag, t)
                 .map(|w| assert!(w.is_empty())),

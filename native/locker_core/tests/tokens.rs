@@ -3,7 +3,7 @@
 //! buys with quorum intersection (every successful acquisition of a key
 //! carries a token above all earlier ones).
 
-use locker_core::{ms, Config, Engine, Expect, LockError};
+use locker_core::{ms, CommitError, Config, Engine, Expect, LockError};
 use proptest::prelude::*;
 
 type E = Engine<u8, u8, u32>;
@@ -24,7 +24,7 @@ fn absent_key_needs_token_above_floor() {
         e.get_write_lock_with_token(1, Expect::Absent, 1, 101, 0),
         Ok(())
     );
-    e.write_with_token(&1, 1, 7, 1000, 0, 0);
+    e.write_with_token(&1, 1, 7, 1000, 0, 0).unwrap();
     assert_eq!(
         e.leases().read(&1, |l| l.token),
         Some(101),
@@ -58,7 +58,7 @@ fn floor_rises_when_promises_and_leases_go() {
     // Expired lease, before and after the sweep.
     e.get_write_lock_with_token(2, Expect::Absent, 4, 30, later)
         .unwrap();
-    e.write(&4, 2, 9, 1, later);
+    e.write(&4, 2, 9, 1, later).unwrap();
     let after = later + ms(2);
     assert_eq!(
         e.get_write_lock_with_token(2, Expect::Absent, 5, 30, after),
@@ -69,10 +69,11 @@ fn floor_rises_when_promises_and_leases_go() {
     // An extension keeps the token; an overwrite raises the floor.
     e.get_write_lock_with_token(3, Expect::Absent, 6, 40, after)
         .unwrap();
-    e.write(&6, 3, 1, 1000, after);
-    e.extend_lease(&7, 3, 1, 5000, after);
+    e.write(&6, 3, 1, 1000, after).unwrap();
+    e.extend_lease(&7, 3, 1, 5000, 0, after).unwrap();
     assert_eq!(e.leases().read(&3, |l| l.token), Some(40));
-    e.write(&8, 3, 2, 1000, after);
+    e.get_write_lock(3, Expect::Value(&1), 8, after).unwrap();
+    e.write(&8, 3, 2, 1000, after).unwrap();
     assert_eq!(e.token_floor(), 40);
 }
 
@@ -81,7 +82,7 @@ fn tokenless_requests_behave_as_the_original() {
     let mut e = engine();
     e.set_token_floor(u64::MAX - 1);
     assert_eq!(e.get_write_lock(1, Expect::Absent, 1, 0), Ok(()));
-    e.write(&1, 1, 1, 1000, 0);
+    e.write(&1, 1, 1, 1000, 0).unwrap();
     assert_eq!(e.leases().read(&1, |l| l.token), Some(0));
 }
 
@@ -93,16 +94,26 @@ fn restarted_master_abstains_on_unknown_keys() {
         e.get_write_lock(1, Expect::Absent, 1, ms(100)),
         Err(LockError::AlreadyLocked)
     );
-    // A key it learns (a lagging node catching up through extend_lease) is
-    // voted on normally.
-    e.extend_lease(&2, 1, 7, 10_000, ms(200));
-    assert_eq!(e.get_write_lock(1, Expect::Value(&7), 3, ms(300)), Ok(()));
-    e.release_write_lock(&3);
+    // Nor does it store an unknown key through a phase-two request that
+    // holds no promise here (a stale write or a catch-up): either could
+    // complete a quorum with a lease this node lost.
+    assert_eq!(
+        e.write(&2, 1, 7, 10_000, ms(200)),
+        Err(CommitError::NoPromise)
+    );
+    assert_eq!(
+        e.extend_lease(&2, 1, 7, 10_000, 0, ms(200)),
+        Err(CommitError::NoPromise)
+    );
     assert_eq!(
         e.get_write_lock(2, Expect::Absent, 4, ms(5_000)),
         Ok(()),
         "abstention ends"
     );
+    // After the window a lagging key is learned through extend_lease and
+    // voted on normally.
+    e.extend_lease(&5, 1, 7, 10_000, 0, ms(5_000)).unwrap();
+    assert_eq!(e.get_write_lock(1, Expect::Value(&7), 3, ms(5_100)), Ok(()));
 }
 
 #[derive(Debug, Clone)]
@@ -164,9 +175,14 @@ proptest! {
                         if oks.len() >= 2 {
                             let v = next_value;
                             next_value = next_value.wrapping_add(1);
+                            let mut commits = 0;
                             for (i, n) in nodes.iter_mut().enumerate() {
-                                if reach[i] { n.write(&tag, 0, v, 1_000, now); }
+                                if reach[i] && n.write(&tag, 0, v, 1_000, now).is_ok() {
+                                    commits += 1;
+                                }
                             }
+                            // Success needs W commits (locker.erl's rule).
+                            prop_assert!(commits >= 2, "promised on {:?}, committed on {}", oks, commits);
                             if let Some(last) = issued.last() {
                                 prop_assert!(token > *last, "token {} after {}", token, last);
                             }

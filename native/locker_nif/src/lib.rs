@@ -16,7 +16,7 @@ mod term_cache;
 mod value;
 
 use locker_core::clock;
-use locker_core::{Expect, LockError, LogEntry, ReleaseError, WaitOutcome, Wake};
+use locker_core::{CommitError, Expect, LockError, LogEntry, ReleaseError, WaitOutcome, Wake};
 use rustler::{Encoder, Env, Error, NifResult, Term};
 
 use crate::store::{leases, with_engine};
@@ -49,6 +49,7 @@ pub(crate) mod atoms {
         expiry_entries,
         locker_corrupt_term,
         stale_token,
+        no_promise,
         // The tag shape of this project's coordinators: {'$locker_token', Ref, Token}.
         locker_token = "$locker_token",
     }
@@ -199,37 +200,48 @@ fn release_write_lock<'a>(env: Env<'a>, [tag]: [Term<'a>; 1]) -> Term<'a> {
 
 lean::lean_nif!("write", 4, write);
 
-/// `write(Tag, Key, Value, LeaseMs) -> Wakes`
+/// `write(Tag, Key, Value, LeaseMs) -> {ok, Wakes} | {error, no_promise}`
 fn write<'a>(env: Env<'a>, [tag, k, v, lease]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
     let lease = millis(lease)?;
     let token = tag_token(env, tag);
     let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
-    let wakes = with_engine(|e| e.write_with_token(&tag, k, v, lease, token, clock::now()));
-    Ok(wakes_to_term(env, &wakes))
+    let r = with_engine(|e| e.write_with_token(&tag, k, v, lease, token, clock::now()));
+    Ok(committed(env, r))
+}
+
+/// `{ok, Wakes}`, or `{error, no_promise}` for a refused phase two.
+fn committed<'a>(env: Env<'a>, r: Result<Vec<Wake<Value>>, CommitError>) -> Term<'a> {
+    match r {
+        Ok(wakes) => make_tuple(env, &[atoms::ok().to_term(env), wakes_to_term(env, &wakes)]),
+        Err(CommitError::NoPromise) => error(env, atoms::no_promise()),
+    }
 }
 
 lean::lean_nif!("update", 3, update);
 
-/// `update(Tag, Key, Value) -> ok`
+/// `update(Tag, Key, Value) -> ok | {error, no_promise}`
 fn update<'a>(env: Env<'a>, [tag, k, v]: [Term<'a>; 3]) -> Term<'a> {
     let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
-    with_engine(|e| e.update(&tag, k, v, clock::now()));
-    atoms::ok().to_term(env)
+    match with_engine(|e| e.update(&tag, k, v, clock::now())) {
+        Ok(()) => atoms::ok().to_term(env),
+        Err(CommitError::NoPromise) => error(env, atoms::no_promise()),
+    }
 }
 
 lean::lean_nif!("extend_lease", 4, extend_lease);
 
-/// `extend_lease(Tag, Key, Value, LeaseMs) -> Wakes`
+/// `extend_lease(Tag, Key, Value, LeaseMs) -> {ok, Wakes} | {error, no_promise}`
 fn extend_lease<'a>(env: Env<'a>, [tag, k, v, lease]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
     let lease = millis(lease)?;
+    let token = tag_token(env, tag);
     let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
-    let wakes = with_engine(|e| e.extend_lease(&tag, k, v, lease, clock::now()));
-    Ok(wakes_to_term(env, &wakes))
+    let r = with_engine(|e| e.extend_lease(&tag, k, v, lease, token, clock::now()));
+    Ok(committed(env, r))
 }
 
 lean::lean_nif!("release", 3, release);
 
-/// `release(Key, Value, Tag) -> {ok, Wakes} | {error, not_owner | not_found}`
+/// `release(Key, Value, Tag) -> {ok, Wakes} | {error, not_owner | not_found | no_promise}`
 fn release<'a>(env: Env<'a>, [k, v, tag]: [Term<'a>; 3]) -> Term<'a> {
     let (k, v, tag) = (key(env, k), value(env, v), key(env, tag));
     let r = with_engine(|e| e.release(&k, &v, &tag, clock::now()));
@@ -237,6 +249,7 @@ fn release<'a>(env: Env<'a>, [k, v, tag]: [Term<'a>; 3]) -> Term<'a> {
         Ok(wakes) => make_tuple(env, &[atoms::ok().to_term(env), wakes_to_term(env, &wakes)]),
         Err(ReleaseError::NotOwner) => error(env, atoms::not_owner()),
         Err(ReleaseError::NotFound) => error(env, atoms::not_found()),
+        Err(ReleaseError::NoPromise) => error(env, atoms::no_promise()),
     }
 }
 

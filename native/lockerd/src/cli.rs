@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     pub push_ms: u64,
     /// How long an unused write promise holds its key, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = locker_core::quorum::PROMISE_TTL_MS)]
     pub promise_ttl_ms: u64,
     /// Safe mode after a restart: for this many milliseconds after start,
     /// refuse promises on keys this node holds no lease for (set it to the
@@ -66,6 +66,28 @@ pub struct Args {
     /// the connection.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_frame: usize,
+    /// Bytes that frames longer than a connection's 64 KiB read buffer
+    /// may hold while they arrive, over all connections (at least
+    /// --max-frame). A connection whose frame does not fit stops reading
+    /// until others complete theirs, for half of --net-ticktime at most,
+    /// then is closed.
+    #[arg(long, default_value_t = 128 << 20)]
+    pub frame_budget: usize,
+    /// Most monitors the processes of one connected node may hold on one
+    /// process of this node; more are answered `noproc`.
+    #[arg(long, default_value_t = crate::process::PEER_HELD_DEFAULT)]
+    pub max_peer_monitors: usize,
+    /// Most monitors remote processes may hold on this node in all.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_monitors: usize,
+    /// Most links the processes of one connected node may hold with one
+    /// process of this node; more are refused with an exit signal
+    /// (`noproc`), as for a process that is gone.
+    #[arg(long, default_value_t = crate::process::PEER_HELD_DEFAULT)]
+    pub max_peer_links: usize,
+    /// Most links remote processes may hold with this node in all.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_links: usize,
     /// Worker threads of the runtime (1: a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,

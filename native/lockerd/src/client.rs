@@ -31,6 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use locker_core::clock;
+use locker_core::coordinator::{Outcome, Step, TwoPhase, Vote};
+use locker_core::quorum::PHASE_TWO_BUDGET_MS;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -134,6 +137,11 @@ pub struct Client(Arc<Inner>);
 struct Session {
     mb: Mailbox,
     remote: HashMap<Atom, Ref>,
+    /// Phase-one requests still unanswered when the outcome was known.
+    late: HashMap<Ref, Atom>,
+    /// Their replies, as they arrive during later rounds (a node answers
+    /// in order, so every node that answered phase two is here).
+    late_replies: Vec<(Atom, Term)>,
 }
 
 fn wall_micros() -> u64 {
@@ -192,7 +200,12 @@ impl Client {
                 remote.insert(n.clone(), r);
             }
         }
-        Ok(Session { mb, remote })
+        Ok(Session {
+            mb,
+            remote,
+            late: HashMap::new(),
+            late_replies: Vec::new(),
+        })
     }
 
     fn close(&self, s: Session) {
@@ -212,6 +225,21 @@ impl Client {
         request: &Term,
         timeout: Duration,
     ) -> Vec<(Atom, Term)> {
+        self.round_until(s, nodes, request, timeout, None).await
+    }
+
+    /// [`Self::round`] that stops waiting as soon as
+    /// `decided(replies so far, still pending)` is true; the pending
+    /// requests' replies are collected during later rounds
+    /// (`Session::late_replies`).
+    async fn round_until(
+        &self,
+        s: &mut Session,
+        nodes: &[Atom],
+        request: &Term,
+        timeout: Duration,
+        decided: Option<Decided<'_>>,
+    ) -> Vec<(Atom, Term)> {
         let deadline = Instant::now() + timeout;
         let me = s.mb.pid().clone();
         let mut pending: HashMap<Ref, Atom> = HashMap::new();
@@ -230,6 +258,10 @@ impl Client {
         }
         let mut replies = Vec::new();
         while !pending.is_empty() {
+            if decided.is_some_and(|d| d(&replies, pending.len())) {
+                s.late.extend(pending.drain());
+                break;
+            }
             let sig = match tokio::time::timeout_at(deadline, s.mb.recv()).await {
                 Ok(Some(sig)) => sig,
                 _ => break,
@@ -239,6 +271,8 @@ impl Client {
                     if let Some([Term::Ref(tag), reply]) = msg.as_tuple() {
                         if let Some(n) = pending.remove(&**tag) {
                             replies.push((n, reply.clone()));
+                        } else if let Some(n) = s.late.remove(&**tag) {
+                            s.late_replies.push((n, reply.clone()));
                         }
                     }
                 }
@@ -259,9 +293,11 @@ impl Client {
         replies
     }
 
-    /// Phase one on the masters, then `commit` if W promised; a success
-    /// only if W applied it too. On failure, the replies of the phase that
-    /// failed.
+    /// Phase one on the masters, then `commit` if W promised in time; a
+    /// success only if W applied it too (the rules of
+    /// [`locker_core::coordinator::TwoPhase`], shared with `locker.erl`).
+    /// On failure, the token floor to retry above, if a master reported
+    /// one in phase one.
     async fn two_phase(
         &self,
         key: &Term,
@@ -269,7 +305,7 @@ impl Client {
         tag: Term,
         timeout: Duration,
         commit: CommitKind<'_>,
-    ) -> Result<LockResult, Vec<(Atom, Term)>> {
+    ) -> Result<LockResult, Option<u64>> {
         let masters = self.0.masters.clone();
         let mut all = masters.clone();
         all.extend(
@@ -279,90 +315,129 @@ impl Client {
                 .filter(|r| !masters.contains(r))
                 .cloned(),
         );
-        let mut s = self.open(&all).map_err(|_| Vec::new())?;
+        let n = masters.len();
+        let started = Instant::now();
+        let op0 = TwoPhase::new(self.0.w, n, clock::now());
+        let mut s = self.open(&all).map_err(|_| None)?;
         let req = Term::tuple(vec![
             Term::static_atom("get_write_lock"),
             key.clone(),
             expected.clone(),
             tag.clone(),
         ]);
-        let replies = self.round(&mut s, &masters, &req, timeout).await;
-        let votes = count_ok(&replies);
+        // Masters neither answered nor pending are down: missing votes.
+        let decided = |replies: &[(Atom, Term)], pending: usize| {
+            tally(&op0, replies, n.saturating_sub(replies.len() + pending)).phase_one_decided()
+        };
+        let budget = Duration::from_millis(PHASE_TWO_BUDGET_MS);
+        let replies = self
+            .round_until(&mut s, &masters, &req, timeout.min(budget), Some(&decided))
+            .await;
+        let mut op = tally(&op0, &replies, n.saturating_sub(replies.len()));
         let release_tag = Term::tuple(vec![Term::static_atom("release_write_lock"), tag.clone()]);
-        let result = if votes >= self.0.w && self.0.w > 0 {
-            let commits = match commit {
-                CommitKind::Write { value, lease_ms } => {
-                    let r = Term::tuple(vec![
-                        Term::static_atom("write"),
-                        tag,
-                        key.clone(),
-                        value.clone(),
-                        Term::Int(lease_ms),
-                    ]);
-                    self.round(&mut s, &masters, &r, timeout).await
-                }
-                CommitKind::Update { new_value } => {
-                    let r = Term::tuple(vec![
-                        Term::static_atom("update"),
-                        tag,
-                        key.clone(),
-                        new_value.clone(),
-                    ]);
-                    self.round(&mut s, &masters, &r, timeout).await
-                }
-                CommitKind::Extend { value, lease_ms } => {
-                    let r = Term::tuple(vec![
-                        Term::static_atom("extend_lease"),
-                        tag.clone(),
-                        key.clone(),
-                        value.clone(),
-                        Term::Int(lease_ms),
-                    ]);
-                    let replies = self.round(&mut s, &masters, &r, timeout).await;
-                    let failed: Vec<Atom> = replies
-                        .iter()
-                        .filter(|(_, r)| !r.is_atom("ok"))
-                        .map(|(n, _)| n.clone())
-                        .collect();
-                    if !failed.is_empty() {
-                        let rel = Term::tuple(vec![Term::static_atom("release_write_lock"), tag]);
-                        self.round(&mut s, &failed, &rel, timeout).await;
-                    }
-                    replies
-                }
-                CommitKind::Release { value } => {
-                    let r = Term::tuple(vec![
-                        Term::static_atom("release"),
-                        key.clone(),
-                        value.clone(),
-                        tag,
-                    ]);
-                    self.round(&mut s, &all, &r, timeout).await
-                }
-            };
-            // W counts masters (release also reaches the replicas).
-            let by_masters = commits
-                .iter()
-                .filter(|(n, r)| masters.contains(n) && r.is_atom("ok"))
-                .count();
-            if by_masters >= self.0.w {
-                Ok(LockResult::Ok {
-                    w: self.0.w,
-                    votes,
-                    commits: count_ok(&commits),
-                })
-            } else {
-                // Fewer than W applied phase two: no success (as in
-                // locker.erl); promises it did not consume are dropped.
-                self.round(&mut s, &masters, &release_tag, timeout).await;
-                Err(commits)
+        let result = match op.after_phase_one(clock::now()) {
+            Step::Abort => {
+                self.round(&mut s, &masters, &release_tag, cleanup(started, timeout))
+                    .await;
+                late_votes(&mut op, &s);
+                Err(op.outcome())
             }
-        } else {
-            self.round(&mut s, &masters, &release_tag, timeout).await;
-            Err(replies)
+            Step::PhaseTwo => {
+                let commits = self
+                    .phase_two(&mut s, &masters, &all, key, tag, commit, timeout)
+                    .await;
+                late_votes(&mut op, &s);
+                for (node, r) in &commits {
+                    op.commit(masters.contains(node), r.is_atom("ok"));
+                }
+                match op.outcome() {
+                    Outcome::Ok { w, votes, commits } => Ok(LockResult::Ok { w, votes, commits }),
+                    failed => {
+                        // Fewer than W applied phase two: promises it did
+                        // not consume are dropped, and a lease that some
+                        // masters stored is given up there.
+                        self.round(&mut s, &masters, &release_tag, cleanup(started, timeout))
+                            .await;
+                        if let CommitKind::Write { value, .. } = commit {
+                            let stored: Vec<Atom> = commits
+                                .iter()
+                                .filter(|(n, r)| masters.contains(n) && r.is_atom("ok"))
+                                .map(|(n, _)| n.clone())
+                                .collect();
+                            if !stored.is_empty() {
+                                let undo = Term::tuple(vec![
+                                    Term::static_atom("release"),
+                                    key.clone(),
+                                    value.clone(),
+                                    Term::reference(self.0.node.make_ref()),
+                                ]);
+                                self.round(&mut s, &stored, &undo, timeout).await;
+                            }
+                        }
+                        Err(failed)
+                    }
+                }
+            }
         };
         self.close(s);
-        result
+        result.map_err(|o| match o {
+            Outcome::NoQuorum { retry_above } => retry_above,
+            Outcome::Ok { .. } => None,
+        })
+    }
+
+    /// Sends phase two (`release` also to the replicas); the answers.
+    #[allow(clippy::too_many_arguments)]
+    async fn phase_two(
+        &self,
+        s: &mut Session,
+        masters: &[Atom],
+        all: &[Atom],
+        key: &Term,
+        tag: Term,
+        commit: CommitKind<'_>,
+        timeout: Duration,
+    ) -> Vec<(Atom, Term)> {
+        match commit {
+            CommitKind::Write { value, lease_ms } => {
+                let r = Term::tuple(vec![
+                    Term::static_atom("write"),
+                    tag,
+                    key.clone(),
+                    value.clone(),
+                    Term::Int(lease_ms),
+                ]);
+                self.round(s, masters, &r, timeout).await
+            }
+            CommitKind::Update { new_value } => {
+                let r = Term::tuple(vec![
+                    Term::static_atom("update"),
+                    tag,
+                    key.clone(),
+                    new_value.clone(),
+                ]);
+                self.round(s, masters, &r, timeout).await
+            }
+            CommitKind::Extend { value, lease_ms } => {
+                let r = Term::tuple(vec![
+                    Term::static_atom("extend_lease"),
+                    tag,
+                    key.clone(),
+                    value.clone(),
+                    Term::Int(lease_ms),
+                ]);
+                self.round(s, masters, &r, timeout).await
+            }
+            CommitKind::Release { value } => {
+                let r = Term::tuple(vec![
+                    Term::static_atom("release"),
+                    key.clone(),
+                    value.clone(),
+                    tag,
+                ]);
+                self.round(s, all, &r, timeout).await
+            }
+        }
     }
 
     fn next_token(&self, floor: u64) -> u64 {
@@ -430,24 +505,8 @@ impl Client {
                 .await
             {
                 Ok(r) => return Ok((r, token)),
-                Err(replies) => {
-                    let floors: Vec<u64> = replies
-                        .iter()
-                        .filter_map(|(_, r)| match r.as_tuple() {
-                            Some([e, inner]) if e.is_atom("error") => match inner.as_tuple() {
-                                Some([s, f]) if s.is_atom("stale_token") => {
-                                    crate::locker::millis(f)
-                                }
-                                _ => None,
-                            },
-                            _ => None,
-                        })
-                        .collect();
-                    match floors.iter().max() {
-                        Some(f) if attempt == 0 => floor = *f,
-                        _ => return Err(NoQuorum),
-                    }
-                }
+                Err(Some(f)) if attempt == 0 => floor = f,
+                Err(_) => return Err(NoQuorum),
             }
         }
         Err(NoQuorum)
@@ -606,6 +665,7 @@ impl Client {
     }
 }
 
+#[derive(Clone, Copy)]
 enum CommitKind<'a> {
     Write { value: &'a Term, lease_ms: i64 },
     Update { new_value: &'a Term },
@@ -613,8 +673,51 @@ enum CommitKind<'a> {
     Release { value: &'a Term },
 }
 
-fn count_ok(replies: &[(Atom, Term)]) -> usize {
-    replies.iter().filter(|(_, r)| r.is_atom("ok")).count()
+/// How long dropping promises after a failed phase may wait for answers:
+/// what is left of the caller's timeout, at most 5 s (best effort: an
+/// unused promise expires anyway).
+fn cleanup(started: Instant, timeout: Duration) -> Duration {
+    timeout
+        .saturating_sub(started.elapsed())
+        .min(Duration::from_secs(5))
+}
+
+/// When a round may stop waiting: `(replies so far, still pending)`.
+type Decided<'a> = &'a (dyn Fn(&[(Atom, Term)], usize) -> bool + Sync);
+
+/// A master's phase-one reply as a [`Vote`].
+fn to_vote(reply: &Term) -> Vote {
+    if reply.is_atom("ok") {
+        return Vote::Ok;
+    }
+    match reply.as_tuple() {
+        Some([e, inner]) if e.is_atom("error") => match inner.as_tuple() {
+            Some([s, f]) if s.is_atom("stale_token") => {
+                crate::locker::millis(f).map_or(Vote::Refused, Vote::StaleToken)
+            }
+            _ => Vote::Refused,
+        },
+        _ => Vote::Refused,
+    }
+}
+
+/// `op0` with `replies` and `missing` masters counted.
+fn tally(op0: &TwoPhase, replies: &[(Atom, Term)], missing: usize) -> TwoPhase {
+    let mut op = op0.clone();
+    for (_, r) in replies {
+        op.vote(to_vote(r));
+    }
+    for _ in 0..missing {
+        op.vote(Vote::Missing);
+    }
+    op
+}
+
+/// Counts the phase-one replies that came during later rounds.
+fn late_votes(op: &mut TwoPhase, s: &Session) {
+    for (_, r) in &s.late_replies {
+        op.late_vote(to_vote(r));
+    }
 }
 
 /// Who made a call (`From` of `gen_server`).

@@ -13,6 +13,16 @@
 //! The reader parses every whole frame in its buffer in place before it
 //! reads again, and arms no timer per read: the writer's ticker, which
 //! runs anyway, checks that the reader saw bytes within `net_ticktime`.
+//!
+//! The read buffer is 64 KiB. A frame longer than that is read into a
+//! buffer of exactly its size, whose bytes beyond 64 KiB are claimed
+//! first from the node's partial-frame budget (`budget`,
+//! [`crate::node::NodeConfig::frame_budget`]): N peers that each start a
+//! 64 MiB frame hold the budget between them, not N times 64 MiB. A
+//! connection that cannot get its share stops reading (TCP pushes back on
+//! its peer) until other frames complete, for half of `net_ticktime` at
+//! most, then is closed. The buffer goes back to 64 KiB once the frame is
+//! handled.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,9 +33,14 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
+use crate::budget::Claim;
 use crate::node::Node;
 use crate::term::Atom;
 use crate::watermark::Watermark;
+
+/// A connection's read buffer, for every frame that fits; longer frames
+/// claim the rest from the node's partial-frame budget.
+pub(crate) const READ_BUF: usize = 64 * 1024;
 
 /// Bytes queued for a connection's writer, counted in a [`Watermark`]. A
 /// peer that sends requests faster than it reads the replies would
@@ -39,6 +54,18 @@ pub(crate) const OUTBOX_HIGH: usize = 8 << 20;
 pub(crate) const OUTBOX_LOW: usize = 2 << 20;
 /// See [`OUTBOX_HIGH`].
 const OUTBOX_MOST_PAUSE: Duration = Duration::from_secs(1);
+
+/// What a frame queued for a writer costs in the outbox's count: its
+/// allocation and its place in the queue, not only its bytes, so that a
+/// flood of small replies (each a ~100-byte frame of 128 bytes of
+/// capacity) holds about [`OUTBOX_HIGH`] of memory at the mark, not twice
+/// that.
+pub(crate) fn queued_cost(capacity: usize) -> usize {
+    capacity + QUEUED_OVERHEAD
+}
+
+/// A queued frame's `Vec` in its queue slot, and the allocator's header.
+const QUEUED_OVERHEAD: usize = 48;
 
 /// A connection's outbox: an empty [`Watermark`] with the marks above.
 pub(crate) fn new_outbox() -> Arc<Watermark> {
@@ -108,6 +135,8 @@ async fn writer(
     link: &Link,
 ) -> Option<String> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // What the frames in `buf` counted in the outbox.
+    let mut cost = 0;
     let mut ticker = tokio::time::interval((ticktime / 4).max(Duration::from_millis(50)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut live = Liveness::new(ticktime);
@@ -129,10 +158,14 @@ async fn writer(
                     &[0, 0, 0, 0]
                 } else {
                     buf.extend_from_slice(&f);
+                    cost += queued_cost(f.capacity());
                     while buf.len() < 256 * 1024 {
                         match rx.try_recv() {
                             Ok(f) if f.is_empty() => {}
-                            Ok(f) => buf.extend_from_slice(&f),
+                            Ok(f) => {
+                                buf.extend_from_slice(&f);
+                                cost += queued_cost(f.capacity());
+                            }
                             Err(_) => break,
                         }
                     }
@@ -178,7 +211,8 @@ async fn writer(
             }
         }
         if !buf.is_empty() {
-            link.outbox.sub(buf.len());
+            link.outbox.sub(cost);
+            cost = 0;
             buf.clear();
         }
     }
@@ -235,11 +269,17 @@ async fn reader(
 ) -> String {
     let max = node.config().max_frame;
     let metrics = node.metrics().clone();
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let budget = node.0.frame_budget.clone();
+    let budget_wait = (node.config().net_ticktime / 2).max(Duration::from_millis(100));
+    let mut claim = Claim::new(budget.clone());
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut start = 0;
     let closed = link.close.notified();
     tokio::pin!(closed);
     loop {
+        // The size of the partial frame at the end of the buffer, once its
+        // length is known.
+        let mut partial = 0;
         // Every whole frame in the buffer.
         loop {
             let avail = &buf[start..];
@@ -251,8 +291,7 @@ async fn reader(
                 return "oversized frame".into();
             }
             let Some(body) = avail.get(4..4 + len) else {
-                // Room for the rest of this frame, at once.
-                buf.reserve(4 + len - avail.len());
+                partial = 4 + len;
                 break;
             };
             start += 4 + len;
@@ -288,12 +327,33 @@ async fn reader(
             buf.drain(..start);
         }
         start = 0;
-        if buf.capacity() > 1 << 20 && buf.len() < 64 * 1024 {
-            buf.shrink_to(64 * 1024);
+        // Room for the next read: the read buffer, or the whole partial
+        // frame if longer (the excess claimed from the budget first).
+        let size = partial.max(READ_BUF);
+        let extra = size - READ_BUF;
+        if !claim.try_grow_to(extra) {
+            // Wait holding nothing: two connections that each hold part
+            // of what they need cannot then wait for each other.
+            if buf.capacity() > READ_BUF && buf.len() <= READ_BUF {
+                buf.shrink_to(READ_BUF);
+                claim.shrink_to(0);
+            }
+            metrics.frame_budget_waits.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                got = tokio::time::timeout(budget_wait, claim.grow_to(extra)) => if got.is_err() {
+                    metrics.frame_budget_drops.fetch_add(1, Ordering::Relaxed);
+                    crate::warn_bad_input!(%peer, frame = partial, budget = budget.total(), held = budget.held(), "partial frames of all connections over the memory budget: closing the connection");
+                    return "partial-frame memory budget exhausted".into();
+                },
+                _ = &mut closed => return "closed".into(),
+            }
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+        if buf.capacity() < size {
+            buf.reserve_exact(size - buf.len());
+        } else if buf.capacity() > size {
+            buf.shrink_to(size);
         }
+        claim.shrink_to(extra);
         if link.outbox.is_high() {
             // The peer does not read what we queue for it: read no more
             // of its requests for now.

@@ -19,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+mod budget;
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -40,5 +41,5 @@ pub mod term;
 mod watermark;
 
 pub use node::{Node, NodeConfig};
-pub use process::{Mailbox, Signal};
+pub use process::{HeldLimits, Mailbox, Signal};
 pub use term::{Atom, Pid, Ref, Term};

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use locker_core::{
-    clock, Config, Engine, Expect, LeaseMap, LockError, LogEntry, ReleaseError, WaitOutcome, Wake,
+    clock, CommitError, Config, Engine, Expect, LeaseMap, LockError, LogEntry, ReleaseError,
+    WaitOutcome, Wake,
 };
 use tokio::sync::watch;
 
@@ -435,7 +436,7 @@ impl Locker {
             ("write", 5) => match millis(&items[4]) {
                 Some(ms) => {
                     let token = tag_token(&items[1]);
-                    let wakes = self.engine.write_with_token(
+                    let r = self.engine.write_with_token(
                         &items[1],
                         self.codec.encode(&items[2]),
                         self.codec.encode(&items[3]),
@@ -443,29 +444,29 @@ impl Locker {
                         token,
                         now,
                     );
-                    self.woken(wakes);
-                    self.rearm();
-                    a::OK
+                    self.committed(r)
                 }
                 None => badarg(),
             },
             ("update", 4) => {
                 let (k, v) = (self.codec.encode(&items[2]), self.codec.encode(&items[3]));
-                self.engine.update(&items[1], k, v, now);
-                a::OK
+                match self.engine.update(&items[1], k, v, now) {
+                    Ok(()) => a::OK,
+                    Err(CommitError::NoPromise) => error("no_promise"),
+                }
             }
             ("extend_lease", 5) => match millis(&items[4]) {
                 Some(ms) => {
-                    let wakes = self.engine.extend_lease(
+                    let token = tag_token(&items[1]);
+                    let r = self.engine.extend_lease(
                         &items[1],
                         self.codec.encode(&items[2]),
                         self.codec.encode(&items[3]),
                         ms,
+                        token,
                         now,
                     );
-                    self.woken(wakes);
-                    self.rearm();
-                    a::OK
+                    self.committed(r)
                 }
                 None => badarg(),
             },
@@ -481,6 +482,7 @@ impl Locker {
                 }
                 Err(ReleaseError::NotOwner) => error("not_owner"),
                 Err(ReleaseError::NotFound) => error("not_found"),
+                Err(ReleaseError::NoPromise) => error("no_promise"),
             },
             ("wait_for", 3) | ("wait_for_release", 3) => {
                 let Some(ms) = millis(&items[2]) else {
@@ -525,6 +527,19 @@ impl Locker {
             _ => unknown(),
         };
         Some(reply)
+    }
+
+    /// The reply to a write or an extension: `ok` (its waiters woken), or
+    /// `{error, no_promise}` when the engine refused a stale phase two.
+    fn committed(&mut self, r: Result<Vec<Wake<Stored>>, CommitError>) -> Term {
+        match r {
+            Ok(wakes) => {
+                self.woken(wakes);
+                self.rearm();
+                a::OK
+            }
+            Err(CommitError::NoPromise) => error("no_promise"),
+        }
     }
 
     fn debug_state(&self, now: u64) -> Term {

@@ -71,6 +71,13 @@ async fn run(args: Args) -> i32 {
     cfg.net_ticktime = Duration::from_secs(args.net_ticktime.max(1));
     cfg.max_peers = args.max_peers;
     cfg.max_frame = args.max_frame;
+    cfg.frame_budget = args.frame_budget;
+    cfg.held_limits = lockerd::HeldLimits {
+        peer_monitors: args.max_peer_monitors,
+        monitors: args.max_monitors,
+        peer_links: args.max_peer_links,
+        links: args.max_links,
+    };
     let metrics = Arc::new(Metrics::default());
     let node = match Node::start(cfg, metrics.clone()).await {
         Ok(n) => n,

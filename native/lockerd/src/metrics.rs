@@ -55,6 +55,20 @@ pub struct Metrics {
     pub handshake_failures: AtomicU64,
     /// Connections refused over the peer limit.
     pub rejected: AtomicU64,
+    /// Monitors remote processes hold on this node's processes (gauge).
+    pub remote_monitors: AtomicU64,
+    /// Links remote processes hold with this node's processes (gauge).
+    pub remote_links: AtomicU64,
+    /// Monitors refused over a cap (answered `noproc`).
+    pub refused_monitors: AtomicU64,
+    /// Links refused over a cap (answered with an `EXIT` `noproc`).
+    pub refused_links: AtomicU64,
+    /// Bytes of partial frames claimed from the node's budget (gauge).
+    pub partial_frame_bytes: AtomicU64,
+    /// Times a connection waited for the partial-frame budget.
+    pub frame_budget_waits: AtomicU64,
+    /// Connections closed after waiting too long for that budget.
+    pub frame_budget_drops: AtomicU64,
     /// Leases, promises and waiters of the store, and peers connected
     /// (gauges, set by their owners).
     pub gauges: Mutex<Gauges>,
@@ -142,6 +156,21 @@ impl Metrics {
                 g.log,
             ),
             ("locker_peers", "Connected nodes.", peers as u64),
+            (
+                "locker_remote_monitors",
+                "Monitors remote processes hold on this node's processes.",
+                self.remote_monitors.load(Ordering::Relaxed),
+            ),
+            (
+                "locker_remote_links",
+                "Links remote processes hold with this node's processes.",
+                self.remote_links.load(Ordering::Relaxed),
+            ),
+            (
+                "locker_partial_frame_bytes",
+                "Bytes of partial frames held beyond the connections' base buffers.",
+                self.partial_frame_bytes.load(Ordering::Relaxed),
+            ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -175,6 +204,26 @@ impl Metrics {
                 "locker_rejected_connections_total",
                 "Connections refused over the peer limit.",
                 &self.rejected,
+            ),
+            (
+                "locker_refused_monitors_total",
+                "Monitors refused over a cap (answered noproc).",
+                &self.refused_monitors,
+            ),
+            (
+                "locker_refused_links_total",
+                "Links refused over a cap (answered with an exit signal, noproc).",
+                &self.refused_links,
+            ),
+            (
+                "locker_frame_budget_waits_total",
+                "Times a connection waited for the partial-frame memory budget.",
+                &self.frame_budget_waits,
+            ),
+            (
+                "locker_frame_budget_drops_total",
+                "Connections closed after waiting too long for the partial-frame budget.",
+                &self.frame_budget_drops,
             ),
         ] {
             let _ = writeln!(

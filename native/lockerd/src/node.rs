@@ -12,18 +12,17 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::budget::ByteBudget;
 use crate::epmd;
 use crate::frame::{self, Control};
 use crate::handshake::Identity;
 use crate::metrics::Metrics;
 use crate::peers::Peers;
-use crate::process::{key_of, Entry, InMonitor, Mailbox, ProcTx, Procs, Signal};
+use crate::process::{
+    key_of, Added, Entry, HeldLimits, HeldMonitor, Mailbox, PeerPid, PeerRef, ProcTx, Procs, Signal,
+};
 use crate::term::{Atom, Pid, Ref, Term};
 use crate::watermark::Watermark;
-
-/// Most monitors remote processes may hold on one process of this node
-/// (each `gen_server:call` holds one while it waits).
-const MAX_MONITORS: usize = 1 << 20;
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -43,6 +42,15 @@ pub struct NodeConfig {
     pub max_frame: usize,
     /// Time allowed for a handshake, either way.
     pub handshake_timeout: Duration,
+    /// Caps on the monitors and links remote processes hold here (each
+    /// `gen_server:call` holds a monitor while it waits).
+    pub held_limits: HeldLimits,
+    /// Bytes that frames longer than a connection's 64 KiB read buffer
+    /// may hold while they arrive, over all connections (raised to
+    /// `max_frame` if smaller, so that any frame can be read). A
+    /// connection whose frame does not fit waits for others to complete
+    /// theirs, for half of `net_ticktime` at most, then is closed.
+    pub frame_budget: usize,
 }
 
 impl NodeConfig {
@@ -56,6 +64,8 @@ impl NodeConfig {
             max_peers: 256,
             max_frame: 64 << 20,
             handshake_timeout: Duration::from_secs(5),
+            held_limits: HeldLimits::default(),
+            frame_budget: 128 << 20,
         }
     }
 }
@@ -72,6 +82,7 @@ pub(crate) struct Inner {
     pub metrics: Arc<Metrics>,
     pub stopping: AtomicBool,
     pub store: OnceLock<crate::locker::Store>,
+    pub frame_budget: Arc<ByteBudget>,
     epmd: Mutex<Option<epmd::Registration>>,
 }
 
@@ -123,6 +134,11 @@ impl Node {
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let reg = epmd::register(node_name.name(), port).await?;
         let creation = reg.creation;
+        let frame_budget = Arc::new(ByteBudget::new(
+            cfg.frame_budget.max(cfg.max_frame),
+            metrics.clone(),
+        ));
+        let held_limits = cfg.held_limits;
         let inner = Inner {
             name: Atom::new(&cfg.name),
             creation,
@@ -133,12 +149,13 @@ impl Node {
             },
             cfg,
             port,
-            procs: Mutex::new(Procs::default()),
+            procs: Mutex::new(Procs::new(held_limits)),
             peers: Mutex::new(Peers::default()),
             next_ref: AtomicU64::new(1),
             metrics,
             stopping: AtomicBool::new(false),
             store: OnceLock::new(),
+            frame_budget,
             epmd: Mutex::new(Some(reg)),
         };
         let node = Node(Arc::new(inner));
@@ -197,7 +214,7 @@ impl Node {
 
     /// Starts a process, registered under `name` if given (fails if taken).
     pub fn spawn(&self, name: Option<&str>) -> Result<Mailbox, String> {
-        let (tx, rx, backlog) = ProcTx::new();
+        let (tx, rx) = ProcTx::new();
         let mut procs = self.0.procs.lock();
         let name = name.map(Atom::new);
         if let Some(n) = &name {
@@ -215,21 +232,12 @@ impl Node {
         if let Some(n) = &name {
             procs.names.insert(n.clone(), key);
         }
-        procs.by_key.insert(
-            key,
-            Entry {
-                tx,
-                name,
-                monitors: Default::default(),
-                links: Vec::new(),
-            },
-        );
+        procs.by_key.insert(key, Entry::new(tx, name));
         drop(procs);
         Ok(Mailbox {
             node: self.clone(),
             pid,
             rx,
-            backlog,
             exit_reason: Term::static_atom("normal"),
         })
     }
@@ -254,28 +262,42 @@ impl Node {
         let key = key_of(pid);
         let entry = {
             let mut procs = self.0.procs.lock();
-            let Some(entry) = procs.by_key.remove(&key) else {
+            let Some(entry) = procs.remove(key) else {
                 return;
             };
-            if let Some(n) = &entry.name {
-                procs.names.remove(n);
-            }
             for mons in procs.out_monitors.values_mut() {
                 mons.retain(|_, k| *k != key);
             }
+            self.publish_held(&procs);
             entry
         };
-        for m in entry.monitors.into_values() {
-            self.send_frame(
-                &m.peer,
-                frame::monitor_exit(&m.target, &m.from, &m.reference, reason),
-                false,
-            );
+        let by_pid = Term::pid(pid.clone());
+        let by_name = entry.name.map(Term::Atom);
+        for (peer, held) in entry.held {
+            for (r, m) in held.monitors {
+                let target = match &by_name {
+                    Some(name) if m.by_name => name,
+                    _ => &by_pid,
+                };
+                self.send_frame(
+                    &peer,
+                    frame::monitor_exit(target, &m.from.pid(&peer), &r.reference(&peer), reason),
+                    false,
+                );
+            }
+            for l in held.links {
+                self.send_frame(&peer, frame::exit(pid, &l.pid(&peer), reason), false);
+            }
         }
-        for l in entry.links {
-            let peer = l.node.clone();
-            self.send_frame(&peer, frame::exit(pid, &l, reason), false);
-        }
+    }
+
+    /// Mirrors the monitor and link counts in the metrics.
+    fn publish_held(&self, procs: &Procs) {
+        let m = &self.0.metrics;
+        m.remote_monitors
+            .store(procs.held_monitors() as u64, Ordering::Relaxed);
+        m.remote_links
+            .store(procs.held_links() as u64, Ordering::Relaxed);
     }
 
     /// Delivers a signal to a local process; false if there is none.
@@ -453,15 +475,16 @@ impl Node {
         let _ = self.0.store.set(s);
     }
 
-    /// A connection to `peer` is gone: drop what it held here.
+    /// A connection to `peer` is gone: drop what its processes held here
+    /// (their links fire on our side: an exit signal `noconnection`, as a
+    /// BEAM node delivers when a node goes down), and fire our monitors
+    /// of its processes.
     pub(crate) fn peer_lost(&self, peer: &Atom) {
         let mut downs = Vec::new();
-        {
+        let links = {
             let mut procs = self.0.procs.lock();
-            for e in procs.by_key.values_mut() {
-                e.monitors.retain(|_, m| m.peer != *peer);
-                e.links.retain(|l| l.node != *peer);
-            }
+            let links = procs.drop_peer(peer);
+            self.publish_held(&procs);
             if let Some(mons) = procs.out_monitors.remove(peer) {
                 for (r, key) in mons {
                     if let Some(e) = procs.by_key.get(&key) {
@@ -469,6 +492,10 @@ impl Node {
                     }
                 }
             }
+            links
+        };
+        for (tx, pids) in links {
+            tx.send_links_down(peer, pids);
         }
         for (tx, reference) in downs {
             let _ = tx.send(Signal::Down {
@@ -537,14 +564,19 @@ impl Node {
                 reference,
             } => self.monitored(peer, from, to, reference),
             Control::Demonitor { to, reference, .. } => {
+                let Some(r) = PeerRef::of(peer, &reference) else {
+                    return;
+                };
                 let mut procs = self.0.procs.lock();
                 let key = match &to {
                     Term::Atom(a) => procs.names.get(a).copied(),
                     Term::Pid(p) if self.is_local(p) => Some(key_of(p)),
                     _ => None,
                 };
-                if let Some(e) = key.and_then(|k| procs.by_key.get_mut(&k)) {
-                    e.monitors.remove(&reference);
+                if let Some(k) = key {
+                    if procs.remove_monitor(k, peer, &r) {
+                        self.publish_held(&procs);
+                    }
                 }
             }
             Control::MonitorExit {
@@ -573,32 +605,10 @@ impl Node {
                     });
                 }
             }
-            Control::Link { from, to } => {
-                let ok = {
-                    let mut procs = self.0.procs.lock();
-                    match procs
-                        .by_key
-                        .get_mut(&key_of(&to))
-                        .filter(|_| self.is_local(&to))
-                    {
-                        Some(e) => {
-                            e.links.push(from.clone());
-                            true
-                        }
-                        None => false,
-                    }
-                };
-                if !ok {
-                    self.send_frame(
-                        peer,
-                        frame::exit(&to, &from, &Term::static_atom("noproc")),
-                        false,
-                    );
-                }
-            }
-            Control::Unlink { from, to } => self.unlink(&from, &to),
+            Control::Link { from, to } => self.linked(peer, from, to),
+            Control::Unlink { from, to } => self.unlink(peer, &from, &to),
             Control::UnlinkId { id, from, to } => {
-                self.unlink(&from, &to);
+                self.unlink(peer, &from, &to);
                 self.send_frame(peer, frame::unlink_id_ack(&id, &to, &from), false);
             }
             Control::UnlinkIdAck { .. } => {}
@@ -609,7 +619,7 @@ impl Node {
                 link,
             } => {
                 if link {
-                    self.unlink(&from, &to);
+                    self.unlink(peer, &from, &to);
                 }
                 tracing::debug!(%peer, from = ?from, to = ?to, reason = %reason.display(100), "exit signal (trapped)");
                 self.deliver(&to, Signal::Exit { from, reason });
@@ -644,42 +654,111 @@ impl Node {
         }
     }
 
-    fn unlink(&self, from: &Pid, to: &Pid) {
+    /// `UNLINK`, `UNLINK_ID`, or the exit of a linked remote process:
+    /// one lookup in the set of `peer`'s links with our process `to`.
+    fn unlink(&self, peer: &Atom, from: &Pid, to: &Pid) {
+        let Some(p) = PeerPid::of(peer, from) else {
+            return;
+        };
+        if !self.is_local(to) {
+            return;
+        }
         let mut procs = self.0.procs.lock();
-        if let Some(e) = procs.by_key.get_mut(&key_of(to)) {
-            e.links.retain(|l| l != from);
+        if procs.remove_link(key_of(to), peer, &p) {
+            self.publish_held(&procs);
         }
     }
 
-    fn monitored(&self, peer: &Atom, from: Pid, to: Term, reference: Ref) {
-        {
+    /// `LINK` from `peer`'s process `from` to our `to`. A link already
+    /// there is left as it is (links are a set, as on the BEAM). A missing
+    /// process, or one past the caps, answers an exit signal `noproc`:
+    /// the peer removes its half of the link and its process gets the
+    /// signal, as for a process that is gone.
+    fn linked(&self, peer: &Atom, from: Pid, to: Pid) {
+        let Some(p) = PeerPid::of(peer, &from) else {
+            crate::warn_bad_input!(%peer, from = ?from, "LINK from a process of another node dropped");
+            return;
+        };
+        let added = if self.is_local(&to) {
             let mut procs = self.0.procs.lock();
-            let key = match &to {
-                Term::Atom(a) => procs.names.get(a).copied(),
-                Term::Pid(p) if self.is_local(p) => Some(key_of(p)),
-                _ => None,
-            };
-            match key.and_then(|k| procs.by_key.get_mut(&k)) {
-                Some(e) if e.monitors.len() >= MAX_MONITORS => {
-                    tracing::warn!(%peer, "too many monitors on one process: monitor refused (noproc)");
-                }
-                Some(e) => {
-                    e.monitors.insert(
-                        reference.clone(),
-                        InMonitor {
-                            peer: peer.clone(),
-                            from,
-                            reference,
-                            target: to,
-                        },
-                    );
-                    return;
-                }
-                None => {}
+            let added = procs.add_link(key_of(&to), peer, p);
+            if added == Added::New {
+                self.publish_held(&procs);
+            }
+            added
+        } else {
+            Added::NoProc
+        };
+        match added {
+            Added::New | Added::Known => return,
+            Added::NoProc => {}
+            Added::PeerFull | Added::NodeFull => {
+                self.0.metrics.refused_links.fetch_add(1, Ordering::Relaxed);
+                let limits = self.0.cfg.held_limits;
+                crate::warn_bad_input!(
+                    %peer,
+                    per_peer = limits.peer_links,
+                    node = limits.links,
+                    node_full = added == Added::NodeFull,
+                    "too many links: link refused (exit signal noproc)"
+                );
             }
         }
-        // No such process, or too many monitors on it.
-        tracing::debug!(%peer, target = %to.display(100), "monitor of a missing process: noproc");
+        self.send_frame(
+            peer,
+            frame::exit(&to, &from, &Term::static_atom("noproc")),
+            false,
+        );
+    }
+
+    /// `MONITOR_P` from `peer`'s process `from` of our `to` (a pid or a
+    /// registered name). A missing process, or one past the caps, answers
+    /// `MONITOR_P_EXIT` with `noproc`.
+    fn monitored(&self, peer: &Atom, from: Pid, to: Term, reference: Ref) {
+        let ids = PeerPid::of(peer, &from).zip(PeerRef::of(peer, &reference));
+        let added = match ids {
+            None => {
+                crate::warn_bad_input!(%peer, from = ?from, reference = ?reference, "MONITOR_P with a pid or reference of another node: noproc");
+                Added::NoProc
+            }
+            Some((p, r)) => {
+                let mut procs = self.0.procs.lock();
+                let key = match &to {
+                    Term::Atom(a) => procs.names.get(a).copied(),
+                    Term::Pid(pid) if self.is_local(pid) => Some(key_of(pid)),
+                    _ => None,
+                };
+                let m = HeldMonitor {
+                    from: p,
+                    by_name: matches!(to, Term::Atom(_)),
+                };
+                let added = key.map_or(Added::NoProc, |k| procs.add_monitor(k, peer, r, m));
+                if added == Added::New {
+                    self.publish_held(&procs);
+                }
+                added
+            }
+        };
+        match added {
+            Added::New | Added::Known => return,
+            Added::NoProc => {
+                tracing::debug!(%peer, target = %to.display(100), "monitor of a missing process: noproc");
+            }
+            Added::PeerFull | Added::NodeFull => {
+                self.0
+                    .metrics
+                    .refused_monitors
+                    .fetch_add(1, Ordering::Relaxed);
+                let limits = self.0.cfg.held_limits;
+                crate::warn_bad_input!(
+                    %peer,
+                    per_peer = limits.peer_monitors,
+                    node = limits.monitors,
+                    node_full = added == Added::NodeFull,
+                    "too many monitors: monitor refused (noproc)"
+                );
+            }
+        }
         self.send_frame(
             peer,
             frame::monitor_exit(&to, &from, &reference, &Term::static_atom("noproc")),

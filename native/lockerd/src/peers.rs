@@ -64,7 +64,7 @@ pub(crate) fn send_frame(node: &Node, peer: &Atom, f: Vec<u8>, connect: bool) {
     let mut peers = node.0.peers.lock();
     match peers.map.get_mut(peer) {
         Some(Slot::Up { tx, outbox, .. }) => {
-            outbox.add(f.len());
+            outbox.add(crate::connection::queued_cost(f.capacity()));
             let _ = tx.send(f);
         }
         Some(Slot::Connecting { queue }) => {
@@ -248,7 +248,7 @@ fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
     match old {
         Some(Slot::Connecting { queue }) => {
             for f in queue {
-                outbox.add(f.len());
+                outbox.add(crate::connection::queued_cost(f.capacity()));
                 let _ = tx.send(f);
             }
         }

@@ -6,7 +6,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A lockerd process, killed when dropped.
-pub struct Daemon(Child);
+pub struct Daemon(Child, u16);
+
+#[allow(dead_code)] // not every test uses these
+impl Daemon {
+    /// Its OS process id.
+    pub fn os_pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Its distribution port.
+    pub fn port(&self) -> u16 {
+        self.1
+    }
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -29,8 +42,15 @@ pub fn epmd_up() -> bool {
 
 /// Starts lockerd with `args` (which must include `--announce`) and waits
 /// for its "lockerd ready" line.
+#[allow(dead_code)] // not every test uses it
 pub fn start_lockerd(args: &[&str]) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lockerd"))
+    start_lockerd_bin(env!("CARGO_BIN_EXE_lockerd"), args)
+}
+
+/// [`start_lockerd`] with another lockerd binary.
+#[allow(dead_code)] // not every test uses it
+pub fn start_lockerd_bin(bin: &str, args: &[&str]) -> Daemon {
+    let mut child = Command::new(bin)
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
@@ -43,5 +63,6 @@ pub fn start_lockerd(args: &[&str]) -> Daemon {
         line.starts_with("lockerd ready"),
         "lockerd did not start: {line:?}"
     );
-    Daemon(child)
+    let port = line.split_whitespace().nth(2).and_then(|p| p.parse().ok());
+    Daemon(child, port.unwrap_or(0))
 }
