@@ -222,7 +222,7 @@ run_case(BeamMasters, Lockerds, Coords, Config) ->
     [stop_member(M, Cleanup) || M <- maps:values(R4#run.members)],
     #run{events = Events, acquired = Acquired, token_acquired = TokenAcquired, faults = Faults} = R4,
     %% The history, for a look after the run: binary_to_term of the file.
-    History = filename:join(Dir, "history.bin"),
+    History = filename:join(Dir, lists:concat(["history_", length(Lockerds), "_lockerd.bin"])),
     ok = file:write_file(History, term_to_binary(#{t0 => T0, events => Events, timeline => R4#run.timeline})),
     ct:log("history: ~s", [History]),
     Stats = check(Events, Acquired, TokenAcquired, w()),
