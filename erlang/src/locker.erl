@@ -154,8 +154,9 @@ acquire(Key, Value, LeaseLength, Timeout) ->
 acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     Token = next_token(Floor),
     Tag = {'$locker_token', make_ref(), Token},
+    LeaseEnd = erlang:monotonic_time(millisecond) + LeaseLength,
     Write = fun(S, Masters, T) ->
-        locker_call:round(S, Masters, {write, T, Key, Value, LeaseLength}, Timeout)
+        locker_call:round(S, Masters, {write, T, Key, Value, LeaseLength}, within_lease(Timeout, LeaseEnd))
     end,
     %% Masters that stored the lease of an attempt that failed (fewer than
     %% W did) give it up at once instead of holding it until it expires.
@@ -341,7 +342,7 @@ phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
                     %% The original answered {ok, W, Votes, Commits} here.
                     %% Promises the write did not consume are dropped, and
                     %% a failed lock gives back what it stored.
-                    {_, _, S3} = locker_call:round(S2, Nodes, {release_write_lock, Tag}, cleanup(Start, Timeout)),
+                    {_, _, S3} = drop_promises(S2, Nodes, Tag, Start, Timeout),
                     Stored = [M || {M, ok} <- Commits, lists:member(M, Nodes)],
                     S4 =
                         case Undo of
@@ -352,10 +353,18 @@ phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
                     {{no_quorum, Retry}, S4}
             end;
         {abort, Op2} ->
-            {_, _, S2} = locker_call:round(S1, Nodes, {release_write_lock, Tag}, cleanup(Start, Timeout)),
+            {_, _, S2} = drop_promises(S1, Nodes, Tag, Start, Timeout),
             {no_quorum, Retry} = locker_coord:outcome(late(Op2, Late)),
             {{no_quorum, Retry}, S2}
     end.
+
+%% Drops Tag's promises on every master, those found down included (a
+%% master whose server was reported down may only have been cut off for
+%% a moment and still hold a promise, which would block its key for the
+%% promise's lifetime): they get the request without waiting for them.
+drop_promises(S, Nodes, Tag, Start, Timeout) ->
+    ok = locker_call:notify_down(S, Nodes, {release_write_lock, Tag}),
+    locker_call:round(S, Nodes, {release_write_lock, Tag}, cleanup(Start, Timeout)).
 
 tally(Op0, Replies, Missing) ->
     Op = lists:foldl(fun({_, R}, Acc) -> locker_coord:vote(locker_coord:to_vote(R), Acc) end, Op0, Replies),
@@ -375,6 +384,13 @@ cleanup(Start, Timeout) ->
             _ -> max(0, Start + Timeout - erlang:monotonic_time(millisecond))
         end,
     min(Left, ?TIMEOUT).
+
+%% Phase two of an acquisition waits for the masters' answers no longer
+%% than the lease lasts, counted from before phase one: past that the lock
+%% is of no use to the caller (with W commits by then it is a success; a
+%% straggler, e.g. a paused master, is not waited for).
+within_lease(Timeout, LeaseEnd) ->
+    min_timeout(Timeout, max(0, LeaseEnd - erlang:monotonic_time(millisecond))).
 
 min_timeout(infinity, T) -> T;
 min_timeout(T1, T2) -> min(T1, T2).

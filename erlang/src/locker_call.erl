@@ -20,7 +20,7 @@
 %% @end
 -module(locker_call).
 
--export([open/1, round/3, round/4, round/5, late/1, close/1, multi_call/3]).
+-export([open/1, round/3, round/4, round/5, late/1, notify_down/3, close/1, multi_call/3]).
 -export_type([session/0, late/0]).
 
 %% `[alias | A]' is the improper list OTP's own gen:call sends.
@@ -245,6 +245,22 @@ monitor_watched(Remote) ->
             (_, Mref) -> Mref
         end,
         Remote
+    ).
+
+%% @doc Sends `Request' to the nodes of `Nodes' that the session found
+%% down, without waiting for an answer (dropped on arrival). For requests
+%% that only clean up (dropping promises): such a node may be back, or
+%% may only have been cut off for a moment.
+-dialyzer({no_improper_lists, notify_down/3}).
+-spec notify_down(session(), [node()], term()) -> ok.
+notify_down(#session{down = Down}, Nodes, Request) ->
+    lists:foreach(
+        fun(Node) ->
+            Alias = erlang:alias(),
+            _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
+            erlang:unalias(Alias)
+        end,
+        [N || N <- Down, lists:member(N, Nodes), N =/= node()]
     ).
 
 %% @doc `gen_server:multi_call(Nodes, locker, Request, Timeout)' without

@@ -91,6 +91,8 @@ struct Outcome {
     violations: Vec<String>,
     /// Phase-two requests that arrived with no live promise of theirs.
     stale_phase_two: usize,
+    /// Successes reported after their lease had run out (empty holds).
+    empty: usize,
 }
 
 fn engine() -> E {
@@ -236,25 +238,33 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
     }
 
     // The checker.
+    // A success reported after its lease ran out (from the holder's view,
+    // counted from before phase one) holds nothing: its first commits may
+    // have expired on their masters already. Its interval is empty.
     for (i, a) in held.iter().enumerate() {
         out.checked += 1;
         for b in &held[i + 1..] {
-            if a.2 < b.3 && b.2 < a.3 {
+            if a.2 < a.3 && b.2 < b.3 && a.2 < b.3 && b.2 < a.3 {
                 out.violations
                     .push(format!("double grant: {a:?} and {b:?}"));
             }
         }
     }
-    let mut by_time = held.clone();
-    by_time.sort_by_key(|h| h.2);
-    for pair in by_time.windows(2) {
-        if pair[1].1 <= pair[0].1 {
-            out.violations.push(format!(
-                "token {} of {:?} not above {} of the earlier {:?}",
-                pair[1].1, pair[1], pair[0].1, pair[0]
-            ));
+    // Token order: an acquisition that succeeded after another one (at a
+    // later instant) carries a larger token. A success reported after its
+    // lease ran out holds nothing (its token only reaches a resource that
+    // has seen a newer one and refuses it): it is counted, not ordered.
+    for a in held.iter().filter(|h| h.2 < h.3) {
+        for b in held.iter().filter(|h| h.2 < h.3) {
+            if a.2 < b.2 && b.1 <= a.1 {
+                out.violations.push(format!(
+                    "token {} of {:?} not above {} of the earlier {:?}",
+                    b.1, b, a.1, a
+                ));
+            }
         }
     }
+    out.empty = held.iter().filter(|h| h.2 >= h.3).count();
     out
 }
 
@@ -275,10 +285,25 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 
 /// Runs `cases` random schedules; sums what they found.
 fn explore(rules: Rules, cases: u32) -> Outcome {
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    });
+    // Deterministic, so that a run is reproducible (and CI cannot flake);
+    // LOCKER_SIM_SEED explores other schedules.
+    let seed: u64 = std::env::var("LOCKER_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = proptest::test_runner::TestRng::from_seed(
+        proptest::test_runner::RngAlgorithm::ChaCha,
+        &bytes,
+    );
+    let mut runner = proptest::test_runner::TestRunner::new_with_rng(
+        ProptestConfig {
+            cases,
+            ..ProptestConfig::default()
+        },
+        rng,
+    );
     let mut total = Outcome::default();
     for _ in 0..cases {
         let s = steps().new_tree(&mut runner).unwrap().current();

@@ -345,7 +345,7 @@ impl Client {
             Step::PhaseTwo => {
                 let own_tag = tag.clone();
                 let commits = self
-                    .phase_two(&mut s, &masters, &all, key, tag, commit, timeout)
+                    .phase_two(&mut s, &masters, &all, key, tag, commit, (started, timeout))
                     .await;
                 late_votes(&mut op, &s);
                 for (node, r) in &commits {
@@ -399,7 +399,7 @@ impl Client {
         key: &Term,
         tag: Term,
         commit: CommitKind<'_>,
-        timeout: Duration,
+        (started, timeout): (Instant, Duration),
     ) -> Vec<(Atom, Term)> {
         match commit {
             CommitKind::Write { value, lease_ms } => {
@@ -410,7 +410,12 @@ impl Client {
                     value.clone(),
                     Term::Int(lease_ms),
                 ]);
-                self.round(s, masters, &r, timeout).await
+                // No longer than the lease lasts, counted from before
+                // phase one: past that the lock is of no use (as
+                // locker.erl's within_lease).
+                let lease = Duration::from_millis(u64::try_from(lease_ms).unwrap_or(0));
+                let left = lease.saturating_sub(started.elapsed());
+                self.round(s, masters, &r, timeout.min(left)).await
             }
             CommitKind::Update { new_value } => {
                 let r = Term::tuple(vec![
