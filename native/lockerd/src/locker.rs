@@ -24,10 +24,13 @@ use locker_core::{
 };
 use tokio::sync::watch;
 
-use crate::node::Node;
-use crate::process::{Mailbox, Signal};
+use erl_node::node::Node;
+use erl_node::process::{Mailbox, Signal};
+use erl_node::term::{Atom, BigInt, Pid, Term};
+use erl_node::warn_bad_input;
+
+use crate::metrics::{Kind, LockerMetrics};
 use crate::stored::{StoreCodec, Stored};
-use crate::term::{Atom, Pid, Term};
 
 /// The lease map shared with readers outside the `locker` task (rpc), and
 /// the codec of its keys and values.
@@ -70,6 +73,7 @@ type From = (Pid, Term);
 /// The process state.
 pub struct Locker {
     node: Node,
+    metrics: Arc<LockerMetrics>,
     mb: Mailbox,
     engine: Engine<Stored, Stored, Term>,
     codec: StoreCodec,
@@ -88,7 +92,7 @@ pub struct Locker {
 
 /// Atoms used in replies.
 mod a {
-    use crate::term::Term;
+    use erl_node::term::Term;
     pub const OK: Term = Term::static_atom("ok");
     pub const ERROR: Term = Term::static_atom("error");
     pub const NOT_FOUND: Term = Term::static_atom("not_found");
@@ -151,7 +155,7 @@ pub fn u64_term(n: u64) -> Term {
         Err(_) => {
             let b = n.to_le_bytes();
             let used = b.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1);
-            Term::Big(Box::new(crate::term::BigInt {
+            Term::Big(Box::new(BigInt {
                 negative: false,
                 magnitude: b[..used].into(),
             }))
@@ -159,15 +163,14 @@ pub fn u64_term(n: u64) -> Term {
     }
 }
 
-fn kind_index(req: &Term) -> usize {
+/// The kind of a call, for the metrics.
+fn kind_of(req: &Term) -> Kind {
     let name = match req {
-        Term::Tuple(t) => t.first().and_then(Term::as_atom).map(Atom::as_str),
-        Term::Atom(a) => Some(a.as_str()),
+        Term::Tuple(t) => t.first().and_then(Term::as_atom),
+        Term::Atom(a) => Some(a),
         _ => None,
     };
-    name.and_then(|n| crate::metrics::KINDS.iter().position(|k| *k == n))
-        .filter(|i| *i < 11)
-        .unwrap_or(11)
+    name.map_or(Kind::Unknown, |n| Kind::of_call(n.as_str()))
 }
 
 fn ordset(list: &[Term]) -> Vec<Term> {
@@ -188,8 +191,14 @@ fn erlang_atom_order(x: &Term, y: &Term) -> std::cmp::Ordering {
 }
 
 impl Locker {
-    /// Registers `locker` on `node` and builds the process.
-    pub fn new(node: &Node, cfg: LockerConfig) -> Result<Self, String> {
+    /// Registers `locker` on `node`, serves `locker:dirty_read/1` to
+    /// `rpc:call`, and builds the process; it counts its requests in
+    /// `metrics`.
+    pub fn new(
+        node: &Node,
+        cfg: LockerConfig,
+        metrics: Arc<LockerMetrics>,
+    ) -> Result<Self, String> {
         let mb = node.spawn(Some("locker"))?;
         let engine = Engine::new(Config {
             promise_ttl: locker_core::ms(cfg.promise_ttl.as_millis() as u64),
@@ -207,10 +216,17 @@ impl Locker {
             engine.set_abstain_until(clock::now() + cfg.restart_abstain.as_micros() as u64);
         }
         let codec = StoreCodec::new();
-        node.set_store(Store {
+        let store = Store {
             leases: engine.leases().clone(),
             codec: codec.clone(),
-        });
+        };
+        let rpc_metrics = metrics.clone();
+        node.set_rpc_handler(move |m: &Term, f: &Term, args: &Term| {
+            let started = Instant::now();
+            let value = rpc(&store, m, f, args);
+            rpc_metrics.request(Kind::Rpc, started.elapsed().as_nanos() as u64);
+            value
+        })?;
         let timer_refs = [0, 1, 2].map(|_| {
             Term::tuple(vec![
                 Term::static_atom("interval"),
@@ -219,6 +235,7 @@ impl Locker {
         });
         let mut l = Locker {
             node: node.clone(),
+            metrics,
             mb,
             engine,
             codec,
@@ -331,7 +348,7 @@ impl Locker {
 
     fn update_gauges(&self) {
         let s = self.engine.summary();
-        let mut g = self.node.metrics().gauges.lock();
+        let mut g = self.metrics.gauges.lock();
         g.leases = s.leases as u64;
         g.promises = s.promises as u64;
         g.waiters = s.waiters as u64;
@@ -359,12 +376,11 @@ impl Locker {
             Ok((pid, tag, req)) => {
                 let from = (pid, tag);
                 let started = Instant::now();
-                let kind = kind_index(&req);
+                let kind = kind_of(&req);
                 if let Some(reply) = self.call(&req, &from) {
                     self.reply(&from, reply);
                 }
-                self.node
-                    .metrics()
+                self.metrics
                     .request(kind, started.elapsed().as_nanos() as u64);
                 return;
             }
@@ -372,7 +388,7 @@ impl Locker {
         };
         match &msg {
             Term::Tuple(t) if t.len() == 3 && t[0].is_atom("$gen_call") => {
-                crate::warn_bad_input!(from = %t[1].display(200), "call with a malformed From dropped");
+                warn_bad_input!(from = %t[1].display(200), "call with a malformed From dropped");
             }
             Term::Tuple(t) if t.len() == 2 && t[0].is_atom("$gen_cast") => self.cast(&t[1]),
             Term::Atom(x) if x.as_str() == "expire_leases" || x.as_str() == "expire_locks" => {
@@ -393,14 +409,14 @@ impl Locker {
             .map(Atom::as_str)
             .unwrap_or("");
         let unknown = || {
-            crate::warn_bad_input!(request = %req.display(300), from = ?from.0, "unknown request");
+            warn_bad_input!(request = %req.display(300), from = ?from.0, "unknown request");
             Term::tuple(vec![
                 a::ERROR,
                 Term::tuple(vec![Term::static_atom("unknown_request"), req.clone()]),
             ])
         };
         let badarg = || {
-            crate::warn_bad_input!(request = %req.display(300), "bad arguments");
+            warn_bad_input!(request = %req.display(300), "bad arguments");
             error("badarg")
         };
         let reply = match (op, items.len()) {
@@ -583,7 +599,7 @@ impl Locker {
                 Term::List(l) => (l, true),
                 Term::Improper(b) => (&b.0, false),
                 _ => {
-                    crate::warn_bad_input!(from = %from, "malformed transaction log (not a list) dropped");
+                    warn_bad_input!(from = %from, "malformed transaction log (not a list) dropped");
                     return;
                 }
             };
@@ -597,18 +613,17 @@ impl Locker {
                 }
             }
             if skipped > 0 {
-                crate::warn_bad_input!(skipped, from = %from, "skipped unknown log entries");
+                warn_bad_input!(skipped, from = %from, "skipped unknown log entries");
             }
             if !proper {
-                crate::warn_bad_input!(from = %from, "malformed transaction log (improper list)");
+                warn_bad_input!(from = %from, "malformed transaction log (improper list)");
             }
             self.woken(wakes);
             self.rearm();
-            self.node
-                .metrics()
-                .request(12, started.elapsed().as_nanos() as u64);
+            self.metrics
+                .request(Kind::TransLog, started.elapsed().as_nanos() as u64);
         } else {
-            crate::warn_bad_input!(cast = %msg.display(200), "unknown cast ignored");
+            warn_bad_input!(cast = %msg.display(200), "unknown cast ignored");
         }
     }
 
@@ -756,6 +771,18 @@ fn entry_term(codec: &StoreCodec, e: LogEntry<Stored, Stored>) -> Term {
             Term::tuple(vec![Term::static_atom("update"), d(key), d(value)])
         }
         LogEntry::Release { key } => Term::tuple(vec![Term::static_atom("release"), d(key)]),
+    }
+}
+
+/// `rpc:call(Node, M, F, Args)` on this node: `locker:dirty_read(Key)` is
+/// served (what `locker:master_dirty_read/1` sends); any other function is
+/// not (`None`: the caller gets `undef`).
+fn rpc(store: &Store, m: &Term, f: &Term, args: &Term) -> Option<Term> {
+    match args.as_list() {
+        Some([key]) if m.is_atom("locker") && f.is_atom("dirty_read") => {
+            Some(dirty_read(store, key))
+        }
+        _ => None,
     }
 }
 

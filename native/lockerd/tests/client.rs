@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{epmd_up, start_lockerd, Daemon};
+use erl_node::term::Term;
+use erl_node::Signal;
 use lockerd::client::{Client, ClientConfig, Incoming, LockResult};
-use lockerd::term::Term;
-use lockerd::Signal;
 
 fn start(name: &str, masters: &str) -> Daemon {
     start_lockerd(&[

@@ -3,7 +3,8 @@
 //!
 //! [`Node::start`] binds the listener, registers with epmd and accepts
 //! connections ([`crate::peers`]); processes are [`Mailbox`]es made with
-//! [`Node::spawn`]. Both `lockerd` and the client library run on this.
+//! [`Node::spawn`]; `rpc:call` goes to the application's handler
+//! ([`Node::set_rpc_handler`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use crate::peers::Peers;
 use crate::process::{
     key_of, Added, Entry, HeldLimits, HeldMonitor, Mailbox, PeerPid, PeerRef, ProcTx, Procs, Signal,
 };
+use crate::rpc::RpcHandler;
 use crate::term::{Atom, Pid, Ref, Term};
 use crate::watermark::Watermark;
 
@@ -81,7 +83,7 @@ pub(crate) struct Inner {
     next_ref: AtomicU64,
     pub metrics: Arc<Metrics>,
     pub stopping: AtomicBool,
-    pub store: OnceLock<crate::locker::Store>,
+    rpc: OnceLock<Box<dyn RpcHandler>>,
     pub frame_budget: Arc<ByteBudget>,
     epmd: Mutex<Option<epmd::Registration>>,
 }
@@ -94,28 +96,6 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Node({})", self.0.name)
     }
-}
-
-/// Reads the cookie like `erl`: the given one, else `$LOCKER_COOKIE`, else
-/// `~/.erlang.cookie`.
-pub fn find_cookie(given: Option<&str>) -> Result<String, String> {
-    if let Some(c) = given {
-        return Ok(c.to_string());
-    }
-    if let Ok(c) = std::env::var("LOCKER_COOKIE") {
-        return Ok(c);
-    }
-    let home = std::env::var("HOME")
-        .map_err(|_| "no cookie: --cookie, $LOCKER_COOKIE or $HOME/.erlang.cookie".to_string())?;
-    let path = std::path::Path::new(&home).join(".erlang.cookie");
-    std::fs::read_to_string(&path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| {
-            format!(
-                "no cookie: --cookie, $LOCKER_COOKIE, or {}: {e}",
-                path.display()
-            )
-        })
 }
 
 impl Node {
@@ -154,7 +134,7 @@ impl Node {
             next_ref: AtomicU64::new(1),
             metrics,
             stopping: AtomicBool::new(false),
-            store: OnceLock::new(),
+            rpc: OnceLock::new(),
             frame_budget,
             epmd: Mutex::new(Some(reg)),
         };
@@ -466,13 +446,19 @@ impl Node {
         crate::peers::close_all(self, grace).await;
     }
 
-    /// The local store, when a `locker` process runs on this node.
-    pub(crate) fn store(&self) -> Option<&crate::locker::Store> {
-        self.0.store.get()
+    /// Serves `rpc:call` and `erpc:call` to this node with `handler` (see
+    /// [`crate::rpc`]); an error if a handler is already set. Until one
+    /// is, every call gets `undef`.
+    pub fn set_rpc_handler(&self, handler: impl RpcHandler) -> Result<(), String> {
+        self.0
+            .rpc
+            .set(Box::new(handler))
+            .map_err(|_| "an rpc handler is already set".to_string())
     }
 
-    pub(crate) fn set_store(&self, s: crate::locker::Store) {
-        let _ = self.0.store.set(s);
+    /// The application's rpc handler, if set.
+    pub(crate) fn rpc_handler(&self) -> Option<&dyn RpcHandler> {
+        self.0.rpc.get().map(|h| &**h)
     }
 
     /// A connection to `peer` is gone: drop what its processes held here

@@ -1,14 +1,35 @@
 //! `rpc:call/4` and `erpc:call/4` to this node: OTP 25 sends a
-//! `SPAWN_REQUEST` for `erpc:execute_call(Ref, M, F, A)`. The one call
-//! served is `locker:dirty_read(Key)` (what `locker:master_dirty_read/1`
-//! sends); any other function gets the error a BEAM node without it would
-//! give (`undef`), and a spawn of anything but `erpc:execute_call/4` is
-//! refused with `notsup`. No process is really spawned: the reply, and the
-//! monitor exit carrying the result, are sent at once.
+//! `SPAWN_REQUEST` for `erpc:execute_call(Ref, M, F, A)`. The functions
+//! served are the application's [`RpcHandler`] (set with
+//! [`Node::set_rpc_handler`]); any other function gets the error a BEAM
+//! node without it would give (`undef`), and a spawn of anything but
+//! `erpc:execute_call/4` is refused with `notsup`. No process is really
+//! spawned: the reply, and the monitor exit carrying the result, are sent
+//! at once.
+//!
+//! ```no_run
+//! use erl_node::{Node, Term};
+//!
+//! // `rpc:call(Node, echo, echo, [X])` answers X.
+//! fn serve_echo(node: &Node) -> Result<(), String> {
+//!     node.set_rpc_handler(|m: &Term, f: &Term, args: &Term| match args.as_list() {
+//!         Some([x]) if m.is_atom("echo") && f.is_atom("echo") => Some(x.clone()),
+//!         _ => None,
+//!     })
+//! }
+//! ```
 
 use crate::frame;
 use crate::node::Node;
 use crate::term::{Atom, Pid, Ref, Term};
+
+/// The application's functions for `rpc:call(Node, M, F, A)`: called with
+/// `M`, `F` and the argument list `A` as sent, it gives the result, or
+/// `None` for a function the application does not have (the caller then
+/// gets `undef`). It runs in the connection's reader: it must not block.
+pub trait RpcHandler: Fn(&Term, &Term, &Term) -> Option<Term> + Send + Sync + 'static {}
+
+impl<F: Fn(&Term, &Term, &Term) -> Option<Term> + Send + Sync + 'static> RpcHandler for F {}
 
 /// Answers one `SPAWN_REQUEST` from `peer`.
 pub(crate) fn spawn_request(
@@ -20,7 +41,6 @@ pub(crate) fn spawn_request(
     opts: Term,
     args: Term,
 ) {
-    let started = std::time::Instant::now();
     let is_exec = matches!(mfa.as_tuple(), Some([m, f, Term::Int(4)]) if m.is_atom("erpc") && f.is_atom("execute_call"));
     let opts = opts.as_list().unwrap_or(&[]);
     let monitor = opts.iter().any(|o| {
@@ -38,18 +58,10 @@ pub(crate) fn spawn_request(
         return;
     }
     let (r, m, f, a) = (&args[0], &args[1], &args[2], &args[3]);
-    let result = match (m, f, a.as_list()) {
-        (m, f, Some([key])) if m.is_atom("locker") && f.is_atom("dirty_read") => match node.store()
-        {
-            Some(store) => Term::tuple(vec![
-                r.clone(),
-                Term::static_atom("return"),
-                crate::locker::dirty_read(store, key),
-            ]),
-            None => undef(r, m, f, a),
-        },
-        _ => {
-            crate::warn_bad_input!(%peer, module = %m.display(100), function = %f.display(100), "rpc refused: only locker:dirty_read/1 is served");
+    let result = match node.rpc_handler().and_then(|handler| handler(m, f, a)) {
+        Some(value) => Term::tuple(vec![r.clone(), Term::static_atom("return"), value]),
+        None => {
+            crate::warn_bad_input!(%peer, module = %m.display(100), function = %f.display(100), args = %a.display(100), "rpc refused: function not served here (undef)");
             undef(r, m, f, a)
         }
     };
@@ -80,8 +92,6 @@ pub(crate) fn spawn_request(
     if link {
         node.send_frame(peer, frame::exit(&pid, &from, &result), false);
     }
-    node.metrics()
-        .request(13, started.elapsed().as_nanos() as u64);
 }
 
 /// `{Ref, error, undef, [{M, F, A, []}]}`: what `erpc:execute_call/4`

@@ -577,7 +577,7 @@ mod tests {
     #[test]
     fn fast_path_agrees_with_generic() {
         let r = Ref::new(Atom::new("x@h"), 1, &[1, 2, 3]);
-        let name = Term::atom("locker");
+        let name = Term::atom("server");
         let pid = Term::pid(p(3));
         let odd = [Term::Int(1), Term::atom("x"), Term::NIL, Term::Int(-70000)];
         let mut ctrls = vec![];
@@ -679,7 +679,7 @@ mod tests {
                 msg: Term::atom("hi")
             }
         );
-        let f = reg_send(&p(1), &Term::atom("locker"), &Term::Int(5));
+        let f = reg_send(&p(1), &Term::atom("server"), &Term::Int(5));
         assert!(matches!(parse(&f[4..]).unwrap(), Control::RegSend { .. }));
         let f = monitor_exit(&Term::atom("x"), &p(2), &r, &Term::atom("noproc"));
         assert!(matches!(

@@ -1,8 +1,8 @@
 //! Erlang terms in a canonical form whose equality is Erlang's `=:=`.
 //!
-//! [`Term`] is what every distribution message decodes into, what promise
-//! tags are, and what the store's keys and values are encoded from (see
-//! [`crate::stored`]: a canonical byte form of the term). Decoding (see
+//! [`Term`] is what every distribution message decodes into; its encoding
+//! ([`crate::codec::encode`]) is a canonical byte form, so an application
+//! may store terms as bytes and compare the bytes. Decoding (see
 //! [`crate::codec`]) normalises every encoding choice that `=:=` ignores,
 //! so the derived `Eq` and `Hash` are exactly `=:=`:
 //!
@@ -22,9 +22,18 @@
 //! - a bitstring whose last byte is whole is a binary.
 //!
 //! No atom table exists: atom text lives in the term, bounded by the
-//! format's 255 characters, so input can never grow a global table (the
-//! store's table of node names, for short pids, is bounded; see
-//! [`crate::stored`]).
+//! format's 255 characters, so input can never grow a global table.
+//!
+//! ```
+//! use erl_node::codec;
+//! use erl_node::term::{Atom, Term};
+//!
+//! // `STRING_EXT` "ab" and the list [97, 98] are one term.
+//! let s = codec::decode(&[131, 107, 0, 2, b'a', b'b']).unwrap();
+//! assert_eq!(s, Term::List(vec![Term::Int(97), Term::Int(98)]));
+//! let call = erl_node::tuple![Term::atom("$gen_call"), Term::NIL, Atom::new("ping")];
+//! assert_eq!(call.display(100), "{'$gen_call',[],ping}");
+//! ```
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

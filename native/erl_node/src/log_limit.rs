@@ -79,7 +79,7 @@ impl Default for LogLimit {
 macro_rules! warn_bad_input {
     ($($arg:tt)*) => {
         if $crate::log_limit::BAD_INPUT.allow() {
-            tracing::warn!($($arg)*);
+            $crate::__private::tracing::warn!($($arg)*);
         }
     };
 }
