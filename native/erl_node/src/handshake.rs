@@ -192,6 +192,9 @@ mod tests {
         // The set recorded in cnode-notes.md, plus SMALL_ATOM_TAGS.
         assert_eq!(local_flags().bits(), 0x5_0707_0fbc | 0x4000);
         assert_eq!(local_flags().bits() & 1, 0, "hidden: not PUBLISHED");
-        assert_eq!(local_flags().bits() & (1 << 36), 0);
+        assert_eq!(
+            local_flags().bits() & DistributionFlags::MANDATORY_25_DIGEST.bits(),
+            0
+        );
     }
 }

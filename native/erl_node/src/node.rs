@@ -20,7 +20,8 @@ use crate::handshake::Identity;
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::process::{
-    key_of, Added, Entry, HeldLimits, HeldMonitor, Mailbox, PeerPid, PeerRef, ProcTx, Procs, Signal,
+    key_of, pid_numbers, Added, Entry, HeldLimits, HeldMonitor, Mailbox, PeerPid, PeerRef, ProcTx,
+    Procs, Signal,
 };
 use crate::rpc::RpcHandler;
 use crate::term::{Atom, Pid, Ref, Term};
@@ -87,6 +88,14 @@ pub(crate) struct Inner {
     pub frame_budget: Arc<ByteBudget>,
     epmd: Mutex<Option<epmd::Registration>>,
 }
+
+/// Bits of a reference's counter in its first id word (OTP's first word
+/// has 18).
+pub const REF_FIRST_WORD_BITS: u32 = 18;
+
+/// Set in the third id word of every reference this node makes: the
+/// words never end in zero, so a reference always keeps its three words.
+pub const REF_THIRD_WORD_MARK: u32 = 0x8000_0000;
 
 /// A running node; cheap to clone.
 #[derive(Clone)]
@@ -178,16 +187,19 @@ impl Node {
         p.node == self.0.name && p.creation == self.0.creation
     }
 
-    /// A new reference of this node.
+    /// A new reference of this node: three id words, as OTP makes, from
+    /// a counter (its low [`REF_FIRST_WORD_BITS`] bits in the first word,
+    /// as OTP's), the third word marked with [`REF_THIRD_WORD_MARK`].
     pub fn make_ref(&self) -> Ref {
         let n = self.0.next_ref.fetch_add(1, Ordering::Relaxed);
+        let first_mask = (1 << REF_FIRST_WORD_BITS) - 1;
         Ref::new(
             self.0.name.clone(),
             self.0.creation,
             &[
-                (n & 0x3ffff) as u32,
-                (n >> 18) as u32,
-                (n >> 50) as u32 | 0x8000_0000,
+                (n & first_mask) as u32,
+                (n >> REF_FIRST_WORD_BITS) as u32,
+                (n >> (REF_FIRST_WORD_BITS + 32)) as u32 | REF_THIRD_WORD_MARK,
             ],
         )
     }
@@ -203,12 +215,7 @@ impl Node {
             }
         }
         let key = procs.alloc();
-        let pid = Pid {
-            node: self.0.name.clone(),
-            id: (key & 0x7fff) as u32,
-            serial: (key >> 15) as u32,
-            creation: self.0.creation,
-        };
+        let pid = self.pid_of_key(key);
         if let Some(n) = &name {
             procs.names.insert(n.clone(), key);
         }
@@ -230,10 +237,11 @@ impl Node {
     }
 
     fn pid_of_key(&self, key: u64) -> Pid {
+        let (id, serial) = pid_numbers(key);
         Pid {
             node: self.0.name.clone(),
-            id: (key & 0x7fff) as u32,
-            serial: (key >> 15) as u32,
+            id,
+            serial,
             creation: self.0.creation,
         }
     }

@@ -47,7 +47,7 @@ pub enum Signal {
     SpawnReply {
         /// Request id.
         req_id: Ref,
-        /// 1 link, 2 monitor.
+        /// Flags ([`crate::frame::SPAWN_REPLY_LINK`], [`crate::frame::SPAWN_REPLY_MONITOR`]).
         flags: i64,
         /// The new pid or an error atom.
         result: Term,
@@ -97,16 +97,19 @@ impl PeerPid {
 pub(crate) struct PeerRef {
     creation: u32,
     len: u8,
-    ids: [u32; 5],
+    ids: [u32; PEER_REF_WORDS],
 }
+
+/// The most id words of a monitor reference of a peer.
+const PEER_REF_WORDS: usize = 5;
 
 impl PeerRef {
     /// `r` if it is a reference of `peer`'s node with at most five words.
     pub fn of(peer: &Atom, r: &Ref) -> Option<Self> {
-        if r.node != *peer || r.ids.len() > 5 {
+        if r.node != *peer || r.ids.len() > PEER_REF_WORDS {
             return None;
         }
-        let mut ids = [0; 5];
+        let mut ids = [0; PEER_REF_WORDS];
         ids[..r.ids.len()].copy_from_slice(&r.ids);
         Some(PeerRef {
             creation: r.creation,
@@ -393,11 +396,24 @@ pub(crate) struct Procs {
 /// each ([`ProcTx::send_links_down`]).
 pub(crate) type DroppedLinks = Vec<(ProcTx, Vec<PeerPid>)>;
 
-/// Pid numbers: 15 bits of id and 13 of serial, like OTP's external pids.
-const PID_SPACE: u64 = 1 << 28;
+/// Bits of a pid's id; the serial counts the wraps of the id.
+const PID_ID_BITS: u32 = 15;
+/// Bits of a pid's serial.
+const PID_SERIAL_BITS: u32 = 13;
+/// The ids a pid can have.
+pub(crate) const PID_ID_MASK: u32 = (1 << PID_ID_BITS) - 1;
 
+/// Pid numbers: id and serial, as many as OTP's external pids have.
+const PID_SPACE: u64 = 1 << (PID_ID_BITS + PID_SERIAL_BITS);
+
+/// A process's key in the table: its pid's serial and id.
 pub(crate) fn key_of(p: &Pid) -> u64 {
-    ((p.serial as u64) << 15) | (p.id as u64 & 0x7fff)
+    ((p.serial as u64) << PID_ID_BITS) | u64::from(p.id & PID_ID_MASK)
+}
+
+/// The id and the serial of the pid of the process with this key.
+pub(crate) fn pid_numbers(key: u64) -> (u32, u32) {
+    ((key as u32) & PID_ID_MASK, (key >> PID_ID_BITS) as u32)
 }
 
 impl Procs {

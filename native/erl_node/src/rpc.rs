@@ -21,6 +21,7 @@
 
 use crate::frame;
 use crate::node::Node;
+use crate::process::PID_ID_MASK;
 use crate::term::{Atom, Pid, Ref, Term};
 
 /// The application's functions for `rpc:call(Node, M, F, A)`: called with
@@ -68,15 +69,17 @@ pub(crate) fn spawn_request(
     // The "process": a fresh pid that exits at once with the result.
     let pid = Pid {
         node: node.name().clone(),
-        id: 0,
+        id: (req_id.ids.first().copied().unwrap_or(1) & PID_ID_MASK).max(1),
         serial: 0,
         creation: node.creation(),
     };
-    let pid = Pid {
-        id: (req_id.ids.first().copied().unwrap_or(1) & 0x7fff).max(1),
-        ..pid
-    };
-    let flags = i64::from(link) | (i64::from(monitor) << 1);
+    let mut flags = 0;
+    if link {
+        flags |= frame::SPAWN_REPLY_LINK;
+    }
+    if monitor {
+        flags |= frame::SPAWN_REPLY_MONITOR;
+    }
     node.send_frame(
         peer,
         frame::spawn_reply(&req_id, &from, flags, &Term::pid(pid.clone())),

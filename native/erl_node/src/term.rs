@@ -115,6 +115,9 @@ known_atoms! {
 /// whatever the input (further atoms are allocated each time).
 const ATOM_CACHE_MAX: usize = 4096;
 
+/// The longest atom the cache keeps, in bytes (node names fit).
+const ATOM_CACHE_LONGEST: usize = 64;
+
 thread_local! {
     static HEAP_ATOMS: std::cell::RefCell<std::collections::HashSet<Arc<str>, ahash::RandomState>> =
         std::cell::RefCell::new(std::collections::HashSet::default());
@@ -134,7 +137,7 @@ impl Atom {
                 return Atom(AtomRepr::Heap(a.clone()));
             }
             let a: Arc<str> = Arc::from(text);
-            if cache.len() < ATOM_CACHE_MAX && text.len() <= 64 {
+            if cache.len() < ATOM_CACHE_MAX && text.len() <= ATOM_CACHE_LONGEST {
                 cache.insert(a.clone());
             }
             Atom(AtomRepr::Heap(a))
@@ -245,17 +248,20 @@ impl Ref {
 #[derive(Clone)]
 pub struct RefIds(RefIdsRepr);
 
+/// Id words kept inline: every reference OTP 25 makes fits.
+const INLINE_REF_WORDS: usize = 5;
+
 #[derive(Clone)]
 enum RefIdsRepr {
-    Inline(u8, [u32; 5]),
+    Inline(u8, [u32; INLINE_REF_WORDS]),
     Heap(Box<[u32]>),
 }
 
 impl RefIds {
     /// These words.
     pub fn new(words: &[u32]) -> Self {
-        if words.len() <= 5 {
-            let mut w = [0; 5];
+        if words.len() <= INLINE_REF_WORDS {
+            let mut w = [0; INLINE_REF_WORDS];
             w[..words.len()].copy_from_slice(words);
             RefIds(RefIdsRepr::Inline(words.len() as u8, w))
         } else {
@@ -724,15 +730,18 @@ fn render_seq(items: &[Term], out: &mut String, budget: &mut usize, start: usize
     }
 }
 
+/// What `{:?}` and `{}` of a [`Term`] show, at most, in bytes (about).
+const FORMAT_MAX: usize = 4096;
+
 impl fmt::Debug for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.display(4096))
+        f.write_str(&self.display(FORMAT_MAX))
     }
 }
 
 impl fmt::Display for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.display(4096))
+        f.write_str(&self.display(FORMAT_MAX))
     }
 }
 

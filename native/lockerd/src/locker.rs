@@ -46,6 +46,15 @@ pub struct Store {
 const SWEEP_BUDGET: usize = 1000;
 /// Log entries per `trans_log` cast.
 const PUSH_CHUNK: usize = 10_000;
+/// Signals handled after one arrives, from what is already queued, before
+/// the timers are polled again.
+const DRAIN_BATCH: usize = 64;
+/// How often the store's sizes go to the metrics, at most.
+const GAUGES_EVERY: Duration = Duration::from_millis(20);
+/// How often masters and replicas not connected are connected again.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// A lease or timeout "forever", in milliseconds (as the NIF's).
+const FOREVER_MS: u64 = u64::MAX / 2_000;
 
 /// How the `locker` process starts.
 #[derive(Clone, Debug)]
@@ -106,18 +115,9 @@ fn error(reason: &'static str) -> Term {
 /// A lease or timeout length as the NIF reads it: an integer (negative is
 /// 0; a big one is "forever"), a float, or `infinity`; else `badarg`.
 pub fn millis(t: &Term) -> Option<u64> {
-    const FOREVER: u64 = u64::MAX / 2_000;
     match t {
         Term::Int(i) => Some((*i).max(0) as u64),
-        Term::Big(b) => {
-            if !b.negative && b.magnitude.len() <= 8 {
-                let mut x = [0u8; 8];
-                x[..b.magnitude.len()].copy_from_slice(&b.magnitude);
-                Some(u64::from_le_bytes(x))
-            } else {
-                Some(FOREVER)
-            }
-        }
+        Term::Big(b) => Some(big_u64(b).unwrap_or(FOREVER_MS)),
         Term::Float(f) => {
             let f = f.get();
             Some(if f.is_nan() || f <= 0.0 {
@@ -126,7 +126,7 @@ pub fn millis(t: &Term) -> Option<u64> {
                 f.min(u64::MAX as f64 / 2.0) as u64
             })
         }
-        Term::Atom(a) if a.as_str() == "infinity" => Some(FOREVER),
+        Term::Atom(a) if a.as_str() == "infinity" => Some(FOREVER_MS),
         _ => None,
     }
 }
@@ -137,15 +137,21 @@ pub fn tag_token(tag: &Term) -> u64 {
     match tag.as_tuple() {
         Some([marker, _, t]) if marker.is_atom("$locker_token") => match t {
             Term::Int(i) if *i >= 0 => *i as u64,
-            Term::Big(b) if !b.negative && b.magnitude.len() <= 8 => {
-                let mut x = [0u8; 8];
-                x[..b.magnitude.len()].copy_from_slice(&b.magnitude);
-                u64::from_le_bytes(x)
-            }
+            Term::Big(b) => big_u64(b).unwrap_or(0),
             _ => 0,
         },
         _ => 0,
     }
+}
+
+/// A big integer that fits `u64`.
+fn big_u64(b: &BigInt) -> Option<u64> {
+    let mut x = [0u8; 8];
+    if b.negative || b.magnitude.len() > x.len() {
+        return None;
+    }
+    x[..b.magnitude.len()].copy_from_slice(&b.magnitude);
+    Some(u64::from_le_bytes(x))
 }
 
 /// An unsigned integer term (big when above `i64::MAX`).
@@ -302,7 +308,7 @@ impl Locker {
         let mut lease_t = tokio::time::interval(self.cfg.lease_expire);
         let mut lock_t = tokio::time::interval(self.cfg.lock_expire);
         let mut push_t = tokio::time::interval(self.cfg.push);
-        let mut reconnect_t = tokio::time::interval(Duration::from_secs(1));
+        let mut reconnect_t = tokio::time::interval(RECONNECT_EVERY);
         let mut gauges_at = Instant::now();
         for t in [&mut lease_t, &mut lock_t, &mut push_t, &mut reconnect_t] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,7 +321,7 @@ impl Locker {
                     Some(sig) => {
                         self.signal(sig);
                         // Drain what is already queued without re-polling timers.
-                        for _ in 0..64 {
+                        for _ in 0..DRAIN_BATCH {
                             match self.mb.try_recv() {
                                 Some(s) => self.signal(s),
                                 None => break,
@@ -332,8 +338,7 @@ impl Locker {
                 _ = sleep_until(wake), if wake.is_some() => { self.wakeup = None; self.sweep() },
                 _ = reconnect_t.tick() => self.reconnect(),
             }
-            // Gauges for /metrics, at most every 20 ms.
-            if gauges_at.elapsed() >= Duration::from_millis(20) {
+            if gauges_at.elapsed() >= GAUGES_EVERY {
                 self.update_gauges();
                 gauges_at = Instant::now();
             }
