@@ -34,12 +34,11 @@ use crate::stored::{StoreCodec, Stored};
 
 /// The lease map shared with readers outside the `locker` task (rpc), and
 /// the codec of its keys and values.
-#[derive(Clone)]
-pub struct Store {
+struct Store {
     /// The leases.
-    pub leases: Arc<LeaseMap<Stored, Stored>>,
+    leases: Arc<LeaseMap<Stored, Stored>>,
     /// How they are encoded.
-    pub codec: StoreCodec,
+    codec: StoreCodec,
 }
 
 /// Leases, promises and waiters handled per sweep step.
@@ -133,7 +132,7 @@ pub fn millis(t: &Term) -> Option<u64> {
 
 /// The fencing token a coordinator's tag carries: `{'$locker_token', Ref,
 /// Token}` with a non-negative integer token; 0 for any other tag (as the NIF).
-pub fn tag_token(tag: &Term) -> u64 {
+fn tag_token(tag: &Term) -> u64 {
     match tag.as_tuple() {
         Some([marker, _, t]) if marker.is_atom("$locker_token") => match t {
             Term::Int(i) if *i >= 0 => *i as u64,
@@ -262,11 +261,6 @@ impl Locker {
         Ok(l)
     }
 
-    /// The pid of the process.
-    pub fn pid(&self) -> &Pid {
-        self.mb.pid()
-    }
-
     fn is_master(&self) -> bool {
         let me = Term::Atom(self.node.name().clone());
         self.masters.contains(&me)
@@ -293,7 +287,7 @@ impl Locker {
     }
 
     /// Masters and replicas this node knows (for reconnecting).
-    pub fn cluster(&self) -> Vec<Atom> {
+    fn cluster(&self) -> Vec<Atom> {
         self.masters
             .iter()
             .chain(self.replicas.iter())
@@ -373,7 +367,7 @@ impl Locker {
     }
 
     /// Handles one signal.
-    pub fn signal(&mut self, sig: Signal) {
+    fn signal(&mut self, sig: Signal) {
         let Signal::Message { msg, .. } = sig else {
             return; // exits and downs mean nothing to the server
         };
@@ -792,7 +786,7 @@ fn rpc(store: &Store, m: &Term, f: &Term, args: &Term) -> Option<Term> {
 }
 
 /// A dirty read of the local store, as `locker:dirty_read/1` answers it.
-pub fn dirty_read(store: &Store, key: &Term) -> Term {
+fn dirty_read(store: &Store, key: &Term) -> Term {
     let key = store.codec.encode_lookup(key);
     match store
         .leases
