@@ -49,8 +49,11 @@ enum AtomRepr {
     Heap(Arc<str>),
 }
 
-/// Atoms the protocol uses: decoding them allocates nothing. A `match`
-/// (length, then bytes) finds them faster than hashing the text.
+/// Atoms of the distribution protocol and of the OTP services a node
+/// answers (`gen_server` calls, `net_kernel`, `erpc`): decoding them
+/// allocates nothing, and a `match` finds them faster than hashing the
+/// text. An application's own atoms go through the per-thread cache of
+/// [`Atom::new`] (no allocation either once seen).
 macro_rules! known_atoms {
     ($($text:literal,)*) => {
         fn known(text: &str) -> Option<&'static str> {
@@ -68,36 +71,14 @@ known_atoms! {
     "true",
     "false",
     "undefined",
-    "not_found",
     "$gen_call",
     "$gen_cast",
     "alias",
-    "get_write_lock",
-    "release_write_lock",
-    "write",
-    "update",
-    "extend_lease",
-    "release",
-    "wait_for",
-    "wait_for_release",
-    "set_nodes",
-    "set_w",
-    "get_debug_state",
-    "trans_log",
-    "expire_leases",
-    "expire_locks",
-    "push_trans_log",
-    "already_locked",
-    "not_expected_value",
-    "not_owner",
-    "released",
-    "locker",
     "net_kernel",
     "is_auth",
     "yes",
     "erpc",
     "execute_call",
-    "dirty_read",
     "return",
     "monitor",
     "link",
@@ -107,7 +88,6 @@ known_atoms! {
     "infinity",
     "unknown_request",
     "badarg",
-    "interval",
     "",
 }
 
