@@ -6,6 +6,19 @@
 //! before anything is allocated, nesting is bounded by [`MAX_DEPTH`], atom
 //! text by the format's 255 characters, and compressed terms and atom
 //! cache references (never negotiated) are refused.
+//!
+//! ```
+//! use erl_node::codec::{self, tag, DecodeError};
+//! use erl_node::term::Term;
+//!
+//! let t = Term::tuple(vec![Term::atom("ok"), Term::Int(300), Term::binary(b"v")]);
+//! let bytes = codec::to_bytes(&t);
+//! assert_eq!(bytes[..3], [tag::VERSION, tag::SMALL_TUPLE_EXT, 3]);
+//! assert_eq!(codec::decode(&bytes), Ok(t));
+//! // A list that claims four billion elements is refused before any allocation.
+//! let lie = [tag::VERSION, tag::LIST_EXT, 255, 255, 255, 255, tag::NIL_EXT];
+//! assert_eq!(codec::decode(&lie), Err(DecodeError::Truncated));
+//! ```
 
 use std::sync::Arc;
 

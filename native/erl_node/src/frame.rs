@@ -6,6 +6,22 @@
 //! flags of [`crate::handshake::local_flags`] (no atom cache, no
 //! fragments). Parsing never fails on an unknown operation: it becomes
 //! [`Control::Other`] and is logged by the caller.
+//!
+//! ```
+//! use erl_node::frame::{self, Control, LENGTH_BYTES};
+//! use erl_node::term::{Atom, Pid, Term};
+//!
+//! let me = Pid { node: Atom::new("a@h"), id: 1, serial: 0, creation: 1 };
+//! let f = frame::reg_send(&me, &Term::atom("server"), &Term::atom("hello"));
+//! // The length, then the body that `parse` reads.
+//! assert_eq!(f[..LENGTH_BYTES], ((f.len() - LENGTH_BYTES) as u32).to_be_bytes());
+//! match frame::parse(&f[LENGTH_BYTES..]) {
+//!     Ok(Control::RegSend { from, to, msg }) => {
+//!         assert_eq!((from, to, msg), (me, Term::atom("server"), Term::atom("hello")));
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
 
 use crate::codec::{self, tag, DecodeError};
 use crate::term::{Atom, Pid, Ref, Term};

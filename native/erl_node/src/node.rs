@@ -2,7 +2,7 @@
 //! the dispatch of incoming distribution operations.
 //!
 //! [`Node::start`] binds the listener, registers with epmd and accepts
-//! connections ([`crate::peers`]); processes are [`Mailbox`]es made with
+//! connections (the private `peers` module); processes are [`Mailbox`]es made with
 //! [`Node::spawn`]; `rpc:call` goes to the application's handler
 //! ([`Node::set_rpc_handler`]).
 
@@ -205,6 +205,24 @@ impl Node {
     }
 
     /// Starts a process, registered under `name` if given (fails if taken).
+    ///
+    /// ```no_run
+    /// use erl_node::{Signal, Term};
+    /// # async fn demo(node: erl_node::Node) -> Result<(), String> {
+    /// let mut server = node.spawn(Some("server"))?;
+    /// assert_eq!(node.whereis("server").as_ref(), Some(server.pid()));
+    /// let client = node.spawn(None)?;
+    /// node.reg_send(client.pid(), "server", node.name(), Term::atom("hello"));
+    /// match server.recv().await {
+    ///     Some(Signal::Message { from, msg }) => {
+    ///         assert_eq!((from.as_ref(), msg), (Some(client.pid()), Term::atom("hello")));
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// drop(server); // ends the process and frees its name
+    /// assert_eq!(node.whereis("server"), None);
+    /// # Ok(()) }
+    /// ```
     pub fn spawn(&self, name: Option<&str>) -> Result<Mailbox, String> {
         let (tx, rx) = ProcTx::new();
         let mut procs = self.0.procs.lock();
@@ -315,6 +333,15 @@ impl Node {
     }
 
     /// Sends `msg` to `to` (local or remote; connects if needed).
+    ///
+    /// ```no_run
+    /// use erl_node::{Pid, Term};
+    /// # fn demo(node: &erl_node::Node, to: &Pid) {
+    /// // `to ! {hello, self()}` from a process of ours.
+    /// let me = node.spawn(None).expect("a process");
+    /// node.send(to, erl_node::tuple![Term::atom("hello"), me.pid().clone()]);
+    /// # }
+    /// ```
     pub fn send(&self, to: &Pid, msg: Term) {
         if to.node == self.0.name {
             if !self.deliver(to, Signal::Message { from: None, msg }) {
@@ -353,6 +380,19 @@ impl Node {
     /// Monitors `{name, node}` (or a remote pid given as `target`) for our
     /// process `from`; a `Signal::Down` with the returned reference comes
     /// when it is or goes away, or the connection is lost.
+    ///
+    /// ```no_run
+    /// use erl_node::{Atom, Signal, Term};
+    /// # async fn demo(node: erl_node::Node) -> Result<(), String> {
+    /// let mut me = node.spawn(None)?;
+    /// let other = Atom::new("other@127.0.0.1");
+    /// let r = node.monitor(me.pid(), Term::atom("server"), &other);
+    /// if let Some(Signal::Down { reference, reason, .. }) = me.recv().await {
+    ///     assert_eq!(reference, r);
+    ///     println!("server gone: {reason}"); // noproc, noconnection, its exit reason
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn monitor(&self, from: &Pid, target: Term, node: &Atom) -> Ref {
         let r = self.make_ref();
         {

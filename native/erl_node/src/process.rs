@@ -563,6 +563,24 @@ impl Procs {
 /// A process of this node: a pid and its mailbox. Dropping it ends the
 /// process: its name is freed, remote monitors get `exit_reason`
 /// (`normal` unless changed) and linked processes an `EXIT`.
+///
+/// ```no_run
+/// use erl_node::{Signal, Term};
+/// # async fn demo(node: erl_node::Node) -> Result<(), String> {
+/// // A gen_server that answers every call with `ok` until it is sent `stop`.
+/// let mut mb = node.spawn(Some("server"))?;
+/// while let Some(sig) = mb.recv().await {
+///     let Signal::Message { msg, .. } = sig else { continue };
+///     if msg.is_atom("stop") {
+///         mb.exit_reason = Term::atom("shutdown");
+///         break;
+///     }
+///     if let Some((pid, tag, _req)) = msg.as_gen_call() {
+///         node.send_reply(pid, tag, Term::atom("ok"));
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Mailbox {
     pub(crate) node: Node,
     pub(crate) pid: Pid,
