@@ -19,6 +19,10 @@
 //! | [`rpc`], [`net_kernel`] | `rpc:call` to the application's handler; `net_adm:ping` |
 //! | [`metrics`], [`shutdown`], [`log_limit`] | operations; warnings about bad input bounded |
 //!
+//! Modules depend on each other in one direction: `node` on the
+//! connection table, the connections, the process table and `rpc`, which
+//! reach the node through traits it implements.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use erl_node::metrics::Metrics;

@@ -14,16 +14,17 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::budget::ByteBudget;
+use crate::connection::Host;
 use crate::epmd;
 use crate::frame::{self, Control};
 use crate::handshake::Identity;
 use crate::metrics::Metrics;
-use crate::peers::Peers;
+use crate::peers::{self, PeerHost, Peers};
 use crate::process::{
-    key_of, pid_numbers, Added, Entry, HeldLimits, HeldMonitor, Mailbox, PeerPid, PeerRef, ProcTx,
-    Procs, Signal,
+    key_of, pid_numbers, Added, Entry, HeldLimits, HeldMonitor, Mailbox, Owner, PeerPid, PeerRef,
+    ProcTx, Procs, Signal,
 };
-use crate::rpc::RpcHandler;
+use crate::rpc::{self, RpcHandler, SpawnRequest};
 use crate::term::{Atom, Pid, Ref, Term};
 use crate::watermark::Watermark;
 
@@ -101,6 +102,57 @@ pub const REF_THIRD_WORD_MARK: u32 = 0x8000_0000;
 #[derive(Clone)]
 pub struct Node(pub(crate) Arc<Inner>);
 
+impl Owner for Node {
+    fn process_exited(&self, pid: &Pid, reason: &Term) {
+        Node::process_exited(self, pid, reason);
+    }
+}
+
+impl Host for Node {
+    fn net_ticktime(&self) -> Duration {
+        self.0.cfg.net_ticktime
+    }
+    fn max_frame(&self) -> usize {
+        self.0.cfg.max_frame
+    }
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+    fn frame_budget(&self) -> &Arc<ByteBudget> {
+        &self.0.frame_budget
+    }
+    fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Watermark>> {
+        Node::dispatch(self, peer, ctrl)
+    }
+    fn connection_ended(&self, peer: &Atom, conn_id: u64) {
+        peers::connection_ended(self, peer, conn_id);
+    }
+}
+
+impl PeerHost for Node {
+    fn peers(&self) -> &Mutex<Peers> {
+        &self.0.peers
+    }
+    fn name(&self) -> &Atom {
+        &self.0.name
+    }
+    fn ident(&self) -> &Identity {
+        &self.0.ident
+    }
+    fn is_stopping(&self) -> bool {
+        Node::is_stopping(self)
+    }
+    fn max_peers(&self) -> usize {
+        self.0.cfg.max_peers
+    }
+    fn handshake_timeout(&self) -> Duration {
+        self.0.cfg.handshake_timeout
+    }
+    fn peer_lost(&self, peer: &Atom) {
+        Node::peer_lost(self, peer);
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Node({})", self.0.name)
@@ -149,7 +201,7 @@ impl Node {
         };
         let node = Node(Arc::new(inner));
         tracing::info!(node = %node.name(), port, creation, "registered with epmd");
-        crate::peers::spawn_acceptor(node.clone(), listener);
+        peers::spawn_acceptor(node.clone(), listener);
         Ok(node)
     }
 
@@ -176,10 +228,6 @@ impl Node {
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.0.metrics
-    }
-
-    pub(crate) fn ident(&self) -> &Identity {
-        &self.0.ident
     }
 
     /// Whether `p` is a pid of this node incarnation.
@@ -239,12 +287,7 @@ impl Node {
         }
         procs.by_key.insert(key, Entry::new(tx, name));
         drop(procs);
-        Ok(Mailbox {
-            node: self.clone(),
-            pid,
-            rx,
-            exit_reason: Term::static_atom("normal"),
-        })
+        Ok(Mailbox::new(Box::new(self.clone()), pid, rx))
     }
 
     /// The pid registered under `name`, if any.
@@ -264,7 +307,7 @@ impl Node {
         }
     }
 
-    pub(crate) fn process_exited(&self, pid: &Pid, reason: &Term) {
+    fn process_exited(&self, pid: &Pid, reason: &Term) {
         let key = key_of(pid);
         let entry = {
             let mut procs = self.0.procs.lock();
@@ -448,7 +491,7 @@ impl Node {
     /// Sends a raw frame to `peer`; `connect` as with `erlang:send/2`
     /// (auto-connect) or `noconnect`.
     pub fn send_frame(&self, peer: &Atom, f: Vec<u8>, connect: bool) {
-        crate::peers::send_frame(self, peer, f, connect);
+        peers::send_frame(self, peer, f, connect);
     }
 
     /// Whether a connection to `peer` is up.
@@ -463,7 +506,7 @@ impl Node {
 
     /// Starts connecting to `peer` unless connected or connecting.
     pub fn connect(&self, peer: &Atom) {
-        crate::peers::ensure_connecting(self, peer);
+        peers::ensure_connecting(self, peer);
     }
 
     /// Waits until connected to `peer` (connecting if needed), up to `timeout`.
@@ -491,7 +534,7 @@ impl Node {
     pub async fn stop(&self, grace: Duration) {
         self.0.stopping.store(true, Ordering::Relaxed);
         self.0.epmd.lock().take();
-        crate::peers::close_all(self, grace).await;
+        peers::close_all(self, grace).await;
     }
 
     /// Serves `rpc:call` and `erpc:call` to this node with `handler` (see
@@ -513,7 +556,7 @@ impl Node {
     /// (their links fire on our side: an exit signal `noconnection`, as a
     /// BEAM node delivers when a node goes down), and fire our monitors
     /// of its processes.
-    pub(crate) fn peer_lost(&self, peer: &Atom) {
+    fn peer_lost(&self, peer: &Atom) {
         let mut downs = Vec::new();
         let links = {
             let mut procs = self.0.procs.lock();
@@ -545,7 +588,7 @@ impl Node {
     /// Returns the backlog of the mailbox a message went to when it is over
     /// its high-water mark: the caller (the connection's reader) then waits
     /// for it to drain before reading more.
-    pub(crate) fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Watermark>> {
+    fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Watermark>> {
         match ctrl {
             Control::Send { to, from, msg } => {
                 let backlog = self.deliver_to(&to, Signal::Message { from, msg });
@@ -665,7 +708,18 @@ impl Node {
                 opts,
                 args,
             } => {
-                crate::rpc::spawn_request(self, peer, req_id, from, mfa, opts, args);
+                let req = SpawnRequest {
+                    req_id,
+                    from,
+                    mfa,
+                    opts,
+                    args,
+                };
+                let frames =
+                    rpc::answer(self.rpc_handler(), self.name(), self.creation(), peer, req);
+                for f in frames {
+                    self.send_frame(peer, f, false);
+                }
             }
             Control::SpawnReply {
                 req_id,

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::node::Node;
 use crate::term::{Atom, Pid, Ref, Term};
 use crate::watermark::Watermark;
 
@@ -582,22 +581,34 @@ impl Procs {
 /// # Ok(()) }
 /// ```
 pub struct Mailbox {
-    pub(crate) node: Node,
-    pub(crate) pid: Pid,
-    pub(crate) rx: ProcRx,
+    owner: Box<dyn Owner>,
+    pid: Pid,
+    rx: ProcRx,
     /// The reason remote monitors and links see when this is dropped.
     pub exit_reason: Term,
 }
 
+/// What a mailbox's node does when the mailbox is dropped (the node
+/// implements it; the table here does not know the node).
+pub(crate) trait Owner: Send + Sync + 'static {
+    /// The process `pid` ended with `reason`.
+    fn process_exited(&self, pid: &Pid, reason: &Term);
+}
+
 impl Mailbox {
+    /// The process `pid` of `owner`, receiving from `rx`.
+    pub(crate) fn new(owner: Box<dyn Owner>, pid: Pid, rx: ProcRx) -> Self {
+        Mailbox {
+            owner,
+            pid,
+            rx,
+            exit_reason: Term::static_atom("normal"),
+        }
+    }
+
     /// This process's pid.
     pub fn pid(&self) -> &Pid {
         &self.pid
-    }
-
-    /// The node it runs on.
-    pub fn node(&self) -> &Node {
-        &self.node
     }
 
     /// The next signal (`None` only when the node dropped the process).
@@ -613,7 +624,7 @@ impl Mailbox {
 
 impl Drop for Mailbox {
     fn drop(&mut self) {
-        self.node.process_exited(&self.pid, &self.exit_reason);
+        self.owner.process_exited(&self.pid, &self.exit_reason);
     }
 }
 
