@@ -1,4 +1,4 @@
-//! `frame`: lockerd's distribution frame parser (`frame::parse`, the body
+//! `frame`: erl_node's distribution frame parser (`frame::parse`, the body
 //! after the 4-byte length) and the builders it pairs with.
 //!
 //! Invariants (see fuzz/README.md):
@@ -6,7 +6,7 @@
 //!   gives;
 //! - it accepts only bodies that start with the pass-through tag 112 and
 //!   whose control message is a tuple starting with an integer;
-//! - the pid operands lockerd acts on are real pids (no placeholder pid
+//! - the pid operands erl_node acts on are real pids (no placeholder pid
 //!   reaches `Send`, `RegSend` or `SpawnRequest`);
 //! - re-encoding what parsed (control and payload, canonically) parses to
 //!   the same `Control`;
@@ -18,9 +18,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockerd::codec;
-use lockerd::frame::{self, Control, PASS_THROUGH};
-use lockerd::term::{Atom, Pid, Ref, Term};
+use erl_node::codec;
+use erl_node::frame::{self, Control, PASS_THROUGH};
+use erl_node::term::{Atom, Pid, Ref, Term};
 
 fn is_placeholder(p: &Pid) -> bool {
     p.id == u32::MAX && p.creation == u32::MAX && p.node.as_str().is_empty()

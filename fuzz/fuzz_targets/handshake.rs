@@ -1,7 +1,7 @@
-//! `handshake`: lockerd's distribution handshake, both sides, fed from the
+//! `handshake`: erl_node's distribution handshake, both sides, fed from the
 //! network side with fuzzed bytes, and its epmd client.
 //!
-//! lockerd's `handshake::accept` and `handshake::connect` take a real
+//! erl_node's `handshake::accept` and `handshake::connect` take a real
 //! `TcpStream`, so the target runs them unchanged on loopback sockets of
 //! this process (one listener, sockets closed with RST so no TIME_WAIT
 //! piles up) and plays the peer. Six modes, by the first byte:
@@ -13,15 +13,15 @@
 //! 2. scripted server: a peer that follows the protocol with fuzzed fields
 //!    (`n`/`N` name message, version, flags, creation, name bytes,
 //!    complement, challenge reply with a right or wrong digest computed
-//!    from the challenge lockerd sent, trailing garbage);
-//! 3. scripted client: a listening peer that checks lockerd's name and
+//!    from the challenge erl_node sent, trailing garbage);
+//! 3. scripted client: a listening peer that checks erl_node's name and
 //!    challenge reply and answers with a fuzzed status (including
 //!    `named:` and garbage), a fuzzed `n`/`N` challenge and a right or
 //!    wrong acknowledgement digest.
 //!
 //! 4. epmd lookup: the rest is epmd's answer to `epmd::port_of`;
 //! 5. epmd registration: the rest is epmd's answer to `epmd::register`
-//!    (`ERL_EPMD_PORT` points lockerd's epmd client at the listener).
+//!    (`ERL_EPMD_PORT` points erl_node's epmd client at the listener).
 //!
 //! Invariants (see fuzz/README.md): no panic, no hang (each call ends
 //! within its own timeout); `accept` succeeds only with the right cookie
@@ -29,7 +29,7 @@
 //! name, creation and flags the peer sent; the decision callback sees the
 //! name that was sent; a well-formed exchange with the right cookie is
 //! accepted; `connect` reports `Up` only after `ok`/`ok_simultaneous` and a
-//! right acknowledgement, `Busy` exactly for `nok`/`alive`; lockerd's own
+//! right acknowledgement, `Busy` exactly for `nok`/`alive`; erl_node's own
 //! messages are well formed (its name message carries its name, creation
 //! and `local_flags`; its challenge reply digest is right).
 
@@ -43,7 +43,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use erl_dist::node::NodeName;
 use erl_dist::DistributionFlags;
 use libfuzzer_sys::fuzz_target;
-use lockerd::handshake::{self, Accept, ClientOutcome, Identity};
+use erl_node::handshake::{self, Accept, ClientOutcome, Identity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -51,9 +51,9 @@ use tokio::runtime::Runtime;
 const COOKIE: &str = "fuzzcookie";
 const ME: &str = "lockerd_fuzz@localhost";
 const CREATION: u32 = 0x1234_5678;
-/// lockerd's own handshake timeout in this harness.
+/// erl_node's own handshake timeout in this harness.
 const TIMEOUT: Duration = Duration::from_secs(2);
-/// A hang past lockerd's own timeout is a bug.
+/// A hang past erl_node's own timeout is a bug.
 const HANG: Duration = Duration::from_secs(10);
 
 struct Env {
@@ -74,7 +74,7 @@ fn env() -> &'static Env {
             .block_on(TcpListener::bind("127.0.0.1:0"))
             .expect("listen on loopback");
         let addr = listener.local_addr().expect("addr");
-        // lockerd's epmd client reads its port from here on every call:
+        // erl_node's epmd client reads its port from here on every call:
         // the listener then plays epmd too (modes 4 and 5).
         std::env::set_var("ERL_EPMD_PORT", addr.port().to_string());
         let me = Identity {
@@ -104,12 +104,12 @@ fn digest(challenge: u32) -> [u8; 16] {
     md5::compute(format!("{COOKIE}{challenge}")).0
 }
 
-/// A connected pair: (lockerd's side, the fuzzing peer's side).
+/// A connected pair: (erl_node's side, the fuzzing peer's side).
 async fn pair(e: &Env) -> (TcpStream, TcpStream) {
     let (a, b) = tokio::join!(TcpStream::connect(e.addr), e.listener.accept());
     let peer = a.expect("connect");
     let (ours, _) = b.expect("accept");
-    // As lockerd's acceptor does (and as an OTP peer does).
+    // As erl_node's acceptor does (and as an OTP peer does).
     ours.set_nodelay(true).expect("nodelay");
     peer.set_nodelay(true).expect("nodelay");
     peer.set_zero_linger().expect("linger");
@@ -220,7 +220,7 @@ async fn raw_server(e: &Env, decide: u8, bytes: &[u8]) {
     let (ours, mut peer) = pair(e).await;
     let (choice, _) = decision(decide);
     let mut seen = None;
-    let lockerd = handshake::accept(ours, &e.me, TIMEOUT, |name, _| {
+    let ours = handshake::accept(ours, &e.me, TIMEOUT, |name, _| {
         seen = Some(name.to_string());
         choice
     });
@@ -229,7 +229,7 @@ async fn raw_server(e: &Env, decide: u8, bytes: &[u8]) {
         let _ = peer.shutdown().await;
         drain(&mut peer).await;
     };
-    let (r, ()) = tokio::join!(lockerd, feed);
+    let (r, ()) = tokio::join!(ours, feed);
     // Random bytes cannot know the challenge: never accepted.
     assert!(r.is_err(), "accepted a peer from raw bytes");
     if let Some(name) = seen {
@@ -242,7 +242,7 @@ async fn raw_server(e: &Env, decide: u8, bytes: &[u8]) {
 
 /// Mode 1: raw bytes answered to `connect`.
 async fn raw_client(e: &Env, bytes: &[u8]) {
-    let lockerd = handshake::connect("127.0.0.1", e.addr.port(), &e.me, TIMEOUT);
+    let ours = handshake::connect("127.0.0.1", e.addr.port(), &e.me, TIMEOUT);
     let feed = async {
         let (mut peer, _) = e.listener.accept().await.expect("accept");
         peer.set_zero_linger().expect("linger");
@@ -252,7 +252,7 @@ async fn raw_client(e: &Env, bytes: &[u8]) {
         drain(&mut peer).await;
         peer
     };
-    let (r, _peer) = tokio::join!(lockerd, feed);
+    let (r, _peer) = tokio::join!(ours, feed);
     assert!(
         !matches!(r, Ok(ClientOutcome::Up(..))),
         "connected to a peer of raw bytes"
@@ -279,7 +279,7 @@ async fn scripted_server(e: &Env, s: ServerScript) {
     }
     let mut seen: Option<String> = None;
     let seen_ref = &mut seen;
-    let lockerd = handshake::accept(ours, &e.me, TIMEOUT, move |n, _| {
+    let ours = handshake::accept(ours, &e.me, TIMEOUT, move |n, _| {
         assert!(seen_ref.is_none(), "decide called twice");
         *seen_ref = Some(n.to_string());
         choice
@@ -296,7 +296,7 @@ async fn scripted_server(e: &Env, s: ServerScript) {
         let Some(ch) = read_msg(&mut peer).await else {
             return acked;
         };
-        // lockerd's challenge: N (flags, challenge, creation, name) or n.
+        // erl_node's challenge: N (flags, challenge, creation, name) or n.
         let challenge = match ch.first() {
             Some(b'N') => {
                 assert!(ch.len() >= 19, "short N challenge");
@@ -340,7 +340,7 @@ async fn scripted_server(e: &Env, s: ServerScript) {
         }
         acked
     };
-    let (r, acked) = tokio::join!(lockerd, script);
+    let (r, acked) = tokio::join!(ours, script);
     let flags = if s.msg.new_style {
         s.msg.flags
     } else {
@@ -384,15 +384,15 @@ async fn scripted_server(e: &Env, s: ServerScript) {
 
 /// Mode 3: a protocol-following listening peer with fuzzed answers.
 async fn scripted_client(e: &Env, s: ClientScript) {
-    let lockerd = handshake::connect("127.0.0.1", e.addr.port(), &e.me, TIMEOUT);
+    let ours = handshake::connect("127.0.0.1", e.addr.port(), &e.me, TIMEOUT);
     let name = name_bytes(&s.name, s.valid_name);
     let script = async {
         let (mut peer, _) = e.listener.accept().await.expect("accept");
         peer.set_zero_linger().expect("linger");
         peer.set_nodelay(true).expect("nodelay");
         let mut acked = false;
-        // lockerd's name message: N, flags, creation, name.
-        let msg = read_msg(&mut peer).await.expect("lockerd sent no name");
+        // erl_node's name message: N, flags, creation, name.
+        let msg = read_msg(&mut peer).await.expect("erl_node sent no name");
         assert_eq!(msg.first(), Some(&b'N'), "name tag");
         assert!(msg.len() >= 15);
         assert_eq!(
@@ -439,7 +439,7 @@ async fn scripted_client(e: &Env, s: ClientScript) {
         if !write_msg(&mut peer, &ch).await {
             return (peer, acked);
         }
-        // lockerd's reply (maybe after a complement).
+        // erl_node's reply (maybe after a complement).
         loop {
             let Some(m) = read_msg(&mut peer).await else {
                 return (peer, acked);
@@ -448,7 +448,7 @@ async fn scripted_client(e: &Env, s: ClientScript) {
                 Some(b'c') => continue,
                 Some(b'r') => {
                     assert_eq!(m.len(), 21, "reply length");
-                    assert_eq!(&m[5..21], &digest(s.challenge), "lockerd's reply digest");
+                    assert_eq!(&m[5..21], &digest(s.challenge), "erl_node's reply digest");
                     let theirs = u32::from_be_bytes(m[1..5].try_into().unwrap());
                     let mut a = vec![b'a'];
                     let mut d = digest(theirs);
@@ -461,12 +461,12 @@ async fn scripted_client(e: &Env, s: ClientScript) {
                     acked = s.right_ack;
                     break;
                 }
-                other => panic!("unexpected message from lockerd: {other:?}"),
+                other => panic!("unexpected message from erl_node: {other:?}"),
             }
         }
         (peer, acked)
     };
-    let (r, (_peer, acked)) = tokio::join!(lockerd, script);
+    let (r, (_peer, acked)) = tokio::join!(ours, script);
     // What the status bytes say, however they were produced.
     let status = match &s.status {
         Status::Other(b) => match b.as_slice() {
@@ -525,21 +525,21 @@ async fn scripted_client(e: &Env, s: ClientScript) {
     }
 }
 
-/// Mode 4: epmd's answer to lockerd's `PORT_PLEASE2_REQ`.
+/// Mode 4: epmd's answer to erl_node's `PORT_PLEASE2_REQ`.
 async fn epmd_lookup(e: &Env, bytes: &[u8]) {
-    let lockerd = lockerd::epmd::port_of("fuzzpeer", "127.0.0.1");
+    let ours = erl_node::epmd::port_of("fuzzpeer", "127.0.0.1");
     let feed = async {
         let (mut peer, _) = e.listener.accept().await.expect("accept");
         peer.set_zero_linger().expect("linger");
         peer.set_nodelay(true).expect("nodelay");
-        let req = read_msg(&mut peer).await.expect("lockerd sent no request");
+        let req = read_msg(&mut peer).await.expect("erl_node sent no request");
         assert_eq!(req, b"zfuzzpeer", "PORT_PLEASE2_REQ");
         let _ = peer.write_all(bytes).await;
         let _ = peer.shutdown().await;
         drain(&mut peer).await;
         peer
     };
-    let (r, _peer) = tokio::join!(lockerd, feed);
+    let (r, _peer) = tokio::join!(ours, feed);
     trace(match &r {
         Ok(Some(_)) => "epmd port",
         Ok(None) => "epmd not registered",
@@ -558,14 +558,14 @@ async fn epmd_lookup(e: &Env, bytes: &[u8]) {
     }
 }
 
-/// Mode 5: epmd's answer to lockerd's `ALIVE2_REQ`.
+/// Mode 5: epmd's answer to erl_node's `ALIVE2_REQ`.
 async fn epmd_register(e: &Env, bytes: &[u8]) {
-    let lockerd = lockerd::epmd::register("fuzzme", 4370);
+    let ours = erl_node::epmd::register("fuzzme", 4370);
     let feed = async {
         let (mut peer, _) = e.listener.accept().await.expect("accept");
         peer.set_zero_linger().expect("linger");
         peer.set_nodelay(true).expect("nodelay");
-        let req = read_msg(&mut peer).await.expect("lockerd sent no request");
+        let req = read_msg(&mut peer).await.expect("erl_node sent no request");
         assert_eq!(req.first(), Some(&120), "ALIVE2_REQ");
         assert_eq!(&req[1..3], &4370u16.to_be_bytes(), "port");
         assert_eq!(req[3], 72, "hidden node");
@@ -575,7 +575,7 @@ async fn epmd_register(e: &Env, bytes: &[u8]) {
         let _ = peer.shutdown().await;
         peer
     };
-    let (r, _peer) = tokio::join!(lockerd, feed);
+    let (r, _peer) = tokio::join!(ours, feed);
     trace(if r.is_ok() {
         "epmd registered"
     } else {

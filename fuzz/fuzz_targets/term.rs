@@ -1,4 +1,4 @@
-//! `term`: lockerd's external term format decoder and its canonical form.
+//! `term`: erl_node's external term format decoder and its canonical form.
 //!
 //! Invariants (see fuzz/README.md):
 //! - `codec::decode` and `codec::decode_prefix` never panic, whatever the
@@ -21,9 +21,9 @@
 use std::hash::BuildHasher;
 
 use libfuzzer_sys::fuzz_target;
-use lockerd::codec::{self, MAX_DEPTH};
+use erl_node::codec::{self, MAX_DEPTH};
 use lockerd::stored::StoreCodec;
-use lockerd::term::Term;
+use erl_node::term::Term;
 
 fn canonical(t: &Term, depth: usize) {
     assert!(depth < MAX_DEPTH, "deeper than MAX_DEPTH");

@@ -18,8 +18,8 @@
 use std::time::Duration;
 
 use clap::Parser;
+use erl_node::term::Term;
 use lockerd::client::{Client, ClientConfig, Incoming};
-use lockerd::term::Term;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -62,7 +62,7 @@ async fn main() {
         .with_ansi(false)
         .init();
     let args = Args::parse();
-    let cookie = lockerd::node::find_cookie(args.cookie.as_deref()).unwrap_or_else(|e| {
+    let cookie = lockerd::cli::find_cookie(args.cookie.as_deref()).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2)
     });

@@ -1,4 +1,4 @@
-//! The `lockerd` command line.
+//! The `lockerd` command line, and where the cookie comes from.
 
 use std::net::SocketAddr;
 
@@ -75,7 +75,7 @@ pub struct Args {
     pub frame_budget: usize,
     /// Most monitors the processes of one connected node may hold on one
     /// process of this node; more are answered `noproc`.
-    #[arg(long, default_value_t = crate::process::PEER_HELD_DEFAULT)]
+    #[arg(long, default_value_t = erl_node::process::PEER_HELD_DEFAULT)]
     pub max_peer_monitors: usize,
     /// Most monitors remote processes may hold on this node in all.
     #[arg(long, default_value_t = 1 << 20)]
@@ -83,7 +83,7 @@ pub struct Args {
     /// Most links the processes of one connected node may hold with one
     /// process of this node; more are refused with an exit signal
     /// (`noproc`), as for a process that is gone.
-    #[arg(long, default_value_t = crate::process::PEER_HELD_DEFAULT)]
+    #[arg(long, default_value_t = erl_node::process::PEER_HELD_DEFAULT)]
     pub max_peer_links: usize,
     /// Most links remote processes may hold with this node in all.
     #[arg(long, default_value_t = 1 << 20)]
@@ -98,4 +98,26 @@ pub struct Args {
     /// (`lockerd ready <port> <creation>`), for scripts and tests.
     #[arg(long)]
     pub announce: bool,
+}
+
+/// Reads the cookie like `erl`: the given one, else `$LOCKER_COOKIE`, else
+/// `~/.erlang.cookie`.
+pub fn find_cookie(given: Option<&str>) -> Result<String, String> {
+    if let Some(c) = given {
+        return Ok(c.to_string());
+    }
+    if let Ok(c) = std::env::var("LOCKER_COOKIE") {
+        return Ok(c);
+    }
+    let home = std::env::var("HOME")
+        .map_err(|_| "no cookie: --cookie, $LOCKER_COOKIE or $HOME/.erlang.cookie".to_string())?;
+    let path = std::path::Path::new(&home).join(".erlang.cookie");
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| {
+            format!(
+                "no cookie: --cookie, $LOCKER_COOKIE, or {}: {e}",
+                path.display()
+            )
+        })
 }

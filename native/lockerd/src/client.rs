@@ -5,7 +5,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), String> {
 //! use lockerd::client::{Client, ClientConfig, LockResult};
-//! use lockerd::term::Term;
+//! use lockerd::Term;
 //! use std::time::Duration;
 //! let client = Client::start(ClientConfig::new(
 //!     "svc@127.0.0.1", "cookie", &["a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1"], &[], 2,
@@ -37,10 +37,10 @@ use locker_core::quorum::PHASE_TWO_BUDGET_MS;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
-use crate::node::{Node, NodeConfig};
-use crate::process::{Mailbox, Signal};
-use crate::term::{Atom, Pid, Ref, Term};
+use erl_node::metrics::Metrics;
+use erl_node::node::{Node, NodeConfig};
+use erl_node::process::{Mailbox, Signal};
+use erl_node::term::{Atom, Pid, Ref, Term};
 
 /// How a client joins.
 #[derive(Clone, Debug)]
@@ -156,7 +156,7 @@ impl Client {
     /// the masters and replicas (waiting up to 5 s for them).
     pub async fn start(cfg: ClientConfig) -> Result<Client, String> {
         let node = Node::start(cfg.node.clone(), Arc::new(Metrics::default())).await?;
-        crate::net_kernel::spawn(&node)?;
+        erl_node::net_kernel::spawn(&node)?;
         let c = Client::new(node, &cfg.masters, &cfg.replicas, cfg.w);
         for n in c.0.masters.iter().chain(c.0.replicas.iter()) {
             if !c.0.node.wait_connected(n, Duration::from_secs(5)).await {

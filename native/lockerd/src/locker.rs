@@ -24,25 +24,36 @@ use locker_core::{
 };
 use tokio::sync::watch;
 
-use crate::node::Node;
-use crate::process::{Mailbox, Signal};
+use erl_node::node::Node;
+use erl_node::process::{Mailbox, Signal};
+use erl_node::term::{Atom, BigInt, Pid, Term};
+use erl_node::warn_bad_input;
+
+use crate::metrics::{Kind, LockerMetrics};
 use crate::stored::{StoreCodec, Stored};
-use crate::term::{Atom, Pid, Term};
 
 /// The lease map shared with readers outside the `locker` task (rpc), and
 /// the codec of its keys and values.
-#[derive(Clone)]
-pub struct Store {
+struct Store {
     /// The leases.
-    pub leases: Arc<LeaseMap<Stored, Stored>>,
+    leases: Arc<LeaseMap<Stored, Stored>>,
     /// How they are encoded.
-    pub codec: StoreCodec,
+    codec: StoreCodec,
 }
 
 /// Leases, promises and waiters handled per sweep step.
 const SWEEP_BUDGET: usize = 1000;
 /// Log entries per `trans_log` cast.
 const PUSH_CHUNK: usize = 10_000;
+/// Signals handled after one arrives, from what is already queued, before
+/// the timers are polled again.
+const DRAIN_BATCH: usize = 64;
+/// How often the store's sizes go to the metrics, at most.
+const GAUGES_EVERY: Duration = Duration::from_millis(20);
+/// How often masters and replicas not connected are connected again.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// A lease or timeout "forever", in milliseconds (as the NIF's).
+const FOREVER_MS: u64 = u64::MAX / 2_000;
 
 /// How the `locker` process starts.
 #[derive(Clone, Debug)]
@@ -70,6 +81,7 @@ type From = (Pid, Term);
 /// The process state.
 pub struct Locker {
     node: Node,
+    metrics: Arc<LockerMetrics>,
     mb: Mailbox,
     engine: Engine<Stored, Stored, Term>,
     codec: StoreCodec,
@@ -88,7 +100,7 @@ pub struct Locker {
 
 /// Atoms used in replies.
 mod a {
-    use crate::term::Term;
+    use erl_node::term::Term;
     pub const OK: Term = Term::static_atom("ok");
     pub const ERROR: Term = Term::static_atom("error");
     pub const NOT_FOUND: Term = Term::static_atom("not_found");
@@ -102,18 +114,9 @@ fn error(reason: &'static str) -> Term {
 /// A lease or timeout length as the NIF reads it: an integer (negative is
 /// 0; a big one is "forever"), a float, or `infinity`; else `badarg`.
 pub fn millis(t: &Term) -> Option<u64> {
-    const FOREVER: u64 = u64::MAX / 2_000;
     match t {
         Term::Int(i) => Some((*i).max(0) as u64),
-        Term::Big(b) => {
-            if !b.negative && b.magnitude.len() <= 8 {
-                let mut x = [0u8; 8];
-                x[..b.magnitude.len()].copy_from_slice(&b.magnitude);
-                Some(u64::from_le_bytes(x))
-            } else {
-                Some(FOREVER)
-            }
-        }
+        Term::Big(b) => Some(big_u64(b).unwrap_or(FOREVER_MS)),
         Term::Float(f) => {
             let f = f.get();
             Some(if f.is_nan() || f <= 0.0 {
@@ -122,26 +125,32 @@ pub fn millis(t: &Term) -> Option<u64> {
                 f.min(u64::MAX as f64 / 2.0) as u64
             })
         }
-        Term::Atom(a) if a.as_str() == "infinity" => Some(FOREVER),
+        Term::Atom(a) if a.as_str() == "infinity" => Some(FOREVER_MS),
         _ => None,
     }
 }
 
 /// The fencing token a coordinator's tag carries: `{'$locker_token', Ref,
 /// Token}` with a non-negative integer token; 0 for any other tag (as the NIF).
-pub fn tag_token(tag: &Term) -> u64 {
+fn tag_token(tag: &Term) -> u64 {
     match tag.as_tuple() {
         Some([marker, _, t]) if marker.is_atom("$locker_token") => match t {
             Term::Int(i) if *i >= 0 => *i as u64,
-            Term::Big(b) if !b.negative && b.magnitude.len() <= 8 => {
-                let mut x = [0u8; 8];
-                x[..b.magnitude.len()].copy_from_slice(&b.magnitude);
-                u64::from_le_bytes(x)
-            }
+            Term::Big(b) => big_u64(b).unwrap_or(0),
             _ => 0,
         },
         _ => 0,
     }
+}
+
+/// A big integer that fits `u64`.
+fn big_u64(b: &BigInt) -> Option<u64> {
+    let mut x = [0u8; 8];
+    if b.negative || b.magnitude.len() > x.len() {
+        return None;
+    }
+    x[..b.magnitude.len()].copy_from_slice(&b.magnitude);
+    Some(u64::from_le_bytes(x))
 }
 
 /// An unsigned integer term (big when above `i64::MAX`).
@@ -151,7 +160,7 @@ pub fn u64_term(n: u64) -> Term {
         Err(_) => {
             let b = n.to_le_bytes();
             let used = b.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1);
-            Term::Big(Box::new(crate::term::BigInt {
+            Term::Big(Box::new(BigInt {
                 negative: false,
                 magnitude: b[..used].into(),
             }))
@@ -159,15 +168,14 @@ pub fn u64_term(n: u64) -> Term {
     }
 }
 
-fn kind_index(req: &Term) -> usize {
+/// The kind of a call, for the metrics.
+fn kind_of(req: &Term) -> Kind {
     let name = match req {
-        Term::Tuple(t) => t.first().and_then(Term::as_atom).map(Atom::as_str),
-        Term::Atom(a) => Some(a.as_str()),
+        Term::Tuple(t) => t.first().and_then(Term::as_atom),
+        Term::Atom(a) => Some(a),
         _ => None,
     };
-    name.and_then(|n| crate::metrics::KINDS.iter().position(|k| *k == n))
-        .filter(|i| *i < 11)
-        .unwrap_or(11)
+    name.map_or(Kind::Unknown, |n| Kind::of_call(n.as_str()))
 }
 
 fn ordset(list: &[Term]) -> Vec<Term> {
@@ -188,8 +196,14 @@ fn erlang_atom_order(x: &Term, y: &Term) -> std::cmp::Ordering {
 }
 
 impl Locker {
-    /// Registers `locker` on `node` and builds the process.
-    pub fn new(node: &Node, cfg: LockerConfig) -> Result<Self, String> {
+    /// Registers `locker` on `node`, serves `locker:dirty_read/1` to
+    /// `rpc:call`, and builds the process; it counts its requests in
+    /// `metrics`.
+    pub fn new(
+        node: &Node,
+        cfg: LockerConfig,
+        metrics: Arc<LockerMetrics>,
+    ) -> Result<Self, String> {
         let mb = node.spawn(Some("locker"))?;
         let engine = Engine::new(Config {
             promise_ttl: locker_core::ms(cfg.promise_ttl.as_millis() as u64),
@@ -207,10 +221,17 @@ impl Locker {
             engine.set_abstain_until(clock::now() + cfg.restart_abstain.as_micros() as u64);
         }
         let codec = StoreCodec::new();
-        node.set_store(Store {
+        let store = Store {
             leases: engine.leases().clone(),
             codec: codec.clone(),
-        });
+        };
+        let rpc_metrics = metrics.clone();
+        node.set_rpc_handler(move |m: &Term, f: &Term, args: &Term| {
+            let started = Instant::now();
+            let value = rpc(&store, m, f, args);
+            rpc_metrics.request(Kind::Rpc, started.elapsed().as_nanos() as u64);
+            value
+        })?;
         let timer_refs = [0, 1, 2].map(|_| {
             Term::tuple(vec![
                 Term::static_atom("interval"),
@@ -219,6 +240,7 @@ impl Locker {
         });
         let mut l = Locker {
             node: node.clone(),
+            metrics,
             mb,
             engine,
             codec,
@@ -237,11 +259,6 @@ impl Locker {
         let r: Vec<Term> = cfg.replicas.iter().cloned().map(Term::Atom).collect();
         l.set_meta(&m, &r);
         Ok(l)
-    }
-
-    /// The pid of the process.
-    pub fn pid(&self) -> &Pid {
-        self.mb.pid()
     }
 
     fn is_master(&self) -> bool {
@@ -273,7 +290,7 @@ impl Locker {
     }
 
     /// Masters and replicas this node knows (for reconnecting).
-    pub fn cluster(&self) -> Vec<Atom> {
+    fn cluster(&self) -> Vec<Atom> {
         self.masters
             .iter()
             .chain(self.replicas.iter())
@@ -288,7 +305,7 @@ impl Locker {
         let mut lease_t = tokio::time::interval(self.cfg.lease_expire);
         let mut lock_t = tokio::time::interval(self.cfg.lock_expire);
         let mut push_t = tokio::time::interval(self.cfg.push);
-        let mut reconnect_t = tokio::time::interval(Duration::from_secs(1));
+        let mut reconnect_t = tokio::time::interval(RECONNECT_EVERY);
         let mut gauges_at = Instant::now();
         for t in [&mut lease_t, &mut lock_t, &mut push_t, &mut reconnect_t] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -301,7 +318,7 @@ impl Locker {
                     Some(sig) => {
                         self.signal(sig);
                         // Drain what is already queued without re-polling timers.
-                        for _ in 0..64 {
+                        for _ in 0..DRAIN_BATCH {
                             match self.mb.try_recv() {
                                 Some(s) => self.signal(s),
                                 None => break,
@@ -318,8 +335,7 @@ impl Locker {
                 _ = sleep_until(wake), if wake.is_some() => { self.wakeup = None; self.sweep() },
                 _ = reconnect_t.tick() => self.reconnect(),
             }
-            // Gauges for /metrics, at most every 20 ms.
-            if gauges_at.elapsed() >= Duration::from_millis(20) {
+            if gauges_at.elapsed() >= GAUGES_EVERY {
                 self.update_gauges();
                 gauges_at = Instant::now();
             }
@@ -334,7 +350,7 @@ impl Locker {
 
     fn update_gauges(&self) {
         let s = self.engine.summary();
-        let mut g = self.node.metrics().gauges.lock();
+        let mut g = self.metrics.gauges.lock();
         g.leases = s.leases as u64;
         g.promises = s.promises as u64;
         g.waiters = s.waiters as u64;
@@ -354,7 +370,7 @@ impl Locker {
     }
 
     /// Handles one signal.
-    pub fn signal(&mut self, sig: Signal) {
+    fn signal(&mut self, sig: Signal) {
         let Signal::Message { msg, .. } = sig else {
             return; // exits and downs mean nothing to the server
         };
@@ -362,12 +378,11 @@ impl Locker {
             Ok((pid, tag, req)) => {
                 let from = (pid, tag);
                 let started = Instant::now();
-                let kind = kind_index(&req);
+                let kind = kind_of(&req);
                 if let Some(reply) = self.call(&req, &from) {
                     self.reply(&from, reply);
                 }
-                self.node
-                    .metrics()
+                self.metrics
                     .request(kind, started.elapsed().as_nanos() as u64);
                 return;
             }
@@ -375,7 +390,7 @@ impl Locker {
         };
         match &msg {
             Term::Tuple(t) if t.len() == 3 && t[0].is_atom("$gen_call") => {
-                crate::warn_bad_input!(from = %t[1].display(200), "call with a malformed From dropped");
+                warn_bad_input!(from = %t[1].display(200), "call with a malformed From dropped");
             }
             Term::Tuple(t) if t.len() == 2 && t[0].is_atom("$gen_cast") => self.cast(&t[1]),
             Term::Atom(x) if x.as_str() == "expire_leases" || x.as_str() == "expire_locks" => {
@@ -396,14 +411,14 @@ impl Locker {
             .map(Atom::as_str)
             .unwrap_or("");
         let unknown = || {
-            crate::warn_bad_input!(request = %req.display(300), from = ?from.0, "unknown request");
+            warn_bad_input!(request = %req.display(300), from = ?from.0, "unknown request");
             Term::tuple(vec![
                 a::ERROR,
                 Term::tuple(vec![Term::static_atom("unknown_request"), req.clone()]),
             ])
         };
         let badarg = || {
-            crate::warn_bad_input!(request = %req.display(300), "bad arguments");
+            warn_bad_input!(request = %req.display(300), "bad arguments");
             error("badarg")
         };
         let reply = match (op, items.len()) {
@@ -587,14 +602,14 @@ impl Locker {
                 // A master learns leases through votes and phase two only:
                 // a log replayed here would bypass its promises (a pushed
                 // release could delete the lease of the next holder).
-                crate::warn_bad_input!(from = %from, "transaction log sent to a master dropped");
+                warn_bad_input!(from = %from, "transaction log sent to a master dropped");
                 return;
             }
             let (entries, proper): (&[Term], bool) = match &items[2] {
                 Term::List(l) => (l, true),
                 Term::Improper(b) => (&b.0, false),
                 _ => {
-                    crate::warn_bad_input!(from = %from, "malformed transaction log (not a list) dropped");
+                    warn_bad_input!(from = %from, "malformed transaction log (not a list) dropped");
                     return;
                 }
             };
@@ -608,18 +623,17 @@ impl Locker {
                 }
             }
             if skipped > 0 {
-                crate::warn_bad_input!(skipped, from = %from, "skipped unknown log entries");
+                warn_bad_input!(skipped, from = %from, "skipped unknown log entries");
             }
             if !proper {
-                crate::warn_bad_input!(from = %from, "malformed transaction log (improper list)");
+                warn_bad_input!(from = %from, "malformed transaction log (improper list)");
             }
             self.woken(wakes);
             self.rearm();
-            self.node
-                .metrics()
-                .request(12, started.elapsed().as_nanos() as u64);
+            self.metrics
+                .request(Kind::TransLog, started.elapsed().as_nanos() as u64);
         } else {
-            crate::warn_bad_input!(cast = %msg.display(200), "unknown cast ignored");
+            warn_bad_input!(cast = %msg.display(200), "unknown cast ignored");
         }
     }
 
@@ -770,8 +784,20 @@ fn entry_term(codec: &StoreCodec, e: LogEntry<Stored, Stored>) -> Term {
     }
 }
 
+/// `rpc:call(Node, M, F, Args)` on this node: `locker:dirty_read(Key)` is
+/// served (what `locker:master_dirty_read/1` sends); any other function is
+/// not (`None`: the caller gets `undef`).
+fn rpc(store: &Store, m: &Term, f: &Term, args: &Term) -> Option<Term> {
+    match args.as_list() {
+        Some([key]) if m.is_atom("locker") && f.is_atom("dirty_read") => {
+            Some(dirty_read(store, key))
+        }
+        _ => None,
+    }
+}
+
 /// A dirty read of the local store, as `locker:dirty_read/1` answers it.
-pub fn dirty_read(store: &Store, key: &Term) -> Term {
+fn dirty_read(store: &Store, key: &Term) -> Term {
     let key = store.codec.encode_lookup(key);
     match store
         .leases

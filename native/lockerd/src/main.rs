@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use lockerd::cli::Args;
+use erl_node::metrics::Metrics;
+use erl_node::{Atom, HeldLimits, Node, NodeConfig};
+use lockerd::cli::{find_cookie, Args};
 use lockerd::locker::{Locker, LockerConfig};
-use lockerd::metrics::Metrics;
-use lockerd::node::{find_cookie, Node, NodeConfig};
-use lockerd::term::Atom;
+use lockerd::metrics::LockerMetrics;
 
 /// The store's large blocks (each shard's entry vector and index, grown
 /// step by step as leases arrive) are mapped rather than carved from the
@@ -72,7 +72,7 @@ async fn run(args: Args) -> i32 {
     cfg.max_peers = args.max_peers;
     cfg.max_frame = args.max_frame;
     cfg.frame_budget = args.frame_budget;
-    cfg.held_limits = lockerd::HeldLimits {
+    cfg.held_limits = HeldLimits {
         peer_monitors: args.max_peer_monitors,
         monitors: args.max_monitors,
         peer_links: args.max_peer_links,
@@ -86,7 +86,7 @@ async fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = lockerd::net_kernel::spawn(&node) {
+    if let Err(e) = erl_node::net_kernel::spawn(&node) {
         tracing::error!("{e}");
         return 1;
     }
@@ -100,7 +100,8 @@ async fn run(args: Args) -> i32 {
         promise_ttl: Duration::from_millis(args.promise_ttl_ms),
         restart_abstain: Duration::from_millis(args.restart_abstain_ms),
     };
-    let locker = match Locker::new(&node, lcfg) {
+    let locker_metrics = Arc::new(LockerMetrics::default());
+    let locker = match Locker::new(&node, lcfg, locker_metrics.clone()) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");
@@ -109,7 +110,8 @@ async fn run(args: Args) -> i32 {
     };
     if let Some(addr) = args.metrics {
         let n = node.clone();
-        match lockerd::metrics::serve(addr, metrics.clone(), move || n.connected().len()).await {
+        let render = move || locker_metrics.render(&metrics, n.connected().len());
+        match lockerd::metrics::serve(addr, render).await {
             Ok(a) => tracing::info!(addr = %a, "metrics at /metrics"),
             Err(e) => {
                 tracing::error!(%addr, "metrics endpoint: {e}");
@@ -121,7 +123,7 @@ async fn run(args: Args) -> i32 {
         println!("lockerd ready {} {}", node.port(), node.creation());
     }
     tracing::info!(node = %node.name(), masters = ?args.masters, replicas = ?args.replicas, "locker serving");
-    let stop = lockerd::shutdown::on_signal();
+    let stop = erl_node::shutdown::on_signal();
     locker.run(stop).await;
     node.stop(Duration::from_secs(2)).await;
     tracing::info!("bye");

@@ -1,6 +1,7 @@
-//! Counters and a `/metrics` endpoint in Prometheus text format, served by
-//! a small hand-written HTTP/1.0 responder (one request per connection,
-//! headers bounded to 8 KiB).
+//! The locker's counters ([`LockerMetrics`]: requests by [`Kind`], their
+//! latency, the store's sizes) and a `/metrics` endpoint in Prometheus text
+//! format, served by a small hand-written HTTP/1.0 responder (one request
+//! per connection, headers bounded to 8 KiB).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -11,66 +12,120 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Request kinds counted separately.
-pub const KINDS: &[&str] = &[
-    "get_write_lock",
-    "release_write_lock",
-    "write",
-    "update",
-    "extend_lease",
-    "release",
-    "wait_for",
-    "wait_for_release",
-    "set_nodes",
-    "set_w",
-    "get_debug_state",
-    "unknown",
-    "trans_log",
-    "rpc",
-];
+/// A kind of request the `locker` process serves, counted separately: a
+/// slot of [`LockerMetrics`]' request counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `{get_write_lock, Key, Expected, Tag}`.
+    GetWriteLock,
+    /// `{release_write_lock, Tag}`.
+    ReleaseWriteLock,
+    /// `{write, Tag, Key, Value, LeaseMs}`.
+    Write,
+    /// `{update, Tag, Key, NewValue}`.
+    Update,
+    /// `{extend_lease, Tag, Key, Value, LeaseMs}`.
+    ExtendLease,
+    /// `{release, Key, Value, Tag}`.
+    Release,
+    /// `{wait_for, Key, Timeout}`.
+    WaitFor,
+    /// `{wait_for_release, Key, Timeout}`.
+    WaitForRelease,
+    /// `{set_nodes, Masters, Replicas}`.
+    SetNodes,
+    /// `{set_w, W}`.
+    SetW,
+    /// `get_debug_state`.
+    GetDebugState,
+    /// Any other call.
+    Unknown,
+    /// The `trans_log` cast from a master.
+    TransLog,
+    /// `rpc:call` of `locker:dirty_read/1` (and of functions not served).
+    Rpc,
+}
+
+impl Kind {
+    /// Every kind, in the order of the exposition.
+    pub const ALL: [Kind; 14] = [
+        Kind::GetWriteLock,
+        Kind::ReleaseWriteLock,
+        Kind::Write,
+        Kind::Update,
+        Kind::ExtendLease,
+        Kind::Release,
+        Kind::WaitFor,
+        Kind::WaitForRelease,
+        Kind::SetNodes,
+        Kind::SetW,
+        Kind::GetDebugState,
+        Kind::Unknown,
+        Kind::TransLog,
+        Kind::Rpc,
+    ];
+
+    /// The `kind` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::GetWriteLock => "get_write_lock",
+            Kind::ReleaseWriteLock => "release_write_lock",
+            Kind::Write => "write",
+            Kind::Update => "update",
+            Kind::ExtendLease => "extend_lease",
+            Kind::Release => "release",
+            Kind::WaitFor => "wait_for",
+            Kind::WaitForRelease => "wait_for_release",
+            Kind::SetNodes => "set_nodes",
+            Kind::SetW => "set_w",
+            Kind::GetDebugState => "get_debug_state",
+            Kind::Unknown => "unknown",
+            Kind::TransLog => "trans_log",
+            Kind::Rpc => "rpc",
+        }
+    }
+
+    /// The kind of a call named `name` (the request's first atom):
+    /// [`Kind::Unknown`] for anything but the calls the server answers.
+    pub fn of_call(name: &str) -> Kind {
+        match name {
+            "get_write_lock" => Kind::GetWriteLock,
+            "release_write_lock" => Kind::ReleaseWriteLock,
+            "write" => Kind::Write,
+            "update" => Kind::Update,
+            "extend_lease" => Kind::ExtendLease,
+            "release" => Kind::Release,
+            "wait_for" => Kind::WaitFor,
+            "wait_for_release" => Kind::WaitForRelease,
+            "set_nodes" => Kind::SetNodes,
+            "set_w" => Kind::SetW,
+            "get_debug_state" => Kind::GetDebugState,
+            _ => Kind::Unknown,
+        }
+    }
+
+    /// Its counter's index.
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
 
 /// Latency bucket bounds in nanoseconds (rendered in seconds).
 const BUCKETS_NS: [u64; 10] = [
     5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000, 25_000_000,
 ];
 
-/// Every counter of the node.
+/// The locker's counters: requests by [`Kind`], their latency, and the
+/// store's sizes. The node runtime's own counters are
+/// [`erl_node::metrics::Metrics`]; [`LockerMetrics::render`] shows both.
 #[derive(Default)]
-pub struct Metrics {
-    requests: [AtomicU64; 14],
-    buckets: [AtomicU64; 10],
+pub struct LockerMetrics {
+    requests: [AtomicU64; Kind::ALL.len()],
+    buckets: [AtomicU64; BUCKETS_NS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
-    /// Frames received.
-    pub frames_in: AtomicU64,
-    /// Frames that did not parse, or were too big.
-    pub bad_frames: AtomicU64,
-    /// Messages to names nobody registered.
-    pub unknown_name: AtomicU64,
-    /// Times a connection stopped reading because the mailbox it feeds
-    /// was full, or its peer left more than 8 MiB unread (backpressure on
-    /// the sender).
-    pub backpressure: AtomicU64,
-    /// Failed incoming handshakes (wrong cookie, garbage, timeouts).
-    pub handshake_failures: AtomicU64,
-    /// Connections refused over the peer limit.
-    pub rejected: AtomicU64,
-    /// Monitors remote processes hold on this node's processes (gauge).
-    pub remote_monitors: AtomicU64,
-    /// Links remote processes hold with this node's processes (gauge).
-    pub remote_links: AtomicU64,
-    /// Monitors refused over a cap (answered `noproc`).
-    pub refused_monitors: AtomicU64,
-    /// Links refused over a cap (answered with an `EXIT` `noproc`).
-    pub refused_links: AtomicU64,
-    /// Bytes of partial frames claimed from the node's budget (gauge).
-    pub partial_frame_bytes: AtomicU64,
-    /// Times a connection waited for the partial-frame budget.
-    pub frame_budget_waits: AtomicU64,
-    /// Connections closed after waiting too long for that budget.
-    pub frame_budget_drops: AtomicU64,
-    /// Leases, promises and waiters of the store, and peers connected
-    /// (gauges, set by their owners).
+    /// Leases, promises, waiters and log entries of the store (set by the
+    /// `locker` process).
     pub gauges: Mutex<Gauges>,
 }
 
@@ -87,10 +142,13 @@ pub struct Gauges {
     pub log: u64,
 }
 
-impl Metrics {
-    /// Counts one request of `kind` (an entry of [`KINDS`]) that took `ns`.
-    pub fn request(&self, kind: usize, ns: u64) {
-        self.requests[kind.min(KINDS.len() - 1)].fetch_add(1, Ordering::Relaxed);
+/// The prefix of every metric name.
+const PREFIX: &str = "locker";
+
+impl LockerMetrics {
+    /// Counts one request of `kind` that took `ns`.
+    pub fn request(&self, kind: Kind, ns: u64) {
+        self.requests[kind.slot()].fetch_add(1, Ordering::Relaxed);
         // One bucket per request (the smallest bound that holds it); the
         // exposition adds them up into Prometheus' cumulative buckets.
         if let Some(i) = BUCKETS_NS.iter().position(|b| ns <= *b) {
@@ -101,23 +159,23 @@ impl Metrics {
     }
 
     /// Requests of `kind` so far.
-    pub fn requests_of(&self, kind: &str) -> u64 {
-        KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .map_or(0, |i| self.requests[i].load(Ordering::Relaxed))
+    pub fn requests_of(&self, kind: Kind) -> u64 {
+        self.requests[kind.slot()].load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, peers: usize) -> String {
+    /// The Prometheus text exposition: the locker's requests, latency and
+    /// store sizes, then the node's gauges and counters (`node`, with
+    /// `peers` nodes connected).
+    pub fn render(&self, node: &erl_node::metrics::Metrics, peers: usize) -> String {
         let mut s = String::new();
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         s.push_str("# HELP locker_requests_total Requests served by the locker process, by kind.\n# TYPE locker_requests_total counter\n");
-        for (i, k) in KINDS.iter().enumerate() {
+        for k in Kind::ALL {
             let _ = writeln!(
                 s,
-                "locker_requests_total{{kind=\"{k}\"}} {}",
-                l(&self.requests[i])
+                "locker_requests_total{{kind=\"{}\"}} {}",
+                k.name(),
+                l(&self.requests[k.slot()])
             );
         }
         s.push_str("# HELP locker_request_duration_seconds Time to serve a request.\n# TYPE locker_request_duration_seconds histogram\n");
@@ -155,103 +213,29 @@ impl Metrics {
                 "Log entries not yet pushed to replicas.",
                 g.log,
             ),
-            ("locker_peers", "Connected nodes.", peers as u64),
-            (
-                "locker_remote_monitors",
-                "Monitors remote processes hold on this node's processes.",
-                self.remote_monitors.load(Ordering::Relaxed),
-            ),
-            (
-                "locker_remote_links",
-                "Links remote processes hold with this node's processes.",
-                self.remote_links.load(Ordering::Relaxed),
-            ),
-            (
-                "locker_partial_frame_bytes",
-                "Bytes of partial frames held beyond the connections' base buffers.",
-                self.partial_frame_bytes.load(Ordering::Relaxed),
-            ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
-        for (name, help, v) in [
-            (
-                "locker_frames_received_total",
-                "Distribution frames received.",
-                &self.frames_in,
-            ),
-            (
-                "locker_bad_frames_total",
-                "Frames refused: undecodable or oversized.",
-                &self.bad_frames,
-            ),
-            (
-                "locker_unknown_name_messages_total",
-                "Messages to unregistered names.",
-                &self.unknown_name,
-            ),
-            (
-                "locker_backpressure_pauses_total",
-                "Times a connection paused reading for a full mailbox or unread replies.",
-                &self.backpressure,
-            ),
-            (
-                "locker_handshake_failures_total",
-                "Incoming handshakes that failed.",
-                &self.handshake_failures,
-            ),
-            (
-                "locker_rejected_connections_total",
-                "Connections refused over the peer limit.",
-                &self.rejected,
-            ),
-            (
-                "locker_refused_monitors_total",
-                "Monitors refused over a cap (answered noproc).",
-                &self.refused_monitors,
-            ),
-            (
-                "locker_refused_links_total",
-                "Links refused over a cap (answered with an exit signal, noproc).",
-                &self.refused_links,
-            ),
-            (
-                "locker_frame_budget_waits_total",
-                "Times a connection waited for the partial-frame memory budget.",
-                &self.frame_budget_waits,
-            ),
-            (
-                "locker_frame_budget_drops_total",
-                "Connections closed after waiting too long for the partial-frame budget.",
-                &self.frame_budget_drops,
-            ),
-        ] {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                l(v)
-            );
-        }
+        node.render(PREFIX, peers, &mut s);
         s
     }
 }
 
-/// Serves `GET /metrics` on `addr` until the process ends. `peers` gives
-/// the number of connected nodes at scrape time.
+/// Serves `GET /metrics` on `addr` until the process ends, with the text
+/// `render` gives at scrape time.
 pub async fn serve(
     addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    peers: impl Fn() -> usize + Send + Sync + 'static,
+    render: impl Fn() -> String + Send + Sync + 'static,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let peers = Arc::new(peers);
+    let render = Arc::new(render);
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 continue;
             };
-            let (m, p) = (metrics.clone(), peers.clone());
+            let render = render.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut n = 0;
@@ -277,7 +261,7 @@ pub async fn serve(
                 let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
                 let (status, body) =
                     if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                        ("200 OK", m.render(p()))
+                        ("200 OK", render())
                     } else {
                         ("404 Not Found", "not found: try GET /metrics\n".to_string())
                     };
@@ -299,12 +283,12 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let m = Metrics::default();
-        m.request(0, 3_000); // <= 5 us
-        m.request(0, 30_000); // <= 50 us
-        m.request(1, 50_000); // <= 50 us (bound included)
-        m.request(1, 2_000_000_000); // +Inf only
-        let text = m.render(0);
+        let m = LockerMetrics::default();
+        m.request(Kind::GetWriteLock, 3_000); // <= 5 us
+        m.request(Kind::GetWriteLock, 30_000); // <= 50 us
+        m.request(Kind::ReleaseWriteLock, 50_000); // <= 50 us (bound included)
+        m.request(Kind::ReleaseWriteLock, 2_000_000_000); // +Inf only
+        let text = m.render(&erl_node::metrics::Metrics::default(), 0);
         let bucket = |le: &str| -> u64 {
             let prefix = format!("locker_request_duration_seconds_bucket{{le=\"{le}\"}} ");
             let line = text.lines().find(|l| l.starts_with(&prefix)).expect(le);
@@ -329,6 +313,19 @@ mod tests {
         );
         assert_eq!(bucket("+Inf"), 4);
         assert!(text.contains("locker_request_duration_seconds_count 4\n"));
-        assert_eq!(m.requests_of("get_write_lock"), 2);
+        assert_eq!(m.requests_of(Kind::GetWriteLock), 2);
+    }
+
+    #[test]
+    fn kinds_have_their_slots() {
+        for (i, k) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(k.slot(), i);
+        }
+        for k in &Kind::ALL[..Kind::Unknown.slot()] {
+            assert_eq!(Kind::of_call(k.name()), *k);
+        }
+        for k in [Kind::Unknown, Kind::TransLog, Kind::Rpc] {
+            assert_eq!(Kind::of_call(k.name()), Kind::Unknown);
+        }
     }
 }

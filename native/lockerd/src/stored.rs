@@ -3,7 +3,7 @@
 //! is `=:=`. A typical lease (a 16-byte binary key, a pid value) then costs
 //! its entry and nothing else: no allocation for either.
 //!
-//! A [`Term`] is already canonical (see [`crate::term`]); its encoding is
+//! A [`Term`] is already canonical (see [`erl_node::term`]); its encoding is
 //! its external format without the version byte ([`codec::encode`]), which
 //! `codec::decode_bare` turns back into the same term, so equal bytes mean
 //! equal terms and equal terms encode alike. One exception: a pid that is
@@ -34,8 +34,8 @@ use std::sync::Arc;
 use locker_core::CompactBytes;
 use parking_lot::RwLock;
 
-use crate::codec;
-use crate::term::{Atom, Pid, Term};
+use erl_node::codec;
+use erl_node::term::{Atom, Pid, Term};
 
 /// A stored key or value: the canonical encoding of a term.
 pub type Stored = CompactBytes;
@@ -216,7 +216,7 @@ impl StoreCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::term::Ref;
+    use erl_node::term::Ref;
 
     fn pid(node: &str, id: u32) -> Term {
         Term::pid(Pid {

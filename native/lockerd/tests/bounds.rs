@@ -30,17 +30,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{epmd_up, start_lockerd_bin, Daemon};
+use erl_node::frame::{self, Control};
+use erl_node::handshake::{self, ClientOutcome, Identity};
+use erl_node::term::{Atom, Pid, Ref, Term};
 use lockerd::client::{Client, ClientConfig, LockResult};
-use lockerd::frame::{self, Control};
-use lockerd::handshake::{self, ClientOutcome, Identity};
-use lockerd::term::{Atom, Pid, Ref, Term};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 const COOKIE: &str = "bounds_test";
 /// lockerd's default caps (`--max-peer-links`, `--max-peer-monitors`).
-const PEER_CAP: u64 = lockerd::process::PEER_HELD_DEFAULT as u64;
+const PEER_CAP: u64 = erl_node::process::PEER_HELD_DEFAULT as u64;
 /// A connection's read buffer in lockerd (no budget needed below it).
 const READ_BUF: usize = 64 * 1024;
 

@@ -9,9 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{epmd_up, start_lockerd, Daemon};
+use erl_node::term::{Atom, Term};
+use erl_node::Signal;
 use lockerd::client::{Client, ClientConfig, Incoming, LockResult};
-use lockerd::term::{Atom, Term};
-use lockerd::Signal;
 
 fn start(name: &str, masters: &str) -> Daemon {
     start_lockerd(&[

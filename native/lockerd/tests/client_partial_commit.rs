@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{epmd_up, start_lockerd};
+use erl_node::metrics::Metrics;
+use erl_node::term::Term;
+use erl_node::{Node, NodeConfig, Signal};
 use lockerd::client::{Client, ClientConfig, LockResult};
-use lockerd::metrics::Metrics;
-use lockerd::term::Term;
-use lockerd::{Node, NodeConfig, Signal};
 use tokio::sync::mpsc;
 
 /// A node whose `locker` answers `ok` to every `get_write_lock` and

@@ -7,10 +7,10 @@
 
 use std::path::PathBuf;
 
-use lockerd::codec;
-use lockerd::frame;
+use erl_node::codec;
+use erl_node::frame;
+use erl_node::term::Term;
 use lockerd::stored::StoreCodec;
-use lockerd::term::Term;
 
 fn regressions(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::process::Command;
 
-use lockerd::codec;
+use erl_node::codec;
 use lockerd::stored::StoreCodec;
 
 fn escript() -> Option<PathBuf> {
@@ -21,7 +21,7 @@ fn escript() -> Option<PathBuf> {
     ok.then(|| PathBuf::from("escript"))
 }
 
-fn hash(t: &lockerd::Term) -> u64 {
+fn hash(t: &erl_node::Term) -> u64 {
     let mut h = DefaultHasher::new();
     t.hash(&mut h);
     h.finish()

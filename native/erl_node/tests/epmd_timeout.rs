@@ -1,4 +1,4 @@
-//! An epmd that accepts and never answers must not hang lockerd: lookups
+//! An epmd that accepts and never answers must not hang the node: lookups
 //! and registration give up with a clear error. (Its own test binary: it
 //! sets `ERL_EPMD_PORT` for the whole process.)
 
@@ -17,14 +17,14 @@ async fn silent_epmd_times_out() {
     });
     std::env::set_var("ERL_EPMD_PORT", port.to_string());
 
-    // Without lockerd's own timeout this would wait forever: fail instead.
+    // Without erl_node's own timeout this would wait forever: fail instead.
     let deadline = Duration::from_secs(60);
-    let err = tokio::time::timeout(deadline, lockerd::epmd::port_of("someone", "127.0.0.1"))
+    let err = tokio::time::timeout(deadline, erl_node::epmd::port_of("someone", "127.0.0.1"))
         .await
         .expect("port_of gave up by itself")
         .expect_err("a silent epmd gives no port");
     assert!(err.contains("did not answer"), "{err}");
-    let err = tokio::time::timeout(deadline, lockerd::epmd::register("me", 4000))
+    let err = tokio::time::timeout(deadline, erl_node::epmd::register("me", 4000))
         .await
         .expect("register gave up by itself")
         .expect_err("a silent epmd registers nobody");

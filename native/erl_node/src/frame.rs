@@ -6,12 +6,106 @@
 //! flags of [`crate::handshake::local_flags`] (no atom cache, no
 //! fragments). Parsing never fails on an unknown operation: it becomes
 //! [`Control::Other`] and is logged by the caller.
+//!
+//! ```
+//! use erl_node::frame::{self, Control, LENGTH_BYTES};
+//! use erl_node::term::{Atom, Pid, Term};
+//!
+//! let me = Pid { node: Atom::new("a@h"), id: 1, serial: 0, creation: 1 };
+//! let f = frame::reg_send(&me, &Term::atom("server"), &Term::atom("hello"));
+//! // The length, then the body that `parse` reads.
+//! assert_eq!(f[..LENGTH_BYTES], ((f.len() - LENGTH_BYTES) as u32).to_be_bytes());
+//! match frame::parse(&f[LENGTH_BYTES..]) {
+//!     Ok(Control::RegSend { from, to, msg }) => {
+//!         assert_eq!((from, to, msg), (me, Term::atom("server"), Term::atom("hello")));
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
 
-use crate::codec::{self, DecodeError};
-use crate::term::{Pid, Ref, Term};
+use crate::codec::{self, tag, DecodeError};
+use crate::term::{Atom, Pid, Ref, Term};
 
 /// The pass-through tag that starts every non-tick frame.
 pub const PASS_THROUGH: u8 = 112;
+
+/// The bytes of a frame's length, before its body.
+pub const LENGTH_BYTES: usize = 4;
+
+/// The operation codes of control messages (the first element of the
+/// control tuple), by their names in OTP's distribution protocol
+/// documentation.
+pub mod op {
+    /// `{1, FromPid, ToPid}`.
+    pub const LINK: i64 = 1;
+    /// `{2, Unused, ToPid}`, message.
+    pub const SEND: i64 = 2;
+    /// `{3, FromPid, ToPid, Reason}`.
+    pub const EXIT: i64 = 3;
+    /// `{4, FromPid, ToPid}`.
+    pub const UNLINK: i64 = 4;
+    /// `{5}` (obsolete).
+    pub const NODE_LINK: i64 = 5;
+    /// `{6, FromPid, Unused, ToName}`, message.
+    pub const REG_SEND: i64 = 6;
+    /// `{7, FromPid, ToPid}`.
+    pub const GROUP_LEADER: i64 = 7;
+    /// `{8, FromPid, ToPid, Reason}`.
+    pub const EXIT2: i64 = 8;
+    /// `{12, Unused, ToPid, TraceToken}`, message.
+    pub const SEND_TT: i64 = 12;
+    /// `{13, FromPid, ToPid, TraceToken, Reason}`.
+    pub const EXIT_TT: i64 = 13;
+    /// `{16, FromPid, Unused, ToName, TraceToken}`, message.
+    pub const REG_SEND_TT: i64 = 16;
+    /// `{18, FromPid, ToPid, TraceToken, Reason}`.
+    pub const EXIT2_TT: i64 = 18;
+    /// `{19, FromPid, ToProc, Ref}`.
+    pub const MONITOR_P: i64 = 19;
+    /// `{20, FromPid, ToProc, Ref}`.
+    pub const DEMONITOR_P: i64 = 20;
+    /// `{21, FromProc, ToPid, Ref, Reason}`.
+    pub const MONITOR_P_EXIT: i64 = 21;
+    /// `{22, FromPid, ToPid}`, message.
+    pub const SEND_SENDER: i64 = 22;
+    /// `{23, FromPid, ToPid, TraceToken}`, message.
+    pub const SEND_SENDER_TT: i64 = 23;
+    /// `{24, FromPid, ToPid}`, reason.
+    pub const PAYLOAD_EXIT: i64 = 24;
+    /// `{25, FromPid, ToPid, TraceToken}`, reason.
+    pub const PAYLOAD_EXIT_TT: i64 = 25;
+    /// `{26, FromPid, ToPid}`, reason.
+    pub const PAYLOAD_EXIT2: i64 = 26;
+    /// `{27, FromPid, ToPid, TraceToken}`, reason.
+    pub const PAYLOAD_EXIT2_TT: i64 = 27;
+    /// `{28, FromProc, ToPid, Ref}`, reason.
+    pub const PAYLOAD_MONITOR_P_EXIT: i64 = 28;
+    /// `{29, ReqId, From, GroupLeader, {M, F, A}, OptList}`, argument list.
+    pub const SPAWN_REQUEST: i64 = 29;
+    /// `{30, ReqId, From, GroupLeader, {M, F, A}, OptList, Token}`, argument list.
+    pub const SPAWN_REQUEST_TT: i64 = 30;
+    /// `{31, ReqId, To, Flags, Result}`.
+    pub const SPAWN_REPLY: i64 = 31;
+    /// `{32, ReqId, To, Flags, Result, Token}`.
+    pub const SPAWN_REPLY_TT: i64 = 32;
+    /// `{33, FromPid, Alias}`, message.
+    pub const ALIAS_SEND: i64 = 33;
+    /// `{34, FromPid, Alias, Token}`, message.
+    pub const ALIAS_SEND_TT: i64 = 34;
+    /// `{35, Id, FromPid, ToPid}`.
+    pub const UNLINK_ID: i64 = 35;
+    /// `{36, Id, FromPid, ToPid}`.
+    pub const UNLINK_ID_ACK: i64 = 36;
+}
+
+/// `SPAWN_REPLY` flag: the new process is linked to the requester.
+pub const SPAWN_REPLY_LINK: i64 = 1;
+/// `SPAWN_REPLY` flag: the new process is monitored by the requester.
+pub const SPAWN_REPLY_MONITOR: i64 = 2;
+
+/// The operation of [`FrameError::Shape`] when the control message is not
+/// a tuple starting with an integer.
+pub const NO_OPERATION: i64 = -1;
 
 /// A distribution operation with its operands.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +201,7 @@ pub enum Control {
         req_id: Ref,
         /// Our requesting process.
         to: Pid,
-        /// Flags (1 link, 2 monitor).
+        /// Flags ([`SPAWN_REPLY_LINK`], [`SPAWN_REPLY_MONITOR`]).
         flags: i64,
         /// The new pid or an error atom.
         result: Term,
@@ -151,7 +245,8 @@ pub enum FrameError {
     BadTag(u8),
     /// A term does not decode.
     Term(DecodeError),
-    /// The control message has the wrong shape for its operation.
+    /// The control message has the wrong shape for its operation (given;
+    /// [`NO_OPERATION`] when it has none).
     Shape(i64),
     /// The body is empty.
     Empty,
@@ -210,17 +305,17 @@ fn parse_frequent(rest: &[u8]) -> Option<Result<Control, FrameError>> {
     let arity = c.tuple()?;
     let op = c.int()?;
     let ctrl = match (op, arity) {
-        (19, 4) | (20, 4) => {
+        (op::MONITOR_P, 4) | (op::DEMONITOR_P, 4) => {
             let (from, to, reference) = (c.pid()?, c.term()?, c.reference()?);
             return Some(Ok(monitor_op(op, from, to, reference)));
         }
-        (6, 4) => {
+        (op::REG_SEND, 4) => {
             let from = c.pid()?;
             let _unused = c.term()?;
             let to = c.term()?;
             Dest::Name { from, to }
         }
-        (22, 3) => {
+        (op::SEND_SENDER, 3) => {
             let from = c.pid()?;
             let to = c.pid()?;
             Dest::Pid {
@@ -228,7 +323,7 @@ fn parse_frequent(rest: &[u8]) -> Option<Result<Control, FrameError>> {
                 to,
             }
         }
-        (2, 3) => {
+        (op::SEND, 3) => {
             let _unused = c.term()?;
             let to = c.pid()?;
             Dest::Pid { from: None, to }
@@ -251,9 +346,9 @@ fn parse_frequent(rest: &[u8]) -> Option<Result<Control, FrameError>> {
     }))
 }
 
-/// `MONITOR_P` (19) or `DEMONITOR_P` (20) with its operands.
-fn monitor_op(op: i64, from: Pid, to: Term, reference: Ref) -> Control {
-    if op == 19 {
+/// `MONITOR_P` or `DEMONITOR_P` with its operands.
+fn monitor_op(code: i64, from: Pid, to: Term, reference: Ref) -> Control {
+    if code == op::MONITOR_P {
         Control::Monitor {
             from,
             to,
@@ -279,104 +374,111 @@ fn parse_any(rest: &[u8]) -> Result<Control, FrameError> {
     let (ctrl, used) = codec::decode_prefix(rest)?;
     let rest = &rest[used..];
     let payload = || -> Result<Term, FrameError> { Ok(codec::decode(rest)?) };
-    let items = ctrl.as_tuple().ok_or(FrameError::Shape(-1))?;
-    let op = items
+    let items = ctrl.as_tuple().ok_or(FrameError::Shape(NO_OPERATION))?;
+    let code = items
         .first()
         .and_then(Term::as_int)
-        .ok_or(FrameError::Shape(-1))?;
+        .ok_or(FrameError::Shape(NO_OPERATION))?;
     let e = |i: usize| items.get(i);
     let opt_pid = |i: usize| items.get(i).and_then(pid);
     let opt_ref = |i: usize| items.get(i).and_then(reference);
-    let shape = FrameError::Shape(op);
+    let shape = FrameError::Shape(code);
     let parsed = (|| -> Option<Result<Control, FrameError>> {
-        Some(match (op, items.len()) {
-            (1, 3) => Ok(Control::Link {
+        Some(match (code, items.len()) {
+            (op::LINK, 3) => Ok(Control::Link {
                 from: pid(e(1)?)?,
                 to: pid(e(2)?)?,
             }),
-            (2, 3) | (12, 4) => payload().map(|msg| Control::Send {
+            (op::SEND, 3) | (op::SEND_TT, 4) => payload().map(|msg| Control::Send {
                 to: opt_pid(2).unwrap_or_else(dummy_pid),
                 from: None,
                 msg,
             }),
-            (22, 3) | (23, 4) => payload().map(|msg| Control::Send {
+            (op::SEND_SENDER, 3) | (op::SEND_SENDER_TT, 4) => payload().map(|msg| Control::Send {
                 to: opt_pid(2).unwrap_or_else(dummy_pid),
                 from: opt_pid(1),
                 msg,
             }),
-            (3, 4) | (8, 4) => Ok(Control::Exit {
+            (op::EXIT, 4) | (op::EXIT2, 4) => Ok(Control::Exit {
                 from: pid(e(1)?)?,
                 to: pid(e(2)?)?,
                 reason: e(3)?.clone(),
-                link: op == 3,
+                link: code == op::EXIT,
             }),
-            (13, 5) | (18, 5) => Ok(Control::Exit {
+            (op::EXIT_TT, 5) | (op::EXIT2_TT, 5) => Ok(Control::Exit {
                 from: pid(e(1)?)?,
                 to: pid(e(2)?)?,
                 reason: e(4)?.clone(),
-                link: op == 13,
+                link: code == op::EXIT_TT,
             }),
-            (24, 3) | (25, 4) | (26, 3) | (27, 4) => payload().map(|reason| Control::Exit {
+            (op::PAYLOAD_EXIT, 3)
+            | (op::PAYLOAD_EXIT_TT, 4)
+            | (op::PAYLOAD_EXIT2, 3)
+            | (op::PAYLOAD_EXIT2_TT, 4) => payload().map(|reason| Control::Exit {
                 from: opt_pid(1).unwrap_or_else(dummy_pid),
                 to: opt_pid(2).unwrap_or_else(dummy_pid),
                 reason,
-                link: op == 24 || op == 25,
+                link: code == op::PAYLOAD_EXIT || code == op::PAYLOAD_EXIT_TT,
             }),
-            (4, 3) => Ok(Control::Unlink {
+            (op::UNLINK, 3) => Ok(Control::Unlink {
                 from: pid(e(1)?)?,
                 to: pid(e(2)?)?,
             }),
-            (6, 4) | (16, 5) => payload().map(|msg| Control::RegSend {
+            (op::REG_SEND, 4) | (op::REG_SEND_TT, 5) => payload().map(|msg| Control::RegSend {
                 from: opt_pid(1).unwrap_or_else(dummy_pid),
                 to: items.get(3).cloned().unwrap_or(Term::NIL),
                 msg,
             }),
-            (19, 4) | (20, 4) => {
+            (op::MONITOR_P, 4) | (op::DEMONITOR_P, 4) => {
                 let (from, to, reference) = (pid(e(1)?)?, e(2)?.clone(), reference(e(3)?)?);
-                Ok(monitor_op(op, from, to, reference))
+                Ok(monitor_op(code, from, to, reference))
             }
-            (21, 5) => Ok(Control::MonitorExit {
+            (op::MONITOR_P_EXIT, 5) => Ok(Control::MonitorExit {
                 from: e(1)?.clone(),
                 to: pid(e(2)?)?,
                 reference: reference(e(3)?)?,
                 reason: e(4)?.clone(),
             }),
-            (28, 4) => payload().map(|reason| Control::MonitorExit {
+            (op::PAYLOAD_MONITOR_P_EXIT, 4) => payload().map(|reason| Control::MonitorExit {
                 from: e(1).cloned().unwrap_or(Term::NIL),
                 to: opt_pid(2).unwrap_or_else(dummy_pid),
                 reference: opt_ref(3).unwrap_or_else(dummy_ref),
                 reason,
             }),
-            (29, 6) | (30, 7) => payload().map(|args| Control::SpawnRequest {
-                req_id: opt_ref(1).unwrap_or_else(dummy_ref),
-                from: opt_pid(2).unwrap_or_else(dummy_pid),
-                mfa: e(4).cloned().unwrap_or(Term::NIL),
-                opts: e(5).cloned().unwrap_or(Term::NIL),
-                args,
-            }),
-            (31, 5) | (32, 6) => Ok(Control::SpawnReply {
+            (op::SPAWN_REQUEST, 6) | (op::SPAWN_REQUEST_TT, 7) => {
+                payload().map(|args| Control::SpawnRequest {
+                    req_id: opt_ref(1).unwrap_or_else(dummy_ref),
+                    from: opt_pid(2).unwrap_or_else(dummy_pid),
+                    mfa: e(4).cloned().unwrap_or(Term::NIL),
+                    opts: e(5).cloned().unwrap_or(Term::NIL),
+                    args,
+                })
+            }
+            (op::SPAWN_REPLY, 5) | (op::SPAWN_REPLY_TT, 6) => Ok(Control::SpawnReply {
                 req_id: reference(e(1)?)?,
                 to: pid(e(2)?)?,
                 flags: e(3)?.as_int()?,
                 result: e(4)?.clone(),
             }),
-            (33, 3) | (34, 4) => payload().map(|msg| Control::AliasSend {
-                from: opt_pid(1).unwrap_or_else(dummy_pid),
-                alias: opt_ref(2).unwrap_or_else(dummy_ref),
-                msg,
-            }),
-            (35, 4) | (36, 4) => {
+            (op::ALIAS_SEND, 3) | (op::ALIAS_SEND_TT, 4) => {
+                payload().map(|msg| Control::AliasSend {
+                    from: opt_pid(1).unwrap_or_else(dummy_pid),
+                    alias: opt_ref(2).unwrap_or_else(dummy_ref),
+                    msg,
+                })
+            }
+            (op::UNLINK_ID, 4) | (op::UNLINK_ID_ACK, 4) => {
                 let (id, from, to) = (e(1)?.clone(), pid(e(2)?)?, pid(e(3)?)?);
-                Ok(if op == 35 {
+                Ok(if code == op::UNLINK_ID {
                     Control::UnlinkId { id, from, to }
                 } else {
                     Control::UnlinkIdAck { id, from, to }
                 })
             }
-            (5, _) | (7, _) => Ok(Control::Other(op)),
+            (op::NODE_LINK, _) | (op::GROUP_LEADER, _) => Ok(Control::Other(code)),
             // A known operation with the wrong number of operands.
-            (1..=36, _) => return None,
-            _ => Ok(Control::Other(op)),
+            (op::LINK..=op::UNLINK_ID_ACK, _) => return None,
+            _ => Ok(Control::Other(code)),
         })
     })();
     let parsed = parsed.ok_or(shape.clone())??;
@@ -390,7 +492,7 @@ fn parse_any(rest: &[u8]) -> Result<Control, FrameError> {
 
 fn dummy_pid() -> Pid {
     Pid {
-        node: crate::term::Atom::new(""),
+        node: Atom::new(""),
         id: u32::MAX,
         serial: u32::MAX,
         creation: u32::MAX,
@@ -398,7 +500,7 @@ fn dummy_pid() -> Pid {
 }
 
 fn dummy_ref() -> Ref {
-    Ref::new(crate::term::Atom::new(""), u32::MAX, &[u32::MAX])
+    Ref::new(Atom::new(""), u32::MAX, &[u32::MAX])
 }
 
 fn is_dummy(p: &Pid) -> bool {
@@ -409,7 +511,8 @@ fn is_dummy(p: &Pid) -> bool {
 /// optional payload.
 pub fn build(ctrl: &Term, payload: Option<&Term>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(&[0, 0, 0, 0, PASS_THROUGH]);
+    out.extend_from_slice(&[0; LENGTH_BYTES]);
+    out.push(PASS_THROUGH);
     codec::encode_versioned(ctrl, &mut out);
     if let Some(p) = payload {
         codec::encode_versioned(p, &mut out);
@@ -428,7 +531,7 @@ pub fn send(to: &Pid, msg: &Term) -> Vec<u8> {
 /// encoded without building the pair.
 pub fn send_reply(to: &Pid, tag: &Term, reply: &Term) -> Vec<u8> {
     let mut out = send_head(to);
-    out.extend_from_slice(&[131, 104, 2]);
+    out.extend_from_slice(&[tag::VERSION, tag::SMALL_TUPLE_EXT, 2]);
     codec::encode(tag, &mut out);
     codec::encode(reply, &mut out);
     finish(out)
@@ -437,16 +540,26 @@ pub fn send_reply(to: &Pid, tag: &Term, reply: &Term) -> Vec<u8> {
 /// A frame's length placeholder, tag and `SEND` control `{2, '', To}`.
 fn send_head(to: &Pid) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    // Length, pass-through, version, {2, '', To}.
-    out.extend_from_slice(&[0, 0, 0, 0, PASS_THROUGH, 131, 104, 3, 97, 2, 119, 0]);
+    out.extend_from_slice(&[0; LENGTH_BYTES]);
+    out.extend_from_slice(&[
+        PASS_THROUGH,
+        tag::VERSION,
+        tag::SMALL_TUPLE_EXT,
+        3,
+        tag::SMALL_INTEGER_EXT,
+        op::SEND as u8,
+        tag::SMALL_ATOM_UTF8_EXT,
+        0, // ''
+    ]);
     codec::encode_pid(to, &mut out);
     out
 }
 
-/// Writes the length of a frame built after a 4-byte placeholder.
+/// Writes the length of a frame built after a placeholder of
+/// [`LENGTH_BYTES`].
 fn finish(mut out: Vec<u8>) -> Vec<u8> {
-    let len = (out.len() - 4) as u32;
-    out[..4].copy_from_slice(&len.to_be_bytes());
+    let len = (out.len() - LENGTH_BYTES) as u32;
+    out[..LENGTH_BYTES].copy_from_slice(&len.to_be_bytes());
     out
 }
 
@@ -454,7 +567,7 @@ fn finish(mut out: Vec<u8>) -> Vec<u8> {
 pub fn reg_send(from: &Pid, to: &Term, msg: &Term) -> Vec<u8> {
     build(
         &Term::tuple(vec![
-            Term::Int(6),
+            Term::Int(op::REG_SEND),
             Term::pid(from.clone()),
             Term::static_atom(""),
             to.clone(),
@@ -467,7 +580,7 @@ pub fn reg_send(from: &Pid, to: &Term, msg: &Term) -> Vec<u8> {
 pub fn monitor(from: &Pid, to: &Term, reference: &Ref) -> Vec<u8> {
     build(
         &Term::tuple(vec![
-            Term::Int(19),
+            Term::Int(op::MONITOR_P),
             Term::pid(from.clone()),
             to.clone(),
             Term::reference(reference.clone()),
@@ -480,7 +593,7 @@ pub fn monitor(from: &Pid, to: &Term, reference: &Ref) -> Vec<u8> {
 pub fn demonitor(from: &Pid, to: &Term, reference: &Ref) -> Vec<u8> {
     build(
         &Term::tuple(vec![
-            Term::Int(20),
+            Term::Int(op::DEMONITOR_P),
             Term::pid(from.clone()),
             to.clone(),
             Term::reference(reference.clone()),
@@ -493,7 +606,7 @@ pub fn demonitor(from: &Pid, to: &Term, reference: &Ref) -> Vec<u8> {
 pub fn monitor_exit(from: &Term, to: &Pid, reference: &Ref, reason: &Term) -> Vec<u8> {
     build(
         &Term::tuple(vec![
-            Term::Int(21),
+            Term::Int(op::MONITOR_P_EXIT),
             from.clone(),
             Term::pid(to.clone()),
             Term::reference(reference.clone()),
@@ -507,7 +620,7 @@ pub fn monitor_exit(from: &Term, to: &Pid, reference: &Ref, reason: &Term) -> Ve
 pub fn exit(from: &Pid, to: &Pid, reason: &Term) -> Vec<u8> {
     build(
         &Term::tuple(vec![
-            Term::Int(3),
+            Term::Int(op::EXIT),
             Term::pid(from.clone()),
             Term::pid(to.clone()),
             reason.clone(),
@@ -520,7 +633,7 @@ pub fn exit(from: &Pid, to: &Pid, reason: &Term) -> Vec<u8> {
 pub fn unlink_id_ack(id: &Term, from: &Pid, to: &Pid) -> Vec<u8> {
     build(
         &Term::tuple(vec![
-            Term::Int(36),
+            Term::Int(op::UNLINK_ID_ACK),
             id.clone(),
             Term::pid(from.clone()),
             Term::pid(to.clone()),
@@ -533,7 +646,7 @@ pub fn unlink_id_ack(id: &Term, from: &Pid, to: &Pid) -> Vec<u8> {
 pub fn spawn_request(req_id: &Ref, from: &Pid, mfa: &Term, opts: &Term, args: &Term) -> Vec<u8> {
     build(
         &Term::tuple(vec![
-            Term::Int(29),
+            Term::Int(op::SPAWN_REQUEST),
             Term::reference(req_id.clone()),
             Term::pid(from.clone()),
             Term::pid(from.clone()),
@@ -548,7 +661,7 @@ pub fn spawn_request(req_id: &Ref, from: &Pid, mfa: &Term, opts: &Term, args: &T
 pub fn spawn_reply(req_id: &Ref, to: &Pid, flags: i64, result: &Term) -> Vec<u8> {
     build(
         &Term::tuple(vec![
-            Term::Int(31),
+            Term::Int(op::SPAWN_REPLY),
             Term::reference(req_id.clone()),
             Term::pid(to.clone()),
             Term::Int(flags),
@@ -561,7 +674,6 @@ pub fn spawn_reply(req_id: &Ref, to: &Pid, flags: i64, result: &Term) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::term::Atom;
 
     fn p(id: u32) -> Pid {
         Pid {
@@ -577,14 +689,14 @@ mod tests {
     #[test]
     fn fast_path_agrees_with_generic() {
         let r = Ref::new(Atom::new("x@h"), 1, &[1, 2, 3]);
-        let name = Term::atom("locker");
+        let name = Term::atom("server");
         let pid = Term::pid(p(3));
         let odd = [Term::Int(1), Term::atom("x"), Term::NIL, Term::Int(-70000)];
         let mut ctrls = vec![];
         for (to, from) in [(&name, &pid), (&pid, &pid)] {
-            for op in [19, 20] {
+            for code in [op::MONITOR_P, op::DEMONITOR_P] {
                 ctrls.push(Term::tuple(vec![
-                    Term::Int(op),
+                    Term::Int(code),
                     from.clone(),
                     to.clone(),
                     Term::reference(r.clone()),
@@ -593,48 +705,64 @@ mod tests {
         }
         for o in &odd {
             ctrls.push(Term::tuple(vec![
-                Term::Int(19),
+                Term::Int(op::MONITOR_P),
                 o.clone(),
                 name.clone(),
                 Term::reference(r.clone()),
             ]));
             ctrls.push(Term::tuple(vec![
-                Term::Int(20),
+                Term::Int(op::DEMONITOR_P),
                 pid.clone(),
                 name.clone(),
                 o.clone(),
             ]));
             ctrls.push(Term::tuple(vec![
-                Term::Int(6),
+                Term::Int(op::REG_SEND),
                 o.clone(),
                 Term::atom(""),
                 name.clone(),
             ]));
             ctrls.push(Term::tuple(vec![
-                Term::Int(6),
+                Term::Int(op::REG_SEND),
                 pid.clone(),
                 o.clone(),
                 o.clone(),
             ]));
-            ctrls.push(Term::tuple(vec![Term::Int(22), pid.clone(), o.clone()]));
-            ctrls.push(Term::tuple(vec![Term::Int(22), o.clone(), pid.clone()]));
-            ctrls.push(Term::tuple(vec![Term::Int(2), o.clone(), pid.clone()]));
-            ctrls.push(Term::tuple(vec![Term::Int(2), o.clone(), o.clone()]));
+            ctrls.push(Term::tuple(vec![
+                Term::Int(op::SEND_SENDER),
+                pid.clone(),
+                o.clone(),
+            ]));
+            ctrls.push(Term::tuple(vec![
+                Term::Int(op::SEND_SENDER),
+                o.clone(),
+                pid.clone(),
+            ]));
+            ctrls.push(Term::tuple(vec![
+                Term::Int(op::SEND),
+                o.clone(),
+                pid.clone(),
+            ]));
+            ctrls.push(Term::tuple(vec![Term::Int(op::SEND), o.clone(), o.clone()]));
         }
         ctrls.push(Term::tuple(vec![
-            Term::Int(6),
+            Term::Int(op::REG_SEND),
             pid.clone(),
             Term::atom(""),
             name.clone(),
         ]));
         ctrls.push(Term::tuple(vec![
-            Term::Int(6),
+            Term::Int(op::REG_SEND),
             pid.clone(),
             Term::atom(""),
             name.clone(),
             Term::Int(1),
         ]));
-        ctrls.push(Term::tuple(vec![Term::Int(19), pid.clone(), name.clone()]));
+        ctrls.push(Term::tuple(vec![
+            Term::Int(op::MONITOR_P),
+            pid.clone(),
+            name.clone(),
+        ]));
         for ctrl in &ctrls {
             for payload in [Some(Term::atom("m")), None] {
                 let mut body = vec![PASS_THROUGH];
@@ -654,7 +782,11 @@ mod tests {
     fn direct_builders_match_build() {
         let to = p(9);
         let msg = Term::tuple(vec![Term::atom("a"), Term::Int(300)]);
-        let ctrl = Term::tuple(vec![Term::Int(2), Term::atom(""), Term::pid(to.clone())]);
+        let ctrl = Term::tuple(vec![
+            Term::Int(op::SEND),
+            Term::atom(""),
+            Term::pid(to.clone()),
+        ]);
         assert_eq!(send(&to, &msg), build(&ctrl, Some(&msg)));
         let tag = Term::List(vec![
             Term::atom("alias"),
@@ -679,7 +811,7 @@ mod tests {
                 msg: Term::atom("hi")
             }
         );
-        let f = reg_send(&p(1), &Term::atom("locker"), &Term::Int(5));
+        let f = reg_send(&p(1), &Term::atom("server"), &Term::Int(5));
         assert!(matches!(parse(&f[4..]).unwrap(), Control::RegSend { .. }));
         let f = monitor_exit(&Term::atom("x"), &p(2), &r, &Term::atom("noproc"));
         assert!(matches!(

@@ -7,13 +7,33 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
-use crate::handshake::{self, Accept, ClientOutcome};
-use crate::node::Node;
+use crate::connection::Host;
+use crate::handshake::{self, Accept, ClientOutcome, Identity};
 use crate::term::Atom;
 use crate::watermark::Watermark;
+
+/// What the connection table needs of its node, beyond what its
+/// connections need.
+pub(crate) trait PeerHost: Host {
+    /// The table.
+    fn peers(&self) -> &Mutex<Peers>;
+    /// The node's name.
+    fn name(&self) -> &Atom;
+    /// Who the node is in handshakes.
+    fn ident(&self) -> &Identity;
+    /// Whether the node is stopping (no new connections).
+    fn is_stopping(&self) -> bool;
+    /// Most connected peers.
+    fn max_peers(&self) -> usize;
+    /// Time allowed for a handshake.
+    fn handshake_timeout(&self) -> Duration;
+    /// The connection to `peer` is gone, or could not be made.
+    fn peer_lost(&self, peer: &Atom);
+}
 
 /// Frames queued for a peer being connected, at most.
 const MAX_QUEUED: usize = 100_000;
@@ -60,8 +80,8 @@ impl Peers {
 }
 
 /// Sends a frame to `peer`, connecting first when `connect` is set.
-pub(crate) fn send_frame(node: &Node, peer: &Atom, f: Vec<u8>, connect: bool) {
-    let mut peers = node.0.peers.lock();
+pub(crate) fn send_frame<H: PeerHost>(node: &H, peer: &Atom, f: Vec<u8>, connect: bool) {
+    let mut peers = node.peers().lock();
     match peers.map.get_mut(peer) {
         Some(Slot::Up { tx, outbox, .. }) => {
             outbox.add(crate::connection::queued_cost(f.capacity()));
@@ -88,11 +108,11 @@ pub(crate) fn send_frame(node: &Node, peer: &Atom, f: Vec<u8>, connect: bool) {
 }
 
 /// Starts connecting to `peer` unless connected or connecting.
-pub(crate) fn ensure_connecting(node: &Node, peer: &Atom) {
+pub(crate) fn ensure_connecting<H: PeerHost>(node: &H, peer: &Atom) {
     if *peer == *node.name() || node.is_stopping() {
         return;
     }
-    let mut peers = node.0.peers.lock();
+    let mut peers = node.peers().lock();
     if peers.map.contains_key(peer) {
         return;
     }
@@ -103,14 +123,14 @@ pub(crate) fn ensure_connecting(node: &Node, peer: &Atom) {
     spawn_connect(node.clone(), peer.clone());
 }
 
-fn spawn_connect(node: Node, peer: Atom) {
+fn spawn_connect<H: PeerHost>(node: H, peer: Atom) {
     tokio::spawn(async move {
         match connect(&node, &peer).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::info!(%peer, error = %e, "cannot connect");
                 let had = {
-                    let mut peers = node.0.peers.lock();
+                    let mut peers = node.peers().lock();
                     match peers.map.get(&peer) {
                         Some(Slot::Connecting { .. }) => {
                             peers.map.remove(&peer);
@@ -127,14 +147,14 @@ fn spawn_connect(node: Node, peer: Atom) {
     });
 }
 
-async fn connect(node: &Node, peer: &Atom) -> Result<(), String> {
+async fn connect<H: PeerHost>(node: &H, peer: &Atom) -> Result<(), String> {
     let (alive, host) = peer
         .as_str()
         .split_once('@')
         .ok_or_else(|| format!("bad node name {peer}"))?;
-    let timeout = node.config().handshake_timeout;
+    let timeout = node.handshake_timeout();
     for attempt in 0..30 {
-        if node.is_connected(peer) {
+        if node.peers().lock().is_up(peer) {
             return Ok(()); // the peer's own connection came in meanwhile
         }
         let port = crate::epmd::port_of(alive, host)
@@ -159,7 +179,7 @@ async fn connect(node: &Node, peer: &Atom) -> Result<(), String> {
 }
 
 /// Accepts connections until the node stops.
-pub(crate) fn spawn_acceptor(node: Node, listener: TcpListener) {
+pub(crate) fn spawn_acceptor<H: PeerHost>(node: H, listener: TcpListener) {
     tokio::spawn(async move {
         loop {
             let (stream, addr) = match listener.accept().await {
@@ -180,9 +200,9 @@ pub(crate) fn spawn_acceptor(node: Node, listener: TcpListener) {
     });
 }
 
-async fn incoming(node: Node, stream: TcpStream, addr: std::net::SocketAddr) {
-    let max = node.config().max_peers;
-    if node.0.peers.lock().up_count() >= max {
+async fn incoming<H: PeerHost>(node: H, stream: TcpStream, addr: std::net::SocketAddr) {
+    let max = node.max_peers();
+    if node.peers().lock().up_count() >= max {
         node.metrics().rejected.fetch_add(1, Ordering::Relaxed);
         crate::warn_bad_input!(%addr, max, "peer limit reached: connection refused");
         return;
@@ -190,7 +210,7 @@ async fn incoming(node: Node, stream: TcpStream, addr: std::net::SocketAddr) {
     let me = node.name().as_str().to_string();
     let n2 = node.clone();
     let decide = move |name: &str, _creation: Option<u32>| {
-        let peers = n2.0.peers.lock();
+        let peers = n2.peers().lock();
         if peers.up_count() >= max || name.chars().count() > 255 || !name.contains('@') {
             n2.metrics().rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -209,7 +229,7 @@ async fn incoming(node: Node, stream: TcpStream, addr: std::net::SocketAddr) {
             _ => Accept::Ok,
         }
     };
-    let timeout = node.config().handshake_timeout;
+    let timeout = node.handshake_timeout();
     match handshake::accept(stream, node.ident(), timeout, decide).await {
         Ok((stream, peer)) => {
             tracing::info!(peer = %peer.name, %addr, "peer connected (incoming)");
@@ -226,13 +246,13 @@ async fn incoming(node: Node, stream: TcpStream, addr: std::net::SocketAddr) {
 
 /// Makes `stream` the connection to `peer`, replacing any older one, and
 /// flushes the frames queued while connecting.
-fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
+fn install<H: PeerHost>(node: &H, peer: Atom, stream: TcpStream, creation: u32) {
     let (tx, rx) = mpsc::unbounded_channel();
     let conn_id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
     let close = Arc::new(Notify::new());
     let outbox = crate::connection::new_outbox();
     let (old, writers, done) = {
-        let mut peers = node.0.peers.lock();
+        let mut peers = node.peers().lock();
         let old = peers.map.insert(
             peer.clone(),
             Slot::Up {
@@ -278,9 +298,9 @@ fn install(node: &Node, peer: Atom, stream: TcpStream, creation: u32) {
 }
 
 /// Called by a connection when it ends.
-pub(crate) fn connection_ended(node: &Node, peer: &Atom, conn_id: u64) {
+pub(crate) fn connection_ended<H: PeerHost>(node: &H, peer: &Atom, conn_id: u64) {
     let current = {
-        let mut peers = node.0.peers.lock();
+        let mut peers = node.peers().lock();
         match peers.map.get(peer) {
             Some(Slot::Up { conn_id: c, .. }) if *c == conn_id => {
                 peers.map.remove(peer);
@@ -296,9 +316,9 @@ pub(crate) fn connection_ended(node: &Node, peer: &Atom, conn_id: u64) {
 }
 
 /// Closes every connection after its queued frames are written.
-pub(crate) async fn close_all(node: &Node, grace: Duration) {
+pub(crate) async fn close_all<H: PeerHost>(node: &H, grace: Duration) {
     let (writers, done) = {
-        let mut peers = node.0.peers.lock();
+        let mut peers = node.peers().lock();
         // Dropping the senders ends each writer once its queue is written.
         peers.map.clear();
         (peers.writers.clone(), peers.writers_done.clone())

@@ -1,8 +1,8 @@
 //! Erlang terms in a canonical form whose equality is Erlang's `=:=`.
 //!
-//! [`Term`] is what every distribution message decodes into, what promise
-//! tags are, and what the store's keys and values are encoded from (see
-//! [`crate::stored`]: a canonical byte form of the term). Decoding (see
+//! [`Term`] is what every distribution message decodes into; its encoding
+//! ([`crate::codec::encode`]) is a canonical byte form, so an application
+//! may store terms as bytes and compare the bytes. Decoding (see
 //! [`crate::codec`]) normalises every encoding choice that `=:=` ignores,
 //! so the derived `Eq` and `Hash` are exactly `=:=`:
 //!
@@ -22,9 +22,18 @@
 //! - a bitstring whose last byte is whole is a binary.
 //!
 //! No atom table exists: atom text lives in the term, bounded by the
-//! format's 255 characters, so input can never grow a global table (the
-//! store's table of node names, for short pids, is bounded; see
-//! [`crate::stored`]).
+//! format's 255 characters, so input can never grow a global table.
+//!
+//! ```
+//! use erl_node::codec;
+//! use erl_node::term::{Atom, Term};
+//!
+//! // `STRING_EXT` "ab" and the list [97, 98] are one term.
+//! let s = codec::decode(&[131, 107, 0, 2, b'a', b'b']).unwrap();
+//! assert_eq!(s, Term::List(vec![Term::Int(97), Term::Int(98)]));
+//! let call = erl_node::tuple![Term::atom("$gen_call"), Term::NIL, Atom::new("ping")];
+//! assert_eq!(call.display(100), "{'$gen_call',[],ping}");
+//! ```
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -40,8 +49,11 @@ enum AtomRepr {
     Heap(Arc<str>),
 }
 
-/// Atoms the protocol uses: decoding them allocates nothing. A `match`
-/// (length, then bytes) finds them faster than hashing the text.
+/// Atoms of the distribution protocol and of the OTP services a node
+/// answers (`gen_server` calls, `net_kernel`, `erpc`): decoding them
+/// allocates nothing, and a `match` finds them faster than hashing the
+/// text. An application's own atoms go through the per-thread cache of
+/// [`Atom::new`] (no allocation either once seen).
 macro_rules! known_atoms {
     ($($text:literal,)*) => {
         fn known(text: &str) -> Option<&'static str> {
@@ -59,36 +71,14 @@ known_atoms! {
     "true",
     "false",
     "undefined",
-    "not_found",
     "$gen_call",
     "$gen_cast",
     "alias",
-    "get_write_lock",
-    "release_write_lock",
-    "write",
-    "update",
-    "extend_lease",
-    "release",
-    "wait_for",
-    "wait_for_release",
-    "set_nodes",
-    "set_w",
-    "get_debug_state",
-    "trans_log",
-    "expire_leases",
-    "expire_locks",
-    "push_trans_log",
-    "already_locked",
-    "not_expected_value",
-    "not_owner",
-    "released",
-    "locker",
     "net_kernel",
     "is_auth",
     "yes",
     "erpc",
     "execute_call",
-    "dirty_read",
     "return",
     "monitor",
     "link",
@@ -98,13 +88,15 @@ known_atoms! {
     "infinity",
     "unknown_request",
     "badarg",
-    "interval",
     "",
 }
 
 /// Heap atoms kept per thread, at most: the cache never grows past this
 /// whatever the input (further atoms are allocated each time).
 const ATOM_CACHE_MAX: usize = 4096;
+
+/// The longest atom the cache keeps, in bytes (node names fit).
+const ATOM_CACHE_LONGEST: usize = 64;
 
 thread_local! {
     static HEAP_ATOMS: std::cell::RefCell<std::collections::HashSet<Arc<str>, ahash::RandomState>> =
@@ -125,7 +117,7 @@ impl Atom {
                 return Atom(AtomRepr::Heap(a.clone()));
             }
             let a: Arc<str> = Arc::from(text);
-            if cache.len() < ATOM_CACHE_MAX && text.len() <= 64 {
+            if cache.len() < ATOM_CACHE_MAX && text.len() <= ATOM_CACHE_LONGEST {
                 cache.insert(a.clone());
             }
             Atom(AtomRepr::Heap(a))
@@ -236,17 +228,20 @@ impl Ref {
 #[derive(Clone)]
 pub struct RefIds(RefIdsRepr);
 
+/// Id words kept inline: every reference OTP 25 makes fits.
+const INLINE_REF_WORDS: usize = 5;
+
 #[derive(Clone)]
 enum RefIdsRepr {
-    Inline(u8, [u32; 5]),
+    Inline(u8, [u32; INLINE_REF_WORDS]),
     Heap(Box<[u32]>),
 }
 
 impl RefIds {
     /// These words.
     pub fn new(words: &[u32]) -> Self {
-        if words.len() <= 5 {
-            let mut w = [0; 5];
+        if words.len() <= INLINE_REF_WORDS {
+            let mut w = [0; INLINE_REF_WORDS];
             w[..words.len()].copy_from_slice(words);
             RefIds(RefIdsRepr::Inline(words.len() as u8, w))
         } else {
@@ -715,15 +710,18 @@ fn render_seq(items: &[Term], out: &mut String, budget: &mut usize, start: usize
     }
 }
 
+/// What `{:?}` and `{}` of a [`Term`] show, at most, in bytes (about).
+const FORMAT_MAX: usize = 4096;
+
 impl fmt::Debug for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.display(4096))
+        f.write_str(&self.display(FORMAT_MAX))
     }
 }
 
 impl fmt::Display for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.display(4096))
+        f.write_str(&self.display(FORMAT_MAX))
     }
 }
 

@@ -1,6 +1,13 @@
 //! A registered `net_kernel` that answers `{is_auth, Node}` with `yes`, so
 //! that `net_adm:ping/1` gives `pong`. Other calls are logged and answered
 //! `{error, {unknown_request, Req}}`.
+//!
+//! ```no_run
+//! # async fn demo(node: erl_node::Node) -> Result<(), String> {
+//! erl_node::net_kernel::spawn(&node)?;
+//! assert!(node.whereis("net_kernel").is_some());
+//! # Ok(()) }
+//! ```
 
 use crate::node::Node;
 use crate::process::Signal;

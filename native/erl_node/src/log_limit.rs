@@ -3,6 +3,12 @@
 //! next second starts. A flood of bad requests then costs the node a
 //! counter increment each, not a formatted log event each (the BEAM
 //! server does the same).
+//!
+//! ```
+//! # let peer = "x@h";
+//! // Logged (a tracing warning) unless 20 went out this second already.
+//! erl_node::warn_bad_input!(%peer, "undecodable request dropped");
+//! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -79,7 +85,7 @@ impl Default for LogLimit {
 macro_rules! warn_bad_input {
     ($($arg:tt)*) => {
         if $crate::log_limit::BAD_INPUT.allow() {
-            tracing::warn!($($arg)*);
+            $crate::__private::tracing::warn!($($arg)*);
         }
     };
 }

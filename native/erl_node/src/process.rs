@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::node::Node;
 use crate::term::{Atom, Pid, Ref, Term};
 use crate::watermark::Watermark;
 
@@ -47,7 +46,7 @@ pub enum Signal {
     SpawnReply {
         /// Request id.
         req_id: Ref,
-        /// 1 link, 2 monitor.
+        /// Flags ([`crate::frame::SPAWN_REPLY_LINK`], [`crate::frame::SPAWN_REPLY_MONITOR`]).
         flags: i64,
         /// The new pid or an error atom.
         result: Term,
@@ -97,16 +96,19 @@ impl PeerPid {
 pub(crate) struct PeerRef {
     creation: u32,
     len: u8,
-    ids: [u32; 5],
+    ids: [u32; PEER_REF_WORDS],
 }
+
+/// The most id words of a monitor reference of a peer.
+const PEER_REF_WORDS: usize = 5;
 
 impl PeerRef {
     /// `r` if it is a reference of `peer`'s node with at most five words.
     pub fn of(peer: &Atom, r: &Ref) -> Option<Self> {
-        if r.node != *peer || r.ids.len() > 5 {
+        if r.node != *peer || r.ids.len() > PEER_REF_WORDS {
             return None;
         }
-        let mut ids = [0; 5];
+        let mut ids = [0; PEER_REF_WORDS];
         ids[..r.ids.len()].copy_from_slice(&r.ids);
         Some(PeerRef {
             creation: r.creation,
@@ -393,11 +395,24 @@ pub(crate) struct Procs {
 /// each ([`ProcTx::send_links_down`]).
 pub(crate) type DroppedLinks = Vec<(ProcTx, Vec<PeerPid>)>;
 
-/// Pid numbers: 15 bits of id and 13 of serial, like OTP's external pids.
-const PID_SPACE: u64 = 1 << 28;
+/// Bits of a pid's id; the serial counts the wraps of the id.
+const PID_ID_BITS: u32 = 15;
+/// Bits of a pid's serial.
+const PID_SERIAL_BITS: u32 = 13;
+/// The ids a pid can have.
+pub(crate) const PID_ID_MASK: u32 = (1 << PID_ID_BITS) - 1;
 
+/// Pid numbers: id and serial, as many as OTP's external pids have.
+const PID_SPACE: u64 = 1 << (PID_ID_BITS + PID_SERIAL_BITS);
+
+/// A process's key in the table: its pid's serial and id.
 pub(crate) fn key_of(p: &Pid) -> u64 {
-    ((p.serial as u64) << 15) | (p.id as u64 & 0x7fff)
+    ((p.serial as u64) << PID_ID_BITS) | u64::from(p.id & PID_ID_MASK)
+}
+
+/// The id and the serial of the pid of the process with this key.
+pub(crate) fn pid_numbers(key: u64) -> (u32, u32) {
+    ((key as u32) & PID_ID_MASK, (key >> PID_ID_BITS) as u32)
 }
 
 impl Procs {
@@ -547,23 +562,53 @@ impl Procs {
 /// A process of this node: a pid and its mailbox. Dropping it ends the
 /// process: its name is freed, remote monitors get `exit_reason`
 /// (`normal` unless changed) and linked processes an `EXIT`.
+///
+/// ```no_run
+/// use erl_node::{Signal, Term};
+/// # async fn demo(node: erl_node::Node) -> Result<(), String> {
+/// // A gen_server that answers every call with `ok` until it is sent `stop`.
+/// let mut mb = node.spawn(Some("server"))?;
+/// while let Some(sig) = mb.recv().await {
+///     let Signal::Message { msg, .. } = sig else { continue };
+///     if msg.is_atom("stop") {
+///         mb.exit_reason = Term::atom("shutdown");
+///         break;
+///     }
+///     if let Some((pid, tag, _req)) = msg.as_gen_call() {
+///         node.send_reply(pid, tag, Term::atom("ok"));
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Mailbox {
-    pub(crate) node: Node,
-    pub(crate) pid: Pid,
-    pub(crate) rx: ProcRx,
+    owner: Box<dyn Owner>,
+    pid: Pid,
+    rx: ProcRx,
     /// The reason remote monitors and links see when this is dropped.
     pub exit_reason: Term,
 }
 
+/// What a mailbox's node does when the mailbox is dropped (the node
+/// implements it; the table here does not know the node).
+pub(crate) trait Owner: Send + Sync + 'static {
+    /// The process `pid` ended with `reason`.
+    fn process_exited(&self, pid: &Pid, reason: &Term);
+}
+
 impl Mailbox {
+    /// The process `pid` of `owner`, receiving from `rx`.
+    pub(crate) fn new(owner: Box<dyn Owner>, pid: Pid, rx: ProcRx) -> Self {
+        Mailbox {
+            owner,
+            pid,
+            rx,
+            exit_reason: Term::static_atom("normal"),
+        }
+    }
+
     /// This process's pid.
     pub fn pid(&self) -> &Pid {
         &self.pid
-    }
-
-    /// The node it runs on.
-    pub fn node(&self) -> &Node {
-        &self.node
     }
 
     /// The next signal (`None` only when the node dropped the process).
@@ -579,7 +624,7 @@ impl Mailbox {
 
 impl Drop for Mailbox {
     fn drop(&mut self) {
-        self.node.process_exited(&self.pid, &self.exit_reason);
+        self.owner.process_exited(&self.pid, &self.exit_reason);
     }
 }
 

@@ -2,8 +2,9 @@
 //! the dispatch of incoming distribution operations.
 //!
 //! [`Node::start`] binds the listener, registers with epmd and accepts
-//! connections ([`crate::peers`]); processes are [`Mailbox`]es made with
-//! [`Node::spawn`]. Both `lockerd` and the client library run on this.
+//! connections (the private `peers` module); processes are [`Mailbox`]es made with
+//! [`Node::spawn`]; `rpc:call` goes to the application's handler
+//! ([`Node::set_rpc_handler`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,14 +14,17 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::budget::ByteBudget;
+use crate::connection::Host;
 use crate::epmd;
 use crate::frame::{self, Control};
 use crate::handshake::Identity;
 use crate::metrics::Metrics;
-use crate::peers::Peers;
+use crate::peers::{self, PeerHost, Peers};
 use crate::process::{
-    key_of, Added, Entry, HeldLimits, HeldMonitor, Mailbox, PeerPid, PeerRef, ProcTx, Procs, Signal,
+    key_of, pid_numbers, Added, Entry, HeldLimits, HeldMonitor, Mailbox, Owner, PeerPid, PeerRef,
+    ProcTx, Procs, Signal,
 };
+use crate::rpc::{self, RpcHandler, SpawnRequest};
 use crate::term::{Atom, Pid, Ref, Term};
 use crate::watermark::Watermark;
 
@@ -81,41 +85,78 @@ pub(crate) struct Inner {
     next_ref: AtomicU64,
     pub metrics: Arc<Metrics>,
     pub stopping: AtomicBool,
-    pub store: OnceLock<crate::locker::Store>,
+    rpc: OnceLock<Box<dyn RpcHandler>>,
     pub frame_budget: Arc<ByteBudget>,
     epmd: Mutex<Option<epmd::Registration>>,
 }
+
+/// Bits of a reference's counter in its first id word (OTP's first word
+/// has 18).
+pub const REF_FIRST_WORD_BITS: u32 = 18;
+
+/// Set in the third id word of every reference this node makes: the
+/// words never end in zero, so a reference always keeps its three words.
+pub const REF_THIRD_WORD_MARK: u32 = 0x8000_0000;
 
 /// A running node; cheap to clone.
 #[derive(Clone)]
 pub struct Node(pub(crate) Arc<Inner>);
 
+impl Owner for Node {
+    fn process_exited(&self, pid: &Pid, reason: &Term) {
+        Node::process_exited(self, pid, reason);
+    }
+}
+
+impl Host for Node {
+    fn net_ticktime(&self) -> Duration {
+        self.0.cfg.net_ticktime
+    }
+    fn max_frame(&self) -> usize {
+        self.0.cfg.max_frame
+    }
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+    fn frame_budget(&self) -> &Arc<ByteBudget> {
+        &self.0.frame_budget
+    }
+    fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Watermark>> {
+        Node::dispatch(self, peer, ctrl)
+    }
+    fn connection_ended(&self, peer: &Atom, conn_id: u64) {
+        peers::connection_ended(self, peer, conn_id);
+    }
+}
+
+impl PeerHost for Node {
+    fn peers(&self) -> &Mutex<Peers> {
+        &self.0.peers
+    }
+    fn name(&self) -> &Atom {
+        &self.0.name
+    }
+    fn ident(&self) -> &Identity {
+        &self.0.ident
+    }
+    fn is_stopping(&self) -> bool {
+        Node::is_stopping(self)
+    }
+    fn max_peers(&self) -> usize {
+        self.0.cfg.max_peers
+    }
+    fn handshake_timeout(&self) -> Duration {
+        self.0.cfg.handshake_timeout
+    }
+    fn peer_lost(&self, peer: &Atom) {
+        Node::peer_lost(self, peer);
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Node({})", self.0.name)
     }
-}
-
-/// Reads the cookie like `erl`: the given one, else `$LOCKER_COOKIE`, else
-/// `~/.erlang.cookie`.
-pub fn find_cookie(given: Option<&str>) -> Result<String, String> {
-    if let Some(c) = given {
-        return Ok(c.to_string());
-    }
-    if let Ok(c) = std::env::var("LOCKER_COOKIE") {
-        return Ok(c);
-    }
-    let home = std::env::var("HOME")
-        .map_err(|_| "no cookie: --cookie, $LOCKER_COOKIE or $HOME/.erlang.cookie".to_string())?;
-    let path = std::path::Path::new(&home).join(".erlang.cookie");
-    std::fs::read_to_string(&path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| {
-            format!(
-                "no cookie: --cookie, $LOCKER_COOKIE, or {}: {e}",
-                path.display()
-            )
-        })
 }
 
 impl Node {
@@ -154,13 +195,13 @@ impl Node {
             next_ref: AtomicU64::new(1),
             metrics,
             stopping: AtomicBool::new(false),
-            store: OnceLock::new(),
+            rpc: OnceLock::new(),
             frame_budget,
             epmd: Mutex::new(Some(reg)),
         };
         let node = Node(Arc::new(inner));
         tracing::info!(node = %node.name(), port, creation, "registered with epmd");
-        crate::peers::spawn_acceptor(node.clone(), listener);
+        peers::spawn_acceptor(node.clone(), listener);
         Ok(node)
     }
 
@@ -189,30 +230,47 @@ impl Node {
         &self.0.metrics
     }
 
-    pub(crate) fn ident(&self) -> &Identity {
-        &self.0.ident
-    }
-
     /// Whether `p` is a pid of this node incarnation.
     pub fn is_local(&self, p: &Pid) -> bool {
         p.node == self.0.name && p.creation == self.0.creation
     }
 
-    /// A new reference of this node.
+    /// A new reference of this node: three id words, as OTP makes, from
+    /// a counter (its low [`REF_FIRST_WORD_BITS`] bits in the first word,
+    /// as OTP's), the third word marked with [`REF_THIRD_WORD_MARK`].
     pub fn make_ref(&self) -> Ref {
         let n = self.0.next_ref.fetch_add(1, Ordering::Relaxed);
+        let first_mask = (1 << REF_FIRST_WORD_BITS) - 1;
         Ref::new(
             self.0.name.clone(),
             self.0.creation,
             &[
-                (n & 0x3ffff) as u32,
-                (n >> 18) as u32,
-                (n >> 50) as u32 | 0x8000_0000,
+                (n & first_mask) as u32,
+                (n >> REF_FIRST_WORD_BITS) as u32,
+                (n >> (REF_FIRST_WORD_BITS + 32)) as u32 | REF_THIRD_WORD_MARK,
             ],
         )
     }
 
     /// Starts a process, registered under `name` if given (fails if taken).
+    ///
+    /// ```no_run
+    /// use erl_node::{Signal, Term};
+    /// # async fn demo(node: erl_node::Node) -> Result<(), String> {
+    /// let mut server = node.spawn(Some("server"))?;
+    /// assert_eq!(node.whereis("server").as_ref(), Some(server.pid()));
+    /// let client = node.spawn(None)?;
+    /// node.reg_send(client.pid(), "server", node.name(), Term::atom("hello"));
+    /// match server.recv().await {
+    ///     Some(Signal::Message { from, msg }) => {
+    ///         assert_eq!((from.as_ref(), msg), (Some(client.pid()), Term::atom("hello")));
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// drop(server); // ends the process and frees its name
+    /// assert_eq!(node.whereis("server"), None);
+    /// # Ok(()) }
+    /// ```
     pub fn spawn(&self, name: Option<&str>) -> Result<Mailbox, String> {
         let (tx, rx) = ProcTx::new();
         let mut procs = self.0.procs.lock();
@@ -223,23 +281,13 @@ impl Node {
             }
         }
         let key = procs.alloc();
-        let pid = Pid {
-            node: self.0.name.clone(),
-            id: (key & 0x7fff) as u32,
-            serial: (key >> 15) as u32,
-            creation: self.0.creation,
-        };
+        let pid = self.pid_of_key(key);
         if let Some(n) = &name {
             procs.names.insert(n.clone(), key);
         }
         procs.by_key.insert(key, Entry::new(tx, name));
         drop(procs);
-        Ok(Mailbox {
-            node: self.clone(),
-            pid,
-            rx,
-            exit_reason: Term::static_atom("normal"),
-        })
+        Ok(Mailbox::new(Box::new(self.clone()), pid, rx))
     }
 
     /// The pid registered under `name`, if any.
@@ -250,15 +298,16 @@ impl Node {
     }
 
     fn pid_of_key(&self, key: u64) -> Pid {
+        let (id, serial) = pid_numbers(key);
         Pid {
             node: self.0.name.clone(),
-            id: (key & 0x7fff) as u32,
-            serial: (key >> 15) as u32,
+            id,
+            serial,
             creation: self.0.creation,
         }
     }
 
-    pub(crate) fn process_exited(&self, pid: &Pid, reason: &Term) {
+    fn process_exited(&self, pid: &Pid, reason: &Term) {
         let key = key_of(pid);
         let entry = {
             let mut procs = self.0.procs.lock();
@@ -327,6 +376,15 @@ impl Node {
     }
 
     /// Sends `msg` to `to` (local or remote; connects if needed).
+    ///
+    /// ```no_run
+    /// use erl_node::{Pid, Term};
+    /// # fn demo(node: &erl_node::Node, to: &Pid) {
+    /// // `to ! {hello, self()}` from a process of ours.
+    /// let me = node.spawn(None).expect("a process");
+    /// node.send(to, erl_node::tuple![Term::atom("hello"), me.pid().clone()]);
+    /// # }
+    /// ```
     pub fn send(&self, to: &Pid, msg: Term) {
         if to.node == self.0.name {
             if !self.deliver(to, Signal::Message { from: None, msg }) {
@@ -365,6 +423,19 @@ impl Node {
     /// Monitors `{name, node}` (or a remote pid given as `target`) for our
     /// process `from`; a `Signal::Down` with the returned reference comes
     /// when it is or goes away, or the connection is lost.
+    ///
+    /// ```no_run
+    /// use erl_node::{Atom, Signal, Term};
+    /// # async fn demo(node: erl_node::Node) -> Result<(), String> {
+    /// let mut me = node.spawn(None)?;
+    /// let other = Atom::new("other@127.0.0.1");
+    /// let r = node.monitor(me.pid(), Term::atom("server"), &other);
+    /// if let Some(Signal::Down { reference, reason, .. }) = me.recv().await {
+    ///     assert_eq!(reference, r);
+    ///     println!("server gone: {reason}"); // noproc, noconnection, its exit reason
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn monitor(&self, from: &Pid, target: Term, node: &Atom) -> Ref {
         let r = self.make_ref();
         {
@@ -420,7 +491,7 @@ impl Node {
     /// Sends a raw frame to `peer`; `connect` as with `erlang:send/2`
     /// (auto-connect) or `noconnect`.
     pub fn send_frame(&self, peer: &Atom, f: Vec<u8>, connect: bool) {
-        crate::peers::send_frame(self, peer, f, connect);
+        peers::send_frame(self, peer, f, connect);
     }
 
     /// Whether a connection to `peer` is up.
@@ -435,7 +506,7 @@ impl Node {
 
     /// Starts connecting to `peer` unless connected or connecting.
     pub fn connect(&self, peer: &Atom) {
-        crate::peers::ensure_connecting(self, peer);
+        peers::ensure_connecting(self, peer);
     }
 
     /// Waits until connected to `peer` (connecting if needed), up to `timeout`.
@@ -463,23 +534,29 @@ impl Node {
     pub async fn stop(&self, grace: Duration) {
         self.0.stopping.store(true, Ordering::Relaxed);
         self.0.epmd.lock().take();
-        crate::peers::close_all(self, grace).await;
+        peers::close_all(self, grace).await;
     }
 
-    /// The local store, when a `locker` process runs on this node.
-    pub(crate) fn store(&self) -> Option<&crate::locker::Store> {
-        self.0.store.get()
+    /// Serves `rpc:call` and `erpc:call` to this node with `handler` (see
+    /// [`crate::rpc`]); an error if a handler is already set. Until one
+    /// is, every call gets `undef`.
+    pub fn set_rpc_handler(&self, handler: impl RpcHandler) -> Result<(), String> {
+        self.0
+            .rpc
+            .set(Box::new(handler))
+            .map_err(|_| "an rpc handler is already set".to_string())
     }
 
-    pub(crate) fn set_store(&self, s: crate::locker::Store) {
-        let _ = self.0.store.set(s);
+    /// The application's rpc handler, if set.
+    pub(crate) fn rpc_handler(&self) -> Option<&dyn RpcHandler> {
+        self.0.rpc.get().map(|h| &**h)
     }
 
     /// A connection to `peer` is gone: drop what its processes held here
     /// (their links fire on our side: an exit signal `noconnection`, as a
     /// BEAM node delivers when a node goes down), and fire our monitors
     /// of its processes.
-    pub(crate) fn peer_lost(&self, peer: &Atom) {
+    fn peer_lost(&self, peer: &Atom) {
         let mut downs = Vec::new();
         let links = {
             let mut procs = self.0.procs.lock();
@@ -511,7 +588,7 @@ impl Node {
     /// Returns the backlog of the mailbox a message went to when it is over
     /// its high-water mark: the caller (the connection's reader) then waits
     /// for it to drain before reading more.
-    pub(crate) fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Watermark>> {
+    fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Watermark>> {
         match ctrl {
             Control::Send { to, from, msg } => {
                 let backlog = self.deliver_to(&to, Signal::Message { from, msg });
@@ -631,7 +708,18 @@ impl Node {
                 opts,
                 args,
             } => {
-                crate::rpc::spawn_request(self, peer, req_id, from, mfa, opts, args);
+                let req = SpawnRequest {
+                    req_id,
+                    from,
+                    mfa,
+                    opts,
+                    args,
+                };
+                let frames =
+                    rpc::answer(self.rpc_handler(), self.name(), self.creation(), peer, req);
+                for f in frames {
+                    self.send_frame(peer, f, false);
+                }
             }
             Control::SpawnReply {
                 req_id,

@@ -1,6 +1,6 @@
 //! The distribution handshake, both ways, through erl_dist over tokio.
 //!
-//! Workarounds for erl_dist 0.8 against OTP 25 (see `shared/cnode-notes.md`):
+//! Workarounds for erl_dist 0.8 against OTP 25 (see `native/erl_node/README.md`):
 //! - [`local_flags`] clears erl_dist's `MANDATORY_25_DIGEST` (bit 36, an
 //!   internal flag in OTP) and sets OTP's digest flag `0x04000000`.
 //! - Client side: erl_dist never sends the `alive` status answer, so on an
@@ -8,6 +8,25 @@
 //!   retried later, when the peer has dropped its stale connection.
 //! - Simultaneous connects are resolved by the caller ([`crate::node`]),
 //!   with OTP's rule: the node with the greater name keeps its own attempt.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use erl_node::handshake::{self, ClientOutcome, Identity};
+//!
+//! # async fn demo() -> Result<(), String> {
+//! let me = Identity {
+//!     name: "me@127.0.0.1".parse().map_err(|e| format!("{e}"))?,
+//!     creation: 1,
+//!     cookie: "secret".into(),
+//! };
+//! let port = erl_node::epmd::port_of("other", "127.0.0.1").await?.ok_or("not registered")?;
+//! match handshake::connect("127.0.0.1", port, &me, Duration::from_secs(5)).await {
+//!     Ok(ClientOutcome::Up(_stream, peer)) => println!("connected to {}", peer.name),
+//!     Ok(ClientOutcome::Busy) => println!("try again later"),
+//!     Err(e) => println!("failed: {e}"),
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::time::Duration;
 
@@ -192,6 +211,9 @@ mod tests {
         // The set recorded in cnode-notes.md, plus SMALL_ATOM_TAGS.
         assert_eq!(local_flags().bits(), 0x5_0707_0fbc | 0x4000);
         assert_eq!(local_flags().bits() & 1, 0, "hidden: not PUBLISHED");
-        assert_eq!(local_flags().bits() & (1 << 36), 0);
+        assert_eq!(
+            local_flags().bits() & DistributionFlags::MANDATORY_25_DIGEST.bits(),
+            0
+        );
     }
 }

@@ -33,10 +33,28 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
-use crate::budget::Claim;
-use crate::node::Node;
+use crate::budget::{ByteBudget, Claim};
+use crate::frame::Control;
+use crate::metrics::Metrics;
 use crate::term::Atom;
 use crate::watermark::Watermark;
+
+/// What a connection needs of the node it belongs to.
+pub(crate) trait Host: Clone + Send + Sync + 'static {
+    /// OTP's `net_ticktime`.
+    fn net_ticktime(&self) -> Duration;
+    /// The largest frame accepted.
+    fn max_frame(&self) -> usize;
+    /// The node's counters.
+    fn metrics(&self) -> &Arc<Metrics>;
+    /// The partial-frame budget all connections share.
+    fn frame_budget(&self) -> &Arc<ByteBudget>;
+    /// Handles one incoming operation from `peer`; the backlog of the
+    /// mailbox a message went to when it is over its high-water mark.
+    fn dispatch(&self, peer: &Atom, ctrl: Control) -> Option<Arc<Watermark>>;
+    /// The connection `conn_id` to `peer` ended.
+    fn connection_ended(&self, peer: &Atom, conn_id: u64);
+}
 
 /// A connection's read buffer, for every frame that fits; longer frames
 /// claim the rest from the node's partial-frame budget.
@@ -84,8 +102,8 @@ struct Link {
 
 /// Starts the reader and writer of a connection.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn spawn(
-    node: Node,
+pub(crate) fn spawn<H: Host>(
+    node: H,
     peer: Atom,
     conn_id: u64,
     stream: TcpStream,
@@ -97,7 +115,7 @@ pub(crate) fn spawn(
     writers_done: Arc<Notify>,
 ) {
     let (r, w) = stream.into_split();
-    let tick = node.config().net_ticktime;
+    let tick = node.net_ticktime();
     let echo = tx.downgrade();
     writers.fetch_add(1, Ordering::AcqRel);
     let link = Arc::new(Link {
@@ -116,13 +134,13 @@ pub(crate) fn spawn(
         // A writer that stops (socket error, replaced, silent peer) ends
         // the connection, and its reader.
         link.close.notify_one();
-        crate::peers::connection_ended(&n2, &p2, conn_id);
+        n2.connection_ended(&p2, conn_id);
     });
     tokio::spawn(async move {
         let why = reader(&node, &peer, r, &link_r, echo).await;
         tracing::info!(%peer, reason = %why, "connection closed");
         link_r.close.notify_one();
-        crate::peers::connection_ended(&node, &peer, conn_id);
+        node.connection_ended(&peer, conn_id);
     });
 }
 
@@ -260,17 +278,17 @@ impl Liveness {
 
 /// Reads into one buffer and handles every whole frame in it before the
 /// next read; returns why the connection ended.
-async fn reader(
-    node: &Node,
+async fn reader<H: Host>(
+    node: &H,
     peer: &Atom,
     mut r: OwnedReadHalf,
     link: &Link,
     echo: mpsc::WeakUnboundedSender<Vec<u8>>,
 ) -> String {
-    let max = node.config().max_frame;
+    let max = node.max_frame();
     let metrics = node.metrics().clone();
-    let budget = node.0.frame_budget.clone();
-    let budget_wait = (node.config().net_ticktime / 2).max(Duration::from_millis(100));
+    let budget = node.frame_budget().clone();
+    let budget_wait = (node.net_ticktime() / 2).max(Duration::from_millis(100));
     let mut claim = Claim::new(budget.clone());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut start = 0;

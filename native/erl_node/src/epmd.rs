@@ -5,6 +5,16 @@
 //! consumes itself per call). The registration connection must stay open
 //! for as long as the node is registered: [`Registration`] holds it, and
 //! dropping it unregisters the node.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), String> {
+//! let registration = erl_node::epmd::register("me", 4370).await?;
+//! println!("creation {}", registration.creation);
+//! let port = erl_node::epmd::port_of("other", "127.0.0.1").await?;
+//! println!("other@127.0.0.1 listens on {port:?}");
+//! drop(registration); // unregisters
+//! # Ok(()) }
+//! ```
 
 use erl_dist::epmd::{EpmdClient, NodeEntry, DEFAULT_EPMD_PORT};
 use tokio::net::TcpStream;

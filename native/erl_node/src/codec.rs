@@ -6,13 +6,100 @@
 //! before anything is allocated, nesting is bounded by [`MAX_DEPTH`], atom
 //! text by the format's 255 characters, and compressed terms and atom
 //! cache references (never negotiated) are refused.
+//!
+//! ```
+//! use erl_node::codec::{self, tag, DecodeError};
+//! use erl_node::term::Term;
+//!
+//! let t = Term::tuple(vec![Term::atom("ok"), Term::Int(300), Term::binary(b"v")]);
+//! let bytes = codec::to_bytes(&t);
+//! assert_eq!(bytes[..3], [tag::VERSION, tag::SMALL_TUPLE_EXT, 3]);
+//! assert_eq!(codec::decode(&bytes), Ok(t));
+//! // A list that claims four billion elements is refused before any allocation.
+//! let lie = [tag::VERSION, tag::LIST_EXT, 255, 255, 255, 255, tag::NIL_EXT];
+//! assert_eq!(codec::decode(&lie), Err(DecodeError::Truncated));
+//! ```
 
 use std::sync::Arc;
 
 use crate::term::{Atom, BigInt, Float, Fun, Pid, Port, Ref, Term};
 
+use tag::*;
+
 /// Deepest nesting accepted (tuples, lists' elements, maps, funs).
 pub const MAX_DEPTH: usize = 128;
+
+/// The longest atom, in characters.
+pub const MAX_ATOM_CHARS: usize = 255;
+
+/// Most id words of a reference accepted (OTP makes at most five).
+pub const MAX_REF_WORDS: usize = 16;
+
+/// The bytes of a `FLOAT_EXT`'s text (`%.20e`, NUL padded).
+const FLOAT_TEXT_LEN: usize = 31;
+
+/// The tags of the external term format, by their names in OTP's
+/// `erl_ext_dist` documentation.
+pub mod tag {
+    /// The version byte that starts every versioned term.
+    pub const VERSION: u8 = 131;
+    /// A float as 8 big-endian bytes of IEEE 754.
+    pub const NEW_FLOAT_EXT: u8 = 70;
+    /// A bitstring: length, bits used in the last byte, bytes.
+    pub const BIT_BINARY_EXT: u8 = 77;
+    /// A pid with a 32-bit creation.
+    pub const NEW_PID_EXT: u8 = 88;
+    /// A port with a 32-bit id and creation.
+    pub const NEW_PORT_EXT: u8 = 89;
+    /// A reference with a 32-bit creation.
+    pub const NEWER_REFERENCE_EXT: u8 = 90;
+    /// An integer 0..=255.
+    pub const SMALL_INTEGER_EXT: u8 = 97;
+    /// A signed 32-bit integer.
+    pub const INTEGER_EXT: u8 = 98;
+    /// A float as text (old nodes).
+    pub const FLOAT_EXT: u8 = 99;
+    /// A Latin-1 atom, 16-bit length.
+    pub const ATOM_EXT: u8 = 100;
+    /// A one-word reference with an 8-bit creation (old nodes).
+    pub const REFERENCE_EXT: u8 = 101;
+    /// A port with an 8-bit creation (old nodes).
+    pub const PORT_EXT: u8 = 102;
+    /// A pid with an 8-bit creation (old nodes).
+    pub const PID_EXT: u8 = 103;
+    /// A tuple of at most 255 elements.
+    pub const SMALL_TUPLE_EXT: u8 = 104;
+    /// A tuple, 32-bit arity.
+    pub const LARGE_TUPLE_EXT: u8 = 105;
+    /// `[]`.
+    pub const NIL_EXT: u8 = 106;
+    /// A list of bytes, 16-bit length.
+    pub const STRING_EXT: u8 = 107;
+    /// A list: 32-bit length, elements, tail.
+    pub const LIST_EXT: u8 = 108;
+    /// A binary.
+    pub const BINARY_EXT: u8 = 109;
+    /// An integer: 8-bit byte count, sign, little-endian magnitude.
+    pub const SMALL_BIG_EXT: u8 = 110;
+    /// An integer: 32-bit byte count, sign, little-endian magnitude.
+    pub const LARGE_BIG_EXT: u8 = 111;
+    /// A local fun.
+    pub const NEW_FUN_EXT: u8 = 112;
+    /// An external fun `fun M:F/A`.
+    pub const EXPORT_EXT: u8 = 113;
+    /// A reference with an 8-bit creation.
+    pub const NEW_REFERENCE_EXT: u8 = 114;
+    /// A Latin-1 atom, 8-bit length.
+    pub const SMALL_ATOM_EXT: u8 = 115;
+    /// A map.
+    pub const MAP_EXT: u8 = 116;
+    /// A UTF-8 atom, 16-bit length.
+    pub const ATOM_UTF8_EXT: u8 = 118;
+    /// A UTF-8 atom, 8-bit length.
+    pub const SMALL_ATOM_UTF8_EXT: u8 = 119;
+    /// A port with a 64-bit id.
+    pub const V4_PORT_EXT: u8 = 120;
+}
 
 /// Why bytes are not a term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,35 +173,37 @@ impl<'a> Cursor<'a> {
     }
     /// The version byte `131`.
     pub fn version(&mut self) -> Option<()> {
-        (self.0.u8().ok()? == 131).then_some(())
+        (self.0.u8().ok()? == VERSION).then_some(())
     }
     /// A tuple header: its arity.
     pub fn tuple(&mut self) -> Option<usize> {
         match self.0.u8().ok()? {
-            104 => Some(self.0.u8().ok()? as usize),
-            105 => Some(self.0.u32().ok()? as usize),
+            SMALL_TUPLE_EXT => Some(self.0.u8().ok()? as usize),
+            LARGE_TUPLE_EXT => Some(self.0.u32().ok()? as usize),
             _ => None,
         }
     }
     /// A small integer (`SMALL_INTEGER_EXT` or `INTEGER_EXT`).
     pub fn int(&mut self) -> Option<i64> {
         match self.0.u8().ok()? {
-            97 => Some(self.0.u8().ok()? as i64),
-            98 => Some(self.0.u32().ok()? as i32 as i64),
+            SMALL_INTEGER_EXT => Some(self.0.u8().ok()? as i64),
+            INTEGER_EXT => Some(self.0.u32().ok()? as i32 as i64),
             _ => None,
         }
     }
     /// A pid.
     pub fn pid(&mut self) -> Option<Pid> {
         match self.0.u8().ok()? {
-            tag @ (103 | 88) => self.0.pid_body(tag).ok(),
+            tag @ (PID_EXT | NEW_PID_EXT) => self.0.pid_body(tag).ok(),
             _ => None,
         }
     }
     /// A reference.
     pub fn reference(&mut self) -> Option<Ref> {
         match self.0.u8().ok()? {
-            tag @ (101 | 114 | 90) => self.0.ref_body(tag).ok(),
+            tag @ (REFERENCE_EXT | NEW_REFERENCE_EXT | NEWER_REFERENCE_EXT) => {
+                self.0.ref_body(tag).ok()
+            }
             _ => None,
         }
     }
@@ -166,7 +255,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn versioned(&mut self) -> Result<Term, DecodeError> {
-        if self.u8()? != 131 {
+        if self.u8()? != VERSION {
             return Err(DecodeError::NoVersion);
         }
         self.term(0)
@@ -174,21 +263,21 @@ impl<'a> Decoder<'a> {
 
     fn atom_text(&mut self, tag: u8) -> Result<Atom, DecodeError> {
         let (len, utf8) = match tag {
-            100 => (self.u16()?, false),
-            115 => (self.u8()? as usize, false),
-            118 => (self.u16()?, true),
-            119 => (self.u8()? as usize, true),
+            ATOM_EXT => (self.u16()?, false),
+            SMALL_ATOM_EXT => (self.u8()? as usize, false),
+            ATOM_UTF8_EXT => (self.u16()?, true),
+            SMALL_ATOM_UTF8_EXT => (self.u8()? as usize, true),
             t => return Err(DecodeError::BadTag(t)),
         };
         let bytes = self.take(len)?;
         if utf8 {
             let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::BadAtom)?;
-            if len > 255 && s.chars().count() > 255 {
+            if len > MAX_ATOM_CHARS && s.chars().count() > MAX_ATOM_CHARS {
                 return Err(DecodeError::BadAtom);
             }
             Ok(Atom::new(s))
         } else {
-            if len > 255 {
+            if len > MAX_ATOM_CHARS {
                 return Err(DecodeError::BadAtom);
             }
             if bytes.is_ascii() {
@@ -209,7 +298,9 @@ impl<'a> Decoder<'a> {
     fn int_term(&mut self) -> Result<Term, DecodeError> {
         let tag = self.u8()?;
         match tag {
-            97 | 98 | 110 | 111 => self.term_tag(tag, MAX_DEPTH - 1),
+            SMALL_INTEGER_EXT | INTEGER_EXT | SMALL_BIG_EXT | LARGE_BIG_EXT => {
+                self.term_tag(tag, MAX_DEPTH - 1)
+            }
             t => Err(DecodeError::BadTag(t)),
         }
     }
@@ -246,19 +337,19 @@ impl<'a> Decoder<'a> {
             return Err(DecodeError::TooDeep);
         }
         Ok(match tag {
-            97 => Term::Int(self.u8()? as i64),
-            98 => Term::Int(self.u32()? as i32 as i64),
-            110 => {
+            SMALL_INTEGER_EXT => Term::Int(self.u8()? as i64),
+            INTEGER_EXT => Term::Int(self.u32()? as i32 as i64),
+            SMALL_BIG_EXT => {
                 let n = self.u8()? as usize;
                 self.big(n)?
             }
-            111 => {
+            LARGE_BIG_EXT => {
                 let n = self.u32()? as usize;
                 self.big(n)?
             }
-            70 => Term::Float(Float::new(f64::from_bits(self.u64()?))),
-            99 => {
-                let raw = self.take(31)?;
+            NEW_FLOAT_EXT => Term::Float(Float::new(f64::from_bits(self.u64()?))),
+            FLOAT_EXT => {
+                let raw = self.take(FLOAT_TEXT_LEN)?;
                 let text = std::str::from_utf8(raw)
                     .map_err(|_| DecodeError::Malformed("float text"))?
                     .trim_end_matches('\0');
@@ -268,14 +359,16 @@ impl<'a> Decoder<'a> {
                     .map_err(|_| DecodeError::Malformed("float text"))?;
                 Term::Float(Float::new(f))
             }
-            100 | 115 | 118 | 119 => Term::Atom(self.atom_text(tag)?),
-            106 => Term::NIL,
-            107 => {
+            ATOM_EXT | SMALL_ATOM_EXT | ATOM_UTF8_EXT | SMALL_ATOM_UTF8_EXT => {
+                Term::Atom(self.atom_text(tag)?)
+            }
+            NIL_EXT => Term::NIL,
+            STRING_EXT => {
                 let n = self.u16()?;
                 let bytes = self.take(n)?;
                 Term::List(bytes.iter().map(|&b| Term::Int(b as i64)).collect())
             }
-            108 => {
+            LIST_EXT => {
                 let n = self.u32()? as usize;
                 let n = self.count(n, 1)?;
                 let mut items = Vec::with_capacity(n);
@@ -289,15 +382,15 @@ impl<'a> Decoder<'a> {
                 let tail = self.term(depth + 1)?;
                 Term::list_with_tail(items, tail)
             }
-            104 => {
+            SMALL_TUPLE_EXT => {
                 let n = self.u8()? as usize;
                 self.tuple(n, depth)?
             }
-            105 => {
+            LARGE_TUPLE_EXT => {
                 let n = self.u32()? as usize;
                 self.tuple(n, depth)?
             }
-            116 => {
+            MAP_EXT => {
                 let n = self.u32()? as usize;
                 let n = self.count(n, 2)?;
                 let mut pairs = Vec::with_capacity(n);
@@ -312,11 +405,11 @@ impl<'a> Decoder<'a> {
                 }
                 Term::Map(pairs.into_boxed_slice())
             }
-            109 => {
+            BINARY_EXT => {
                 let n = self.u32()? as usize;
                 Term::Binary(Arc::from(self.take(n)?))
             }
-            77 => {
+            BIT_BINARY_EXT => {
                 let n = self.u32()? as usize;
                 let bits = self.u8()?;
                 let data = self.take(n)?;
@@ -335,28 +428,31 @@ impl<'a> Decoder<'a> {
                     Term::Bits(Box::new((v, bits)))
                 }
             }
-            103 | 88 => Term::pid(self.pid_body(tag)?),
-            102 | 89 | 120 => {
+            PID_EXT | NEW_PID_EXT => Term::pid(self.pid_body(tag)?),
+            PORT_EXT | NEW_PORT_EXT | V4_PORT_EXT => {
                 let node = self.atom()?;
                 let (id, creation) = match tag {
-                    102 => (self.u32()? as u64, self.u8()? as u32),
-                    89 => (self.u32()? as u64, self.u32()?),
+                    PORT_EXT => (self.u32()? as u64, self.u8()? as u32),
+                    NEW_PORT_EXT => (self.u32()? as u64, self.u32()?),
                     _ => (self.u64()?, self.u32()?),
                 };
                 Term::Port(Box::new(Port { node, id, creation }))
             }
-            101 | 114 | 90 => Term::reference(self.ref_body(tag)?),
-            113 => {
+            REFERENCE_EXT | NEW_REFERENCE_EXT | NEWER_REFERENCE_EXT => {
+                Term::reference(self.ref_body(tag)?)
+            }
+            EXPORT_EXT => {
                 let m = self.atom()?;
                 let f = self.atom()?;
                 let a = match self.int_term()? {
-                    Term::Int(a) if (0..=255).contains(&a) => a as u8,
+                    Term::Int(a) if u8::try_from(a).is_ok() => a as u8,
                     _ => return Err(DecodeError::Malformed("export arity")),
                 };
                 Term::Export(Box::new((m, f, a)))
             }
-            112 => {
+            NEW_FUN_EXT => {
                 let size = self.u32()? as usize;
+                // Where the fun starts: its tag, then the 4-byte size.
                 let start = self.pos - 5;
                 let arity = self.u8()?;
                 let uniq: [u8; 16] = self.take(16)?.try_into().expect("16 bytes");
@@ -391,12 +487,12 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    /// A pid after its tag (`103` or `88`).
+    /// A pid after its tag ([`PID_EXT`] or [`NEW_PID_EXT`]).
     fn pid_body(&mut self, tag: u8) -> Result<Pid, DecodeError> {
         let node = self.atom()?;
         let id = self.u32()?;
         let serial = self.u32()?;
-        let creation = if tag == 103 {
+        let creation = if tag == PID_EXT {
             self.u8()? as u32
         } else {
             self.u32()?
@@ -409,25 +505,26 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    /// A reference after its tag (`101`, `114` or `90`).
+    /// A reference after its tag ([`REFERENCE_EXT`], [`NEW_REFERENCE_EXT`]
+    /// or [`NEWER_REFERENCE_EXT`]).
     fn ref_body(&mut self, tag: u8) -> Result<Ref, DecodeError> {
-        if tag == 101 {
+        if tag == REFERENCE_EXT {
             let node = self.atom()?;
             let id = self.u32()?;
             let creation = self.u8()? as u32;
             return Ok(Ref::new(node, creation, &[id]));
         }
         let n = self.u16()?;
-        if n > 16 {
+        if n > MAX_REF_WORDS {
             return Err(DecodeError::Malformed("reference length"));
         }
         let node = self.atom()?;
-        let creation = if tag == 114 {
+        let creation = if tag == NEW_REFERENCE_EXT {
             self.u8()? as u32
         } else {
             self.u32()?
         };
-        let mut ids = [0u32; 16];
+        let mut ids = [0u32; MAX_REF_WORDS];
         for w in ids.iter_mut().take(n) {
             *w = self.u32()?;
         }
@@ -446,16 +543,16 @@ impl<'a> Decoder<'a> {
 
 /// Appends the encoding of a pid (`NEW_PID_EXT`).
 pub fn encode_pid(p: &Pid, out: &mut Vec<u8>) {
-    out.push(88);
+    out.push(NEW_PID_EXT);
     encode_atom(&p.node, out);
     out.extend_from_slice(&p.id.to_be_bytes());
     out.extend_from_slice(&p.serial.to_be_bytes());
     out.extend_from_slice(&p.creation.to_be_bytes());
 }
 
-/// Appends `131` and the encoding of `t`.
+/// Appends [`tag::VERSION`] and the encoding of `t`.
 pub fn encode_versioned(t: &Term, out: &mut Vec<u8>) {
-    out.push(131);
+    out.push(VERSION);
     encode(t, out);
 }
 
@@ -468,27 +565,27 @@ pub fn to_bytes(t: &Term) -> Vec<u8> {
 
 fn encode_atom(a: &Atom, out: &mut Vec<u8>) {
     let s = a.as_str().as_bytes();
-    if s.len() < 256 {
-        out.push(119);
-        out.push(s.len() as u8);
+    if let Ok(len) = u8::try_from(s.len()) {
+        out.push(SMALL_ATOM_UTF8_EXT);
+        out.push(len);
     } else {
-        out.push(118);
+        out.push(ATOM_UTF8_EXT);
         out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     }
     out.extend_from_slice(s);
 }
 
 fn encode_int(i: i64, out: &mut Vec<u8>) {
-    if (0..=255).contains(&i) {
-        out.push(97);
-        out.push(i as u8);
-    } else if i32::try_from(i).is_ok() {
-        out.push(98);
-        out.extend_from_slice(&(i as i32).to_be_bytes());
+    if let Ok(byte) = u8::try_from(i) {
+        out.push(SMALL_INTEGER_EXT);
+        out.push(byte);
+    } else if let Ok(word) = i32::try_from(i) {
+        out.push(INTEGER_EXT);
+        out.extend_from_slice(&word.to_be_bytes());
     } else {
         let m = i.unsigned_abs().to_le_bytes();
         let used = m.iter().rposition(|b| *b != 0).map_or(0, |x| x + 1);
-        out.push(110);
+        out.push(SMALL_BIG_EXT);
         out.push(used as u8);
         out.push(u8::from(i < 0));
         out.extend_from_slice(&m[..used]);
@@ -502,29 +599,29 @@ pub fn encode(t: &Term, out: &mut Vec<u8>) {
         Term::Int(i) => encode_int(*i, out),
         Term::Big(b) => {
             let n = b.magnitude.len();
-            if n < 256 {
-                out.push(110);
-                out.push(n as u8);
+            if let Ok(small) = u8::try_from(n) {
+                out.push(SMALL_BIG_EXT);
+                out.push(small);
             } else {
-                out.push(111);
+                out.push(LARGE_BIG_EXT);
                 out.extend_from_slice(&(n as u32).to_be_bytes());
             }
             out.push(u8::from(b.negative));
             out.extend_from_slice(&b.magnitude);
         }
         Term::Float(f) => {
-            out.push(70);
+            out.push(NEW_FLOAT_EXT);
             out.extend_from_slice(&f.get().to_bits().to_be_bytes());
         }
         Term::Atom(a) => encode_atom(a, out),
         Term::Pid(p) => encode_pid(p, out),
         Term::Port(p) => {
             if let Ok(id) = u32::try_from(p.id) {
-                out.push(89);
+                out.push(NEW_PORT_EXT);
                 encode_atom(&p.node, out);
                 out.extend_from_slice(&id.to_be_bytes());
             } else {
-                out.push(120);
+                out.push(V4_PORT_EXT);
                 encode_atom(&p.node, out);
                 out.extend_from_slice(&p.id.to_be_bytes());
             }
@@ -532,7 +629,7 @@ pub fn encode(t: &Term, out: &mut Vec<u8>) {
         }
         Term::Ref(r) => {
             let n = r.ids.len().max(3);
-            out.push(90);
+            out.push(NEWER_REFERENCE_EXT);
             out.extend_from_slice(&(n as u16).to_be_bytes());
             encode_atom(&r.node, out);
             out.extend_from_slice(&r.creation.to_be_bytes());
@@ -541,13 +638,13 @@ pub fn encode(t: &Term, out: &mut Vec<u8>) {
             }
         }
         Term::Export(e) => {
-            out.push(113);
+            out.push(EXPORT_EXT);
             encode_atom(&e.0, out);
             encode_atom(&e.1, out);
             encode_int(e.2 as i64, out);
         }
         Term::Fun(f) => {
-            out.push(112);
+            out.push(NEW_FUN_EXT);
             let at = out.len();
             out.extend_from_slice(&[0; 4]);
             out.push(f.arity);
@@ -574,11 +671,11 @@ pub fn encode(t: &Term, out: &mut Vec<u8>) {
             out[at..at + 4].copy_from_slice(&size.to_be_bytes());
         }
         Term::Tuple(items) => {
-            if items.len() < 256 {
-                out.push(104);
-                out.push(items.len() as u8);
+            if let Ok(small) = u8::try_from(items.len()) {
+                out.push(SMALL_TUPLE_EXT);
+                out.push(small);
             } else {
-                out.push(105);
+                out.push(LARGE_TUPLE_EXT);
                 out.extend_from_slice(&(items.len() as u32).to_be_bytes());
             }
             for i in items.iter() {
@@ -587,18 +684,18 @@ pub fn encode(t: &Term, out: &mut Vec<u8>) {
         }
         Term::List(items) => {
             if items.is_empty() {
-                out.push(106);
+                out.push(NIL_EXT);
                 return;
             }
-            out.push(108);
+            out.push(LIST_EXT);
             out.extend_from_slice(&(items.len() as u32).to_be_bytes());
             for i in items {
                 encode(i, out);
             }
-            out.push(106);
+            out.push(NIL_EXT);
         }
         Term::Improper(b) => {
-            out.push(108);
+            out.push(LIST_EXT);
             out.extend_from_slice(&(b.0.len() as u32).to_be_bytes());
             for i in &b.0 {
                 encode(i, out);
@@ -606,7 +703,7 @@ pub fn encode(t: &Term, out: &mut Vec<u8>) {
             encode(&b.1, out);
         }
         Term::Map(pairs) => {
-            out.push(116);
+            out.push(MAP_EXT);
             out.extend_from_slice(&(pairs.len() as u32).to_be_bytes());
             for (k, v) in pairs.iter() {
                 encode(k, out);
@@ -614,12 +711,12 @@ pub fn encode(t: &Term, out: &mut Vec<u8>) {
             }
         }
         Term::Binary(b) => {
-            out.push(109);
+            out.push(BINARY_EXT);
             out.extend_from_slice(&(b.len() as u32).to_be_bytes());
             out.extend_from_slice(b);
         }
         Term::Bits(b) => {
-            out.push(77);
+            out.push(BIT_BINARY_EXT);
             out.extend_from_slice(&(b.0.len() as u32).to_be_bytes());
             out.push(b.1);
             out.extend_from_slice(&b.0);

@@ -1,4 +1,13 @@
 //! Graceful shutdown on SIGTERM or SIGINT.
+//!
+//! ```no_run
+//! # async fn demo(node: erl_node::Node) {
+//! let mut stop = erl_node::shutdown::on_signal();
+//! // ... serve until a signal comes ...
+//! let _ = stop.changed().await;
+//! node.stop(std::time::Duration::from_secs(2)).await;
+//! # }
+//! ```
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
