@@ -102,6 +102,7 @@ defmodule Locker do
   @impl Application
   @spec start(Application.start_type(), term()) :: {:ok, pid()} | {:error, term()}
   def start(_type, _args) do
+    if warning = Config.legacy_env_warning(), do: Logger.warning(warning)
     server = if Config.autostart?(), do: [{Locker, []}], else: []
     registry = [Locker.Registry.Table, Locker.Registry.Keeper, Locker.Registry.Resolver]
     children = server ++ registry ++ [Locker.AcquireQueue]

@@ -55,4 +55,15 @@ defmodule LockerValidationTest do
     assert message(fn -> Locker.set_w([node()], 0) end) =~ "expected a write quorum"
     assert message(fn -> Locker.set_nodes([node()], "a@host", []) end) =~ "node names"
   end
+
+  test "elixir_locker's application environment is warned about, not silently ignored" do
+    assert Locker.Config.legacy_env_warning() == nil
+    Application.put_env(:elixir_locker, :quorum, 2)
+
+    try do
+      assert Locker.Config.legacy_env_warning() =~ "`config :elixir_locker` is not read"
+    after
+      Application.delete_env(:elixir_locker, :quorum)
+    end
+  end
 end

@@ -166,5 +166,22 @@ defmodule Locker.Config do
   @spec autostart?() :: boolean()
   def autostart?, do: env(:autostart, true) == true
 
+  @doc """
+  The warning to log when the application environment of elixir_locker
+  (`config :elixir_locker, ...`) is set: it is not read (this library
+  reads `config :locker`, with the same keys). `nil` when there is none.
+  """
+  @spec legacy_env_warning() :: String.t() | nil
+  def legacy_env_warning do
+    case Application.get_all_env(:elixir_locker) do
+      [] ->
+        nil
+
+      env ->
+        "locker: `config :elixir_locker` is not read (keys #{inspect(Keyword.keys(env))}): " <>
+          "move them to `config :locker` (same keys; :quorum is accepted)"
+    end
+  end
+
   defp env(key, default), do: Application.get_env(:locker, key, default)
 end
