@@ -390,36 +390,51 @@ where
         token: u64,
         now: Micros,
     ) -> Result<Vec<Wake<V>>, CommitError> {
-        let standing = self.standing(&key, tag, now);
         // The promise becomes the lease: its token lives on there (it
         // raises the floor only if the write is refused).
-        let own = self.promises.remove_tag(tag);
+        let (standing, _own) = self.authorize(&key, &value, tag, token, now)?;
         // Without a live promise, only the token the request carries
         // counts (an expired promise of its tag proves nothing).
         let token = match (standing, token) {
             (Standing::Promised(t), 0) => t,
-            (_, t) => t,
-        };
-        let token = match standing {
-            Standing::Promised(_) => token,
-            Standing::Blocked => return self.refuse(own),
-            Standing::Unpromised => {
-                if !self.free_for(&key, &value, token, now) {
-                    return self.refuse(own);
-                }
-                let held = self
-                    .leases
-                    .read(&key, |l| if l.value == value { l.token } else { 0 })
-                    .unwrap_or(0);
-                token.max(held)
-            }
+            (Standing::Promised(_), t) => t,
+            (_, t) => t.max(self.token_of_value(&key, &value)),
         };
         Ok(self.apply_write(key, value, lease_ms, token, now, true))
     }
 
-    fn refuse<R>(&mut self, token: u64) -> Result<R, CommitError> {
-        self.raise_floor(token);
-        Err(CommitError::NoPromise)
+    /// The phase-two rule for a request that stores `value` (`write`,
+    /// `extend_lease`): drops `tag`'s promises and says where it stands, or
+    /// refuses it (raising the floor to its promise's token) when it holds
+    /// no live promise and something conflicts (see [`Engine::free_for`]).
+    fn authorize(
+        &mut self,
+        key: &K,
+        value: &V,
+        tag: &T,
+        token: u64,
+        now: Micros,
+    ) -> Result<(Standing, u64), CommitError> {
+        let standing = self.standing(key, tag, now);
+        let own = self.promises.remove_tag(tag);
+        let allowed = match standing {
+            Standing::Promised(_) => true,
+            Standing::Blocked => false,
+            Standing::Unpromised => self.free_for(key, value, token, now),
+        };
+        if allowed {
+            Ok((standing, own))
+        } else {
+            self.raise_floor(own);
+            Err(CommitError::NoPromise)
+        }
+    }
+
+    /// The token of the lease `key` holds if it holds `value` (0 if not).
+    fn token_of_value(&self, key: &K, value: &V) -> u64 {
+        self.leases
+            .read(key, |l| if &l.value == value { l.token } else { 0 })
+            .unwrap_or(0)
     }
 
     fn apply_write(
@@ -489,17 +504,7 @@ where
         token: u64,
         now: Micros,
     ) -> Result<Vec<Wake<V>>, CommitError> {
-        let standing = self.standing(&key, tag, now);
-        let own = self.promises.remove_tag(tag);
-        match standing {
-            Standing::Promised(_) => {}
-            Standing::Blocked => return self.refuse(own),
-            Standing::Unpromised => {
-                if !self.free_for(&key, &value, token, now) {
-                    return self.refuse(own);
-                }
-            }
-        }
+        let (_, own) = self.authorize(&key, &value, tag, token, now)?;
         self.raise_floor(own);
         let mut wakes = Vec::new();
         self.wake_values(&key, &value, &mut wakes);
@@ -509,10 +514,7 @@ where
             lease_ms,
         });
         // An extension keeps the acquisition's token if this node has it.
-        let token = self
-            .leases
-            .read(&key, |l| if l.value == value { l.token } else { 0 })
-            .unwrap_or(0);
+        let token = self.token_of_value(&key, &value);
         self.store(key, value, lease_ms, token, now);
         Ok(wakes)
     }
