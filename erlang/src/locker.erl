@@ -190,18 +190,10 @@ bump(Counter, Want) ->
         _ -> bump(Counter, Want)
     end.
 
-%% @private The node's token counter (created by the server at start; lazily here
-%% if a coordinator runs before it: a lost race only means two counters
-%% for a moment, and the masters' floors keep tokens increasing anyway).
+%% @private The node's token counter (see {@link locker_meta:token_counter/0}).
+-spec token_counter() -> atomics:atomics_ref().
 token_counter() ->
-    case persistent_term:get({locker, token_counter}, undefined) of
-        undefined ->
-            C = atomics:new(1, [{signed, true}]),
-            persistent_term:put({locker, token_counter}, C),
-            C;
-        Counter ->
-            Counter
-    end.
+    locker_meta:token_counter().
 
 %% @equiv update(Key, Value, NewValue, 5000)
 -spec update(key(), value(), value()) -> lock_result().
@@ -563,10 +555,7 @@ now_to_seconds() ->
 %% Throws `{locker, no_such_meta_key}' when the server is not started.
 -spec get_meta() -> {[node()], [node()], pos_integer()}.
 get_meta() ->
-    case persistent_term:get({locker, meta}, undefined) of
-        undefined -> throw({locker, no_such_meta_key});
-        Meta -> Meta
-    end.
+    locker_meta:get().
 
 %% @doc `{ok, Promises, Leases, LeaseTimer, LockTimer, PushTimer}':
 %% promises as `{Key, Tag, ExpiresAtMs}', leases as

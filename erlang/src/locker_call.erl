@@ -177,7 +177,7 @@ round(S0, Nodes, Request, Timeout, Decided) ->
     ),
     Replies0 =
         case Local of
-            true -> [{node(), locker_server:handle_local(Request)}];
+            true -> [{node(), locker_store:apply_here(Request)}];
             false -> []
         end,
     C = #collect{alias = SAlias, server = ServerMon, deadline = Deadline, decided = Decided},

@@ -15,7 +15,7 @@
 -module(locker_server).
 -behaviour(gen_server).
 
--export([start_configured/3, handle_local/1]).
+-export([start_configured/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -74,12 +74,12 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) when
     %% promises on unknown keys for a while (see locker_safe_mode).
     case locker_safe_mode:init() of
         {ok, Safe} ->
-            _ = locker:token_counter(),
+            _ = locker_meta:token_counter(),
             %% A server restarted in a running VM keeps the cluster view, as it
             %% keeps the leases: coordinators on this node must not see an empty
             %% cluster (and answer no_quorum at once) until set_nodes comes again.
             {Masters, Replicas} =
-                case persistent_term:get({locker, meta}, undefined) of
+                case locker_meta:current() of
                     {M, R, _} -> {M, R};
                     undefined -> {[], []}
                 end,
@@ -131,7 +131,7 @@ call(Request, _From, State) when
     element(1, Request) =:= extend_lease;
     element(1, Request) =:= release
 ->
-    case local(Request) of
+    case locker_store:apply(Request) of
         {{error, {unknown_request, _}} = Reply, []} ->
             {reply, Reply, warn(State, "locker: unknown request ~0P", [Request, 20])};
         {Reply, Wakes} ->
@@ -150,7 +150,7 @@ call({wait_for_release, Key, Timeout}, From, #state{next_id = Id} = State) ->
 call({set_nodes, Primaries, Replicas}, _From, #state{watch = Watch, safe = Safe} = State) ->
     case is_node_list(Primaries) andalso is_node_list(Replicas) of
         true ->
-            {_, _, W} = locker:get_meta(),
+            {_, _, W} = locker_meta:get(),
             %% Watch the servers before coordinators can see them in the metadata.
             Watch1 = locker_watch:update(Primaries ++ Replicas, Watch),
             put_meta(Primaries, Replicas, W),
@@ -159,7 +159,7 @@ call({set_nodes, Primaries, Replicas}, _From, #state{watch = Watch, safe = Safe}
             error(badarg)
     end;
 call({set_w, W}, _From, State) when is_integer(W), W > 0 ->
-    {Nodes, Replicas, _} = locker:get_meta(),
+    {Nodes, Replicas, _} = locker_meta:get(),
     put_meta(Nodes, Replicas, W),
     {reply, ok, State};
 call({set_w, _}, _From, _State) ->
@@ -172,50 +172,6 @@ call(Request, {Pid, _}, State) ->
     State1 = warn(State, "locker: unknown request ~0P from ~p", [Request, 20, Pid]),
     {reply, {error, {unknown_request, Request}}, State1}.
 
-%% @doc Performs a coordinator's request on this node's store from the
-%% coordinator's own process (no message to the server), with the reply
-%% the server would give. Waiters woken by it are handed to the server.
--spec handle_local(term()) -> term().
-handle_local(Request) ->
-    try local(Request) of
-        {Reply, []} ->
-            Reply;
-        {Reply, Wakes} ->
-            %% The server may have stopped since the coordinator looked
-            %% (its waiters went with it).
-            _ =
-                case whereis(locker) of
-                    undefined -> ok;
-                    Server -> Server ! {locker_wakes, Wakes}
-                end,
-            Reply
-    catch
-        error:badarg -> {error, badarg}
-    end.
-
-local({get_write_lock, Key, Expected, Tag}) ->
-    {locker_nif:get_write_lock(Key, Expected, Tag), []};
-local({release_write_lock, Tag}) ->
-    {locker_nif:release_write_lock(Tag), []};
-local({write, Tag, Key, Value, LeaseLength}) ->
-    committed(locker_nif:write(Tag, Key, Value, LeaseLength));
-local({update, Tag, Key, Value}) ->
-    {locker_nif:update(Tag, Key, Value), []};
-local({extend_lease, Tag, Key, Value, LeaseLength}) ->
-    committed(locker_nif:extend_lease(Tag, Key, Value, LeaseLength));
-local({release, Key, Value, Tag}) ->
-    case locker_nif:release(Key, Value, Tag) of
-        {ok, Wakes} -> {ok, Wakes};
-        Error -> {Error, []}
-    end;
-local(Request) ->
-    {{error, {unknown_request, Request}}, []}.
-
-%% A phase two that the store refused (its promise is gone and applying
-%% it could displace another holder) is answered `{error, no_promise}',
-%% which coordinators count as no commit.
-committed({ok, Wakes}) -> {ok, Wakes};
-committed({error, no_promise} = Error) -> {Error, []}.
 
 %%--------------------------------------------------------------------
 %% Replication
@@ -231,7 +187,7 @@ handle_cast(Msg, State) ->
     end.
 
 cast({trans_log, FromNode, Entries}, State) when is_list(Entries) ->
-    {Masters, _, _} = locker:get_meta(),
+    {Masters, _, _} = locker_meta:get(),
     case lists:member(node(), Masters) of
         true ->
             %% A master learns leases through votes and phase two only: a
@@ -337,10 +293,7 @@ sweep(State) ->
     end.
 
 push_trans_log() ->
-    {Nodes, Replicas, _} = locker:get_meta(),
-    %% Never to a master (a node listed among both): see handle_cast.
-    case lists:member(node(), Nodes) andalso (Replicas -- Nodes) of
-        false -> ok;
+    case locker_meta:push_targets() of
         [] -> ok;
         To -> push_trans_log(To)
     end.
@@ -451,14 +404,10 @@ cancel_wakeup(#state{wakeup = {Ref, _}} = State) ->
 %% Metadata
 %%--------------------------------------------------------------------
 
-put_meta(Nodes0, Replicas0, W) ->
-    Nodes = ordsets:from_list(Nodes0),
-    Replicas = ordsets:from_list(Replicas0),
-    case persistent_term:get({locker, meta}, undefined) of
-        {Nodes, Replicas, W} -> ok;
-        _ -> persistent_term:put({locker, meta}, {Nodes, Replicas, W})
-    end,
-    LogEnabled = lists:member(node(), Nodes) andalso lists:delete(node(), Replicas) =/= [],
+put_meta(Nodes, Replicas, W) ->
+    %% Log only what will be pushed (a master with replicas that are not
+    %% masters): a log nobody takes would fill up to its limit.
+    LogEnabled = locker_meta:put(Nodes, Replicas, W),
     ok = locker_nif:configure(?PROMISE_TTL_MS, LogEnabled).
 
 %% @private
