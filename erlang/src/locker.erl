@@ -155,8 +155,16 @@ acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     Token = next_token(Floor),
     Tag = {'$locker_token', make_ref(), Token},
     LeaseEnd = erlang:monotonic_time(millisecond) + LeaseLength,
+    %% Once W masters stored the lease, a straggler (a paused master) is
+    %% waited for no longer than the lease lasts, counted from before phase
+    %% one: a success reported long after would be of no use.
     Write = fun(S, Masters, T) ->
-        locker_call:round(S, Masters, {write, T, Key, Value, LeaseLength}, within_lease(Timeout, LeaseEnd))
+        {_, _, W} = get_meta(),
+        Enough = fun(Replies) -> length([ok || {N, ok} <- Replies, lists:member(N, Masters)]) >= W end,
+        {Commits, Bad, S1, _} = locker_call:round(
+            S, Masters, {write, T, Key, Value, LeaseLength}, Timeout, fun(_, _) -> false end, {Enough, LeaseEnd}
+        ),
+        {Commits, Bad, S1}
     end,
     %% Masters that stored the lease of an attempt that failed (fewer than
     %% W did) give it up at once instead of holding it until it expires.
@@ -376,13 +384,6 @@ cleanup(Start, Timeout) ->
             _ -> max(0, Start + Timeout - erlang:monotonic_time(millisecond))
         end,
     min(Left, ?TIMEOUT).
-
-%% Phase two of an acquisition waits for the masters' answers no longer
-%% than the lease lasts, counted from before phase one: past that the lock
-%% is of no use to the caller (with W commits by then it is a success; a
-%% straggler, e.g. a paused master, is not waited for).
-within_lease(Timeout, LeaseEnd) ->
-    min_timeout(Timeout, max(0, LeaseEnd - erlang:monotonic_time(millisecond))).
 
 min_timeout(infinity, T) -> T;
 min_timeout(T1, T2) -> min(T1, T2).

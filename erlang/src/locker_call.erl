@@ -20,11 +20,11 @@
 %% @end
 -module(locker_call).
 
--export([open/1, round/3, round/4, round/5, late/1, notify_down/3, close/1, multi_call/3]).
+-export([open/1, round/3, round/4, round/5, round/6, late/1, notify_down/3, close/1, multi_call/3]).
 -export_type([session/0, late/0]).
 
 %% `[alias | A]' is the improper list OTP's own gen:call sends.
--dialyzer({no_improper_lists, round/5}).
+-dialyzer({no_improper_lists, round/6}).
 
 -record(session, {
     local :: boolean(),
@@ -48,7 +48,8 @@
     alias :: reference() | undefined,
     server :: reference() | undefined,
     deadline :: integer() | infinity,
-    decided :: fun(([{node(), term()}], non_neg_integer()) -> boolean())
+    decided :: fun(([{node(), term()}], non_neg_integer()) -> boolean()),
+    soft = none :: none | {fun(([{node(), term()}]) -> boolean()), integer()}
 }).
 
 %% @doc Starts an operation on `Nodes'.
@@ -152,6 +153,22 @@ round(S, Nodes, Request, Timeout) ->
 -spec round(session(), [node()], term(), timeout(), fun(([{node(), term()}], non_neg_integer()) -> boolean())) ->
     {[{node(), term()}], [node()], session(), late()}.
 round(S0, Nodes, Request, Timeout, Decided) ->
+    round(S0, Nodes, Request, Timeout, Decided, none).
+
+%% @doc {@link round/5} that, once `Enough(RepliesSoFar)' holds, waits for
+%% the other nodes only until `SoftDeadline' (monotonic milliseconds):
+%% how phase two of an acquisition stops waiting for a straggler once W
+%% masters stored the lease and the lease has run out anyway.
+-spec round(
+    session(),
+    [node()],
+    term(),
+    timeout(),
+    fun(([{node(), term()}], non_neg_integer()) -> boolean()),
+    none | {fun(([{node(), term()}]) -> boolean()), integer()}
+) ->
+    {[{node(), term()}], [node()], session(), late()}.
+round(S0, Nodes, Request, Timeout, Decided, Soft) ->
     S = watch_if_server_died(S0),
     #session{local = Local0, remote = Remote0, down = Down0, alias = SAlias, server = ServerMon} = S,
     Deadline = deadline(Timeout),
@@ -180,7 +197,7 @@ round(S0, Nodes, Request, Timeout, Decided) ->
             true -> [{node(), locker_store:apply_here(Request)}];
             false -> []
         end,
-    C = #collect{alias = SAlias, server = ServerMon, deadline = Deadline, decided = Decided},
+    C = #collect{alias = SAlias, server = ServerMon, deadline = Deadline, decided = Decided, soft = Soft},
     {Replies, Bad, Down, Server, Late} = collect(C, Pending, Mons, Replies0, KnownDown, []),
     {Remote1, ServerMon1} =
         case Server of
@@ -292,7 +309,18 @@ collect(#collect{decided = Decided} = C, Pending, Mons, Replies, Bad, Down, Serv
             wait(C, Pending, Mons, Replies, Bad, Down, Server)
     end.
 
-wait(#collect{alias = SAlias, server = ServerMon, deadline = Deadline} = C, Pending, Mons, Replies, Bad, Down, Server) ->
+wait(#collect{alias = SAlias, server = ServerMon, deadline = Deadline0, soft = Soft} = C, Pending, Mons, Replies, Bad, Down, Server) ->
+    Deadline =
+        case Soft of
+            {Enough, SoftDeadline} ->
+                case Enough(Replies) of
+                    true when Deadline0 =:= infinity -> SoftDeadline;
+                    true -> min(Deadline0, SoftDeadline);
+                    false -> Deadline0
+                end;
+            none ->
+                Deadline0
+        end,
     receive
         {[alias | Alias], Reply} when is_map_key(Alias, Pending) ->
             erlang:unalias(Alias),

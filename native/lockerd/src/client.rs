@@ -225,7 +225,8 @@ impl Client {
         request: &Term,
         timeout: Duration,
     ) -> Vec<(Atom, Term)> {
-        self.round_until(s, nodes, request, timeout, None).await
+        self.round_until(s, nodes, request, timeout, None, None)
+            .await
     }
 
     /// [`Self::round`] that stops waiting as soon as
@@ -239,6 +240,7 @@ impl Client {
         request: &Term,
         timeout: Duration,
         decided: Option<Decided<'_>>,
+        soft: Option<(Enough<'_>, Instant)>,
     ) -> Vec<(Atom, Term)> {
         let deadline = Instant::now() + timeout;
         let me = s.mb.pid().clone();
@@ -262,7 +264,13 @@ impl Client {
                 s.late.extend(pending.drain());
                 break;
             }
-            let sig = match tokio::time::timeout_at(deadline, s.mb.recv()).await {
+            // Once `enough` holds, the others are waited for only until the
+            // soft deadline.
+            let until = match soft {
+                Some((enough, soft_deadline)) if enough(&replies) => deadline.min(soft_deadline),
+                _ => deadline,
+            };
+            let sig = match tokio::time::timeout_at(until, s.mb.recv()).await {
                 Ok(Some(sig)) => sig,
                 _ => break,
             };
@@ -331,7 +339,14 @@ impl Client {
         };
         let budget = Duration::from_millis(PHASE_TWO_BUDGET_MS);
         let replies = self
-            .round_until(&mut s, &masters, &req, timeout.min(budget), Some(&decided))
+            .round_until(
+                &mut s,
+                &masters,
+                &req,
+                timeout.min(budget),
+                Some(&decided),
+                None,
+            )
             .await;
         let mut op = tally(&op0, &replies, n.saturating_sub(replies.len()));
         let release_tag = Term::tuple(vec![Term::static_atom("release_write_lock"), tag.clone()]);
@@ -410,12 +425,26 @@ impl Client {
                     value.clone(),
                     Term::Int(lease_ms),
                 ]);
-                // No longer than the lease lasts, counted from before
-                // phase one: past that the lock is of no use (as
-                // locker.erl's within_lease).
+                // Once W masters stored it, a straggler (a paused master)
+                // is waited for only until the lease, counted from before
+                // phase one, runs out (as locker.erl).
                 let lease = Duration::from_millis(u64::try_from(lease_ms).unwrap_or(0));
-                let left = lease.saturating_sub(started.elapsed());
-                self.round(s, masters, &r, timeout.min(left)).await
+                let w = self.0.w;
+                let enough = |r: &[(Atom, Term)]| {
+                    r.iter()
+                        .filter(|(n, x)| masters.contains(n) && x.is_atom("ok"))
+                        .count()
+                        >= w
+                };
+                self.round_until(
+                    s,
+                    masters,
+                    &r,
+                    timeout,
+                    None,
+                    Some((&enough, started + lease)),
+                )
+                .await
             }
             CommitKind::Update { new_value } => {
                 let r = Term::tuple(vec![
@@ -829,6 +858,9 @@ fn cleanup(started: Instant, timeout: Duration) -> Duration {
         .saturating_sub(started.elapsed())
         .min(Duration::from_secs(5))
 }
+
+/// Whether a round has enough answers to stop waiting at its soft deadline.
+type Enough<'a> = &'a (dyn Fn(&[(Atom, Term)]) -> bool + Sync);
 
 /// When a round may stop waiting: `(replies so far, still pending)`.
 type Decided<'a> = &'a (dyn Fn(&[(Atom, Term)], usize) -> bool + Sync);
