@@ -289,6 +289,9 @@ expire_leases(Config) ->
     [{ok, Pid} = call(N, dirty_read, [abc]) || N <- Cluster],
     {ok, released} = call(B, wait_for_release, [123, 5000]),
     rpc:sbcast(Cluster, locker, expire_leases),
+    %% A call from this process reaches each server after the sweep it
+    %% sent (one sender, one receiver: in order), so the sweep is done.
+    [{ok, _, _, _, _, _} = gen_server:call({locker, N}, get_debug_state) || N <- Cluster],
     [{error, not_found} = call(N, dirty_read, [K]) || N <- Cluster, K <- [123, <<"ms">>]],
     [{ok, Pid} = call(N, dirty_read, [abc]) || N <- Cluster],
     {ok, [], [{abc, Pid, _}], _, _, _} = state(C),
