@@ -43,6 +43,26 @@ impl LogLimit {
     /// not. The first call of a new second logs how many were suppressed
     /// in the previous ones.
     pub fn allow(&self) -> bool {
+        self.roll();
+        if self.logged.fetch_add(1, Ordering::Relaxed) < PER_SECOND {
+            true
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Reports the warnings suppressed in earlier seconds, if any, even
+    /// when no new warning comes to trigger it. Servers call it from a
+    /// periodic timer so that the count of a flood's last second is not
+    /// held back until the next bad request.
+    pub fn flush(&self) {
+        self.roll();
+    }
+
+    /// Starts a new second if the clock moved on, logging what the
+    /// previous seconds suppressed.
+    fn roll(&self) {
         let now = self.start.get_or_init(Instant::now).elapsed().as_secs() + 1;
         let second = self.second.load(Ordering::Relaxed);
         if now != second
@@ -59,12 +79,6 @@ impl LogLimit {
                     "{n} more warnings about bad input suppressed"
                 );
             }
-        }
-        if self.logged.fetch_add(1, Ordering::Relaxed) < PER_SECOND {
-            true
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            false
         }
     }
 

@@ -333,7 +333,10 @@ impl Locker {
                 _ = lock_t.tick() => self.sweep(),
                 _ = push_t.tick() => self.push(),
                 _ = sleep_until(wake), if wake.is_some() => { self.wakeup = None; self.sweep() },
-                _ = reconnect_t.tick() => self.reconnect(),
+                _ = reconnect_t.tick() => {
+                    self.reconnect();
+                    erl_node::log_limit::BAD_INPUT.flush();
+                }
             }
             if gauges_at.elapsed() >= GAUGES_EVERY {
                 self.update_gauges();
