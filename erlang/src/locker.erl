@@ -159,7 +159,7 @@ acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     %% waited for no longer than the lease lasts, counted from before phase
     %% one: a success reported long after would be of no use.
     Write = fun(S, Masters, T) ->
-        {_, _, W} = get_meta(),
+        {_, _, W} = meta(),
         Enough = fun(Replies) -> length([ok || {N, ok} <- Replies, lists:member(N, Masters)]) >= W end,
         {Commits, Bad, S1, _} = locker_call:round(
             S, Masters, {write, T, Key, Value, LeaseLength}, Timeout, fun(_, _) -> false end, {Enough, LeaseEnd}
@@ -294,7 +294,7 @@ two_phase(Key, Expected, Tag, Timeout, Commit) ->
     two_phase(Key, Expected, Tag, Timeout, Commit, none).
 
 two_phase(Key, Expected, Tag, Timeout, Commit, Undo) ->
-    {Nodes, Replicas, W} = get_meta(),
+    {Nodes, Replicas, W} = meta(),
     Start = erlang:monotonic_time(millisecond),
     S = locker_call:open(Nodes ++ (Replicas -- Nodes)),
     try phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) of
@@ -417,10 +417,19 @@ is_node_list(_) -> false.
 %% @private The text of a wrong argument's error (OTP's error_info).
 -spec format_error(term(), erlang:stacktrace()) -> #{pos_integer() => unicode:chardata()}.
 format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
-    #{cause := Cause} = proplists:get_value(error_info, Info, #{cause => #{}}),
-    maps:map(fun(_, What) -> expected(What) end, Cause);
+    case proplists:get_value(error_info, Info, #{cause => #{}}) of
+        #{cause := not_started} ->
+            #{general => not_started_text()};
+        #{cause := Cause} when is_map(Cause) ->
+            maps:map(fun(_, What) -> expected(What) end, Cause);
+        _ ->
+            #{}
+    end;
 format_error(_Reason, _Stack) ->
     #{}.
+
+not_started_text() ->
+    "locker is not started on this node: start the locker application (or locker:start_link/1) first".
 
 expected(value) -> "expected a value other than the atom not_found (the protocol's marker for an absent key)";
 expected(lease) -> "expected a lease length: a non-negative integer of milliseconds";
@@ -447,7 +456,7 @@ dirty_read(Key) ->
 %% random master through `rpc'.
 -spec master_dirty_read(key()) -> {ok, value()} | {error, not_found} | {badrpc, term()}.
 master_dirty_read(Key) ->
-    {Nodes, _, _} = get_meta(),
+    {Nodes, _, _} = meta(),
     case lists:member(node(), Nodes) of
         true ->
             dirty_read(Key);
@@ -557,6 +566,18 @@ now_to_seconds() ->
 -spec get_meta() -> {[node()], [node()], pos_integer()}.
 get_meta() ->
     locker_meta:get().
+
+%% This node's view for the coordinator and master_dirty_read/1: before
+%% the server ever started on this node, an error that says so (the
+%% original threw `{locker, no_such_meta_key}', which names nothing the
+%% caller did; get_meta/0 and get_meta_ets/1 still throw it).
+meta() ->
+    case locker_meta:current() of
+        undefined ->
+            erlang:error({locker, not_started}, none, [{error_info, #{module => ?MODULE, cause => not_started}}]);
+        Meta ->
+            Meta
+    end.
 
 %% @doc `{ok, Promises, Leases, LeaseTimer, LockTimer, PushTimer}':
 %% promises as `{Key, Tag, ExpiresAtMs}', leases as
