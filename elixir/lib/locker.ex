@@ -103,10 +103,18 @@ defmodule Locker do
   @spec start(Application.start_type(), term()) :: {:ok, pid()} | {:error, term()}
   def start(_type, _args) do
     if warning = Config.legacy_env_warning(), do: Logger.warning(warning)
-    server = if Config.autostart?(), do: [{Locker, []}], else: []
-    registry = [Locker.Registry.Table, Locker.Registry.Keeper, Locker.Registry.Resolver]
-    children = server ++ registry ++ [Locker.AcquireQueue]
-    Supervisor.start_link(children, strategy: :one_for_one, name: Locker.Supervisor)
+
+    case Config.check() do
+      :ok ->
+        server = if Config.autostart?(), do: [{Locker, []}], else: []
+        registry = if Config.registry_autostart?(), do: [Locker.Registry], else: []
+        children = server ++ registry ++ [Locker.AcquireQueue]
+        Supervisor.start_link(children, strategy: :one_for_one, name: Locker.Supervisor)
+
+      {:error, messages} ->
+        Enum.each(messages, &Logger.error/1)
+        {:error, {:bad_config, messages}}
+    end
   end
 
   @doc false
@@ -198,7 +206,7 @@ defmodule Locker do
   @spec lock(key(), value(), non_neg_integer(), timeout()) :: lock_result()
   def lock(key, value, lease_length \\ 2000, timeout \\ 5000) do
     Telemetry.span([:lock], %{key: key, lease: lease_length}, fn ->
-      :locker.lock(key, value, lease_length, timeout)
+      started!(fn -> :locker.lock(key, value, lease_length, timeout) end)
     end)
   end
 
@@ -208,7 +216,7 @@ defmodule Locker do
   """
   @spec update(key(), value(), value(), timeout()) :: lock_result()
   def update(key, value, new_value, timeout \\ 5000),
-    do: :locker.update(key, value, new_value, timeout)
+    do: started!(fn -> :locker.update(key, value, new_value, timeout) end)
 
   @doc """
   Waits until `key` has a value on this node: `{:ok, value}`; exits like
@@ -231,7 +239,9 @@ defmodule Locker do
   """
   @spec release(key(), value(), timeout()) :: lock_result()
   def release(key, value, timeout \\ 5000) do
-    Telemetry.span([:release], %{key: key}, fn -> :locker.release(key, value, timeout) end)
+    Telemetry.span([:release], %{key: key}, fn ->
+      started!(fn -> :locker.release(key, value, timeout) end)
+    end)
   end
 
   @doc """
@@ -241,7 +251,7 @@ defmodule Locker do
   @spec extend_lease(key(), value(), non_neg_integer()) :: :ok | {:error, :no_quorum}
   def extend_lease(key, value, lease_length \\ 2000) do
     Telemetry.span([:extend], %{key: key, lease: lease_length}, fn ->
-      :locker.extend_lease(key, value, lease_length)
+      started!(fn -> :locker.extend_lease(key, value, lease_length) end)
     end)
   end
 
@@ -258,7 +268,7 @@ defmodule Locker do
   master through `:rpc` (`:locker.master_dirty_read/1`).
   """
   @spec master_dirty_read(key()) :: {:ok, value()} | {:error, :not_found} | {:badrpc, term()}
-  def master_dirty_read(key), do: :locker.master_dirty_read(key)
+  def master_dirty_read(key), do: started!(fn -> :locker.master_dirty_read(key) end)
 
   @doc "Times a lock and release of a probe key: `{millis, lock_result}` (`:locker.lag/0`)."
   @spec lag() :: {float(), lock_result()}
@@ -315,7 +325,7 @@ defmodule Locker do
       timeout: Keyword.get(opts, :timeout, 5000)
     }
 
-    Telemetry.span([:acquire], meta, fn -> Acquire.run(key, opts) end, fn
+    Telemetry.span([:acquire], meta, fn -> started!(fn -> Acquire.run(key, opts) end) end, fn
       {:ok, lease} -> %{result: :ok, token: lease.token}
       {:error, reason} -> %{result: reason}
     end)
@@ -349,7 +359,7 @@ defmodule Locker do
     sent = System.monotonic_time(:millisecond)
 
     Telemetry.span([:extend], %{key: key, lease: ms}, fn ->
-      case :locker.extend_lease(key, value, ms, timeout) do
+      case started!(fn -> :locker.extend_lease(key, value, ms, timeout) end) do
         :ok -> {:ok, %{lease | expires_at: Lease.validity_end(sent, ms)}}
         {:error, :no_quorum} -> {:error, :no_quorum}
       end
@@ -405,6 +415,17 @@ defmodule Locker do
       {:error, _} = error ->
         error
     end
+  end
+
+  @doc false
+  # Runs `fun`, which calls the `locker` coordinator: before the server
+  # ever started on this node, raises `Locker.NotStartedError` instead of
+  # the Erlang error `{:locker, :not_started}`.
+  @spec started!((-> result)) :: result when result: var
+  def started!(fun) do
+    fun.()
+  catch
+    :error, {:locker, :not_started} -> raise Locker.NotStartedError, node: node()
   end
 
   @acquire_defaults [

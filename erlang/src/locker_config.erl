@@ -38,6 +38,7 @@ keys() ->
         {state_dir, fun is_dir_name/1, "a directory name (a string or a binary)"},
         %% The Elixir application (Locker.Config).
         {autostart, fun is_boolean/1, "true or false"},
+        {registry_autostart, fun is_boolean/1, "true or false"},
         {quorum, fun pos_int/1, Pos ++ " (the write quorum; 0 let every lock succeed and is refused)"},
         {registry_lease, fun pos_int/1, Ms},
         {registry_extend_interval, fun pos_int/1, Ms},
