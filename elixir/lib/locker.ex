@@ -421,7 +421,7 @@ defmodule Locker do
   # Runs `fun`, which calls the `locker` coordinator: before the server
   # ever started on this node, raises `Locker.NotStartedError` instead of
   # the Erlang error `{:locker, :not_started}`.
-  @spec started!((-> result)) :: result when result: var
+  @spec started!((() -> result)) :: result when result: var
   def started!(fun) do
     fun.()
   catch

@@ -103,6 +103,7 @@ defmodule Locker.Registry do
 
   @name_key :"$locker_name"
   @meta_tag :"$locker_name"
+  @value_key :"$locker_name_value"
 
   @doc """
   Registers `pid` under `name` cluster-wide: `:yes`, or `:no` when the
@@ -273,7 +274,11 @@ defmodule Locker.Registry do
   defp watch(name, pid, value, remaining) do
     case Keeper.watch(name, pid, value, remaining) do
       :ok ->
-        if pid == self(), do: Process.put(@name_key, name)
+        if pid == self() do
+          Process.put(@name_key, name)
+          Process.put(@value_key, value)
+        end
+
         :yes
 
       {:error, reason} ->
@@ -303,9 +308,11 @@ defmodule Locker.Registry do
   """
   @spec unregister() :: :ok
   def unregister do
+    value = Process.delete(@value_key) || self()
+
     case Process.delete(@name_key) do
       nil -> :ok
-      name -> unregister_owned(name, self())
+      name -> unregister_owned(name, value)
     end
   end
 
@@ -497,6 +504,7 @@ defmodule Locker.Registry do
 
     if pid == self() and Process.get(@name_key) == name do
       Process.delete(@name_key)
+      Process.delete(@value_key)
     end
 
     duration = System.monotonic_time() - started
@@ -537,6 +545,7 @@ defmodule Locker.Registry do
   @spec __terminate__(term()) :: :ok
   def __terminate__({:shutdown, {:locker_name_lost, _}}) do
     _ = Process.delete(@name_key)
+    _ = Process.delete(@value_key)
     :ok
   end
 

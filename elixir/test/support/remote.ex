@@ -118,6 +118,37 @@ defmodule LockerTest.Remote do
 
   def drop_partition_noise(_, _), do: :ignore
 
+  @doc """
+  Calls `apply(m, f, a)` in a new process that then stays alive (until
+  its node stops), for calls that register the caller: `{:ok, result}`.
+  """
+  def call_in_new_process(m, f, a) do
+    parent = self()
+
+    pid =
+      spawn(fn ->
+        send(parent, {:called, self(), apply(m, f, a)})
+        Process.sleep(:infinity)
+      end)
+
+    receive do
+      {:called, ^pid, result} -> {:ok, result}
+    end
+  end
+
+  @doc """
+  Spawns a process that registers itself under `name` with `meta`,
+  reports `{:registered, pid, result}` to `report`, and on `:unregister`
+  calls `Locker.Registry.unregister/0` and reports `{:unregistered, result}`.
+  """
+  def spawn_register_meta(name, meta, report) do
+    Kernel.spawn(fn ->
+      send(report, {:registered, self(), Locker.Registry.register(name, meta)})
+      receive do: (:unregister -> send(report, {:unregistered, Locker.Registry.unregister()}))
+      Process.sleep(:infinity)
+    end)
+  end
+
   @doc "Calls `apply(m, f, a)` (a start_link) and unlinks the started process from the caller."
   def start_unlinked(m, f, a) do
     with {:ok, pid} <- apply(m, f, a) do

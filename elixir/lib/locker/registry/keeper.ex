@@ -367,6 +367,7 @@ defmodule Locker.Registry.Keeper do
 
   defp start_round(state) do
     keeper = self()
+
     entries =
       for {name, %{pid: pid, value: value, lost: nil}} <- state.names, do: {name, pid, value}
 
