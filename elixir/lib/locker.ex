@@ -426,6 +426,7 @@ defmodule Locker do
     fun.()
   catch
     :error, {:locker, :not_started} -> raise Locker.NotStartedError, node: node()
+    :throw, {:locker, :no_such_meta_key} -> raise Locker.NotStartedError, node: node()
   end
 
   @acquire_defaults [

@@ -43,7 +43,7 @@ keys() ->
         {registry_lease, fun pos_int/1, Ms},
         {registry_extend_interval, fun pos_int/1, Ms},
         {registry_margin, fun pos_int/1, Ms},
-        {registry_on_lost, fun(V) -> V =:= exit orelse V =:= notify end, "exit or notify"}
+        {registry_on_lost, fun(V) -> V =:= exit orelse V =:= notify end, "exit or notify (atoms)"}
     ].
 
 %% @doc Checks this node's `locker' application environment.

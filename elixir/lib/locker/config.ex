@@ -153,8 +153,11 @@ defmodule Locker.Config do
     end
   end
 
+  # In Elixir's syntax (the Erlang application's are in Erlang's).
   defp messages(problems) do
-    problems |> :locker_config.messages() |> Enum.map(&List.to_string/1)
+    for {key, value, expected} <- problems do
+      "locker: bad application environment: #{key} = #{inspect(value)}: expected #{expected}"
+    end
   end
 
   @doc "A majority of `masters`: `div(length(masters), 2) + 1`."
