@@ -149,6 +149,20 @@ defmodule LockerTest.Remote do
     end)
   end
 
+  @doc "Evaluates Erlang expressions (`code`, ending with a dot) with `bindings`: their value."
+  def eval_erlang(code, bindings) do
+    {:ok, tokens, _} = :erl_scan.string(String.to_charlist(code))
+    {:ok, exprs} = :erl_parse.parse_exprs(tokens)
+    {:value, value, _} = :erl_eval.exprs(exprs, bindings_of(bindings))
+    value
+  end
+
+  defp bindings_of(bindings) do
+    Enum.reduce(bindings, :erl_eval.new_bindings(), fn {k, v}, acc ->
+      :erl_eval.add_binding(k, v, acc)
+    end)
+  end
+
   @doc "Calls `apply(m, f, a)` (a start_link) and unlinks the started process from the caller."
   def start_unlinked(m, f, a) do
     with {:ok, pid} <- apply(m, f, a) do

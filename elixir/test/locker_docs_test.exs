@@ -1,0 +1,214 @@
+defmodule LockerDocsTest do
+  # Every code block of README.md and docs/*.md either runs here, against
+  # a small cluster of real nodes, or is listed below as not runnable with
+  # the reason (and where else it is exercised). A new or changed block
+  # whose first line is not listed fails the test "every block is
+  # classified". The `iex>` examples of the modules' @doc run as doctests
+  # on this node, a master of a three-master cluster (W = 2).
+  use ExUnit.Case, async: false
+  alias LockerTest.Cluster
+
+  @root Path.expand("../..", __DIR__)
+  @files ["README.md"] ++
+           (Path.join(@root, "docs/*.md")
+            |> Path.wildcard()
+            |> Enum.map(&Path.relative_to(&1, @root))
+            |> Enum.sort())
+  for f <- @files, do: @external_resource(Path.join(@root, f))
+
+  # {file, first line of the block (a prefix), how it is checked}.
+  @blocks [
+    {"README.md", "./scripts/demo.sh",
+     {:skip, "the demo: scripts/test.sh runs scripts/demo.sh as a step of its own"}},
+    {"README.md", "# mix.exs",
+     {:skip,
+      "a dependency line of a user's project: scripts/consumer-test.sh builds such Mix projects"}},
+    {"README.md", "%% rebar.config",
+     {:skip, "a user's rebar.config: scripts/consumer-test.sh builds such rebar3 projects"}},
+    {"README.md", "{ok, _} = locker:start_link(2)", :erlang_quick_start},
+    {"README.md", "{:ok, _} = GenServer.start_link(Worker", :elixir},
+    {"README.md", "cargo build --release -p lockerd",
+     {:skip,
+      "starts a long-running lockerd: tests/lockerd_SUITE.erl starts lockerd with these options"}},
+    {"README.md", "./scripts/bench.sh",
+     {:skip, "the benchmarks take minutes: run by hand, their figures are in the README"}},
+    {"docs/elixir.md", "# config/runtime.exs", :config},
+    {"docs/elixir.md", "{:ok, pid} = GenServer.start_link(Worker", :elixir},
+    {"docs/elixir.md", "Locker.transaction({:account, id}", :elixir}
+  ]
+
+  # Fenced blocks: {file, line, language, code}.
+  extract = fn file ->
+    {blocks, _open} =
+      Path.join(@root, file)
+      |> File.read!()
+      |> String.split("\n")
+      |> Enum.with_index(1)
+      |> Enum.reduce({[], nil}, fn
+        {text, n}, {acc, nil} ->
+          case Regex.run(~r/^\s*```(\w*)\s*$/, text) do
+            [_, lang] -> {acc, {lang, n, []}}
+            nil -> {acc, nil}
+          end
+
+        {text, _n}, {acc, {lang, start, body}} ->
+          if String.trim(text) == "```",
+            do: {[{file, start, lang, Enum.join(Enum.reverse(body), "\n")} | acc], nil},
+            else: {acc, {lang, start, [text | body]}}
+      end)
+
+    Enum.reverse(blocks)
+  end
+
+  @found Enum.flat_map(@files, extract)
+
+  defp classify(file, code) do
+    first = code |> String.split("\n") |> Enum.find("", &(String.trim(&1) != "")) |> String.trim()
+
+    Enum.find_value(@blocks, :unclassified, fn {f, prefix, how} ->
+      if f == file and String.starts_with?(first, prefix), do: how
+    end)
+  end
+
+  # Stand-ins for the user's modules the snippets name.
+  defmodule Worker do
+    @moduledoc false
+    use GenServer
+    def init(state), do: {:ok, state}
+    def handle_call(:ping, _from, state), do: {:reply, :pong, state}
+  end
+
+  defmodule Billing do
+    @moduledoc false
+    def charge(_id, fencing_token: token) when is_integer(token) and token > 0, do: :charged
+  end
+
+  defmodule Accounts do
+    @moduledoc false
+    def debit(_id, _amount, fence: token) when is_integer(token) and token > 0, do: :debited
+  end
+
+  setup_all do
+    # This node and two peers: three masters, W = 2 (a majority).
+    peers = for name <- [:bd_b, :bd_c], do: Cluster.start_peer(name)
+    nodes = [node() | Enum.map(peers, &elem(&1, 1))]
+    :ok = :locker.set_nodes([node()], nodes, [])
+    :ok = :locker.set_w([node()], 2)
+    for {_, n} <- peers, do: Cluster.start_app(n, masters: nodes)
+    Cluster.await_ready(nodes)
+
+    on_exit(fn ->
+      Cluster.stop(Enum.map(peers, &elem(&1, 0)))
+      :ok = :locker.set_nodes([node()], [node()], [])
+      :ok = :locker.set_w([node()], 1)
+    end)
+
+    %{nodes: nodes}
+  end
+
+  doctest Locker
+  doctest Locker.Registry
+
+  test "every block of README.md and docs/*.md is classified" do
+    unclassified =
+      for {file, line, _lang, code} <- @found, classify(file, code) == :unclassified do
+        "#{file}:#{line}"
+      end
+
+    assert unclassified == [],
+           "code blocks neither run nor listed as not runnable in #{__ENV__.file}: " <>
+             Enum.join(unclassified, ", ")
+
+    # Every entry still names a block (a stale entry hides nothing).
+    for {file, prefix, _} <- @blocks do
+      assert Enum.any?(@found, fn {f, _, _, code} ->
+               f == file and String.starts_with?(String.trim_leading(code), prefix)
+             end),
+             "no block of #{file} starts with #{inspect(prefix)}"
+    end
+  end
+
+  for {file, line, lang, code} <- @found do
+    @tag block: "#{file}:#{line}"
+    test "#{file}:#{line} (#{lang})" do
+      run(unquote(file), unquote(code))
+    end
+  end
+
+  defp run(file, code) do
+    case classify(file, code) do
+      {:skip, _reason} -> :ok
+      :unclassified -> :ok
+      :elixir -> eval_elixir(code)
+      :config -> check_config(code)
+      :erlang_quick_start -> erlang_quick_start(code)
+    end
+  end
+
+  # Runs in a process of its own, with the stand-ins aliased and the
+  # snippets' free variables bound; processes it linked are killed after.
+  defp eval_elixir(code) do
+    parent = self()
+    binding = [id: 42, amount: 10]
+
+    code = "alias LockerDocsTest.{Accounts, Billing, Worker}\n" <> code
+
+    {pid, ref} =
+      spawn_monitor(fn ->
+        {result, _} = Code.eval_string(code, binding)
+        {:links, links} = Process.info(self(), :links)
+        Enum.each(links, &Process.exit(&1, :kill))
+        send(parent, {:evaluated, self(), result})
+      end)
+
+    receive do
+      {:evaluated, ^pid, result} ->
+        Process.demonitor(ref, [:flush])
+        refute match?({:error, _}, result), "the block returned #{inspect(result)}"
+
+      {:DOWN, ^ref, :process, ^pid, reason} ->
+        flunk("the block raised: #{inspect(reason)}")
+    after
+      30_000 -> flunk("the block did not finish in 30 s")
+    end
+  end
+
+  # `config :locker, ...` as a keyword list: every key passes the checks
+  # the application runs at start.
+  defp check_config(code) do
+    list = code |> String.replace(~r/^\s*config :locker,/m, "[") |> Kernel.<>("\n]")
+    {opts, _} = Code.eval_string(list)
+    assert :locker_config.check(Map.new(opts)) == :ok
+    assert %{lease: _} = Locker.Config.registry(opts)
+  end
+
+  # On three fresh peers with the application loaded but no server: the
+  # block's first line (start_link) on two of them, then the whole block
+  # on the third.
+  defp erlang_quick_start(code) do
+    {nodes, peers} = Cluster.start([:bd_qa, :bd_qb, :bd_qc], autostart: false, masters: [])
+
+    try do
+      [a | others] = nodes
+
+      for n <- others,
+          do:
+            {:ok, _} =
+              Cluster.rpc(n, LockerTest.Remote, :start_unlinked, [:locker, :start_link, [2]])
+
+      bindings = [
+        Cluster: nodes,
+        Masters: nodes,
+        Replicas: [],
+        Key: "doc-key",
+        NewValue: :new_value,
+        Other: :other
+      ]
+
+      assert {:ok, token} = Cluster.rpc(a, LockerTest.Remote, :eval_erlang, [code, bindings])
+      assert is_integer(token) and token > 0
+    after
+      Cluster.stop(peers)
+    end
+  end
+end
