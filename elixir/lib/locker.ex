@@ -18,13 +18,16 @@ defmodule Locker do
       other masters and replicas that run `locker` (`set_nodes/3`,
       `set_w/2`; nodes without `locker` are skipped), so the last node to
       start sets the view of all;
-    * `Locker.Registry.Table`, `Locker.Registry.Keeper` (which keeps
-      `Locker.Registry` names alive, and stops owners that lose theirs)
-      and `Locker.Registry.Resolver` (which resolves names on nodes that
-      are neither masters nor replicas);
+    * `Locker.Registry` (unless `registry_autostart: false`): a
+      supervisor of `Locker.Registry.Table`, `Locker.Registry.Keeper`
+      (which keeps `Locker.Registry` names alive, and stops owners that
+      lose theirs) and `Locker.Registry.Resolver` (which resolves names on
+      nodes that are neither masters nor replicas);
     * `Locker.AcquireQueue`, which orders `acquire/2` callers of this node.
 
-  See `Locker.Config` for every key of the application environment.
+  See `Locker.Config` for every key of the application environment. A bad
+  key stops the start with `{:bad_config, messages}` (one message per bad
+  key, each logged).
 
       # config/runtime.exs
       config :locker, masters: [:"a@host", :"b@host", :"c@host"], quorum: 2
@@ -94,10 +97,10 @@ defmodule Locker do
   ## Application
 
   @doc """
-  The application callback: starts `Locker.Supervisor` with the `locker`
-  server (when `:autostart`), `Locker.Registry.Table`,
-  `Locker.Registry.Keeper`, `Locker.Registry.Resolver` and
-  `Locker.AcquireQueue`.
+  The application callback: checks the application environment
+  (`Locker.Config.check/0`), then starts `Locker.Supervisor` with the
+  `locker` server (when `:autostart`), `Locker.Registry` (when
+  `:registry_autostart`) and `Locker.AcquireQueue`.
   """
   @impl Application
   @spec start(Application.start_type(), term()) :: {:ok, pid()} | {:error, term()}

@@ -86,6 +86,19 @@ defmodule Locker.Registry do
       node learns of the death (the release or the `DOWN`); a pid of this
       node that has exited is never returned.
 
+  ## Lookups, listings and metadata
+
+  `lookup/1` and `meta/1` read one name as `whereis_name/1` does (a
+  master's or replica's own store, else one master); `select/1`,
+  `names/0` and `count/0` ask the keeper of every connected node for the
+  names it holds (not a snapshot: see `select/1`). A name can carry
+  metadata, set when it is registered (`register/2` for the caller,
+  `via/2` for a process started under a name) and readable from every
+  node. A registration without a quorum exits with
+  `{:locker_no_quorum, name}` instead of answering `:no` (see
+  `register_name/2`). `child_spec/1` starts the registry's processes in
+  an application's own tree (`registry_autostart: false`).
+
   ## Differences from elixir_locker
 
     * Names are kept alive and released by the keeper; elixir_locker relied
