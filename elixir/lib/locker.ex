@@ -381,10 +381,17 @@ defmodule Locker do
   @spec transaction(key(), pos_integer(), (() -> result) | (Lease.t() -> result), acquire_opts()) ::
           result | {:error, :lock_failure}
         when result: var
-  def transaction(key, ttl, fun, opts \\ []) when is_function(fun, 0) or is_function(fun, 1) do
+  def transaction(key, ttl, fun, opts \\ []) do
+    check_fun!(fun, "Locker.transaction/4")
+
     unless is_integer(ttl) and ttl > 0 do
       raise ArgumentError,
             "Locker.transaction/4: ttl must be a positive integer of milliseconds, got: #{inspect(ttl)}"
+    end
+
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError,
+            "Locker.transaction/4: options must be a keyword list, got: #{inspect(opts)}"
     end
 
     case with_lock(key, Keyword.put(opts, :lease, ttl), fun) do
@@ -406,7 +413,9 @@ defmodule Locker do
   @spec with_lock(key(), acquire_opts(), (() -> result) | (Lease.t() -> result)) ::
           {:ok, result} | {:error, :timeout | :no_quorum}
         when result: var
-  def with_lock(key, opts \\ [], fun) when is_function(fun, 0) or is_function(fun, 1) do
+  def with_lock(key, opts \\ [], fun) do
+    check_fun!(fun, "Locker.with_lock/3")
+
     case acquire(key, opts) do
       {:ok, lease} ->
         try do
@@ -430,6 +439,13 @@ defmodule Locker do
   catch
     :error, {:locker, :not_started} -> raise Locker.NotStartedError, node: node()
     :throw, {:locker, :no_such_meta_key} -> raise Locker.NotStartedError, node: node()
+  end
+
+  defp check_fun!(fun, _what) when is_function(fun, 0) or is_function(fun, 1), do: :ok
+
+  defp check_fun!(fun, what) do
+    raise ArgumentError,
+          "#{what}: expected a function of no argument or of the lease, got: #{inspect(fun)}"
   end
 
   @acquire_defaults [

@@ -53,8 +53,9 @@ defmodule Locker.Fsm do
   defmacro __using__(opts) do
     quote location: :keep do
       @behaviour :gen_fsm
-      @locker_lease_length Keyword.get(unquote(opts), :lease_length, 5000)
-      @locker_lease_threshold Keyword.get(unquote(opts), :lease_threshold, 500)
+      @locker_opts Locker.Server.__options__(unquote(opts), "use Locker.Fsm")
+      @locker_lease_length @locker_opts[:lease_length]
+      @locker_lease_threshold @locker_opts[:lease_threshold]
       @before_compile Locker.Fsm
 
       @doc "Starts the FSM, registered as `{:via, Locker.Registry, name}` with `name:` in `opts`."

@@ -167,6 +167,11 @@ defmodule Locker.Registry do
     end
   end
 
+  def register_name(_name, pid) do
+    raise ArgumentError,
+          "Locker.Registry.register_name/2: expected a pid as the owner, got: #{inspect(pid)}"
+  end
+
   @doc """
   Registers the calling process under `name` with `meta` (any term,
   `nil` for none), readable from every node with `lookup/1` and
@@ -482,7 +487,12 @@ defmodule Locker.Registry do
   process whose keeper answers.
   """
   @spec on_lost(term(), :exit | :notify) :: :ok | {:error, :not_registered}
-  def on_lost(name, action) when action in [:exit, :notify] do
+  def on_lost(name, action) do
+    unless action in [:exit, :notify] do
+      raise ArgumentError,
+            "Locker.Registry.on_lost/2: the action must be :exit or :notify, got: #{inspect(action)}"
+    end
+
     name = key(name)
 
     with {:ok, value} <- owner(name),
