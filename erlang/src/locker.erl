@@ -67,13 +67,24 @@
 start_link(W) ->
     start_link(W, 1000, 1000, 100).
 
-%% @doc Starts the `locker' server, registered locally as `locker'.
+%% @doc Starts the `locker' server, registered locally as `locker'. A
+%% quorum or an interval that is not a positive integer fails at once with
+%% `badarg' naming it.
 %% Leases survive a crash and restart of the server within the same VM
 %% (they live in the NIF store); pending promises and waiters do not.
 -spec start_link(pos_integer(), pos_integer(), pos_integer(), pos_integer()) ->
     {ok, pid()} | {error, term()}.
 start_link(W, LeaseExpireInterval, LockExpireInterval, PushTransInterval) ->
     Args = [W, LeaseExpireInterval, LockExpireInterval, PushTransInterval],
+    ?CHECK(
+        [
+            {1, is_integer(W) andalso W > 0, quorum},
+            {2, is_interval(LeaseExpireInterval), interval},
+            {3, is_interval(LockExpireInterval), interval},
+            {4, is_interval(PushTransInterval), interval}
+        ],
+        Args
+    ),
     gen_server:start_link({local, locker}, locker_server, Args, []).
 
 %% @doc Sets the write quorum on every node of `Cluster'.
@@ -407,6 +418,8 @@ is_lease(L) -> is_integer(L) andalso L >= 0.
 %% granted again to the next `lock' (the original has the same flaw).
 is_value(V) -> V =/= not_found.
 
+is_interval(I) -> is_integer(I) andalso I > 0.
+
 is_timeout(infinity) -> true;
 is_timeout(T) -> is_integer(T) andalso T >= 0.
 
@@ -435,6 +448,7 @@ expected(value) -> "expected a value other than the atom not_found (the protocol
 expected(lease) -> "expected a lease length: a non-negative integer of milliseconds";
 expected(timeout) -> "expected a timeout: a non-negative integer of milliseconds or infinity";
 expected(quorum) -> "expected a write quorum: a positive integer";
+expected(interval) -> "expected an interval: a positive integer of milliseconds";
 expected(nodes) -> "expected a proper list of node names (atoms)".
 
 tagged({ok, _, _, _} = Ok) -> Ok;
