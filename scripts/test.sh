@@ -25,8 +25,9 @@ rebar3 dialyzer
 step "Elixir (Mix): format, compile with warnings as errors, tests"
 mix format --check-formatted
 mix compile --warnings-as-errors --force
-# elixir/test/locker_docs_test.exs runs the code blocks of README.md and
-# docs/*.md (or lists why one cannot run) and the @doc examples.
+# elixir/test/locker_docs_test.exs runs the code blocks of README.md,
+# docs/*.md and the other READMEs (or lists why one cannot run) and the
+# @doc examples.
 mix test
 sh scripts/dialyzer-elixir.sh
 

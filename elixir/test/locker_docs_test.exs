@@ -1,5 +1,5 @@
 defmodule LockerDocsTest do
-  # Every code block of README.md and docs/*.md either runs here, against
+  # Every code block of README.md, docs/*.md and the other READMEs either runs here, against
   # a small cluster of real nodes, or is listed below as not runnable with
   # the reason (and where else it is exercised). A new or changed block
   # whose first line is not listed fails the test "every block is
@@ -9,11 +9,12 @@ defmodule LockerDocsTest do
   alias LockerTest.Cluster
 
   @root Path.expand("../..", __DIR__)
-  @files ["README.md"] ++
-           (Path.join(@root, "docs/*.md")
-            |> Path.wildcard()
-            |> Enum.map(&Path.relative_to(&1, @root))
-            |> Enum.sort())
+  # README.md, docs/*.md, and the READMEs of the parts of the repository.
+  @files ["README.md", "docs/*.md", "*/README.md", "native/*/README.md"]
+         |> Enum.flat_map(&Path.wildcard(Path.join(@root, &1)))
+         |> Enum.map(&Path.relative_to(&1, @root))
+         |> Enum.sort()
+         |> Enum.uniq()
   for f <- @files, do: @external_resource(Path.join(@root, f))
 
   # {file, first line of the block (a prefix), how it is checked}.
@@ -33,6 +34,15 @@ defmodule LockerDocsTest do
     {"README.md", "./scripts/bench.sh",
      {:skip, "the benchmarks take minutes: run by hand, their figures are in the README"}},
     {"docs/elixir.md", "# config/runtime.exs", :config},
+    {"fuzz/README.md", "cargo install cargo-fuzz",
+     {:skip, "long fuzzing runs: scripts/fuzz.sh runs every target briefly in scripts/test.sh"}},
+    {"native/erl_node/README.md", "use std::sync::Arc;",
+     {:skip,
+      "Rust: the same example is a no_run doctest of native/erl_node/src/lib.rs, compiled by cargo test"}},
+    {"native/lockerd/README.md", "cargo build --release -p lockerd",
+     {:skip,
+      "starts long-running lockerd and registry_owner processes: tests/lockerd_SUITE.erl and " <>
+        "the :lockerd tests of elixir/test start both with these options"}},
     {"docs/elixir.md", "{:ok, pid} = GenServer.start_link(Worker", :elixir},
     {"docs/elixir.md", "Locker.transaction({:account, id}", :elixir}
   ]
@@ -109,7 +119,7 @@ defmodule LockerDocsTest do
   doctest Locker
   doctest Locker.Registry
 
-  test "every block of README.md and docs/*.md is classified" do
+  test "every code block of the Markdown files is classified" do
     unclassified =
       for {file, line, _lang, code} <- @found, classify(file, code) == :unclassified do
         "#{file}:#{line}"
