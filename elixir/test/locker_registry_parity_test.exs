@@ -135,6 +135,34 @@ defmodule LockerRegistryParityTest do
              {:ok, {:error, :no_quorum}}
   end
 
+  test "an owner on an unreachable node, or on a node without locker: a clear exit, the name released",
+       %{masters: [a | _], name: name} do
+    {peer, gone} = Cluster.start_peer(:bp_gone)
+    far = rpc(gone, :erlang, :whereis, [:init])
+    :peer.stop(peer)
+
+    assert rpc(a, LockerTest.Remote, :call_in_new_process, [
+             Locker.Registry,
+             :register_name,
+             [name, far]
+           ]) ==
+             {:ok, {:exit, {:node_unreachable, gone}}}
+
+    {peer, bare} = Cluster.start_peer(:bp_bare)
+    on_exit(fn -> :peer.stop(peer) end)
+    pid = rpc(bare, :erlang, :whereis, [:init])
+
+    assert rpc(a, LockerTest.Remote, :call_in_new_process, [
+             Locker.Registry,
+             :register_name,
+             [name, pid]
+           ]) ==
+             {:ok, {:exit, {:no_registry_keeper, bare}}}
+
+    # Released both times.
+    assert rpc(a, Registry, :lookup, [name]) == []
+  end
+
   test "a registry started in the user's own tree with the child spec", %{masters: masters} do
     {[n], peers} = Cluster.start([:bp_cs], masters: masters, registry_autostart: false)
     on_exit(fn -> Cluster.stop(peers) end)

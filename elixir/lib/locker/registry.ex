@@ -136,7 +136,8 @@ defmodule Locker.Registry do
       reason (instead of `{:error, {:already_started, :undefined}}`);
     * with `{:no_registry_keeper, node}` (after releasing the name) when
       `pid`'s node runs no `Locker.Registry.Keeper`, i.e. no `locker`
-      application;
+      application, and with `{:node_unreachable, node}` when that node
+      cannot be reached;
     * raises `Locker.NotStartedError` when `locker` never started on this
       node.
   """

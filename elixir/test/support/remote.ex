@@ -120,14 +120,22 @@ defmodule LockerTest.Remote do
 
   @doc """
   Calls `apply(m, f, a)` in a new process that then stays alive (until
-  its node stops), for calls that register the caller: `{:ok, result}`.
+  its node stops), for calls that register the caller: `{:ok, result}`
+  (`{:ok, {:exit, reason}}` when the call exits).
   """
   def call_in_new_process(m, f, a) do
     parent = self()
 
     pid =
       spawn(fn ->
-        send(parent, {:called, self(), apply(m, f, a)})
+        result =
+          try do
+            apply(m, f, a)
+          catch
+            :exit, reason -> {:exit, reason}
+          end
+
+        send(parent, {:called, self(), result})
         Process.sleep(:infinity)
       end)
 

@@ -55,13 +55,16 @@ defmodule Locker.Registry.Keeper do
   caller measures it from before the lock request it sent). `value` is
   the value stored under `name` (`pid`, or `pid` with metadata, see
   `Locker.Registry.register/2`). `{:error, :no_registry_keeper}` when that
-  node runs no keeper.
+  node runs no keeper, `{:error, :node_unreachable}` when it cannot be
+  reached.
   """
-  @spec watch(term(), pid(), term(), non_neg_integer()) :: :ok | {:error, :no_registry_keeper}
+  @spec watch(term(), pid(), term(), non_neg_integer()) ::
+          :ok | {:error, :no_registry_keeper | :node_unreachable}
   def watch(name, pid, value \\ nil, remaining) do
     value = value || pid
     GenServer.call({__MODULE__, node(pid)}, {:watch, name, pid, value, remaining})
   catch
+    :exit, {{:nodedown, _}, _} -> {:error, :node_unreachable}
     :exit, _ -> {:error, :no_registry_keeper}
   end
 
