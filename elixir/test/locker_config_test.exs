@@ -90,6 +90,31 @@ defmodule LockerConfigTest do
     :peer.stop(peer)
   end
 
+  test "other nodes as masters on a node started without a name: 'this node is not distributed'" do
+    # A peer without distribution, driven over its standard input/output.
+    paths = Enum.flat_map([:locker, :elixir, :logger], &[~c"-pa", :code.lib_dir(&1, :ebin)])
+    {:ok, peer, :nonode@nohost} = :peer.start(%{connection: :standard_io, args: paths})
+
+    try do
+      call = fn m, f, a -> :peer.call(peer, m, f, a, 15_000) end
+      assert call.(:erlang, :node, []) == :nonode@nohost
+      :ok = call.(Application, :load, [:locker])
+      :ok = call.(Application, :put_env, [:locker, :masters, [:"a@10.0.0.1", :nonode@nohost]])
+      assert {:error, [message]} = call.(Locker.Config, :check, [])
+      assert message =~ "masters = [:\"a@10.0.0.1\", :nonode@nohost]"
+      assert message =~ "this node is not distributed"
+
+      assert {:error, {:locker, {{:bad_config, [^message]}, _}}} =
+               call.(Application, :ensure_all_started, [:locker])
+
+      # Its own name alone is fine.
+      :ok = call.(Application, :put_env, [:locker, :masters, [:nonode@nohost]])
+      assert call.(Locker.Config, :check, []) == :ok
+    after
+      :peer.stop(peer)
+    end
+  end
+
   test "the server's options are checked when it starts" do
     assert_raise ArgumentError, ~r/unknown server options \[:qorum\]/, fn ->
       Locker.start_link(qorum: 2)
