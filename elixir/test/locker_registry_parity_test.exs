@@ -135,6 +135,30 @@ defmodule LockerRegistryParityTest do
              {:ok, {:error, :no_quorum}}
   end
 
+  test "costs: lookup on a master and elsewhere, select and count over the cluster",
+       %{masters: [a, b, _], d: d, name: name} do
+    n = 1000
+    pids = rpc(b, LockerTest.Remote, :spawn_many_registered, [name, n])
+
+    median = fn node, f, args, batch ->
+      rpc(node, LockerTest.Remote, :median_us, [Registry, f, args, 21, batch])
+    end
+
+    assert rpc(d, Registry, :lookup, [{name, 7}]) == [{Enum.at(pids, 6), 7}]
+    spec = [{{{name, :"$1"}, :_, :_}, [], [:"$1"]}]
+    assert length(rpc(d, Registry, :select, [spec])) == n
+    assert rpc(a, Registry, :count, []) >= n
+
+    IO.puts(
+      "\n[registry] #{n} names on one node: lookup/1 median #{median.(a, :lookup, [{name, 7}], 100)} us " <>
+        "on a master, #{median.(d, :lookup, [{name, 7}], 100)} us on a non-member; " <>
+        "count/0 #{median.(d, :count, [], 1)} us, select/1 #{median.(d, :select, [spec], 1)} us " <>
+        "(4 nodes asked)"
+    )
+
+    for p <- pids, do: GenServer.stop(p)
+  end
+
   test "an owner on an unreachable node, or on a node without locker: a clear exit, the name released",
        %{masters: [a | _], name: name} do
     {peer, gone} = Cluster.start_peer(:bp_gone)

@@ -171,6 +171,29 @@ defmodule LockerTest.Remote do
     end)
   end
 
+  @doc "Registers `n` processes as `{prefix, i}` (with `i` as metadata): their pids."
+  def spawn_many_registered(prefix, n) do
+    for i <- 1..n do
+      {:ok, pid} = LockerTest.Echo.start({Locker.Registry, {prefix, i}, i})
+      pid
+    end
+  end
+
+  @doc """
+  Median time of `apply(m, f, a)` over `runs` runs of `batch` calls each,
+  in microseconds per call.
+  """
+  def median_us(m, f, a, runs, batch) do
+    times =
+      for _ <- 1..runs do
+        t0 = System.monotonic_time(:nanosecond)
+        for _ <- 1..batch, do: apply(m, f, a)
+        (System.monotonic_time(:nanosecond) - t0) / batch / 1000
+      end
+
+    Float.round(Enum.at(Enum.sort(times), div(runs, 2)), 1)
+  end
+
   @doc "Calls `apply(m, f, a)` (a start_link) and unlinks the started process from the caller."
   def start_unlinked(m, f, a) do
     with {:ok, pid} <- apply(m, f, a) do
