@@ -61,7 +61,9 @@ defmodule Locker do
       {:ok, lease} = Locker.extend(lease, 10_000)
       :ok = Locker.release(lease)
 
-      Locker.transaction({:invoice, 42}, 10_000, fn lease -> charge(lease.token) end)
+      Locker.transaction({:invoice, 42}, 10_000, fn lease ->
+        Billing.charge(42, fencing_token: lease.token)
+      end)
 
   Read `docs/elixir.md` for what leases, dirty reads and fencing tokens do
   and do not guarantee.
@@ -376,7 +378,7 @@ defmodule Locker do
   is always released, also when `fun` raises, throws or exits (which then
   propagates). `opts` are those of `acquire/2` (`:lease` is `ttl`).
 
-      Locker.transaction("report", 30_000, fn -> build_report() end)
+      Locker.transaction("report", 30_000, fn -> Reports.build() end)
   """
   @spec transaction(key(), pos_integer(), (() -> result) | (Lease.t() -> result), acquire_opts()) ::
           result | {:error, :lock_failure}
@@ -406,8 +408,9 @@ defmodule Locker do
   the `Locker.Lease`. The lock is always released, also when `fun` raises,
   throws or exits (which then propagates).
 
-      with {:ok, :done} <- Locker.with_lock(:nightly_job, [lease: 60_000], &run_job/0) do
-        ...
+      case Locker.with_lock(:nightly_job, [lease: 60_000], &NightlyJob.run/0) do
+        {:ok, :done} -> :ok
+        {:error, reason} -> {:skipped, reason}
       end
   """
   @spec with_lock(key(), acquire_opts(), (() -> result) | (Lease.t() -> result)) ::

@@ -47,6 +47,23 @@ defmodule LockerDocsTest do
     {"docs/elixir.md", "Locker.transaction({:account, id}", :elixir}
   ]
 
+  # The indented code blocks of the Elixir modules' @moduledoc and @doc
+  # (read with Code.fetch_docs/1 when the test runs): {module, where,
+  # first line (a prefix), how}. They run in their order.
+  @doc_blocks [
+    {Locker, "# config/runtime.exs", :config},
+    {Locker, "iex>", {:skip, "a doctest (doctest Locker above)"}},
+    {Locker, "{:ok, lease} = Locker.acquire({:invoice, 42}", :elixir},
+    {Locker, "Locker.transaction(\"report\"", :elixir},
+    {Locker, "case Locker.with_lock(:nightly_job", :elixir},
+    {Locker.Fsm, "defmodule Door do", :elixir},
+    {Locker.Registry, "{:ok, pid} = Agent.start_link", :elixir},
+    {Locker.Registry, "iex>", {:skip, "a doctest (doctest Locker.Registry above)"}},
+    {Locker.Registry, "Locker.Registry.select(", :elixir},
+    {Locker.Server, "defmodule MyServer do", :elixir},
+    {Locker.Statem, "defmodule Light do", :elixir}
+  ]
+
   # Fenced blocks: {file, line, language, code}.
   extract = fn file ->
     {blocks, _open} =
@@ -91,6 +108,21 @@ defmodule LockerDocsTest do
   defmodule Billing do
     @moduledoc false
     def charge(_id, fencing_token: token) when is_integer(token) and token > 0, do: :charged
+  end
+
+  defmodule Storage do
+    @moduledoc false
+    def write(%{id: _}, fencing_token: token) when is_integer(token) and token > 0, do: :ok
+  end
+
+  defmodule Reports do
+    @moduledoc false
+    def build, do: :report
+  end
+
+  defmodule NightlyJob do
+    @moduledoc false
+    def run, do: :done
   end
 
   defmodule Accounts do
@@ -138,6 +170,89 @@ defmodule LockerDocsTest do
     end
   end
 
+  test "every indented code block of the modules' docs runs or is listed" do
+    blocks = doc_blocks()
+    assert length(blocks) >= length(@doc_blocks)
+
+    unclassified =
+      for {mod, where, code} <- blocks, doc_how(mod, code) == :unclassified do
+        "#{inspect(mod)} #{where}: #{code |> String.split("\n") |> hd()}"
+      end
+
+    assert unclassified == [],
+           "doc code blocks neither run nor listed as not runnable in #{__ENV__.file}: " <>
+             Enum.join(unclassified, "; ")
+
+    for {mod, prefix, _} <- @doc_blocks do
+      assert Enum.any?(blocks, fn {m, _, code} ->
+               m == mod and String.starts_with?(code, prefix)
+             end),
+             "no doc block of #{inspect(mod)} starts with #{inspect(prefix)}"
+    end
+
+    # In their order, module by module.
+    for {mod, _where, code} <- blocks do
+      case doc_how(mod, code) do
+        :elixir -> eval_elixir(code)
+        :config -> check_config(code)
+        _skip -> :ok
+      end
+    end
+  end
+
+  defp doc_how(mod, code) do
+    Enum.find_value(@doc_blocks, :unclassified, fn {m, prefix, how} ->
+      if m == mod and String.starts_with?(code, prefix), do: how
+    end)
+  end
+
+  # {module, where, code} for every indented block (4 spaces, after a
+  # blank line, not a list item's paragraph) of the docs of locker's
+  # Elixir modules.
+  defp doc_blocks do
+    {:ok, mods} = :application.get_key(:locker, :modules)
+
+    for mod <- Enum.sort(mods),
+        match?("Elixir." <> _, Atom.to_string(mod)),
+        {:docs_v1, _, _, _, moduledoc, _, docs} <- [Code.fetch_docs(mod)],
+        {where, %{"en" => text}} <-
+          [
+            {"@moduledoc", moduledoc}
+            | for({{k, f, a}, _, _, d, _} <- docs, do: {"#{k} #{f}/#{a}", d})
+          ],
+        code <- indented_blocks(text),
+        do: {mod, where, code}
+  end
+
+  defp indented_blocks(text) do
+    {blocks, current, _prev_blank} =
+      text
+      |> String.split("\n")
+      |> Enum.reduce({[], nil, true}, fn line, {acc, cur, prev_blank} ->
+        blank = String.trim(line) == ""
+        code = String.starts_with?(line, "    ")
+
+        cond do
+          cur != nil and (blank or code) -> {acc, [line | cur], blank}
+          cur != nil -> {[cur | acc], nil, blank}
+          code and prev_blank and not list_item?(line) -> {acc, [line], false}
+          true -> {acc, nil, blank}
+        end
+      end)
+
+    [current | blocks]
+    |> Enum.reject(&is_nil/1)
+    |> Enum.map(fn lines ->
+      lines
+      |> Enum.reverse()
+      |> Enum.map_join("\n", &String.replace_prefix(&1, "    ", ""))
+      |> String.trim()
+    end)
+    |> Enum.reverse()
+  end
+
+  defp list_item?(line), do: Regex.match?(~r/^\s*([*-]|\d+\.)\s/, line)
+
   for {file, line, lang, code} <- @found do
     @tag block: "#{file}:#{line}"
     test "#{file}:#{line} (#{lang})" do
@@ -159,9 +274,10 @@ defmodule LockerDocsTest do
   # snippets' free variables bound; processes it linked are killed after.
   defp eval_elixir(code) do
     parent = self()
-    binding = [id: 42, amount: 10]
+    binding = [id: 42, amount: 10, invoice: %{id: 42}, opts: [], nodes: [node()]]
 
-    code = "alias LockerDocsTest.{Accounts, Billing, Worker}\n" <> code
+    code =
+      "alias LockerDocsTest.{Accounts, Billing, NightlyJob, Reports, Storage, Worker}\n" <> code
 
     {pid, ref} =
       spawn_monitor(fn ->

@@ -2,9 +2,9 @@ defmodule Locker.Registry do
   @moduledoc """
   A cluster-wide process registry on `locker`, for `:via` names:
 
-      {:ok, pid} = GenServer.start_link(MyServer, [], name: {:via, Locker.Registry, "worker-1"})
-      GenServer.call({:via, Locker.Registry, "worker-1"}, :ping)   # from any node
-      Locker.Registry.whereis_name("worker-1")                     # => pid
+      {:ok, pid} = Agent.start_link(fn -> 0 end, name: {:via, Locker.Registry, "worker-1"})
+      Agent.get({:via, Locker.Registry, "worker-1"}, & &1)    # from any node
+      Locker.Registry.whereis_name("worker-1")               # => pid
 
   It implements the `:via` contract of `GenServer`, `:gen_statem`,
   `:gen_fsm`, `Agent`, `Task` and `:proc_lib` (`register_name/2`,

@@ -8,6 +8,9 @@ defmodule Locker.Server do
 
         @impl true
         def init(args), do: {:ok, args}
+
+        @impl true
+        def handle_call(:ping, _from, state), do: {:reply, :pong, state}
       end
 
       {:ok, pid} = MyServer.start_link([], name: "my_server")
