@@ -12,9 +12,10 @@
 %% exactly the requests of the original protocol, so original nodes, these
 %% nodes and `lockerd' can share a cluster.
 %%
+%% On each of three nodes `Cluster' (W = 2):
 %% ```
 %% {ok, _} = locker:start_link(2),
-%% ok = locker:set_nodes([node() | nodes()], [node() | nodes()], []),
+%% ok = locker:set_nodes(Cluster, Cluster, []),
 %% {ok, 2, 3, 3} = locker:lock(my_key, self(), 10000),
 %% {ok, Pid} = locker:dirty_read(my_key),
 %% {ok, 2, 3, 3} = locker:release(my_key, self()).
