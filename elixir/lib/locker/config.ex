@@ -115,7 +115,7 @@ defmodule Locker.Config do
 
     case :locker_config.check(Map.new(opts)) do
       :ok -> :ok
-      {:error, problems} -> raise ArgumentError, Enum.join(messages(problems), "\n")
+      {:error, problems} -> raise ArgumentError, Enum.join(messages(problems, "option"), "\n")
     end
   end
 
@@ -132,7 +132,7 @@ defmodule Locker.Config do
     keys =
       case :locker_config.check_env() do
         :ok -> []
-        {:error, problems} -> messages(problems)
+        {:error, problems} -> messages(problems, "application environment")
       end
 
     registry =
@@ -154,9 +154,9 @@ defmodule Locker.Config do
   end
 
   # In Elixir's syntax (the Erlang application's are in Erlang's).
-  defp messages(problems) do
+  defp messages(problems, what) do
     for {key, value, expected} <- problems do
-      "locker: bad application environment: #{key} = #{inspect(value)}: expected #{expected}"
+      "locker: bad #{what}: #{key} = #{inspect(value)}: expected #{expected}"
     end
   end
 
