@@ -170,15 +170,16 @@ defmodule Locker do
   # from a smaller cluster).
   defp announce(conf) do
     others = Enum.uniq(conf.masters ++ conf.replicas) -- [node()]
+    answers = others |> :erpc.multicall(:erlang, :whereis, [:locker], 2000) |> Enum.zip(others)
+    running = for {{:ok, pid}, node} when is_pid(pid) <- answers, do: node
+    unreachable = for {{:error, {:erpc, :noconnection}}, node} <- answers, do: node
 
-    running =
-      others
-      |> :erpc.multicall(:erlang, :whereis, [:locker], 2000)
-      |> Enum.zip(others)
-      |> Enum.flat_map(fn
-        {{:ok, pid}, node} when is_pid(pid) -> [node]
-        _ -> []
-      end)
+    if unreachable != [] do
+      Logger.warning(
+        "locker: unknown or unreachable nodes among the masters and replicas: " <>
+          "#{inspect(unreachable)} (they count as down until they run locker and can be reached)"
+      )
+    end
 
     if running != [] do
       :ok = :locker.set_nodes(running, conf.masters, conf.replicas)

@@ -119,6 +119,7 @@ defmodule LockerRegistryParityTest do
       )
 
     on_exit(fn -> Cluster.stop(peers) end)
+    rpc(n, LockerTest.Remote, :forward_logs, [self()])
 
     {:ok, _} =
       rpc(n, LockerTest.Remote, :start_unlinked, [
@@ -126,6 +127,11 @@ defmodule LockerRegistryParityTest do
         :start_link,
         [[masters: [n, :"bp_nq_ghost@127.0.0.1"], quorum: 2]]
       ])
+
+    # The server's start says which master it cannot reach.
+    assert_receive {:log, ^n, :warning, text}, 5000
+    assert text =~ "unknown or unreachable nodes among the masters and replicas"
+    assert text =~ "bp_nq_ghost@127.0.0.1"
 
     # (The telemetry event and the log line: LockerTelemetryTest.)
     assert rpc(n, LockerTest.Echo, :start, [:held_nowhere]) ==

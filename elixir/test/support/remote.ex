@@ -118,6 +118,27 @@ defmodule LockerTest.Remote do
 
   def drop_partition_noise(_, _), do: :ignore
 
+  @doc "Sends `{:log, node, level, text}` to `pid` for every log event of this node."
+  def forward_logs(pid) do
+    :ok = :logger.add_primary_filter(:locker_test_forward, {&__MODULE__.forward_log/2, pid})
+  end
+
+  @doc false
+  def forward_log(%{level: level, msg: msg} = event, pid) do
+    text =
+      case msg do
+        {:string, s} -> IO.chardata_to_string(s)
+        {:format, f, a} -> IO.chardata_to_string(:io_lib.format(f, a))
+        other -> inspect(other)
+      end
+
+    send(pid, {:log, node(), level, text})
+    _ = event
+    :ignore
+  rescue
+    _ -> :ignore
+  end
+
   @doc """
   Calls `apply(m, f, a)` in a new process that then stays alive (until
   its node stops), for calls that register the caller: `{:ok, result}`
