@@ -96,6 +96,10 @@ defmodule LockerRegistryParityTest do
       assert rpc(n, Registry, :count, []) >= 3
     end
 
+    # The names of one pid, from any node.
+    assert rpc(d, Registry, :keys, [p3]) == [{name, 3}]
+    assert rpc(a, Registry, :keys, [self()]) == []
+
     # A guard in the spec, as Registry.select/2.
     only_meta = [{{{name, :_}, :"$1", :"$2"}, [{:"/=", :"$2", nil}], [:"$1"]}]
     assert Enum.sort(rpc(d, Registry, :select, [only_meta])) == Enum.sort([p1, p3])

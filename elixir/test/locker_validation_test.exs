@@ -68,6 +68,7 @@ defmodule LockerValidationTest do
              "the action must be :exit or :notify, got: :crash"
 
     assert message(fn -> Locker.Registry.select([{:bad}]) end) =~ "match specification"
+    assert message(fn -> Locker.Registry.keys(:me) end) =~ "keys/1: expected a pid, got: :me"
   end
 
   test "options of use Locker.Server and use Locker.Fsm, when the module compiles" do

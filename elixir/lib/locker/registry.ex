@@ -91,7 +91,8 @@ defmodule Locker.Registry do
   `lookup/1` and `meta/1` read one name as `whereis_name/1` does (a
   master's or replica's own store, else one master); `select/1`,
   `names/0` and `count/0` ask the keeper of every connected node for the
-  names it holds (not a snapshot: see `select/1`). A name can carry
+  names it holds (not a snapshot: see `select/1`), `keys/1` the keeper
+  of one pid's node. A name can carry
   metadata, set when it is registered (`register/2` for the caller,
   `via/2` for a process started under a name) and readable from every
   node. A registration without a quorum exits with
@@ -427,6 +428,22 @@ defmodule Locker.Registry do
   """
   @spec names() :: [term()]
   def names, do: for({name, _pid, _meta} <- entries(), do: name)
+
+  @doc """
+  The names `pid` holds (as Elixir's `Registry.keys/2`), asked of the
+  keeper of `pid`'s node (a read of its table, no quorum); `[]` when that
+  node cannot be asked.
+  """
+  @spec keys(pid()) :: [term()]
+  def keys(pid) when is_pid(pid) do
+    for {name, ^pid, _meta} <- :erpc.call(node(pid), Keeper, :entries, [], 5000), do: name
+  catch
+    _, _ -> []
+  end
+
+  def keys(pid) do
+    raise ArgumentError, "Locker.Registry.keys/1: expected a pid, got: #{inspect(pid)}"
+  end
 
   @doc "How many names are held on every node running the application (as `select/1`)."
   @spec count() :: non_neg_integer()
