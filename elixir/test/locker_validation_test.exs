@@ -84,6 +84,17 @@ defmodule LockerValidationTest do
     end
   end
 
+  test "start options of Locker.Server, Fsm and Statem processes" do
+    assert message(fn -> LockerTest.LServer.start([], :nope) end) =~
+             "start/2 (use Locker.Server): options must be a keyword list, got: :nope"
+
+    assert message(fn -> LockerTest.LFsm.start_link([], "door") end) =~
+             "Locker.Fsm.start_link/3: options must be a keyword list"
+
+    assert message(fn -> LockerTest.LStatem.start([], [1, 2]) end) =~
+             "Locker.Statem.start/3: options must be a keyword list, got: [1, 2]"
+  end
+
   test "cluster settings" do
     assert message(fn -> Locker.set_w([node()], 0) end) =~ "expected a write quorum"
     assert message(fn -> Locker.set_nodes([node()], "a@host", []) end) =~ "node names"

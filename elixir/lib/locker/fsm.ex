@@ -124,7 +124,7 @@ defmodule Locker.Fsm do
   @doc "Starts `module` as a `:gen_fsm`, named through `Locker.Registry` with `name:` in `opts`."
   @spec start(module(), term(), keyword()) :: {:ok, pid()} | :ignore | {:error, term()}
   def start(module, args, opts) do
-    case Keyword.pop(opts, :name) do
+    case Keyword.pop(Locker.Server.__opts__!(opts, "Locker.Fsm.start/3"), :name) do
       {nil, opts} -> apply(@gen_fsm, :start, [module, args, opts])
       {name, opts} -> apply(@gen_fsm, :start, [via(name), module, args, opts])
     end
@@ -133,6 +133,8 @@ defmodule Locker.Fsm do
   @doc "Starts and links `module` as a `:gen_fsm`, named with `name:` in `opts` (or in a keyword `args`)."
   @spec start_link(module(), term(), keyword()) :: {:ok, pid()} | :ignore | {:error, term()}
   def start_link(module, args, opts) do
+    opts = Locker.Server.__opts__!(opts, "Locker.Fsm.start_link/3")
+
     case Keyword.pop(opts, :name, args_name(args)) do
       {nil, opts} -> apply(@gen_fsm, :start_link, [module, args, opts])
       {name, opts} -> apply(@gen_fsm, :start_link, [via(name), module, args, opts])

@@ -131,9 +131,21 @@ defmodule Locker.Server do
   end
 
   @doc false
+  # The start options of Locker.Server, Fsm and Statem processes: a
+  # keyword list (checked here; the values by GenServer and friends).
+  @spec __opts__!(term(), String.t()) :: keyword()
+  def __opts__!(opts, what) do
+    if Keyword.keyword?(opts) do
+      opts
+    else
+      raise ArgumentError, "#{what}: options must be a keyword list, got: #{inspect(opts)}"
+    end
+  end
+
+  @doc false
   @spec __name__(term(), keyword()) :: {term(), keyword()}
   def __name__(args, opts) do
-    case Keyword.pop(opts, :name) do
+    case Keyword.pop(__opts__!(opts, "start/2 (use Locker.Server)"), :name) do
       {nil, opts} ->
         {args, opts}
 
