@@ -67,3 +67,8 @@ pub use erl_node;
 /// The Erlang term and identifier types keys, values and messages are
 /// made of (from the `erl_node` runtime).
 pub use erl_node::term::{Atom, Pid, Term};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

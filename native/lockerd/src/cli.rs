@@ -278,10 +278,8 @@ pub fn ensure_epmd(start: bool) -> Result<(), String> {
     if epmd_answers(addr) {
         return Ok(());
     }
-    let hint = format!(
-        "start one with `epmd -daemon` (it comes with Erlang/OTP), or set \
-         ERL_EPMD_PORT to the port of a running one"
-    );
+    let hint = "start one with `epmd -daemon` (it comes with Erlang/OTP), or set \
+                ERL_EPMD_PORT to the port of a running one";
     if !start {
         return Err(format!(
             "no epmd answers on {addr} (--start-epmd false): {hint}"
