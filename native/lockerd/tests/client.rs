@@ -210,6 +210,26 @@ async fn coordinator_against_lockerd_masters() {
     let r = client.lock(k2, &me, lease, t).await;
     assert_eq!(r, Ok(ok2), "{r:?}");
     assert_eq!(client.release(k2, &me, t).await, Ok(ok2));
+    let attempts = client.connection_attempts();
+
+    // Restarted, it is connected again by its keeper (with backoff), and
+    // votes again.
+    daemons.push(start(&names[2], &masters));
+    let waited = tokio::time::Instant::now();
+    while client.connected_masters().len() < 3 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the restarted master was not reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "restarted master reconnected after {:?}, {} connection attempts meanwhile",
+        waited.elapsed(),
+        client.connection_attempts() - attempts
+    );
+    assert_eq!(client.lock(k2, &me, lease, t).await, Ok(ok3));
+    assert_eq!(client.release(k2, &me, t).await, Ok(ok3));
     client.stop().await;
 }
 

@@ -122,15 +122,7 @@ async fn unknown_masters_and_a_taken_node_name() {
         }
         other => panic!("expected Unreachable, got {other:?}"),
     }
-    // The name of a running node (the same client name, still
-    // registered by a first client) is refused by epmd.
-    let first = Client::builder(&format!("lcsw{id}@127.0.0.1"))
-        .cookie("c")
-        .masters(&masters)
-        .start_timeout(Duration::from_millis(200))
-        .start()
-        .await;
-    assert!(first.is_err());
+    // The name of a running node is refused by epmd.
     let blocker = erl_node::Node::start(
         erl_node::NodeConfig::new(&format!("lcsw{id}@127.0.0.1"), "c"),
         Default::default(),
