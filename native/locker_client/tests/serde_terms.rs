@@ -94,8 +94,8 @@ fn terms_look_like_erlang_code_writes_them() {
     );
 }
 
-fn erl_float(f: f64) -> locker_client::erl_node::term::Float {
-    locker_client::erl_node::term::Float::new(f)
+fn erl_float(f: f64) -> erl_node::term::Float {
+    erl_node::term::Float::new(f)
 }
 
 #[test]
