@@ -65,6 +65,7 @@ pub(crate) fn check_node_name(arg: &'static str, name: &str) -> Result<(), Error
 pub struct ClientBuilder {
     name: String,
     cookie: Option<String>,
+    cookie_from_env: bool,
     masters: Vec<String>,
     replicas: Vec<String>,
     w: Option<usize>,
@@ -80,6 +81,7 @@ impl ClientBuilder {
         ClientBuilder {
             name: name.to_string(),
             cookie: None,
+            cookie_from_env: false,
             masters: Vec::new(),
             replicas: Vec::new(),
             w: None,
@@ -91,10 +93,43 @@ impl ClientBuilder {
         }
     }
 
-    /// The cluster's distribution cookie (required).
+    /// The cluster's distribution cookie (this or
+    /// [`Self::cookie_from_env`] is required).
     pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
         self.cookie = Some(cookie.into());
         self
+    }
+
+    /// Without [`Self::cookie`], takes the cookie from `$LOCKER_COOKIE`,
+    /// else from `$HOME/.erlang.cookie` (as `erl` does), when started.
+    pub fn cookie_from_env(mut self) -> Self {
+        self.cookie_from_env = true;
+        self
+    }
+
+    /// The cookie given, else the environment's if asked for.
+    fn find_cookie(&self) -> Result<Option<String>, Error> {
+        if self.cookie.is_some() || !self.cookie_from_env {
+            return Ok(self.cookie.clone());
+        }
+        if let Ok(c) = std::env::var("LOCKER_COOKIE") {
+            return Ok(Some(c));
+        }
+        let home = std::env::var("HOME").map_err(|_| {
+            Error::invalid(
+                "cookie",
+                "a cookie in $LOCKER_COOKIE or $HOME/.erlang.cookie ($HOME unset)",
+            )
+        })?;
+        let path = std::path::Path::new(&home).join(".erlang.cookie");
+        std::fs::read_to_string(&path)
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|e| {
+                Error::invalid(
+                    "cookie",
+                    format!("a cookie in $LOCKER_COOKIE or {}: {e}", path.display()),
+                )
+            })
     }
 
     /// The masters, `alive@host` each (at least one).
@@ -160,7 +195,7 @@ impl ClientBuilder {
     /// sorted, W resolved.
     fn check(&self) -> Result<Checked, Error> {
         check_node_name("name", &self.name)?;
-        let cookie = match &self.cookie {
+        let cookie = match &self.find_cookie()? {
             Some(c)
                 if !c.is_empty() && c.len() <= 255 && c.bytes().all(|b| b.is_ascii_graphic()) =>
             {
@@ -172,7 +207,12 @@ impl ClientBuilder {
                     "1 to 255 printable ASCII characters without spaces",
                 ))
             }
-            None => return Err(Error::invalid("cookie", "a cookie (ClientBuilder::cookie)")),
+            None => {
+                return Err(Error::invalid(
+                    "cookie",
+                    "a cookie (ClientBuilder::cookie or cookie_from_env)",
+                ))
+            }
         };
         if self.masters.is_empty() {
             return Err(Error::invalid("masters", "at least one master"));
@@ -427,6 +467,15 @@ mod tests {
             "cookie"
         );
         assert_eq!(arg_of(b().cookie("").check()), "cookie");
+        // Given wins over the environment.
+        assert_eq!(
+            b().cookie("given")
+                .cookie_from_env()
+                .check()
+                .unwrap()
+                .cookie,
+            "given"
+        );
         assert_eq!(arg_of(b().cookie("has space").check()), "cookie");
         assert_eq!(
             arg_of(b().start_timeout(Duration::ZERO).check()),

@@ -61,20 +61,22 @@ async fn main() {
         .with_ansi(false)
         .init();
     let args = Args::parse();
-    let cookie = lockerd::cli::find_cookie(args.cookie.as_deref()).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2)
-    });
     let mut builder = Client::builder(&args.name)
-        .cookie(cookie)
         .masters(&args.masters)
         .replicas(&args.replicas);
+    builder = match args.cookie {
+        Some(c) => builder.cookie(c),
+        None => builder.cookie_from_env(),
+    };
     if let Some(w) = args.w {
         builder = builder.w(w);
     }
     let client = builder.start().await.unwrap_or_else(|e| {
         eprintln!("cannot start: {e}");
-        std::process::exit(1)
+        std::process::exit(match e {
+            locker_client::Error::InvalidArgument { .. } => 2,
+            _ => 1,
+        })
     });
     // The name is an atom: made from this program's own argument.
     let name = RawTerm(Term::atom(&args.register));
