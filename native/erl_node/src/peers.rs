@@ -153,38 +153,44 @@ fn forget_attempt<H: PeerHost>(node: &H, peer: &Atom) {
 
 /// One connection attempt to `peer`, made now and awaited: `Ok` once
 /// connected (or already connected). When another attempt is under way
-/// (an automatic connect on send), waits for its end instead.
+/// (an automatic connect on send), waits for its end, and makes its own
+/// if that one failed (so that the error says why).
 pub(crate) async fn connect_now<H: PeerHost>(node: &H, peer: &Atom) -> Result<(), ConnectError> {
     if *peer == *node.name() {
         return Ok(());
     }
-    if node.is_stopping() {
-        return Err(ConnectError::Stopping);
-    }
-    let ours = {
-        let mut peers = node.peers().lock();
-        match peers.map.get(peer) {
-            Some(Slot::Up { .. }) => return Ok(()),
-            Some(Slot::Connecting { .. }) => false,
-            None => {
-                peers
-                    .map
-                    .insert(peer.clone(), Slot::Connecting { queue: Vec::new() });
-                true
-            }
+    for _ in 0..2 {
+        if node.is_stopping() {
+            return Err(ConnectError::Stopping);
         }
-    };
-    if !ours {
+        let ours = {
+            let mut peers = node.peers().lock();
+            match peers.map.get(peer) {
+                Some(Slot::Up { .. }) => return Ok(()),
+                Some(Slot::Connecting { .. }) => false,
+                None => {
+                    peers
+                        .map
+                        .insert(peer.clone(), Slot::Connecting { queue: Vec::new() });
+                    true
+                }
+            }
+        };
+        if ours {
+            let r = connect(node, peer).await;
+            if let Err(e) = &r {
+                tracing::debug!(%peer, error = %e, "cannot connect");
+                forget_attempt(node, peer);
+            }
+            return r;
+        }
+        // Another attempt: wait for its end.
         let deadline = tokio::time::Instant::now() + node.handshake_timeout() * 2;
         loop {
             match node.peers().lock().map.get(peer) {
                 Some(Slot::Up { .. }) => return Ok(()),
                 Some(Slot::Connecting { .. }) => {}
-                None => {
-                    return Err(ConnectError::Handshake(
-                        "a concurrent connection attempt failed".into(),
-                    ))
-                }
+                None => break,
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ConnectError::Handshake("handshake timed out".into()));
@@ -192,12 +198,9 @@ pub(crate) async fn connect_now<H: PeerHost>(node: &H, peer: &Atom) -> Result<()
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let r = connect(node, peer).await;
-    if let Err(e) = &r {
-        tracing::debug!(%peer, error = %e, "cannot connect");
-        forget_attempt(node, peer);
-    }
-    r
+    Err(ConnectError::Handshake(
+        "concurrent connection attempts failed".into(),
+    ))
 }
 
 async fn connect<H: PeerHost>(node: &H, peer: &Atom) -> Result<(), ConnectError> {

@@ -140,9 +140,36 @@ async fn run(args: Args, checked: Checked) -> i32 {
         println!("lockerd ready {} {}", node.port(), node.creation());
     }
     tracing::info!(node = %node.name(), masters = ?args.masters, replicas = ?args.replicas, "locker serving");
+    check_peers(&node, args.masters.iter().chain(args.replicas.iter()));
     let stop = erl_node::shutdown::on_signal();
     locker.run(stop).await;
     node.stop(Duration::from_secs(2)).await;
     tracing::info!("bye");
     0
+}
+
+/// Tries each other master and replica once, in the background, and says
+/// plainly what is wrong with those it cannot reach: a cookie refused,
+/// a node unknown to epmd on its host, a host unreachable. (The locker
+/// keeps reconnecting every second whatever this finds.)
+fn check_peers<'a>(node: &Node, peers: impl Iterator<Item = &'a String>) {
+    let peers: Vec<Atom> = peers
+        .map(|p| Atom::new(p))
+        .filter(|p| p != node.name())
+        .collect();
+    let node = node.clone();
+    tokio::spawn(async move {
+        for p in peers {
+            match node.connect_now(&p).await {
+                Ok(()) => tracing::info!(peer = %p, "connected"),
+                Err(e @ erl_node::ConnectError::BadCookie) => {
+                    tracing::error!(peer = %p, "{e}: check --cookie against the cluster's")
+                }
+                Err(e @ erl_node::ConnectError::NotRegistered { .. }) => {
+                    tracing::warn!(peer = %p, "unknown node: {e} (not started yet, or a typo in --masters/--replicas?)")
+                }
+                Err(e) => tracing::warn!(peer = %p, "unreachable: {e}"),
+            }
+        }
+    });
 }

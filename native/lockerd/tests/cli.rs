@@ -210,3 +210,64 @@ fn epmd_is_started_when_absent_or_a_hint_given() {
     assert!(line.starts_with("lockerd ready"), "{line:?}\n{err}");
     assert!(started, "no epmd on port {port}");
 }
+
+#[test]
+fn peers_it_cannot_reach_are_named_with_the_reason() {
+    if !epmd_up() {
+        eprintln!("epmd not available: skipped");
+        return;
+    }
+    let id = std::process::id();
+    let right = format!("clip{id}_r@127.0.0.1");
+    let me = format!("clip{id}_w@127.0.0.1");
+    let unknown = format!("clip{id}_none@127.0.0.1");
+    let (other, line) =
+        run_until_ready(&["--name", &right, "--cookie", "right", "--announce"], &[]);
+    assert!(line.starts_with("lockerd ready"), "{line:?}");
+    let masters = format!("{right},{me},{unknown}");
+    let mut child = Command::new(BIN)
+        .args([
+            "--name",
+            &me,
+            "--cookie",
+            "wrong",
+            "--announce",
+            "--log",
+            "warn",
+        ])
+        .args(["--masters", &masters])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockerd");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut cookie, mut unknown_seen) = (false, false);
+    let mut seen = Vec::new();
+    while !(cookie && unknown_seen) {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => {
+                cookie |= l.contains(&right) && l.contains("refused our cookie");
+                unknown_seen |= l.contains(&unknown) && l.contains("unknown node");
+                seen.push(l);
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    stop(other);
+    assert!(
+        cookie && unknown_seen,
+        "lockerd's log:\n{}",
+        seen.join("\n")
+    );
+}
