@@ -869,3 +869,32 @@ fn late_votes(op: &mut TwoPhase, s: &Session) {
         op.late_vote(to_vote(r));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// The operations' futures can be spawned on a multi-threaded runtime.
+    #[allow(dead_code, clippy::diverging_sub_expression)]
+    fn futures_are_send(c: &Client) {
+        let t = Duration::from_secs(1);
+        is_send(&c.lock("k", "v", t, t));
+        is_send(&c.lock_with_token(&("k", 1), &7, t, t));
+        is_send(&c.update("k", "v", "w", t));
+        is_send(&c.extend_lease("k", "v", t, t));
+        is_send(&c.release("k", "v", t));
+        is_send(&c.dirty_read::<String, _>("k", t));
+        is_send(&c.register_name("n", t, t, t));
+        is_send(c);
+    }
+
+    #[test]
+    fn spans_are_checked() {
+        assert!(lease_ms("lease", Duration::from_millis(1)).is_ok());
+        assert!(lease_ms("lease", Duration::from_micros(999)).is_err());
+        assert!(lease_ms("lease", MAX_SPAN + Duration::from_secs(1)).is_err());
+        assert!(check_timeout(Duration::ZERO).is_err());
+    }
+}
