@@ -564,18 +564,27 @@ impl Node {
         peers::connect_now(self, peer).await
     }
 
-    /// Waits until connected to `peer` (connecting if needed), up to `timeout`.
+    /// Waits until connected to `peer` (connecting if needed), up to
+    /// `timeout`. Failed attempts are retried after 50 ms, doubling up to
+    /// 2 s (a wrong cookie costs the peer a log line per attempt).
     pub async fn wait_connected(&self, peer: &Atom, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = Duration::from_millis(50);
         loop {
             if self.is_connected(peer) {
                 return true;
             }
-            self.connect(peer);
-            if tokio::time::Instant::now() >= deadline {
+            match tokio::time::timeout_at(deadline, self.connect_now(peer)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(_)) => {}
+                Err(_) => return self.is_connected(peer),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 

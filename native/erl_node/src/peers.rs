@@ -154,7 +154,8 @@ fn forget_attempt<H: PeerHost>(node: &H, peer: &Atom) {
 /// One connection attempt to `peer`, made now and awaited: `Ok` once
 /// connected (or already connected). When another attempt is under way
 /// (an automatic connect on send), waits for its end, and makes its own
-/// if that one failed (so that the error says why).
+/// if that one failed (so that the error says why). Cancellation-safe:
+/// the attempt runs in a task of its own.
 pub(crate) async fn connect_now<H: PeerHost>(node: &H, peer: &Atom) -> Result<(), ConnectError> {
     if *peer == *node.name() {
         return Ok(());
@@ -177,12 +178,20 @@ pub(crate) async fn connect_now<H: PeerHost>(node: &H, peer: &Atom) -> Result<()
             }
         };
         if ours {
-            let r = connect(node, peer).await;
-            if let Err(e) = &r {
-                tracing::debug!(%peer, error = %e, "cannot connect");
-                forget_attempt(node, peer);
-            }
-            return r;
+            // A task of its own: the slot is cleaned up even if the
+            // caller stops waiting.
+            let (n, p) = (node.clone(), peer.clone());
+            let attempt = tokio::spawn(async move {
+                let r = connect(&n, &p).await;
+                if let Err(e) = &r {
+                    tracing::debug!(peer = %p, error = %e, "cannot connect");
+                    forget_attempt(&n, &p);
+                }
+                r
+            });
+            return attempt
+                .await
+                .unwrap_or_else(|e| Err(ConnectError::Handshake(format!("connect task: {e}"))));
         }
         // Another attempt: wait for its end.
         let deadline = tokio::time::Instant::now() + node.handshake_timeout() * 2;
