@@ -51,19 +51,19 @@ pub struct Args {
     pub metrics: Option<SocketAddr>,
     /// OTP's net_ticktime in seconds: a silent peer is dropped after it;
     /// ticks go out every quarter of it.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub net_ticktime: u64,
     /// Lease sweep interval in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub lease_expire_ms: u64,
     /// Promise sweep interval in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub lock_expire_ms: u64,
     /// Transaction log push interval in milliseconds (masters with replicas).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub push_ms: u64,
     /// How long an unused write promise holds its key, in milliseconds.
-    #[arg(long, default_value_t = locker_core::quorum::PROMISE_TTL_MS)]
+    #[arg(long, default_value_t = locker_core::quorum::PROMISE_TTL_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub promise_ttl_ms: u64,
     /// Safe mode after a restart: for this many milliseconds after start,
     /// refuse promises on keys this node holds no lease for (set it to the
@@ -72,11 +72,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub restart_abstain_ms: u64,
     /// Most connected nodes; further incoming connections are refused.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_peers: usize,
     /// Largest distribution frame accepted, in bytes; a bigger one closes
     /// the connection.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..))]
     pub max_frame: usize,
     /// Bytes that frames longer than a connection's 64 KiB read buffer
     /// may hold while they arrive, over all connections (at least
@@ -101,7 +101,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1 << 20)]
     pub max_links: usize,
     /// Worker threads of the runtime (1: a single-threaded runtime).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: usize,
     /// Log filter (tracing's EnvFilter syntax; `$RUST_LOG` wins).
     #[arg(long, default_value = "info")]
@@ -376,6 +376,30 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.starts_with("--replicas"), "{e}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_naming_the_option() {
+        for (opt, v) in [
+            ("--net-ticktime", "0"),
+            ("--push-ms", "0"),
+            ("--lease-expire-ms", "0"),
+            ("--lock-expire-ms", "0"),
+            ("--promise-ttl-ms", "0"),
+            ("--max-peers", "0"),
+            ("--max-frame", "100"),
+            ("--threads", "0"),
+            ("--max-peers", "many"),
+        ] {
+            let e = Args::try_parse_from(["lockerd", "--name", "a@127.0.0.1", opt, v])
+                .expect_err(opt)
+                .to_string();
+            assert!(e.contains(opt), "{opt} {v}: {e}");
+        }
+        assert!(
+            Args::try_parse_from(["lockerd", "--name", "a@127.0.0.1", "--max-frame", "1024"])
+                .is_ok()
+        );
     }
 
     #[test]
