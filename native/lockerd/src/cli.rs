@@ -314,23 +314,31 @@ pub fn ensure_epmd(start: bool) -> Result<(), String> {
 /// Reads the cookie like `erl`: the given one, else `$LOCKER_COOKIE`, else
 /// `~/.erlang.cookie`.
 pub fn find_cookie(given: Option<&str>) -> Result<String, String> {
-    if let Some(c) = given {
-        return Ok(c.to_string());
+    let (cookie, from) = if let Some(c) = given {
+        (c.to_string(), "--cookie".to_string())
+    } else if let Ok(c) = std::env::var("LOCKER_COOKIE") {
+        (c, "$LOCKER_COOKIE".to_string())
+    } else {
+        let home = std::env::var("HOME").map_err(|_| {
+            "no cookie: --cookie, $LOCKER_COOKIE or $HOME/.erlang.cookie".to_string()
+        })?;
+        let path = std::path::Path::new(&home).join(".erlang.cookie");
+        let c = std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| {
+                format!(
+                    "no cookie: --cookie, $LOCKER_COOKIE, or {}: {e}",
+                    path.display()
+                )
+            })?;
+        (c, path.display().to_string())
+    };
+    if cookie.is_empty() || cookie.len() > 255 || !cookie.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{from}: expected a cookie of 1 to 255 printable ASCII characters without spaces"
+        ));
     }
-    if let Ok(c) = std::env::var("LOCKER_COOKIE") {
-        return Ok(c);
-    }
-    let home = std::env::var("HOME")
-        .map_err(|_| "no cookie: --cookie, $LOCKER_COOKIE or $HOME/.erlang.cookie".to_string())?;
-    let path = std::path::Path::new(&home).join(".erlang.cookie");
-    std::fs::read_to_string(&path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| {
-            format!(
-                "no cookie: --cookie, $LOCKER_COOKIE, or {}: {e}",
-                path.display()
-            )
-        })
+    Ok(cookie)
 }
 
 #[cfg(test)]
@@ -400,6 +408,15 @@ mod tests {
             Args::try_parse_from(["lockerd", "--name", "a@127.0.0.1", "--max-frame", "1024"])
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn cookies_are_checked() {
+        assert_eq!(find_cookie(Some("abc")).unwrap(), "abc");
+        for bad in ["", "a b", "caf\u{e9}"] {
+            let e = find_cookie(Some(bad)).unwrap_err();
+            assert!(e.starts_with("--cookie: expected a cookie"), "{e}");
+        }
     }
 
     #[test]
