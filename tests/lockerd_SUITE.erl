@@ -84,10 +84,13 @@ beam(Prefix, Config) ->
 lockerd(Config, Name, Args) ->
     lockerd(Config, Name ++ "@127.0.0.1", Args, long).
 
-lockerd(Config, NodeS, Args, _Kind) ->
+%% `Kind': `long' (`--name', as `erl -name') or `short' (`--sname', as
+%% `erl -sname').
+lockerd(Config, NodeS, Args, Kind) ->
     Log = filename:join(?config(priv_dir, Config), NodeS ++ ".log"),
     Bin = ?config(lockerd, Config),
-    L = locker_ct:start_os(Bin, ["--name", NodeS, "--cookie", cookie(), "--announce", "--net-ticktime", "10" | Args], Log),
+    Flag = case Kind of long -> "--name"; short -> "--sname" end,
+    L = locker_ct:start_os(Bin, [Flag, NodeS, "--cookie", cookie(), "--announce", "--net-ticktime", "10" | Args], Log),
     ets:insert(?config(cleanup, Config), {os, L}),
     L#{node => list_to_atom(NodeS)}.
 
@@ -593,7 +596,7 @@ graceful_shutdown_pushes_log(Config) ->
 join(Nodes) ->
     string:join([atom_to_list(N) || N <- Nodes], ",").
 
-%% Short names (`x@host', with `erl -sname'): a short-named BEAM node pings
+%% Short names (`x@host', lockerd's `--sname' with `erl -sname'): a short-named BEAM node pings
 %% lockerd, calls it, and lockerd connects back to push its log to it.
 short_names(Config) ->
     {ok, Host} = inet:gethostname(),
