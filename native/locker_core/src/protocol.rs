@@ -231,6 +231,17 @@ impl Op {
         }
     }
 
+    /// Whether the request registers a waiter (the adapter chooses its id).
+    pub const fn waits(self) -> bool {
+        matches!(self, Op::WaitFor | Op::WaitForRelease)
+    }
+
+    /// The request a tuple `{Op, ...}` names, if any.
+    pub fn of_tuple<W: WireTerm>(t: &W) -> Option<Op> {
+        t.with_tuple(|items| items.first().and_then(Op::of))
+            .flatten()
+    }
+
     /// The request named by the atom `t`.
     pub fn of<W: WireTerm>(t: &W) -> Option<Op> {
         Op::ALL.into_iter().find(|op| t.is_atom(op.name()))
@@ -568,22 +579,23 @@ impl<K, V> LogEntry<K, V> {
                 key,
                 value,
                 lease_ms,
-            } => e.tuple(&[
-                e.atom(Op::Write.name()),
-                e.key(key),
-                e.value(value),
-                e.uint(*lease_ms),
-            ]),
-            LogEntry::ExtendLease {
+            }
+            | LogEntry::ExtendLease {
                 key,
                 value,
                 lease_ms,
-            } => e.tuple(&[
-                e.atom(Op::ExtendLease.name()),
-                e.key(key),
-                e.value(value),
-                e.uint(*lease_ms),
-            ]),
+            } => {
+                let op = match self {
+                    LogEntry::Write { .. } => Op::Write,
+                    _ => Op::ExtendLease,
+                };
+                e.tuple(&[
+                    e.atom(op.name()),
+                    e.key(key),
+                    e.value(value),
+                    e.uint(*lease_ms),
+                ])
+            }
             LogEntry::Update { key, value } => {
                 e.tuple(&[e.atom(Op::Update.name()), e.key(key), e.value(value)])
             }
