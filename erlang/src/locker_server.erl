@@ -368,14 +368,15 @@ arm_wakeup(#state{wakeup = Current} = State) ->
         infinity ->
             cancel_wakeup(State);
         Ms0 ->
-            %% A timer that far (an infinite wait) fires early and re-arms.
-            Ms = min(Ms0, ?MAX_TIMER_MS - 1),
+            %% The store adds the margin that makes the sweep find it due. A
+            %% timer that far (an infinite wait) fires early and re-arms.
+            Ms = min(Ms0, ?MAX_TIMER_MS),
             At = erlang:monotonic_time(millisecond) + Ms,
             case Current of
                 {_, T} when T =< At -> State;
                 _ ->
                     State1 = cancel_wakeup(State),
-                    State1#state{wakeup = {erlang:start_timer(Ms + 1, self(), wakeup), At}}
+                    State1#state{wakeup = {erlang:start_timer(Ms, self(), wakeup), At}}
             end
     end.
 

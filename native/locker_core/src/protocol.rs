@@ -16,7 +16,7 @@
 //! route it.
 
 use crate::waiters::{WaitOutcome, WaiterId, Wake};
-use crate::{LogEntry, Micros};
+use crate::LogEntry;
 
 /// A lease or timeout "forever", in milliseconds: `infinity`, or an integer
 /// too big for `u64` (still far below `u64::MAX` once counted in µs).
@@ -602,10 +602,4 @@ impl<K, V> LogEntry<K, V> {
             LogEntry::Release { key } => e.tuple(&[e.atom(Op::Release.name()), e.key(key)]),
         }
     }
-}
-
-/// Milliseconds from `now` until `at`, rounded up (a timer set for it
-/// fires at or after `at`).
-pub fn ms_until(at: Micros, now: Micros) -> u64 {
-    at.saturating_sub(now).div_ceil(1_000)
 }

@@ -278,12 +278,12 @@ fn sweep(env: Env, budget: usize) -> Term {
     )
 }
 
-/// `next_wakeup() -> Ms | infinity`: milliseconds until a sweep has a
-/// waiter to answer.
+/// `next_wakeup() -> Ms | infinity`: milliseconds until the server's
+/// wake-up timer should fire (a sweep then has a waiter to answer).
 #[rustler::nif]
 fn next_wakeup(env: Env) -> Term {
-    match with_engine(|e| e.next_wakeup()) {
-        Some(at) => protocol::ms_until(at, clock::now()).encode(env),
+    match with_engine(|e| e.wakeup_in(clock::now())) {
+        Some(us) => us.div_ceil(1_000).encode(env),
         None => atoms::infinity().to_term(env),
     }
 }
