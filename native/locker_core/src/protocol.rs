@@ -380,21 +380,27 @@ impl<K, V, T> Request<K, V, T> {
                 }
             }
             (Op::ReleaseWriteLock, [tag]) => Request::ReleaseWriteLock { tag: d.tag(tag) },
-            (Op::Write, [tag, k, v, lease]) => Request::Write {
-                lease_ms: ms(lease)?,
-                token: tag_token(tag),
-                tag: d.tag(tag),
-                key: d.key(k),
-                value: d.value(v),
-            },
+            (Op::Write | Op::ExtendLease, [tag, k, v, lease]) => {
+                let (lease_ms, token) = (ms(lease)?, tag_token(tag));
+                let (tag, key, value) = (d.tag(tag), d.key(k), d.value(v));
+                match op {
+                    Op::Write => Request::Write {
+                        tag,
+                        key,
+                        value,
+                        lease_ms,
+                        token,
+                    },
+                    _ => Request::ExtendLease {
+                        tag,
+                        key,
+                        value,
+                        lease_ms,
+                        token,
+                    },
+                }
+            }
             (Op::Update, [tag, k, v]) => Request::Update {
-                tag: d.tag(tag),
-                key: d.key(k),
-                value: d.value(v),
-            },
-            (Op::ExtendLease, [tag, k, v, lease]) => Request::ExtendLease {
-                lease_ms: ms(lease)?,
-                token: tag_token(tag),
                 tag: d.tag(tag),
                 key: d.key(k),
                 value: d.value(v),
@@ -574,32 +580,25 @@ impl<K, V> LogEntry<K, V> {
     /// `{extend_lease, Key, Value, LeaseMs}`, `{update, Key, Value}` or
     /// `{release, Key}`.
     pub fn encode<E: Encode<Key = K, Value = V>>(&self, e: &E) -> E::Term {
-        match self {
+        let (op, key, value, lease_ms) = match self {
             LogEntry::Write {
                 key,
                 value,
                 lease_ms,
-            }
-            | LogEntry::ExtendLease {
+            } => (Op::Write, key, Some(value), Some(*lease_ms)),
+            LogEntry::ExtendLease {
                 key,
                 value,
                 lease_ms,
-            } => {
-                let op = match self {
-                    LogEntry::Write { .. } => Op::Write,
-                    _ => Op::ExtendLease,
-                };
-                e.tuple(&[
-                    e.atom(op.name()),
-                    e.key(key),
-                    e.value(value),
-                    e.uint(*lease_ms),
-                ])
-            }
-            LogEntry::Update { key, value } => {
-                e.tuple(&[e.atom(Op::Update.name()), e.key(key), e.value(value)])
-            }
-            LogEntry::Release { key } => e.tuple(&[e.atom(Op::Release.name()), e.key(key)]),
+            } => (Op::ExtendLease, key, Some(value), Some(*lease_ms)),
+            LogEntry::Update { key, value } => (Op::Update, key, Some(value), None),
+            LogEntry::Release { key } => (Op::Release, key, None, None),
+        };
+        let (op, key) = (e.atom(op.name()), e.key(key));
+        match (value, lease_ms) {
+            (Some(v), Some(ms)) => e.tuple(&[op, key, e.value(v), e.uint(ms)]),
+            (Some(v), None) => e.tuple(&[op, key, e.value(v)]),
+            _ => e.tuple(&[op, key]),
         }
     }
 }
