@@ -11,29 +11,14 @@
 %% (for the server to answer). Raises `badarg' on bad arguments in a known
 %% request.
 -spec apply(term()) -> {term(), [locker_nif:wake()]}.
-apply({get_write_lock, Key, Expected, Tag}) ->
-    {locker_nif:get_write_lock(Key, Expected, Tag), []};
-apply({release_write_lock, Tag}) ->
-    {locker_nif:release_write_lock(Tag), []};
-apply({write, Tag, Key, Value, LeaseLength}) ->
-    committed(locker_nif:write(Tag, Key, Value, LeaseLength));
-apply({update, Tag, Key, Value}) ->
-    {locker_nif:update(Tag, Key, Value), []};
-apply({extend_lease, Tag, Key, Value, LeaseLength}) ->
-    committed(locker_nif:extend_lease(Tag, Key, Value, LeaseLength));
-apply({release, Key, Value, Tag}) ->
-    case locker_nif:release(Key, Value, Tag) of
-        {ok, Wakes} -> {ok, Wakes};
-        Error -> {Error, []}
-    end;
 apply(Request) ->
-    {{error, {unknown_request, Request}}, []}.
-
-%% A phase two that the store refused (its promise is gone and applying
-%% it could displace another holder) is answered `{error, no_promise}',
-%% which coordinators count as no commit.
-committed({ok, Wakes}) -> {ok, Wakes};
-committed({error, no_promise} = Error) -> {Error, []}.
+    %% Decoded, applied and answered once for every adapter, in the Rust
+    %% core (locker_core::protocol); a phase two that the store refused is
+    %% answered `{error, no_promise}', which coordinators count as no commit.
+    case locker_nif:handle(Request) of
+        unknown_request -> {{error, {unknown_request, Request}}, []};
+        Handled -> Handled
+    end.
 
 %% @doc {@link apply/1} from a coordinator's own process: the reply, with
 %% the woken waiters handed to the server (if it is running: its waiters

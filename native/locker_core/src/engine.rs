@@ -7,9 +7,14 @@ use std::sync::Arc;
 use crate::expiry::{due_at, ExpiryIndex};
 use crate::lease_map::{Lease, LeaseMap};
 use crate::promises::Promises;
+use crate::protocol::{Expected, Handled, Refusal, Reply, Request};
 use crate::translog::{LogEntry, TransLog};
 use crate::waiters::{WaitKind, WaitOutcome, WaiterId, Waiters, Wake};
 use crate::{ms, Micros};
+
+/// How long after [`Engine::next_wakeup`] a server's wake-up timer fires
+/// ([`Engine::wakeup_in`]).
+pub const WAKEUP_MARGIN: Micros = 1_000;
 
 /// Tunables of an [`Engine`].
 #[derive(Clone, Debug)]
@@ -599,6 +604,88 @@ where
         }
     }
 
+    /// Applies one decoded request of the wire protocol: the reply, and the
+    /// waiters it woke. Every adapter serves the store's requests through
+    /// this.
+    pub fn handle(&mut self, request: Request<K, V, T>, now: Micros) -> Handled<V> {
+        use Refusal as R;
+        let committed = |r: Result<Vec<Wake<V>>, CommitError>| match r {
+            Ok(wakes) => Handled {
+                reply: Reply::Ok,
+                wakes,
+            },
+            Err(CommitError::NoPromise) => Handled::reply(Reply::Refused(R::NoPromise)),
+        };
+        match request {
+            Request::GetWriteLock {
+                key,
+                expected,
+                tag,
+                token,
+            } => {
+                let expect = match &expected {
+                    Expected::Value(v) => Expect::Value(v),
+                    Expected::ValueOrAbsent(v) => Expect::ValueOrAbsent(v),
+                };
+                Handled::reply(
+                    match self.get_write_lock_with_token(key, expect, tag, token, now) {
+                        Ok(()) => Reply::Ok,
+                        Err(LockError::AlreadyLocked) => Reply::Refused(R::AlreadyLocked),
+                        Err(LockError::NotExpectedValue) => Reply::Refused(R::NotExpectedValue),
+                        Err(LockError::StaleToken(floor)) => Reply::Refused(R::StaleToken(floor)),
+                    },
+                )
+            }
+            Request::ReleaseWriteLock { tag } => {
+                self.release_write_lock(&tag);
+                Handled::reply(Reply::Ok)
+            }
+            Request::Write {
+                tag,
+                key,
+                value,
+                lease_ms,
+                token,
+            } => committed(self.write_with_token(&tag, key, value, lease_ms, token, now)),
+            Request::Update { tag, key, value } => {
+                committed(self.update(&tag, key, value, now).map(|()| Vec::new()))
+            }
+            Request::ExtendLease {
+                tag,
+                key,
+                value,
+                lease_ms,
+                token,
+            } => committed(self.extend_lease(&tag, key, value, lease_ms, token, now)),
+            Request::Release {
+                key,
+                value,
+                tag,
+                token,
+            } => match self.release_with_token(&key, &value, &tag, token, now) {
+                Ok(wakes) => Handled {
+                    reply: Reply::Ok,
+                    wakes,
+                },
+                Err(e) => Handled::reply(Reply::Refused(match e {
+                    ReleaseError::NotOwner => R::NotOwner,
+                    ReleaseError::NotFound => R::NotFound,
+                    ReleaseError::NoPromise => R::NoPromise,
+                })),
+            },
+            Request::WaitFor {
+                key,
+                timeout_ms,
+                waiter,
+            } => Handled::reply(self.wait_for(key, waiter, timeout_ms, now).into()),
+            Request::WaitForRelease {
+                key,
+                timeout_ms,
+                waiter,
+            } => Handled::reply(self.wait_for_release(key, waiter, timeout_ms, now).into()),
+        }
+    }
+
     /// Registers a waiter for `key` to get a value, unless it already has
     /// one (which closes the original's race between its dirty read and
     /// its call).
@@ -687,6 +774,15 @@ where
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// How long from `now` a server's wake-up timer should run to find
+    /// [`Engine::next_wakeup`] due: until it, plus [`WAKEUP_MARGIN`] (a
+    /// shell's timer and this clock may disagree by up to a millisecond).
+    /// `None` when no waiter needs an answer.
+    pub fn wakeup_in(&self, now: Micros) -> Option<Micros> {
+        self.next_wakeup()
+            .map(|at| at.saturating_sub(now).saturating_add(WAKEUP_MARGIN))
     }
 
     /// Takes up to `max` log entries, oldest first.

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod locker;
 pub mod metrics;
 pub mod stored;
+pub mod wire;
 
 pub use erl_node;
 pub use erl_node::{Atom, HeldLimits, Mailbox, Node, NodeConfig, Pid, Ref, Signal, Term};
