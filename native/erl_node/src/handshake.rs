@@ -227,7 +227,8 @@ mod tests {
 
     #[test]
     fn flags_are_the_tested_set() {
-        // The set recorded in cnode-notes.md, plus SMALL_ATOM_TAGS.
+        // The flags an OTP 25 node accepts from a hidden C-node (tested
+        // against this machine's OTP), plus SMALL_ATOM_TAGS.
         assert_eq!(local_flags().bits(), 0x5_0707_0fbc | 0x4000);
         assert_eq!(local_flags().bits() & 1, 0, "hidden: not PUBLISHED");
         assert_eq!(

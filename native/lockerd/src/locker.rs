@@ -1,5 +1,5 @@
 //! The registered `locker` process: the server side of the locker wire
-//! protocol (`shared/locker-protocol.md`), with the same replies as the
+//! protocol (`docs/protocol.md`), with the same replies as the
 //! BEAM node's `locker_server`, over [`locker_core::Engine`].
 //!
 //! One task owns the engine; calls are answered in arrival order. Timers:
