@@ -71,6 +71,8 @@
 -export([checker_finds_violations/1, mutual_exclusion_under_faults/1, mutual_exclusion_mixed_cluster/1]).
 %% Run on the peers.
 -export([client/2, quiet_client/3]).
+%% Shared with locker_membership_SUITE.
+-export([check/4, lockerd_binary/0, start_lockerd/6]).
 
 -define(KEYS, [k1, k2, k3]).
 %% Leases: short (below every pause) or long (past the promise lifetime
