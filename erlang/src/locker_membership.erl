@@ -244,7 +244,16 @@ epochs(Cur, Masters, Replicas, W, Opts, Project, Foreign, _Attempts) ->
     SameQuorums = OldM =:= Masters andalso OldW =:= W,
     if
         SameQuorums, Mode =:= epoch, map_get(replicas, Cur) =:= Replicas ->
-            ok;
+            %% Nothing changes, unless a node involved has another
+            %% configuration (a node restarted empty, one that missed a
+            %% change): then the same configuration under a new epoch.
+            case [N || {N, C, _} <- Project, C =/= Cur] of
+                [] ->
+                    ok;
+                _ ->
+                    Next = Target#{epoch => {Counter + 1, node()}, joint => none},
+                    install(Base, Next, Floor, Nodes, [{Masters, W}], Cur)
+            end;
         SameQuorums; OldM =:= [] ->
             %% The same votes decide before and after (or none did before):
             %% one step.
