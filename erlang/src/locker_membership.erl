@@ -211,7 +211,7 @@ run(Masters, Replicas, W, Opts, Attempts) ->
     end.
 
 %% `{project, Config, Floor}': runs this project's locker; `foreign': runs
-%% a locker that does not know epochs (original, lockerd, older version);
+%% a locker that does not know epochs (original, older version);
 %% `unreachable'; `not_running'.
 probe(Node) when Node =:= node() ->
     case info() of
@@ -375,7 +375,7 @@ set_foreign_replicas(Foreign, Masters, Replicas, W) ->
 %% A master does not know epochs: the original semantics, loudly.
 fallback(Cur, Masters, Replicas, W, Project, Foreign, Originals) ->
     ?LOG_WARNING(
-        "locker: masters ~0p do not know configuration epochs (original locker, lockerd or an older version): "
+        "locker: masters ~0p do not know configuration epochs (original locker or an older version): "
         "the view is overwritten on every node as the original set_nodes/set_w did; "
         "this change is not protected against two holders of a key (see docs/protocol.md)",
         [Originals]
