@@ -283,8 +283,7 @@ stop_member({Peer, _Node, OsPid}, Cleanup) ->
 
 %% lockerd, built by scripts/test.sh (or here if missing).
 lockerd_binary() ->
-    Root = filename:dirname(filename:dirname(code:which(locker))),
-    Top = find_root(Root),
+    Top = locker_ct:root(),
     Bin = filename:join([os:getenv("CARGO_TARGET_DIR", filename:join(Top, "target")), "release", "lockerd"]),
     case filelib:is_regular(Bin) of
         true -> Bin;
@@ -292,14 +291,6 @@ lockerd_binary() ->
             _ = os:cmd("cd " ++ Top ++ " && cargo build --release --quiet -p lockerd"),
             true = filelib:is_regular(Bin),
             Bin
-    end.
-
-%% The repository root: the first ancestor holding Cargo.toml.
-find_root("/") -> ct:fail(no_repository_root);
-find_root(Dir) ->
-    case filelib:is_regular(filename:join(Dir, "Cargo.toml")) of
-        true -> Dir;
-        false -> find_root(filename:dirname(Dir))
     end.
 
 lnode(Unique) -> list_to_atom(atom_to_list(Unique) ++ "@127.0.0.1").
