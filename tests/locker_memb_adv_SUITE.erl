@@ -1,0 +1,312 @@
+%% Adversarial review of safe reconfiguration (locker_membership): each case
+%% is an attack on the configuration epochs across real nodes, and FAILS
+%% when the attack gets through (two holders of a key at once, a change
+%% that leaves the cluster half-changed, a server that crashes or takes a
+%% configuration it must refuse). A case that passes shows the defence
+%% holding.
+%%
+%% Pauses are real: a master's `locker' server suspended
+%% (`erlang:suspend_process', as a long GC or a descheduled process would
+%% stall it) while the change's probe over `rpc' still gets through, VMs
+%% stopped and restarted under the same name. A coordinator paused
+%% between its phases is played on the wire (the requests
+%% `locker.erl' sends, with the tag it would make), so that the pause can
+%% be placed exactly around a whole change; its own node's vote goes
+%% through `locker_store:apply_here/1', the coordinator's fast path.
+%%
+%% Peers are named `madv_<name>_<unique integer>'.
+-module(locker_memb_adv_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([
+    restarted_master_in_safe_mode_shortens_horizon/1,
+    slow_new_master_keeps_aborted_joint/1,
+    coordinator_paused_across_change/1,
+    malformed_config_requests/1,
+    long_lease_keeps_change_joint/1
+]).
+
+-define(LONG_LEASE, 60000).
+
+all() ->
+    [
+        restarted_master_in_safe_mode_shortens_horizon,
+        slow_new_master_keeps_aborted_joint,
+        coordinator_paused_across_change,
+        malformed_config_requests,
+        long_lease_keeps_change_joint
+    ].
+
+suite() ->
+    [{timetrap, {minutes, 5}}].
+
+init_per_suite(Config) ->
+    ok = locker_ct:ensure_distributed(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    [{cleanup, ets:new(madv_cleanup, [public, bag])} | Config].
+
+end_per_testcase(_Case, Config) ->
+    T = ?config(cleanup, Config),
+    [os:cmd("kill -CONT " ++ P ++ "; kill -9 " ++ P) || {os_pid, P} <- ets:lookup(T, os_pid)],
+    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
+    ets:delete(T),
+    ok.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+%% A master whose VM restarts empty, in safe mode (within the README's
+%% assumptions), forgets the leases it held but refuses promises on them
+%% for its window. Under the old configuration the key stays protected.
+%% A change then counts the restarted master among the old masters whose
+%% old leases have run out (its store is empty: horizon 0), so the change
+%% completes while a lease of the old configuration is still live on a
+%% master that reported it, and the new masters grant the key again.
+restarted_master_in_safe_mode_shortens_horizon(Config) ->
+    [{PA, A}, {_, B}, {_, C}, {_, D}] = start_peers([a, b, c, d], Config),
+    Nodes = [A, B, C, D],
+    %% X holds k under masters {A, B} (W 2) for 60 s.
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B], []]),
+    {ok, 2, _, 2} = rpc:call(A, locker, lock, [k, x, ?LONG_LEASE]),
+    Held = erlang:monotonic_time(millisecond),
+    %% {A, B} -> {A, B, C}: every old lease is on 2 new masters, no wait.
+    ok = rpc:call(A, locker_membership, change, [[A, B, C], [], 2, #{nodes => Nodes}]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    {error, not_found} = rpc:call(C, locker, dirty_read, [k]),
+    %% A's VM restarts empty, in safe mode (window 120 s), its view set
+    %% by the original request as its application environment would.
+    A = restart_peer(PA, A, [{restart_abstain_ms, 120000}], Config),
+    ok = gen_server:call({locker, A}, {set_nodes, [A, B, C], []}),
+    {error, not_found} = rpc:call(A, locker, dirty_read, [k]),
+    {ok, x} = rpc:call(B, locker, dirty_read, [k]),
+    %% Safe mode holds under the old configuration: A abstains, B holds.
+    {error, no_quorum} = rpc:call(C, locker, lock, [k, y0, ?LONG_LEASE, 5000]),
+    %% {A, B, C} -> {C, D}, the wait bounded at 20 s (far below X's
+    %% lease): a sound change can only stay joint here.
+    Change = rpc:call(C, locker_membership, change, [[C, D], [], 2, #{wait => 20000}]),
+    ct:log("change {A, B, C} -> {C, D}: ~p; configs ~p", [Change, configs(Nodes)]),
+    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    Elapsed = erlang:monotonic_time(millisecond) - Held,
+    XStill = rpc:call(B, locker, dirty_read, [k]),
+    ct:log("Y: ~p after ~b ms; X's lease on B: ~p", [Y, Elapsed, XStill]),
+    case {Y, XStill} of
+        {{ok, _, _, _}, {ok, x}} when Elapsed < ?LONG_LEASE ->
+            ct:fail({two_holders, k, {x, on, B}, {y, Y}, {change, Change}, {elapsed_ms, Elapsed}});
+        _ ->
+            {error, no_quorum} = Y,
+            ok
+    end.
+
+%% A change's joint configuration reaches too few new masters in time (a
+%% new master's server is stalled past the install timeout): the change
+%% fails with `refused' and rolls back the nodes that answered `ok'. The
+%% stalled master still has the install in its mailbox and takes it when
+%% it resumes: nobody aborts it there. It is left in a joint
+%% configuration the cluster gave up (its coordinators fail, it refuses
+%% every later change made from the cluster's configuration), and the
+%% same change tried again fails for good.
+slow_new_master_keeps_aborted_joint(Config) ->
+    [A, B, C, D] = Nodes = [N || {_, N} <- start_peers([a, b, c, d], Config)],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    Epoch0 = same_config(Nodes, [A, B, C], 2),
+    Stall = stall_server(D),
+    First = rpc:call(A, locker_membership, change, [[A, D], [], 2, #{wait => 20000}]),
+    ct:log("change with D stalled: ~p", [First]),
+    {error, {refused, _}} = First,
+    ok = resume_server(Stall),
+    %% A call queued behind the install: answered once D handled it.
+    {ok, DConfig} = gen_server:call({locker, D}, {'$locker_config', get}, 20000),
+    ct:log("configs after the failed change: ~p", [configs(Nodes)]),
+    ?assertMatch(#{epoch := Epoch0, joint := none}, DConfig, "D was left in the aborted joint configuration"),
+    %% The same change, tried again with every server running.
+    Second = rpc:call(A, locker_membership, change, [[A, D], [], 2, #{wait => 20000}]),
+    ct:log("change again: ~p; configs ~p", [Second, configs(Nodes)]),
+    ?assertEqual(ok, Second),
+    _ = same_config(Nodes, [A, D], 2),
+    {ok, 2, _, _} = rpc:call(D, locker, lock, [k2, d, 1000]).
+
+%% A coordinator paused between its two phases for a whole change
+%% e -> e+1 -> e+2 that replaces its masters: it got its promises under
+%% e (on two old masters, one of them its own node through the fast
+%% path), and sends phase two after the change. Every master refuses it,
+%% and a rival takes the key under e+2. Then, paused between reading its
+%% configuration and sending phase one: refused too.
+coordinator_paused_across_change(Config) ->
+    [A, B, C, D] = Nodes = [N || {_, N} <- start_peers([a, b, c, d], Config)],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    Epoch = same_config(Nodes, [A, B, C], 2),
+    %% X's coordinator on A: the tag locker:lock_with_token makes.
+    Tag = {'$locker_token', {'$locker_epoch', Epoch, make_ref()}, erlang:system_time(microsecond)},
+    ok = rpc:call(A, locker_store, apply_here, [{get_write_lock, k, not_found, Tag}]),
+    ok = gen_server:call({locker, B}, {get_write_lock, k, not_found, Tag}),
+    %% X pauses. {A, B, C} -> {C, D} (B's promise is no lease: no wait).
+    ok = rpc:call(D, locker_membership, change, [[C, D], [], 2]),
+    _ = same_config(Nodes, [C, D], 2),
+    %% X resumes: phase two under e, to every old master.
+    Write = {write, Tag, k, x, ?LONG_LEASE},
+    XA = rpc:call(A, locker_store, apply_here, [Write]),
+    XB = gen_server:call({locker, B}, Write),
+    XC = gen_server:call({locker, C}, Write),
+    ct:log("X's phase two after the change: A ~p, B ~p, C ~p", [XA, XB, XC]),
+    [{error, {config_epoch, _}} = R || R <- [XA, XB, XC]],
+    {ok, 2, _, 2} = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE]),
+    [{error, not_found} = rpc:call(N, locker, dirty_read, [k]) || N <- [A, B]],
+    %% Paused before phase one: an old tag is refused everywhere.
+    Tag2 = {'$locker_token', {'$locker_epoch', Epoch, make_ref()}, erlang:system_time(microsecond)},
+    [{error, {config_epoch, _}} = gen_server:call({locker, N}, {get_write_lock, k3, not_found, Tag2}) || N <- Nodes],
+    {error, {config_epoch, _}} = rpc:call(A, locker_store, apply_here, [{get_write_lock, k3, not_found, Tag2}]),
+    ok.
+
+%% Bad `{'$locker_config', ...}' requests: none crashes the server, and
+%% none changes its configuration. A configuration that cannot work (no
+%% masters, W larger than the masters, W not a majority) is bad input
+%% too (docs/protocol.md: "bad input unless well formed"): a node that
+%% takes it has no quorum any more.
+malformed_config_requests(Config) ->
+    [A, B, C] = Nodes = [N || {_, N} <- start_peers([a, b, c], Config)],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    Epoch = same_config(Nodes, Nodes, 2),
+    {ok, Own} = gen_server:call({locker, A}, {'$locker_config', get}),
+    Server = rpc:call(A, erlang, whereis, [locker]),
+    Next = fun(Changes) -> maps:merge(Own#{epoch := {element(1, Epoch) + 1, node()}}, Changes) end,
+    Garbage = [
+        garbage,
+        {install},
+        {install, Epoch, not_a_config, 0},
+        {install, Epoch, Next(#{}), -1},
+        {install, Epoch, Next(#{}), 1 bsl 200},
+        {install, not_an_epoch, Next(#{}), 0},
+        {install, Epoch, Next(#{masters => [A | b]}), 0},
+        {install, Epoch, Next(#{joint => {[A], 0}}), 0},
+        {install, Epoch, Next(#{mode => other}), 0},
+        {install, Epoch, maps:put(extra, 1, Next(#{})), 0},
+        {abort, Epoch, garbage},
+        {abort, garbage, Own},
+        {force, Epoch},
+        {force, Epoch, garbage},
+        {catch_up, garbage, A},
+        {catch_up, Next(#{}), "A"},
+        horizon_please
+    ],
+    Replies = [{G, gen_server:call({locker, A}, {'$locker_config', G})} || G <- Garbage],
+    ct:log("replies to garbage: ~p", [Replies]),
+    [?assertMatch({error, _}, R, G) || {G, R} <- Replies],
+    Server = rpc:call(A, erlang, whereis, [locker]),
+    ?assertEqual(Own, rpc:call(A, locker_membership, config, [])),
+    %% Well formed, made from A's own epoch, but a configuration that
+    %% cannot work.
+    Unfit = [
+        Next(#{masters => []}),
+        Next(#{w => 4}),
+        Next(#{w => 1}),
+        Next(#{joint => {[], 1}}),
+        Next(#{joint => {[A], 3}})
+    ],
+    Taken = [
+        begin
+            %% Made from A's epoch at the time (one taken moves it on).
+            {ok, #{epoch := {Counter, _} = Base} = Cur} = gen_server:call({locker, A}, {'$locker_config', get}),
+            Cfg = U#{epoch := {Counter + 1, node()}},
+            Reply = gen_server:call({locker, A}, {'$locker_config', {install, Base, Cfg, 0}}),
+            _ = Reply =:= ok andalso
+                gen_server:call({locker, A}, {'$locker_config', {install, {Counter + 1, node()}, Cur#{epoch := {Counter + 2, node()}}, 0}}),
+            {U, Reply}
+        end
+     || U <- Unfit
+    ],
+    ct:log("unfit configurations: ~p", [Taken]),
+    Server = rpc:call(A, erlang, whereis, [locker]),
+    ?assertEqual([], [U || {U, ok} <- Taken], "A took configurations that cannot work"),
+    {ok, 2, _, _} = rpc:call(B, locker, lock, [k, v, 1000]),
+    _ = C,
+    ok.
+
+%% A lease longer than the change's wait: the change stays joint (safe),
+%% a rival cannot take the key under the joint configuration, and the
+%% holder can still release it. A second call finishes the change once
+%% the old masters' horizon has passed (here: never within its wait,
+%% since the lease was live when they took the joint epoch).
+long_lease_keeps_change_joint(Config) ->
+    [A, B, C, D] = Nodes = [N || {_, N} <- start_peers([a, b, c, d], Config)],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    {ok, T1} = rpc:call(A, locker, lock_with_token, [k, x, ?LONG_LEASE, 5000]),
+    {error, {joint, Left}} = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 1000}]),
+    ?assert(Left > 0),
+    [#{joint := {_, 2}, masters := [C, D]}] = lists:usort(configs(Nodes)),
+    {error, no_quorum} = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    %% Other keys work under the joint configuration, tokens go up.
+    {ok, T2} = rpc:call(D, locker, lock_with_token, [k2, y, 1000, 5000]),
+    ?assert(T2 > T1),
+    %% X releases under the joint configuration (phase one needs the old
+    %% and the new quorum: D does not hold k, C does... only old masters
+    %% do; the release needs W of {C, D}).
+    Rel = rpc:call(A, locker, release, [k, x]),
+    ct:log("release under the joint configuration: ~p", [Rel]),
+    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 1000}]),
+    ok.
+
+%%--------------------------------------------------------------------
+%% Helpers
+%%--------------------------------------------------------------------
+
+start_peers(Names, Config) ->
+    [start_named(unique(Name), [], Config) || Name <- Names].
+
+start_named(Name, Env, Config) ->
+    {Peer, Node} = locker_ct:start_peer(Name, Env),
+    ets:insert(?config(cleanup, Config), {peer, Peer}),
+    ets:insert(?config(cleanup, Config), {os_pid, locker_ct:os_pid(Node)}),
+    {Peer, Node}.
+
+%% Stops the VM of Node and starts it again, empty, under the same name.
+restart_peer(Peer, Node, Env, Config) ->
+    [Name, _] = string:split(atom_to_list(Node), "@"),
+    ok = peer:stop(Peer),
+    {_, Node} = start_named(list_to_atom(Name), Env, Config),
+    Node.
+
+%% Suspends Node's `locker' server from a process on Node that keeps it
+%% suspended until resume_server/1 (a suspension ends with its suspender).
+stall_server(Node) ->
+    Self = self(),
+    Pid = spawn(Node, fun() ->
+        true = erlang:suspend_process(whereis(locker)),
+        Self ! {stalled, self()},
+        receive
+            resume -> true = erlang:resume_process(whereis(locker)), Self ! {resumed, self()}
+        end
+    end),
+    receive
+        {stalled, Pid} -> Pid
+    after 10000 -> ct:fail({not_stalled, Node})
+    end.
+
+resume_server(Pid) ->
+    Pid ! resume,
+    receive
+        {resumed, Pid} -> ok
+    after 10000 -> ct:fail({not_resumed, Pid})
+    end.
+
+unique(Name) ->
+    list_to_atom(lists:concat(["madv_", Name, "_", erlang:unique_integer([positive])])).
+
+configs(Nodes) ->
+    [rpc:call(N, locker_membership, config, []) || N <- Nodes].
+
+%% Every node has the same configuration, set through epochs, not joint:
+%% its epoch.
+same_config(Nodes, Masters, W) ->
+    [#{mode := epoch, masters := Ms, w := W, joint := none, epoch := Epoch}] = lists:usort(configs(Nodes)),
+    ?assertEqual(lists:sort(Masters), Ms),
+    Epoch.
