@@ -26,7 +26,8 @@
     slow_new_master_keeps_aborted_joint/1,
     coordinator_paused_across_change/1,
     malformed_config_requests/1,
-    long_lease_keeps_change_joint/1
+    long_lease_keeps_change_joint/1,
+    concurrent_changes/1
 ]).
 
 -define(LONG_LEASE, 60000).
@@ -37,7 +38,8 @@ all() ->
         slow_new_master_keeps_aborted_joint,
         coordinator_paused_across_change,
         malformed_config_requests,
-        long_lease_keeps_change_joint
+        long_lease_keeps_change_joint,
+        concurrent_changes
     ].
 
 suite() ->
@@ -126,10 +128,10 @@ slow_new_master_keeps_aborted_joint(Config) ->
     %% A call queued behind the install: answered once D handled it.
     {ok, DConfig} = gen_server:call({locker, D}, {'$locker_config', get}, 20000),
     ct:log("configs after the failed change: ~p", [configs(Nodes)]),
-    ?assertMatch(#{epoch := Epoch0, joint := none}, DConfig, "D was left in the aborted joint configuration"),
     %% The same change, tried again with every server running.
     Second = rpc:call(A, locker_membership, change, [[A, D], [], 2, #{wait => 20000}]),
     ct:log("change again: ~p; configs ~p", [Second, configs(Nodes)]),
+    ?assertMatch(#{epoch := Epoch0, joint := none}, DConfig, "D was left in the aborted joint configuration"),
     ?assertEqual(ok, Second),
     _ = same_config(Nodes, [A, D], 2),
     {ok, 2, _, _} = rpc:call(D, locker, lock, [k2, d, 1000]).
@@ -231,10 +233,11 @@ malformed_config_requests(Config) ->
     ok.
 
 %% A lease longer than the change's wait: the change stays joint (safe),
-%% a rival cannot take the key under the joint configuration, and the
-%% holder can still release it. A second call finishes the change once
-%% the old masters' horizon has passed (here: never within its wait,
-%% since the lease was live when they took the joint epoch).
+%% and a rival cannot take the key under the joint configuration; other
+%% keys work and tokens keep increasing. The holder must still be able to
+%% extend and release its lease under the joint configuration (a change
+%% must not take a lock out of its holder's hands), and once it released
+%% it, the change must be able to finish.
 long_lease_keeps_change_joint(Config) ->
     [A, B, C, D] = Nodes = [N || {_, N} <- start_peers([a, b, c, d], Config)],
     ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
@@ -247,12 +250,44 @@ long_lease_keeps_change_joint(Config) ->
     %% Other keys work under the joint configuration, tokens go up.
     {ok, T2} = rpc:call(D, locker, lock_with_token, [k2, y, 1000, 5000]),
     ?assert(T2 > T1),
-    %% X releases under the joint configuration (phase one needs the old
-    %% and the new quorum: D does not hold k, C does... only old masters
-    %% do; the release needs W of {C, D}).
+    %% The holder under the joint configuration.
+    Ext = rpc:call(A, locker, extend_lease, [k, x, ?LONG_LEASE]),
     Rel = rpc:call(A, locker, release, [k, x]),
-    ct:log("release under the joint configuration: ~p", [Rel]),
-    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 1000}]),
+    Dirty = [{N, rpc:call(N, locker, dirty_read, [k])} || N <- Nodes],
+    Finish = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 5000}]),
+    ct:log("under the joint configuration: extend ~p, release ~p, k on ~p; finishing the change: ~p", [
+        Ext, Rel, Dirty, Finish
+    ]),
+    ?assertEqual(ok, Ext, "the holder cannot extend its lease under the joint configuration"),
+    ?assertMatch({ok, _, _, _}, Rel, "the holder cannot release its lease under the joint configuration"),
+    ?assertEqual(ok, Finish, "a released lease still holds the change joint"),
+    ok.
+
+%% Two changes started at once from two nodes, to different targets:
+%% serialized (or one refused); afterwards every node has one and the same
+%% configuration, one of the two targets, not joint, and it serves.
+concurrent_changes(Config) ->
+    [A, B, C, D, E] = Nodes = [N || {_, N} <- start_peers([a, b, c, d, e], Config)],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    {ok, _} = rpc:call(A, locker, lock_with_token, [k, x, 2000, 5000]),
+    Self = self(),
+    Run = fun(From, Masters) ->
+        spawn(fun() -> Self ! {done, From, rpc:call(From, locker_membership, change, [Masters, [], 2, #{nodes => Nodes}])} end)
+    end,
+    _ = Run(A, [A, D, E]),
+    _ = Run(E, [B, C, D]),
+    Results = [receive {done, N, R} -> {N, R} after 120000 -> ct:fail(change_hangs) end || N <- [A, E]],
+    ct:log("concurrent changes: ~p; configs ~p", [Results, configs(Nodes)]),
+    %% A change left joint by the other (or refused) is finished by one more.
+    Final =
+        case lists:usort(configs(Nodes)) of
+            [#{joint := none, masters := M}] -> M;
+            _ -> ok = rpc:call(B, locker_membership, change, [[B, C, D], [], 2, #{nodes => Nodes}]), [B, C, D]
+        end,
+    ?assert(lists:member(lists:sort(Final), [lists:sort([A, D, E]), lists:sort([B, C, D])])),
+    _ = same_config(Nodes, Final, 2),
+    [{ok, 2, _, _} = rpc:call(N, locker, lock, [{k, N}, v, 1000]) || N <- Nodes],
     ok.
 
 %%--------------------------------------------------------------------
