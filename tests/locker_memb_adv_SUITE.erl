@@ -23,6 +23,7 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
 -export([
     restarted_master_in_safe_mode_shortens_horizon/1,
+    misconfigured_master_hijacks_cluster/1,
     slow_new_master_keeps_aborted_joint/1,
     coordinator_paused_across_change/1,
     malformed_config_requests/1,
@@ -35,6 +36,7 @@
 all() ->
     [
         restarted_master_in_safe_mode_shortens_horizon,
+        misconfigured_master_hijacks_cluster,
         slow_new_master_keeps_aborted_joint,
         coordinator_paused_across_change,
         malformed_config_requests,
@@ -106,6 +108,41 @@ restarted_master_in_safe_mode_shortens_horizon(Config) ->
         _ ->
             {error, no_quorum} = Y,
             ok
+    end.
+
+%% A master whose VM restarts (empty, no safe mode: losing one master of
+%% three with W = 2 is within the README's assumptions) boots with a
+%% wrong view (itself alone, W = 1) and sets it the way the README shows,
+%% `locker:set_nodes/3'. Its change involves itself only and makes an
+%% epoch {1, C}, newer than the cluster's {1, A} (same counter, the
+%% proposer's name decides). The cluster's coordinators get
+%% `{config_epoch, {1, C}}' from it and, after any failure, take its
+%% configuration by catch-up (it is a master in their view): the whole
+%% cluster moves to masters [C], W = 1, without a joint configuration or
+%% a wait, and a key still held under the old configuration is granted
+%% again.
+misconfigured_master_hijacks_cluster(Config) ->
+    [{_, A}, {_, B}, {PC, C}] = start_peers([a, b, c], Config),
+    Nodes = [A, B, C],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    Epoch = same_config(Nodes, Nodes, 2),
+    {ok, 2, _, _} = rpc:call(B, locker, lock, [k, x, ?LONG_LEASE]),
+    Held = erlang:monotonic_time(millisecond),
+    C = restart_peer(PC, C, [], Config),
+    ok = gen_server:call({locker, C}, {set_w, 1}),
+    Set = rpc:call(C, locker, set_nodes, [[C], [C], []]),
+    ct:log("misconfigured set_nodes on C: ~p; configs ~p", [Set, configs(Nodes)]),
+    %% A rival on A: refused by A and B (held) and by C (another epoch).
+    Y = rpc:call(A, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    Elapsed = erlang:monotonic_time(millisecond) - Held,
+    XStill = rpc:call(B, locker, dirty_read, [k]),
+    ct:log("Y: ~p after ~b ms; X's lease on B: ~p; configs ~p", [Y, Elapsed, XStill, configs(Nodes)]),
+    case {Y, XStill} of
+        {{ok, _, _, _}, {ok, x}} when Elapsed < ?LONG_LEASE ->
+            ct:fail({two_holders, k, {x, on, B}, {y, Y}, {a_config, rpc:call(A, locker_membership, config, [])}});
+        _ ->
+            {error, no_quorum} = Y,
+            ?assertMatch(#{epoch := Epoch}, rpc:call(A, locker_membership, config, []))
     end.
 
 %% A change's joint configuration reaches too few new masters in time (a
