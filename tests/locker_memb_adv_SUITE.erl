@@ -24,6 +24,7 @@
 -export([
     restarted_master_in_safe_mode_shortens_horizon/1,
     misconfigured_master_hijacks_cluster/1,
+    restarted_node_rejoins_with_quick_start/1,
     slow_new_master_keeps_aborted_joint/1,
     coordinator_paused_across_change/1,
     malformed_config_requests/1,
@@ -37,6 +38,7 @@ all() ->
     [
         restarted_master_in_safe_mode_shortens_horizon,
         misconfigured_master_hijacks_cluster,
+        restarted_node_rejoins_with_quick_start,
         slow_new_master_keeps_aborted_joint,
         coordinator_paused_across_change,
         malformed_config_requests,
@@ -144,6 +146,25 @@ misconfigured_master_hijacks_cluster(Config) ->
             {error, no_quorum} = Y,
             ?assertMatch(#{epoch := Epoch}, rpc:call(A, locker_membership, config, []))
     end.
+
+%% A node of a running cluster restarts (VM) and boots as the README's
+%% quick start says: `locker:start_link(2)', then
+%% `locker:set_nodes(Cluster, Masters, Replicas)' with the cluster's own
+%% view. That must succeed (it changes nothing) and leave the node
+%% serving under the cluster's configuration.
+restarted_node_rejoins_with_quick_start(Config) ->
+    [{_, A}, {_, B}, {PC, C}] = start_peers([a, b, c], Config),
+    Nodes = [A, B, C],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    _ = same_config(Nodes, Nodes, 2),
+    C = restart_peer(PC, C, [], Config),
+    Set = rpc:call(C, locker, set_nodes, [Nodes, Nodes, []]),
+    Lock = rpc:call(C, locker, lock, [k, c, 1000]),
+    ct:log("set_nodes on the restarted node: ~p; lock there: ~p; configs ~p", [Set, Lock, configs(Nodes)]),
+    ?assertEqual(ok, Set),
+    ?assertMatch({ok, 2, _, _}, Lock),
+    _ = same_config(Nodes, Nodes, 2),
+    ok.
 
 %% A change's joint configuration reaches too few new masters in time (a
 %% new master's server is stalled past the install timeout): the change
