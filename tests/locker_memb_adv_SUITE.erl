@@ -25,6 +25,7 @@
     restarted_master_in_safe_mode_shortens_horizon/1,
     misconfigured_master_hijacks_cluster/1,
     restarted_node_rejoins_with_quick_start/1,
+    untagged_coordinator_with_old_view/1,
     slow_new_master_keeps_aborted_joint/1,
     coordinator_paused_across_change/1,
     malformed_config_requests/1,
@@ -39,6 +40,7 @@ all() ->
         restarted_master_in_safe_mode_shortens_horizon,
         misconfigured_master_hijacks_cluster,
         restarted_node_rejoins_with_quick_start,
+        untagged_coordinator_with_old_view,
         slow_new_master_keeps_aborted_joint,
         coordinator_paused_across_change,
         malformed_config_requests,
@@ -164,6 +166,35 @@ restarted_node_rejoins_with_quick_start(Config) ->
     ?assertEqual(ok, Set),
     ?assertMatch({ok, 2, _, _}, Lock),
     _ = same_config(Nodes, Nodes, 2),
+    ok.
+
+%% A coordinator whose tags carry no epoch (an original coordinator, or
+%% lockerd's Rust client, whose view of the masters is static) keeps the
+%% view it was given. After a change replaces the masters ({A, B, C} ->
+%% {D}, W 1), the removed masters still grant its untagged votes and
+%% writes, while this project's coordinators lock the same key on D.
+untagged_coordinator_with_old_view(Config) ->
+    [A, B, C, D] = Nodes = [N || {_, N} <- start_peers([a, b, c, d], Config)],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    ok = rpc:call(A, locker_membership, change, [[D], [], 1]),
+    _ = same_config(Nodes, [D], 1),
+    %% The original coordinator's requests, view {A, B, C}, W 2.
+    Old = [A, B, C],
+    Tag = make_ref(),
+    {Votes, []} = gen_server:multi_call(Old, locker, {get_write_lock, k, not_found, Tag}, 5000),
+    Oks = [N || {N, ok} <- Votes],
+    X =
+        case length(Oks) >= 2 of
+            true ->
+                {Commits, []} = gen_server:multi_call(Old, locker, {write, Tag, k, x, ?LONG_LEASE}, 5000),
+                length([ok || {_, ok} <- Commits]) >= 2;
+            false ->
+                false
+        end,
+    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    ct:log("untagged votes ~p, X holds: ~p; Y on D: ~p", [Votes, X, Y]),
+    ?assertNot(X andalso element(1, Y) =:= ok, "two holders: an untagged coordinator with the old view and Y"),
     ok.
 
 %% A change's joint configuration reaches too few new masters in time (a
