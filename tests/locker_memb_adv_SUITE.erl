@@ -14,6 +14,11 @@
 %% be placed exactly around a whole change; its own node's vote goes
 %% through `locker_store:apply_here/1', the coordinator's fast path.
 %%
+%% Cases in ?OPEN are attacks that got through when the suite was written
+%% (see each case's comment): they fail until the code is fixed. Set
+%% LOCKER_MEMB_ADV_OPEN=skip to skip them (e.g. to run the rest in CI
+%% before the fixes land).
+%%
 %% Peers are named `madv_<name>_<unique integer>'.
 -module(locker_memb_adv_SUITE).
 
@@ -34,6 +39,16 @@
 ]).
 
 -define(LONG_LEASE, 60000).
+%% Attacks that got through (the cases fail).
+-define(OPEN, [
+    restarted_master_in_safe_mode_shortens_horizon,
+    misconfigured_master_hijacks_cluster,
+    restarted_node_rejoins_with_quick_start,
+    untagged_coordinator_with_old_view,
+    slow_new_master_keeps_aborted_joint,
+    malformed_config_requests,
+    long_lease_keeps_change_joint
+]).
 
 all() ->
     [
@@ -58,8 +73,11 @@ init_per_suite(Config) ->
 end_per_suite(_Config) ->
     ok.
 
-init_per_testcase(_Case, Config) ->
-    [{cleanup, ets:new(madv_cleanup, [public, bag])} | Config].
+init_per_testcase(Case, Config) ->
+    case lists:member(Case, ?OPEN) andalso os:getenv("LOCKER_MEMB_ADV_OPEN") =:= "skip" of
+        true -> {skip, "open attack (LOCKER_MEMB_ADV_OPEN=skip)"};
+        false -> [{cleanup, ets:new(madv_cleanup, [public, bag])} | Config]
+    end.
 
 end_per_testcase(_Case, Config) ->
     T = ?config(cleanup, Config),
