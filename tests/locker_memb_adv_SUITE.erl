@@ -31,6 +31,7 @@
     misconfigured_master_hijacks_cluster/1,
     restarted_node_rejoins_with_quick_start/1,
     untagged_coordinator_with_old_view/1,
+    set_w_on_fresh_node_reports_refusals/1,
     slow_new_master_keeps_aborted_joint/1,
     coordinator_paused_across_change/1,
     malformed_config_requests/1,
@@ -45,6 +46,7 @@
     misconfigured_master_hijacks_cluster,
     restarted_node_rejoins_with_quick_start,
     untagged_coordinator_with_old_view,
+    set_w_on_fresh_node_reports_refusals,
     slow_new_master_keeps_aborted_joint,
     malformed_config_requests,
     long_lease_keeps_change_joint
@@ -56,6 +58,7 @@ all() ->
         misconfigured_master_hijacks_cluster,
         restarted_node_rejoins_with_quick_start,
         untagged_coordinator_with_old_view,
+        set_w_on_fresh_node_reports_refusals,
         slow_new_master_keeps_aborted_joint,
         coordinator_paused_across_change,
         malformed_config_requests,
@@ -213,6 +216,20 @@ untagged_coordinator_with_old_view(Config) ->
     Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
     ct:log("untagged votes ~p, X holds: ~p; Y on D: ~p", [Votes, X, Y]),
     ?assertNot(X andalso element(1, Y) =:= ok, "two holders: an untagged coordinator with the old view and Y"),
+    ok.
+
+%% `locker:set_w/2' on a node that was never configured sends the
+%% original `set_w' to the cluster. Nodes configured through epochs refuse
+%% it (`{error, {epoch_configured, E}}'): the call must not answer `ok'
+%% as if the cluster's W had been set.
+set_w_on_fresh_node_reports_refusals(Config) ->
+    [A, B, C, F] = [N || {_, N} <- start_peers([a, b, c, f], Config)],
+    ok = rpc:call(A, locker, set_nodes, [[A, B, C], [A, B, C], []]),
+    Before = configs([A, B, C]),
+    Reply = rpc:call(F, locker, set_w, [[A, B, C], 3]),
+    ct:log("set_w 3 from a fresh node: ~p; configs ~p", [Reply, configs([A, B, C, F])]),
+    Before = configs([A, B, C]),
+    ?assertNotEqual(ok, Reply, "set_w answered ok although every node of the cluster refused it"),
     ok.
 
 %% A change's joint configuration reaches too few new masters in time (a
