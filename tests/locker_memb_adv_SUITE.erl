@@ -32,6 +32,7 @@
     restarted_node_rejoins_with_quick_start/1,
     untagged_coordinator_with_old_view/1,
     set_w_on_fresh_node_reports_refusals/1,
+    foreign_node_gets_new_view_before_change_is_safe/1,
     slow_new_master_keeps_aborted_joint/1,
     coordinator_paused_across_change/1,
     malformed_config_requests/1,
@@ -48,6 +49,7 @@
     restarted_node_rejoins_with_quick_start,
     untagged_coordinator_with_old_view,
     set_w_on_fresh_node_reports_refusals,
+    foreign_node_gets_new_view_before_change_is_safe,
     slow_new_master_keeps_aborted_joint,
     malformed_config_requests,
     holder_extends_and_releases_under_joint
@@ -60,6 +62,7 @@ all() ->
         restarted_node_rejoins_with_quick_start,
         untagged_coordinator_with_old_view,
         set_w_on_fresh_node_reports_refusals,
+        foreign_node_gets_new_view_before_change_is_safe,
         slow_new_master_keeps_aborted_joint,
         coordinator_paused_across_change,
         malformed_config_requests,
@@ -232,6 +235,45 @@ set_w_on_fresh_node_reports_refusals(Config) ->
     ct:log("set_w 3 from a fresh node: ~p; configs ~p", [Reply, configs([A, B, C, F])]),
     Before = configs([A, B, C]),
     ?assertNotEqual(ok, Reply, "set_w answered ok although every node of the cluster refused it"),
+    ok.
+
+%% A node of the cluster that does not know epochs and is not a master
+%% (an original node, or an older version of this project, coordinating
+%% with its own view) is sent the new view by the original requests at
+%% the very start of a change, before the joint configuration and the
+%% wait for the old leases. Its untagged votes are not checked: it locks
+%% on the new masters at once, while a lease of the old configuration is
+%% live. ({A, B, C} -> {D}, W 1; O plays the original node as in
+%% locker_membership_SUITE: a locker_membership without functions.)
+foreign_node_gets_new_view_before_change_is_safe(Config) ->
+    [A, B, C, D, O] = Nodes = [N || {_, N} <- start_peers([a, b, c, d, o], Config)],
+    {ok, locker_membership, Bin} = compile:forms(
+        [{attribute, 1, module, locker_membership}, {attribute, 1, export, []}], [binary]
+    ),
+    {module, locker_membership} = rpc:call(O, code, load_binary, [locker_membership, "none", Bin]),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    {[A, B, C], [], 2} = rpc:call(O, locker, get_meta, []),
+    {ok, 2, _, _} = rpc:call(A, locker, lock, [k, x, ?LONG_LEASE]),
+    Held = erlang:monotonic_time(millisecond),
+    %% A sound change stays joint: X's lease outlives the wait.
+    Change = rpc:call(A, locker_membership, change, [[D], [], 1, #{nodes => Nodes, wait => 3000}]),
+    View = rpc:call(O, locker, get_meta, []),
+    ct:log("change: ~p; O's view: ~p; configs ~p", [Change, View, configs([A, B, C, D])]),
+    %% O coordinates as the original locker:lock does, with its view.
+    {Masters, _, W} = View,
+    {Tag, Votes, _} = rpc:call(O, locker, get_write_lock, [Masters, k, not_found, 5000]),
+    Y =
+        case length([ok || {_, ok} <- Votes]) >= W of
+            true ->
+                {Commits, _} = rpc:call(O, locker, do_write, [Masters, Tag, k, y, ?LONG_LEASE, 5000]),
+                length([ok || {_, ok} <- Commits]) >= W;
+            false ->
+                false
+        end,
+    Elapsed = erlang:monotonic_time(millisecond) - Held,
+    XStill = rpc:call(A, locker, dirty_read, [k]),
+    ct:log("O's lock: votes ~p, holds: ~p after ~b ms; X's lease on A: ~p", [Votes, Y, Elapsed, XStill]),
+    ?assertNot(Y andalso XStill =:= {ok, x} andalso Elapsed < ?LONG_LEASE, "two holders: O (new view, untagged) and X"),
     ok.
 
 %% A change's joint configuration reaches too few new masters in time (a
