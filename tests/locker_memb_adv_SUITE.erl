@@ -33,6 +33,7 @@
     untagged_coordinator_with_old_view/1,
     set_w_on_fresh_node_reports_refusals/1,
     foreign_node_gets_new_view_before_change_is_safe/1,
+    epoch_reused_after_aborted_change/1,
     slow_new_master_keeps_aborted_joint/1,
     coordinator_paused_across_change/1,
     malformed_config_requests/1,
@@ -50,6 +51,7 @@
     untagged_coordinator_with_old_view,
     set_w_on_fresh_node_reports_refusals,
     foreign_node_gets_new_view_before_change_is_safe,
+    epoch_reused_after_aborted_change,
     slow_new_master_keeps_aborted_joint,
     malformed_config_requests,
     holder_extends_and_releases_under_joint
@@ -63,6 +65,7 @@ all() ->
         untagged_coordinator_with_old_view,
         set_w_on_fresh_node_reports_refusals,
         foreign_node_gets_new_view_before_change_is_safe,
+        epoch_reused_after_aborted_change,
         slow_new_master_keeps_aborted_joint,
         coordinator_paused_across_change,
         malformed_config_requests,
@@ -275,6 +278,61 @@ foreign_node_gets_new_view_before_change_is_safe(Config) ->
     ct:log("O's lock: votes ~p, holds: ~p after ~b ms; X's lease on A: ~p", [Votes, Y, Elapsed, XStill]),
     ?assertNot(Y andalso XStill =:= {ok, x} andalso Elapsed < ?LONG_LEASE, "two holders: O (new view, untagged) and X"),
     ok.
+
+%% The aborted joint configuration a stalled master keeps (see
+%% slow_new_master_keeps_aborted_joint) has the epoch {2, A}. The same
+%% node then makes another change, to other masters, that does not
+%% involve the stalled one: its counter comes from the nodes it probes,
+%% so it makes {2, A} again, for another configuration. The masters take
+%% it, and from then on they accept the stalled node's votes (same epoch)
+%% although its quorums are not theirs: its lock lands on the old masters
+%% after they took the joint epoch (outside their horizon) and not on the
+%% new master, and once the change completes the new master grants the
+%% key again.
+epoch_reused_after_aborted_change(Config) ->
+    [A, B, C, D, E] = Nodes = [N || {_, N} <- start_peers([a, b, c, d, e], Config)],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    Epoch1 = same_config(Nodes, [A, B, C], 2),
+    %% The first change, {A, B, C} -> {A, D}, fails: D is stalled.
+    Stall = stall_server(D),
+    {error, {refused, _}} = rpc:call(A, locker_membership, change, [[A, D], [], 2, #{wait => 20000}]),
+    ok = resume_server(Stall),
+    {ok, #{epoch := Stranded} = DConfig} = gen_server:call({locker, D}, {'$locker_config', get}, 20000),
+    ct:log("D after the failed change: ~p (cluster at ~p)", [DConfig, Epoch1]),
+    %% A lease on another key keeps the next change joint for a while.
+    {ok, 2, _, _} = rpc:call(A, locker, lock, [k0, v, 8000]),
+    %% The second change, {A, B, C} -> {E} (W 1), from A.
+    Self = self(),
+    _ = spawn(fun() -> Self ! {change2, rpc:call(A, locker_membership, change, [[E], [], 1, #{wait => 60000}])} end),
+    Joint = await_joint(A, 200),
+    ct:log("joint configuration of the second change: ~p", [Joint]),
+    %% D's client, under its own (aborted) configuration.
+    X = rpc:call(D, locker, lock, [k, x, ?LONG_LEASE, 5000]),
+    Held = erlang:monotonic_time(millisecond),
+    Change2 = receive {change2, R} -> R after 120000 -> ct:fail(change2_hangs) end,
+    Y = rpc:call(E, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    Elapsed = erlang:monotonic_time(millisecond) - Held,
+    XStill = rpc:call(A, locker, dirty_read, [k]),
+    ct:log("X on D: ~p; second change: ~p; Y on E: ~p after ~b ms; k on A: ~p; configs ~p", [
+        X, Change2, Y, Elapsed, XStill, configs(Nodes)
+    ]),
+    case {X, Y, XStill} of
+        {{ok, _, _, _}, {ok, _, _, _}, {ok, x}} when Elapsed < ?LONG_LEASE ->
+            ct:fail({two_holders, k, {x, X}, {y, Y}, {one_epoch_two_configurations, Stranded, maps:get(epoch, Joint)}});
+        _ ->
+            ?assertNotEqual(Stranded, maps:get(epoch, Joint), "two configurations under one epoch")
+    end.
+
+await_joint(Node, 0) ->
+    ct:fail({no_joint_configuration, Node});
+await_joint(Node, N) ->
+    case rpc:call(Node, locker_membership, config, []) of
+        #{joint := {_, _}} = Joint ->
+            Joint;
+        _ ->
+            receive after 50 -> ok end,
+            await_joint(Node, N - 1)
+    end.
 
 %% A change's joint configuration reaches too few new masters in time (a
 %% new master's server is stalled past the install timeout): the change
