@@ -177,6 +177,12 @@ defmodule Locker do
       false ->
         :ok
 
+      {:error, {why, node}} when why in [:not_running, :unreachable] ->
+        # A master that has not started yet: the last one to start
+        # configures them all.
+        Logger.info("locker: the other masters not configured yet (#{why}: #{inspect(node)})")
+        :ok
+
       {:error, reason} ->
         Logger.warning("locker: could not configure the other masters: #{inspect(reason)}")
         :ok
