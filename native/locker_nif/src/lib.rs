@@ -388,6 +388,17 @@ fn abstain_after_start<'a>(env: Env<'a>, ms: Term<'a>) -> NifResult<Term<'a>> {
     Ok(atoms::ok().to_term(env))
 }
 
+/// `abstain_left() -> Ms`: how long safe mode still refuses unknown keys
+/// (milliseconds, rounded up; 0 when it does not). While it does, a lease
+/// this node forgot may still live: a reconfiguration must count it among
+/// this node's old leases.
+#[rustler::nif]
+fn abstain_left() -> u64 {
+    let now = clock::now();
+    let until = with_engine(|e| e.abstain_until());
+    until.saturating_sub(now).div_ceil(1000)
+}
+
 /// `membership_snapshot() -> {TokenFloor, HorizonMs}`: what a
 /// reconfiguration needs from a master: its token floor raised to the
 /// token of every live lease, and how long its longest live lease still

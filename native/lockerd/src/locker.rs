@@ -579,7 +579,10 @@ impl Locker {
         }
         if r.is_atom("horizon") {
             let (floor, _) = self.snapshot(now);
-            let left = protocol::ms_until(self.horizon_at, now);
+            // In safe mode, leases this node forgot may still live: count
+            // them until it stops refusing unknown keys.
+            let until = self.horizon_at.max(self.engine.abstain_until());
+            let left = protocol::ms_until(until, now);
             return ok(vec![
                 self.epoch.term(),
                 Term::Int(left.min(i64::MAX as u64) as i64),
