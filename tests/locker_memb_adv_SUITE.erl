@@ -51,7 +51,6 @@
     epoch_reused_after_aborted_change,
     slow_new_master_keeps_aborted_joint,
     set_w_on_fresh_node_reports_refusals,
-    malformed_config_requests,
     holder_extends_and_releases_under_joint
 ]).
 

@@ -39,6 +39,8 @@
 -export([change/3, change/4, set_nodes/3, set_w/2, config/0]).
 %% Called by the `locker' server and over rpc.
 -export([info/0, pull/0, pull/1]).
+%% The rule a configuration must fit (locker_server checks installs).
+-export([fits/1]).
 
 -include_lib("kernel/include/logger.hrl").
 
@@ -86,10 +88,11 @@ change(Masters0, Replicas0, W, Opts) when is_map(Opts) ->
     Masters = ordsets:from_list(Masters0),
     Replicas = ordsets:from_list(Replicas0),
     N = length(Masters),
+    Fits = quorum_fits(N, W),
     if
         N =:= 0 ->
             {error, no_masters};
-        W > N; 2 * W =< N ->
+        not Fits ->
             {error, {bad_w, W, N}};
         true ->
             case locker_meta:config() of
@@ -397,6 +400,26 @@ fallback(Cur, Masters, Replicas, W, Project, Foreign, Originals) ->
 
 why({error, Reason}) -> Reason;
 why(Other) -> Other.
+
+%% @private Whether a configuration can work, as change/4 requires of a new
+%% one (locker_core::membership::config_fits, which lockerd applies): set
+%% through epochs, it has masters, and W is at most their number and a
+%% majority of them; its joint old side (the previous masters and W, which
+%% the original requests may have set to a W that is no majority) has
+%% masters and 1 =< W_old =< their number. One set by the original
+%% requests is taken as it is.
+-spec fits(locker_meta:config()) -> boolean().
+fits(#{mode := legacy}) ->
+    true;
+fits(#{masters := M, w := W, joint := J}) ->
+    quorum_fits(length(M), W) andalso
+        case J of
+            none -> true;
+            {OldM, OldW} -> OldM =/= [] andalso OldW >= 1 andalso OldW =< length(OldM)
+        end.
+
+quorum_fits(N, W) ->
+    N > 0 andalso W =< N andalso 2 * W > N.
 
 is_node_list([]) -> true;
 is_node_list([N | T]) when is_atom(N) -> is_node_list(T);

@@ -283,7 +283,11 @@ config_call({install, Base, New, Floor}, {Pid, _}, State) ->
     Own = locker_meta:config(),
     #{epoch := E} = New,
     #{epoch := OwnE} = Own,
+    Fits = locker_membership:fits(New),
     if
+        not Fits ->
+            #{masters := M, w := W} = New,
+            {reply, {error, {unfit_config, M, W}}, config_refused(Pid, New, "cannot work (masters, W), unlike", State)};
         Own =:= New ->
             ok = locker_nif:raise_token_floor(Floor),
             {reply, ok, State};
@@ -316,7 +320,9 @@ config_call({catch_up, New, FromNode}, _From, State) ->
     true = is_config(New) andalso is_atom(FromNode) orelse error(badarg),
     Own = locker_meta:config(),
     Trusted = lists:member(FromNode, locker_meta:voters(Own)),
-    case maps:get(epoch, New) > maps:get(epoch, Own) andalso map_get(mode, New) =:= epoch of
+    case maps:get(epoch, New) > maps:get(epoch, Own) andalso map_get(mode, New) =:= epoch andalso
+        locker_membership:fits(New)
+    of
         true when Trusted ->
             ?LOG_NOTICE("locker: configuration epoch ~0p taken from master ~p (this node was at ~0p)", [
                 maps:get(epoch, New), FromNode, maps:get(epoch, Own)

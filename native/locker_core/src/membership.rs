@@ -67,6 +67,24 @@ pub fn catches_up<E: Ord>(own: &E, new: &E, new_mode: Mode, from_is_master: bool
     from_is_master && new_mode == Mode::Epoch && new > own
 }
 
+/// Whether a quorum `w` of `n` masters can work, as `change/3` requires
+/// of a new configuration: at least one master, `w <= n`, and `w` a
+/// majority (`2 * w > n`, so that two quorums always meet).
+pub fn quorum_fits(n: usize, w: i64) -> bool {
+    let n = n as i64;
+    n > 0 && w <= n && 2 * w > n
+}
+
+/// Whether a configuration set through epochs can be installed: its
+/// quorum fits (`quorum_fits`), and so does its joint old side, if any
+/// (`old_n` masters with `old_w`, as the previous configuration had;
+/// one that was set by the original requests may have had a `w` that is
+/// not a majority, so only `1 <= old_w <= old_n` is required there).
+pub fn config_fits(n: usize, w: i64, joint: Option<(usize, i64)>) -> bool {
+    quorum_fits(n, w)
+        && joint.is_none_or(|(old_n, old_w)| old_n > 0 && old_w >= 1 && old_w <= old_n as i64)
+}
+
 /// Whether an original `set_nodes` or `set_w` request is taken: always
 /// in `Mode::Legacy`; in `Mode::Epoch` only if it changes nothing (it is
 /// answered `ok` then).
@@ -77,6 +95,22 @@ pub fn takes_legacy_request(mode: Mode, unchanged: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fitting_quorums() {
+        assert!(quorum_fits(1, 1));
+        assert!(quorum_fits(3, 2));
+        assert!(quorum_fits(3, 3));
+        assert!(!quorum_fits(0, 1));
+        assert!(!quorum_fits(3, 1));
+        assert!(!quorum_fits(3, 4));
+        assert!(!quorum_fits(4, 2));
+        assert!(config_fits(2, 2, Some((3, 2))));
+        assert!(config_fits(2, 2, Some((3, 1))));
+        assert!(!config_fits(2, 2, Some((0, 1))));
+        assert!(!config_fits(2, 2, Some((1, 3))));
+        assert!(!config_fits(0, 1, None));
+    }
 
     type E = (u64, &'static str);
 

@@ -600,6 +600,14 @@ impl Locker {
                 let (Some(base), Some(new)) = (Epoch::of(base), Configuration::of(new)) else {
                     return unknown(req, from);
                 };
+                if !new.fits() {
+                    self.refused("a configuration that cannot work (masters, W)", &new, from);
+                    return err(Term::tuple(vec![
+                        Term::static_atom("unfit_config"),
+                        Term::List(new.masters.clone()),
+                        Term::Int(new.w),
+                    ]));
+                }
                 let unchanged = new == self.configuration();
                 match rules::install(self.mode, &self.epoch, unchanged, &base, &new.epoch) {
                     Install::Unchanged => {
@@ -655,7 +663,7 @@ impl Locker {
                 _ => unknown(req, from),
             },
             ("catch_up", [_, new, Term::Atom(node)]) => match Configuration::of(new) {
-                Some(new) => {
+                Some(new) if new.fits() => {
                     let trusted = self.voters().contains(&Term::Atom(node.clone()));
                     if rules::catches_up(&self.epoch, &new.epoch, new.mode, trusted) {
                         self.take(new, now);
@@ -664,6 +672,7 @@ impl Locker {
                         err(Term::static_atom("not_newer"))
                     }
                 }
+                Some(_) => err(Term::static_atom("not_newer")),
                 None => unknown(req, from),
             },
             _ => unknown(req, from),

@@ -87,6 +87,22 @@ pub struct Configuration {
     pub mode: Mode,
 }
 
+impl Configuration {
+    /// Whether it can work (`locker_core::membership::config_fits`, the
+    /// rule `change/3` applies): a configuration set through epochs
+    /// without masters, with W larger than its masters or not a majority,
+    /// or with an impossible joint old side is refused. One set by the
+    /// original requests is taken as it is (the original semantics).
+    pub fn fits(&self) -> bool {
+        self.mode == Mode::Legacy
+            || locker_core::membership::config_fits(
+                self.masters.len(),
+                self.w,
+                self.joint.as_ref().map(|(m, w)| (m.len(), *w)),
+            )
+    }
+}
+
 fn atoms(t: &Term) -> Option<Vec<Term>> {
     let list = t.as_list()?;
     list.iter()
