@@ -50,7 +50,6 @@
     foreign_node_gets_new_view_before_change_is_safe,
     epoch_reused_after_aborted_change,
     slow_new_master_keeps_aborted_joint,
-    set_w_on_fresh_node_reports_refusals,
     holder_extends_and_releases_under_joint
 ]).
 

@@ -119,16 +119,22 @@ set_nodes(Cluster, Primaries, Replicas) ->
 %% @doc {@link locker:set_w/2}: quorum `W' with this node's masters and
 %% replicas, configuring `Cluster' too. On a node that has no masters yet
 %% (never configured) there is nothing to protect: `W' is set on this node
-%% and on `Cluster' by the original request, as the original did.
+%% and on `Cluster' by the original request, as the original did; the
+%% nodes that refuse it (configured through epochs) are reported as
+%% `{error, {refused, [{Node, Why}]}}'.
 -spec set_w([node()], pos_integer()) -> ok | {error, reason()}.
 set_w(Cluster, W) ->
     case locker_meta:config() of
         undefined ->
             {error, not_started};
         #{masters := [], mode := legacy} ->
-            case gen_server:multi_call(lists:usort([node() | Cluster]), locker, {set_w, W}, ?CALL_TIMEOUT) of
-                {_, []} -> ok;
-                {_, [Node | _]} -> {error, {unreachable, Node}}
+            {Replies, Down} = gen_server:multi_call(lists:usort([node() | Cluster]), locker, {set_w, W}, ?CALL_TIMEOUT),
+            %% A node configured through epochs refuses the original
+            %% request: W was not set there.
+            case [{N, why(R)} || {N, R} <- Replies, R =/= ok] of
+                [] when Down =:= [] -> ok;
+                [] -> {error, {unreachable, hd(Down)}};
+                Refused -> {error, {refused, Refused ++ [{N, unreachable} || N <- Down]}}
             end;
         #{masters := M, replicas := R} ->
             change(M, R, W, #{nodes => Cluster})
