@@ -33,6 +33,10 @@ defmodule LockerDocsTest do
     {"README.md", "cargo build --release -p lockerd",
      {:skip,
       "starts a long-running lockerd: tests/lockerd_SUITE.erl starts lockerd with these options"}},
+    {"README.md", "use std::time::Duration;",
+     {:skip, "Rust: compiled as a doc test of native/locker_client (cargo test --workspace)"}},
+    {"native/locker_client/README.md", "use std::time::Duration;",
+     {:skip, "Rust: compiled as a doc test of native/locker_client (cargo test --workspace)"}},
     {"README.md", "./scripts/bench.sh",
      {:skip, "the benchmarks take minutes: run by hand, their figures are in the README"}},
     {"docs/elixir.md", "# config/runtime.exs", :config},
@@ -108,7 +112,8 @@ defmodule LockerDocsTest do
       |> Enum.with_index(1)
       |> Enum.reduce({[], nil}, fn
         {text, n}, {acc, nil} ->
-          case Regex.run(~r/^\s*```(\w*)\s*$/, text) do
+          # A language and rustdoc's attributes: ```rust,no_run
+          case Regex.run(~r/^\s*```(\w*)[\w,]*\s*$/, text) do
             [_, lang] -> {acc, {lang, n, []}}
             nil -> {acc, nil}
           end

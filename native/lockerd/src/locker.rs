@@ -812,10 +812,10 @@ impl Locker {
             self.wakeup = None;
             return;
         }
-        self.wakeup = self.engine.next_wakeup().map(|at| {
-            let d = at.saturating_sub(clock::now()) + 1_000;
-            tokio::time::Instant::now() + Duration::from_micros(d)
-        });
+        self.wakeup = self
+            .engine
+            .wakeup_in(clock::now())
+            .map(|d| tokio::time::Instant::now() + Duration::from_micros(d));
     }
 }
 
