@@ -579,7 +579,7 @@ impl Locker {
         }
         if r.is_atom("horizon") {
             let (floor, _) = self.snapshot(now);
-            let left = protocol::ms_until(self.horizon_at, now);
+            let left = self.horizon_at.saturating_sub(now).div_ceil(1_000);
             return ok(vec![
                 self.epoch.term(),
                 Term::Int(left.min(i64::MAX as u64) as i64),
