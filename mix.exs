@@ -55,8 +55,11 @@ defmodule Locker.MixProject do
       name: "locker_rs",
       licenses: ["MIT"],
       links: %{"Protocol" => "docs/protocol.md"},
+      # Every crate of the Cargo workspace: cargo needs all its members to
+      # build the NIF (scripts/consumer-test.sh builds from these files).
       files: ~w(mix.exs rebar.config README.md Cargo.toml Cargo.lock src erlang/src elixir/lib
-                native/build_nif.sh native/locker_core native/locker_nif docs)
+                native/build_nif.sh native/locker_core native/locker_nif native/erl_node
+                native/locker_client native/lockerd docs)
     ]
   end
 

@@ -65,3 +65,11 @@ mix_app "$tmp/mix_path" "{:locker, path: \"$root\"}"
 
 step "Mix, git dependency"
 mix_app "$tmp/mix_git" "{:locker, git: \"file://$root\", ref: \"$rev\"}"
+
+step "Mix, path dependency on the package's files only (what a Hex package would ship)"
+pkg="$tmp/package/locker"
+mkdir -p "$pkg"
+files=$(cd "$root" && elixir -e 'Mix.start(); Code.require_file("mix.exs"); IO.puts(Enum.join(Mix.Project.config()[:package][:files], " "))')
+# shellcheck disable=SC2086 # the list is words on purpose
+(cd "$root" && git ls-files -z -- $files | xargs -0 cp -P --parents -t "$pkg")
+mix_app "$tmp/mix_package" "{:locker, path: \"$pkg\"}"

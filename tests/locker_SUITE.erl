@@ -795,7 +795,11 @@ kill_locker_while_running(A, Cluster, Left, Kills) ->
         case Kills < 8 andalso results_waiting() >= 40 * (Kills + 1) of
             true ->
                 Pid = rpc:call(A, erlang, whereis, [locker]),
+                %% exit/2 returns before the process is gone: wait for
+                %% its 'DOWN' so that the new server can take the name.
+                Mref = erlang:monitor(process, Pid),
                 true = rpc:call(A, erlang, exit, [Pid, kill]),
+                receive {'DOWN', Mref, process, Pid, _} -> ok end,
                 {ok, _} = start_server(A),
                 ok = call(A, set_nodes, [Cluster, Cluster, []]),
                 kill_locker_while_running(A, Cluster, Left, Kills + 1);

@@ -33,6 +33,10 @@ defmodule LockerDocsTest do
     {"README.md", "cargo build --release -p lockerd",
      {:skip,
       "starts a long-running lockerd: tests/lockerd_SUITE.erl starts lockerd with these options"}},
+    {"README.md", "use std::time::Duration;",
+     {:skip, "Rust: compiled as a doc test of native/locker_client (cargo test --workspace)"}},
+    {"native/locker_client/README.md", "use std::time::Duration;",
+     {:skip, "Rust: compiled as a doc test of native/locker_client (cargo test --workspace)"}},
     {"README.md", "./scripts/bench.sh",
      {:skip, "the benchmarks take minutes: run by hand, their figures are in the README"}},
     {"docs/elixir.md", "# config/runtime.exs", :config},
@@ -108,7 +112,8 @@ defmodule LockerDocsTest do
       |> Enum.with_index(1)
       |> Enum.reduce({[], nil}, fn
         {text, n}, {acc, nil} ->
-          case Regex.run(~r/^\s*```(\w*)\s*$/, text) do
+          # A language and rustdoc's attributes: ```rust,no_run
+          case Regex.run(~r/^\s*```(\w*)[\w,]*\s*$/, text) do
             [_, lang] -> {acc, {lang, n, []}}
             nil -> {acc, nil}
           end
@@ -169,15 +174,17 @@ defmodule LockerDocsTest do
     # This node and two peers: three masters, W = 2 (a majority).
     peers = for name <- [:bd_b, :bd_c], do: Cluster.start_peer(name)
     nodes = [node() | Enum.map(peers, &elem(&1, 1))]
-    :ok = :locker.set_nodes([node()], nodes, [])
-    :ok = :locker.set_w([node()], 2)
+    # The peers run locker before the cluster is configured (a change
+    # reaches every node), then masters and W change in one step.
     for {_, n} <- peers, do: Cluster.start_app(n, masters: nodes)
+    :ok = :locker_membership.change(nodes, [], 2, %{nodes: [node()]})
     Cluster.await_ready(nodes)
 
     on_exit(fn ->
+      # Back to this node alone while the peers still answer (the change
+      # waits for the leases the peers hold to run out).
+      :ok = :locker_membership.change([node()], [], 1, %{wait: 120_000})
       Cluster.stop(Enum.map(peers, &elem(&1, 0)))
-      :ok = :locker.set_nodes([node()], [node()], [])
-      :ok = :locker.set_w([node()], 1)
     end)
 
     %{nodes: nodes}

@@ -8,6 +8,8 @@
 
 -export([
     dirty_read/1,
+    handle/1,
+    handle/2,
     get_write_lock/3,
     release_write_lock/1,
     write/4,
@@ -70,6 +72,18 @@ load() ->
 
 -spec dirty_read(term()) -> {ok, term()} | {error, not_found}.
 dirty_read(_Key) -> ?NIF.
+
+%% Serves a request tuple of the store (`get_write_lock', `release_write_lock',
+%% `write', `update', `extend_lease', `release'): the reply the protocol gives
+%% it, and the waiters it woke. `unknown_request' for any other term. Raises
+%% `badarg' on a bad lease length.
+-spec handle(term()) -> {term(), [wake()]} | unknown_request.
+handle(_Request) -> ?NIF.
+
+%% {@link handle/1}, waits included: `{pending, []}' registers waiter `Id',
+%% answered by a later wake.
+-spec handle(term(), non_neg_integer()) -> {term(), [wake()]} | unknown_request.
+handle(_Request, _WaiterId) -> ?NIF.
 
 -spec get_write_lock(term(), term(), term()) ->
     ok | {error, already_locked | not_expected_value | {stale_token, pos_integer()}}.

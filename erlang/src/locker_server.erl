@@ -140,33 +140,22 @@ handle_call(Request, From, State) ->
              warn(State, "locker: request ~0P failed: ~p:~0P at ~0P", [Request, 20, Class, Reason, 20, Stack, 20])}
     end.
 
-call(Request, From, State) when
-    element(1, Request) =:= get_write_lock;
-    element(1, Request) =:= release_write_lock;
-    element(1, Request) =:= write;
-    element(1, Request) =:= update;
-    element(1, Request) =:= extend_lease;
-    element(1, Request) =:= release
-->
-    case locker_store:apply(Request) of
-        {{error, {unknown_request, _}} = Reply, []} ->
-            {reply, Reply, warn(State, "locker: unknown request ~0P", [Request, 20])};
-        {{error, {config_epoch, Own}} = Reply, []} ->
+%% The store's requests (waits included) are decoded and answered in the
+%% Rust core, after the configuration epoch check (a vote or phase two made
+%% under another epoch changes nothing); the rest are this server's own.
+call(Request, From, #state{next_id = Id} = State) ->
+    case locker_store:epoch_refusal(Request) of
+        {error, {config_epoch, Own}} = Reply ->
             {reply, Reply, epoch_refused(Request, Own, From, State)};
-        {Reply, Wakes} ->
-            {reply, Reply, rearm(woken(Wakes, State))}
-    end;
-call({wait_for, Key, Timeout}, From, #state{next_id = Id} = State) ->
-    case locker_nif:wait_for(Key, Id, Timeout) of
-        pending -> {noreply, add_waiter(Id, From, State)};
-        Ready -> {reply, Ready, State}
-    end;
-call({wait_for_release, Key, Timeout}, From, #state{next_id = Id} = State) ->
-    case locker_nif:wait_for_release(Key, Id, Timeout) of
-        pending -> {noreply, add_waiter(Id, From, State)};
-        Ready -> {reply, Ready, State}
-    end;
-call({set_nodes, Primaries, Replicas}, From, #state{watch = Watch, safe = Safe} = State) ->
+        none ->
+            case locker_nif:handle(Request, Id) of
+                unknown_request -> own_call(Request, From, State);
+                {pending, []} -> {noreply, add_waiter(Id, From, State)};
+                {Reply, Wakes} -> {reply, Reply, rearm(woken(Wakes, State))}
+            end
+    end.
+
+own_call({set_nodes, Primaries, Replicas}, From, #state{watch = Watch, safe = Safe} = State) ->
     case is_node_list(Primaries) andalso is_node_list(Replicas) of
         true ->
             case legacy() of
@@ -182,7 +171,7 @@ call({set_nodes, Primaries, Replicas}, From, #state{watch = Watch, safe = Safe} 
         false ->
             error(badarg)
     end;
-call({set_w, W}, From, State) when is_integer(W), W > 0 ->
+own_call({set_w, W}, From, State) when is_integer(W), W > 0 ->
     case legacy() of
         true ->
             {Nodes, Replicas, _} = locker_meta:get(),
@@ -191,15 +180,15 @@ call({set_w, W}, From, State) when is_integer(W), W > 0 ->
         false ->
             legacy_refused({set_w, W}, From, State)
     end;
-call({set_w, _}, _From, _State) ->
+own_call({set_w, _}, _From, _State) ->
     error(badarg);
-call({'$locker_config', Request}, From, State) ->
+own_call({'$locker_config', Request}, From, State) ->
     config_call(Request, From, State);
-call(get_debug_state, _From, State) ->
+own_call(get_debug_state, _From, State) ->
     {Promises, Leases} = locker_nif:debug_state(),
     #state{lease_expire_ref = R1, write_locks_expire_ref = R2, push_trans_log_ref = R3} = State,
     {reply, {ok, Promises, Leases, R1, R2, R3}, State};
-call(Request, {Pid, _}, State) ->
+own_call(Request, {Pid, _}, State) ->
     State1 = warn(State, "locker: unknown request ~0P from ~p", [Request, 20, Pid]),
     {reply, {error, {unknown_request, Request}}, State1}.
 
@@ -591,14 +580,15 @@ arm_wakeup(#state{wakeup = Current} = State) ->
         infinity ->
             cancel_wakeup(State);
         Ms0 ->
-            %% A timer that far (an infinite wait) fires early and re-arms.
-            Ms = min(Ms0, ?MAX_TIMER_MS - 1),
+            %% The store adds the margin that makes the sweep find it due. A
+            %% timer that far (an infinite wait) fires early and re-arms.
+            Ms = min(Ms0, ?MAX_TIMER_MS),
             At = erlang:monotonic_time(millisecond) + Ms,
             case Current of
                 {_, T} when T =< At -> State;
                 _ ->
                     State1 = cancel_wakeup(State),
-                    State1#state{wakeup = {erlang:start_timer(Ms + 1, self(), wakeup), At}}
+                    State1#state{wakeup = {erlang:start_timer(Ms, self(), wakeup), At}}
             end
     end.
 

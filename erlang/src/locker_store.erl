@@ -21,7 +21,7 @@
 -spec apply(term()) -> {term(), [locker_nif:wake()]}.
 apply(Request) ->
     case epoch_refusal(Request) of
-        none -> apply_request(Request);
+        none -> handle(Request);
         Refusal -> {Refusal, []}
     end.
 
@@ -61,29 +61,14 @@ tag_epoch({'$locker_token', Inner, _}) -> tag_epoch(Inner);
 tag_epoch({'$locker_epoch', {C, P} = Epoch, _}) when is_integer(C), C >= 0, is_atom(P) -> Epoch;
 tag_epoch(_) -> none.
 
-apply_request({get_write_lock, Key, Expected, Tag}) ->
-    {locker_nif:get_write_lock(Key, Expected, Tag), []};
-apply_request({release_write_lock, Tag}) ->
-    {locker_nif:release_write_lock(Tag), []};
-apply_request({write, Tag, Key, Value, LeaseLength}) ->
-    committed(locker_nif:write(Tag, Key, Value, LeaseLength));
-apply_request({update, Tag, Key, Value}) ->
-    {locker_nif:update(Tag, Key, Value), []};
-apply_request({extend_lease, Tag, Key, Value, LeaseLength}) ->
-    committed(locker_nif:extend_lease(Tag, Key, Value, LeaseLength));
-apply_request({release, Key, Value, Tag}) ->
-    case locker_nif:release(Key, Value, Tag) of
-        {ok, Wakes} -> {ok, Wakes};
-        Error -> {Error, []}
-    end;
-apply_request(Request) ->
-    {{error, {unknown_request, Request}}, []}.
-
-%% A phase two that the store refused (its promise is gone and applying
-%% it could displace another holder) is answered `{error, no_promise}',
-%% which coordinators count as no commit.
-committed({ok, Wakes}) -> {ok, Wakes};
-committed({error, no_promise} = Error) -> {Error, []}.
+%% Decoded, applied and answered once for every adapter, in the Rust core
+%% (locker_core::protocol); a phase two that the store refused is answered
+%% `{error, no_promise}', which coordinators count as no commit.
+handle(Request) ->
+    case locker_nif:handle(Request) of
+        unknown_request -> {{error, {unknown_request, Request}}, []};
+        Handled -> Handled
+    end.
 
 %% @doc {@link apply/1} from a coordinator's own process: the reply, with
 %% the woken waiters handed to the server (if it is running: its waiters

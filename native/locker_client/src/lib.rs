@@ -72,3 +72,8 @@ pub use erl_node::term::{Atom, Pid, Term};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The project README's Rust example, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ProjectReadmeDoctests;

@@ -12,6 +12,10 @@ use crate::translog::{LogEntry, TransLog};
 use crate::waiters::{WaitKind, WaitOutcome, WaiterId, Waiters, Wake};
 use crate::{ms, Micros};
 
+/// How long after [`Engine::next_wakeup`] a server's wake-up timer fires
+/// ([`Engine::wakeup_in`]).
+pub const WAKEUP_MARGIN: Micros = 1_000;
+
 /// Tunables of an [`Engine`].
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -775,6 +779,15 @@ where
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// How long from `now` a server's wake-up timer should run to find
+    /// [`Engine::next_wakeup`] due: until it, plus [`WAKEUP_MARGIN`] (a
+    /// shell's timer and this clock may disagree by up to a millisecond).
+    /// `None` when no waiter needs an answer.
+    pub fn wakeup_in(&self, now: Micros) -> Option<Micros> {
+        self.next_wakeup()
+            .map(|at| at.saturating_sub(now).saturating_add(WAKEUP_MARGIN))
     }
 
     /// Takes up to `max` log entries, oldest first.

@@ -16,7 +16,7 @@
 //! route it.
 
 use crate::waiters::{WaitOutcome, WaiterId, Wake};
-use crate::{LogEntry, Micros};
+use crate::LogEntry;
 
 /// A lease or timeout "forever", in milliseconds: `infinity`, or an integer
 /// too big for `u64` (still far below `u64::MAX` once counted in µs).
@@ -231,6 +231,17 @@ impl Op {
         }
     }
 
+    /// Whether the request registers a waiter (the adapter chooses its id).
+    pub const fn waits(self) -> bool {
+        matches!(self, Op::WaitFor | Op::WaitForRelease)
+    }
+
+    /// The request a tuple `{Op, ...}` names, if any.
+    pub fn of_tuple<W: WireTerm>(t: &W) -> Option<Op> {
+        t.with_tuple(|items| items.first().and_then(Op::of))
+            .flatten()
+    }
+
     /// The request named by the atom `t`.
     pub fn of<W: WireTerm>(t: &W) -> Option<Op> {
         Op::ALL.into_iter().find(|op| t.is_atom(op.name()))
@@ -369,21 +380,27 @@ impl<K, V, T> Request<K, V, T> {
                 }
             }
             (Op::ReleaseWriteLock, [tag]) => Request::ReleaseWriteLock { tag: d.tag(tag) },
-            (Op::Write, [tag, k, v, lease]) => Request::Write {
-                lease_ms: ms(lease)?,
-                token: tag_token(tag),
-                tag: d.tag(tag),
-                key: d.key(k),
-                value: d.value(v),
-            },
+            (Op::Write | Op::ExtendLease, [tag, k, v, lease]) => {
+                let (lease_ms, token) = (ms(lease)?, tag_token(tag));
+                let (tag, key, value) = (d.tag(tag), d.key(k), d.value(v));
+                match op {
+                    Op::Write => Request::Write {
+                        tag,
+                        key,
+                        value,
+                        lease_ms,
+                        token,
+                    },
+                    _ => Request::ExtendLease {
+                        tag,
+                        key,
+                        value,
+                        lease_ms,
+                        token,
+                    },
+                }
+            }
             (Op::Update, [tag, k, v]) => Request::Update {
-                tag: d.tag(tag),
-                key: d.key(k),
-                value: d.value(v),
-            },
-            (Op::ExtendLease, [tag, k, v, lease]) => Request::ExtendLease {
-                lease_ms: ms(lease)?,
-                token: tag_token(tag),
                 tag: d.tag(tag),
                 key: d.key(k),
                 value: d.value(v),
@@ -563,37 +580,25 @@ impl<K, V> LogEntry<K, V> {
     /// `{extend_lease, Key, Value, LeaseMs}`, `{update, Key, Value}` or
     /// `{release, Key}`.
     pub fn encode<E: Encode<Key = K, Value = V>>(&self, e: &E) -> E::Term {
-        match self {
+        let (op, key, value, lease_ms) = match self {
             LogEntry::Write {
                 key,
                 value,
                 lease_ms,
-            } => e.tuple(&[
-                e.atom(Op::Write.name()),
-                e.key(key),
-                e.value(value),
-                e.uint(*lease_ms),
-            ]),
+            } => (Op::Write, key, Some(value), Some(*lease_ms)),
             LogEntry::ExtendLease {
                 key,
                 value,
                 lease_ms,
-            } => e.tuple(&[
-                e.atom(Op::ExtendLease.name()),
-                e.key(key),
-                e.value(value),
-                e.uint(*lease_ms),
-            ]),
-            LogEntry::Update { key, value } => {
-                e.tuple(&[e.atom(Op::Update.name()), e.key(key), e.value(value)])
-            }
-            LogEntry::Release { key } => e.tuple(&[e.atom(Op::Release.name()), e.key(key)]),
+            } => (Op::ExtendLease, key, Some(value), Some(*lease_ms)),
+            LogEntry::Update { key, value } => (Op::Update, key, Some(value), None),
+            LogEntry::Release { key } => (Op::Release, key, None, None),
+        };
+        let (op, key) = (e.atom(op.name()), e.key(key));
+        match (value, lease_ms) {
+            (Some(v), Some(ms)) => e.tuple(&[op, key, e.value(v), e.uint(ms)]),
+            (Some(v), None) => e.tuple(&[op, key, e.value(v)]),
+            _ => e.tuple(&[op, key]),
         }
     }
-}
-
-/// Milliseconds from `now` until `at`, rounded up (a timer set for it
-/// fires at or after `at`).
-pub fn ms_until(at: Micros, now: Micros) -> u64 {
-    at.saturating_sub(now).div_ceil(1_000)
 }

@@ -868,3 +868,18 @@ fn reset_volatile_and_clear() {
     assert_eq!(e.summary(), Default::default());
     assert_eq!(e.next_wakeup(), None);
 }
+
+#[test]
+fn the_wakeup_timer_runs_past_the_next_wakeup_by_the_margin() {
+    let mut e = engine();
+    assert_eq!(e.wakeup_in(T0), None);
+    e.wait_for("c", 1, 300, T0);
+    let at = e.next_wakeup().unwrap();
+    let now = T0 + 17;
+    assert_eq!(
+        e.wakeup_in(now),
+        Some(at - now + locker_core::WAKEUP_MARGIN)
+    );
+    // Past due: the margin only.
+    assert_eq!(e.wakeup_in(at + 5), Some(locker_core::WAKEUP_MARGIN));
+}

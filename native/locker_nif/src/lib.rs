@@ -17,7 +17,7 @@ mod value;
 mod wire;
 
 use locker_core::clock;
-use locker_core::protocol::{self, Handled, Op, Reply, Request};
+use locker_core::protocol::{self, DecodeError, Handled, Op, Reply, Request};
 use locker_core::{LogEntry, WaiterId, Wake};
 use rustler::{Encoder, Env, Error, NifResult, Term};
 
@@ -53,6 +53,7 @@ pub(crate) mod atoms {
         locker_corrupt_term,
         stale_token,
         no_promise,
+        unknown_request,
         get_write_lock,
         release_write_lock,
         wait_for,
@@ -198,6 +199,47 @@ fn release<'a>(env: Env<'a>, args: [Term<'a>; 3]) -> NifResult<Term<'a>> {
     Ok(with_wakes(env, serve(env, Op::Release, args, 0)?))
 }
 
+lean::lean_nif!("handle", 1, handle);
+
+/// `handle(Request) -> {Reply, Wakes} | unknown_request`: serves a request
+/// tuple of the store (`get_write_lock`, `release_write_lock`, `write`,
+/// `update`, `extend_lease`, `release`) with the reply the protocol gives
+/// it; `unknown_request` for any other term (waits need a waiter id:
+/// [`handle_waiting`]). A bad lease length raises `badarg`.
+fn handle<'a>(env: Env<'a>, [request]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
+    serve_tuple(env, request, None)
+}
+
+lean::lean_nif!("handle", 2, handle_waiting);
+
+/// `handle(Request, WaiterId) -> {Reply, Wakes} | {pending, []} |
+/// unknown_request`: as `handle/1`, waits included (`pending`: the waiter
+/// `WaiterId` is answered by a later wake).
+fn handle_waiting<'a>(env: Env<'a>, [request, id]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+    serve_tuple(env, request, Some(id.decode()?))
+}
+
+fn serve_tuple<'a>(env: Env<'a>, t: Term<'a>, waiter: Option<WaiterId>) -> NifResult<Term<'a>> {
+    let unknown = || Ok(atoms::unknown_request().to_term(env));
+    let Some(op) = Op::of_tuple(&Wire(t)) else {
+        return unknown();
+    };
+    if op.waits() && waiter.is_none() {
+        return unknown();
+    }
+    let mut request = match Request::decode_tuple(&Wire(t), &Nif(env)) {
+        Ok(Some(r)) => r,
+        Ok(None) | Err(DecodeError::Unknown) => return unknown(),
+        Err(DecodeError::BadArg) => return Err(Error::BadArg),
+    };
+    request.set_waiter(waiter.unwrap_or(0));
+    let h = with_engine(|e| e.handle(request, clock::now()));
+    Ok(make_tuple(
+        env,
+        &[h.reply.encode(&Nif(env)), wakes_to_term(env, h.wakes)],
+    ))
+}
+
 /// `wait_for(Key, WaiterId, TimeoutMs) -> {ok, Value} | pending`
 #[rustler::nif]
 fn wait_for<'a>(env: Env<'a>, k: Term<'a>, id: u64, timeout: Term<'a>) -> NifResult<Term<'a>> {
@@ -236,12 +278,12 @@ fn sweep(env: Env, budget: usize) -> Term {
     )
 }
 
-/// `next_wakeup() -> Ms | infinity`: milliseconds until a sweep has a
-/// waiter to answer.
+/// `next_wakeup() -> Ms | infinity`: milliseconds until the server's
+/// wake-up timer should fire (a sweep then has a waiter to answer).
 #[rustler::nif]
 fn next_wakeup(env: Env) -> Term {
-    match with_engine(|e| e.next_wakeup()) {
-        Some(at) => protocol::ms_until(at, clock::now()).encode(env),
+    match with_engine(|e| e.wakeup_in(clock::now())) {
+        Some(us) => us.div_ceil(1_000).encode(env),
         None => atoms::infinity().to_term(env),
     }
 }

@@ -45,9 +45,11 @@ fn atom(name: Name) -> rustler::Atom {
 }
 
 impl WireTerm for Wire<'_> {
+    /// An atom is an immediate: it is `=:=` only to its own term word, so
+    /// comparing words is exact (and spares a call into the VM).
     #[inline]
     fn is_atom(&self, name: Name) -> bool {
-        self.0 == atom(name).to_term(self.0.get_env())
+        self.0.as_c_arg() == atom(name).as_c_arg()
     }
 
     fn integer(&self) -> Option<Integer> {

@@ -582,7 +582,7 @@ impl Locker {
             // In safe mode, leases this node forgot may still live: count
             // them until it stops refusing unknown keys.
             let until = self.horizon_at.max(self.engine.abstain_until());
-            let left = protocol::ms_until(until, now);
+            let left = until.saturating_sub(now).div_ceil(1_000);
             return ok(vec![
                 self.epoch.term(),
                 Term::Int(left.min(i64::MAX as u64) as i64),
@@ -824,10 +824,10 @@ impl Locker {
             self.wakeup = None;
             return;
         }
-        self.wakeup = self.engine.next_wakeup().map(|at| {
-            let d = at.saturating_sub(clock::now()) + 1_000;
-            tokio::time::Instant::now() + Duration::from_micros(d)
-        });
+        self.wakeup = self
+            .engine
+            .wakeup_in(clock::now())
+            .map(|d| tokio::time::Instant::now() + Duration::from_micros(d));
     }
 }
 
