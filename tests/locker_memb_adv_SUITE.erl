@@ -48,8 +48,6 @@
     restarted_node_rejoins_with_quick_start,
     untagged_coordinator_with_old_view,
     foreign_node_gets_new_view_before_change_is_safe,
-    epoch_reused_after_aborted_change,
-    slow_new_master_keeps_aborted_joint,
     holder_extends_and_releases_under_joint
 ]).
 

@@ -268,7 +268,11 @@ epochs(#{joint := {_, _}} = Cur, Masters, Replicas, W, Opts, Project, _Foreign, 
 epochs(Cur, Masters, Replicas, W, Opts, Project, Foreign, _Attempts) ->
     #{epoch := Base, masters := OldM, w := OldW, mode := Mode} = Cur,
     Target = #{masters => Masters, replicas => Replicas, w => W, mode => epoch},
-    Counter = lists:max([element(1, maps:get(epoch, C)) || {_, C, _} <- Project] ++ [element(1, Base)]),
+    %% Above every epoch probed and every epoch this node ever proposed or
+    %% took (an aborted change's epoch is never proposed again).
+    Counter = lists:max(
+        [element(1, maps:get(epoch, C)) || {_, C, _} <- Project] ++ [element(1, Base), locker_meta:highest_counter()]
+    ),
     Floor = lists:max([0 | [F || {_, _, F} <- Project]]),
     Nodes = nodes_of(Project),
     ok = set_foreign_replicas(Foreign, Masters, Replicas, W),
@@ -304,6 +308,8 @@ nodes_of(Project) ->
 %% Installs `Next' (made from epoch `Base') on `Nodes': it must be taken by
 %% W of each quorum's masters, else those that took it go back to `Prev'.
 install(Base, Next, Floor, Nodes, Quorums, Prev) ->
+    #{epoch := E} = Next,
+    ok = locker_meta:note_epoch(E),
     Request = {'$locker_config', {install, Base, Next, Floor}},
     {Replies, Down} = gen_server:multi_call(Nodes, locker, Request, ?CALL_TIMEOUT),
     Took = [N || {N, ok} <- Replies],
@@ -312,8 +318,10 @@ install(Base, Next, Floor, Nodes, Quorums, Prev) ->
         [] ->
             ok;
         _ ->
-            #{epoch := E} = Next,
-            _ = gen_server:multi_call(Took, locker, {'$locker_config', {abort, E, Prev}}, ?CALL_TIMEOUT),
+            %% To every node of the change, those that did not answer
+            %% too: one that is slow takes the install later (or the abort
+            %% first, and then remembers the epoch as aborted).
+            _ = gen_server:multi_call(Nodes, locker, {'$locker_config', {abort, E, Prev}}, ?CALL_TIMEOUT),
             Voters = lists:usort(lists:append([Set || {Set, _} <- Quorums])),
             Why =
                 [{N, why(R)} || {N, R} <- Replies, R =/= ok, lists:member(N, Voters)] ++
@@ -343,7 +351,7 @@ finish(#{joint := {OldM, OldW}, epoch := {C, _} = E1, masters := Masters, w := W
         end,
     case wait_old_leases(OldM, Need, E1, Deadline) of
         {ok, Floor} ->
-            Final = Joint#{epoch := {C + 1, node()}, joint := none},
+            Final = Joint#{epoch := {max(C, locker_meta:highest_counter()) + 1, node()}, joint := none},
             install(E1, Final, Floor, Nodes, [{Masters, W}], Joint);
         {error, _} = Error ->
             Error
@@ -391,7 +399,7 @@ fallback(Cur, Masters, Replicas, W, Project, Foreign, Originals) ->
         [Originals]
     ),
     #{epoch := {C, _} = Base} = Cur,
-    Counter = lists:max([C | [element(1, maps:get(epoch, Cfg)) || {_, Cfg, _} <- Project]]),
+    Counter = lists:max([C, locker_meta:highest_counter() | [element(1, maps:get(epoch, Cfg)) || {_, Cfg, _} <- Project]]),
     Next = #{
         epoch => {Counter + 1, node()}, masters => Masters, replicas => Replicas, w => W, joint => none, mode => legacy
     },

@@ -16,11 +16,13 @@
 
 -export([get/0, current/0, put/3, push_targets/0, token_counter/0]).
 -export([config/0, put_config/1, epoch/0, voters/1, quorums/1, initial_epoch/0]).
+-export([note_epoch/1, highest_counter/0]).
 -export_type([config/0, epoch/0]).
 
 -define(META, {locker, meta}).
 -define(CONFIG, {locker, config}).
 -define(TOKENS, {locker, token_counter}).
+-define(HIGHEST, {locker, highest_epoch_counter}).
 
 %% Totally ordered: a counter, then the node that proposed it (the atom
 %% `none' for a configuration set by the original requests).
@@ -66,6 +68,22 @@ epoch() ->
     end.
 
 %% @doc The epoch of a node that was never configured through epochs.
+%% @doc Notes an epoch this node proposed or took: {@link highest_counter/0}
+%% never goes down (for the life of the VM), so that this node never
+%% proposes the same epoch twice, even one whose change was aborted and
+%% rolled back everywhere it was seen.
+-spec note_epoch(epoch()) -> ok.
+note_epoch({Counter, _}) ->
+    case highest_counter() >= Counter of
+        true -> ok;
+        false -> persistent_term:put(?HIGHEST, Counter)
+    end.
+
+%% @doc The highest epoch counter this node proposed or took.
+-spec highest_counter() -> non_neg_integer().
+highest_counter() ->
+    persistent_term:get(?HIGHEST, 0).
+
 -spec initial_epoch() -> epoch().
 initial_epoch() ->
     {0, none}.
@@ -113,6 +131,7 @@ put_config(#{masters := M0, replicas := R0, joint := Joint0} = Config0) ->
     %% costs a global GC: only when it changes. The configuration first:
     %% the epoch a master checks votes against.
     _ = config() =:= Config orelse persistent_term:put(?CONFIG, Config),
+    ok = note_epoch(maps:get(epoch, Config)),
     _ = current() =:= Meta orelse persistent_term:put(?META, Meta),
     push_targets() =/= [].
 

@@ -48,8 +48,14 @@
     %% took the current epoch (see locker_membership).
     horizon_at = 0 :: integer(),
     %% When this node last asked its masters for a newer configuration.
-    pulled_at = undefined :: undefined | integer()
+    pulled_at = undefined :: undefined | integer(),
+    %% Epochs whose change was aborted (the latest first, at most
+    %% ?ABORTED_KEPT): never taken afterwards, whatever the order in which
+    %% the install and the abort arrive.
+    aborted = [] :: [locker_meta:epoch()]
 }).
+
+-define(ABORTED_KEPT, 32).
 
 %% Longest timer armed at once (about 49 days): a later wakeup re-arms.
 -define(MAX_TIMER_MS, 16#FFFFFFFF).
@@ -273,7 +279,10 @@ config_call({install, Base, New, Floor}, {Pid, _}, State) ->
     #{epoch := E} = New,
     #{epoch := OwnE} = Own,
     Fits = locker_membership:fits(New),
+    Aborted = lists:member(E, State#state.aborted),
     if
+        Aborted ->
+            {reply, {error, {aborted_epoch, E}}, config_refused(Pid, New, "was aborted by its proposer, unlike", State)};
         not Fits ->
             #{masters := M, w := W} = New,
             {reply, {error, {unfit_config, M, W}}, config_refused(Pid, New, "cannot work (masters, W), unlike", State)};
@@ -290,9 +299,11 @@ config_call({install, Base, New, Floor}, {Pid, _}, State) ->
     end;
 config_call({abort, Epoch, Prev}, _From, State) ->
     true = is_epoch(Epoch) andalso is_config(Prev) orelse error(badarg),
+    Aborted = lists:sublist([Epoch | lists:delete(Epoch, State#state.aborted)], ?ABORTED_KEPT),
+    State1 = State#state{aborted = Aborted},
     case locker_meta:epoch() of
-        Epoch -> {reply, ok, install(Prev, State)};
-        _ -> {reply, ok, State}
+        Epoch -> {reply, ok, install(Prev, State1)};
+        _ -> {reply, ok, State1}
     end;
 config_call({force, Base, New}, {Pid, _}, State) ->
     %% The original semantics (a cluster with original masters): the view
@@ -310,7 +321,7 @@ config_call({catch_up, New, FromNode}, _From, State) ->
     Own = locker_meta:config(),
     Trusted = lists:member(FromNode, locker_meta:voters(Own)),
     case maps:get(epoch, New) > maps:get(epoch, Own) andalso map_get(mode, New) =:= epoch andalso
-        locker_membership:fits(New)
+        locker_membership:fits(New) andalso not lists:member(maps:get(epoch, New), State#state.aborted)
     of
         true when Trusted ->
             ?LOG_NOTICE("locker: configuration epoch ~0p taken from master ~p (this node was at ~0p)", [

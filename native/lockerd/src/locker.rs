@@ -103,7 +103,14 @@ pub struct Locker {
     /// Until when a lease stored under an epoch before the current one may
     /// live (the longest lease held when this node took the current one).
     horizon_at: u64,
+    /// Epochs whose change was aborted (latest first, at most
+    /// `ABORTED_KEPT`): never taken afterwards, whatever the order in
+    /// which the install and the abort arrive.
+    aborted: Vec<Epoch>,
 }
+
+/// How many aborted epochs a node remembers.
+const ABORTED_KEPT: usize = 32;
 
 /// Atoms used in replies.
 mod a {
@@ -220,6 +227,7 @@ impl Locker {
             mode: Mode::Legacy,
             joint: None,
             horizon_at: clock::now(),
+            aborted: Vec::new(),
         };
         let m: Vec<Term> = cfg.masters.iter().cloned().map(Term::Atom).collect();
         let r: Vec<Term> = cfg.replicas.iter().cloned().map(Term::Atom).collect();
@@ -600,6 +608,13 @@ impl Locker {
                 let (Some(base), Some(new)) = (Epoch::of(base), Configuration::of(new)) else {
                     return unknown(req, from);
                 };
+                if self.aborted.contains(&new.epoch) {
+                    self.refused("aborted by its proposer", &new, from);
+                    return err(Term::tuple(vec![
+                        Term::static_atom("aborted_epoch"),
+                        new.epoch.term(),
+                    ]));
+                }
                 if !new.fits() {
                     self.refused("a configuration that cannot work (masters, W)", &new, from);
                     return err(Term::tuple(vec![
@@ -639,7 +654,11 @@ impl Locker {
             }
             ("abort", [_, epoch, prev]) => match (Epoch::of(epoch), Configuration::of(prev)) {
                 (Some(e), Some(prev)) => {
-                    if e == self.epoch {
+                    let back = e == self.epoch;
+                    self.aborted.retain(|x| *x != e);
+                    self.aborted.insert(0, e);
+                    self.aborted.truncate(ABORTED_KEPT);
+                    if back {
                         self.take(prev, now);
                     }
                     a::OK
@@ -663,7 +682,7 @@ impl Locker {
                 _ => unknown(req, from),
             },
             ("catch_up", [_, new, Term::Atom(node)]) => match Configuration::of(new) {
-                Some(new) if new.fits() => {
+                Some(new) if new.fits() && !self.aborted.contains(&new.epoch) => {
                     let trusted = self.voters().contains(&Term::Atom(node.clone()));
                     if rules::catches_up(&self.epoch, &new.epoch, new.mode, trusted) {
                         self.take(new, now);
