@@ -169,18 +169,47 @@ pull() ->
         _ -> ok
     end.
 
-%% @private {@link pull/0} from the masters `From' only.
+%% @private {@link pull/0} from the masters `From' (and, when this node's
+%% configuration was set through epochs, its own masters too).
+%%
+%% A newer configuration is taken only if it is backed: a quorum of this
+%% node's own configuration (W of its masters; of either side when it is
+%% joint) reports an epoch at least as new. A node that never had masters
+%% (restarted empty, in `legacy' mode) takes one that a majority of
+%% `From' reports. One master of this node's view alone (a master
+%% restarted with a wrong view, which made itself a newer epoch) is not
+%% believed: a real change past this node's epoch was taken by a quorum of
+%% its masters (docs/protocol.md, "A node that missed a change").
 -spec pull([node()]) -> ok.
 pull(From) ->
-    {Replies, _} = gen_server:multi_call(From, locker, {'$locker_config', get}, ?CALL_TIMEOUT),
-    Own = locker_meta:epoch(),
-    Newer = [{E, N, C} || {N, {ok, #{mode := epoch, epoch := E} = C}} <- Replies, E > Own],
-    case lists:reverse(lists:sort(Newer)) of
+    Own = locker_meta:config(),
+    Ask =
+        case Own of
+            #{mode := epoch} -> lists:usort(From ++ locker_meta:voters(Own)) -- [node()];
+            _ -> lists:usort(From) -- [node()]
+        end,
+    {Replies, _} = gen_server:multi_call(Ask, locker, {'$locker_config', get}, ?CALL_TIMEOUT),
+    OwnE = locker_meta:epoch(),
+    Reported = [{N, E} || {N, {ok, #{epoch := E}}} <- Replies],
+    Newer = [{E, N, C} || {N, {ok, #{mode := epoch, epoch := E} = C}} <- Replies, E > OwnE],
+    Backed = [X || {E, _, _} = X <- Newer, backed(E, Own, lists:usort(From), Reported)],
+    case lists:reverse(lists:sort(Backed)) of
         [{_, Node, Config} | _] ->
             _ = catch gen_server:call(locker, {'$locker_config', {catch_up, Config, Node}}, ?CALL_TIMEOUT),
             ok;
         [] ->
+            %% None, or none backed (not logged here: this runs after
+            %% failed operations; the refusals are logged where they
+            %% happen).
             ok
+    end.
+
+%% Whether `Epoch' is reported by a quorum of `Own' (see pull/1).
+backed(Epoch, Own, From, Reported) ->
+    AtLeast = fun(Set) -> length([N || {N, E} <- Reported, E >= Epoch, lists:member(N, Set)]) end,
+    case locker_meta:voters(Own) of
+        [] -> 2 * AtLeast(From) > length(From);
+        _ -> lists:any(fun({Set, W}) -> AtLeast(Set) >= W end, locker_meta:quorums(Own))
     end.
 
 %%====================================================================
@@ -202,12 +231,21 @@ run(Masters, Replicas, W, Opts, Attempts) ->
             Foreign = [N || {N, foreign} <- maps:to_list(Probes)],
             AllMasters = ordsets:union(Masters, locker_meta:voters(Cur)),
             Project = [{N, C, F} || {N, {project, C, F}} <- maps:to_list(Probes)],
+            %% The masters this node trusts for a catch-up: its own, or
+            %% (it never had any: restarted empty, say) those the caller
+            %% asked for; pull/1 takes a newer configuration only if a
+            %% quorum of them reports it.
+            Trust =
+                case locker_meta:voters(Cur) of
+                    [] -> Masters;
+                    Voters -> Voters
+                end,
             Newer = [N || {N, #{mode := epoch, epoch := E}, _} <- Project, E > maps:get(epoch, Cur),
-                          lists:member(N, locker_meta:voters(Cur))],
+                          lists:member(N, Trust)],
             if
                 Newer =/= [], Attempts > 0 ->
                     %% This node missed a change: catch up, then decide.
-                    ok = pull(Newer),
+                    ok = pull(Trust),
                     run(Masters, Replicas, W, Opts, Attempts - 1);
                 true ->
                     case [N || N <- Foreign, lists:member(N, AllMasters)] of

@@ -319,7 +319,10 @@ config_call({force, Base, New}, {Pid, _}, State) ->
 config_call({catch_up, New, FromNode}, _From, State) ->
     true = is_config(New) andalso is_atom(FromNode) orelse error(badarg),
     Own = locker_meta:config(),
-    Trusted = lists:member(FromNode, locker_meta:voters(Own)),
+    %% From a master of this node's configuration, or any node when it
+    %% never had masters (locker_membership:pull/1 checked that a quorum
+    %% reports the configuration).
+    Trusted = lists:member(FromNode, locker_meta:voters(Own)) orelse locker_meta:voters(Own) =:= [],
     case maps:get(epoch, New) > maps:get(epoch, Own) andalso map_get(mode, New) =:= epoch andalso
         locker_membership:fits(New) andalso not lists:member(maps:get(epoch, New), State#state.aborted)
     of
