@@ -44,8 +44,6 @@
 -define(LONG_LEASE, 60000).
 %% Attacks that got through (the cases fail).
 -define(OPEN, [
-    untagged_coordinator_with_old_view,
-    foreign_node_gets_new_view_before_change_is_safe,
     holder_extends_and_releases_under_joint
 ]).
 

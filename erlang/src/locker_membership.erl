@@ -182,6 +182,10 @@ pull() ->
 %% its masters (docs/protocol.md, "A node that missed a change").
 -spec pull([node()]) -> ok.
 pull(From) ->
+    pull(From, fun(_) -> true end).
+
+%% pull/1, taking only configurations `Wanted' accepts.
+pull(From, Wanted) ->
     Own = locker_meta:config(),
     Ask =
         case Own of
@@ -191,7 +195,7 @@ pull(From) ->
     {Replies, _} = gen_server:multi_call(Ask, locker, {'$locker_config', get}, ?CALL_TIMEOUT),
     OwnE = locker_meta:epoch(),
     Reported = [{N, E} || {N, {ok, #{epoch := E}}} <- Replies],
-    Newer = [{E, N, C} || {N, {ok, #{mode := epoch, epoch := E} = C}} <- Replies, E > OwnE],
+    Newer = [{E, N, C} || {N, {ok, #{mode := epoch, epoch := E} = C}} <- Replies, E > OwnE, Wanted(C)],
     Backed = [X || {E, _, _} = X <- Newer, backed(E, Own, lists:usort(From), Reported)],
     case lists:reverse(lists:sort(Backed)) of
         [{_, Node, Config} | _] ->
@@ -235,17 +239,22 @@ run(Masters, Replicas, W, Opts, Attempts) ->
             %% (it never had any: restarted empty, say) those the caller
             %% asked for; pull/1 takes a newer configuration only if a
             %% quorum of them reports it.
-            Trust =
+            %% A node without masters only rejoins this way: it takes the
+            %% configuration the caller asked for (the README's quick
+            %% start on a restarted node), not another one, which it
+            %% would then change (a joining node with a wrong view must
+            %% not rewrite the cluster: it gets `conflict').
+            {Trust, Wanted} =
                 case locker_meta:voters(Cur) of
-                    [] -> Masters;
-                    Voters -> Voters
+                    [] -> {Masters, fun(C) -> is_target(C, Masters, W) end};
+                    Voters -> {Voters, fun(_) -> true end}
                 end,
-            Newer = [N || {N, #{mode := epoch, epoch := E}, _} <- Project, E > maps:get(epoch, Cur),
-                          lists:member(N, Trust)],
+            Newer = [N || {N, #{mode := epoch, epoch := E} = C, _} <- Project, E > maps:get(epoch, Cur),
+                          lists:member(N, Trust), Wanted(C)],
             if
                 Newer =/= [], Attempts > 0 ->
                     %% This node missed a change: catch up, then decide.
-                    ok = pull(Trust),
+                    ok = pull(Trust, Wanted),
                     run(Masters, Replicas, W, Opts, Attempts - 1);
                 true ->
                     case [N || N <- Foreign, lists:member(N, AllMasters)] of
@@ -256,6 +265,9 @@ run(Masters, Replicas, W, Opts, Attempts) ->
                     end
             end
     end.
+
+is_target(#{masters := M, w := W, joint := none}, Masters, W) -> M =:= Masters;
+is_target(_, _, _) -> false.
 
 %% `{project, Config, Floor}': runs this project's locker; `foreign': runs
 %% a locker that does not know epochs (original, older version);
@@ -303,7 +315,18 @@ epochs(#{joint := {_, _}} = Cur, Masters, Replicas, W, Opts, Project, _Foreign, 
         ok -> {error, busy};
         Error -> Error
     end;
-epochs(Cur, Masters, Replicas, W, Opts, Project, Foreign, _Attempts) ->
+epochs(Cur, Masters, Replicas, W, Opts, Project, Foreign, Attempts) ->
+    %% Nodes that do not know epochs (replicas, coordinators with their own
+    %% view) get the new view only once the final configuration is in
+    %% place: their votes carry no epoch, so before that they could lock
+    %% on the new masters alone while a lease of the old configuration
+    %% may still live.
+    case epochs_(Cur, Masters, Replicas, W, Opts, Project, Attempts) of
+        ok -> set_foreign_replicas(Foreign, Masters, Replicas, W);
+        Error -> Error
+    end.
+
+epochs_(Cur, Masters, Replicas, W, Opts, Project, _Attempts) ->
     #{epoch := Base, masters := OldM, w := OldW, mode := Mode} = Cur,
     Target = #{masters => Masters, replicas => Replicas, w => W, mode => epoch},
     %% Above every epoch probed and every epoch this node ever proposed or
@@ -313,7 +336,6 @@ epochs(Cur, Masters, Replicas, W, Opts, Project, Foreign, _Attempts) ->
     ),
     Floor = lists:max([0 | [F || {_, _, F} <- Project]]),
     Nodes = nodes_of(Project),
-    ok = set_foreign_replicas(Foreign, Masters, Replicas, W),
     SameQuorums = OldM =:= Masters andalso OldW =:= W,
     if
         SameQuorums, Mode =:= epoch, map_get(replicas, Cur) =:= Replicas ->

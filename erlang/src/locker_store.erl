@@ -35,7 +35,7 @@ epoch_refusal(Request) ->
         Tag ->
             case tag_epoch(Tag) of
                 none ->
-                    none;
+                    untagged_refusal(Request);
                 Epoch ->
                     case locker_meta:config() of
                         #{mode := epoch, epoch := Epoch} -> none;
@@ -44,6 +44,24 @@ epoch_refusal(Request) ->
                     end
             end
     end.
+
+%% Phase one from a coordinator whose tags carry no epoch (an original
+%% coordinator, lockerd's Rust client, with a static view): refused by a
+%% node configured through epochs that is not a voter of its
+%% configuration (a master the cluster removed), as
+%% locker_core::membership::refuses_untagged_vote.
+untagged_refusal({get_write_lock, _, _, _}) ->
+    case locker_meta:config() of
+        #{mode := epoch, epoch := Own} = Config ->
+            case lists:member(node(), locker_meta:voters(Config)) of
+                true -> none;
+                false -> {error, {config_epoch, Own}}
+            end;
+        _ ->
+            none
+    end;
+untagged_refusal(_) ->
+    none.
 
 checked_tag({get_write_lock, _, _, Tag}) -> Tag;
 checked_tag({write, Tag, _, _, _}) -> Tag;

@@ -25,6 +25,15 @@ pub fn refuses_vote<E: PartialEq>(mode: Mode, own: &E, tag_epoch: Option<&E>) ->
     mode == Mode::Epoch && tag_epoch.is_some_and(|e| e != own)
 }
 
+/// Whether a node refuses phase one from a coordinator whose tags carry no
+/// epoch (an original coordinator, `lockerd`'s Rust client): only in
+/// `Mode::Epoch`, and only when this node is not a voter of its own
+/// configuration (a master the cluster removed, which such a coordinator
+/// may still count in its old view).
+pub fn refuses_untagged_vote(mode: Mode, is_voter: bool) -> bool {
+    mode == Mode::Epoch && !is_voter
+}
+
 /// What a node does with a configuration sent to be installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Install {
@@ -95,6 +104,13 @@ pub fn takes_legacy_request(mode: Mode, unchanged: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untagged_votes() {
+        assert!(refuses_untagged_vote(Mode::Epoch, false));
+        assert!(!refuses_untagged_vote(Mode::Epoch, true));
+        assert!(!refuses_untagged_vote(Mode::Legacy, false));
+    }
 
     #[test]
     fn fitting_quorums() {

@@ -474,7 +474,27 @@ impl Locker {
     /// another epoch, once this node's configuration was set through
     /// epochs (see `locker_core::membership::refuses_vote`).
     fn epoch_refusal(&self, req: &Term, from: &From) -> Option<Term> {
-        let theirs = mb::checked_tag(req).and_then(mb::tag_epoch)?;
+        let tag = mb::checked_tag(req)?;
+        let Some(theirs) = mb::tag_epoch(tag) else {
+            // Untagged phase one on a node the cluster removed.
+            let phase_one = req
+                .as_tuple()
+                .and_then(|t| t.first())
+                .and_then(Term::as_atom)
+                .is_some_and(|a| a.as_str() == "get_write_lock");
+            if phase_one && rules::refuses_untagged_vote(self.mode, self.is_master()) {
+                warn_bad_input!(
+                    from = ?from.0,
+                    ours = %self.epoch.term().display(100),
+                    "untagged vote refused: this node is not a master of its configuration"
+                );
+                return Some(Term::tuple(vec![
+                    a::ERROR,
+                    Term::tuple(vec![Term::static_atom("config_epoch"), self.epoch.term()]),
+                ]));
+            }
+            return None;
+        };
         if !rules::refuses_vote(self.mode, &self.epoch, Some(&theirs)) {
             return None;
         }
