@@ -42,7 +42,11 @@
 ]).
 
 -define(LONG_LEASE, 60000).
-%% Attacks that got through (the cases fail).
+%% Attacks that still get through (the cases fail; skipped by default).
+%% holder_extends_and_releases_under_joint is availability, not safety:
+%% under a joint configuration the new masters do not hold the lease, so
+%% the holder's extend/release (phase one with the expected value) fails
+%% there; not fixed yet.
 -define(OPEN, [
     holder_extends_and_releases_under_joint
 ]).
