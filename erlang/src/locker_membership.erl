@@ -124,8 +124,13 @@ set_w(Cluster, W) ->
             {error, not_started};
         #{masters := [], mode := legacy} ->
             case gen_server:multi_call(lists:usort([node() | Cluster]), locker, {set_w, W}, ?CALL_TIMEOUT) of
-                {_, []} -> ok;
-                {_, [Node | _]} -> {error, {unreachable, Node}}
+                {Replies, []} ->
+                    case [{N, why(R)} || {N, R} <- Replies, R =/= ok] of
+                        [] -> ok;
+                        Refused -> {error, {refused, Refused}}
+                    end;
+                {_, [Node | _]} ->
+                    {error, {unreachable, Node}}
             end;
         #{masters := M, replicas := R} ->
             change(M, R, W, #{nodes => Cluster})
@@ -160,18 +165,36 @@ pull() ->
         _ -> ok
     end.
 
-%% @private {@link pull/0} from the masters `From' only.
+%% @private {@link pull/0}, also asking `From' (masters that refused a
+%% request of this node under a newer epoch). A newer configuration is
+%% taken only when a quorum of this node's own configuration (W of each
+%% of its quorums) reports it or a newer one: a single master, or nodes
+%% outside this node's configuration, cannot make it take one.
 -spec pull([node()]) -> ok.
 pull(From) ->
-    {Replies, _} = gen_server:multi_call(From, locker, {'$locker_config', get}, ?CALL_TIMEOUT),
-    Own = locker_meta:epoch(),
-    Newer = [{E, N, C} || {N, {ok, #{mode := epoch, epoch := E} = C}} <- Replies, E > Own],
-    case lists:reverse(lists:sort(Newer)) of
-        [{_, Node, Config} | _] ->
+    case locker_meta:config() of
+        undefined ->
+            ok;
+        OwnConfig ->
+            Voters = locker_meta:voters(OwnConfig),
+            Ask = lists:usort(Voters ++ [N || N <- From, lists:member(N, Voters)]) -- [node()],
+            {Replies, _} = gen_server:multi_call(Ask, locker, {'$locker_config', get}, ?CALL_TIMEOUT),
+            Own = maps:get(epoch, OwnConfig),
+            Reported = [{N, E, C} || {N, {ok, #{mode := epoch, epoch := E} = C}} <- Replies],
+            Newer = lists:reverse(lists:sort([{E, N, C} || {N, E, C} <- Reported, E > Own])),
+            catch_up(Newer, Reported, locker_meta:quorums(OwnConfig))
+    end.
+
+catch_up([], _Reported, _Quorums) ->
+    ok;
+catch_up([{E, Node, Config} | Rest], Reported, Quorums) ->
+    AtLeast = [N || {N, E1, _} <- Reported, E1 >= E] ++ [node() || locker_meta:epoch() >= E],
+    case lists:all(fun({Set, W}) -> length([N || N <- Set, lists:member(N, AtLeast)]) >= W end, Quorums) of
+        true ->
             _ = catch gen_server:call(locker, {'$locker_config', {catch_up, Config, Node}}, ?CALL_TIMEOUT),
             ok;
-        [] ->
-            ok
+        false ->
+            catch_up(Rest, Reported, Quorums)
     end.
 
 %%====================================================================
@@ -259,7 +282,7 @@ epochs(#{joint := {_, _}} = Cur, Masters, Replicas, W, Opts, Project, _Foreign, 
 epochs(Cur, Masters, Replicas, W, Opts, Project, Foreign, _Attempts) ->
     #{epoch := Base, masters := OldM, w := OldW, mode := Mode} = Cur,
     Target = #{masters => Masters, replicas => Replicas, w => W, mode => epoch},
-    Counter = lists:max([element(1, maps:get(epoch, C)) || {_, C, _} <- Project] ++ [element(1, Base)]),
+    Counter = next_counter([element(1, maps:get(epoch, C)) || {_, C, _} <- Project] ++ [element(1, Base)]),
     Floor = lists:max([0 | [F || {_, _, F} <- Project]]),
     Nodes = nodes_of(Project),
     ok = set_foreign_replicas(Foreign, Masters, Replicas, W),
@@ -289,6 +312,14 @@ epochs(Cur, Masters, Replicas, W, Opts, Project, Foreign, _Attempts) ->
             end
     end.
 
+%% Above every counter probed and every one this node ever proposed or
+%% saw (two counters ahead are reserved: a joint and a final epoch), so
+%% that no epoch is made twice, even after an aborted change.
+next_counter(Seen) ->
+    Counter = lists:max([locker_meta:highest_counter() | Seen]),
+    ok = locker_meta:note_counter(Counter + 2),
+    Counter.
+
 nodes_of(Project) ->
     [N || {N, _, _} <- Project].
 
@@ -304,7 +335,10 @@ install(Base, Next, Floor, Nodes, Quorums, Prev) ->
             ok;
         _ ->
             #{epoch := E} = Next,
-            _ = gen_server:multi_call(Took, locker, {'$locker_config', {abort, E, Prev}}, ?CALL_TIMEOUT),
+            %% To every node of the change, those that did not answer too
+            %% (one that takes it late goes back when this arrives).
+            _ = Took,
+            _ = gen_server:multi_call(Nodes, locker, {'$locker_config', {abort, E, Prev}}, ?CALL_TIMEOUT),
             Voters = lists:usort(lists:append([Set || {Set, _} <- Quorums])),
             Why =
                 [{N, why(R)} || {N, R} <- Replies, R =/= ok, lists:member(N, Voters)] ++
@@ -382,7 +416,7 @@ fallback(Cur, Masters, Replicas, W, Project, Foreign, Originals) ->
         [Originals]
     ),
     #{epoch := {C, _} = Base} = Cur,
-    Counter = lists:max([C | [element(1, maps:get(epoch, Cfg)) || {_, Cfg, _} <- Project]]),
+    Counter = next_counter([C | [element(1, maps:get(epoch, Cfg)) || {_, Cfg, _} <- Project]]),
     Next = #{
         epoch => {Counter + 1, node()}, masters => Masters, replicas => Replicas, w => W, joint => none, mode => legacy
     },

@@ -16,11 +16,13 @@
 
 -export([get/0, current/0, put/3, push_targets/0, token_counter/0]).
 -export([config/0, put_config/1, epoch/0, voters/1, quorums/1, initial_epoch/0]).
+-export([highest_counter/0, note_counter/1]).
 -export_type([config/0, epoch/0]).
 
 -define(META, {locker, meta}).
 -define(CONFIG, {locker, config}).
 -define(TOKENS, {locker, token_counter}).
+-define(COUNTER, {locker, highest_epoch_counter}).
 
 %% Totally ordered: a counter, then the node that proposed it (the atom
 %% `none' for a configuration set by the original requests).
@@ -70,6 +72,17 @@ epoch() ->
 initial_epoch() ->
     {0, none}.
 
+%% @doc The highest epoch counter this node proposed or took (0 if none).
+-spec highest_counter() -> non_neg_integer().
+highest_counter() ->
+    max(element(1, epoch()), persistent_term:get(?COUNTER, 0)).
+
+%% @doc Notes an epoch counter this node proposed or saw.
+-spec note_counter(non_neg_integer()) -> ok.
+note_counter(Counter) ->
+    _ = Counter > persistent_term:get(?COUNTER, 0) andalso persistent_term:put(?COUNTER, Counter),
+    ok.
+
 %% @doc Every master that votes under `Config': the new and, during a
 %% transition, the old ones.
 -spec voters(config()) -> [node()].
@@ -113,6 +126,7 @@ put_config(#{masters := M0, replicas := R0, joint := Joint0} = Config0) ->
     %% costs a global GC: only when it changes. The configuration first:
     %% the epoch a master checks votes against.
     _ = config() =:= Config orelse persistent_term:put(?CONFIG, Config),
+    ok = note_counter(element(1, maps:get(epoch, Config))),
     _ = current() =:= Meta orelse persistent_term:put(?META, Meta),
     push_targets() =/= [].
 

@@ -263,10 +263,18 @@ config_call(get, _From, State) ->
     {reply, {ok, locker_meta:config()}, State};
 config_call(horizon, _From, #state{horizon_at = H} = State) ->
     {Floor, _} = locker_nif:membership_snapshot(),
-    Left = max(0, H - erlang:monotonic_time(millisecond)),
+    %% A master in safe mode has forgotten leases that may still live: its
+    %% old leases have not run out until its window has.
+    Abstaining =
+        case locker_safe_mode:status() of
+            #{mode := M} when M =:= timed; M =:= provisional; M =:= ready -> 500;
+            _ -> 0
+        end,
+    Left = max(Abstaining, H - erlang:monotonic_time(millisecond)),
     {reply, {ok, locker_meta:epoch(), Left, Floor}, State};
 config_call({install, Base, New, Floor}, {Pid, _}, State) ->
-    true = is_config(New) andalso is_epoch(Base) andalso is_integer(Floor) andalso Floor >= 0 orelse error(badarg),
+    true = is_usable(New) andalso is_epoch(Base) andalso is_integer(Floor) andalso Floor >= 0 andalso
+        Floor < 1 bsl 64 orelse error(badarg),
     Own = locker_meta:config(),
     #{epoch := E} = New,
     #{epoch := OwnE} = Own,
@@ -292,17 +300,20 @@ config_call({force, Base, New}, {Pid, _}, State) ->
     %% The original semantics (a cluster with original masters): the view
     %% is overwritten, unless this node was set through epochs from
     %% another configuration than the sender's.
-    true = is_config(New) andalso is_epoch(Base) orelse error(badarg),
+    true = is_usable(New) andalso is_epoch(Base) orelse error(badarg),
     case locker_meta:config() of
         #{mode := epoch, epoch := OwnE} when OwnE =/= Base ->
             {reply, {error, {conflict, Base, OwnE}}, config_refused(Pid, New, "was made from another configuration than", State)};
         _ ->
             {reply, ok, install(New, State)}
     end;
-config_call({catch_up, New, FromNode}, _From, State) ->
-    true = is_config(New) andalso is_atom(FromNode) orelse error(badarg),
+config_call({catch_up, New, FromNode}, {Pid, _}, State) ->
+    true = is_usable(New) andalso is_atom(FromNode) orelse error(badarg),
     Own = locker_meta:config(),
-    Trusted = lists:member(FromNode, locker_meta:voters(Own)),
+    %% Only from this node's own pull (locker_membership:pull/1), which
+    %% takes a configuration only when a quorum of this node's masters has
+    %% it or a newer one: no single master, and no other node, decides.
+    Trusted = node(Pid) =:= node() andalso lists:member(FromNode, locker_meta:voters(Own)),
     case maps:get(epoch, New) > maps:get(epoch, Own) andalso map_get(mode, New) =:= epoch of
         true when Trusted ->
             ?LOG_NOTICE("locker: configuration epoch ~0p taken from master ~p (this node was at ~0p)", [
@@ -354,6 +365,22 @@ is_config(#{epoch := E, masters := M, replicas := R, w := W, joint := J, mode :=
         end;
 is_config(_) ->
     false.
+
+%% A configuration that can work: masters, a W that is a majority of them
+%% and at most their number, and the same for the previous ones during a
+%% transition.
+is_usable(#{masters := M, w := W, joint := J} = C) ->
+    is_config(C) andalso M =/= [] andalso fits(W, M) andalso
+        case J of
+            none -> true;
+            {Old, OldW} -> Old =/= [] andalso fits(OldW, Old)
+        end;
+is_usable(_) ->
+    false.
+
+fits(W, Masters) ->
+    N = length(lists:usort(Masters)),
+    W =< N andalso 2 * W > N.
 
 is_epoch({C, P}) -> is_integer(C) andalso C >= 0 andalso is_atom(P);
 is_epoch(_) -> false.

@@ -62,9 +62,11 @@ pub fn accepts_overwrite<E: PartialEq>(mode: Mode, own: &E, base: &E) -> bool {
 }
 
 /// A node that missed a change takes a newer configuration (set through
-/// epochs) only from a node that is a master in its own configuration.
-pub fn catches_up<E: Ord>(own: &E, new: &E, new_mode: Mode, from_is_master: bool) -> bool {
-    from_is_master && new_mode == Mode::Epoch && new > own
+/// epochs) only when a quorum of its own configuration's masters reports
+/// that epoch or a newer one (`quorum_has_it`): a single master, or nodes
+/// outside its configuration, cannot make it take one.
+pub fn catches_up<E: Ord>(own: &E, new: &E, new_mode: Mode, quorum_has_it: bool) -> bool {
+    quorum_has_it && new_mode == Mode::Epoch && new > own
 }
 
 /// Whether an original `set_nodes` or `set_w` request is taken: always

@@ -103,6 +103,9 @@ pub struct Locker {
     /// Until when a lease stored under an epoch before the current one may
     /// live (the longest lease held when this node took the current one).
     horizon_at: u64,
+    /// Until when this node abstains in safe mode (it may have forgotten
+    /// leases that live until then).
+    abstain_until: u64,
 }
 
 /// Atoms used in replies.
@@ -179,8 +182,9 @@ impl Locker {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         engine.set_token_floor(wall_us);
+        let abstain_until = clock::now() + cfg.restart_abstain.as_micros() as u64;
         if !cfg.restart_abstain.is_zero() {
-            engine.set_abstain_until(clock::now() + cfg.restart_abstain.as_micros() as u64);
+            engine.set_abstain_until(abstain_until);
         }
         let codec = StoreCodec::new();
         let store = Store {
@@ -220,6 +224,7 @@ impl Locker {
             mode: Mode::Legacy,
             joint: None,
             horizon_at: clock::now(),
+            abstain_until,
         };
         let m: Vec<Term> = cfg.masters.iter().cloned().map(Term::Atom).collect();
         let r: Vec<Term> = cfg.replicas.iter().cloned().map(Term::Atom).collect();
@@ -579,7 +584,8 @@ impl Locker {
         }
         if r.is_atom("horizon") {
             let (floor, _) = self.snapshot(now);
-            let left = self.horizon_at.saturating_sub(now).div_ceil(1_000);
+            let until = self.horizon_at.max(self.abstain_until);
+            let left = until.saturating_sub(now).div_ceil(1_000);
             return ok(vec![
                 self.epoch.term(),
                 Term::Int(left.min(i64::MAX as u64) as i64),
@@ -594,7 +600,10 @@ impl Locker {
             .unwrap_or("");
         match (op, items) {
             ("install", [_, base, new, Term::Int(floor)]) if *floor >= 0 => {
-                let (Some(base), Some(new)) = (Epoch::of(base), Configuration::of(new)) else {
+                let (Some(base), Some(new)) = (
+                    Epoch::of(base),
+                    Configuration::of(new).filter(Configuration::usable),
+                ) else {
                     return unknown(req, from);
                 };
                 let unchanged = new == self.configuration();
@@ -635,7 +644,10 @@ impl Locker {
                 }
                 _ => unknown(req, from),
             },
-            ("force", [_, base, new]) => match (Epoch::of(base), Configuration::of(new)) {
+            ("force", [_, base, new]) => match (
+                Epoch::of(base),
+                Configuration::of(new).filter(Configuration::usable),
+            ) {
                 (Some(base), Some(new)) => {
                     if rules::accepts_overwrite(self.mode, &self.epoch, &base) {
                         self.take(new, now);
@@ -651,10 +663,12 @@ impl Locker {
                 }
                 _ => unknown(req, from),
             },
-            ("catch_up", [_, new, Term::Atom(node)]) => match Configuration::of(new) {
+            ("catch_up", [_, new, Term::Atom(_)]) => match Configuration::of(new) {
                 Some(new) => {
-                    let trusted = self.voters().contains(&Term::Atom(node.clone()));
-                    if rules::catches_up(&self.epoch, &new.epoch, new.mode, trusted) {
+                    // A catch-up is this node's own decision, on the
+                    // evidence of a quorum of its masters; lockerd does
+                    // not pull, so no caller can make it take one.
+                    if rules::catches_up(&self.epoch, &new.epoch, new.mode, false) {
                         self.take(new, now);
                         a::OK
                     } else {

@@ -157,6 +157,16 @@ impl Configuration {
         ])
     }
 
+    /// Whether the configuration can work: masters, W a majority of them
+    /// and at most their number, the same for the previous ones.
+    pub fn usable(&self) -> bool {
+        let fits = |w: i64, m: &[Term]| {
+            let n = m.len() as i64;
+            n > 0 && w <= n && 2 * w > n
+        };
+        fits(self.w, &self.masters) && self.joint.as_ref().is_none_or(|(old, w)| fits(*w, old))
+    }
+
     /// Every master that votes: the new and, during a transition, the old.
     pub fn voters(&self) -> Vec<Term> {
         let mut v = self.masters.clone();
