@@ -222,11 +222,26 @@ configs(Nodes) ->
     [rpc:call(N, locker_membership, config, []) || N <- Nodes].
 
 %% Every node has the same configuration, set through epochs, not joint:
-%% its epoch.
+%% its epoch. A change needs only quorums of the masters to take it: a
+%% node that missed it (an install that reached it in the wrong order
+%% with its own catch-up) takes it from its masters when its requests are
+%% refused, which the clients of these cases do; waited for up to 10 s.
 same_config(Nodes, Masters, W) ->
-    [#{mode := epoch, masters := Ms, w := W, joint := none, epoch := Epoch}] = lists:usort(configs(Nodes)),
-    ?assertEqual(lists:sort(Masters), Ms),
-    Epoch.
+    same_config(Nodes, Masters, W, 100).
+
+same_config(Nodes, Masters, W, Tries) ->
+    case lists:usort(configs(Nodes)) of
+        [#{mode := epoch, masters := Ms, w := W, joint := none, epoch := Epoch}] ->
+            ?assertEqual(lists:sort(Masters), Ms),
+            Epoch;
+        Other when Tries > 0 ->
+            ct:log("not the same configuration everywhere yet: ~p", [Other]),
+            _ = [rpc:call(N, locker_membership, pull, []) || N <- Nodes],
+            timer:sleep(100),
+            same_config(Nodes, Masters, W, Tries - 1);
+        Other ->
+            ct:fail({configurations_differ, Other})
+    end.
 
 %% Log events of the `locker' application on Nodes come to this process.
 capture_logs(Nodes) ->
