@@ -292,7 +292,11 @@ config_call({install, Base, New, Floor}, {Pid, _}, State) ->
         E =< OwnE ->
             {reply, {error, {stale_epoch, E, OwnE}}, config_refused(Pid, New, "is not newer than", State)};
         map_get(mode, Own) =:= epoch, OwnE =/= Base ->
-            {reply, {error, {conflict, Base, OwnE}}, config_refused(Pid, New, "was made from another configuration than", State)};
+            %% Newer, but not made from this node's configuration: this
+            %% node may have missed a step; it asks its masters (a quorum
+            %% of them decides, see locker_membership:pull/1).
+            State1 = config_refused(Pid, New, "was made from another configuration than", State),
+            {reply, {error, {conflict, Base, OwnE}}, maybe_pull(State1)};
         true ->
             ok = locker_nif:raise_token_floor(Floor),
             {reply, ok, install(New, State)}
