@@ -174,15 +174,17 @@ defmodule LockerDocsTest do
     # This node and two peers: three masters, W = 2 (a majority).
     peers = for name <- [:bd_b, :bd_c], do: Cluster.start_peer(name)
     nodes = [node() | Enum.map(peers, &elem(&1, 1))]
-    :ok = :locker.set_nodes([node()], nodes, [])
-    :ok = :locker.set_w([node()], 2)
+    # The peers run locker before the cluster is configured (a change
+    # reaches every node), then masters and W change in one step.
     for {_, n} <- peers, do: Cluster.start_app(n, masters: nodes)
+    :ok = :locker_membership.change(nodes, [], 2, %{nodes: [node()]})
     Cluster.await_ready(nodes)
 
     on_exit(fn ->
+      # Back to this node alone while the peers still answer (the change
+      # waits for the leases the peers hold to run out).
+      :ok = :locker_membership.change([node()], [], 1, %{wait: 120_000})
       Cluster.stop(Enum.map(peers, &elem(&1, 0)))
-      :ok = :locker.set_nodes([node()], [node()], [])
-      :ok = :locker.set_w([node()], 1)
     end)
 
     %{nodes: nodes}

@@ -130,15 +130,22 @@ bad_arguments_raise_badarg_test_() ->
 %% anything else, and the VM survives. The store's heap, counted by its
 %% allocator, is back to where it was once the store is cleared: nothing
 %% leaks on any path, the error paths included.
+%% The token floor only rises and survives clear/0: a random floor near
+%% 2^64 would leave the store of this VM unable to grant a token to the
+%% suites that run after this one (the coordinator's token counter is a
+%% signed 64-bit atomic). Large floors are still thrown, capped at 2^53.
+capped(raise_token_floor, I) when is_integer(I), I > 1 bsl 53 -> 1 bsl 53;
+capped(_, T) -> T.
+
 random_arguments_to_every_nif_test_() ->
     {timeout, 120, fun() -> with_ctx(fun prop_random_calls/2) end}.
 
 prop_random_calls(Ctx, Seed) ->
     Funs = [{F, A} || {F, A} <- locker_nif:module_info(exports), F =/= module_info, F =/= load],
-    ?assertEqual(23, length(Funs)),
+    ?assertEqual(26, length(Funs)),
     Call = fun(N) ->
         {F, A} = pick(Funs),
-        Args = [random_argument(Ctx) || _ <- lists:seq(1, A)],
+        Args = [capped(F, random_argument(Ctx)) || _ <- lists:seq(1, A)],
         try apply(locker_nif, F, Args) of
             _ -> ok
         catch

@@ -230,6 +230,11 @@ where
         self.abstain_until = until;
     }
 
+    /// Until when safe mode refuses unknown keys (0: never set).
+    pub fn abstain_until(&self) -> Micros {
+        self.abstain_until
+    }
+
     /// The highest fencing token this node has dropped.
     pub fn token_floor(&self) -> u64 {
         self.token_floor

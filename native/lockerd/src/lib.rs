@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod locker;
+pub mod membership;
 pub mod metrics;
 pub mod stored;
 pub mod wire;

@@ -1,0 +1,192 @@
+//! Configuration epochs: the rules a node applies to votes and to
+//! configurations (see `docs/protocol.md`, "Configurations and epochs").
+//!
+//! A configuration is set through epochs (`Mode::Epoch`, by
+//! `locker_membership` on a BEAM node) or by the original requests
+//! `set_nodes` and `set_w` (`Mode::Legacy`, the original semantics). The
+//! rules are generic over the epoch type `E` (totally ordered as Erlang
+//! orders `{Counter, Proposer}`): `lockerd` applies them to its terms; the
+//! BEAM node applies the same rules in Erlang (`locker_store`,
+//! `locker_server`).
+
+/// How a node's configuration was set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Through epochs: votes and configurations are checked.
+    Epoch,
+    /// By the original requests (or never): nothing is checked.
+    Legacy,
+}
+
+/// Whether a master refuses a vote or a phase two whose tag carries
+/// `tag_epoch` (`None`: no epoch, an original coordinator): only in
+/// `Mode::Epoch`, and only an epoch other than its own.
+pub fn refuses_vote<E: PartialEq>(mode: Mode, own: &E, tag_epoch: Option<&E>) -> bool {
+    mode == Mode::Epoch && tag_epoch.is_some_and(|e| e != own)
+}
+
+/// Whether a node refuses phase one from a coordinator whose tags carry no
+/// epoch (an original coordinator, `lockerd`'s Rust client): only in
+/// `Mode::Epoch`, and only when this node is not a voter of its own
+/// configuration (a master the cluster removed, which such a coordinator
+/// may still count in its old view).
+pub fn refuses_untagged_vote(mode: Mode, is_voter: bool) -> bool {
+    mode == Mode::Epoch && !is_voter
+}
+
+/// What a node does with a configuration sent to be installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// It is this node's configuration already: `ok`, nothing changes.
+    Unchanged,
+    /// Taken.
+    Take,
+    /// Refused: not newer than this node's epoch.
+    Stale,
+    /// Refused: made from another configuration than this node's.
+    Conflict,
+}
+
+/// The install rule: a configuration `new` made from epoch `base` is taken
+/// if it is newer than this node's epoch `own` and, when this node's
+/// configuration was set through epochs, if `base` is `own`. `unchanged`
+/// says whether `new` is this node's configuration already.
+pub fn install<E: Ord>(mode: Mode, own: &E, unchanged: bool, base: &E, new: &E) -> Install {
+    if unchanged {
+        Install::Unchanged
+    } else if new <= own {
+        Install::Stale
+    } else if mode == Mode::Epoch && own != base {
+        Install::Conflict
+    } else {
+        Install::Take
+    }
+}
+
+/// The fallback for clusters with original masters overwrites a node's
+/// configuration unless it was set through epochs from another
+/// configuration than the sender's (`base`).
+pub fn accepts_overwrite<E: PartialEq>(mode: Mode, own: &E, base: &E) -> bool {
+    mode == Mode::Legacy || own == base
+}
+
+/// A node that missed a change takes a newer configuration (set through
+/// epochs) only from a node that is a master in its own configuration.
+pub fn catches_up<E: Ord>(own: &E, new: &E, new_mode: Mode, from_is_master: bool) -> bool {
+    from_is_master && new_mode == Mode::Epoch && new > own
+}
+
+/// Whether a quorum `w` of `n` masters can work, as `change/3` requires
+/// of a new configuration: at least one master, `w <= n`, and `w` a
+/// majority (`2 * w > n`, so that two quorums always meet).
+pub fn quorum_fits(n: usize, w: i64) -> bool {
+    let n = n as i64;
+    n > 0 && w <= n && 2 * w > n
+}
+
+/// Whether a configuration set through epochs can be installed: its
+/// quorum fits (`quorum_fits`), and so does its joint old side, if any
+/// (`old_n` masters with `old_w`, as the previous configuration had;
+/// one that was set by the original requests may have had a `w` that is
+/// not a majority, so only `1 <= old_w <= old_n` is required there).
+pub fn config_fits(n: usize, w: i64, joint: Option<(usize, i64)>) -> bool {
+    quorum_fits(n, w)
+        && joint.is_none_or(|(old_n, old_w)| old_n > 0 && old_w >= 1 && old_w <= old_n as i64)
+}
+
+/// Whether an original `set_nodes` or `set_w` request is taken: always
+/// in `Mode::Legacy`; in `Mode::Epoch` only if it changes nothing (it is
+/// answered `ok` then).
+pub fn takes_legacy_request(mode: Mode, unchanged: bool) -> bool {
+    mode == Mode::Legacy || unchanged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untagged_votes() {
+        assert!(refuses_untagged_vote(Mode::Epoch, false));
+        assert!(!refuses_untagged_vote(Mode::Epoch, true));
+        assert!(!refuses_untagged_vote(Mode::Legacy, false));
+    }
+
+    #[test]
+    fn fitting_quorums() {
+        assert!(quorum_fits(1, 1));
+        assert!(quorum_fits(3, 2));
+        assert!(quorum_fits(3, 3));
+        assert!(!quorum_fits(0, 1));
+        assert!(!quorum_fits(3, 1));
+        assert!(!quorum_fits(3, 4));
+        assert!(!quorum_fits(4, 2));
+        assert!(config_fits(2, 2, Some((3, 2))));
+        assert!(config_fits(2, 2, Some((3, 1))));
+        assert!(!config_fits(2, 2, Some((0, 1))));
+        assert!(!config_fits(2, 2, Some((1, 3))));
+        assert!(!config_fits(0, 1, None));
+    }
+
+    type E = (u64, &'static str);
+
+    #[test]
+    fn votes_are_checked_only_under_epochs() {
+        let own: E = (3, "a");
+        assert!(!refuses_vote(Mode::Epoch, &own, Some(&(3, "a"))));
+        assert!(refuses_vote(Mode::Epoch, &own, Some(&(2, "a"))));
+        assert!(refuses_vote(Mode::Epoch, &own, Some(&(4, "b"))));
+        assert!(!refuses_vote(Mode::Epoch, &own, None));
+        assert!(!refuses_vote(Mode::Legacy, &own, Some(&(2, "a"))));
+    }
+
+    #[test]
+    fn install_rules() {
+        let own: E = (3, "a");
+        assert_eq!(
+            install(Mode::Epoch, &own, true, &(0, "x"), &own),
+            Install::Unchanged
+        );
+        assert_eq!(
+            install(Mode::Epoch, &own, false, &own, &(4, "b")),
+            Install::Take
+        );
+        assert_eq!(
+            install(Mode::Epoch, &own, false, &own, &(3, "a")),
+            Install::Stale
+        );
+        assert_eq!(
+            install(Mode::Epoch, &own, false, &(2, "a"), &(2, "z")),
+            Install::Stale
+        );
+        assert_eq!(
+            install(Mode::Epoch, &own, false, &(0, "m"), &(9, "m")),
+            Install::Conflict
+        );
+        assert_eq!(
+            install(Mode::Legacy, &own, false, &(0, "m"), &(9, "m")),
+            Install::Take
+        );
+        // Two joint configurations made from one epoch: a node takes one.
+        let after_first: E = (4, "a");
+        assert_eq!(
+            install(Mode::Epoch, &after_first, false, &own, &(4, "b")),
+            Install::Conflict
+        );
+    }
+
+    #[test]
+    fn overwrite_catch_up_and_legacy_requests() {
+        let own: E = (3, "a");
+        assert!(accepts_overwrite(Mode::Epoch, &own, &(3, "a")));
+        assert!(!accepts_overwrite(Mode::Epoch, &own, &(1, "m")));
+        assert!(accepts_overwrite(Mode::Legacy, &own, &(1, "m")));
+        assert!(catches_up(&own, &(5, "b"), Mode::Epoch, true));
+        assert!(!catches_up(&own, &(5, "b"), Mode::Epoch, false));
+        assert!(!catches_up(&own, &(5, "b"), Mode::Legacy, true));
+        assert!(!catches_up(&own, &(2, "b"), Mode::Epoch, true));
+        assert!(takes_legacy_request(Mode::Legacy, false));
+        assert!(takes_legacy_request(Mode::Epoch, true));
+        assert!(!takes_legacy_request(Mode::Epoch, false));
+    }
+}
