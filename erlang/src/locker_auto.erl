@@ -95,7 +95,7 @@
     %% Last time a repeated error was logged, per kind.
     logged = #{} :: #{term() => integer()},
     %% No new proposal before this (monotonic ms): after a failed one.
-    backoff_until = 0 :: integer()
+    backoff_until = undefined :: undefined | integer()
 }).
 
 %%--------------------------------------------------------------------
@@ -355,7 +355,8 @@ message({commit, Ref, From, Id, Masters, W}, #state{promised = {Ref, From}} = S)
     install_local(Masters, W),
     set_cluster_id(Id),
     ?LOG_NOTICE("locker: joined the new cluster ~0p: masters ~0p, W = ~b", [Id, Masters, W]),
-    evaluate(S#state{promised = undefined});
+    [hello(N, S) || N <- nodes()],
+    evaluate(mark(Masters, Id, S#state{promised = undefined}));
 message({commit, Ref, _, _, _, _}, S) when is_reference(Ref) ->
     S;
 message({abort, Ref, From}, #state{promised = {Ref, From}} = S) ->
@@ -424,7 +425,8 @@ forget(Node, #state{peers = Peers} = S) ->
 evaluate(S0) ->
     S = track_absent(S0),
     S1 = say(S),
-    Waiting = erlang:monotonic_time(millisecond) < S1#state.backoff_until,
+    Waiting = S1#state.backoff_until =/= undefined andalso
+        erlang:monotonic_time(millisecond) < S1#state.backoff_until,
     case {S1#state.change, cluster_id()} of
         _ when Waiting -> S1;
         {undefined, undefined} -> fresh(S1);
@@ -551,7 +553,17 @@ commit_bootstrap(#state{change = {bootstrap, Ref, Members, W, _, Timer}} = S) ->
     set_cluster_id(Id),
     [send(N, {commit, Ref, node(), Id, Members, W}) || N <- Members, N =/= node()],
     ?LOG_NOTICE("locker: formed the cluster ~0p: masters ~0p, W = ~b", [Id, Members, W]),
-    evaluate(S#state{change = undefined, promised = undefined}).
+    evaluate(mark(Members, Id, S#state{change = undefined, promised = undefined})).
+
+%% Peers known to have joined cluster Id (before their next hello says so).
+mark(Nodes, Id, #state{peers = Peers} = S) ->
+    S#state{peers = maps:map(
+        fun(N, P) ->
+            case lists:member(N, Nodes) of
+                true -> P#peer{cluster = Id};
+                false -> P
+            end
+        end, Peers)}.
 
 abort_bootstrap(#state{change = {bootstrap, Ref, Members, _, _, Timer}} = S) ->
     _ = erlang:cancel_timer(Timer),
@@ -637,7 +649,7 @@ view(#state{peers = Peers, change = Change} = S) ->
         masters => Masters,
         w => W,
         present => Present,
-        quorum => length(Present) >= W,
+        quorum => Id =/= undefined andalso length(Present) >= W,
         peers => maps:map(fun(_, #peer{cluster = C}) -> C end, Peers),
         conflicts => lists:sort([N || {N, C} <- clusters(Peers), Id =/= undefined,
                                       C =/= undefined, C =/= Id]),

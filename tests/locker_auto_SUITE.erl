@@ -1,0 +1,240 @@
+%% Automatic membership (`{masters, auto}', opt-in for Erlang users) across
+%% real nodes. Peers (`au_' names) start with `-connect_all false': they are
+%% connected to the test node only, and to each other when a case says so,
+%% as libcluster or `net_kernel:connect_node/1' would after boot.
+-module(locker_auto_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([
+    bad_app_env/1,
+    lone_node_never_grants/1,
+    forms_when_quorum_connects/1,
+    join_and_leave/1,
+    two_formed_clusters_refused/1
+]).
+-export([log/2]).
+
+all() ->
+    [bad_app_env, lone_node_never_grants, forms_when_quorum_connects, join_and_leave,
+     two_formed_clusters_refused].
+
+init_per_suite(Config) ->
+    ok = locker_ct:ensure_distributed(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    [{peers, ets:new(peers, [public, bag])} | Config].
+
+end_per_testcase(_Case, Config) ->
+    Peers = ?config(peers, Config),
+    [catch peer:stop(P) || {P, _} <- ets:tab2list(Peers)],
+    ok.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+%% Every bad or missing key of the automatic mode stops the start with an
+%% error naming it.
+bad_app_env(Config) ->
+    [A] = peers(Config, 1),
+    Start = fun(Env) ->
+        ok = rpc:call(A, application, unload, [locker]),
+        ok = rpc:call(A, application, load, [locker]),
+        [ok = rpc:call(A, application, set_env, [locker, K, V]) || {K, V} <- [{start_server, true} | Env]],
+        rpc:call(A, application, start, [locker])
+    end,
+    Reason = fun(Env) ->
+        {error, R} = Start(Env),
+        %% {bad_app_env, Key, Value, Expected} somewhere in the reason.
+        find_bad(R)
+    end,
+    ?assertMatch({bad_app_env, cluster_size, undefined, _}, Reason([{masters, auto}])),
+    ?assertMatch({bad_app_env, cluster_size, 0, _}, Reason([{masters, auto}, {cluster_size, 0}])),
+    ?assertMatch({bad_app_env, w, 1, _}, Reason([{masters, auto}, {cluster_size, 3}, {w, 1}])),
+    ?assertMatch({bad_app_env, leave_grace_ms, x, _},
+                 Reason([{masters, auto}, {cluster_size, 3}, {w, 2}, {leave_grace_ms, x}])),
+    ok.
+
+find_bad({bad_app_env, _, _, _} = B) -> B;
+find_bad(T) when is_tuple(T) -> find_bad(tuple_to_list(T));
+find_bad([H | T]) ->
+    case find_bad(H) of
+        none -> find_bad(T);
+        B -> B
+    end;
+find_bad(_) -> none.
+
+%% A node started alone with cluster_size 3 grants nothing: a lock is
+%% refused at once, and the log says why.
+lone_node_never_grants(Config) ->
+    [A] = peers(Config, 1),
+    ok = forward_logs(A),
+    start_auto(A, 3),
+    ?assertEqual({error, no_quorum}, rpc:call(A, locker, lock, [k, self(), 10000])),
+    ?assertEqual({error, no_quorum}, rpc:call(A, locker, lock_with_token, [k, self(), 10000, 5000])),
+    #{cluster := undefined, quorum := false, masters := [A]} = rpc:call(A, locker_auto, status, []),
+    Line = await_log(A, "no quorum: 1 of the 3 expected masters present"),
+    ct:log("~ts", [Line]),
+    ok.
+
+%% Three nodes started alone, then connected: two form a cluster (a
+%% quorum of the expected 3); before that nothing is granted anywhere.
+forms_when_quorum_connects(Config) ->
+    [A, B, C] = Nodes = peers(Config, 3),
+    [start_auto(N, 3) || N <- Nodes],
+    [?assertEqual({error, no_quorum}, rpc:call(N, locker, lock, [k, N, 10000])) || N <- Nodes],
+    true = rpc:call(A, net_kernel, connect_node, [B]),
+    AB = lists:sort([A, B]),
+    [await_status(N, fun(#{masters := M, w := 2, quorum := true}) -> M =:= AB; (_) -> false end) || N <- AB],
+    #{cluster := Id} = rpc:call(A, locker_auto, status, []),
+    #{cluster := Id} = rpc:call(B, locker_auto, status, []),
+    ?assertMatch({ok, 2, 2, 2}, rpc:call(A, locker, lock, [k, a, 10000])),
+    ?assertMatch({error, no_quorum}, rpc:call(B, locker, lock, [k, b, 10000])),
+    %% C, not connected, still alone.
+    ?assertEqual({error, no_quorum}, rpc:call(C, locker, lock, [k, c, 10000])),
+    ok.
+
+%% A node connected later is added (through locker_membership:change/3),
+%% a master stopped is removed after the grace period, never below the
+%% expected quorum.
+join_and_leave(Config) ->
+    [A, B, C] = Nodes = peers(Config, 3),
+    [start_auto(N, 3) || N <- Nodes],
+    true = rpc:call(A, net_kernel, connect_node, [B]),
+    AB = lists:sort([A, B]),
+    await_status(A, fun(#{masters := M}) -> M =:= AB end),
+    {ok, 2, 2, 2} = rpc:call(A, locker, lock, [held, a, 60000]),
+    true = rpc:call(C, net_kernel, connect_node, [A]),
+    true = rpc:call(C, net_kernel, connect_node, [B]),
+    ABC = lists:sort(Nodes),
+    [await_status(N, fun(#{masters := M, w := 2, cluster := Id}) -> M =:= ABC andalso Id =/= undefined;
+                        (_) -> false end, 60000) || N <- Nodes],
+    %% The lease taken before the join still holds on the new masters.
+    ?assertMatch({error, no_quorum}, rpc:call(C, locker, lock, [held, c, 10000])),
+    {ok, 2, 3, 3} = rpc:call(C, locker, lock, [k2, c, 10000]),
+    %% Stop C: after the grace period it is removed.
+    stop_node(Config, C),
+    await_status(A, fun(#{masters := M}) -> M =:= AB end, 60000),
+    %% Stop B: A keeps two masters (the expected quorum) and grants nothing.
+    stop_node(Config, B),
+    ok = forward_logs(A),
+    await_log(A, "no quorum"),
+    #{masters := AB, quorum := false} = rpc:call(A, locker_auto, status, []),
+    ?assertEqual({error, no_quorum}, rpc:call(A, locker, lock, [k3, a, 10000])),
+    ok.
+
+%% Two clusters that each formed (and may hold leases) meet: nothing is
+%% merged, both log the refusal.
+two_formed_clusters_refused(Config) ->
+    [A, B, C, D] = peers(Config, 4),
+    [start_auto(N, 3) || N <- [A, B, C, D]],
+    true = rpc:call(A, net_kernel, connect_node, [B]),
+    true = rpc:call(C, net_kernel, connect_node, [D]),
+    await_status(A, fun(#{masters := M}) -> length(M) =:= 2 end),
+    await_status(C, fun(#{masters := M}) -> length(M) =:= 2 end),
+    {ok, 2, 2, 2} = rpc:call(A, locker, lock, [k, a, 60000]),
+    {ok, 2, 2, 2} = rpc:call(C, locker, lock, [k, c, 60000]),
+    ok = forward_logs(A),
+    true = rpc:call(A, net_kernel, connect_node, [C]),
+    await_status(A, fun(#{conflicts := Cs}) -> lists:member(C, Cs) end),
+    await_log(A, "refusing to merge"),
+    #{masters := MA} = rpc:call(A, locker_auto, status, []),
+    ?assertEqual(lists:sort([A, B]), MA),
+    #{masters := MC} = rpc:call(C, locker_auto, status, []),
+    ?assertEqual(lists:sort([C, D]), MC),
+    ok.
+
+%%--------------------------------------------------------------------
+%% Helpers
+%%--------------------------------------------------------------------
+
+%% Starts N peers (not started locker), not connected to each other.
+peers(Config, N) ->
+    Tab = ?config(peers, Config),
+    Args = ["-setcookie", atom_to_list(erlang:get_cookie()),
+            "-connect_all", "false",
+            "-kernel", "prevent_overlapping_partitions", "false"] ++
+        lists:append([["-pa", P] || P <- locker_ct:code_paths()]),
+    Started = [
+        begin
+            Name = list_to_atom("au_" ++ integer_to_list(I) ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))),
+            {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true, args => Args}),
+            true = ets:insert(Tab, {Peer, Node}),
+            ok = rpc:call(Node, application, load, [locker]),
+            Node
+        end
+     || I <- lists:seq(1, N)
+    ],
+    lists:sort(Started).
+
+start_auto(Node, Size) ->
+    Env = [{start_server, true}, {masters, auto}, {cluster_size, Size}, {leave_grace_ms, 500}, {tick_ms, 200}],
+    [ok = rpc:call(Node, application, set_env, [locker, K, V]) || {K, V} <- Env],
+    {ok, _} = rpc:call(Node, application, ensure_all_started, [locker]),
+    ok.
+
+stop_node(Config, Node) ->
+    Tab = ?config(peers, Config),
+    [Peer] = [P || {P, N} <- ets:tab2list(Tab), N =:= Node],
+    ok = peer:stop(Peer).
+
+await_status(Node, Pred) ->
+    await_status(Node, Pred, 30000).
+
+await_status(Node, Pred, Timeout) ->
+    await(fun() ->
+        case rpc:call(Node, locker_auto, status, []) of
+            #{} = S -> Pred(S);
+            _ -> false
+        end
+    end, Timeout, {status, Node}).
+
+await(Fun, Timeout, What) ->
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    await_until(Fun, Deadline, What).
+
+await_until(Fun, Deadline, What) ->
+    case Fun() of
+        true ->
+            ok;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> ct:fail({not_met, What});
+                false -> timer:sleep(20), await_until(Fun, Deadline, What)
+            end
+    end.
+
+%% The peer's log events (formatted) are sent to this process.
+forward_logs(Node) ->
+    Self = self(),
+    Id = list_to_atom("au_fwd_" ++ integer_to_list(erlang:unique_integer([positive]))),
+    rpc:call(Node, logger, add_handler, [Id, locker_auto_SUITE, #{config => #{to => Self}}]).
+
+%% logger handler callback (runs on the peer).
+log(#{msg := Msg, meta := Meta}, #{config := #{to := To}}) ->
+    Text =
+        case Msg of
+            {string, S} -> unicode:characters_to_list(S);
+            {report, R} -> io_lib:format("~0p", [R]);
+            {Format, Args} -> io_lib:format(Format, Args)
+        end,
+    To ! {peer_log, node(), lists:flatten(Text), maps:get(time, Meta, 0)},
+    ok.
+
+await_log(Node, Substring) ->
+    receive
+        {peer_log, Node, Text, _} ->
+            case string:find(Text, Substring) of
+                nomatch -> await_log(Node, Substring);
+                _ -> Text
+            end
+    after 30000 ->
+        ct:fail({no_log, Node, Substring})
+    end.
