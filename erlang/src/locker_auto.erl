@@ -141,7 +141,11 @@ options(Env) when is_map(Env) ->
     try
         Opts = maps:from_list([
             begin
-                V = maps:get(K, Env, D),
+                %% `nil' (Elixir's unset) is unset too.
+                V = case maps:get(K, Env, D) of
+                    nil -> D;
+                    V0 -> V0
+                end,
                 F(V) orelse throw({bad_app_env, K, V, Expected}),
                 {K, V}
             end
@@ -294,7 +298,7 @@ message({hello, From, Cluster, Masters}, #state{peers = Peers} = S) when
 ->
     true = is_cluster(Cluster),
     lists:all(fun is_atom/1, Masters) orelse error(function_clause),
-    case lists:member(From, nodes()) of
+    case lists:member(From, nodes(connected)) of
         false ->
             S;
         true ->
@@ -386,6 +390,9 @@ message({adopt, From, Id, Config}, S) when is_atom(From) ->
                     install_local(Masters, W),
                     set_cluster_id(Id),
                     ?LOG_NOTICE("locker: rejoined cluster ~0p: masters ~0p, W = ~b", [Id, Masters, W]),
+                    %% Then take the cluster's current configuration (its
+                    %% epoch) from those masters, now trusted.
+                    catch_up(Masters -- [node()]),
                     evaluate(S);
                 false ->
                     S
@@ -553,17 +560,37 @@ commit_bootstrap(#state{change = {bootstrap, Ref, Members, W, _, Timer}} = S) ->
     set_cluster_id(Id),
     [send(N, {commit, Ref, node(), Id, Members, W}) || N <- Members, N =/= node()],
     ?LOG_NOTICE("locker: formed the cluster ~0p: masters ~0p, W = ~b", [Id, Members, W]),
-    evaluate(mark(Members, Id, S#state{change = undefined, promised = undefined})).
+    S1 = mark(Members, Id, S#state{change = undefined, promised = undefined}),
+    %% The same configuration again through the safe path: it then carries
+    %% a configuration epoch, and the masters refuse views and votes made
+    %% outside it from now on.
+    case membership_path() of
+        true -> start_change(Members, [], W, S1);
+        false -> S1
+    end.
 
 %% Peers known to have joined cluster Id (before their next hello says so).
 mark(Nodes, Id, #state{peers = Peers} = S) ->
-    S#state{peers = maps:map(
-        fun(N, P) ->
-            case lists:member(N, Nodes) of
-                true -> P#peer{cluster = Id};
-                false -> P
+    Connected = nodes(connected),
+    Marked = lists:foldl(
+        fun(N, Acc) ->
+            case Acc of
+                #{N := P} ->
+                    Acc#{N := P#peer{cluster = Id}};
+                _ ->
+                    case lists:member(N, Connected) of
+                        true ->
+                            Acc#{N => #peer{cluster = Id, masters = Nodes,
+                                            mref = erlang:monitor(process, {?MODULE, N})}};
+                        false ->
+                            Acc
+                    end
             end
-        end, Peers)}.
+        end,
+        Peers,
+        Nodes -- [node()]
+    ),
+    S#state{peers = Marked}.
 
 abort_bootstrap(#state{change = {bootstrap, Ref, Members, _, _, Timer}} = S) ->
     _ = erlang:cancel_timer(Timer),
@@ -614,6 +641,14 @@ start_change(Masters, Replicas, W, S) ->
                 Self ! {change_done, self(), Result}
             end),
             S#state{change = {change, Pid, Mref, Masters, W}}
+    end.
+
+%% Asks `Masters' for a newer configuration (locker_membership's catch-up).
+catch_up(Masters) ->
+    _ = code:ensure_loaded(locker_membership),
+    case erlang:function_exported(locker_membership, pull, 1) of
+        true -> _ = (catch locker_membership:pull(Masters)), ok;
+        false -> ok
     end.
 
 membership_path() ->
@@ -676,7 +711,10 @@ say(#state{expected = Expected} = S) ->
             S;
         false ->
             case {Id, length(Present) >= W} of
-                {undefined, _} ->
+                {undefined, true} ->
+                    %% Forming (or waiting for a formed cluster to add it).
+                    ok;
+                {undefined, false} ->
                     ?LOG_WARNING(
                         "locker: no quorum: ~b of the ~s masters present (~0p); locks and "
                         "registrations answer {error, no_quorum} until ~b are connected",

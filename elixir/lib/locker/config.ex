@@ -5,7 +5,10 @@ defmodule Locker.Config do
   | key | default | used by |
   | --- | --- | --- |
   | `:autostart` | `true` | `Locker` (application): start the `locker` server |
-  | `:masters` | `[node() | Node.list()]` at start | the `locker` server |
+  | `:masters` | `:auto` | the `locker` server: a list of nodes, or `:auto` (see below) |
+  | `:cluster_size` | none | `:auto`: how many nodes the cluster is expected to have |
+  | `:leave_grace_ms` | `30000` ms | `:auto`: how long a master may be gone before it is removed |
+  | `:tick_ms` | `1000` ms | `:auto`: how often nodes exchange their views |
   | `:replicas` | `[]` | the `locker` server |
   | `:quorum` (or `:w`) | a majority of the masters | the `locker` server |
   | `:lease_expire_interval` | `1000` ms | the `locker` server's lease sweep |
@@ -21,6 +24,16 @@ defmodule Locker.Config do
   elixir_locker's default and made every lock succeed without a vote, is
   refused. Mutual exclusion needs a majority (2W > number of masters).
 
+  With `masters: :auto` (the default when no masters are configured) the
+  masters follow the connected nodes that run `locker` in this mode
+  (`:locker_auto`; see the README, "Clusters"). A distributed node then
+  needs `:cluster_size` (or a fixed `:quorum`): it starts alone with the
+  quorum of that size, which it cannot reach alone, so it grants nothing
+  (`{:error, :no_quorum}`, and a log line says why) until a quorum of the
+  expected nodes is connected. A node that is not distributed
+  (`Node.alive?()` false) can never meet a peer: it is its own single
+  master (W = 1 unless `:quorum` says otherwise).
+
   The registry's timing is checked when `Locker.Registry.Keeper` starts
   (so the application refuses to start with a bad one), by `registry/1`:
   `:registry_margin` at least the clock drift allowance of the lease (1% +
@@ -31,7 +44,10 @@ defmodule Locker.Config do
 
   @typedoc "Options of the `locker` server (keys as in the application environment)."
   @type server_opts :: [
-          masters: [node()],
+          masters: [node()] | :auto,
+          cluster_size: pos_integer(),
+          leave_grace_ms: non_neg_integer(),
+          tick_ms: pos_integer(),
           replicas: [node()],
           quorum: pos_integer(),
           w: pos_integer(),
@@ -46,7 +62,8 @@ defmodule Locker.Config do
           replicas: [node()],
           w: pos_integer(),
           w_default?: boolean(),
-          args: [pos_integer()]
+          args: [pos_integer()],
+          auto: map() | nil
         }
 
   @doc """
@@ -56,7 +73,7 @@ defmodule Locker.Config do
   @spec server(keyword()) :: server()
   def server(opts \\ []) do
     get = fn key, default -> Keyword.get(opts, key, env(key, default)) end
-    masters = get.(:masters, nil) || [node() | Node.list()]
+    masters = get.(:masters, nil) || :auto
     replicas = get.(:replicas, [])
     w = get.(:quorum, nil) || get.(:w, nil)
 
@@ -66,11 +83,20 @@ defmodule Locker.Config do
               "(elixir_locker's default 0 let every lock succeed; leave it unset for a majority)"
     end
 
+    unless masters == :auto or
+             (is_list(masters) and masters != [] and Enum.all?(masters, &is_atom/1)) do
+      raise ArgumentError,
+            "locker: :masters must be :auto or a non-empty list of node names, got: #{inspect(masters)}"
+    end
+
+    {masters, w, auto} = auto(masters, w, get)
+
     %{
       masters: masters,
       replicas: replicas,
       w: w || majority(masters),
       w_default?: w == nil,
+      auto: auto,
       args: [
         w || majority(masters),
         get.(:lease_expire_interval, 1000),
@@ -79,6 +105,39 @@ defmodule Locker.Config do
       ]
     }
   end
+
+  # Automatic membership: checked options for :locker_auto, and the
+  # configuration the node starts with (alone).
+  defp auto(:auto, w, get) do
+    if Node.alive?() do
+      env = %{
+        cluster_size: get.(:cluster_size, nil),
+        w: w,
+        leave_grace_ms: get.(:leave_grace_ms, 30_000),
+        tick_ms: get.(:tick_ms, 1000)
+      }
+
+      case :locker_auto.options(env) do
+        {:ok, auto} ->
+          {[node()], :locker_auto.initial_w(auto), auto}
+
+        {:error, {:bad_app_env, :cluster_size, nil, _}} ->
+          raise ArgumentError,
+                "locker: masters: :auto (the default) needs :cluster_size, the number of nodes " <>
+                  "the cluster is expected to have (a node must not grant locks alone before it " <>
+                  "met its peers), or a fixed :quorum; or list the :masters"
+
+        {:error, {:bad_app_env, key, value, expected}} ->
+          raise ArgumentError,
+                "locker: :#{key} must be #{expected}, got: #{inspect(value)}"
+      end
+    else
+      # Not distributed: no peer can ever connect.
+      {[node()], w || 1, nil}
+    end
+  end
+
+  defp auto(masters, w, _get), do: {masters, w, nil}
 
   @doc "A majority of `masters`: `div(length(masters), 2) + 1`."
   @spec majority([node()]) :: pos_integer()

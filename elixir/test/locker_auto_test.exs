@@ -1,0 +1,143 @@
+defmodule LockerAutoTest do
+  # The libcluster scenario (issue 13): nodes started with the default
+  # configuration (`masters: :auto`, here with `cluster_size: 3`), not
+  # connected to each other at boot (`-connect_all false`: each is
+  # connected to this test node only, which runs no automatic mode), then
+  # connected with `Node.connect/1` as libcluster does.
+  use ExUnit.Case, async: false
+  alias LockerTest.Cluster
+
+  @moduletag timeout: 180_000
+  @env [cluster_size: 3, leave_grace_ms: 500, tick_ms: 200]
+
+  defp rpc(node, m, f, a), do: Cluster.rpc(node, m, f, a)
+
+  # Peers started with the default configuration plus @env, their log
+  # events forwarded to this process.
+  defp start_nodes(names) do
+    peers =
+      names
+      |> Enum.map(&Task.async(fn -> Cluster.start_peer(&1, [~c"-connect_all", ~c"false"]) end))
+      |> Enum.map(&Task.await(&1, 30_000))
+
+    on_exit(fn -> Enum.each(peers, fn {peer, _} -> catch_exit(:peer.stop(peer)) end) end)
+
+    for {_, node} <- peers do
+      :ok = rpc(node, LockerTest.LogForward, :add, [self()])
+      :ok = Cluster.start_app(node, @env)
+    end
+
+    peers
+    |> Enum.map(&elem(&1, 1))
+    |> Enum.sort()
+    |> then(&{&1, Map.new(peers, fn {p, n} -> {n, p} end)})
+  end
+
+  defp status(node), do: rpc(node, :locker_auto, :status, [])
+
+  defp await_masters(node, masters, timeout \\ 60_000) do
+    Cluster.await(
+      fn ->
+        s = status(node)
+        s.masters == Enum.sort(masters) and s.cluster != :undefined and s.quorum
+      end,
+      timeout
+    )
+  end
+
+  defp await_log(node, substring) do
+    receive do
+      {:peer_log, ^node, _level, text} ->
+        if String.contains?(text, substring), do: text, else: await_log(node, substring)
+    after
+      30_000 -> flunk("#{node} never logged #{inspect(substring)}")
+    end
+  end
+
+  # The checker: every node of `nodes` tries to lock each of `rounds` fresh
+  # keys at the same time; no key may be granted twice. Returns
+  # {keys checked, attempts checked, grants}.
+  defp contend(nodes, tag, rounds) do
+    results =
+      for i <- 1..rounds do
+        key = {:contend, tag, i}
+
+        grants =
+          nodes
+          |> Enum.map(&Task.async(fn -> rpc(&1, Locker, :lock, [key, &1, 60_000]) end))
+          |> Enum.map(&Task.await(&1, 30_000))
+          |> Enum.filter(&match?({:ok, _, _, _}, &1))
+
+        assert length(grants) <= 1, "key #{inspect(key)} granted #{length(grants)} times"
+        {1, length(nodes), length(grants)}
+      end
+
+    Enum.reduce(results, {0, 0, 0}, fn {k, a, g}, {k0, a0, g0} -> {k0 + k, a0 + a, g0 + g} end)
+  end
+
+  # {:worker, 1} started on every node at once: how many got it, and the
+  # pid every node resolves the name to.
+  defp start_workers(nodes) do
+    nodes
+    |> Enum.map(&Task.async(fn -> rpc(&1, LockerTest.Echo, :start, [{:worker, 1}]) end))
+    |> Enum.map(&Task.await(&1, 30_000))
+  end
+
+  test "nodes connected after boot form one cluster: no grant before a quorum, one {:worker, 1}, joins and leaves" do
+    {[a, b, c] = nodes, peers} = start_nodes(["auto_a", "auto_b", "auto_c"])
+
+    # Alone, each node refuses, says why, and grants nothing.
+    for n <- nodes do
+      assert await_log(n, "no quorum: 1 of the 3 expected masters present") =~ "no_quorum"
+      assert rpc(n, Locker, :lock, [{:alone, n}, n, 10_000]) == {:error, :no_quorum}
+      assert %{cluster: :undefined, masters: [^n], w: 2, quorum: false} = status(n)
+    end
+
+    assert {3, 9, 0} = contend(nodes, :alone, 3)
+
+    assert [] ==
+             nodes |> start_workers() |> Enum.filter(&match?({:ok, _}, &1)),
+           "{:worker, 1} registered before a quorum was connected"
+
+    for n <- nodes,
+        do: assert(rpc(n, Locker.Registry, :whereis_name, [{:worker, 1}]) == :undefined)
+
+    # libcluster connects a and b: a quorum of the expected 3.
+    true = rpc(a, Node, :connect, [b])
+    await_masters(a, [a, b])
+    await_masters(b, [a, b])
+    assert await_log(a, "formed the cluster") =~ Atom.to_string(b)
+
+    started = start_workers(nodes)
+    assert [{:ok, pid}] = Enum.filter(started, &match?({:ok, _}, &1)), inspect(started)
+    assert node(pid) in [a, b]
+
+    for n <- [a, b], do: assert(rpc(n, Locker.Registry, :whereis_name, [{:worker, 1}]) == pid)
+
+    # Concurrent attempts may split the votes (then nobody gets the key);
+    # never two holders.
+    {keys, attempts, grants} = contend([a, b, c], :two, 20)
+    assert {keys, attempts} == {20, 60}
+    assert grants in 1..20
+
+    # c is connected later: it is added (through locker_membership).
+    true = rpc(c, Node, :connect, [a])
+    true = rpc(c, Node, :connect, [b])
+    for n <- nodes, do: await_masters(n, nodes)
+    assert %{w: 2} = status(c)
+    assert rpc(c, Locker.Registry, :whereis_name, [{:worker, 1}]) == pid
+    assert [] == [c] |> start_workers() |> Enum.filter(&match?({:ok, _}, &1))
+
+    {keys, attempts, grants} = contend(nodes, :three, 20)
+    assert {keys, attempts} == {20, 60}
+    assert grants in 1..20
+
+    # c stops: removed after the grace period; {:worker, 1} stays one.
+    :ok = :peer.stop(peers[c])
+    await_masters(a, [a, b])
+    await_masters(b, [a, b])
+    assert rpc(a, Locker.Registry, :whereis_name, [{:worker, 1}]) == pid
+    {_, _, grants} = contend([a, b], :after_leave, 10)
+    assert grants in 1..10
+  end
+end
