@@ -121,7 +121,7 @@ defmodule Locker.Config do
         {:ok, auto} ->
           {[node()], :locker_auto.initial_w(auto), auto}
 
-        {:error, {:bad_app_env, :cluster_size, nil, _}} ->
+        {:error, {:bad_app_env, :cluster_size, :undefined, _}} ->
           raise ArgumentError,
                 "locker: masters: :auto (the default) needs :cluster_size, the number of nodes " <>
                   "the cluster is expected to have (a node must not grant locks alone before it " <>
