@@ -76,22 +76,29 @@ start_link(W, LeaseExpireInterval, LockExpireInterval, PushTransInterval) ->
     Args = [W, LeaseExpireInterval, LockExpireInterval, PushTransInterval],
     gen_server:start_link({local, locker}, locker_server, Args, []).
 
-%% @doc Sets the write quorum on every node of `Cluster'.
--spec set_w([node()], pos_integer()) -> ok.
+%% @doc Sets the write quorum of the cluster (its masters and replicas,
+%% and every node of `Cluster'), through {@link locker_membership:change/4}:
+%% safely, with configuration epochs, unless a master does not know them
+%% (an original node or lockerd: then the original overwrite, with a
+%% warning). Returns `{error, {bad_w, W, N}}' when `W =< N/2' or `W > N'
+%% (N masters), `{error, {unreachable, Node}}' or
+%% `{error, {not_running, Node}}' for a node it cannot configure, and
+%% changes nothing then. See {@link locker_membership:reason()}.
+-spec set_w([node()], pos_integer()) -> ok | {error, locker_membership:reason()}.
 set_w(Cluster, W) ->
     ?CHECK([{1, is_node_list(Cluster), nodes}, {2, is_integer(W) andalso W > 0, quorum}], [Cluster, W]),
-    {_Replies, []} = gen_server:multi_call(Cluster, locker, {set_w, W}),
-    ok.
+    locker_membership:set_w(Cluster, W).
 
-%% @doc Sets masters (`Primaries') and replicas on every node of `Cluster'.
--spec set_nodes([node()], [node()], [node()]) -> ok.
+%% @doc Sets the masters (`Primaries') and replicas of the cluster (and of
+%% every node of `Cluster'), keeping W, through
+%% {@link locker_membership:change/4}: errors as {@link set_w/2}.
+-spec set_nodes([node()], [node()], [node()]) -> ok | {error, locker_membership:reason()}.
 set_nodes(Cluster, Primaries, Replicas) ->
     ?CHECK(
         [{1, is_node_list(Cluster), nodes}, {2, is_node_list(Primaries), nodes}, {3, is_node_list(Replicas), nodes}],
         [Cluster, Primaries, Replicas]
     ),
-    {_Replies, []} = gen_server:multi_call(Cluster, locker, {set_nodes, Primaries, Replicas}),
-    ok.
+    locker_membership:set_nodes(Cluster, Primaries, Replicas).
 
 %%====================================================================
 %% Coordinator
@@ -153,14 +160,14 @@ acquire(Key, Value, LeaseLength, Timeout) ->
 
 acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     Token = next_token(Floor),
-    Tag = {'$locker_token', make_ref(), Token},
+    %% The tag carries the configuration epoch (see epoch_tag/1).
+    TagOf = fun(Epoch) -> {'$locker_token', epoch_tag(Epoch), Token} end,
     LeaseEnd = erlang:monotonic_time(millisecond) + LeaseLength,
     %% Once W masters stored the lease, a straggler (a paused master) is
     %% waited for no longer than the lease lasts, counted from before phase
     %% one: a success reported long after would be of no use.
-    Write = fun(S, Masters, T) ->
-        {_, _, W} = get_meta(),
-        Enough = fun(Replies) -> length([ok || {N, ok} <- Replies, lists:member(N, Masters)]) >= W end,
+    Write = fun(S, Masters, T, Quorums) ->
+        Enough = fun(Replies) -> quorums_met(Quorums, [N || {N, ok} <- Replies]) end,
         {Commits, Bad, S1, _} = locker_call:round(
             S, Masters, {write, T, Key, Value, LeaseLength}, Timeout, fun(_, _) -> false end, {Enough, LeaseEnd}
         ),
@@ -171,10 +178,10 @@ acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     %% The release carries the attempt's token tag: this project's masters
     %% then delete only the lease this attempt stored, not one that another
     %% caller took meanwhile with the same value.
-    Undo = fun(S, Stored) ->
+    Undo = fun(S, Stored, Tag) ->
         locker_call:round(S, Stored, {release, Key, Value, Tag}, Timeout)
     end,
-    case two_phase(Key, not_found, Tag, Timeout, Write, Undo) of
+    case two_phase(Key, not_found, TagOf, Timeout, Write, Undo) of
         {ok, W, Votes, Commits} ->
             {ok, W, Votes, Commits, Token};
         {no_quorum, Floor1} when is_integer(Floor1), Attempts > 1 ->
@@ -216,7 +223,7 @@ update(Key, Value, NewValue, Timeout) ->
         [{2, is_value(Value), value}, {3, is_value(NewValue), value}, {4, is_timeout(Timeout), timeout}],
         [Key, Value, NewValue, Timeout]
     ),
-    tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
+    tagged(two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, Masters, Tag, _) ->
         locker_call:round(S, Masters, {update, Tag, Key, NewValue}, Timeout)
     end)).
 
@@ -235,7 +242,7 @@ extend_lease(Key, Value, LeaseLength, Timeout) ->
         [{2, is_value(Value), value}, {3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}],
         [Key, Value, LeaseLength, Timeout]
     ),
-    Result = two_phase(Key, Value, make_ref(), Timeout, fun(S, Masters, Tag) ->
+    Result = two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, Masters, Tag, _) ->
         {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
         Failed = [N || {N, R} <- Replies, R =/= ok],
         _ = Failed =/= [] andalso locker_call:multi_call(Failed, {release_write_lock, Tag}, Timeout),
@@ -256,7 +263,7 @@ release(Key, Value) ->
 -spec release(key(), value(), timeout()) -> lock_result().
 release(Key, Value, Timeout) ->
     ?CHECK([{2, is_value(Value), value}, {3, is_timeout(Timeout), timeout}], [Key, Value, Timeout]),
-    tagged(two_phase(Key, Value, make_ref(), Timeout, fun(S, _Masters, Tag) ->
+    tagged(two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, _Masters, Tag, _) ->
         %% Masters and replicas alike.
         locker_call:round(S, {release, Key, Value, Tag}, Timeout)
     end)).
@@ -267,7 +274,7 @@ promise_ttl_ms() ->
     ?PROMISE_TTL_MS.
 
 %% @private The longest a coordinator waits between starting phase one and
-%% starting phase two, in milliseconds (see {@link two_phase/5}).
+%% starting phase two, in milliseconds.
 -spec phase_two_budget_ms() -> pos_integer().
 phase_two_budget_ms() ->
     ?PHASE_TWO_BUDGET_MS.
@@ -290,17 +297,37 @@ phase_two_budget_ms() ->
 %% Whatever happens, the caller gets an answer and the session is closed;
 %% if this process raises midway (a bug), the promises it obtained are
 %% dropped first.
-two_phase(Key, Expected, Tag, Timeout, Commit) ->
-    two_phase(Key, Expected, Tag, Timeout, Commit, none).
+two_phase(Key, Expected, TagOf, Timeout, Commit) ->
+    two_phase(Key, Expected, TagOf, Timeout, Commit, none).
 
-two_phase(Key, Expected, Tag, Timeout, Commit, Undo) ->
-    {Nodes, Replicas, W} = get_meta(),
+two_phase(Key, Expected, TagOf, Timeout, Commit, Undo) ->
+    two_phase(Key, Expected, TagOf, Timeout, Commit, Undo, 1).
+
+%% The configuration (masters, quorums, epoch) is read once per attempt.
+%% Masters that refuse a request made under an older epoch than theirs are
+%% asked for their configuration; if this node takes a newer one, the
+%% operation is tried once more under it.
+two_phase(Key, Expected, TagOf, Timeout, Commit, Undo, Retries) ->
+    Config = config(),
+    #{epoch := Epoch, replicas := Replicas} = Config,
+    Nodes = locker_meta:voters(Config),
+    Quorums = locker_meta:quorums(Config),
+    Tag = TagOf(Epoch),
     Start = erlang:monotonic_time(millisecond),
     S = locker_call:open(Nodes ++ (Replicas -- Nodes)),
-    try phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) of
-        {Result, S1} ->
+    try phases(S, Nodes, Quorums, Epoch, Start, Key, Expected, Tag, Timeout, Commit, Undo) of
+        {Result, Newer, S1} ->
             ok = locker_call:close(S1),
-            Result
+            case Result of
+                {no_quorum, _} when Newer =/= [], Retries > 0 ->
+                    ok = locker_membership:pull(Newer),
+                    case locker_meta:epoch() of
+                        Epoch -> Result;
+                        _ -> two_phase(Key, Expected, TagOf, Timeout, Commit, Undo, Retries - 1)
+                    end;
+                _ ->
+                    Result
+            end
     catch
         Class:Reason:Stack ->
             _ = (catch locker_call:multi_call(Nodes, {release_write_lock, Tag}, min_timeout(Timeout, ?TIMEOUT))),
@@ -308,34 +335,78 @@ two_phase(Key, Expected, Tag, Timeout, Commit, Undo) ->
             erlang:raise(Class, Reason, Stack)
     end.
 
-phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
-    N = length(Nodes),
-    Op0 = locker_coord:new(W, N, Start),
-    %% Masters neither answered nor pending are down: missing votes.
+config() ->
+    case locker_meta:config() of
+        undefined -> throw({locker, no_such_meta_key});
+        Config -> Config
+    end.
+
+%% A tag that carries the configuration epoch it was made under: opaque to
+%% original nodes and lockerd; this project's masters refuse votes and
+%% phase two made under another epoch than theirs (see locker_store).
+epoch_tag(Epoch) ->
+    {'$locker_epoch', Epoch, make_ref()}.
+
+%% Whether the nodes `Ok' hold W of each quorum's masters.
+quorums_met(Quorums, Ok) ->
+    lists:all(fun({Set, W}) -> length([N || N <- Ok, lists:member(N, Set)]) >= W end, Quorums).
+
+%% Phase one and two. One quorum: W of the masters; during a transition
+%% between configurations: W of the old masters and W of the new ones,
+%% each counted by its own locker_coord machine, and both must agree.
+phases(S, Nodes, Quorums, Epoch, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
+    Single = length(Quorums) =:= 1,
+    Ops0 = [{Set, locker_coord:new(Wq, length(Set), Start)} || {Set, Wq} <- Quorums],
+    %% Masters neither answered nor pending are down: missing votes (with
+    %% two quorums the pending count is not split, so only answers count).
     Decided = fun(Replies, Pending) ->
-        locker_coord:decided(tally(Op0, Replies, N - length(Replies) - Pending))
+        lists:all(
+            fun({Set, Op0}) ->
+                In = within(Set, Replies),
+                Missing =
+                    case Single of
+                        true -> length(Set) - length(In) - Pending;
+                        false -> 0
+                    end,
+                locker_coord:decided(tally(Op0, In, Missing))
+            end,
+            Ops0
+        )
     end,
     Budget = locker:phase_two_budget_ms(),
     {Replies, _Bad, S1, Late} = locker_call:round(
         S, Nodes, {get_write_lock, Key, Expected, Tag}, min_timeout(Timeout, Budget), Decided
     ),
-    Op1 = tally(Op0, Replies, N - length(Replies)),
-    case locker_coord:after_phase_one(erlang:monotonic_time(millisecond), Op1) of
-        {phase_two, Op2} ->
-            {Commits, _, S2} = Commit(S1, Nodes, Tag),
+    Ops1 = [{Set, tally(Op0, within(Set, Replies), length(Set) - length(within(Set, Replies)))} || {Set, Op0} <- Ops0],
+    Now = erlang:monotonic_time(millisecond),
+    Afters = [{Set, locker_coord:after_phase_one(Now, Op)} || {Set, Op} <- Ops1],
+    Ops2 = [{Set, Op} || {Set, {_, Op}} <- Afters],
+    case lists:all(fun({_, {Go, _}}) -> Go =:= phase_two end, Afters) of
+        true ->
+            {Commits, _, S2} = Commit(S1, Nodes, Tag, Quorums),
             %% Votes that came while phase two ran count too (as in the
             %% original, which waited for every vote); a node answers in
             %% order, so every master that answered phase two is here.
-            Op3 = late(Op2, Late),
-            Op4 = lists:foldl(
-                fun({Node, R}, Op) -> locker_coord:commit(lists:member(Node, Nodes), R =:= ok, Op) end,
-                Op3,
-                Commits
-            ),
-            case locker_coord:outcome(Op4) of
-                {ok, _, _, _} = Ok ->
-                    {Ok, S2};
-                {no_quorum, Retry} ->
+            LateReplies = locker_call:late(Late),
+            Ops4 = [
+                {Set,
+                    lists:foldl(
+                        fun({Node, R}, Acc) -> locker_coord:commit(lists:member(Node, Set), R =:= ok, Acc) end,
+                        late(Op, within(Set, LateReplies)),
+                        Commits
+                    )}
+             || {Set, Op} <- Ops2
+            ],
+            Newer = newer(Epoch, Nodes, Replies ++ LateReplies ++ Commits),
+            Outcomes = [locker_coord:outcome(Op) || {_, Op} <- Ops4],
+            case lists:all(fun(O) -> element(1, O) =:= ok end, Outcomes) of
+                true when Single ->
+                    {hd(Outcomes), Newer, S2};
+                true ->
+                    {_, W} = lists:last(Quorums),
+                    Votes = length([ok || {_, ok} <- Replies ++ LateReplies]),
+                    {{ok, W, Votes, length([ok || {_, ok} <- Commits])}, Newer, S2};
+                false ->
                     %% Fewer than W masters applied phase two (the others
                     %% timed out, went down, or refused a phase two whose
                     %% promise was gone): no success, whatever the votes.
@@ -348,15 +419,34 @@ phases(S, Nodes, W, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
                         case Undo of
                             none -> S3;
                             _ when Stored =:= [] -> S3;
-                            _ -> element(3, Undo(S3, Stored))
+                            _ -> element(3, Undo(S3, Stored, Tag))
                         end,
-                    {{no_quorum, Retry}, S4}
+                    {{no_quorum, undefined}, Newer, S4}
             end;
-        {abort, Op2} ->
+        false ->
             {_, _, S2} = drop_promises(S1, Nodes, Tag, Start, Timeout),
-            {no_quorum, Retry} = locker_coord:outcome(late(Op2, Late)),
-            {{no_quorum, Retry}, S2}
+            LateReplies = locker_call:late(Late),
+            Floors = [
+                F
+             || {Set, Op} <- Ops2,
+                {no_quorum, F} <- [locker_coord:outcome(late(Op, within(Set, LateReplies)))],
+                is_integer(F)
+            ],
+            Retry =
+                case Floors of
+                    [] -> undefined;
+                    _ -> lists:max(Floors)
+                end,
+            {{no_quorum, Retry}, newer(Epoch, Nodes, Replies ++ LateReplies), S2}
     end.
+
+within(Set, Replies) ->
+    [R || {N, _} = R <- Replies, lists:member(N, Set)].
+
+%% The masters that refused a request because their configuration is
+%% newer than this node's.
+newer(Epoch, Nodes, Replies) ->
+    lists:usort([N || {N, {error, {config_epoch, E}}} <- Replies, E > Epoch, lists:member(N, Nodes)]).
 
 %% Drops Tag's promises on every master, those found down included (a
 %% master whose server was reported down may only have been cut off for
@@ -370,8 +460,8 @@ tally(Op0, Replies, Missing) ->
     Op = lists:foldl(fun({_, R}, Acc) -> locker_coord:vote(locker_coord:to_vote(R), Acc) end, Op0, Replies),
     lists:foldl(fun(_, Acc) -> locker_coord:vote(missing, Acc) end, Op, lists:seq(1, Missing)).
 
-late(Op, Late) ->
-    lists:foldl(fun({_, R}, Acc) -> locker_coord:late_vote(locker_coord:to_vote(R), Acc) end, Op, locker_call:late(Late)).
+late(Op, LateReplies) ->
+    lists:foldl(fun({_, R}, Acc) -> locker_coord:late_vote(locker_coord:to_vote(R), Acc) end, Op, LateReplies).
 
 %% How long dropping promises (and giving back a failed lock) may wait for
 %% answers: what is left of the caller's timeout, at most 5 s. It is best

@@ -26,6 +26,8 @@
     memory/0,
     configure/2,
     abstain_after_start/1,
+    membership_snapshot/0,
+    raise_token_floor/1,
     reset_volatile/0,
     clear/0
 ]).
@@ -125,6 +127,14 @@ configure(_PromiseTtlMs, _LogEnabled) -> ?NIF.
 
 -spec abstain_after_start(non_neg_integer()) -> ok.
 abstain_after_start(_Ms) -> ?NIF.
+
+%% `{TokenFloor, HorizonMs}': the token floor raised to every live
+%% lease's token, and how long the longest live lease still lasts.
+-spec membership_snapshot() -> {non_neg_integer(), non_neg_integer()}.
+membership_snapshot() -> ?NIF.
+
+-spec raise_token_floor(non_neg_integer()) -> ok.
+raise_token_floor(_Floor) -> ?NIF.
 
 -spec reset_volatile() -> ok.
 reset_volatile() -> ?NIF.

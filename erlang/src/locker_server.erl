@@ -42,7 +42,13 @@
     log_dropped = 0 :: non_neg_integer(),
     %% Warnings about bad input in the current second: {Second, Count}.
     warned = {0, 0} :: {integer(), non_neg_integer()},
-    safe :: locker_safe_mode:safe_mode()
+    safe :: locker_safe_mode:safe_mode(),
+    %% Until when (monotonic ms) a lease stored under an epoch before this
+    %% node's current one may live: the longest lease it held when it
+    %% took the current epoch (see locker_membership).
+    horizon_at = 0 :: integer(),
+    %% When this node last asked its masters for a newer configuration.
+    pulled_at = undefined :: undefined | integer()
 }).
 
 %% Longest timer armed at once (about 49 days): a later wakeup re-arms.
@@ -78,13 +84,23 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) when
             %% A server restarted in a running VM keeps the cluster view, as it
             %% keeps the leases: coordinators on this node must not see an empty
             %% cluster (and answer no_quorum at once) until set_nodes comes again.
+            %% A configuration set through epochs is kept whole (its W too).
             {Masters, Replicas} =
-                case locker_meta:current() of
-                    {M, R, _} -> {M, R};
-                    undefined -> {[], []}
+                case locker_meta:config() of
+                    #{mode := epoch} = Config ->
+                        put_config(Config),
+                        {locker_meta:voters(Config), maps:get(replicas, Config)};
+                    _ ->
+                        {M, R} =
+                            case locker_meta:current() of
+                                {M0, R0, _} -> {M0, R0};
+                                undefined -> {[], []}
+                            end,
+                        put_meta(M, R, W),
+                        {M, R}
                 end,
             Watch = locker_watch:update(Masters ++ Replicas, locker_watch:init()),
-            put_meta(Masters, Replicas, W),
+            {_, HorizonMs} = locker_nif:membership_snapshot(),
             {ok, LeaseRef} = timer:send_interval(LeaseExpireInterval, expire_leases),
             {ok, LockRef} = timer:send_interval(LockExpireInterval, expire_locks),
             {ok, PushRef} = timer:send_interval(PushTransInterval, push_trans_log),
@@ -92,6 +108,7 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) when
             locker_loop:enter(?MODULE, #state{
                 log_dropped = Dropped,
                 watch = Watch,
+                horizon_at = erlang:monotonic_time(millisecond) + HorizonMs,
                 lease_expire_ref = LeaseRef,
                 write_locks_expire_ref = LockRef,
                 push_trans_log_ref = PushRef,
@@ -123,7 +140,7 @@ handle_call(Request, From, State) ->
              warn(State, "locker: request ~0P failed: ~p:~0P at ~0P", [Request, 20, Class, Reason, 20, Stack, 20])}
     end.
 
-call(Request, _From, State) when
+call(Request, From, State) when
     element(1, Request) =:= get_write_lock;
     element(1, Request) =:= release_write_lock;
     element(1, Request) =:= write;
@@ -134,6 +151,8 @@ call(Request, _From, State) when
     case locker_store:apply(Request) of
         {{error, {unknown_request, _}} = Reply, []} ->
             {reply, Reply, warn(State, "locker: unknown request ~0P", [Request, 20])};
+        {{error, {config_epoch, Own}} = Reply, []} ->
+            {reply, Reply, epoch_refused(Request, Own, From, State)};
         {Reply, Wakes} ->
             {reply, Reply, rearm(woken(Wakes, State))}
     end;
@@ -147,23 +166,35 @@ call({wait_for_release, Key, Timeout}, From, #state{next_id = Id} = State) ->
         pending -> {noreply, add_waiter(Id, From, State)};
         Ready -> {reply, Ready, State}
     end;
-call({set_nodes, Primaries, Replicas}, _From, #state{watch = Watch, safe = Safe} = State) ->
+call({set_nodes, Primaries, Replicas}, From, #state{watch = Watch, safe = Safe} = State) ->
     case is_node_list(Primaries) andalso is_node_list(Replicas) of
         true ->
-            {_, _, W} = locker_meta:get(),
-            %% Watch the servers before coordinators can see them in the metadata.
-            Watch1 = locker_watch:update(Primaries ++ Replicas, Watch),
-            put_meta(Primaries, Replicas, W),
-            {reply, ok, State#state{watch = Watch1, safe = locker_safe_mode:set_masters(Primaries, Safe)}};
+            case legacy() of
+                true ->
+                    {_, _, W} = locker_meta:get(),
+                    %% Watch the servers before coordinators can see them in the metadata.
+                    Watch1 = locker_watch:update(Primaries ++ Replicas, Watch),
+                    put_meta(Primaries, Replicas, W),
+                    {reply, ok, State#state{watch = Watch1, safe = locker_safe_mode:set_masters(Primaries, Safe)}};
+                false ->
+                    legacy_refused({set_nodes, Primaries, Replicas}, From, State)
+            end;
         false ->
             error(badarg)
     end;
-call({set_w, W}, _From, State) when is_integer(W), W > 0 ->
-    {Nodes, Replicas, _} = locker_meta:get(),
-    put_meta(Nodes, Replicas, W),
-    {reply, ok, State};
+call({set_w, W}, From, State) when is_integer(W), W > 0 ->
+    case legacy() of
+        true ->
+            {Nodes, Replicas, _} = locker_meta:get(),
+            put_meta(Nodes, Replicas, W),
+            {reply, ok, State};
+        false ->
+            legacy_refused({set_w, W}, From, State)
+    end;
 call({set_w, _}, _From, _State) ->
     error(badarg);
+call({'$locker_config', Request}, From, State) ->
+    config_call(Request, From, State);
 call(get_debug_state, _From, State) ->
     {Promises, Leases} = locker_nif:debug_state(),
     #state{lease_expire_ref = R1, write_locks_expire_ref = R2, push_trans_log_ref = R3} = State,
@@ -172,6 +203,171 @@ call(Request, {Pid, _}, State) ->
     State1 = warn(State, "locker: unknown request ~0P from ~p", [Request, 20, Pid]),
     {reply, {error, {unknown_request, Request}}, State1}.
 
+
+%%--------------------------------------------------------------------
+%% Configurations (see locker_membership)
+%%--------------------------------------------------------------------
+
+%% Whether this node's configuration may still be set by the original
+%% requests (it was never set through epochs).
+legacy() ->
+    case locker_meta:config() of
+        #{mode := epoch} -> false;
+        _ -> true
+    end.
+
+%% The original requests `set_nodes' and `set_w' still set the view of a
+%% node configured by them (or never configured). Once its configuration
+%% was set through epochs, they are answered `ok' if they change nothing,
+%% else refused (nothing changes) and logged: a joining or misconfigured
+%% node must not rewrite a running cluster's view.
+legacy_refused(Request, {Pid, _}, State) ->
+    #{masters := Masters, replicas := Replicas, w := W, joint := Joint, epoch := Epoch} = locker_meta:config(),
+    Same =
+        Joint =:= none andalso
+            case Request of
+                {set_nodes, M, R} -> ordsets:from_list(M) =:= Masters andalso ordsets:from_list(R) =:= Replicas;
+                {set_w, W1} -> W1 =:= W
+            end,
+    case Same of
+        true ->
+            {reply, ok, State};
+        false ->
+            State1 = warn(
+                State,
+                "locker: refused ~0P from ~p: this node's configuration (epoch ~0p, masters ~0P, W ~b) "
+                "changes only through locker_membership:change/3",
+                [Request, 10, node(Pid), Epoch, Masters, 10, W]
+            ),
+            {reply, {error, {epoch_configured, Epoch}}, State1}
+    end.
+
+%% A vote or phase two made under another epoch: logged; if the caller's
+%% epoch is newer than ours, this node may have missed a change: it asks
+%% its masters for their configuration (at most once a second).
+epoch_refused(Request, Own, {Pid, _}, State) ->
+    Theirs = locker_store:tag_epoch(element(2, checked_tag(Request))),
+    State1 = warn(
+        State,
+        "locker: refused ~p from ~p made under configuration epoch ~0p: this node is at epoch ~0p",
+        [element(1, Request), node(Pid), Theirs, Own]
+    ),
+    case Theirs > Own of
+        true -> maybe_pull(State1);
+        false -> State1
+    end.
+
+checked_tag({get_write_lock, _, _, Tag}) -> {tag, Tag};
+checked_tag(Request) -> {tag, element(2, Request)}.
+
+maybe_pull(#state{pulled_at = At} = State) ->
+    Now = erlang:monotonic_time(millisecond),
+    case At =:= undefined orelse Now - At >= 1000 of
+        true ->
+            _ = proc_lib:spawn(locker_membership, pull, []),
+            State#state{pulled_at = Now};
+        false ->
+            State
+    end.
+
+config_call(get, _From, State) ->
+    {reply, {ok, locker_meta:config()}, State};
+config_call(horizon, _From, #state{horizon_at = H} = State) ->
+    {Floor, _} = locker_nif:membership_snapshot(),
+    Left = max(0, H - erlang:monotonic_time(millisecond)),
+    {reply, {ok, locker_meta:epoch(), Left, Floor}, State};
+config_call({install, Base, New, Floor}, {Pid, _}, State) ->
+    true = is_config(New) andalso is_epoch(Base) andalso is_integer(Floor) andalso Floor >= 0 orelse error(badarg),
+    Own = locker_meta:config(),
+    #{epoch := E} = New,
+    #{epoch := OwnE} = Own,
+    if
+        Own =:= New ->
+            ok = locker_nif:raise_token_floor(Floor),
+            {reply, ok, State};
+        E =< OwnE ->
+            {reply, {error, {stale_epoch, E, OwnE}}, config_refused(Pid, New, "is not newer than", State)};
+        map_get(mode, Own) =:= epoch, OwnE =/= Base ->
+            {reply, {error, {conflict, Base, OwnE}}, config_refused(Pid, New, "was made from another configuration than", State)};
+        true ->
+            ok = locker_nif:raise_token_floor(Floor),
+            {reply, ok, install(New, State)}
+    end;
+config_call({abort, Epoch, Prev}, _From, State) ->
+    true = is_epoch(Epoch) andalso is_config(Prev) orelse error(badarg),
+    case locker_meta:epoch() of
+        Epoch -> {reply, ok, install(Prev, State)};
+        _ -> {reply, ok, State}
+    end;
+config_call({force, Base, New}, {Pid, _}, State) ->
+    %% The original semantics (a cluster with original masters): the view
+    %% is overwritten, unless this node was set through epochs from
+    %% another configuration than the sender's.
+    true = is_config(New) andalso is_epoch(Base) orelse error(badarg),
+    case locker_meta:config() of
+        #{mode := epoch, epoch := OwnE} when OwnE =/= Base ->
+            {reply, {error, {conflict, Base, OwnE}}, config_refused(Pid, New, "was made from another configuration than", State)};
+        _ ->
+            {reply, ok, install(New, State)}
+    end;
+config_call({catch_up, New, FromNode}, _From, State) ->
+    true = is_config(New) andalso is_atom(FromNode) orelse error(badarg),
+    Own = locker_meta:config(),
+    Trusted = lists:member(FromNode, locker_meta:voters(Own)),
+    case maps:get(epoch, New) > maps:get(epoch, Own) andalso map_get(mode, New) =:= epoch of
+        true when Trusted ->
+            ?LOG_NOTICE("locker: configuration epoch ~0p taken from master ~p (this node was at ~0p)", [
+                maps:get(epoch, New), FromNode, maps:get(epoch, Own)
+            ]),
+            {reply, ok, install(New, State)};
+        _ ->
+            {reply, {error, not_newer}, State}
+    end;
+config_call(Request, {Pid, _}, State) ->
+    State1 = warn(State, "locker: unknown configuration request ~0P from ~p", [Request, 20, Pid]),
+    {reply, {error, {unknown_request, {'$locker_config', Request}}}, State1}.
+
+config_refused(Pid, #{epoch := E, masters := M, w := W}, Why, State) ->
+    #{epoch := OwnE, masters := OwnM, w := OwnW} = locker_meta:config(),
+    warn(
+        State,
+        "locker: refused configuration epoch ~0p (masters ~0P, W ~b) from ~p: it ~s this node's epoch ~0p (masters ~0P, W ~b)",
+        [E, M, 10, W, node(Pid), Why, OwnE, OwnM, 10, OwnW]
+    ).
+
+%% Takes a configuration: watches its nodes, sets safe mode's masters, and
+%% if the epoch changes, notes how long the leases stored so far may live.
+install(New, #state{watch = Watch, safe = Safe, horizon_at = H} = State) ->
+    OldEpoch = locker_meta:epoch(),
+    Voters = locker_meta:voters(New),
+    Watch1 = locker_watch:update(Voters ++ maps:get(replicas, New), Watch),
+    put_config(New),
+    H1 =
+        case maps:get(epoch, New) of
+            OldEpoch ->
+                H;
+            _ ->
+                %% After the configuration: from now on, nothing made under
+                %% the old epoch is stored here (but see locker_late_lease).
+                {_, HorizonMs} = locker_nif:membership_snapshot(),
+                max(H, erlang:monotonic_time(millisecond) + HorizonMs)
+        end,
+    State#state{watch = Watch1, safe = locker_safe_mode:set_masters(Voters, Safe), horizon_at = H1}.
+
+is_config(#{epoch := E, masters := M, replicas := R, w := W, joint := J, mode := Mode} = C) when
+    map_size(C) =:= 6, is_integer(W), W > 0, Mode =:= epoch orelse Mode =:= legacy
+->
+    is_epoch(E) andalso is_node_list(M) andalso is_node_list(R) andalso
+        case J of
+            none -> true;
+            {Old, OldW} -> is_node_list(Old) andalso is_integer(OldW) andalso OldW > 0;
+            _ -> false
+        end;
+is_config(_) ->
+    false.
+
+is_epoch({C, P}) -> is_integer(C) andalso C >= 0 andalso is_atom(P);
+is_epoch(_) -> false.
 
 %%--------------------------------------------------------------------
 %% Replication
@@ -246,6 +442,10 @@ info({'DOWN', Mref, process, {locker, Node}, _}, #state{watch = Watch} = State) 
         {true, Watch1} -> {noreply, State#state{watch = Watch1}};
         false -> {noreply, State}
     end;
+info({locker_late_lease, Until}, #state{horizon_at = H} = State) when is_integer(Until) ->
+    %% A coordinator on this node stored a lease of the previous epoch
+    %% just after this node left it (see locker_store:apply_here/1).
+    {noreply, State#state{horizon_at = max(H, Until)}};
 info({locker_rewatch, Node}, #state{watch = Watch} = State) ->
     {noreply, State#state{watch = locker_watch:rewatch(Node, Watch)}};
 info({locker_wakes, Wakes} = Info, State) ->
@@ -403,6 +603,10 @@ cancel_wakeup(#state{wakeup = {Ref, _}} = State) ->
 %%--------------------------------------------------------------------
 %% Metadata
 %%--------------------------------------------------------------------
+
+put_config(Config) ->
+    LogEnabled = locker_meta:put_config(Config),
+    ok = locker_nif:configure(?PROMISE_TTL_MS, LogEnabled).
 
 put_meta(Nodes, Replicas, W) ->
     %% Log only what will be pushed (a master with replicas that are not

@@ -5,28 +5,78 @@
 %% @end
 -module(locker_store).
 
--export([apply/1, apply_here/1]).
+-export([apply/1, apply_here/1, tag_epoch/1, epoch_refusal/1]).
 
 %% @doc `{Reply, Wakes}': the reply to `Request' and the waiters it woke
 %% (for the server to answer). Raises `badarg' on bad arguments in a known
 %% request.
+%%
+%% The configuration epoch comes first: a vote or a phase two made under
+%% an epoch other than this node's (the epoch travels in the tag, see
+%% {@link tag_epoch/1}) changes nothing and is answered
+%% `{error, {config_epoch, OurEpoch}}' while this node's configuration was
+%% set through epochs. Requests without an epoch (original coordinators)
+%% and `release' (which only gives back what its caller holds) are not
+%% checked.
 -spec apply(term()) -> {term(), [locker_nif:wake()]}.
-apply({get_write_lock, Key, Expected, Tag}) ->
+apply(Request) ->
+    case epoch_refusal(Request) of
+        none -> apply_request(Request);
+        Refusal -> {Refusal, []}
+    end.
+
+%% @doc `none', or the reply refusing `Request' because it was made under
+%% another configuration epoch than this node's.
+-spec epoch_refusal(term()) -> none | {error, {config_epoch, locker_meta:epoch()}}.
+epoch_refusal(Request) ->
+    case checked_tag(Request) of
+        none ->
+            none;
+        Tag ->
+            case tag_epoch(Tag) of
+                none ->
+                    none;
+                Epoch ->
+                    case locker_meta:config() of
+                        #{mode := epoch, epoch := Epoch} -> none;
+                        #{mode := epoch, epoch := Own} -> {error, {config_epoch, Own}};
+                        _ -> none
+                    end
+            end
+    end.
+
+checked_tag({get_write_lock, _, _, Tag}) -> Tag;
+checked_tag({write, Tag, _, _, _}) -> Tag;
+checked_tag({update, Tag, _, _}) -> Tag;
+checked_tag({extend_lease, Tag, _, _, _}) -> Tag;
+checked_tag(_) -> none.
+
+%% @doc The configuration epoch a tag of this project's coordinators
+%% carries: `{'$locker_epoch', Epoch, Ref}', or as the middle element of a
+%% token tag `{'$locker_token', {'$locker_epoch', Epoch, Ref}, Token}'
+%% (both are opaque tags to original nodes and to lockerd); `none' for any
+%% other tag.
+-spec tag_epoch(term()) -> locker_meta:epoch() | none.
+tag_epoch({'$locker_token', Inner, _}) -> tag_epoch(Inner);
+tag_epoch({'$locker_epoch', {C, P} = Epoch, _}) when is_integer(C), C >= 0, is_atom(P) -> Epoch;
+tag_epoch(_) -> none.
+
+apply_request({get_write_lock, Key, Expected, Tag}) ->
     {locker_nif:get_write_lock(Key, Expected, Tag), []};
-apply({release_write_lock, Tag}) ->
+apply_request({release_write_lock, Tag}) ->
     {locker_nif:release_write_lock(Tag), []};
-apply({write, Tag, Key, Value, LeaseLength}) ->
+apply_request({write, Tag, Key, Value, LeaseLength}) ->
     committed(locker_nif:write(Tag, Key, Value, LeaseLength));
-apply({update, Tag, Key, Value}) ->
+apply_request({update, Tag, Key, Value}) ->
     {locker_nif:update(Tag, Key, Value), []};
-apply({extend_lease, Tag, Key, Value, LeaseLength}) ->
+apply_request({extend_lease, Tag, Key, Value, LeaseLength}) ->
     committed(locker_nif:extend_lease(Tag, Key, Value, LeaseLength));
-apply({release, Key, Value, Tag}) ->
+apply_request({release, Key, Value, Tag}) ->
     case locker_nif:release(Key, Value, Tag) of
         {ok, Wakes} -> {ok, Wakes};
         Error -> {Error, []}
     end;
-apply(Request) ->
+apply_request(Request) ->
     {{error, {unknown_request, Request}}, []}.
 
 %% A phase two that the store refused (its promise is gone and applying
@@ -38,18 +88,38 @@ committed({error, no_promise} = Error) -> {Error, []}.
 %% @doc {@link apply/1} from a coordinator's own process: the reply, with
 %% the woken waiters handed to the server (if it is running: its waiters
 %% go with it when it stops).
+%%
+%% The epoch check and the store's change are two steps here (the server
+%% does both between two of its messages): a lease stored under an epoch
+%% this node left in between is reported to the server, which counts it
+%% among the leases of the previous configuration (see
+%% {@link locker_membership}).
 -spec apply_here(term()) -> term().
 apply_here(Request) ->
     try apply(Request) of
-        {Reply, []} ->
-            Reply;
         {Reply, Wakes} ->
-            _ =
-                case whereis(locker) of
-                    undefined -> ok;
-                    Server -> Server ! {locker_wakes, Wakes}
-                end,
+            _ = Wakes =:= [] orelse tell_server({locker_wakes, Wakes}),
+            _ = Reply =:= ok andalso late_lease(Request),
             Reply
     catch
         error:badarg -> {error, badarg}
+    end.
+
+late_lease({Op, Tag, _Key, _Value, LeaseMs}) when Op =:= write; Op =:= extend_lease ->
+    case tag_epoch(Tag) of
+        none ->
+            ok;
+        Epoch ->
+            case locker_meta:epoch() of
+                Epoch -> ok;
+                _ -> tell_server({locker_late_lease, erlang:monotonic_time(millisecond) + LeaseMs})
+            end
+    end;
+late_lease(_) ->
+    ok.
+
+tell_server(Msg) ->
+    case whereis(locker) of
+        undefined -> ok;
+        Server -> Server ! Msg
     end.

@@ -531,6 +531,35 @@ fn abstain_after_start<'a>(env: Env<'a>, ms: Term<'a>) -> NifResult<Term<'a>> {
     Ok(atoms::ok().to_term(env))
 }
 
+/// `membership_snapshot() -> {TokenFloor, HorizonMs}`: what a
+/// reconfiguration needs from a master: its token floor raised to the
+/// token of every live lease, and how long its longest live lease still
+/// lasts (milliseconds, rounded up; 0 with none). One pass over the
+/// leases, on a dirty scheduler; nothing is allocated.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn membership_snapshot(env: Env) -> Term {
+    let now = clock::now();
+    let mut floor = with_engine(|e| e.token_floor());
+    let mut until = now;
+    leases().for_each(|_, l| {
+        if l.is_valid_at(now) {
+            floor = floor.max(l.token);
+            until = until.max(l.expires_at);
+        }
+    });
+    let ms = (until - now).div_ceil(1000);
+    make_tuple(env, &[floor.encode(env), ms.encode(env)])
+}
+
+/// `raise_token_floor(Floor) -> ok`: the token floor becomes at least
+/// `Floor` (a master taking over the floors of a configuration it joins).
+#[rustler::nif]
+fn raise_token_floor<'a>(env: Env<'a>, floor: Term<'a>) -> NifResult<Term<'a>> {
+    let f: u64 = floor.decode()?;
+    with_engine(|e| e.set_token_floor(f));
+    Ok(atoms::ok().to_term(env))
+}
+
 /// `reset_volatile() -> ok`: forget promises and waiters (server restart).
 #[rustler::nif]
 fn reset_volatile(env: Env) -> Term {
