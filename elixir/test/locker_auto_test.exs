@@ -20,9 +20,11 @@ defmodule LockerAutoTest do
       |> Enum.map(&Task.async(fn -> Cluster.start_peer(&1, [~c"-connect_all", ~c"false"]) end))
       |> Enum.map(&Task.await(&1, 30_000))
 
-    on_exit(fn -> Enum.each(peers, fn {peer, _} -> catch_exit(:peer.stop(peer)) end) end)
+    on_exit(fn -> Enum.each(peers, fn {peer, _} -> stop_peer(peer) end) end)
 
     for {_, node} <- peers do
+      # The peer's log goes to this process only (not to the test output).
+      :ok = rpc(node, :logger, :remove_handler, [:default])
       :ok = rpc(node, LockerTest.LogForward, :add, [self()])
       :ok = Cluster.start_app(node, @env)
     end
@@ -31,6 +33,12 @@ defmodule LockerAutoTest do
     |> Enum.map(&elem(&1, 1))
     |> Enum.sort()
     |> then(&{&1, Map.new(peers, fn {p, n} -> {n, p} end)})
+  end
+
+  defp stop_peer(peer) do
+    :peer.stop(peer)
+  catch
+    :exit, _ -> :ok
   end
 
   defp status(node), do: rpc(node, :locker_auto, :status, [])
@@ -64,7 +72,7 @@ defmodule LockerAutoTest do
 
         grants =
           nodes
-          |> Enum.map(&Task.async(fn -> rpc(&1, Locker, :lock, [key, &1, 60_000]) end))
+          |> Enum.map(&Task.async(fn -> rpc(&1, Locker, :lock, [key, &1, 2_000]) end))
           |> Enum.map(&Task.await(&1, 30_000))
           |> Enum.filter(&match?({:ok, _, _, _}, &1))
 

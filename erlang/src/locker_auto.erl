@@ -519,10 +519,14 @@ track_absent(#state{peers = Peers, absent = Absent} = S) ->
         {Masters, _, _} ->
             Now = erlang:monotonic_time(millisecond),
             Id = cluster_id(),
+            %% Connected and running the automatic mode: a master just
+            %% added learns the cluster's identity after the change, and a
+            %% master restarted empty is given the configuration; neither
+            %% is gone.
             Up = fun(N) ->
                 N =:= node() orelse
                     case Peers of
-                        #{N := #peer{cluster = C}} -> C =:= Id;
+                        #{N := #peer{cluster = C}} -> C =:= Id orelse C =:= undefined;
                         _ -> false
                     end
             end,
