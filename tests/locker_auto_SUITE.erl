@@ -13,13 +13,15 @@
     lone_node_never_grants/1,
     forms_when_quorum_connects/1,
     join_and_leave/1,
-    two_formed_clusters_refused/1
+    two_formed_clusters_refused/1,
+    boot_all_at_once/1,
+    restarted_master_rejoins/1
 ]).
 -export([log/2]).
 
 all() ->
     [bad_app_env, lone_node_never_grants, forms_when_quorum_connects, join_and_leave,
-     two_formed_clusters_refused].
+     two_formed_clusters_refused, boot_all_at_once, restarted_master_rejoins].
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
@@ -143,6 +145,47 @@ join_and_leave(Config) ->
     ?assertEqual({error, no_quorum}, rpc:call(A, locker, lock, [k3, a, 10000])),
     ok.
 
+%% Three nodes connected to each other before locker starts, then started
+%% at once: one cluster of the three.
+boot_all_at_once(Config) ->
+    [A, B, C] = Nodes = peers(Config, 3),
+    true = rpc:call(A, net_kernel, connect_node, [B]),
+    true = rpc:call(A, net_kernel, connect_node, [C]),
+    true = rpc:call(B, net_kernel, connect_node, [C]),
+    Self = self(),
+    [spawn_link(fun() -> Self ! {started, N, catch start_auto(N, 3)} end) || N <- Nodes],
+    [receive {started, N, R} -> ok = R end || N <- Nodes],
+    [await_status(N, fun(#{masters := M, cluster := Id, quorum := Q}) -> M =:= Nodes andalso Id =/= undefined andalso Q end, 60000)
+     || N <- Nodes],
+    Ids = lists:usort([maps:get(cluster, rpc:call(N, locker_auto, status, [])) || N <- Nodes]),
+    ?assertMatch([_], Ids),
+    {ok, 2, _, _} = rpc:call(C, locker, lock, [k, c, 10000]),
+    ok.
+
+%% A master restarted empty under the same name (a Kubernetes pod of a
+%% StatefulSet), within the grace period: it gets the cluster's
+%% configuration back instead of staying alone.
+restarted_master_rejoins(Config) ->
+    [A, B, C] = Nodes = peers(Config, 3),
+    [start_auto(N, 3, 600000) || N <- Nodes],
+    true = rpc:call(A, net_kernel, connect_node, [B]),
+    true = rpc:call(A, net_kernel, connect_node, [C]),
+    true = rpc:call(B, net_kernel, connect_node, [C]),
+    [await_status(N, fun(#{masters := M, changing := Ch, quorum := Q}) -> M =:= Nodes andalso Q andalso not Ch end, 60000)
+     || N <- Nodes],
+    #{cluster := Id} = rpc:call(A, locker_auto, status, []),
+    Epoch = rpc:call(A, locker_meta, epoch, []),
+    stop_node(Config, C),
+    [C] = peers(Config, [C]),
+    start_auto(C, 3, 600000),
+    true = rpc:call(C, net_kernel, connect_node, [A]),
+    true = rpc:call(C, net_kernel, connect_node, [B]),
+    await_status(C, fun(#{masters := M, cluster := Id1, quorum := Q}) -> M =:= Nodes andalso Id1 =:= Id andalso Q end),
+    %% It took the cluster's configuration epoch too.
+    await(fun() -> rpc:call(C, locker_meta, epoch, []) =:= Epoch end, 30000, epoch),
+    {ok, 2, 3, 3} = rpc:call(C, locker, lock, [k, c, 10000]),
+    ok.
+
 %% Node tries to take Key until Done() (at least once); counts the
 %% attempts, and the grants observed before NotBefore (monotonic ms of
 %% this node), when the lease of the holder could not have run out.
@@ -189,8 +232,12 @@ two_formed_clusters_refused(Config) ->
 %% Helpers
 %%--------------------------------------------------------------------
 
-%% Starts N peers (not started locker), not connected to each other.
-peers(Config, N) ->
+%% Starts N peers (not started locker), not connected to each other; or
+%% peers of the given names.
+peers(Config, N) when is_integer(N) ->
+    peers(Config, [list_to_atom("au_" ++ integer_to_list(I) ++ "_" ++ integer_to_list(erlang:unique_integer([positive])))
+                   || I <- lists:seq(1, N)]);
+peers(Config, Names) ->
     Tab = ?config(peers, Config),
     Args = ["-setcookie", atom_to_list(erlang:get_cookie()),
             "-connect_all", "false",
@@ -198,18 +245,21 @@ peers(Config, N) ->
         lists:append([["-pa", P] || P <- locker_ct:code_paths()]),
     Started = [
         begin
-            Name = list_to_atom("au_" ++ integer_to_list(I) ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))),
+            Name = list_to_atom(hd(string:split(atom_to_list(Name0), "@"))),
             {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true, args => Args}),
             true = ets:insert(Tab, {Peer, Node}),
             ok = rpc:call(Node, application, load, [locker]),
             Node
         end
-     || I <- lists:seq(1, N)
+     || Name0 <- Names
     ],
     lists:sort(Started).
 
 start_auto(Node, Size) ->
-    Env = [{start_server, true}, {masters, auto}, {cluster_size, Size}, {leave_grace_ms, 500}, {tick_ms, 200}],
+    start_auto(Node, Size, 500).
+
+start_auto(Node, Size, Grace) ->
+    Env = [{start_server, true}, {masters, auto}, {cluster_size, Size}, {leave_grace_ms, Grace}, {tick_ms, 200}],
     [ok = rpc:call(Node, application, set_env, [locker, K, V]) || {K, V} <- Env],
     {ok, _} = rpc:call(Node, application, ensure_all_started, [locker]),
     ok.
@@ -217,7 +267,9 @@ start_auto(Node, Size) ->
 stop_node(Config, Node) ->
     Tab = ?config(peers, Config),
     [Peer] = [P || {P, N} <- ets:tab2list(Tab), N =:= Node],
-    ok = peer:stop(Peer).
+    ok = peer:stop(Peer),
+    true = ets:delete_object(Tab, {Peer, Node}),
+    ok.
 
 await_status(Node, Pred) ->
     await_status(Node, Pred, 30000).
