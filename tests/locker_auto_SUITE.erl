@@ -15,13 +15,14 @@
     join_and_leave/1,
     two_formed_clusters_refused/1,
     boot_all_at_once/1,
-    restarted_master_rejoins/1
+    restarted_master_rejoins/1,
+    partition_and_heal/1
 ]).
 -export([log/2]).
 
 all() ->
     [bad_app_env, lone_node_never_grants, forms_when_quorum_connects, join_and_leave,
-     two_formed_clusters_refused, boot_all_at_once, restarted_master_rejoins].
+     two_formed_clusters_refused, boot_all_at_once, restarted_master_rejoins, partition_and_heal].
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
@@ -133,7 +134,7 @@ join_and_leave(Config) ->
     ct:log("~b attempts on the held key from the joining node while it joined", [Attempts]),
     ?assert(Attempts > 0),
     ?assertEqual(0, Early),
-    {ok, 2, 3, 3} = rpc:call(C, locker, lock, [k2, c, 10000]),
+    {ok, 2, _, _} = rpc:call(C, locker, lock, [k2, c, 10000]),
     %% Stop C: after the grace period it is removed.
     stop_node(Config, C),
     await_status(A, fun(#{masters := M}) -> M =:= AB end, 60000),
@@ -183,7 +184,54 @@ restarted_master_rejoins(Config) ->
     await_status(C, fun(#{masters := M, cluster := Id1, quorum := Q}) -> M =:= Nodes andalso Id1 =:= Id andalso Q end),
     %% It took the cluster's configuration epoch too.
     await(fun() -> rpc:call(C, locker_meta, epoch, []) =:= Epoch end, 30000, epoch),
-    {ok, 2, 3, 3} = rpc:call(C, locker, lock, [k, c, 10000]),
+    {ok, 2, _, _} = rpc:call(C, locker, lock, [k, c, 10000]),
+    ok.
+
+%% A cut off from B and C (their connections refused by cookies that do
+%% not match, both ways): A grants nothing; B and C remove A after the
+%% grace period and keep granting; A cannot change anything. When the
+%% partition heals, A is added back.
+partition_and_heal(Config) ->
+    [A, B, C] = Nodes = peers(Config, 3),
+    [start_auto(N, 3) || N <- Nodes],
+    true = rpc:call(A, net_kernel, connect_node, [B]),
+    true = rpc:call(A, net_kernel, connect_node, [C]),
+    true = rpc:call(B, net_kernel, connect_node, [C]),
+    [await_status(N, fun(#{masters := M, quorum := Q}) -> M =:= Nodes andalso Q end, 60000) || N <- Nodes],
+    EpochA = rpc:call(A, locker_meta, epoch, []),
+    ok = forward_logs(A),
+    Cookie = erlang:get_cookie(),
+    cut(A, [B, C], a_side),
+    [cut(N, [A], N) || N <- [B, C]],
+    [rpc:call(A, erlang, disconnect_node, [N]) || N <- [B, C]],
+    await_log(A, "no quorum"),
+    BC = lists:sort([B, C]),
+    await_status(B, fun(#{masters := M, quorum := Q, changing := Ch}) -> M =:= BC andalso Q andalso not Ch end, 60000),
+    %% Contend from both sides: only B and C's side grants.
+    Rounds = 20,
+    Grants = [
+        {rpc:call(A, locker, lock, [{p, I}, a, 1000]), rpc:call(B, locker, lock, [{p, I}, b, 1000])}
+     || I <- lists:seq(1, Rounds)
+    ],
+    ?assertEqual(Rounds, length(Grants)),
+    ?assertEqual([], [G || {{ok, _, _, _} = G, _} <- Grants]),
+    ?assertEqual(Rounds, length([G || {_, {ok, _, _, _} = G} <- Grants])),
+    %% A changed nothing: it could not reach a quorum of its masters.
+    ?assertEqual(EpochA, rpc:call(A, locker_meta, epoch, [])),
+    #{masters := Nodes, quorum := false} = rpc:call(A, locker_auto, status, []),
+    %% Heal.
+    [rpc:call(N, erlang, set_cookie, [M, Cookie]) || {N, M} <- [{A, B}, {A, C}, {B, A}, {C, A}]],
+    true = rpc:call(A, net_kernel, connect_node, [B]),
+    true = rpc:call(A, net_kernel, connect_node, [C]),
+    [await_status(N, fun(#{masters := M, quorum := Q, changing := Ch}) -> M =:= Nodes andalso Q andalso not Ch end, 60000)
+     || N <- Nodes],
+    {ok, 2, _, _} = rpc:call(A, locker, lock, [healed, a, 10000]),
+    ok.
+
+%% Node refuses connections with Others, both ways, until the cookies are
+%% set back.
+cut(Node, Others, Bad) ->
+    [true = rpc:call(Node, erlang, set_cookie, [O, Bad]) || O <- Others],
     ok.
 
 %% Node tries to take Key until Done() (at least once); counts the
