@@ -85,6 +85,22 @@ lone_node_never_grants(Config) ->
     #{cluster := undefined, quorum := false, masters := [A]} = rpc:call(A, locker_auto, status, []),
     Line = await_log(A, "no quorum: 1 of the 3 expected masters present"),
     ct:log("~ts", [Line]),
+    %% Bad input is dropped (logged, bounded); the process stays.
+    Pid = rpc:call(A, erlang, whereis, [locker_auto]),
+    [{locker_auto, A} ! Bad || Bad <- [
+        {locker_auto, 1, {hello, "x", undefined, []}},
+        {locker_auto, 1, {hello, node(), {bad}, [a]}},
+        {locker_auto, 1, {prepare, x, y, z, w}},
+        {locker_auto, 1, {adopt, node(), {x, 1, 2}, {[A], 0}}},
+        {locker_auto, 1, garbage},
+        {locker_auto, 99, anything},
+        garbage
+    ]],
+    gen_server:cast({locker_auto, A}, garbage),
+    {error, {unknown_request, garbage}} = gen_server:call({locker_auto, A}, garbage),
+    await_log(A, "unexpected or malformed membership message"),
+    ?assertEqual(Pid, rpc:call(A, erlang, whereis, [locker_auto])),
+    #{cluster := undefined, masters := [A]} = rpc:call(A, locker_auto, status, []),
     ok.
 
 %% Three nodes started alone, then connected: two form a cluster (a

@@ -222,12 +222,12 @@ init(Opts0) ->
 %% @private
 handle_call(status, _From, S) ->
     {reply, view(S), S};
-handle_call(_Request, _From, S) ->
-    {reply, {error, unknown_request}, S}.
+handle_call(Request, _From, S) ->
+    {reply, {error, {unknown_request, Request}}, bad_input(Request, S)}.
 
 %% @private
-handle_cast(_Msg, S) ->
-    {noreply, S}.
+handle_cast(Msg, S) ->
+    {noreply, bad_input(Msg, S)}.
 
 %% @private
 handle_info({nodeup, Node}, S) ->
@@ -251,7 +251,8 @@ handle_info({?MODULE, Vsn, Msg}, S) when Vsn =:= ?VSN ->
     try
         {noreply, message(Msg, S)}
     catch
-        error:function_clause -> {noreply, bad_input(Msg, S)}
+        %% Malformed: dropped, logged (bounded).
+        error:_ -> {noreply, bad_input(Msg, S)}
     end;
 handle_info({change_done, Pid, Result}, #state{change = {change, Pid, Mref, Masters, W}} = S) ->
     erlang:demonitor(Mref, [flush]),
@@ -270,8 +271,11 @@ handle_info({change_done, Pid, Result}, #state{change = {change, Pid, Mref, Mast
 handle_info({bootstrap_timeout, Ref}, #state{change = {bootstrap, Ref, Members, _, _, _}} = S) ->
     ?LOG_WARNING("locker: forming a cluster of ~0p: not every node promised in time; retried", [Members]),
     {noreply, evaluate(backoff(abort_bootstrap(S)))};
-handle_info(_Info, S) ->
-    {noreply, S}.
+handle_info({bootstrap_timeout, _}, S) ->
+    %% Of a proposal that is over.
+    {noreply, S};
+handle_info(Info, S) ->
+    {noreply, bad_input(Info, S)}.
 
 %% @private
 terminate(_Reason, _S) ->
@@ -407,8 +411,9 @@ is_cluster(undefined) -> true;
 is_cluster({N, A, B}) -> is_atom(N) andalso is_integer(A) andalso is_integer(B);
 is_cluster(_) -> false.
 
+%% At most one line per ?REPEAT_LOG_MS about unexpected input.
 bad_input(Msg, S) ->
-    log_repeated(bad_input, S, "locker: malformed membership message ~0P dropped", [Msg, 20]).
+    log_repeated(warning, bad_input, S, "locker: unexpected or malformed membership message ~0P dropped", [Msg, 20]).
 
 forget(Node, #state{peers = Peers} = S) ->
     case maps:take(Node, Peers) of
@@ -741,12 +746,15 @@ say(#state{expected = Expected} = S) ->
 expected(undefined, W) -> lists:flatten(io_lib:format("at least ~b", [W]));
 expected(N, _) -> lists:flatten(io_lib:format("~b expected", [N])).
 
-log_repeated(Kind, #state{logged = Logged} = S, Format, Args) ->
+log_repeated(Kind, S, Format, Args) ->
+    log_repeated(error, Kind, S, Format, Args).
+
+log_repeated(Level, Kind, #state{logged = Logged} = S, Format, Args) ->
     Now = erlang:monotonic_time(millisecond),
     case Logged of
         #{Kind := T} when Now - T < ?REPEAT_LOG_MS ->
             S;
         _ ->
-            ?LOG_ERROR(Format, Args),
+            logger:log(Level, Format, Args, ?LOCATION),
             S#state{logged = maps:put(Kind, Now, maps:filter(fun(_, T) -> Now - T < ?REPEAT_LOG_MS end, Logged))}
     end.
