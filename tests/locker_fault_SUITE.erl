@@ -71,6 +71,8 @@
 -export([checker_finds_violations/1, mutual_exclusion_under_faults/1, mutual_exclusion_mixed_cluster/1]).
 %% Run on the peers.
 -export([client/2, quiet_client/3]).
+%% Shared with locker_membership_SUITE.
+-export([check/4, lockerd_binary/0, start_lockerd/6]).
 
 -define(KEYS, [k1, k2, k3]).
 %% Leases: short (below every pause) or long (past the promise lifetime
@@ -114,7 +116,12 @@
     last_acquired :: integer(),
     target :: pos_integer(),
     long_total :: non_neg_integer(),
-    long_done = 0 :: non_neg_integer()
+    long_done = 0 :: non_neg_integer(),
+    %% The process that changes the membership through locker_membership
+    %% (undefined with LOCKER_FAULT_W=1, which fits no change), and the
+    %% table where it counts its changes and errors.
+    agent :: pid() | undefined,
+    changes :: ets:tid() | undefined
 }).
 
 all() -> [checker_finds_violations, mutual_exclusion_under_faults, mutual_exclusion_mixed_cluster].
@@ -210,11 +217,15 @@ run_case(BeamMasters, Lockerds, Coords, Config) ->
         target = target(), long_total = long_pauses(), last_acquired = now_ms()
     },
     [] = set_cluster(R0),
-    R1 = lists:foldl(fun({Name, {_, Node, _}}, R) -> spawn_clients(Name, Node, R) end, R0, Beams),
+    %% From the original requests to configuration epochs (a fallback to the
+    %% original overwrite when lockerd is a master).
+    R0b = start_agent(R0),
+    R0c = sync_agent(target(R0b)),
+    R1 = lists:foldl(fun({Name, {_, Node, _}}, R) -> spawn_clients(Name, Node, R) end, R0c, Beams),
     Clock0 = clock_sample(),
     T0 = os:system_time(microsecond),
     Start = now_ms(),
-    R2 = run(R1),
+    R2 = sync_agent(target(run(R1))),
     Elapsed = now_ms() - Start,
     {Quiet, QuietAttempts, R3} = quiet_phase(R2),
     R4 = stop_clients(R3),
@@ -230,12 +241,12 @@ run_case(BeamMasters, Lockerds, Coords, Config) ->
     Violations = [annotate(V, T0, R4#run.timeline) || V <- Violations0] ++ Quiet ++ Clock,
     Summary = io_lib:format(
         "~b acquisitions (~b with a token, ~b through lock/4; ~b long leases; ~b took over 10 s), ~b failed attempts ~0p; "
-        "faults ~0p; intervals checked ~b (~b non-empty checked for overlap, ~b empty: success after the "
+        "faults ~0p; membership changes through locker_membership ~0p; intervals checked ~b (~b non-empty checked for overlap, ~b empty: success after the "
         "lease ran out), token holds in order ~b (~b comparisons, ~b token acquisitions with an empty "
         "interval), quorum checks ~b; quiet phase ~b attempts; ~b violations; nemesis ran ~b ms",
         [Acquired, TokenAcquired, Acquired - TokenAcquired, maps:get(long_leases, Stats), maps:get(slow, Stats),
          length(failed(Events)),
-         failures(Events), Faults, maps:get(intervals, Stats), maps:get(valid, Stats), maps:get(empty, Stats),
+         failures(Events), Faults, changes(R4), maps:get(intervals, Stats), maps:get(valid, Stats), maps:get(empty, Stats),
          maps:get(token_ordered, Stats), maps:get(token_comparisons, Stats), maps:get(token_empty, Stats),
          maps:get(quorum_checked, Stats), QuietAttempts, length(Violations), Elapsed]
     ),
@@ -369,7 +380,98 @@ configure(Node, Masters) ->
 reconfigure(R) ->
     case set_cluster(R) of
         [] -> R;
-        Failed -> count(configure_failed, length(Failed), R)
+        Failed -> target(count(configure_failed, length(Failed), R))
+    end.
+
+%%--------------------------------------------------------------------
+%% Membership changes through locker_membership
+%%--------------------------------------------------------------------
+
+%% The agent applies the targets it is sent, in order, through
+%% locker_membership:change/4 on a BEAM member; a failed change is tried
+%% again (up to 5 times, fewer if a newer target is waiting). A change that
+%% waits for the old leases to run out does not hold the nemesis up.
+start_agent(R) ->
+    case w() >= 2 of
+        true ->
+            Changes = ets:new(fault_changes, [public]),
+            true = ets:insert(Changes, {longest_change_ms, 0}),
+            W = w(),
+            R#run{agent = spawn_link(fun() -> agent(W, Changes, none) end), changes = Changes};
+        false ->
+            R
+    end.
+
+%% Asks the agent to make the current masters the configuration.
+target(#run{agent = undefined} = R) ->
+    R;
+target(R) ->
+    target(R, masters(R)).
+
+target(#run{agent = undefined} = R, _Masters) ->
+    R;
+target(#run{agent = Agent} = R, Masters) ->
+    All = lists:sort([N || {_, N, _} <- maps:values(R#run.members)]),
+    Agent ! {target, Masters, All, beam_nodes(R)},
+    R.
+
+%% Waits (taking the clients' reports) until the agent applied every
+%% target sent so far, the last one successfully.
+sync_agent(#run{agent = undefined} = R) ->
+    R;
+sync_agent(#run{agent = Agent} = R) ->
+    Agent ! {sync, self()},
+    sync_wait(Agent, R).
+
+sync_wait(Agent, R) ->
+    receive
+        {synced, Agent} ->
+            R;
+        Msg when element(1, Msg) =:= acquired; element(1, Msg) =:= releasing; element(1, Msg) =:= failed;
+                 element(1, Msg) =:= 'DOWN' ->
+            sync_wait(Agent, note(Msg, R))
+    after 300000 ->
+        ct:fail({membership_agent_stuck, changes(R)})
+    end.
+
+changes(#run{changes = undefined}) -> [];
+changes(#run{changes = T}) -> lists:sort(ets:tab2list(T)).
+
+agent(W, Changes, Last) ->
+    receive
+        {target, Masters, All, Beams} ->
+            Ok = change(W, Changes, Masters, All, Beams, 5),
+            agent(W, Changes, {Masters, All, Beams, Ok});
+        {sync, From} ->
+            case Last of
+                {Masters, All, Beams, false} -> true = change(W, Changes, Masters, All, Beams, 600);
+                _ -> ok
+            end,
+            From ! {synced, self()},
+            agent(W, Changes, case Last of {M, A, B, _} -> {M, A, B, true}; none -> none end)
+    end.
+
+change(W, Changes, Masters, All, Beams, Tries) ->
+    Node = pick(Beams),
+    Start = now_ms(),
+    Result = rpc:call(Node, locker_membership, change, [Masters, [], W, #{nodes => All, wait => 60000}], 120000),
+    Key =
+        case Result of
+            ok -> ok;
+            {error, {Why, _}} when is_atom(Why) -> {error, Why};
+            {error, Why} when is_atom(Why) -> {error, Why};
+            {badrpc, Why} -> {badrpc, brief(Why)};
+            _ -> other
+        end,
+    _ = ets:update_counter(Changes, Key, 1, {Key, 0}),
+    Took = now_ms() - Start,
+    _ = Result =:= ok andalso
+        ets:insert(Changes, {longest_change_ms, max(Took, ets:lookup_element(Changes, longest_change_ms, 2))}),
+    {message_queue_len, Waiting} = process_info(self(), message_queue_len),
+    case Result of
+        ok -> true;
+        _ when Tries > 1, Waiting =:= 0 -> receive after 300 -> ok end, change(W, Changes, Masters, All, Beams, Tries - 1);
+        _ -> false
     end.
 
 spawn_clients(Name, Node, R) ->
@@ -527,7 +629,7 @@ run(#run{acquired = A, target = T, long_done = D, long_total = L} = R) ->
             run(long_pause(R));
         false ->
             R1 = collect(R, uniform({150, 450})),
-            Fault = lists:nth(rand:uniform(5), [kill, pause, disconnect, membership, server_kill]),
+            Fault = lists:nth(rand:uniform(6), [kill, pause, disconnect, membership, server_kill, partition]),
             run(inject(Fault, R1))
     end.
 
@@ -544,6 +646,18 @@ inject(disconnect, R) ->
     A = pick(beam_nodes(R)),
     B = pick([N || {_, N, _} <- maps:values(R#run.members), N =/= A]),
     fault(disconnect, A, fun(R0) -> _ = rpc:call(A, erlang, disconnect_node, [B], 5000), R0 end, R);
+inject(membership, #run{agent = Agent} = R) when is_pid(Agent) ->
+    %% Through locker_membership: drop one master (W = 2 of the two left),
+    %% then restore it; the agent applies both in turn while the nemesis
+    %% goes on. The original requests, tried too, change nothing on nodes
+    %% configured through epochs.
+    Name = pick(master_names(R)),
+    Rest = masters(R) -- [node_of(Name, R)],
+    fault(membership, Name, fun(R0) ->
+        _ = [catch gen_server:call({locker, N}, {set_nodes, Rest, []}, 2000) || N <- beam_nodes(R0)],
+        R1 = target(R0, Rest),
+        reconfigure(collect(R1, 100 + rand:uniform(200)))
+    end, R);
 inject(membership, R) ->
     %% Drop one master from every view (W = 2 of the two left), then
     %% restore it.
@@ -553,12 +667,32 @@ inject(membership, R) ->
         [catch gen_server:call({locker, N}, {set_nodes, Rest, []}, 2000) || {_, N, _} <- maps:values(R0#run.members)],
         reconfigure(collect(R0, 100 + rand:uniform(200)))
     end, R);
+inject(partition, R) ->
+    %% One node cut from every other member for 0.5-1.5 s: its connections
+    %% are dropped again every 50 ms on both sides (the test node stays
+    %% connected to drive it).
+    Name = pick(maps:keys(R#run.members)),
+    Victim = node_of(Name, R),
+    Others = [N || {_, N, _} <- maps:values(R#run.members), N =/= Victim],
+    Beams = beam_nodes(R),
+    fault(partition, Name, fun(R0) -> cut(Victim, Others, Beams, now_ms() + uniform({500, 1500}), R0) end, R);
 inject(server_kill, R) ->
     Name = pick(beam_masters(R)),
     fault(server_kill, Name, fun(R0) -> restart_server(Name, R0) end, R).
 
 beam_masters(R) ->
     beam_names(R) -- R#run.coords.
+
+cut(Victim, Others, Beams, Until, R) ->
+    case now_ms() < Until of
+        true ->
+            _ = [rpc:call(N, erlang, disconnect_node, [Victim], 1000) || N <- Others, lists:member(N, Beams)],
+            _ = lists:member(Victim, Beams) andalso
+                [rpc:call(Victim, erlang, disconnect_node, [N], 1000) || N <- Others],
+            cut(Victim, Others, Beams, Until, collect(R, 50));
+        false ->
+            R
+    end.
 
 %% A master may be killed only while no other master is in safe mode
 %% (else no quorum could vote on a free key for up to 20 s); the

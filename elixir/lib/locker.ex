@@ -205,12 +205,20 @@ defmodule Locker do
         _ -> []
       end)
 
-    if running != [] do
-      :ok = :locker.set_nodes(running, conf.masters, conf.replicas)
-      :ok = :locker.set_w(running, conf.w)
-    end
+    # Both go through locker_membership (configuration epochs): an error
+    # (a master not started yet, a W that does not fit) changes nothing.
+    with true <- running != [],
+         :ok <- :locker.set_nodes(running, conf.masters, conf.replicas),
+         :ok <- :locker.set_w(running, conf.w) do
+      :ok
+    else
+      false ->
+        :ok
 
-    :ok
+      {:error, reason} ->
+        Logger.warning("locker: could not configure the other masters: #{inspect(reason)}")
+        :ok
+    end
   catch
     kind, reason ->
       # A node that stopped between the check and the call.
@@ -220,12 +228,21 @@ defmodule Locker do
 
   ## The `locker` API (elixir_locker's)
 
-  @doc "Sets the write quorum W on every node of `cluster` (`:locker.set_w/2`)."
-  @spec set_w([node()], pos_integer()) :: :ok
+  @doc """
+  Sets the write quorum W of the cluster and of every node of `cluster`
+  (`:locker.set_w/2`, through `:locker_membership`): `{:error, reason}`
+  (nothing changed) for a W that does not fit the masters or a node that
+  cannot be configured.
+  """
+  @spec set_w([node()], pos_integer()) :: :ok | {:error, term()}
   def set_w(cluster, w), do: :locker.set_w(cluster, w)
 
-  @doc "Sets the masters and replicas on every node of `cluster` (`:locker.set_nodes/3`)."
-  @spec set_nodes([node()], [node()], [node()]) :: :ok
+  @doc """
+  Sets the masters and replicas of the cluster and of every node of
+  `cluster` (`:locker.set_nodes/3`, through `:locker_membership`): errors
+  as `set_w/2`.
+  """
+  @spec set_nodes([node()], [node()], [node()]) :: :ok | {:error, term()}
   def set_nodes(cluster, primaries, replicas), do: :locker.set_nodes(cluster, primaries, replicas)
 
   @doc """

@@ -244,7 +244,16 @@ epochs(Cur, Masters, Replicas, W, Opts, Project, Foreign, _Attempts) ->
     SameQuorums = OldM =:= Masters andalso OldW =:= W,
     if
         SameQuorums, Mode =:= epoch, map_get(replicas, Cur) =:= Replicas ->
-            ok;
+            %% Nothing changes, unless a node involved has another
+            %% configuration (a node restarted empty, one that missed a
+            %% change): then the same configuration under a new epoch.
+            case [N || {N, C, _} <- Project, C =/= Cur] of
+                [] ->
+                    ok;
+                _ ->
+                    Next = Target#{epoch => {Counter + 1, node()}, joint => none},
+                    install(Base, Next, Floor, Nodes, [{Masters, W}], Cur)
+            end;
         SameQuorums; OldM =:= [] ->
             %% The same votes decide before and after (or none did before):
             %% one step.
@@ -276,7 +285,7 @@ install(Base, Next, Floor, Nodes, Quorums, Prev) ->
             _ = gen_server:multi_call(Took, locker, {'$locker_config', {abort, E, Prev}}, ?CALL_TIMEOUT),
             Voters = lists:usort(lists:append([Set || {Set, _} <- Quorums])),
             Why =
-                [{N, R} || {N, R} <- Replies, R =/= ok, lists:member(N, Voters)] ++
+                [{N, why(R)} || {N, R} <- Replies, R =/= ok, lists:member(N, Voters)] ++
                     [{N, unreachable} || N <- Voters, lists:member(N, Down) orelse not lists:member(N, Nodes)],
             ?LOG_WARNING("locker: configuration epoch ~0p not taken (masters ~0p, W ~b): ~0p", [
                 E, maps:get(masters, Next), maps:get(w, Next), Why
@@ -292,7 +301,15 @@ finish(#{joint := {OldM, OldW}, epoch := {C, _} = E1, masters := Masters, w := W
             infinity -> infinity;
             Ms -> erlang:monotonic_time(millisecond) + Ms
         end,
-    case wait_old_leases(OldM, length(OldM) - OldW + 1, E1, Deadline) of
+    %% Every lease of the old configuration is on W_old old masters; if
+    %% that is W_new new masters whatever they are (few old masters leave),
+    %% every new quorum meets it: nothing to wait for.
+    Need =
+        case OldW - length(OldM -- Masters) >= W of
+            true -> 0;
+            false -> length(OldM) - OldW + 1
+        end,
+    case wait_old_leases(OldM, Need, E1, Deadline) of
         {ok, Floor} ->
             Final = Joint#{epoch := {C + 1, node()}, joint := none},
             install(E1, Final, Floor, Nodes, [{Masters, W}], Joint);
@@ -350,10 +367,13 @@ fallback(Cur, Masters, Replicas, W, Project, Foreign, Originals) ->
         nodes_of(Project), locker, {'$locker_config', {force, Base, Next}}, ?CALL_TIMEOUT
     ),
     ok = set_foreign_replicas(Foreign, Masters, Replicas, W),
-    case [{N, R} || {N, R} <- Replies, R =/= ok] ++ [{N, unreachable} || N <- Down] of
+    case [{N, why(R)} || {N, R} <- Replies, R =/= ok] ++ [{N, unreachable} || N <- Down] of
         [] -> ok;
         Why -> {error, {refused, Why}}
     end.
+
+why({error, Reason}) -> Reason;
+why(Other) -> Other.
 
 is_node_list([]) -> true;
 is_node_list([N | T]) when is_atom(N) -> is_node_list(T);

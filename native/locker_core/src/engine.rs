@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::expiry::{due_at, ExpiryIndex};
 use crate::lease_map::{Lease, LeaseMap};
 use crate::promises::Promises;
+use crate::protocol::{Expected, Handled, Refusal, Reply, Request};
 use crate::translog::{LogEntry, TransLog};
 use crate::waiters::{WaitKind, WaitOutcome, WaiterId, Waiters, Wake};
 use crate::{ms, Micros};
@@ -596,6 +597,88 @@ where
                 }
                 wakes
             }
+        }
+    }
+
+    /// Applies one decoded request of the wire protocol: the reply, and the
+    /// waiters it woke. Every adapter serves the store's requests through
+    /// this.
+    pub fn handle(&mut self, request: Request<K, V, T>, now: Micros) -> Handled<V> {
+        use Refusal as R;
+        let committed = |r: Result<Vec<Wake<V>>, CommitError>| match r {
+            Ok(wakes) => Handled {
+                reply: Reply::Ok,
+                wakes,
+            },
+            Err(CommitError::NoPromise) => Handled::reply(Reply::Refused(R::NoPromise)),
+        };
+        match request {
+            Request::GetWriteLock {
+                key,
+                expected,
+                tag,
+                token,
+            } => {
+                let expect = match &expected {
+                    Expected::Value(v) => Expect::Value(v),
+                    Expected::ValueOrAbsent(v) => Expect::ValueOrAbsent(v),
+                };
+                Handled::reply(
+                    match self.get_write_lock_with_token(key, expect, tag, token, now) {
+                        Ok(()) => Reply::Ok,
+                        Err(LockError::AlreadyLocked) => Reply::Refused(R::AlreadyLocked),
+                        Err(LockError::NotExpectedValue) => Reply::Refused(R::NotExpectedValue),
+                        Err(LockError::StaleToken(floor)) => Reply::Refused(R::StaleToken(floor)),
+                    },
+                )
+            }
+            Request::ReleaseWriteLock { tag } => {
+                self.release_write_lock(&tag);
+                Handled::reply(Reply::Ok)
+            }
+            Request::Write {
+                tag,
+                key,
+                value,
+                lease_ms,
+                token,
+            } => committed(self.write_with_token(&tag, key, value, lease_ms, token, now)),
+            Request::Update { tag, key, value } => {
+                committed(self.update(&tag, key, value, now).map(|()| Vec::new()))
+            }
+            Request::ExtendLease {
+                tag,
+                key,
+                value,
+                lease_ms,
+                token,
+            } => committed(self.extend_lease(&tag, key, value, lease_ms, token, now)),
+            Request::Release {
+                key,
+                value,
+                tag,
+                token,
+            } => match self.release_with_token(&key, &value, &tag, token, now) {
+                Ok(wakes) => Handled {
+                    reply: Reply::Ok,
+                    wakes,
+                },
+                Err(e) => Handled::reply(Reply::Refused(match e {
+                    ReleaseError::NotOwner => R::NotOwner,
+                    ReleaseError::NotFound => R::NotFound,
+                    ReleaseError::NoPromise => R::NoPromise,
+                })),
+            },
+            Request::WaitFor {
+                key,
+                timeout_ms,
+                waiter,
+            } => Handled::reply(self.wait_for(key, waiter, timeout_ms, now).into()),
+            Request::WaitForRelease {
+                key,
+                timeout_ms,
+                waiter,
+            } => Handled::reply(self.wait_for_release(key, waiter, timeout_ms, now).into()),
         }
     }
 

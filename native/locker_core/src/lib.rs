@@ -6,6 +6,9 @@
 //! push to replicas, and the bookkeeping of processes waiting for a key to
 //! appear or to be released. The same core backs the Rustler NIF (the BEAM
 //! node's store) and `lockerd` (the Rust C-node).
+//! Both decode the wire protocol's requests and log entries, and build its
+//! replies, through [`protocol`] (once, over a small trait per term type),
+//! and serve requests with [`Engine::handle`].
 //!
 //! Keys, values and promise tags are generic: both the NIF and lockerd
 //! store keys and values as [`CompactBytes`] holding a canonical encoding
@@ -32,6 +35,7 @@ mod engine;
 mod expiry;
 mod lease_map;
 mod promises;
+pub mod protocol;
 pub mod quorum;
 mod translog;
 mod waiters;

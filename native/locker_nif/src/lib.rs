@@ -14,13 +14,16 @@ mod store;
 mod term;
 mod term_cache;
 mod value;
+mod wire;
 
 use locker_core::clock;
-use locker_core::{CommitError, Expect, LockError, LogEntry, ReleaseError, WaitOutcome, Wake};
+use locker_core::protocol::{self, Handled, Op, Reply, Request};
+use locker_core::{LogEntry, WaiterId, Wake};
 use rustler::{Encoder, Env, Error, NifResult, Term};
 
 use crate::store::{leases, with_engine};
-use crate::value::{key, key_buf, to_term, value, Key, Value};
+use crate::value::{key_buf, to_term, Value};
+use crate::wire::{Nif, Wire};
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -50,6 +53,10 @@ pub(crate) mod atoms {
         locker_corrupt_term,
         stale_token,
         no_promise,
+        get_write_lock,
+        release_write_lock,
+        wait_for,
+        wait_for_release,
         // The tag shape of this project's coordinators: {'$locker_token', Ref, Token}.
         locker_token = "$locker_token",
     }
@@ -73,48 +80,18 @@ fn make_tuple<'a>(env: Env<'a>, items: &[Term<'a>]) -> Term<'a> {
     }
 }
 
-/// Lease and timeout lengths: a non-negative integer or float of
-/// milliseconds (negative counts as 0), or `infinity` for timeouts.
+/// A lease or timeout length (see [`locker_core::protocol::millis`]).
 fn millis(t: Term) -> NifResult<u64> {
-    if let Ok(i) = t.decode::<i64>() {
-        return Ok(i.max(0) as u64);
-    }
-    if let Ok(u) = t.decode::<u64>() {
-        return Ok(u);
-    }
-    if let Ok(f) = t.decode::<f64>() {
-        return Ok(if f.is_nan() || f <= 0.0 {
-            0
-        } else {
-            f.min(u64::MAX as f64 / 2.0) as u64
-        });
-    }
-    if t == atoms::infinity().to_term(t.get_env()) {
-        return Ok(u64::MAX / 2_000);
-    }
-    // A big integer counts as "forever".
-    if t.is_integer() {
-        return Ok(u64::MAX / 2_000);
-    }
-    Err(Error::BadArg)
+    protocol::millis(&Wire(t)).ok_or(Error::BadArg)
 }
 
-fn wakes_to_term<'a>(env: Env<'a>, wakes: &[Wake<Value>]) -> Term<'a> {
-    let ok = atoms::ok().to_term(env);
+/// `[{WaiterId, Reply}]`
+fn wakes_to_term<'a>(env: Env<'a>, wakes: Vec<Wake<Value>>) -> Term<'a> {
     let items: Vec<Term> = wakes
-        .iter()
-        .map(|w| match w {
-            Wake::Value(id, v) => make_tuple(
-                env,
-                &[id.encode(env), make_tuple(env, &[ok, to_term(env, v)])],
-            ),
-            Wake::Released(id) => make_tuple(
-                env,
-                &[
-                    id.encode(env),
-                    make_tuple(env, &[ok, atoms::released().to_term(env)]),
-                ],
-            ),
+        .into_iter()
+        .map(|w| {
+            let (id, reply) = w.into_reply();
+            make_tuple(env, &[id.encode(env), reply.encode(&Nif(env))])
         })
         .collect();
     items.encode(env)
@@ -128,15 +105,33 @@ fn account(env: Env, started: std::time::Instant) {
     rustler::schedule::consume_timeslice(env, percent);
 }
 
-/// The fencing token a coordinator's tag carries: `{'$locker_token', Ref,
-/// Token}` with a positive integer token; 0 for any other tag (original
-/// coordinators use plain refs).
-fn tag_token<'a>(env: Env<'a>, tag: Term<'a>) -> u64 {
-    match rustler::types::tuple::get_tuple(tag) {
-        Ok(items) if items.len() == 3 && items[0] == atoms::locker_token().to_term(env) => {
-            items[2].decode::<u64>().unwrap_or(0)
-        }
-        _ => 0,
+/// Decodes request `op` from the NIF's arguments (in the order of the
+/// request tuple's elements) and applies it.
+fn serve<'a, const N: usize>(
+    env: Env<'a>,
+    op: Op,
+    args: [Term<'a>; N],
+    waiter: WaiterId,
+) -> NifResult<Handled<Value>> {
+    let mut request = Request::decode(op, &args.map(Wire), &Nif(env)).map_err(|_| Error::BadArg)?;
+    request.set_waiter(waiter);
+    Ok(with_engine(|e| e.handle(request, clock::now())))
+}
+
+/// The reply as a term.
+fn reply<'a>(env: Env<'a>, h: Handled<Value>) -> Term<'a> {
+    h.reply.encode(&Nif(env))
+}
+
+/// The reply of a request that wakes waiters: `{ok, Wakes}` (the server
+/// answers them), or the refusal.
+fn with_wakes<'a>(env: Env<'a>, h: Handled<Value>) -> Term<'a> {
+    match h.reply {
+        Reply::Ok => make_tuple(
+            env,
+            &[atoms::ok().to_term(env), wakes_to_term(env, h.wakes)],
+        ),
+        r => r.encode(&Nif(env)),
     }
 }
 
@@ -164,107 +159,49 @@ lean::lean_nif!("get_write_lock", 3, get_write_lock);
 /// `get_write_lock(Key, Expected, Tag) -> ok | {error, already_locked |
 /// not_expected_value | {stale_token, Floor}}` (the last only for tags
 /// carrying a fencing token).
-fn get_write_lock<'a>(env: Env<'a>, [k, expected, tag]: [Term<'a>; 3]) -> Term<'a> {
-    let exp = value(env, expected);
-    let marker = expected == atoms::not_found().to_term(env);
-    let expect = if marker {
-        Expect::ValueOrAbsent(&exp)
-    } else {
-        Expect::Value(&exp)
-    };
-    let token = tag_token(env, tag);
-    let (k, tag) = (key(env, k), key(env, tag));
-    let r = with_engine(|e| e.get_write_lock_with_token(k, expect, tag, token, clock::now()));
-    match r {
-        Ok(()) => atoms::ok().to_term(env),
-        Err(LockError::AlreadyLocked) => error(env, atoms::already_locked()),
-        Err(LockError::NotExpectedValue) => error(env, atoms::not_expected_value()),
-        Err(LockError::StaleToken(floor)) => make_tuple(
-            env,
-            &[
-                atoms::error().to_term(env),
-                make_tuple(env, &[atoms::stale_token().to_term(env), floor.encode(env)]),
-            ],
-        ),
-    }
+fn get_write_lock<'a>(env: Env<'a>, args: [Term<'a>; 3]) -> NifResult<Term<'a>> {
+    Ok(reply(env, serve(env, Op::GetWriteLock, args, 0)?))
 }
 
 lean::lean_nif!("release_write_lock", 1, release_write_lock);
 
 /// `release_write_lock(Tag) -> ok`
-fn release_write_lock<'a>(env: Env<'a>, [tag]: [Term<'a>; 1]) -> Term<'a> {
-    let t = key(env, tag);
-    with_engine(|e| e.release_write_lock(&t));
-    atoms::ok().to_term(env)
+fn release_write_lock<'a>(env: Env<'a>, args: [Term<'a>; 1]) -> NifResult<Term<'a>> {
+    Ok(reply(env, serve(env, Op::ReleaseWriteLock, args, 0)?))
 }
 
 lean::lean_nif!("write", 4, write);
 
 /// `write(Tag, Key, Value, LeaseMs) -> {ok, Wakes} | {error, no_promise}`
-fn write<'a>(env: Env<'a>, [tag, k, v, lease]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
-    let lease = millis(lease)?;
-    let token = tag_token(env, tag);
-    let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
-    let r = with_engine(|e| e.write_with_token(&tag, k, v, lease, token, clock::now()));
-    Ok(committed(env, r))
-}
-
-/// `{ok, Wakes}`, or `{error, no_promise}` for a refused phase two.
-fn committed<'a>(env: Env<'a>, r: Result<Vec<Wake<Value>>, CommitError>) -> Term<'a> {
-    match r {
-        Ok(wakes) => make_tuple(env, &[atoms::ok().to_term(env), wakes_to_term(env, &wakes)]),
-        Err(CommitError::NoPromise) => error(env, atoms::no_promise()),
-    }
+fn write<'a>(env: Env<'a>, args: [Term<'a>; 4]) -> NifResult<Term<'a>> {
+    Ok(with_wakes(env, serve(env, Op::Write, args, 0)?))
 }
 
 lean::lean_nif!("update", 3, update);
 
 /// `update(Tag, Key, Value) -> ok | {error, no_promise}`
-fn update<'a>(env: Env<'a>, [tag, k, v]: [Term<'a>; 3]) -> Term<'a> {
-    let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
-    match with_engine(|e| e.update(&tag, k, v, clock::now())) {
-        Ok(()) => atoms::ok().to_term(env),
-        Err(CommitError::NoPromise) => error(env, atoms::no_promise()),
-    }
+fn update<'a>(env: Env<'a>, args: [Term<'a>; 3]) -> NifResult<Term<'a>> {
+    Ok(reply(env, serve(env, Op::Update, args, 0)?))
 }
 
 lean::lean_nif!("extend_lease", 4, extend_lease);
 
 /// `extend_lease(Tag, Key, Value, LeaseMs) -> {ok, Wakes} | {error, no_promise}`
-fn extend_lease<'a>(env: Env<'a>, [tag, k, v, lease]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
-    let lease = millis(lease)?;
-    let token = tag_token(env, tag);
-    let (tag, k, v) = (key(env, tag), key(env, k), value(env, v));
-    let r = with_engine(|e| e.extend_lease(&tag, k, v, lease, token, clock::now()));
-    Ok(committed(env, r))
+fn extend_lease<'a>(env: Env<'a>, args: [Term<'a>; 4]) -> NifResult<Term<'a>> {
+    Ok(with_wakes(env, serve(env, Op::ExtendLease, args, 0)?))
 }
 
 lean::lean_nif!("release", 3, release);
 
 /// `release(Key, Value, Tag) -> {ok, Wakes} | {error, not_owner | not_found | no_promise}`
-fn release<'a>(env: Env<'a>, [k, v, tag]: [Term<'a>; 3]) -> Term<'a> {
-    let token = tag_token(env, tag);
-    let (k, v, tag) = (key(env, k), value(env, v), key(env, tag));
-    let r = with_engine(|e| e.release_with_token(&k, &v, &tag, token, clock::now()));
-    match r {
-        Ok(wakes) => make_tuple(env, &[atoms::ok().to_term(env), wakes_to_term(env, &wakes)]),
-        Err(ReleaseError::NotOwner) => error(env, atoms::not_owner()),
-        Err(ReleaseError::NotFound) => error(env, atoms::not_found()),
-        Err(ReleaseError::NoPromise) => error(env, atoms::no_promise()),
-    }
+fn release<'a>(env: Env<'a>, args: [Term<'a>; 3]) -> NifResult<Term<'a>> {
+    Ok(with_wakes(env, serve(env, Op::Release, args, 0)?))
 }
 
 /// `wait_for(Key, WaiterId, TimeoutMs) -> {ok, Value} | pending`
 #[rustler::nif]
 fn wait_for<'a>(env: Env<'a>, k: Term<'a>, id: u64, timeout: Term<'a>) -> NifResult<Term<'a>> {
-    let timeout = millis(timeout)?;
-    let k = key(env, k);
-    Ok(
-        match with_engine(|e| e.wait_for(k, id, timeout, clock::now())) {
-            WaitOutcome::Value(v) => make_tuple(env, &[atoms::ok().to_term(env), to_term(env, &v)]),
-            _ => atoms::pending().to_term(env),
-        },
-    )
+    Ok(reply(env, serve(env, Op::WaitFor, [k, timeout], id)?))
 }
 
 /// `wait_for_release(Key, WaiterId, TimeoutMs) -> {ok, released} | pending`
@@ -275,17 +212,10 @@ fn wait_for_release<'a>(
     id: u64,
     timeout: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let timeout = millis(timeout)?;
-    let k = key(env, k);
-    Ok(
-        match with_engine(|e| e.wait_for_release(k, id, timeout, clock::now())) {
-            WaitOutcome::Pending => atoms::pending().to_term(env),
-            _ => make_tuple(
-                env,
-                &[atoms::ok().to_term(env), atoms::released().to_term(env)],
-            ),
-        },
-    )
+    Ok(reply(
+        env,
+        serve(env, Op::WaitForRelease, [k, timeout], id)?,
+    ))
 }
 
 /// `sweep(Budget) -> {Done, Wakes, TimedOutWaiterIds, LeasesExpired, PromisesExpired}`
@@ -298,7 +228,7 @@ fn sweep(env: Env, budget: usize) -> Term {
         env,
         &[
             r.done.encode(env),
-            wakes_to_term(env, &r.wakes),
+            wakes_to_term(env, r.wakes),
             r.timed_out.encode(env),
             r.leases_expired.encode(env),
             r.promises_expired.encode(env),
@@ -311,45 +241,8 @@ fn sweep(env: Env, budget: usize) -> Term {
 #[rustler::nif]
 fn next_wakeup(env: Env) -> Term {
     match with_engine(|e| e.next_wakeup()) {
-        Some(at) => (at.saturating_sub(clock::now()).div_ceil(1_000)).encode(env),
+        Some(at) => protocol::ms_until(at, clock::now()).encode(env),
         None => atoms::infinity().to_term(env),
-    }
-}
-
-fn entry_to_term<'a>(env: Env<'a>, e: &LogEntry<Key, Value>) -> Term<'a> {
-    let k = |k: &Key| value::decode(env, k);
-    match e {
-        LogEntry::Write {
-            key,
-            value,
-            lease_ms,
-        } => make_tuple(
-            env,
-            &[
-                atoms::write().to_term(env),
-                k(key),
-                to_term(env, value),
-                lease_ms.encode(env),
-            ],
-        ),
-        LogEntry::ExtendLease {
-            key,
-            value,
-            lease_ms,
-        } => make_tuple(
-            env,
-            &[
-                atoms::extend_lease().to_term(env),
-                k(key),
-                to_term(env, value),
-                lease_ms.encode(env),
-            ],
-        ),
-        LogEntry::Release { key } => make_tuple(env, &[atoms::release().to_term(env), k(key)]),
-        LogEntry::Update { key, value } => make_tuple(
-            env,
-            &[atoms::update().to_term(env), k(key), to_term(env, value)],
-        ),
     }
 }
 
@@ -358,45 +251,9 @@ fn entry_to_term<'a>(env: Env<'a>, e: &LogEntry<Key, Value>) -> Term<'a> {
 fn take_log(env: Env, max: usize) -> Term {
     let started = std::time::Instant::now();
     let entries = with_engine(|e| e.take_log(max));
-    let terms: Vec<Term> = entries.iter().map(|e| entry_to_term(env, e)).collect();
+    let terms: Vec<Term> = entries.iter().map(|e| e.encode(&Nif(env))).collect();
     account(env, started);
     terms.encode(env)
-}
-
-fn entry_from_term<'a>(env: Env<'a>, t: Term<'a>) -> Option<LogEntry<Key, Value>> {
-    let items = rustler::types::tuple::get_tuple(t).ok()?;
-    let op = items.first()?;
-    let is = |a: rustler::Atom| *op == a.to_term(env);
-    match items.len() {
-        4 if is(atoms::write()) || is(atoms::extend_lease()) => {
-            let (key, value, lease_ms) = (
-                key(env, items[1]),
-                value(env, items[2]),
-                millis(items[3]).ok()?,
-            );
-            Some(if is(atoms::write()) {
-                LogEntry::Write {
-                    key,
-                    value,
-                    lease_ms,
-                }
-            } else {
-                LogEntry::ExtendLease {
-                    key,
-                    value,
-                    lease_ms,
-                }
-            })
-        }
-        3 if is(atoms::update()) => Some(LogEntry::Update {
-            key: key(env, items[1]),
-            value: value(env, items[2]),
-        }),
-        2 if is(atoms::release()) => Some(LogEntry::Release {
-            key: key(env, items[1]),
-        }),
-        _ => None,
-    }
 }
 
 /// `replay(Entries, Max) -> {Wakes, Rest, Skipped}`: applies up to `Max`
@@ -416,7 +273,7 @@ fn replay<'a>(env: Env<'a>, entries: Term<'a>, max: usize) -> NifResult<Term<'a>
         let Ok((head, tail)) = rest.list_get_cell() else {
             break;
         };
-        match entry_from_term(env, head) {
+        match LogEntry::decode(&Wire(head), &Nif(env)) {
             Some(e) => batch.push(e),
             None => skipped += 1,
         }
@@ -436,7 +293,7 @@ fn replay<'a>(env: Env<'a>, entries: Term<'a>, max: usize) -> NifResult<Term<'a>
     }
     Ok(make_tuple(
         env,
-        &[wakes_to_term(env, &wakes), rest, skipped.encode(env)],
+        &[wakes_to_term(env, wakes), rest, skipped.encode(env)],
     ))
 }
 

@@ -18,6 +18,7 @@ pub mod client;
 pub mod locker;
 pub mod metrics;
 pub mod stored;
+pub mod wire;
 
 pub use erl_node;
 pub use erl_node::{Atom, HeldLimits, Mailbox, Node, NodeConfig, Pid, Ref, Signal, Term};

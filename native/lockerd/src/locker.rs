@@ -18,19 +18,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use locker_core::{
-    clock, CommitError, Config, Engine, Expect, LeaseMap, LockError, LogEntry, ReleaseError,
-    WaitOutcome, Wake,
-};
+use locker_core::protocol::{self, DecodeError, Handled, Reply, Request};
+use locker_core::{clock, Config, Engine, LeaseMap, LogEntry, Wake};
 use tokio::sync::watch;
 
 use erl_node::node::Node;
 use erl_node::process::{Mailbox, Signal};
-use erl_node::term::{Atom, BigInt, Pid, Term};
+use erl_node::term::{Atom, Pid, Term};
 use erl_node::warn_bad_input;
 
 use crate::metrics::{Kind, LockerMetrics};
 use crate::stored::{StoreCodec, Stored};
+use crate::wire::Wire;
 
 /// The lease map shared with readers outside the `locker` task (rpc), and
 /// the codec of its keys and values.
@@ -52,8 +51,6 @@ const DRAIN_BATCH: usize = 64;
 const GAUGES_EVERY: Duration = Duration::from_millis(20);
 /// How often masters and replicas not connected are connected again.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
-/// A lease or timeout "forever", in milliseconds (as the NIF's).
-const FOREVER_MS: u64 = u64::MAX / 2_000;
 
 /// How the `locker` process starts.
 #[derive(Clone, Debug)]
@@ -104,69 +101,24 @@ mod a {
     pub const OK: Term = Term::static_atom("ok");
     pub const ERROR: Term = Term::static_atom("error");
     pub const NOT_FOUND: Term = Term::static_atom("not_found");
-    pub const RELEASED: Term = Term::static_atom("released");
 }
 
-fn error(reason: &'static str) -> Term {
-    Term::tuple(vec![a::ERROR, Term::static_atom(reason)])
+/// `{error, {unknown_request, Request}}`, with a bounded log line.
+fn unknown(req: &Term, from: &From) -> Term {
+    warn_bad_input!(request = %req.display(300), from = ?from.0, "unknown request");
+    Term::tuple(vec![
+        a::ERROR,
+        Term::tuple(vec![Term::static_atom("unknown_request"), req.clone()]),
+    ])
 }
 
-/// A lease or timeout length as the NIF reads it: an integer (negative is
-/// 0; a big one is "forever"), a float, or `infinity`; else `badarg`.
+/// A lease or timeout length as every locker store reads it (see
+/// [`locker_core::protocol::millis`]).
 pub fn millis(t: &Term) -> Option<u64> {
-    match t {
-        Term::Int(i) => Some((*i).max(0) as u64),
-        Term::Big(b) => Some(big_u64(b).unwrap_or(FOREVER_MS)),
-        Term::Float(f) => {
-            let f = f.get();
-            Some(if f.is_nan() || f <= 0.0 {
-                0
-            } else {
-                f.min(u64::MAX as f64 / 2.0) as u64
-            })
-        }
-        Term::Atom(a) if a.as_str() == "infinity" => Some(FOREVER_MS),
-        _ => None,
-    }
+    protocol::millis(Wire::of(t))
 }
 
-/// The fencing token a coordinator's tag carries: `{'$locker_token', Ref,
-/// Token}` with a non-negative integer token; 0 for any other tag (as the NIF).
-fn tag_token(tag: &Term) -> u64 {
-    match tag.as_tuple() {
-        Some([marker, _, t]) if marker.is_atom("$locker_token") => match t {
-            Term::Int(i) if *i >= 0 => *i as u64,
-            Term::Big(b) => big_u64(b).unwrap_or(0),
-            _ => 0,
-        },
-        _ => 0,
-    }
-}
-
-/// A big integer that fits `u64`.
-fn big_u64(b: &BigInt) -> Option<u64> {
-    let mut x = [0u8; 8];
-    if b.negative || b.magnitude.len() > x.len() {
-        return None;
-    }
-    x[..b.magnitude.len()].copy_from_slice(&b.magnitude);
-    Some(u64::from_le_bytes(x))
-}
-
-/// An unsigned integer term (big when above `i64::MAX`).
-pub fn u64_term(n: u64) -> Term {
-    match i64::try_from(n) {
-        Ok(i) => Term::Int(i),
-        Err(_) => {
-            let b = n.to_le_bytes();
-            let used = b.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1);
-            Term::Big(Box::new(BigInt {
-                negative: false,
-                magnitude: b[..used].into(),
-            }))
-        }
-    }
-}
+pub use crate::wire::u64_term;
 
 /// The kind of a call, for the metrics.
 fn kind_of(req: &Term) -> Kind {
@@ -407,127 +359,42 @@ impl Locker {
     /// Serves a call; `None` when the answer comes later (a waiter).
     fn call(&mut self, req: &Term, from: &From) -> Option<Term> {
         let now = clock::now();
+        let mut request = match Request::decode_tuple(Wire::of(req), &self.codec) {
+            Ok(Some(request)) => request,
+            Ok(None) => return Some(self.shell_call(req, from, now)),
+            Err(DecodeError::Unknown) => return Some(unknown(req, from)),
+            Err(DecodeError::BadArg) => {
+                warn_bad_input!(request = %req.display(300), "bad arguments");
+                return Some(Term::tuple(vec![a::ERROR, Term::static_atom("badarg")]));
+            }
+        };
+        // A write or an extension may move a watched lease's expiry.
+        let moves_expiry = matches!(request, Request::Write { .. } | Request::ExtendLease { .. });
+        let id = self.next_id;
+        request.set_waiter(id);
+        let Handled { reply, wakes } = self.engine.handle(request, now);
+        if reply == Reply::Pending {
+            self.waiters.insert(id, from.clone());
+            self.next_id += 1;
+            self.arm_wakeup();
+            return None;
+        }
+        self.woken(wakes);
+        if moves_expiry && reply == Reply::Ok {
+            self.rearm();
+        }
+        Some(reply.encode(&self.codec))
+    }
+
+    /// The requests of this server that are not the store's.
+    fn shell_call(&mut self, req: &Term, from: &From, now: u64) -> Term {
         let items: &[Term] = req.as_tuple().unwrap_or(&[]);
         let op = items
             .first()
             .and_then(Term::as_atom)
             .map(Atom::as_str)
             .unwrap_or("");
-        let unknown = || {
-            warn_bad_input!(request = %req.display(300), from = ?from.0, "unknown request");
-            Term::tuple(vec![
-                a::ERROR,
-                Term::tuple(vec![Term::static_atom("unknown_request"), req.clone()]),
-            ])
-        };
-        let badarg = || {
-            warn_bad_input!(request = %req.display(300), "bad arguments");
-            error("badarg")
-        };
-        let reply = match (op, items.len()) {
-            ("get_write_lock", 4) => {
-                let (k, exp, tag) = (&items[1], &items[2], &items[3]);
-                let stored_exp = self.codec.encode(exp);
-                let expect = if exp.is_atom("not_found") {
-                    Expect::ValueOrAbsent(&stored_exp)
-                } else {
-                    Expect::Value(&stored_exp)
-                };
-                let token = tag_token(tag);
-                match self.engine.get_write_lock_with_token(
-                    self.codec.encode(k),
-                    expect,
-                    tag.clone(),
-                    token,
-                    now,
-                ) {
-                    Ok(()) => a::OK,
-                    Err(LockError::AlreadyLocked) => error("already_locked"),
-                    Err(LockError::NotExpectedValue) => error("not_expected_value"),
-                    Err(LockError::StaleToken(floor)) => Term::tuple(vec![
-                        a::ERROR,
-                        Term::tuple(vec![Term::static_atom("stale_token"), u64_term(floor)]),
-                    ]),
-                }
-            }
-            ("release_write_lock", 2) => {
-                self.engine.release_write_lock(&items[1]);
-                a::OK
-            }
-            ("write", 5) => match millis(&items[4]) {
-                Some(ms) => {
-                    let token = tag_token(&items[1]);
-                    let r = self.engine.write_with_token(
-                        &items[1],
-                        self.codec.encode(&items[2]),
-                        self.codec.encode(&items[3]),
-                        ms,
-                        token,
-                        now,
-                    );
-                    self.committed(r)
-                }
-                None => badarg(),
-            },
-            ("update", 4) => {
-                let (k, v) = (self.codec.encode(&items[2]), self.codec.encode(&items[3]));
-                match self.engine.update(&items[1], k, v, now) {
-                    Ok(()) => a::OK,
-                    Err(CommitError::NoPromise) => error("no_promise"),
-                }
-            }
-            ("extend_lease", 5) => match millis(&items[4]) {
-                Some(ms) => {
-                    let token = tag_token(&items[1]);
-                    let r = self.engine.extend_lease(
-                        &items[1],
-                        self.codec.encode(&items[2]),
-                        self.codec.encode(&items[3]),
-                        ms,
-                        token,
-                        now,
-                    );
-                    self.committed(r)
-                }
-                None => badarg(),
-            },
-            ("release", 4) => match self.engine.release_with_token(
-                &self.codec.encode(&items[1]),
-                &self.codec.encode(&items[2]),
-                &items[3],
-                tag_token(&items[3]),
-                now,
-            ) {
-                Ok(wakes) => {
-                    self.woken(wakes);
-                    a::OK
-                }
-                Err(ReleaseError::NotOwner) => error("not_owner"),
-                Err(ReleaseError::NotFound) => error("not_found"),
-                Err(ReleaseError::NoPromise) => error("no_promise"),
-            },
-            ("wait_for", 3) | ("wait_for_release", 3) => {
-                let Some(ms) = millis(&items[2]) else {
-                    return Some(badarg());
-                };
-                let id = self.next_id;
-                let key = self.codec.encode(&items[1]);
-                let outcome = if op == "wait_for" {
-                    self.engine.wait_for(key, id, ms, now)
-                } else {
-                    self.engine.wait_for_release(key, id, ms, now)
-                };
-                match outcome {
-                    WaitOutcome::Value(v) => Term::tuple(vec![a::OK, self.codec.decode(&v)]),
-                    WaitOutcome::Released => Term::tuple(vec![a::OK, a::RELEASED]),
-                    WaitOutcome::Pending => {
-                        self.waiters.insert(id, from.clone());
-                        self.next_id += 1;
-                        self.arm_wakeup();
-                        return None;
-                    }
-                }
-            }
+        match (op, items.len()) {
             ("set_nodes", 3) => match (&items[1], &items[2]) {
                 (Term::List(m), Term::List(r)) => {
                     let (m, r) = (m.clone(), r.clone());
@@ -536,31 +403,17 @@ impl Locker {
                     self.reconnect();
                     a::OK
                 }
-                _ => unknown(),
+                _ => unknown(req, from),
             },
             ("set_w", 2) => match &items[1] {
                 w @ (Term::Int(1..) | Term::Big(_)) if !matches!(w, Term::Big(b) if b.negative) => {
                     self.w = w.clone();
                     a::OK
                 }
-                _ => unknown(),
+                _ => unknown(req, from),
             },
             _ if req.is_atom("get_debug_state") => self.debug_state(now),
-            _ => unknown(),
-        };
-        Some(reply)
-    }
-
-    /// The reply to a write or an extension: `ok` (its waiters woken), or
-    /// `{error, no_promise}` when the engine refused a stale phase two.
-    fn committed(&mut self, r: Result<Vec<Wake<Stored>>, CommitError>) -> Term {
-        match r {
-            Ok(wakes) => {
-                self.woken(wakes);
-                self.rearm();
-                a::OK
-            }
-            Err(CommitError::NoPromise) => error("no_promise"),
+            _ => unknown(req, from),
         }
     }
 
@@ -620,7 +473,7 @@ impl Locker {
             let mut skipped = 0;
             let mut wakes = Vec::new();
             for e in entries {
-                match entry(&self.codec, e) {
+                match LogEntry::decode(Wire::of(e), &self.codec) {
                     Some(entry) => wakes.extend(self.engine.replay(entry, now)),
                     None => skipped += 1,
                 }
@@ -664,12 +517,7 @@ impl Locker {
             if entries.is_empty() {
                 return;
             }
-            let list = Term::List(
-                entries
-                    .into_iter()
-                    .map(|e| entry_term(&self.codec, e))
-                    .collect(),
-            );
+            let list = Term::List(entries.into_iter().map(|e| e.encode(&self.codec)).collect());
             let msg = Term::tuple(vec![
                 Term::static_atom("$gen_cast"),
                 Term::tuple(vec![Term::static_atom("trans_log"), me.clone(), list]),
@@ -696,12 +544,9 @@ impl Locker {
 
     fn woken(&mut self, wakes: Vec<Wake<Stored>>) {
         for w in wakes {
-            let (id, reply) = match w {
-                Wake::Value(id, v) => (id, Term::tuple(vec![a::OK, self.codec.decode(&v)])),
-                Wake::Released(id) => (id, Term::tuple(vec![a::OK, a::RELEASED])),
-            };
+            let (id, reply) = w.into_reply();
             if let Some(from) = self.waiters.remove(&id) {
-                self.reply(&from, reply);
+                self.reply(&from, reply.encode(&self.codec));
             }
         }
     }
@@ -728,62 +573,6 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-fn entry(codec: &StoreCodec, t: &Term) -> Option<LogEntry<Stored, Stored>> {
-    let items = t.as_tuple()?;
-    let op = items.first()?.as_atom()?.as_str();
-    Some(match (op, items.len()) {
-        ("write", 4) => LogEntry::Write {
-            lease_ms: millis(&items[3])?,
-            key: codec.encode(&items[1]),
-            value: codec.encode(&items[2]),
-        },
-        ("extend_lease", 4) => LogEntry::ExtendLease {
-            lease_ms: millis(&items[3])?,
-            key: codec.encode(&items[1]),
-            value: codec.encode(&items[2]),
-        },
-        ("update", 3) => LogEntry::Update {
-            key: codec.encode(&items[1]),
-            value: codec.encode(&items[2]),
-        },
-        ("release", 2) => LogEntry::Release {
-            key: codec.encode(&items[1]),
-        },
-        _ => return None,
-    })
-}
-
-fn entry_term(codec: &StoreCodec, e: LogEntry<Stored, Stored>) -> Term {
-    let ms = |m: u64| Term::Int(m.min(i64::MAX as u64) as i64);
-    let d = |b: Stored| codec.decode(&b);
-    match e {
-        LogEntry::Write {
-            key,
-            value,
-            lease_ms,
-        } => Term::tuple(vec![
-            Term::static_atom("write"),
-            d(key),
-            d(value),
-            ms(lease_ms),
-        ]),
-        LogEntry::ExtendLease {
-            key,
-            value,
-            lease_ms,
-        } => Term::tuple(vec![
-            Term::static_atom("extend_lease"),
-            d(key),
-            d(value),
-            ms(lease_ms),
-        ]),
-        LogEntry::Update { key, value } => {
-            Term::tuple(vec![Term::static_atom("update"), d(key), d(value)])
-        }
-        LogEntry::Release { key } => Term::tuple(vec![Term::static_atom("release"), d(key)]),
     }
 }
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use locker_core::protocol::Op;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -16,22 +17,8 @@ use tokio::net::TcpListener;
 /// slot of [`LockerMetrics`]' request counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// `{get_write_lock, Key, Expected, Tag}`.
-    GetWriteLock,
-    /// `{release_write_lock, Tag}`.
-    ReleaseWriteLock,
-    /// `{write, Tag, Key, Value, LeaseMs}`.
-    Write,
-    /// `{update, Tag, Key, NewValue}`.
-    Update,
-    /// `{extend_lease, Tag, Key, Value, LeaseMs}`.
-    ExtendLease,
-    /// `{release, Key, Value, Tag}`.
-    Release,
-    /// `{wait_for, Key, Timeout}`.
-    WaitFor,
-    /// `{wait_for_release, Key, Timeout}`.
-    WaitForRelease,
+    /// A request of the store ([`Op`]).
+    Store(Op),
     /// `{set_nodes, Masters, Replicas}`.
     SetNodes,
     /// `{set_w, W}`.
@@ -46,36 +33,36 @@ pub enum Kind {
     Rpc,
 }
 
+/// The kinds that are not the store's requests, in slot order after them.
+const SHELL_KINDS: [Kind; 6] = [
+    Kind::SetNodes,
+    Kind::SetW,
+    Kind::GetDebugState,
+    Kind::Unknown,
+    Kind::TransLog,
+    Kind::Rpc,
+];
+
 impl Kind {
     /// Every kind, in the order of the exposition.
-    pub const ALL: [Kind; 14] = [
-        Kind::GetWriteLock,
-        Kind::ReleaseWriteLock,
-        Kind::Write,
-        Kind::Update,
-        Kind::ExtendLease,
-        Kind::Release,
-        Kind::WaitFor,
-        Kind::WaitForRelease,
-        Kind::SetNodes,
-        Kind::SetW,
-        Kind::GetDebugState,
-        Kind::Unknown,
-        Kind::TransLog,
-        Kind::Rpc,
-    ];
+    pub const ALL: [Kind; Op::ALL.len() + SHELL_KINDS.len()] = {
+        let mut all = [Kind::Unknown; Op::ALL.len() + SHELL_KINDS.len()];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = if i < Op::ALL.len() {
+                Kind::Store(Op::ALL[i])
+            } else {
+                SHELL_KINDS[i - Op::ALL.len()]
+            };
+            i += 1;
+        }
+        all
+    };
 
     /// The `kind` label.
     pub fn name(self) -> &'static str {
         match self {
-            Kind::GetWriteLock => "get_write_lock",
-            Kind::ReleaseWriteLock => "release_write_lock",
-            Kind::Write => "write",
-            Kind::Update => "update",
-            Kind::ExtendLease => "extend_lease",
-            Kind::Release => "release",
-            Kind::WaitFor => "wait_for",
-            Kind::WaitForRelease => "wait_for_release",
+            Kind::Store(op) => op.name().as_str(),
             Kind::SetNodes => "set_nodes",
             Kind::SetW => "set_w",
             Kind::GetDebugState => "get_debug_state",
@@ -89,24 +76,28 @@ impl Kind {
     /// [`Kind::Unknown`] for anything but the calls the server answers.
     pub fn of_call(name: &str) -> Kind {
         match name {
-            "get_write_lock" => Kind::GetWriteLock,
-            "release_write_lock" => Kind::ReleaseWriteLock,
-            "write" => Kind::Write,
-            "update" => Kind::Update,
-            "extend_lease" => Kind::ExtendLease,
-            "release" => Kind::Release,
-            "wait_for" => Kind::WaitFor,
-            "wait_for_release" => Kind::WaitForRelease,
             "set_nodes" => Kind::SetNodes,
             "set_w" => Kind::SetW,
             "get_debug_state" => Kind::GetDebugState,
-            _ => Kind::Unknown,
+            _ => Op::ALL
+                .into_iter()
+                .find(|op| op.name().as_str() == name)
+                .map_or(Kind::Unknown, Kind::Store),
         }
     }
 
     /// Its counter's index.
     fn slot(self) -> usize {
-        self as usize
+        match self {
+            Kind::Store(op) => op as usize,
+            other => {
+                Op::ALL.len()
+                    + SHELL_KINDS
+                        .iter()
+                        .position(|k| *k == other)
+                        .expect("every kind is listed")
+            }
+        }
     }
 }
 
@@ -284,10 +275,10 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative() {
         let m = LockerMetrics::default();
-        m.request(Kind::GetWriteLock, 3_000); // <= 5 us
-        m.request(Kind::GetWriteLock, 30_000); // <= 50 us
-        m.request(Kind::ReleaseWriteLock, 50_000); // <= 50 us (bound included)
-        m.request(Kind::ReleaseWriteLock, 2_000_000_000); // +Inf only
+        m.request(Kind::Store(Op::GetWriteLock), 3_000); // <= 5 us
+        m.request(Kind::Store(Op::GetWriteLock), 30_000); // <= 50 us
+        m.request(Kind::Store(Op::ReleaseWriteLock), 50_000); // <= 50 us (bound included)
+        m.request(Kind::Store(Op::ReleaseWriteLock), 2_000_000_000); // +Inf only
         let text = m.render(&erl_node::metrics::Metrics::default(), 0);
         let bucket = |le: &str| -> u64 {
             let prefix = format!("locker_request_duration_seconds_bucket{{le=\"{le}\"}} ");
@@ -313,7 +304,7 @@ mod tests {
         );
         assert_eq!(bucket("+Inf"), 4);
         assert!(text.contains("locker_request_duration_seconds_count 4\n"));
-        assert_eq!(m.requests_of(Kind::GetWriteLock), 2);
+        assert_eq!(m.requests_of(Kind::Store(Op::GetWriteLock)), 2);
     }
 
     #[test]

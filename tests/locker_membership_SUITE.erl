@@ -1,0 +1,299 @@
+%% Safe reconfiguration across real nodes (locker_membership): the cluster
+%% grows from 3 to 5 masters and back, and a master is replaced, while
+%% clients on every node contend for three keys (checked by the fault
+%% suite's checker: no two holders of a key at once, tokens increasing,
+%% and as many intervals checked as the clients counted acquisitions); a
+%% misconfigured node joining a running cluster changes nothing there and
+%% is logged by the nodes it reached; bad input (an unreachable node, a
+%% node without locker, a W that does not fit) is an error naming it and
+%% changes nothing; lockerd joins and leaves a mixed cluster (the original
+%% semantics, with a warning) and the cluster goes back to epochs after.
+%%
+%% Peers are named `mb_<name>_<unique integer>'.
+-module(locker_membership_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([
+    grow_shrink_and_replace_under_contention/1,
+    misconfigured_node_joins/1,
+    bad_input_changes_nothing/1,
+    lockerd_joins_and_leaves/1
+]).
+%% Run on the peers.
+-export([client/3, log/2]).
+
+-define(KEYS, [k1, k2, k3]).
+-define(LEASE, 300).
+-define(TIMEOUT, 1000).
+
+all() ->
+    [grow_shrink_and_replace_under_contention, misconfigured_node_joins, bad_input_changes_nothing,
+     lockerd_joins_and_leaves].
+
+suite() ->
+    [{timetrap, {minutes, 10}}].
+
+init_per_suite(Config) ->
+    ok = locker_ct:ensure_distributed(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    [{cleanup, ets:new(mb_cleanup, [public, bag])} | Config].
+
+end_per_testcase(_Case, Config) ->
+    T = ?config(cleanup, Config),
+    [os:cmd("kill -9 " ++ P) || {os_pid, P} <- ets:lookup(T, os_pid)],
+    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
+    ets:delete(T),
+    ok.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+grow_shrink_and_replace_under_contention(Config) ->
+    [A, B, C, D, E] = Nodes = start_peers([a, b, c, d, e], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    Epoch0 = same_config(Nodes, [A, B, C], 2),
+    Clients = spawn_clients(Nodes),
+    H0 = collect([], 0, 40),
+    %% 3 -> 5 masters (W 2 -> 3), from B.
+    ok = rpc:call(B, locker_membership, change, [Nodes, [], 3]),
+    Epoch1 = same_config(Nodes, Nodes, 3),
+    H1 = collect(H0, count(H0), 40),
+    %% 5 -> 3 (W 3 -> 2), from E (which stops being a master).
+    ok = rpc:call(E, locker_membership, change, [[A, B, C], [], 2]),
+    Epoch2 = same_config(Nodes, [A, B, C], 2),
+    H2 = collect(H1, count(H1), 40),
+    %% C replaced by D, from C.
+    ok = rpc:call(C, locker_membership, change, [[A, B, D], [], 2]),
+    Epoch3 = same_config(Nodes, [A, B, D], 2),
+    H3 = collect(H2, count(H2), 40),
+    ?assert(Epoch0 < Epoch1 andalso Epoch1 < Epoch2 andalso Epoch2 < Epoch3, [Epoch0, Epoch1, Epoch2, Epoch3]),
+    {Events, Counted} = stop_clients(Clients, H3),
+    check(Events, Counted).
+
+misconfigured_node_joins(Config) ->
+    [A, B, C] = Cluster = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Cluster, Cluster, []]),
+    {ok, Token} = rpc:call(A, locker, lock_with_token, [held, a_value, 60000, 5000]),
+    Before = configs(Cluster),
+    [M] = start_peers([m], Config),
+    capture_logs(Cluster),
+    %% M sees itself, A and B as the masters and tries to make it so.
+    {error, {refused, Refused}} = rpc:call(M, locker, set_nodes, [[M, A, B], [M, A, B], []]),
+    ct:log("refused: ~p", [Refused]),
+    [{A, {conflict, _, _}}, {B, {conflict, _, _}}] = lists:sort([R || {N, _} = R <- Refused, N =/= M]),
+    Before = configs(Cluster),
+    [await_log(N, ["refused configuration epoch", atom_to_list(M)]) || N <- [A, B]],
+    %% Its view set by the original request, on itself only.
+    ok = gen_server:call({locker, M}, {set_nodes, [M, A, B], []}),
+    %% The original requests do not rewrite a node configured by epochs.
+    {error, {epoch_configured, _}} = rpc:call(M, gen_server, call, [{locker, A}, {set_nodes, [M, A, B], []}]),
+    {error, {epoch_configured, _}} = rpc:call(M, gen_server, call, [{locker, B}, {set_w, 1}]),
+    [await_log(N, ["refused", atom_to_list(M)]) || N <- [A, B]],
+    %% A configuration older than the node's own.
+    #{epoch := Own} = OwnConfig = rpc:call(A, locker_membership, config, []),
+    Stale = OwnConfig#{epoch := {0, M}, masters := [M, A, B]},
+    {error, {stale_epoch, {0, M}, Own}} =
+        rpc:call(M, gen_server, call, [{locker, A}, {'$locker_config', {install, {0, none}, Stale, 0}}]),
+    await_log(A, ["refused configuration epoch", atom_to_list(M)]),
+    Before = configs(Cluster),
+    %% M coordinates under its own view: the masters refuse its votes
+    %% (another epoch), it takes the cluster's configuration from them
+    %% and the lock is refused under it (the key is held).
+    {error, no_quorum} = rpc:call(M, locker, lock, [held, m_value, 1000, 2000]),
+    OwnConfig = rpc:call(M, locker_membership, config, []),
+    [{ok, a_value} = rpc:call(N, locker, dirty_read, [held]) || N <- Cluster],
+    {ok, Token2} = rpc:call(C, locker, lock_with_token, [other_key, c_value, 1000, 5000]),
+    ?assert(Token2 > Token),
+    Before = configs(Cluster).
+
+bad_input_changes_nothing(Config) ->
+    [A, B, C] = Cluster = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Cluster, Cluster, []]),
+    Before = configs(Cluster),
+    Ghost = list_to_atom(lists:concat(["mb_ghost_", erlang:unique_integer([positive]), "@127.0.0.1"])),
+    {error, {unreachable, Ghost}} = rpc:call(A, locker, set_nodes, [Cluster, [A, B, Ghost], []]),
+    {error, {unreachable, Ghost}} = rpc:call(B, locker_membership, change, [[A, B, C], [Ghost], 2]),
+    Bare = start_bare(bare, Config),
+    {error, {not_running, Bare}} = rpc:call(A, locker, set_nodes, [Cluster, [A, B, Bare], []]),
+    {error, {not_running, Bare}} = rpc:call(A, locker, set_nodes, [[Bare | Cluster], Cluster, []]),
+    {error, {bad_w, 1, 3}} = rpc:call(A, locker, set_w, [Cluster, 1]),
+    {error, {bad_w, 4, 3}} = rpc:call(B, locker, set_w, [Cluster, 4]),
+    {error, {bad_w, 2, 4}} = rpc:call(C, locker_membership, change, [[A, B, C, Bare], [], 2]),
+    {error, no_masters} = rpc:call(C, locker_membership, change, [[], [A], 1]),
+    {badrpc, {'EXIT', {badarg, _}}} = rpc:call(A, locker, set_w, [Cluster, 0]),
+    Before = configs(Cluster),
+    {ok, 2, 3, 3} = rpc:call(A, locker, lock, [k, v, 1000]).
+
+lockerd_joins_and_leaves(Config) ->
+    [A, B, C] = Beams = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Beams, Beams, []]),
+    U = list_to_atom(lists:concat(["mb_l_", erlang:unique_integer([positive])])),
+    {{lockerd, _}, L, _} = locker_fault_SUITE:start_lockerd(
+        U, locker_fault_SUITE:lockerd_binary(), ?config(priv_dir, Config), lists:sort([A, B, C]), 0,
+        ?config(cleanup, Config)
+    ),
+    capture_logs([A]),
+    Clients = spawn_clients(Beams),
+    H0 = collect([], 0, 20),
+    %% lockerd joins: it knows no epochs, so the original overwrite, with
+    %% a warning on the node that made the change.
+    ok = rpc:call(A, locker_membership, change, [[A, B, C, L], [], 3]),
+    await_log(A, ["do not know configuration epochs", atom_to_list(L)]),
+    [#{mode := legacy, masters := Ms, w := 3}] = lists:usort(configs(Beams)),
+    ?assertEqual(lists:sort([A, B, C, L]), Ms),
+    {ok, 3, _, _} = rpc:call(B, locker, lock, [joined, v, 2000]),
+    {ok, _, Leases, _, _, _} = gen_server:call({locker, L}, get_debug_state),
+    {joined, v, _} = lists:keyfind(joined, 1, Leases),
+    H1 = collect(H0, count(H0), 20),
+    %% lockerd leaves (still the original semantics: it was a master).
+    ok = rpc:call(B, locker_membership, change, [[A, B, C], [], 2]),
+    [#{mode := legacy, masters := Ms2, w := 2}] = lists:usort(configs(Beams)),
+    ?assertEqual(lists:sort(Beams), Ms2),
+    H2 = collect(H1, count(H1), 20),
+    %% Only this project's masters now: back to epochs.
+    ok = rpc:call(C, locker_membership, change, [[A, B, C], [], 2]),
+    _ = same_config(Beams, Beams, 2),
+    H3 = collect(H2, count(H2), 20),
+    {Events, Counted} = stop_clients(Clients, H3),
+    check(Events, Counted).
+
+%%--------------------------------------------------------------------
+%% Helpers
+%%--------------------------------------------------------------------
+
+start_peers(Names, Config) ->
+    [begin
+        {Peer, Node} = locker_ct:start_peer(unique(Name), []),
+        ets:insert(?config(cleanup, Config), {peer, Peer}),
+        Node
+     end || Name <- Names].
+
+unique(Name) ->
+    list_to_atom(lists:concat(["mb_", Name, "_", erlang:unique_integer([positive])])).
+
+%% A node with the locker code but no locker server.
+start_bare(Name, Config) ->
+    Args = ["-setcookie", atom_to_list(erlang:get_cookie())] ++
+        lists:append([["-pa", P] || P <- locker_ct:code_paths()]),
+    {ok, Peer, Node} = peer:start(#{name => unique(Name), host => "127.0.0.1", longnames => true, args => Args}),
+    ets:insert(?config(cleanup, Config), {peer, Peer}),
+    Node.
+
+configs(Nodes) ->
+    [rpc:call(N, locker_membership, config, []) || N <- Nodes].
+
+%% Every node has the same configuration, set through epochs, not joint:
+%% its epoch.
+same_config(Nodes, Masters, W) ->
+    [#{mode := epoch, masters := Ms, w := W, joint := none, epoch := Epoch}] = lists:usort(configs(Nodes)),
+    ?assertEqual(lists:sort(Masters), Ms),
+    Epoch.
+
+%% Log events of the `locker' application on Nodes come to this process.
+capture_logs(Nodes) ->
+    [ok = rpc:call(N, logger, add_handler, [mb_capture, ?MODULE, #{config => #{pid => self()}}]) || N <- Nodes],
+    ok.
+
+%% @private Logger handler on the peers.
+log(#{msg := Msg}, #{config := #{pid := Pid}}) ->
+    Text =
+        case Msg of
+            {string, S} -> S;
+            {report, R} -> io_lib:format("~0p", [R]);
+            {F, A} -> io_lib:format(F, A)
+        end,
+    Pid ! {mb_log, node(), unicode:characters_to_list(Text)},
+    ok.
+
+%% Waits for a log line on Node holding every one of Parts.
+await_log(Node, Parts) ->
+    receive
+        {mb_log, Node, Text} ->
+            case lists:all(fun(P) -> string:find(Text, P) =/= nomatch end, Parts) of
+                true -> ct:log("~p logged: ~s", [Node, Text]);
+                false -> await_log(Node, Parts)
+            end
+    after 10000 ->
+        ct:fail({no_log_line, Node, Parts})
+    end.
+
+%% Two contending clients per node.
+spawn_clients(Nodes) ->
+    [begin
+        Pid = spawn(N, ?MODULE, client, [self(), {N, I}, 0]),
+        _ = erlang:monitor(process, Pid),
+        Pid
+     end || N <- Nodes, I <- [1, 2]].
+
+%% @private One client: lock a random key with a token, hold it, release,
+%% report (host clock, microseconds); at `stop' it reports how many
+%% acquisitions it made.
+client(Collector, Id, N) ->
+    receive
+        {stop, Collector} -> Collector ! {counted, self(), N}
+    after 0 ->
+        Key = lists:nth(rand:uniform(length(?KEYS)), ?KEYS),
+        Value = {Id, erlang:unique_integer()},
+        T1 = os:system_time(microsecond),
+        case catch locker:lock_with_token(Key, Value, ?LEASE, ?TIMEOUT) of
+            {ok, Token} ->
+                T2 = os:system_time(microsecond),
+                Collector ! {acquired, Value, Key, {token, Token}, ?LEASE, ?TIMEOUT, T1, T2},
+                receive after rand:uniform(30) -> ok end,
+                Collector ! {releasing, Value, os:system_time(microsecond)},
+                _ = (catch locker:release(Key, Value, ?TIMEOUT)),
+                client(Collector, Id, N + 1);
+            _ ->
+                receive after rand:uniform(20) -> ok end,
+                client(Collector, Id, N)
+        end
+    end.
+
+count(History) ->
+    length([x || {acquired, _, _, _, _, _, _, _} <- History]).
+
+%% Takes reports until Want more acquisitions came (after Seen).
+collect(History, Seen, Want) ->
+    case count(History) >= Seen + Want of
+        true ->
+            History;
+        false ->
+            receive
+                {acquired, _, _, _, _, _, _, _} = E -> collect([E | History], Seen, Want);
+                {releasing, _, _} = E -> collect([E | History], Seen, Want)
+            after 60000 ->
+                ct:fail({no_acquisitions, count(History) - Seen, Want})
+            end
+    end.
+
+stop_clients(Clients, History) ->
+    [P ! {stop, self()} || P <- Clients],
+    drain(Clients, History, 0).
+
+drain([], History, Counted) ->
+    {lists:reverse(History), Counted};
+drain(Clients, History, Counted) ->
+    receive
+        {acquired, _, _, _, _, _, _, _} = E -> drain(Clients, [E | History], Counted);
+        {releasing, _, _} = E -> drain(Clients, [E | History], Counted);
+        {counted, Pid, N} -> drain(Clients -- [Pid], History, Counted + N);
+        {'DOWN', _, process, Pid, Why} when Why =/= normal -> ct:fail({client_died, Pid, Why})
+    after 60000 ->
+        ct:fail({clients_did_not_stop, Clients})
+    end.
+
+%% The fault suite's checker; every acquisition here carries a token.
+check(Events, Counted) ->
+    Stats = locker_fault_SUITE:check(Events, Counted, Counted, 2),
+    ct:pal("~b acquisitions counted by the clients; checker: ~p", [Counted, Stats]),
+    #{violations := [], intervals := Counted} = Stats,
+    {comment, lists:flatten(io_lib:format("~b acquisitions, 0 violations", [Counted]))}.
