@@ -16,13 +16,15 @@
     two_formed_clusters_refused/1,
     boot_all_at_once/1,
     restarted_master_rejoins/1,
-    partition_and_heal/1
+    partition_and_heal/1,
+    different_sizes_ignored/1
 ]).
 -export([log/2]).
 
 all() ->
     [bad_app_env, lone_node_never_grants, forms_when_quorum_connects, join_and_leave,
-     two_formed_clusters_refused, boot_all_at_once, restarted_master_rejoins, partition_and_heal].
+     two_formed_clusters_refused, boot_all_at_once, restarted_master_rejoins, partition_and_heal,
+     different_sizes_ignored].
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
@@ -88,8 +90,9 @@ lone_node_never_grants(Config) ->
     %% Bad input is dropped (logged, bounded); the process stays.
     Pid = rpc:call(A, erlang, whereis, [locker_auto]),
     [{locker_auto, A} ! Bad || Bad <- [
-        {locker_auto, 1, {hello, "x", undefined, []}},
-        {locker_auto, 1, {hello, node(), {bad}, [a]}},
+        {locker_auto, 1, {hello, "x", undefined, [], 2}},
+        {locker_auto, 1, {hello, node(), {bad}, [a], 2}},
+        {locker_auto, 1, {hello, node(), undefined, [a]}},
         {locker_auto, 1, {prepare, x, y, z, w}},
         {locker_auto, 1, {adopt, node(), {x, 1, 2}, {[A], 0}}},
         {locker_auto, 1, garbage},
@@ -242,6 +245,19 @@ partition_and_heal(Config) ->
     [await_status(N, fun(#{masters := M, quorum := Q, changing := Ch}) -> M =:= Nodes andalso Q andalso not Ch end, 60000)
      || N <- Nodes],
     {ok, 2, _, _} = rpc:call(A, locker, lock, [healed, a, 10000]),
+    ok.
+
+%% Two nodes that expect different cluster sizes do not count each other.
+different_sizes_ignored(Config) ->
+    [A, B] = peers(Config, 2),
+    ok = forward_logs(A),
+    start_auto(A, 3),
+    start_auto(B, 5),
+    true = rpc:call(A, net_kernel, connect_node, [B]),
+    await_log(A, "expects a quorum of 3, this node 2"),
+    #{cluster := undefined, peers := Peers, quorum := false} = rpc:call(A, locker_auto, status, []),
+    ?assertEqual(#{}, Peers),
+    ?assertEqual({error, no_quorum}, rpc:call(A, locker, lock, [k, a, 10000])),
     ok.
 
 %% Node refuses connections with Others, both ways, until the cookies are

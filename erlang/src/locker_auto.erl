@@ -292,19 +292,27 @@ code_change(_OldVsn, S, _Extra) ->
 send(Node, Msg) ->
     erlang:send({?MODULE, Node}, {?MODULE, ?VSN, Msg}, [noconnect]).
 
-hello(Node, _S) ->
+hello(Node, #state{wmin = Wmin}) ->
     {Masters, _, _} = meta(),
-    send(Node, {hello, node(), cluster_id(), Masters}).
+    send(Node, {hello, node(), cluster_id(), Masters, Wmin}).
 
-%% A peer's view.
-message({hello, From, Cluster, Masters}, #state{peers = Peers} = S) when
-    is_atom(From), From =/= node(), is_list(Masters)
+%% A peer's view. A peer that expects another quorum (another
+%% cluster_size or w) is not taken into account: the expected quorum is
+%% what keeps two groups from forming at once.
+message({hello, From, Cluster, Masters, Wmin}, #state{peers = Peers} = S) when
+    is_atom(From), From =/= node(), is_list(Masters), is_integer(Wmin)
 ->
     true = is_cluster(Cluster),
     lists:all(fun is_atom/1, Masters) orelse error(function_clause),
     case lists:member(From, nodes(connected)) of
         false ->
             S;
+        true when Wmin =/= S#state.wmin ->
+            log_repeated(
+                {wmin, From}, S,
+                "locker: ignoring ~p: it expects a quorum of ~b, this node ~b; give every node the "
+                "same cluster_size (or w)",
+                [From, Wmin, S#state.wmin]);
         true ->
             Peer =
                 case Peers of
