@@ -17,14 +17,15 @@
     boot_all_at_once/1,
     restarted_master_rejoins/1,
     partition_and_heal/1,
-    different_sizes_ignored/1
+    different_sizes_ignored/1,
+    minimum_w_grows/1
 ]).
 -export([log/2]).
 
 all() ->
     [bad_app_env, lone_node_never_grants, forms_when_quorum_connects, join_and_leave,
      two_formed_clusters_refused, boot_all_at_once, restarted_master_rejoins, partition_and_heal,
-     different_sizes_ignored].
+     different_sizes_ignored, minimum_w_grows].
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
@@ -260,6 +261,20 @@ different_sizes_ignored(Config) ->
     ?assertEqual({error, no_quorum}, rpc:call(A, locker, lock, [k, a, 10000])),
     ok.
 
+%% `{w, 2}' without a size: two nodes form a cluster, and as more join W
+%% stays a majority of the masters (4 masters: W = 3).
+minimum_w_grows(Config) ->
+    [A, B, C, D] = Nodes = peers(Config, 4),
+    [start_env(N, [{w, 2}]) || N <- Nodes],
+    true = rpc:call(A, net_kernel, connect_node, [B]),
+    await_status(A, fun(#{masters := M, w := 2, quorum := Q}) -> M =:= lists:sort([A, B]) andalso Q end),
+    [true = rpc:call(N, net_kernel, connect_node, [M]) || N <- [C, D], M <- [A, B]],
+    true = rpc:call(C, net_kernel, connect_node, [D]),
+    [await_status(N, fun(#{masters := M, w := W, quorum := Q, changing := Ch}) -> M =:= Nodes andalso W =:= 3 andalso Q andalso not Ch end, 60000)
+     || N <- Nodes],
+    {ok, 3, _, _} = rpc:call(D, locker, lock, [k, d, 10000]),
+    ok.
+
 %% Node refuses connections with Others, both ways, until the cookies are
 %% set back.
 cut(Node, Others, Bad) ->
@@ -339,7 +354,10 @@ start_auto(Node, Size) ->
     start_auto(Node, Size, 500).
 
 start_auto(Node, Size, Grace) ->
-    Env = [{start_server, true}, {masters, auto}, {cluster_size, Size}, {leave_grace_ms, Grace}, {tick_ms, 200}],
+    start_env(Node, [{cluster_size, Size}, {leave_grace_ms, Grace}]).
+
+start_env(Node, Env0) ->
+    Env = [{start_server, true}, {masters, auto}, {leave_grace_ms, 500}, {tick_ms, 200}] ++ Env0,
     [ok = rpc:call(Node, application, set_env, [locker, K, V]) || {K, V} <- Env],
     {ok, _} = rpc:call(Node, application, ensure_all_started, [locker]),
     ok.

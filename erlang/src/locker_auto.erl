@@ -12,8 +12,8 @@
 %% Rules (argued in README.md, section "Clusters"):
 %% <ul>
 %% <li>A node starts alone: masters `[node()]' with the quorum W of the
-%%     expected cluster (`cluster_size' N gives W = N div 2 + 1, or a fixed
-%%     `w'). With N > 1 that W cannot be reached by the node alone, so it
+%%     expected cluster (`cluster_size' N gives W = N div 2 + 1, or the minimum
+%%     quorum `w'). With N > 1 that W cannot be reached by the node alone, so it
 %%     grants nothing: callers get `{error, no_quorum}' at once and this
 %%     process logs why (once per change of what it sees).</li>
 %% <li>Fresh nodes (never part of a formed cluster) merge once at least W of
@@ -78,7 +78,6 @@
 
 -record(state, {
     wmin :: pos_integer(),
-    cap :: pos_integer() | infinity,
     expected :: pos_integer() | undefined,
     grace :: non_neg_integer(),
     tick :: pos_integer(),
@@ -121,7 +120,7 @@ child_spec(Opts) ->
 
 %% @doc Checks the automatic mode's keys (from the application environment
 %% or a proplist/map of the same keys) and fills in the defaults:
-%% `cluster_size' (the expected number of masters) or `w' (a fixed minimum
+%% `cluster_size' (the expected number of masters) or `w' (a minimum
 %% quorum), at least one of them; `leave_grace_ms' (30000), `tick_ms'
 %% (1000). A bad value is `{error, {bad_app_env, Key, Value, Expected}}'.
 -spec options(map() | [{atom(), term()}]) -> {ok, options()} | {error, term()}.
@@ -156,7 +155,7 @@ options(Env) when is_map(Env) ->
                 {error,
                  {bad_app_env, cluster_size, undefined,
                   "masters = auto needs the expected cluster size (cluster_size, 1 for a single node) "
-                  "or a fixed quorum (w): a node must not grant locks alone before it met its peers"}};
+                  "or a minimum quorum (w): a node must not grant locks alone before it met its peers"}};
             #{cluster_size := N, w := W} when is_integer(N), is_integer(W), (W =< N div 2 orelse W > N) ->
                 {error,
                  {bad_app_env, w, W,
@@ -204,13 +203,10 @@ status() ->
 %% @private
 init(Opts0) ->
     case options(Opts0) of
-        {ok, #{cluster_size := N, w := W0, leave_grace_ms := Grace, tick_ms := Tick} = Opts} ->
+        {ok, #{cluster_size := N, leave_grace_ms := Grace, tick_ms := Tick} = Opts} ->
             Wmin = initial_w(Opts),
-            %% With a fixed W and no size, the masters stay a set where W
-            %% is a majority.
-            Cap = case N of undefined -> 2 * W0 - 1; _ -> infinity end,
             ok = net_kernel:monitor_nodes(true),
-            S = #state{wmin = Wmin, cap = Cap, expected = N, grace = Grace, tick = Tick},
+            S = #state{wmin = Wmin, expected = N, grace = Grace, tick = Tick},
             [hello(Node, S) || Node <- nodes()],
             erlang:send_after(Tick, self(), tick),
             {ok, evaluate(S)};
@@ -461,13 +457,12 @@ backoff(#state{tick = Tick} = S) ->
 
 %% A node of no cluster yet: it waits to be added by a formed cluster it
 %% sees, or forms one with the fresh nodes it sees.
-fresh(#state{peers = Peers, wmin = Wmin, cap = Cap, promised = Promised} = S) ->
+fresh(#state{peers = Peers, wmin = Wmin, promised = Promised} = S) ->
     Formed = [N || {N, C} <- clusters(Peers), C =/= undefined],
     Fresh = lists:sort([node() | [N || {N, undefined} <- clusters(Peers)]]),
     case Formed =:= [] andalso Promised =:= undefined andalso hd(Fresh) =:= node() of
         true when length(Fresh) >= Wmin ->
-            Members = lists:sublist(Fresh, cap(Cap)),
-            propose_bootstrap(Members, target_w(Members, S), S);
+            propose_bootstrap(Fresh, target_w(Fresh, S), S);
         _ ->
             S
     end.
@@ -475,8 +470,6 @@ fresh(#state{peers = Peers, wmin = Wmin, cap = Cap, promised = Promised} = S) ->
 clusters(Peers) ->
     [{N, C} || {N, #peer{cluster = C}} <- maps:to_list(Peers)].
 
-cap(infinity) -> 1 bsl 30;
-cap(N) -> N.
 
 %% A member of a formed cluster: the proposer adds and removes masters.
 formed(Id, #state{peers = Peers} = S) ->
@@ -508,13 +501,12 @@ formed(Id, #state{peers = Peers} = S) ->
             target(Masters, Replicas, W, Joiners, [N || {_, N} <- Gone], S)
     end.
 
-target(Masters, Replicas, W, Joiners, Gone, #state{wmin = Wmin, cap = Cap} = S) ->
+target(Masters, Replicas, W, Joiners, Gone, #state{wmin = Wmin} = S) ->
     %% Remove the longest gone first, never below Wmin masters.
     Removable = max(length(Masters) - Wmin, 0),
     Remove = lists:sublist(Gone, Removable),
     Kept = Masters -- Remove,
-    Add = lists:sublist(Joiners, max(cap(Cap) - length(Kept), 0)),
-    New = lists:sort(Kept ++ Add),
+    New = lists:sort(Kept ++ Joiners),
     NewW = target_w(New, S),
     case New =:= lists:sort(Masters) andalso NewW =:= W of
         true -> S;

@@ -10,7 +10,7 @@
 %% <li>`{masters, auto}' (opt-in): automatic membership, see
 %%     {@link locker_auto}: the masters follow the connected nodes that run
 %%     `locker' in this mode. Needs `cluster_size' (the expected number of
-%%     nodes) or `w' (a fixed quorum); `leave_grace_ms' (30000) and
+%%     nodes) or `w' (a minimum quorum); `leave_grace_ms' (30000) and
 %%     `tick_ms' (1000) are optional. The node starts alone, with a W it
 %%     cannot reach alone. A bad value stops the start with
 %%     `{bad_app_env, Key, Value, Expected}'.</li>

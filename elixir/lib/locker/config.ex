@@ -27,7 +27,7 @@ defmodule Locker.Config do
   With `masters: :auto` (the default when no masters are configured) the
   masters follow the connected nodes that run `locker` in this mode
   (`:locker_auto`; see the README, "Clusters"). A distributed node then
-  needs `:cluster_size` (or a fixed `:quorum`): it starts alone with the
+  needs `:cluster_size` (or a minimum `:quorum`): it starts alone with the
   quorum of that size, which it cannot reach alone, so it grants nothing
   (`{:error, :no_quorum}`, and a log line says why) until a quorum of the
   expected nodes is connected. A node that is not distributed
@@ -125,7 +125,7 @@ defmodule Locker.Config do
           raise ArgumentError,
                 "locker: masters: :auto (the default) needs :cluster_size, the number of nodes " <>
                   "the cluster is expected to have (a node must not grant locks alone before it " <>
-                  "met its peers), or a fixed :quorum; or list the :masters"
+                  "met its peers), or a minimum :quorum; or list the :masters"
 
         {:error, {:bad_app_env, key, value, expected}} ->
           raise ArgumentError,
