@@ -6,8 +6,11 @@
 %% misconfigured node joining a running cluster changes nothing there and
 %% is logged by the nodes it reached; bad input (an unreachable node, a
 %% node without locker, a W that does not fit) is an error naming it and
-%% changes nothing; lockerd joins and leaves a mixed cluster (the original
-%% semantics, with a warning) and the cluster goes back to epochs after.
+%% changes nothing; lockerd joins and leaves a mixed cluster through
+%% epochs while clients contend; a master that does not know epochs (an
+%% original node, played by a BEAM node without locker_membership) makes
+%% changes fall back to the original overwrite, with a warning, and the
+%% cluster goes back to epochs once it left.
 %%
 %% Peers are named `mb_<name>_<unique integer>'.
 -module(locker_membership_SUITE).
@@ -20,7 +23,8 @@
     grow_shrink_and_replace_under_contention/1,
     misconfigured_node_joins/1,
     bad_input_changes_nothing/1,
-    lockerd_joins_and_leaves/1
+    lockerd_joins_and_leaves/1,
+    original_master_falls_back/1
 ]).
 %% Run on the peers.
 -export([client/3, log/2]).
@@ -31,7 +35,7 @@
 
 all() ->
     [grow_shrink_and_replace_under_contention, misconfigured_node_joins, bad_input_changes_nothing,
-     lockerd_joins_and_leaves].
+     lockerd_joins_and_leaves, original_master_falls_back].
 
 suite() ->
     [{timetrap, {minutes, 10}}].
@@ -141,30 +145,56 @@ lockerd_joins_and_leaves(Config) ->
         U, locker_fault_SUITE:lockerd_binary(), ?config(priv_dir, Config), lists:sort([A, B, C]), 0,
         ?config(cleanup, Config)
     ),
-    capture_logs([A]),
     Clients = spawn_clients(Beams),
     H0 = collect([], 0, 20),
-    %% lockerd joins: it knows no epochs, so the original overwrite, with
-    %% a warning on the node that made the change.
+    %% lockerd joins as a fourth master (W 2 -> 3), through epochs like
+    %% the BEAM nodes.
     ok = rpc:call(A, locker_membership, change, [[A, B, C, L], [], 3]),
-    await_log(A, ["do not know configuration epochs", atom_to_list(L)]),
-    [#{mode := legacy, masters := Ms, w := 3}] = lists:usort(configs(Beams)),
-    ?assertEqual(lists:sort([A, B, C, L]), Ms),
+    Epoch1 = same_config(Beams, [A, B, C, L], 3),
+    {ok, #{epoch := Epoch1, mode := epoch}} = gen_server:call({locker, L}, {'$locker_config', get}),
     {ok, 3, _, _} = rpc:call(B, locker, lock, [joined, v, 2000]),
     {ok, _, Leases, _, _, _} = gen_server:call({locker, L}, get_debug_state),
     {joined, v, _} = lists:keyfind(joined, 1, Leases),
+    %% It refuses votes made under another epoch, and the original
+    %% requests that would change its view.
+    {error, {config_epoch, Epoch1}} =
+        gen_server:call({locker, L}, {get_write_lock, x, not_found, {'$locker_epoch', {0, none}, make_ref()}}),
+    {error, {epoch_configured, Epoch1}} = gen_server:call({locker, L}, {set_nodes, [L], []}),
     H1 = collect(H0, count(H0), 20),
-    %% lockerd leaves (still the original semantics: it was a master).
+    %% lockerd leaves (W 3 -> 2).
     ok = rpc:call(B, locker_membership, change, [[A, B, C], [], 2]),
-    [#{mode := legacy, masters := Ms2, w := 2}] = lists:usort(configs(Beams)),
-    ?assertEqual(lists:sort(Beams), Ms2),
+    Epoch2 = same_config(Beams, Beams, 2),
+    {ok, #{epoch := Epoch2, masters := Ms}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    ?assertEqual(lists:sort(Beams), Ms),
     H2 = collect(H1, count(H1), 20),
-    %% Only this project's masters now: back to epochs.
-    ok = rpc:call(C, locker_membership, change, [[A, B, C], [], 2]),
-    _ = same_config(Beams, Beams, 2),
-    H3 = collect(H2, count(H2), 20),
-    {Events, Counted} = stop_clients(Clients, H3),
+    {Events, Counted} = stop_clients(Clients, H2),
     check(Events, Counted).
+
+original_master_falls_back(Config) ->
+    [A, B, C, O] = Nodes = start_peers([a, b, c, o], Config),
+    ok = rpc:call(A, locker, set_nodes, [[A, B, C], [A, B, C], []]),
+    %% O plays an original node: it has no locker_membership (a module of
+    %% that name without its functions is loaded there).
+    {ok, locker_membership, Bin} = compile:forms(
+        [{attribute, 1, module, locker_membership}, {attribute, 1, export, []}], [binary]
+    ),
+    {module, locker_membership} = rpc:call(O, code, load_binary, [locker_membership, "none", Bin]),
+    capture_logs([A, B]),
+    %% O joins: the original overwrite, with a warning.
+    ok = rpc:call(A, locker_membership, change, [Nodes, [], 3]),
+    await_log(A, ["do not know configuration epochs", atom_to_list(O)]),
+    [#{mode := legacy, masters := Ms, w := 3}] = lists:usort(configs([A, B, C])),
+    ?assertEqual(lists:sort(Nodes), Ms),
+    {Ms, [], 3} = rpc:call(O, locker, get_meta, []),
+    {ok, 3, 4, 4} = rpc:call(B, locker, lock, [joined, v, 2000]),
+    %% O leaves: still the overwrite (it was a master).
+    ok = rpc:call(B, locker_membership, change, [[A, B, C], [], 2]),
+    await_log(B, ["do not know configuration epochs", atom_to_list(O)]),
+    [#{mode := legacy, w := 2}] = lists:usort(configs([A, B, C])),
+    %% Only this project's masters: back to epochs.
+    ok = rpc:call(C, locker_membership, change, [[A, B, C], [], 2]),
+    _ = same_config([A, B, C], [A, B, C], 2),
+    {ok, 2, 3, 3} = rpc:call(A, locker, lock, [back, v, 2000]).
 
 %%--------------------------------------------------------------------
 %% Helpers

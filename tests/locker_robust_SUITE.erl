@@ -187,10 +187,13 @@ bad_input_never_stops_application(Config) ->
     ?assert(lists:keymember(locker, 1, Apps), Apps),
     Server = rpc:call(Node, erlang, whereis, [locker]),
     Sup = rpc:call(Node, erlang, whereis, [locker_sup]),
-    %% (W first: set_nodes keeps the node's W, and W = 2 does not fit one
-    %% master.)
-    ok = rpc:call(Node, locker, set_w, [[Node], 1]),
+    %% The flood's random set_nodes and set_w requests may have set any
+    %% view on this node (never configured through epochs, it takes the
+    %% original requests): set it back with them, then through epochs.
+    ok = gen_server:call({locker, Node}, {set_nodes, [Node], []}),
+    ok = gen_server:call({locker, Node}, {set_w, 1}),
     ok = rpc:call(Node, locker, set_nodes, [[Node], [Node], []]),
+    #{mode := epoch} = rpc:call(Node, locker_membership, config, []),
     {ok, 1, 1, 1} = rpc:call(Node, locker, lock, [after_flood, v]).
 
 %% Known requests with bad arguments are answered {error, badarg} and

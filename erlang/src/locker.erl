@@ -79,8 +79,7 @@ start_link(W, LeaseExpireInterval, LockExpireInterval, PushTransInterval) ->
 %% @doc Sets the write quorum of the cluster (its masters and replicas,
 %% and every node of `Cluster'), through {@link locker_membership:change/4}:
 %% safely, with configuration epochs, unless a master does not know them
-%% (an original node or lockerd: then the original overwrite, with a
-%% warning). Returns `{error, {bad_w, W, N}}' when `W =< N/2' or `W > N'
+%% (an original node: then the original overwrite, with a warning). Returns `{error, {bad_w, W, N}}' when `W =< N/2' or `W > N'
 %% (N masters), `{error, {unreachable, Node}}' or
 %% `{error, {not_running, Node}}' for a node it cannot configure, and
 %% changes nothing then. See {@link locker_membership:reason()}.

@@ -26,9 +26,10 @@
 %%     accepted from e+1 only) with the highest token floor the old
 %%     masters reported, so that fencing tokens keep increasing.</li>
 %% </ol>
-%% When a master of the old or the new configuration does not know epochs
-%% (an original `locker' node, lockerd, an older version of this
-%% project), the change falls back to the original semantics (the view is
+%% `lockerd' takes part like a BEAM node (it is probed with a request that
+%% it answers and that only it receives). When a master of the old or the
+%% new configuration does not know epochs (an original `locker' node, an
+%% older version of this project or of lockerd), the change falls back to the original semantics (the view is
 %% overwritten on every node, as the original `set_nodes' did) and logs a
 %% warning: such a change is not protected. See docs/protocol.md,
 %% "Configurations and epochs".
@@ -113,12 +114,21 @@ set_nodes(Cluster, Primaries, Replicas) ->
     end.
 
 %% @doc {@link locker:set_w/2}: quorum `W' with this node's masters and
-%% replicas, configuring `Cluster' too.
+%% replicas, configuring `Cluster' too. On a node that has no masters yet
+%% (never configured) there is nothing to protect: `W' is set on this node
+%% and on `Cluster' by the original request, as the original did.
 -spec set_w([node()], pos_integer()) -> ok | {error, reason()}.
 set_w(Cluster, W) ->
     case locker_meta:config() of
-        undefined -> {error, not_started};
-        #{masters := M, replicas := R} -> change(M, R, W, #{nodes => Cluster})
+        undefined ->
+            {error, not_started};
+        #{masters := [], mode := legacy} ->
+            case gen_server:multi_call(lists:usort([node() | Cluster]), locker, {set_w, W}, ?CALL_TIMEOUT) of
+                {_, []} -> ok;
+                {_, [Node | _]} -> {error, {unreachable, Node}}
+            end;
+        #{masters := M, replicas := R} ->
+            change(M, R, W, #{nodes => Cluster})
     end.
 
 %% @doc This node's configuration (`undefined' before the server started).
@@ -201,7 +211,7 @@ run(Masters, Replicas, W, Opts, Attempts) ->
     end.
 
 %% `{project, Config, Floor}': runs this project's locker; `foreign': runs
-%% a locker that does not know epochs (original, lockerd, older version);
+%% a locker that does not know epochs (original, older version);
 %% `unreachable'; `not_running'.
 probe(Node) when Node =:= node() ->
     case info() of
@@ -218,12 +228,24 @@ probe(Node) ->
             case rpc:call(Node, erlang, whereis, [locker], ?PROBE_TIMEOUT) of
                 Pid when is_pid(Pid) -> foreign;
                 undefined -> not_running;
-                %% lockerd serves only locker's own rpc functions.
-                {badrpc, {'EXIT', {undef, _}}} -> foreign;
+                %% lockerd serves only locker's own rpc functions, and
+                %% answers a request it does not know (an original node
+                %% would crash): it knows epochs if it answers this one.
+                {badrpc, {'EXIT', {undef, _}}} -> lockerd_probe(Node);
                 _ -> unreachable
             end;
         _ ->
             unreachable
+    end.
+
+lockerd_probe(Node) ->
+    case catch gen_server:call({locker, Node}, {'$locker_config', info}, ?PROBE_TIMEOUT) of
+        {ok, #{} = C, F} when is_integer(F) -> {project, C, F};
+        {error, {unknown_request, _}} -> foreign;
+        {'EXIT', {timeout, _}} -> unreachable;
+        {'EXIT', {noproc, _}} -> not_running;
+        {'EXIT', _} -> unreachable;
+        _ -> foreign
     end.
 
 epochs(#{joint := {_, _}} = Cur, Masters, Replicas, W, Opts, Project, _Foreign, Attempts) ->
@@ -353,7 +375,7 @@ set_foreign_replicas(Foreign, Masters, Replicas, W) ->
 %% A master does not know epochs: the original semantics, loudly.
 fallback(Cur, Masters, Replicas, W, Project, Foreign, Originals) ->
     ?LOG_WARNING(
-        "locker: masters ~0p do not know configuration epochs (original locker, lockerd or an older version): "
+        "locker: masters ~0p do not know configuration epochs (original locker or an older version): "
         "the view is overwritten on every node as the original set_nodes/set_w did; "
         "this change is not protected against two holders of a key (see docs/protocol.md)",
         [Originals]

@@ -34,6 +34,7 @@ pub mod coordinator;
 mod engine;
 mod expiry;
 mod lease_map;
+pub mod membership;
 mod promises;
 pub mod protocol;
 pub mod quorum;

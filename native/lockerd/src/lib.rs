@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod client;
 pub mod locker;
+pub mod membership;
 pub mod metrics;
 pub mod stored;
 pub mod wire;

@@ -27,9 +27,11 @@ use erl_node::process::{Mailbox, Signal};
 use erl_node::term::{Atom, Pid, Term};
 use erl_node::warn_bad_input;
 
+use crate::membership::{self as mb, Configuration, Epoch};
 use crate::metrics::{Kind, LockerMetrics};
 use crate::stored::{StoreCodec, Stored};
 use crate::wire::Wire;
+use locker_core::membership::{self as rules, Install, Mode};
 
 /// The lease map shared with readers outside the `locker` task (rpc), and
 /// the codec of its keys and values.
@@ -93,6 +95,14 @@ pub struct Locker {
     /// The engine's count of log entries dropped at its limit, last seen.
     log_dropped: u64,
     cfg: LockerConfig,
+    /// The configuration's epoch, how it was set, and during a transition
+    /// the previous masters and W (see `crate::membership`).
+    epoch: Epoch,
+    mode: Mode,
+    joint: Option<(Vec<Term>, i64)>,
+    /// Until when a lease stored under an epoch before the current one may
+    /// live (the longest lease held when this node took the current one).
+    horizon_at: u64,
 }
 
 /// Atoms used in replies.
@@ -206,6 +216,10 @@ impl Locker {
             sweeping: false,
             log_dropped: 0,
             cfg: cfg.clone(),
+            epoch: Epoch::initial(),
+            mode: Mode::Legacy,
+            joint: None,
+            horizon_at: clock::now(),
         };
         let m: Vec<Term> = cfg.masters.iter().cloned().map(Term::Atom).collect();
         let r: Vec<Term> = cfg.replicas.iter().cloned().map(Term::Atom).collect();
@@ -215,7 +229,17 @@ impl Locker {
 
     fn is_master(&self) -> bool {
         let me = Term::Atom(self.node.name().clone());
-        self.masters.contains(&me)
+        self.voters().contains(&me)
+    }
+
+    /// Every master that votes: the masters and, during a transition, the
+    /// previous ones.
+    fn voters(&self) -> Vec<Term> {
+        let mut v = self.masters.clone();
+        if let Some((old, _)) = &self.joint {
+            v.extend(old.iter().filter(|n| !self.masters.contains(n)).cloned());
+        }
+        v
     }
 
     /// Replicas to push to: none unless this node is a master.
@@ -225,9 +249,10 @@ impl Locker {
         }
         // Never to a master (a node listed among both): masters hold
         // promises, and a log replayed there would bypass them.
+        let voters = self.voters();
         self.replicas
             .iter()
-            .filter(|r| !self.masters.contains(r))
+            .filter(|r| !voters.contains(r))
             .filter_map(|r| r.as_atom())
             .filter(|r| *r != self.node.name())
             .cloned()
@@ -243,7 +268,7 @@ impl Locker {
 
     /// Masters and replicas this node knows (for reconnecting).
     fn cluster(&self) -> Vec<Atom> {
-        self.masters
+        self.voters()
             .iter()
             .chain(self.replicas.iter())
             .filter_map(|t| t.as_atom().cloned())
@@ -359,6 +384,9 @@ impl Locker {
     /// Serves a call; `None` when the answer comes later (a waiter).
     fn call(&mut self, req: &Term, from: &From) -> Option<Term> {
         let now = clock::now();
+        if let Some(refusal) = self.epoch_refusal(req, from) {
+            return Some(refusal);
+        }
         let mut request = match Request::decode_tuple(Wire::of(req), &self.codec) {
             Ok(Some(request)) => request,
             Ok(None) => return Some(self.shell_call(req, from, now)),
@@ -395,6 +423,23 @@ impl Locker {
             .map(Atom::as_str)
             .unwrap_or("");
         match (op, items.len()) {
+            ("$locker_config", 2) => self.config_call(&items[1], req, from, now),
+            ("set_nodes", 3) if self.mode == Mode::Epoch => match (&items[1], &items[2]) {
+                (Term::List(m), Term::List(r)) => {
+                    let unchanged = self.joint.is_none()
+                        && ordset(m) == self.masters
+                        && ordset(r) == self.replicas;
+                    self.legacy_request(unchanged, req, from)
+                }
+                _ => unknown(req, from),
+            },
+            ("set_w", 2) if self.mode == Mode::Epoch => match &items[1] {
+                w @ (Term::Int(1..) | Term::Big(_)) if !matches!(w, Term::Big(b) if b.negative) => {
+                    let unchanged = self.joint.is_none() && *w == self.w;
+                    self.legacy_request(unchanged, req, from)
+                }
+                _ => unknown(req, from),
+            },
             ("set_nodes", 3) => match (&items[1], &items[2]) {
                 (Term::List(m), Term::List(r)) => {
                     let (m, r) = (m.clone(), r.clone());
@@ -413,6 +458,211 @@ impl Locker {
                 _ => unknown(req, from),
             },
             _ if req.is_atom("get_debug_state") => self.debug_state(now),
+            _ => unknown(req, from),
+        }
+    }
+
+    /// `{error, {config_epoch, Ours}}` for a vote or phase two made under
+    /// another epoch, once this node's configuration was set through
+    /// epochs (see `locker_core::membership::refuses_vote`).
+    fn epoch_refusal(&self, req: &Term, from: &From) -> Option<Term> {
+        let theirs = mb::checked_tag(req).and_then(mb::tag_epoch)?;
+        if !rules::refuses_vote(self.mode, &self.epoch, Some(&theirs)) {
+            return None;
+        }
+        warn_bad_input!(
+            from = ?from.0,
+            theirs = %theirs.term().display(100),
+            ours = %self.epoch.term().display(100),
+            "request made under another configuration epoch refused"
+        );
+        Some(Term::tuple(vec![
+            a::ERROR,
+            Term::tuple(vec![Term::static_atom("config_epoch"), self.epoch.term()]),
+        ]))
+    }
+
+    /// An original `set_nodes` or `set_w` on a node configured through
+    /// epochs: `ok` if it changes nothing, else refused and logged.
+    fn legacy_request(&self, unchanged: bool, req: &Term, from: &From) -> Term {
+        if rules::takes_legacy_request(self.mode, unchanged) {
+            return a::OK;
+        }
+        warn_bad_input!(
+            from = ?from.0,
+            request = %req.display(200),
+            epoch = %self.epoch.term().display(100),
+            "refused: this node's configuration changes only through locker_membership"
+        );
+        Term::tuple(vec![
+            a::ERROR,
+            Term::tuple(vec![
+                Term::static_atom("epoch_configured"),
+                self.epoch.term(),
+            ]),
+        ])
+    }
+
+    /// This node's configuration.
+    fn configuration(&self) -> Configuration {
+        Configuration {
+            epoch: self.epoch.clone(),
+            masters: self.masters.clone(),
+            replicas: self.replicas.clone(),
+            w: match self.w {
+                Term::Int(w) => w,
+                _ => i64::MAX,
+            },
+            joint: self.joint.clone(),
+            mode: self.mode,
+        }
+    }
+
+    /// The token floor raised to every live lease's token, and until when
+    /// the longest live lease lasts.
+    fn snapshot(&self, now: u64) -> (u64, u64) {
+        let mut floor = self.engine.token_floor();
+        let mut until = now;
+        self.engine.leases().for_each(|_, l| {
+            if l.is_valid_at(now) {
+                floor = floor.max(l.token);
+                until = until.max(l.expires_at);
+            }
+        });
+        (floor, until)
+    }
+
+    /// Takes a configuration (the horizon moves if the epoch changes).
+    fn take(&mut self, c: Configuration, now: u64) {
+        if c.epoch != self.epoch {
+            let (_, until) = self.snapshot(now);
+            self.horizon_at = self.horizon_at.max(until);
+        }
+        tracing::info!(epoch = %c.epoch.term().display(100), masters = %Term::List(c.masters.clone()), w = c.w, "configuration taken");
+        self.epoch = c.epoch;
+        self.mode = c.mode;
+        self.joint = c.joint;
+        self.w = Term::Int(c.w);
+        self.set_meta(&c.masters, &c.replicas);
+        self.reconnect();
+    }
+
+    /// A configuration refused: one bounded line naming the sender and
+    /// both epochs.
+    fn refused(&self, why: &str, new: &Configuration, from: &From) {
+        warn_bad_input!(
+            from = ?from.0,
+            theirs = %new.epoch.term().display(100),
+            ours = %self.epoch.term().display(100),
+            why,
+            "refused configuration"
+        );
+    }
+
+    /// `{'$locker_config', Request}` (see docs/protocol.md).
+    fn config_call(&mut self, r: &Term, req: &Term, from: &From, now: u64) -> Term {
+        let ok = |t: Vec<Term>| {
+            let mut items = vec![a::OK];
+            items.extend(t);
+            Term::tuple(items)
+        };
+        let err = |t: Term| Term::tuple(vec![a::ERROR, t]);
+        if r.is_atom("get") {
+            return ok(vec![self.configuration().term()]);
+        }
+        if r.is_atom("info") {
+            let (floor, _) = self.snapshot(now);
+            return ok(vec![
+                self.configuration().term(),
+                Term::Int(floor.min(i64::MAX as u64) as i64),
+            ]);
+        }
+        if r.is_atom("horizon") {
+            let (floor, _) = self.snapshot(now);
+            let left = protocol::ms_until(self.horizon_at, now);
+            return ok(vec![
+                self.epoch.term(),
+                Term::Int(left.min(i64::MAX as u64) as i64),
+                Term::Int(floor.min(i64::MAX as u64) as i64),
+            ]);
+        }
+        let items = r.as_tuple().unwrap_or(&[]);
+        let op = items
+            .first()
+            .and_then(Term::as_atom)
+            .map(Atom::as_str)
+            .unwrap_or("");
+        match (op, items) {
+            ("install", [_, base, new, Term::Int(floor)]) if *floor >= 0 => {
+                let (Some(base), Some(new)) = (Epoch::of(base), Configuration::of(new)) else {
+                    return unknown(req, from);
+                };
+                let unchanged = new == self.configuration();
+                match rules::install(self.mode, &self.epoch, unchanged, &base, &new.epoch) {
+                    Install::Unchanged => {
+                        self.engine.set_token_floor(*floor as u64);
+                        a::OK
+                    }
+                    Install::Take => {
+                        self.engine.set_token_floor(*floor as u64);
+                        self.take(new, now);
+                        a::OK
+                    }
+                    Install::Stale => {
+                        self.refused("not newer than this node's epoch", &new, from);
+                        err(Term::tuple(vec![
+                            Term::static_atom("stale_epoch"),
+                            new.epoch.term(),
+                            self.epoch.term(),
+                        ]))
+                    }
+                    Install::Conflict => {
+                        self.refused("made from another configuration", &new, from);
+                        err(Term::tuple(vec![
+                            Term::static_atom("conflict"),
+                            base.term(),
+                            self.epoch.term(),
+                        ]))
+                    }
+                }
+            }
+            ("abort", [_, epoch, prev]) => match (Epoch::of(epoch), Configuration::of(prev)) {
+                (Some(e), Some(prev)) => {
+                    if e == self.epoch {
+                        self.take(prev, now);
+                    }
+                    a::OK
+                }
+                _ => unknown(req, from),
+            },
+            ("force", [_, base, new]) => match (Epoch::of(base), Configuration::of(new)) {
+                (Some(base), Some(new)) => {
+                    if rules::accepts_overwrite(self.mode, &self.epoch, &base) {
+                        self.take(new, now);
+                        a::OK
+                    } else {
+                        self.refused("made from another configuration", &new, from);
+                        err(Term::tuple(vec![
+                            Term::static_atom("conflict"),
+                            base.term(),
+                            self.epoch.term(),
+                        ]))
+                    }
+                }
+                _ => unknown(req, from),
+            },
+            ("catch_up", [_, new, Term::Atom(node)]) => match Configuration::of(new) {
+                Some(new) => {
+                    let trusted = self.voters().contains(&Term::Atom(node.clone()));
+                    if rules::catches_up(&self.epoch, &new.epoch, new.mode, trusted) {
+                        self.take(new, now);
+                        a::OK
+                    } else {
+                        err(Term::static_atom("not_newer"))
+                    }
+                }
+                None => unknown(req, from),
+            },
             _ => unknown(req, from),
         }
     }

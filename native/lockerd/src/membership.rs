@@ -1,0 +1,228 @@
+//! lockerd's configuration: the terms of configuration epochs (read and
+//! built here) under the rules of [`locker_core::membership`].
+//!
+//! A configuration travels as the BEAM node builds it:
+//! `#{epoch => {Counter, Proposer}, masters => [Node], replicas => [Node],
+//! w => W, joint => none | {[Node], W}, mode => epoch | legacy}`.
+//! Votes carry the epoch in their tag: `{'$locker_epoch', Epoch, Ref}`, or
+//! `{'$locker_token', {'$locker_epoch', Epoch, Ref}, Token}`.
+
+use erl_node::term::Term;
+use locker_core::membership::Mode;
+
+/// An epoch, ordered as Erlang orders `{Counter, Proposer}` (an integer,
+/// then an atom, compared by its text).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Epoch {
+    /// The counter.
+    pub counter: u64,
+    /// The proposer's node name (`none` for the initial epoch).
+    pub proposer: String,
+}
+
+impl Epoch {
+    /// `{0, none}`: a node never configured through epochs.
+    pub fn initial() -> Self {
+        Epoch {
+            counter: 0,
+            proposer: "none".to_string(),
+        }
+    }
+
+    /// The epoch of a term `{Counter, Proposer}`.
+    pub fn of(t: &Term) -> Option<Self> {
+        match t.as_tuple()? {
+            [Term::Int(c), Term::Atom(p)] if *c >= 0 => Some(Epoch {
+                counter: *c as u64,
+                proposer: p.as_str().to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// As a term.
+    pub fn term(&self) -> Term {
+        Term::tuple(vec![
+            Term::Int(self.counter as i64),
+            Term::atom(&self.proposer),
+        ])
+    }
+}
+
+/// The epoch a request's tag carries, if any.
+pub fn tag_epoch(tag: &Term) -> Option<Epoch> {
+    match tag.as_tuple()? {
+        [marker, inner, _] if marker.is_atom("$locker_token") => tag_epoch(inner),
+        [marker, epoch, _] if marker.is_atom("$locker_epoch") => Epoch::of(epoch),
+        _ => None,
+    }
+}
+
+/// The tag of a request that the epoch rule checks (votes and phase two
+/// but `release`).
+pub fn checked_tag(req: &Term) -> Option<&Term> {
+    let items = req.as_tuple()?;
+    let op = items.first()?.as_atom()?.as_str();
+    match (op, items.len()) {
+        ("get_write_lock", 4) => Some(&items[3]),
+        ("write", 5) | ("update", 4) | ("extend_lease", 5) => Some(&items[1]),
+        _ => None,
+    }
+}
+
+/// A configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Configuration {
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// Masters (sorted as the BEAM node sends them).
+    pub masters: Vec<Term>,
+    /// Replicas.
+    pub replicas: Vec<Term>,
+    /// Write quorum.
+    pub w: i64,
+    /// During a transition: the previous masters and W.
+    pub joint: Option<(Vec<Term>, i64)>,
+    /// How it was set.
+    pub mode: Mode,
+}
+
+fn atoms(t: &Term) -> Option<Vec<Term>> {
+    let list = t.as_list()?;
+    list.iter()
+        .all(|n| n.as_atom().is_some())
+        .then(|| list.to_vec())
+}
+
+fn positive(t: &Term) -> Option<i64> {
+    match t {
+        Term::Int(w) if *w > 0 => Some(*w),
+        _ => None,
+    }
+}
+
+impl Configuration {
+    /// Reads a configuration map (`None`: malformed, bad input).
+    pub fn of(t: &Term) -> Option<Self> {
+        let Term::Map(pairs) = t else { return None };
+        if pairs.len() != 6 {
+            return None;
+        }
+        let get = |k: &str| pairs.iter().find(|(key, _)| key.is_atom(k)).map(|(_, v)| v);
+        let joint = match get("joint")? {
+            j if j.is_atom("none") => None,
+            j => match j.as_tuple()? {
+                [old, w] => Some((atoms(old)?, positive(w)?)),
+                _ => return None,
+            },
+        };
+        let mode = match get("mode")? {
+            m if m.is_atom("epoch") => Mode::Epoch,
+            m if m.is_atom("legacy") => Mode::Legacy,
+            _ => return None,
+        };
+        Some(Configuration {
+            epoch: Epoch::of(get("epoch")?)?,
+            masters: atoms(get("masters")?)?,
+            replicas: atoms(get("replicas")?)?,
+            w: positive(get("w")?)?,
+            joint,
+            mode,
+        })
+    }
+
+    /// As a term (the map the BEAM node builds).
+    pub fn term(&self) -> Term {
+        let joint = match &self.joint {
+            None => Term::static_atom("none"),
+            Some((old, w)) => Term::tuple(vec![Term::List(old.clone()), Term::Int(*w)]),
+        };
+        let mode = match self.mode {
+            Mode::Epoch => Term::static_atom("epoch"),
+            Mode::Legacy => Term::static_atom("legacy"),
+        };
+        Term::map(vec![
+            (Term::static_atom("epoch"), self.epoch.term()),
+            (
+                Term::static_atom("masters"),
+                Term::List(self.masters.clone()),
+            ),
+            (
+                Term::static_atom("replicas"),
+                Term::List(self.replicas.clone()),
+            ),
+            (Term::static_atom("w"), Term::Int(self.w)),
+            (Term::static_atom("joint"), joint),
+            (Term::static_atom("mode"), mode),
+        ])
+    }
+
+    /// Every master that votes: the new and, during a transition, the old.
+    pub fn voters(&self) -> Vec<Term> {
+        let mut v = self.masters.clone();
+        if let Some((old, _)) = &self.joint {
+            for n in old {
+                if !v.contains(n) {
+                    v.push(n.clone());
+                }
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_order_as_erlang_tuples() {
+        let e = |c, p: &str| Epoch {
+            counter: c,
+            proposer: p.to_string(),
+        };
+        assert!(e(1, "z") < e(2, "a"));
+        assert!(e(2, "a@h") < e(2, "b@h"));
+        assert!(Epoch::initial() < e(1, "a"));
+    }
+
+    #[test]
+    fn tags_carry_epochs() {
+        let epoch = Term::tuple(vec![Term::Int(4), Term::atom("a@h")]);
+        let plain = Term::tuple(vec![
+            Term::atom("$locker_epoch"),
+            epoch.clone(),
+            Term::Int(1),
+        ]);
+        let token = Term::tuple(vec![
+            Term::atom("$locker_token"),
+            plain.clone(),
+            Term::Int(9),
+        ]);
+        let want = Some(Epoch {
+            counter: 4,
+            proposer: "a@h".to_string(),
+        });
+        assert_eq!(tag_epoch(&plain), want);
+        assert_eq!(tag_epoch(&token), want);
+        assert_eq!(tag_epoch(&Term::Int(1)), None);
+    }
+
+    #[test]
+    fn configurations_round_trip() {
+        let c = Configuration {
+            epoch: Epoch {
+                counter: 2,
+                proposer: "a@h".to_string(),
+            },
+            masters: vec![Term::atom("a@h"), Term::atom("b@h")],
+            replicas: vec![],
+            w: 2,
+            joint: Some((vec![Term::atom("a@h")], 1)),
+            mode: Mode::Epoch,
+        };
+        assert_eq!(Configuration::of(&c.term()), Some(c.clone()));
+        assert_eq!(c.voters().len(), 2);
+        assert_eq!(Configuration::of(&Term::Int(1)), None);
+    }
+}
