@@ -18,14 +18,15 @@
     restarted_master_rejoins/1,
     partition_and_heal/1,
     different_sizes_ignored/1,
-    minimum_w_grows/1
+    minimum_w_grows/1,
+    bootstrap_promise_is_exclusive/1
 ]).
 -export([log/2]).
 
 all() ->
     [bad_app_env, lone_node_never_grants, forms_when_quorum_connects, join_and_leave,
      two_formed_clusters_refused, boot_all_at_once, restarted_master_rejoins, partition_and_heal,
-     different_sizes_ignored, minimum_w_grows].
+     different_sizes_ignored, minimum_w_grows, bootstrap_promise_is_exclusive].
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
@@ -274,6 +275,64 @@ minimum_w_grows(Config) ->
      || N <- Nodes],
     {ok, 3, _, _} = rpc:call(D, locker, lock, [k, d, 10000]),
     ok.
+
+%% The forming protocol seen from one fresh node, with this test node as
+%% the proposers (a process registered as locker_auto here gets the
+%% answers): a node promises itself to one proposal at a time, until it is
+%% committed, aborted, or its proposer is gone; only the proposal it
+%% promised to can configure it.
+bootstrap_promise_is_exclusive(Config) ->
+    [A] = peers(Config, 1),
+    start_auto(A, 3),
+    Me = node(),
+    Proposer = fun() ->
+        Test = self(),
+        P = spawn(fun() -> true = register(locker_auto, self()), Test ! {registered, self()}, relay(Test) end),
+        receive {registered, P} -> P end
+    end,
+    Ask = fun(Msg) -> {locker_auto, A} ! {locker_auto, 1, Msg} end,
+    Answer = fun(Ref) -> receive {relayed, {locker_auto, 1, {promise, Ref, A, Yes}}} -> Yes after 10000 -> ct:fail(no_answer) end end,
+    P1 = Proposer(),
+    [R1, R2, R3] = [make_ref() || _ <- [1, 2, 3]],
+    Ask({prepare, R1, Me, [Me, A], 2}),
+    ?assert(Answer(R1)),
+    %% Promised: another proposal is refused, the same one is not.
+    Ask({prepare, R2, Me, [Me, A], 2}),
+    ?assertNot(Answer(R2)),
+    Ask({prepare, R1, Me, [Me, A], 2}),
+    ?assert(Answer(R1)),
+    %% A commit of a proposal it did not promise to changes nothing.
+    Ask({commit, R2, Me, {Me, 1, 1}, [Me, A], 2}),
+    %% (an answer to a message sent after the commit: the commit was handled)
+    Ask({prepare, R1, Me, [Me, A], 2}),
+    ?assert(Answer(R1)),
+    ?assertEqual({error, no_quorum}, rpc:call(A, locker, lock, [k, a, 1000])),
+    #{cluster := undefined, masters := [A]} = rpc:call(A, locker_auto, status, []),
+    %% Aborted: free again.
+    Ask({abort, R1, Me}),
+    Ask({prepare, R2, Me, [Me, A], 2}),
+    ?assert(Answer(R2)),
+    %% The proposer's locker_auto is gone: free again.
+    exit(P1, kill),
+    P2 = await_new_proposer(Proposer),
+    Ask({prepare, R3, Me, [Me, A], 2}),
+    ?assert(Answer(R3)),
+    %% The promised proposal commits: the node takes its configuration.
+    Id = {Me, 2, 2},
+    Ask({commit, R3, Me, Id, [Me, A], 2}),
+    await_status(A, fun(#{cluster := C, masters := M, w := 2}) -> C =:= Id andalso M =:= lists:sort([Me, A]) end),
+    exit(P2, kill),
+    ok.
+
+%% A new locker_auto stand-in here, once the old one's name is free.
+await_new_proposer(Proposer) ->
+    case whereis(locker_auto) of
+        undefined -> Proposer();
+        _ -> timer:sleep(10), await_new_proposer(Proposer)
+    end.
+
+relay(To) ->
+    receive M -> To ! {relayed, M}, relay(To) end.
 
 %% Node refuses connections with Others, both ways, until the cookies are
 %% set back.

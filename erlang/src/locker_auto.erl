@@ -89,6 +89,9 @@
     change = undefined :: undefined | tuple(),
     %% The bootstrap this (fresh) node promised itself to: {Ref, Proposer}.
     promised = undefined :: undefined | {reference(), node()},
+    %% Monitor of the proposer's locker_auto while promised: the promise
+    %% ends with the proposal (commit, abort), or with the proposer.
+    promise_mref = undefined :: undefined | reference(),
     %% What was last logged about the quorum, to log each change once.
     said = undefined :: term(),
     %% Last time a repeated error was logged, per kind.
@@ -234,6 +237,8 @@ handle_info({nodedown, Node}, S) ->
 handle_info({'DOWN', Mref, process, _, _}, #state{change = {change, _, Mref, _, _}} = S) ->
     %% The change process exited without a result (it reports before exiting).
     {noreply, evaluate(S#state{change = undefined})};
+handle_info({'DOWN', Mref, process, {?MODULE, Node}, _}, #state{promise_mref = Mref} = S) ->
+    {noreply, evaluate(forget(Node, S))};
 handle_info({'DOWN', Mref, process, {?MODULE, Node}, _}, S) ->
     case S#state.peers of
         #{Node := #peer{mref = Mref}} -> {noreply, evaluate(forget(Node, S))};
@@ -336,9 +341,11 @@ message({prepare, Ref, From, Members, W}, S) when
                 _ -> false
             end,
     send(From, {promise, Ref, node(), Yes}),
-    case Yes of
-        true -> S#state{promised = {Ref, From}};
-        false -> S
+    case {Yes, S#state.promised} of
+        {true, undefined} ->
+            S#state{promised = {Ref, From}, promise_mref = erlang:monitor(process, {?MODULE, From})};
+        _ ->
+            S
     end;
 message({promise, Ref, From, Yes}, #state{change = {bootstrap, Ref, Members, W, Acked, Timer}} = S) when
     is_atom(From), is_boolean(Yes)
@@ -368,11 +375,11 @@ message({commit, Ref, From, Id, Masters, W}, #state{promised = {Ref, From}} = S)
     set_cluster_id(Id),
     ?LOG_NOTICE("locker: joined the new cluster ~0p: masters ~0p, W = ~b", [Id, Masters, W]),
     [hello(N, S) || N <- nodes()],
-    evaluate(mark(Masters, Id, S#state{promised = undefined}));
+    evaluate(mark(Masters, Id, unpromise(S)));
 message({commit, Ref, _, _, _, _}, S) when is_reference(Ref) ->
     S;
 message({abort, Ref, From}, #state{promised = {Ref, From}} = S) ->
-    evaluate(S#state{promised = undefined});
+    evaluate(unpromise(S));
 message({abort, Ref, _}, S) when is_reference(Ref) ->
     S;
 %% A formed cluster tells a node its identity: after adding it through a
@@ -419,18 +426,35 @@ is_cluster(_) -> false.
 bad_input(Msg, S) ->
     log_repeated(warning, bad_input, S, "locker: unexpected or malformed membership message ~0P dropped", [Msg, 20]).
 
+%% A node gone (disconnected, or its locker_auto stopped): no longer a
+%% peer; a promise to it ends; a proposal that counted on it is aborted.
 forget(Node, #state{peers = Peers} = S) ->
-    case maps:take(Node, Peers) of
-        {#peer{mref = Mref}, Rest} ->
-            erlang:demonitor(Mref, [flush]),
-            S1 = S#state{peers = Rest},
-            case S1#state.promised of
-                {_, Node} -> S1#state{promised = undefined};
-                _ -> S1
+    S1 =
+        case maps:take(Node, Peers) of
+            {#peer{mref = Mref}, Rest} ->
+                erlang:demonitor(Mref, [flush]),
+                S#state{peers = Rest};
+            error ->
+                S
+        end,
+    S2 =
+        case S1#state.promised of
+            {_, Node} -> unpromise(S1);
+            _ -> S1
+        end,
+    case S2#state.change of
+        {bootstrap, _, Members, _, _, _} ->
+            case lists:member(Node, Members) of
+                true -> backoff(abort_bootstrap(S2));
+                false -> S2
             end;
-        error ->
-            S
+        _ ->
+            S2
     end.
+
+unpromise(#state{promise_mref = Mref} = S) ->
+    _ = is_reference(Mref) andalso erlang:demonitor(Mref, [flush]),
+    S#state{promised = undefined, promise_mref = undefined}.
 
 %%--------------------------------------------------------------------
 %% Decisions
