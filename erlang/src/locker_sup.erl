@@ -31,8 +31,13 @@ start_link() ->
 init([]) ->
     Children =
         case application:get_env(locker, start_server, false) of
-            true -> children(maps:from_list(application:get_all_env(locker)));
-            false -> []
+            true ->
+                children(maps:from_list(application:get_all_env(locker)));
+            false ->
+                _ = application:get_env(locker, masters) =:= {ok, auto} andalso
+                    logger:warning("locker: {masters, auto} is set but {start_server, true} is not: "
+                                   "no server and no automatic membership started"),
+                []
         end,
     {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, Children}}.
 
