@@ -67,6 +67,8 @@ bad_app_env(Config) ->
     ?assertMatch({bad_app_env, w, 1, _}, Reason([{masters, auto}, {cluster_size, 3}, {w, 1}])),
     ?assertMatch({bad_app_env, leave_grace_ms, x, _},
                  Reason([{masters, auto}, {cluster_size, 3}, {w, 2}, {leave_grace_ms, x}])),
+    ?assertMatch({bad_app_env, replicas, "r@h", _},
+                 Reason([{masters, auto}, {cluster_size, 3}, {w, 2}, {leave_grace_ms, 10}, {replicas, "r@h"}])),
     ok.
 
 find_bad({bad_app_env, _, _, _} = B) -> B;

@@ -54,7 +54,8 @@
     cluster_size => pos_integer() | undefined,
     w => pos_integer() | undefined,
     leave_grace_ms => non_neg_integer(),
-    tick_ms => pos_integer()
+    tick_ms => pos_integer(),
+    replicas => [node()]
 }.
 
 -type cluster_id() :: {node(), integer(), integer()}.
@@ -125,7 +126,7 @@ child_spec(Opts) ->
 %% or a proplist/map of the same keys) and fills in the defaults:
 %% `cluster_size' (the expected number of masters) or `w' (a minimum
 %% quorum), at least one of them; `leave_grace_ms' (30000), `tick_ms'
-%% (1000). A bad value is `{error, {bad_app_env, Key, Value, Expected}}'.
+%% (1000), `replicas' ([]: kept as they are, the masters change). A bad value is `{error, {bad_app_env, Key, Value, Expected}}'.
 -spec options(map() | [{atom(), term()}]) -> {ok, options()} | {error, term()}.
 options(Env) when is_list(Env) ->
     options(maps:from_list([KV || {_, _} = KV <- Env]));
@@ -138,7 +139,9 @@ options(Env) when is_map(Env) ->
         {leave_grace_ms, 30000, fun(V) -> is_integer(V) andalso V >= 0 end,
          "a non-negative integer: how long a master may be gone before it is removed (ms)"},
         {tick_ms, 1000, fun(V) -> is_integer(V) andalso V > 0 end,
-         "a positive integer: how often nodes exchange their views (ms)"}
+         "a positive integer: how often nodes exchange their views (ms)"},
+        {replicas, [], fun(V) -> is_list(V) andalso lists:all(fun is_atom/1, V) end,
+         "a list of node names"}
     ],
     try
         Opts = maps:from_list([
@@ -183,10 +186,10 @@ initial_w(#{cluster_size := N}) -> N div 2 + 1.
 %% running VM (its leases and cluster survive the restart, see
 %% {@link locker_server}).
 -spec start_server([pos_integer()], options()) -> {ok, pid()} | {error, term()}.
-start_server([_ | Intervals] = Args, _Opts) ->
+start_server([_ | Intervals] = Args, Opts) ->
     case locker_meta:current() of
         undefined ->
-            locker_server:start_configured(Args, [node()], []);
+            locker_server:start_configured(Args, [node()], maps:get(replicas, Opts, []));
         {Masters, Replicas, W} ->
             locker_server:start_configured([W | Intervals], Masters, Replicas)
     end.

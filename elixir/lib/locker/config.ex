@@ -111,6 +111,7 @@ defmodule Locker.Config do
   defp auto(:auto, w, get) do
     if Node.alive?() do
       env = %{
+        replicas: get.(:replicas, []),
         cluster_size: get.(:cluster_size, nil),
         w: w,
         leave_grace_ms: get.(:leave_grace_ms, 30_000),
