@@ -19,14 +19,16 @@
     partition_and_heal/1,
     different_sizes_ignored/1,
     minimum_w_grows/1,
-    bootstrap_promise_is_exclusive/1
+    bootstrap_promise_is_exclusive/1,
+    five_boot_and_connect_at_random/1
 ]).
 -export([log/2]).
 
 all() ->
     [bad_app_env, lone_node_never_grants, forms_when_quorum_connects, join_and_leave,
      two_formed_clusters_refused, boot_all_at_once, restarted_master_rejoins, partition_and_heal,
-     different_sizes_ignored, minimum_w_grows, bootstrap_promise_is_exclusive].
+     different_sizes_ignored, minimum_w_grows, bootstrap_promise_is_exclusive,
+     five_boot_and_connect_at_random].
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
@@ -325,6 +327,37 @@ bootstrap_promise_is_exclusive(Config) ->
     await_status(A, fun(#{cluster := C, masters := M, w := 2}) -> C =:= Id andalso M =:= lists:sort([Me, A]) end),
     exit(P2, kill),
     ok.
+
+%% Five nodes started at once, connected pair by pair in a random order
+%% while they start: one cluster of five (W = 3), every time.
+%% LOCKER_AUTO_BOOTS rounds (default 1).
+five_boot_and_connect_at_random(Config) ->
+    Rounds = list_to_integer(os:getenv("LOCKER_AUTO_BOOTS", "1")),
+    Seed = erlang:phash2(make_ref()),
+    rand:seed(exsss, {Seed, 1, 2}),
+    ct:log("seed ~b, ~b rounds", [Seed, Rounds]),
+    lists:foreach(
+        fun(Round) ->
+            Nodes = peers(Config, 5),
+            Pairs = [{A, B} || A <- Nodes, B <- Nodes, A < B],
+            Shuffled = [P || {_, P} <- lists:sort([{rand:uniform(), P} || P <- Pairs])],
+            Self = self(),
+            [spawn_link(fun() -> Self ! {started, N, catch start_auto(N, 5)} end) || N <- Nodes],
+            [begin true = rpc:call(A, net_kernel, connect_node, [B]), timer:sleep(rand:uniform(20)) end
+             || {A, B} <- Shuffled],
+            [receive {started, N, R} -> ok = R end || N <- Nodes],
+            T0 = erlang:monotonic_time(millisecond),
+            [await_status(N, fun(#{masters := M, w := W, quorum := Q, changing := Ch}) ->
+                                 M =:= Nodes andalso W =:= 3 andalso Q andalso not Ch end, 60000)
+             || N <- Nodes],
+            Ids = lists:usort([maps:get(cluster, rpc:call(N, locker_auto, status, [])) || N <- Nodes]),
+            ?assertMatch([_], Ids),
+            ct:log("round ~b: one cluster of 5, settled ~b ms after the last connection",
+                   [Round, erlang:monotonic_time(millisecond) - T0]),
+            [stop_node(Config, N) || N <- Nodes]
+        end,
+        lists:seq(1, Rounds)
+    ).
 
 %% A new locker_auto stand-in here, once the old one's name is free.
 await_new_proposer(Proposer) ->
