@@ -536,9 +536,26 @@ target(Masters, Replicas, W, Joiners, Gone, #state{wmin = Wmin} = S) ->
     New = lists:sort(Kept ++ Joiners),
     NewW = target_w(New, S),
     case New =:= lists:sort(Masters) andalso NewW =:= W of
-        true -> S;
-        false -> start_change(New, Replicas, NewW, S)
+        false ->
+            start_change(New, Replicas, NewW, S);
+        true ->
+            %% The same configuration still without an epoch (the change
+            %% made when the cluster formed failed): through the safe path
+            %% again, at most every ?REPEAT_LOG_MS.
+            Now = erlang:monotonic_time(millisecond),
+            case legacy() andalso Now - maps:get(epoch_retry, S#state.logged, Now - ?REPEAT_LOG_MS) >= ?REPEAT_LOG_MS of
+                true -> start_change(New, Replicas, NewW, S#state{logged = (S#state.logged)#{epoch_retry => Now}});
+                false -> S
+            end
     end.
+
+%% Whether this node's configuration was set without an epoch.
+legacy() ->
+    membership_path() andalso
+        case locker_meta:config() of
+            #{mode := legacy} -> true;
+            _ -> false
+        end.
 
 %% W for a master set: a majority, never below the expected quorum.
 target_w(Masters, #state{wmin = Wmin}) ->
