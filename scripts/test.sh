@@ -25,11 +25,17 @@ rebar3 dialyzer
 step "Elixir (Mix): format, compile with warnings as errors, tests"
 mix format --check-formatted
 mix compile --warnings-as-errors --force
+# elixir/test/locker_docs_test.exs runs the code blocks of README.md,
+# docs/*.md and the other READMEs (or lists why one cannot run) and the
+# @doc examples.
 mix test
 sh scripts/dialyzer-elixir.sh
 
 step "Consumers: rebar3 (git, _checkouts) and Mix (path, git) projects that depend on this one"
 sh scripts/consumer-test.sh
+
+step "The README's demo (scripts/demo.sh): both local clusters, start to finish"
+sh scripts/demo.sh >/dev/null
 
 step "lockerd: --help"
 cargo run --quiet -p lockerd -- --help >/dev/null

@@ -303,13 +303,11 @@ extend_propagates(Config) ->
     Pid = self(),
     {ok, 2, 2, 2} = call(A, lock, [123, Pid]),
     {error, not_found} = call(C, dirty_read, [123]),
-    %% C joins the masters and learns the key through extend_lease. (It
-    %% stays a master: making it a replica again waits, through
-    %% locker_membership, until the leases stored while it was a master
-    %% run out.)
+    %% C joins the masters and learns the key through extend_lease.
     ok = call(A, set_nodes, [[A, B, C], [A, B, C], []]),
+    ok = call(A, set_nodes, [[A, B, C], [A, B], [C]]),
     ok = call(A, extend_lease, [123, Pid, 60000]),
-    {ok, Pid} = call(C, dirty_read, [123]),
+    {ok, Pid} = push_and_await([A, B], C, 123),
     {ok, [], [{123, Pid, _}], _, _, _} = state(C).
 
 add_remove_node(Config) ->

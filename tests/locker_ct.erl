@@ -3,6 +3,8 @@
 -module(locker_ct).
 
 -export([ensure_distributed/0, start_peer/2, start_server/2, os_pid/1, code_paths/0, flood_unknown/3]).
+-export([unique/1, root/0, lockerd_binaries/0, start_os/3, await_line/3, stop_os/1, kill9/1, dist_port/1,
+         creation/1]).
 
 %% Makes the test node distributed (longnames on 127.0.0.1), starting
 %% epmd if needed.
@@ -88,3 +90,131 @@ count_replies(Parent, N) ->
         {_Ref, {error, {unknown_request, {no_such_request, _, _}}}} -> count_replies(Parent, N - 1);
         {left, From} -> From ! {self(), left, N}
     end.
+
+%% A name made unique on this machine for this run: `Prefix_N'.
+-spec unique(string()) -> string().
+unique(Prefix) ->
+    Prefix ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
+
+%% The project root: the first directory above this module's source (or
+%% the current directory) that holds native/lockerd/Cargo.toml.
+-spec root() -> file:filename().
+root() ->
+    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
+    {ok, Cwd} = file:get_cwd(),
+    case [D || Start <- [filename:dirname(Source), Cwd], D <- ancestors(Start),
+               filelib:is_regular(filename:join(D, "native/lockerd/Cargo.toml"))] of
+        [Root | _] -> Root;
+        [] -> ct:fail({no_project_root, Source, Cwd})
+    end.
+
+ancestors("/") -> ["/"];
+ancestors(D) -> [D | ancestors(filename:dirname(D))].
+
+%% Builds lockerd and its examples (incremental, so the binaries match the
+%% sources) and returns their paths, in cargo's target directory
+%% ($CARGO_TARGET_DIR, relative to the root, or target/).
+-spec lockerd_binaries() -> #{lockerd := file:filename(), registry_owner := file:filename()}.
+lockerd_binaries() ->
+    Root = root(),
+    Cmd = "cd " ++ Root ++ " && cargo build --release --quiet -p lockerd --bins --examples 2>&1; echo \"exit=$?\"",
+    Out = os:cmd(Cmd),
+    ct:log("~s~n~s", [Cmd, Out]),
+    Target = filename:absname(os:getenv("CARGO_TARGET_DIR", "target"), Root),
+    Bins = #{lockerd => filename:join(Target, "release/lockerd"),
+             registry_owner => filename:join(Target, "release/examples/registry_owner")},
+    case lists:all(fun filelib:is_regular/1, maps:values(Bins)) of
+        true -> Bins;
+        false -> ct:fail({cannot_build_lockerd, Out})
+    end.
+
+%% Starts an OS process (lockerd, or one of its examples) owned by a
+%% process that appends its output to Log, and waits for its first
+%% `lockerd ready Port Creation' or `registered Name Pid' line. Returns
+%% `#{owner, os_pid, ready, log}'; fails the case if it exits first or is
+%% not ready within 15 s.
+-spec start_os(file:filename(), [string()], file:filename()) -> map().
+start_os(Bin, Args, Log) ->
+    Parent = self(),
+    Owner = spawn(fun() ->
+        {ok, F} = file:open(Log, [append]),
+        Port = open_port({spawn_executable, Bin}, [{args, Args}, {line, 16384}, exit_status, stderr_to_stdout, binary]),
+        {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+        Parent ! {self(), os_pid, OsPid},
+        owner(Port, F, Parent, [])
+    end),
+    OsPid = receive {Owner, os_pid, P} -> P after 5000 -> ct:fail(no_os_pid) end,
+    Ready = receive
+        {Owner, ready, Line} -> Line;
+        {Owner, exited, S} -> ct:fail({exited_at_start, Bin, S, file:read_file(Log)})
+    after 15000 -> ct:fail({not_ready, Bin, file:read_file(Log)})
+    end,
+    ct:log("started ~s (OS pid ~p, log ~s)", [Bin, OsPid, Log]),
+    #{owner => Owner, os_pid => OsPid, ready => Ready, log => Log}.
+
+owner(Port, F, Parent, Waiters) ->
+    receive
+        {Port, {data, {eol, Line}}} ->
+            ok = file:write(F, [Line, $\n]),
+            Matched = [W || {line, Sub, W} <- Waiters, binary:match(Line, Sub) =/= nomatch],
+            [W ! {self(), line, Line} || W <- Matched],
+            Waiters1 = [X || X <- Waiters, not (is_tuple(X) andalso lists:member(element(3, X), Matched))],
+            case Line of
+                <<"lockerd ready ", _/binary>> -> Parent ! {self(), ready, Line};
+                <<"registered ", _/binary>> -> Parent ! {self(), ready, Line};
+                <<"released ", _/binary>> -> Parent ! {self(), released, Line};
+                _ -> ok
+            end,
+            owner(Port, F, Parent, Waiters1);
+        {Port, {data, {noeol, Part}}} ->
+            ok = file:write(F, Part),
+            owner(Port, F, Parent, Waiters);
+        {Port, {exit_status, S}} ->
+            ok = file:write(F, io_lib:format("exit_status ~p~n", [S])),
+            ok = file:close(F),
+            [W ! {self(), exited, S} || W <- [Parent | Waiters], is_pid(W)],
+            ok;
+        {wait, W} ->
+            owner(Port, F, Parent, [W | Waiters]);
+        {wait_line, Sub, W} ->
+            owner(Port, F, Parent, [{line, Sub, W} | Waiters])
+    end.
+
+%% Waits for a line of the process's output that contains Sub (from now on).
+-spec await_line(map(), binary(), timeout()) -> binary().
+await_line(#{owner := Owner}, Sub, Timeout) ->
+    Owner ! {wait_line, Sub, self()},
+    receive {Owner, line, Line} -> Line
+    after Timeout -> ct:fail({no_line, Sub})
+    end.
+
+%% kill -TERM and wait for the exit status (kill -9 after 10 s).
+-spec stop_os(map()) -> gone | timeout | integer().
+stop_os(#{owner := Owner, os_pid := OsPid}) ->
+    case is_process_alive(Owner) of
+        false ->
+            gone;
+        true ->
+            Owner ! {wait, self()},
+            _ = os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+            receive {Owner, exited, S} -> S after 10000 -> _ = os:cmd("kill -9 " ++ integer_to_list(OsPid)), timeout end
+    end.
+
+%% kill -9 and wait for the exit status.
+-spec kill9(map()) -> integer().
+kill9(#{owner := Owner, os_pid := OsPid}) ->
+    Owner ! {wait, self()},
+    _ = os:cmd("kill -9 " ++ integer_to_list(OsPid)),
+    receive {Owner, exited, S} -> S after 10000 -> ct:fail(not_killed) end.
+
+%% The distribution port and the creation from a `lockerd ready Port
+%% Creation' line.
+-spec dist_port(map()) -> inet:port_number().
+dist_port(#{ready := Line}) ->
+    [<<"lockerd">>, <<"ready">>, Port | _] = binary:split(Line, <<" ">>, [global]),
+    binary_to_integer(Port).
+
+-spec creation(map()) -> non_neg_integer().
+creation(#{ready := Line}) ->
+    [<<"lockerd">>, <<"ready">>, _Port, Creation | _] = binary:split(Line, <<" ">>, [global]),
+    binary_to_integer(Creation).

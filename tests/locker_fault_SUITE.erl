@@ -283,8 +283,7 @@ stop_member({Peer, _Node, OsPid}, Cleanup) ->
 
 %% lockerd, built by scripts/test.sh (or here if missing).
 lockerd_binary() ->
-    Root = filename:dirname(filename:dirname(code:which(locker))),
-    Top = find_root(Root),
+    Top = locker_ct:root(),
     Bin = filename:join([os:getenv("CARGO_TARGET_DIR", filename:join(Top, "target")), "release", "lockerd"]),
     case filelib:is_regular(Bin) of
         true -> Bin;
@@ -292,14 +291,6 @@ lockerd_binary() ->
             _ = os:cmd("cd " ++ Top ++ " && cargo build --release --quiet -p lockerd"),
             true = filelib:is_regular(Bin),
             Bin
-    end.
-
-%% The repository root: the first ancestor holding Cargo.toml.
-find_root("/") -> ct:fail(no_repository_root);
-find_root(Dir) ->
-    case filelib:is_regular(filename:join(Dir, "Cargo.toml")) of
-        true -> Dir;
-        false -> find_root(filename:dirname(Dir))
     end.
 
 lnode(Unique) -> list_to_atom(atom_to_list(Unique) ++ "@127.0.0.1").
@@ -389,15 +380,20 @@ reconfigure(R) ->
 
 %% The agent applies the targets it is sent, in order, through
 %% locker_membership:change/4 on a BEAM member; a failed change is tried
-%% again (up to 5 times, fewer if a newer target is waiting). A change that
-%% waits for the old leases to run out does not hold the nemesis up.
+%% again every 300 ms until it succeeds or a newer target is waiting. A
+%% change that waits for the old leases to run out does not hold the
+%% nemesis up. The table counts the targets sent and those done: while
+%% they differ, no master is killed (a master killed comes back under a
+%% new name, i.e. it is replaced: killing another one before the
+%% configuration took the replacement would leave fewer than W of the
+%% configured masters, for good, which no safe change can undo).
 start_agent(R) ->
     case w() >= 2 of
         true ->
             Changes = ets:new(fault_changes, [public]),
-            true = ets:insert(Changes, {longest_change_ms, 0}),
+            true = ets:insert(Changes, [{longest_change_ms, 0}, {sent, 0}, {done, 0}]),
             W = w(),
-            R#run{agent = spawn_link(fun() -> agent(W, Changes, none) end), changes = Changes};
+            R#run{agent = spawn_link(fun() -> agent(W, Changes) end), changes = Changes};
         false ->
             R
     end.
@@ -410,48 +406,43 @@ target(R) ->
 
 target(#run{agent = undefined} = R, _Masters) ->
     R;
-target(#run{agent = Agent} = R, Masters) ->
+target(#run{agent = Agent, changes = T} = R, Masters) ->
     All = lists:sort([N || {_, N, _} <- maps:values(R#run.members)]),
+    _ = ets:update_counter(T, sent, 1),
     Agent ! {target, Masters, All, beam_nodes(R)},
     R.
 
+%% Whether every target sent was applied.
+settled(#run{agent = undefined}) -> true;
+settled(#run{changes = T}) -> ets:lookup_element(T, sent, 2) =:= ets:lookup_element(T, done, 2).
+
 %% Waits (taking the clients' reports) until the agent applied every
-%% target sent so far, the last one successfully.
+%% target sent so far.
 sync_agent(#run{agent = undefined} = R) ->
     R;
-sync_agent(#run{agent = Agent} = R) ->
-    Agent ! {sync, self()},
-    sync_wait(Agent, R).
+sync_agent(R) ->
+    sync_wait(R, now_ms() + 300000).
 
-sync_wait(Agent, R) ->
-    receive
-        {synced, Agent} ->
-            R;
-        Msg when element(1, Msg) =:= acquired; element(1, Msg) =:= releasing; element(1, Msg) =:= failed;
-                 element(1, Msg) =:= 'DOWN' ->
-            sync_wait(Agent, note(Msg, R))
-    after 300000 ->
-        ct:fail({membership_agent_stuck, changes(R)})
+sync_wait(R, Deadline) ->
+    case settled(R) of
+        true -> R;
+        false ->
+            now_ms() > Deadline andalso ct:fail({membership_agent_stuck, changes(R)}),
+            sync_wait(collect(R, 100), Deadline)
     end.
 
 changes(#run{changes = undefined}) -> [];
-changes(#run{changes = T}) -> lists:sort(ets:tab2list(T)).
+changes(#run{changes = T}) -> lists:sort([E || {K, _} = E <- ets:tab2list(T), K =/= sent, K =/= done]).
 
-agent(W, Changes, Last) ->
+agent(W, Changes) ->
     receive
         {target, Masters, All, Beams} ->
-            Ok = change(W, Changes, Masters, All, Beams, 5),
-            agent(W, Changes, {Masters, All, Beams, Ok});
-        {sync, From} ->
-            case Last of
-                {Masters, All, Beams, false} -> true = change(W, Changes, Masters, All, Beams, 600);
-                _ -> ok
-            end,
-            From ! {synced, self()},
-            agent(W, Changes, case Last of {M, A, B, _} -> {M, A, B, true}; none -> none end)
+            ok = change(W, Changes, Masters, All, Beams),
+            _ = ets:update_counter(Changes, done, 1),
+            agent(W, Changes)
     end.
 
-change(W, Changes, Masters, All, Beams, Tries) ->
+change(W, Changes, Masters, All, Beams) ->
     Node = pick(Beams),
     Start = now_ms(),
     Result = rpc:call(Node, locker_membership, change, [Masters, [], W, #{nodes => All, wait => 60000}], 120000),
@@ -469,9 +460,9 @@ change(W, Changes, Masters, All, Beams, Tries) ->
         ets:insert(Changes, {longest_change_ms, max(Took, ets:lookup_element(Changes, longest_change_ms, 2))}),
     {message_queue_len, Waiting} = process_info(self(), message_queue_len),
     case Result of
-        ok -> true;
-        _ when Tries > 1, Waiting =:= 0 -> receive after 300 -> ok end, change(W, Changes, Masters, All, Beams, Tries - 1);
-        _ -> false
+        ok -> ok;
+        _ when Waiting > 0 -> ok;
+        _ -> receive after 300 -> ok end, change(W, Changes, Masters, All, Beams)
     end.
 
 spawn_clients(Name, Node, R) ->
@@ -695,12 +686,13 @@ cut(Victim, Others, Beams, Until, R) ->
     end.
 
 %% A master may be killed only while no other master is in safe mode
-%% (else no quorum could vote on a free key for up to 20 s); the
-%% coordinator node any time.
+%% (else no quorum could vote on a free key for up to 20 s), and while the
+%% membership agent has applied every change it was sent (see
+%% start_agent/1); the coordinator node any time.
 kill_candidates(R) ->
     Now = now_ms(),
     InSafeMode = [N || {N, T} <- maps:to_list(R#run.restarted), Now < T + ?ABSTAIN + 500],
-    Masters = [M || M <- master_names(R), InSafeMode -- [M] =:= []],
+    Masters = [M || M <- master_names(R), InSafeMode -- [M] =:= [], settled(R)],
     R#run.coords ++ Masters.
 
 kill_member(Name, R) ->

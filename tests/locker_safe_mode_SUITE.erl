@@ -225,8 +225,8 @@ no_state_dir_abstains_at_every_start(Config) ->
     #{mode := timed} = status(Node),
     await(served_after_the_window, fun() -> promise(Node) =:= ok end).
 
-%% Bad values stop the server's start (and the application's) with
-%% {bad_app_env, Key, Value, Expected}.
+%% Bad values stop the server's start with {bad_app_env, Key, Value,
+%% Expected} (and the application's with {bad_config, Messages}).
 bad_environment_stops_the_start(Config) ->
     Args = ["-setcookie", atom_to_list(erlang:get_cookie())] ++
         lists:append([["-pa", P] || P <- locker_ct:code_paths()]),
@@ -258,11 +258,12 @@ bad_environment_stops_the_start(Config) ->
     ),
     ok = rpc:call(Node, application, unset_env, [locker, state_dir]),
     {error, {badarg, [0, 1000, 1000, 100]}} = locker_ct:start_server(Node, [0, 1000, 1000, 100]),
-    %% Through the application: it does not start, with the same reason.
+    %% Through the application: it does not start, and says why (its
+    %% environment is checked before anything starts: locker_config).
     ok = rpc:call(Node, application, set_env, [locker, start_server, true]),
     ok = rpc:call(Node, application, set_env, [locker, restart_abstain_ms, -1]),
-    {error, {_, {{shutdown, {failed_to_start_child, locker, {bad_app_env, restart_abstain_ms, -1, _}}}, _}}} =
-        rpc:call(Node, application, ensure_all_started, [locker]),
+    {error, {locker, {{bad_config, [Message]}, _}}} = rpc:call(Node, application, ensure_all_started, [locker]),
+    {match, _} = re:run(Message, "restart_abstain_ms = -1: expected a non-negative integer"),
     ok = rpc:call(Node, application, set_env, [locker, restart_abstain_ms, 0]),
     {ok, _} = rpc:call(Node, application, ensure_all_started, [locker]),
     ?assert(is_pid(rpc:call(Node, erlang, whereis, [locker]))).

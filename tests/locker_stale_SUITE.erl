@@ -63,6 +63,11 @@
 -define(LEASE, 60000).
 %% The coordinator under test's timeout: longer than the promise lifetime.
 -define(TIMEOUT, 30000).
+%% The rival's timeout: the rival must get its lock on M2 and M3 while M1
+%% is stopped, and this machine may be loaded (a 3 s timeout failed there
+%% once with every node sharing two busy vCPUs); its phase two waits for
+%% the stopped M1 at most this long.
+-define(RIVAL_TIMEOUT, 15000).
 %% How long a wait on the cluster's state or a reply may take before the
 %% case fails (not a timing assertion: a bound against hanging).
 -define(WAIT, 40000).
@@ -96,7 +101,7 @@ end_per_suite(_Config) ->
 init_per_group(beam, Config) ->
     [{kind, beam} | Config];
 init_per_group(mixed, Config) ->
-    [{kind, mixed}, {lockerd, lockerd_binary()} | Config].
+    [{kind, mixed}, {lockerd, maps:get(lockerd, locker_ct:lockerd_binaries())} | Config].
 
 end_per_group(_Group, _Config) ->
     ok.
@@ -129,11 +134,8 @@ end_per_testcase(_Case, Config) ->
     ets:delete(T),
     ok.
 
-unique(Prefix) ->
-    Prefix ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
-
 start_beam(Prefix, Config) ->
-    {Peer, Node} = locker_ct:start_peer(list_to_atom(unique(Prefix)), []),
+    {Peer, Node} = locker_ct:start_peer(list_to_atom(locker_ct:unique(Prefix)), []),
     T = ?config(cleanup, Config),
     ets:insert(T, [{peer, Peer}, {os_pid, locker_ct:os_pid(Node)}]),
     Node.
@@ -141,70 +143,17 @@ start_beam(Prefix, Config) ->
 %% lockerd as the third master (its own defaults: W = 2, promises live
 %% 10 s), started with open_port; its output goes to the case's priv_dir.
 start_lockerd(Prefix, Beams, Config) ->
-    Name = unique(Prefix),
+    Name = locker_ct:unique(Prefix),
     Node = list_to_atom(Name ++ "@127.0.0.1"),
     Masters = string:join([atom_to_list(N) || N <- Beams ++ [Node]], ","),
     Args = ["--name", atom_to_list(Node), "--cookie", atom_to_list(erlang:get_cookie()),
             "--masters", Masters, "--announce"],
     Log = filename:join(?config(priv_dir, Config), Name ++ ".log"),
-    Bin = ?config(lockerd, Config),
-    Parent = self(),
-    Owner = spawn(fun() ->
-        {ok, F} = file:open(Log, [append]),
-        Port = open_port({spawn_executable, Bin}, [{args, Args}, {line, 4096}, exit_status, stderr_to_stdout, binary]),
-        {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-        Parent ! {self(), os_pid, OsPid},
-        lockerd_owner(Port, F, Parent)
-    end),
-    OsPid = receive {Owner, os_pid, P} -> integer_to_list(P) after 5000 -> ct:fail(no_os_pid) end,
+    #{os_pid := P} = locker_ct:start_os(?config(lockerd, Config), Args, Log),
+    OsPid = integer_to_list(P),
     T = ?config(cleanup, Config),
     ets:insert(T, [{lockerd, OsPid}, {os_pid, OsPid}]),
-    receive {Owner, ready} -> ok after 15000 -> ct:fail({lockerd_not_ready, Log}) end,
     Node.
-
-lockerd_owner(Port, F, Parent) ->
-    receive
-        {Port, {data, {eol, <<"lockerd ready ", _/binary>> = Line}}} ->
-            ok = file:write(F, [Line, $\n]),
-            Parent ! {self(), ready},
-            lockerd_owner(Port, F, Parent);
-        {Port, {data, {eol, Line}}} ->
-            ok = file:write(F, [Line, $\n]),
-            lockerd_owner(Port, F, Parent);
-        {Port, {data, {noeol, Part}}} ->
-            ok = file:write(F, Part),
-            lockerd_owner(Port, F, Parent);
-        {Port, {exit_status, S}} ->
-            _ = file:write(F, io_lib:format("exit_status ~p~n", [S])),
-            file:close(F)
-    end.
-
-%% Builds lockerd (incremental) so that the binary matches the sources.
-lockerd_binary() ->
-    Root = root(),
-    Cmd = "cd " ++ Root ++ " && cargo build --release --quiet -p lockerd 2>&1; echo \"exit=$?\"",
-    Out = os:cmd(Cmd),
-    ct:log("~s~n~s", [Cmd, Out]),
-    Target = filename:absname(os:getenv("CARGO_TARGET_DIR", "target"), Root),
-    Bin = filename:join(Target, "release/lockerd"),
-    case filelib:is_regular(Bin) of
-        true -> Bin;
-        false -> ct:fail({cannot_build_lockerd, Out})
-    end.
-
-%% The project root: the first directory above the suite's source (or the
-%% current directory) that holds native/lockerd/Cargo.toml.
-root() ->
-    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
-    {ok, Cwd} = file:get_cwd(),
-    case [D || Start <- [filename:dirname(Source), Cwd], D <- ancestors(Start),
-               filelib:is_regular(filename:join(D, "native/lockerd/Cargo.toml"))] of
-        [Root | _] -> Root;
-        [] -> ct:fail({no_project_root, Source, Cwd})
-    end.
-
-ancestors("/") -> ["/"];
-ancestors(D) -> [D | ancestors(filename:dirname(D))].
 
 os_pid(Node, Config) ->
     case ?config(kind, Config) =:= mixed andalso Node =:= ?config(m3, Config) of
@@ -237,7 +186,7 @@ paused_master_late_vote(Config) ->
     %% caller's, on the same connection, and votes for the caller first
     %% (from M2 they would race the caller's on another connection, and
     %% M3 could promise K to the rival and refuse the caller).
-    _ = op(M1, rival, fun() -> locker:lock_with_token(K, rival, ?LEASE, 3000) end),
+    _ = op(M1, rival, fun() -> locker:lock_with_token(K, rival, ?LEASE, ?RIVAL_TIMEOUT) end),
     await_state("the rival's lease on M1 and M2", fun() -> lease(M1, K) =:= {ok, rival} andalso lease(M2, K) =:= {ok, rival} end),
     cont_os(M3Os),
     verify(K, [await_op(caller), await_op(rival)], rival, Config).
@@ -327,7 +276,7 @@ coordinator_vm_stopped(Config) ->
     await_state("M2's vote for the caller", fun() -> promised(M2, K) =/= [] end),
     ok = release_promise(M3, Blocker),
     await_state("K free on M2 and M3", fun() -> promised(M2, K) =:= [] andalso promised(M3, K) =:= [] end),
-    _ = op(M2, rival, fun() -> locker:lock_with_token(K, rival, ?LEASE, 3000) end),
+    _ = op(M2, rival, fun() -> locker:lock_with_token(K, rival, ?LEASE, ?RIVAL_TIMEOUT) end),
     await_state("the rival's lease on M2 and M3", fun() -> lease(M2, K) =:= {ok, rival} andalso lease(M3, K) =:= {ok, rival} end),
     cont_os(M1Os),
     verify(K, [await_op(caller), await_op(rival)], rival, Config).

@@ -54,19 +54,8 @@ suite() ->
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
-    Root = root(),
-    Cmd = "cd " ++ Root ++ " && cargo build --release --quiet -p lockerd --bins --examples 2>&1; echo \"exit=$?\"",
-    Out = os:cmd(Cmd),
-    ct:log("~s~n~s", [Cmd, Out]),
-    %% cargo's target directory: $CARGO_TARGET_DIR (relative to the root)
-    %% or target/.
-    Target = filename:absname(os:getenv("CARGO_TARGET_DIR", "target"), Root),
-    Bin = filename:join(Target, "release/lockerd"),
-    Example = filename:join(Target, "release/examples/registry_owner"),
-    case filelib:is_regular(Bin) andalso filelib:is_regular(Example) of
-        true -> [{lockerd, Bin}, {example, Example} | Config];
-        false -> ct:fail({cannot_build_lockerd, Out})
-    end.
+    #{lockerd := Bin, registry_owner := Example} = locker_ct:lockerd_binaries(),
+    [{lockerd, Bin}, {example, Example} | Config].
 
 end_per_suite(_Config) ->
     ok.
@@ -76,34 +65,17 @@ init_per_testcase(_Case, Config) ->
 
 end_per_testcase(_Case, Config) ->
     T = ?config(cleanup, Config),
-    [catch stop_os(O) || {os, O} <- ets:lookup(T, os)],
+    [catch locker_ct:stop_os(O) || {os, O} <- ets:lookup(T, os)],
     [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
     ets:delete(T),
     ok.
-
-%% The project root: the first directory above the suite's source (or
-%% the current directory) that holds native/lockerd/Cargo.toml.
-root() ->
-    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
-    {ok, Cwd} = file:get_cwd(),
-    case [D || Start <- [filename:dirname(Source), Cwd], D <- ancestors(Start),
-               filelib:is_regular(filename:join(D, "native/lockerd/Cargo.toml"))] of
-        [Root | _] -> Root;
-        [] -> ct:fail({no_project_root, Source, Cwd})
-    end.
-
-ancestors("/") -> ["/"];
-ancestors(D) -> [D | ancestors(filename:dirname(D))].
-
-unique(Prefix) ->
-    Prefix ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
 
 cookie() ->
     atom_to_list(erlang:get_cookie()).
 
 %% A BEAM locker node (the locker server runs with default intervals).
 beam(Prefix, Config) ->
-    {Peer, Node} = locker_ct:start_peer(list_to_atom(unique(Prefix)), []),
+    {Peer, Node} = locker_ct:start_peer(list_to_atom(locker_ct:unique(Prefix)), []),
     ets:insert(?config(cleanup, Config), {peer, Peer}),
     Node.
 
@@ -112,89 +84,18 @@ beam(Prefix, Config) ->
 lockerd(Config, Name, Args) ->
     lockerd(Config, Name ++ "@127.0.0.1", Args, long).
 
-lockerd(Config, NodeS, Args, _Kind) ->
+%% `Kind': `long' (`--name', as `erl -name') or `short' (`--sname', as
+%% `erl -sname').
+lockerd(Config, NodeS, Args, Kind) ->
     Log = filename:join(?config(priv_dir, Config), NodeS ++ ".log"),
     Bin = ?config(lockerd, Config),
-    L = start_os(Bin, ["--name", NodeS, "--cookie", cookie(), "--announce", "--net-ticktime", "10" | Args], Log),
+    Flag = case Kind of long -> "--name"; short -> "--sname" end,
+    L = locker_ct:start_os(Bin, [Flag, NodeS, "--cookie", cookie(), "--announce", "--net-ticktime", "10" | Args], Log),
     ets:insert(?config(cleanup, Config), {os, L}),
     L#{node => list_to_atom(NodeS)}.
 
 new_lockerd(Config, Args) ->
-    lockerd(Config, unique("ld"), Args).
-
-%% An OS process owned by a process that writes its output to Log and
-%% reports `lockerd ready Port Creation' / `registered Name Pid' lines.
-start_os(Bin, Args, Log) ->
-    Parent = self(),
-    Owner = spawn(fun() ->
-        {ok, F} = file:open(Log, [append]),
-        Port = open_port({spawn_executable, Bin}, [{args, Args}, {line, 16384}, exit_status, stderr_to_stdout, binary]),
-        {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-        Parent ! {self(), os_pid, OsPid},
-        owner(Port, F, Parent, [])
-    end),
-    OsPid = receive {Owner, os_pid, P} -> P after 5000 -> ct:fail(no_os_pid) end,
-    Ready = receive
-        {Owner, ready, Line} -> Line;
-        {Owner, exited, S} -> ct:fail({exited_at_start, Bin, S, file:read_file(Log)})
-    after 15000 -> ct:fail({not_ready, Bin, file:read_file(Log)})
-    end,
-    #{owner => Owner, os_pid => OsPid, ready => Ready, log => Log}.
-
-owner(Port, F, Parent, Waiters) ->
-    receive
-        {Port, {data, {eol, Line}}} ->
-            ok = file:write(F, [Line, $\n]),
-            Matched = [W || {line, Sub, W} <- Waiters, binary:match(Line, Sub) =/= nomatch],
-            [W ! {self(), line, Line} || W <- Matched],
-            Waiters1 = [X || X <- Waiters, not (is_tuple(X) andalso lists:member(element(3, X), Matched))],
-            case Line of
-                <<"lockerd ready ", _/binary>> -> Parent ! {self(), ready, Line};
-                <<"registered ", _/binary>> -> Parent ! {self(), ready, Line};
-                <<"released ", _/binary>> -> Parent ! {self(), released, Line};
-                _ -> ok
-            end,
-            owner(Port, F, Parent, Waiters1);
-        {Port, {data, {noeol, Part}}} ->
-            ok = file:write(F, Part),
-            owner(Port, F, Parent, Waiters);
-        {Port, {exit_status, S}} ->
-            ok = file:write(F, io_lib:format("exit_status ~p~n", [S])),
-            file:close(F),
-            [W ! {self(), exited, S} || W <- [Parent | Waiters], is_pid(W)],
-            ok;
-        {wait, W} ->
-            owner(Port, F, Parent, [W | Waiters]);
-        {wait_line, Sub, W} ->
-            owner(Port, F, Parent, [{line, Sub, W} | Waiters])
-    end.
-
-%% Waits for a line of lockerd's output that contains Sub (from now on).
-await_line(#{owner := Owner}, Sub, Timeout) ->
-    Owner ! {wait_line, Sub, self()},
-    receive {Owner, line, Line} -> Line
-    after Timeout -> ct:fail({no_line, Sub})
-    end.
-
-%% kill -TERM and wait for the exit status.
-stop_os(#{owner := Owner, os_pid := OsPid}) ->
-    case is_process_alive(Owner) of
-        false ->
-            gone;
-        true ->
-            Owner ! {wait, self()},
-            os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
-            receive {Owner, exited, S} -> S after 10000 -> os:cmd("kill -9 " ++ integer_to_list(OsPid)), timeout end
-    end.
-
-kill9(#{owner := Owner, os_pid := OsPid}) ->
-    Owner ! {wait, self()},
-    os:cmd("kill -9 " ++ integer_to_list(OsPid)),
-    receive {Owner, exited, S} -> S after 10000 -> ct:fail(not_killed) end.
-
-dist_port(#{ready := Line}) ->
-    [<<"lockerd">>, <<"ready">>, Port | _] = binary:split(Line, <<" ">>, [global]),
-    binary_to_integer(Port).
+    lockerd(Config, locker_ct:unique("ld"), Args).
 
 call(N, F, A) ->
     rpc:call(N, locker, F, A).
@@ -302,7 +203,7 @@ ping_and_every_request(Config) ->
 mixed_cluster(Config) ->
     A = beam("a", Config),
     B = beam("b", Config),
-    LName = unique("ld"),
+    LName = locker_ct:unique("ld"),
     L = list_to_atom(LName ++ "@127.0.0.1"),
     Cluster = [A, B, L],
     #{node := L} = lockerd(Config, LName, ["--masters", join(Cluster)]),
@@ -366,7 +267,7 @@ mixed_cluster(Config) ->
 mixed_cluster_kill_and_restart(Config) ->
     A = beam("a", Config),
     B = beam("b", Config),
-    LName = unique("ld"),
+    LName = locker_ct:unique("ld"),
     L = list_to_atom(LName ++ "@127.0.0.1"),
     Cluster = [A, B, L],
     Args = ["--masters", join(Cluster)],
@@ -377,7 +278,7 @@ mixed_cluster_kill_and_restart(Config) ->
     Parent = self(),
     Worker = spawn_link(fun() -> churn(A, Parent, 0) end),
     timer:sleep(100),
-    137 = kill9(LD),
+    137 = locker_ct:kill9(LD),
     timer:sleep(200),
     Worker ! stop,
     Done = receive {churned, N, Bad} -> {N, Bad} after 10000 -> ct:fail(no_churn) end,
@@ -410,7 +311,7 @@ churn(A, Parent, N) ->
 %% the log (wait_for, dirty_read) and reads masters with master_dirty_read.
 lockerd_masters_beam_replicas(Config) ->
     R = beam("r", Config),
-    Names = [unique("ld") || _ <- [1, 2, 3]],
+    Names = [locker_ct:unique("ld") || _ <- [1, 2, 3]],
     Masters = [list_to_atom(N ++ "@127.0.0.1") || N <- Names],
     Args = ["--masters", join(Masters), "--replicas", atom_to_list(R), "--push-ms", "50"],
     [lockerd(Config, N, Args) || N <- Names],
@@ -441,16 +342,16 @@ lockerd_masters_beam_replicas(Config) ->
 rust_client_owns_a_name(Config) ->
     A = beam("a", Config),
     B = beam("b", Config),
-    LName = unique("ld"),
+    LName = locker_ct:unique("ld"),
     L = list_to_atom(LName ++ "@127.0.0.1"),
     Cluster = [A, B, L],
     _ = lockerd(Config, LName, ["--masters", join(Cluster)]),
     ok = call(A, set_nodes, [Cluster, Cluster, []]),
-    SvcS = unique("svc") ++ "@127.0.0.1",
+    SvcS = locker_ct:unique("svc") ++ "@127.0.0.1",
     Svc = list_to_atom(SvcS),
     Log = filename:join(?config(priv_dir, Config), SvcS ++ ".log"),
-    Name = list_to_atom(unique("worker")),
-    Ex = start_os(?config(example, Config), ["--name", SvcS, "--cookie", cookie(), "--masters", join(Cluster),
+    Name = list_to_atom(locker_ct:unique("worker")),
+    Ex = locker_ct:start_os(?config(example, Config), ["--name", SvcS, "--cookie", cookie(), "--masters", join(Cluster),
                                              "--w", "2", "--register", atom_to_list(Name), "--lease-ms", "1500"], Log),
     ets:insert(?config(cleanup, Config), {os, Ex}),
     {ok, Owner} = call(A, dirty_read, [Name]),
@@ -490,7 +391,7 @@ elixir_registry(Config) ->
         {Elixirc, true} ->
             Out = filename:join(?config(priv_dir, Config), "elixir_registry"),
             ok = filelib:ensure_path(Out),
-            Src = filename:join(root(), "elixir/lib/locker/registry.ex"),
+            Src = filename:join(locker_ct:root(), "elixir/lib/locker/registry.ex"),
             Log = os:cmd(Elixirc ++ " --ignore-module-conflict -o " ++ Out ++ " " ++ Src ++ " 2>&1"),
             case filelib:is_regular(filename:join(Out, "Elixir.Locker.Registry.beam")) of
                 true -> {ok, ["/usr/lib/elixir/lib/elixir/ebin", Out]};
@@ -515,15 +416,15 @@ bad_input(Config) ->
     pong = net_adm:ping(L),
     %% Wrong cookie, outgoing: a lockerd with another cookie cannot reach
     %% this node (it logs the failure and keeps running).
-    LName = unique("ldwrong"),
-    Wrong = start_os(?config(lockerd, Config), ["--name", LName ++ "@127.0.0.1", "--cookie", "not_the_cookie",
+    LName = locker_ct:unique("ldwrong"),
+    Wrong = locker_ct:start_os(?config(lockerd, Config), ["--name", LName ++ "@127.0.0.1", "--cookie", "not_the_cookie",
                                                 "--announce", "--masters", atom_to_list(node())],
                      filename:join(?config(priv_dir, Config), LName ++ ".log")),
     ets:insert(?config(cleanup, Config), {os, Wrong}),
     until(fun() -> {ok, T} = file:read_file(maps:get(log, Wrong)), binary:match(T, <<"wrong cookie">>) =/= nomatch end),
     false = lists:member(list_to_atom(LName ++ "@127.0.0.1"), nodes(hidden)),
     %% Garbage on the distribution port, before any handshake.
-    Port = dist_port(LD),
+    Port = locker_ct:dist_port(LD),
     [begin
         {ok, S} = gen_tcp:connect("127.0.0.1", Port, [binary, {active, false}]),
         ok = gen_tcp:send(S, G),
@@ -678,7 +579,7 @@ recv_all(S, Acc) ->
 %% SIGTERM: in-flight calls answered, the log pushed to the replica, exit 0.
 graceful_shutdown_pushes_log(Config) ->
     R = beam("r", Config),
-    LName = unique("ld"),
+    LName = locker_ct:unique("ld"),
     L = list_to_atom(LName ++ "@127.0.0.1"),
     LD = lockerd(Config, LName, ["--masters", atom_to_list(L), "--replicas", atom_to_list(R), "--push-ms", "600000", "--w", "1"]),
     %% (W first: set_nodes keeps the node's W, and W = 2 does not fit one
@@ -690,20 +591,20 @@ graceful_shutdown_pushes_log(Config) ->
     Parent = self(),
     spawn_link(fun() -> Parent ! {waited, call(R, wait_for, [pushed_at_exit, 10000])} end),
     timer:sleep(100),
-    0 = stop_os(LD),
+    0 = locker_ct:stop_os(LD),
     receive {waited, {ok, v}} -> ok after 5000 -> ct:fail(log_not_pushed) end,
     {ok, v} = call(R, dirty_read, [pushed_at_exit]).
 
 join(Nodes) ->
     string:join([atom_to_list(N) || N <- Nodes], ",").
 
-%% Short names (`x@host', with `erl -sname'): a short-named BEAM node pings
+%% Short names (`x@host', lockerd's `--sname' with `erl -sname'): a short-named BEAM node pings
 %% lockerd, calls it, and lockerd connects back to push its log to it.
 short_names(Config) ->
     {ok, Host} = inet:gethostname(),
     Short = hd(string:split(Host, ".")),
-    LName = unique("lds"),
-    Me = unique("sn"),
+    LName = locker_ct:unique("lds"),
+    Me = locker_ct:unique("sn"),
     MeNode = Me ++ "@" ++ Short,
     L = LName ++ "@" ++ Short,
     _ = lockerd(Config, LName ++ "@" ++ Short, [], short),
@@ -726,7 +627,7 @@ short_names(Config) ->
 %% (net_ticktime 10) exchange ticks for 6 s without any other traffic.
 ticks_keep_idle_links_up(Config) ->
     #{node := L, log := Log} = new_lockerd(Config, []),
-    {ok, Peer, P} = peer:start(#{name => list_to_atom(unique("tick")), host => "127.0.0.1", longnames => true,
+    {ok, Peer, P} = peer:start(#{name => list_to_atom(locker_ct:unique("tick")), host => "127.0.0.1", longnames => true,
                                   connection => standard_io,
                                   args => ["-setcookie", cookie(), "-kernel", "net_ticktime", "2"]}),
     ets:insert(?config(cleanup, Config), {peer, Peer}),
@@ -742,13 +643,13 @@ ticks_keep_idle_links_up(Config) ->
 %% is dropped after net_ticktime (2 s here), and the connection comes back
 %% once the peer runs again.
 silent_peer_is_dropped(Config) ->
-    NodeS = unique("ldsilent") ++ "@127.0.0.1",
+    NodeS = locker_ct:unique("ldsilent") ++ "@127.0.0.1",
     Log = filename:join(?config(priv_dir, Config), NodeS ++ ".log"),
-    L0 = start_os(?config(lockerd, Config), ["--name", NodeS, "--cookie", cookie(), "--announce",
+    L0 = locker_ct:start_os(?config(lockerd, Config), ["--name", NodeS, "--cookie", cookie(), "--announce",
                                             "--net-ticktime", "2", "--log", "info"], Log),
     ets:insert(?config(cleanup, Config), {os, L0}),
     L = list_to_atom(NodeS),
-    {ok, Peer, P} = peer:start(#{name => list_to_atom(unique("silent")), host => "127.0.0.1", longnames => true,
+    {ok, Peer, P} = peer:start(#{name => list_to_atom(locker_ct:unique("silent")), host => "127.0.0.1", longnames => true,
                                   connection => standard_io, args => ["-setcookie", cookie()]}),
     ets:insert(?config(cleanup, Config), {peer, Peer}),
     pong = peer:call(Peer, net_adm, ping, [L]),
@@ -756,7 +657,7 @@ silent_peer_is_dropped(Config) ->
     Closed = <<"connection closed peer=", (atom_to_binary(P))/binary>>,
     T0 = erlang:monotonic_time(millisecond),
     "" = os:cmd("kill -STOP " ++ OsPid),
-    Line = try await_line(L0, Closed, 10000) after os:cmd("kill -CONT " ++ OsPid) end,
+    Line = try locker_ct:await_line(L0, Closed, 10000) after os:cmd("kill -CONT " ++ OsPid) end,
     Silent = erlang:monotonic_time(millisecond) - T0,
     ct:log("dropped after ~b ms: ~s", [Silent, Line]),
     {match, _} = re:run(Line, "no data or tick"),

@@ -21,16 +21,8 @@ suite() ->
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
-    Root = root(),
-    Cmd = "cd " ++ Root ++ " && cargo build --release --quiet -p lockerd --bins 2>&1; echo \"exit=$?\"",
-    Out = os:cmd(Cmd),
-    ct:log("~s~n~s", [Cmd, Out]),
-    Target = filename:absname(os:getenv("CARGO_TARGET_DIR", "target"), Root),
-    Bin = filename:join(Target, "release/lockerd"),
-    case filelib:is_regular(Bin) of
-        true -> [{lockerd, Bin} | Config];
-        false -> ct:fail({cannot_build_lockerd, Out})
-    end.
+    #{lockerd := Bin} = locker_ct:lockerd_binaries(),
+    [{lockerd, Bin} | Config].
 
 end_per_suite(_Config) ->
     ok.
@@ -45,18 +37,6 @@ end_per_testcase(_Case, Config) ->
     end,
     Config.
 
-root() ->
-    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
-    {ok, Cwd} = file:get_cwd(),
-    case [D || Start <- [filename:dirname(Source), Cwd], D <- ancestors(Start),
-               filelib:is_regular(filename:join(D, "native/lockerd/Cargo.toml"))] of
-        [Root | _] -> Root;
-        [] -> ct:fail({no_project_root, Source, Cwd})
-    end.
-
-ancestors("/") -> ["/"];
-ancestors(D) -> [D | ancestors(filename:dirname(D))].
-
 %% Starts lockerd (a master of its own) with Args and a metrics endpoint;
 %% returns its node, the pid of its `locker' process and a scraper. It is
 %% killed at the end of the case.
@@ -68,25 +48,10 @@ lockerd(Config, Args) ->
     Log = filename:join(?config(priv_dir, Config), NodeS ++ ".log"),
     All = ["--name", NodeS, "--cookie", atom_to_list(erlang:get_cookie()), "--masters", NodeS,
            "--announce", "--log", "info", "--metrics", "127.0.0.1:" ++ integer_to_list(MPort) | Args],
-    Bin = ?config(lockerd, Config),
-    Parent = self(),
-    %% The port's owner writes lockerd's output to Log.
-    Owner = spawn(fun() ->
-        {ok, F} = file:open(Log, [append]),
-        Port = open_port({spawn_executable, Bin},
-                         [{args, All}, {line, 16384}, exit_status, stderr_to_stdout, binary]),
-        {os_pid, P} = erlang:port_info(Port, os_pid),
-        Parent ! {self(), os_pid, P},
-        log_lines(Port, F, Parent)
-    end),
-    OsPid = receive {Owner, os_pid, P} -> P after 5000 -> ct:fail(no_os_pid) end,
-    Creation = receive
-        {Owner, ready, C} -> C;
-        {Owner, exited, S} -> ct:fail({exited_at_start, S, file:read_file(Log)})
-    after 15000 -> ct:fail({not_ready, file:read_file(Log)})
-    end,
+    LD = locker_ct:start_os(?config(lockerd, Config), All, Log),
+    #{os_pid := OsPid} = LD,
     put(lockerd, #{os_pid => OsPid}),
-    ct:log("lockerd ~s (OS pid ~p, log ~s)", [NodeS, OsPid, Log]),
+    Creation = locker_ct:creation(LD),
     Node = list_to_atom(NodeS),
     %% lockerd starts net_kernel, then locker: locker is its second pid.
     Name = list_to_binary(NodeS),
@@ -94,27 +59,6 @@ lockerd(Config, Args) ->
     pong = net_adm:ping(Node),
     Metric = fun(M) -> metric(MPort, M) end,
     {Node, Locker, Metric}.
-
-log_lines(Port, F, Parent) ->
-    receive
-        {Port, {data, {eol, Line}}} ->
-            ok = file:write(F, [Line, $\n]),
-            case Line of
-                <<"lockerd ready ", Rest/binary>> ->
-                    [_DistPort, C | _] = binary:split(Rest, <<" ">>, [global]),
-                    Parent ! {self(), ready, binary_to_integer(C)};
-                _ ->
-                    ok
-            end,
-            log_lines(Port, F, Parent);
-        {Port, {data, {noeol, Part}}} ->
-            ok = file:write(F, Part),
-            log_lines(Port, F, Parent);
-        {Port, {exit_status, S}} ->
-            ok = file:write(F, io_lib:format("exit_status ~p~n", [S])),
-            Parent ! {self(), exited, S},
-            file:close(F)
-    end.
 
 metric(MPort, Name) ->
     {ok, S} = gen_tcp:connect("127.0.0.1", MPort, [binary, {active, false}]),

@@ -25,13 +25,16 @@ defmodule Locker do
       W to the servers of the other masters and replicas that run
       `locker` once started (`set_nodes/3`, `set_w/2`; nodes without
       `locker` are skipped);
-    * `Locker.Registry.Table`, `Locker.Registry.Keeper` (which keeps
-      `Locker.Registry` names alive, and stops owners that lose theirs)
-      and `Locker.Registry.Resolver` (which resolves names on nodes that
-      are neither masters nor replicas);
+    * `Locker.Registry` (unless `registry_autostart: false`): a
+      supervisor of `Locker.Registry.Table`, `Locker.Registry.Keeper`
+      (which keeps `Locker.Registry` names alive, and stops owners that
+      lose theirs) and `Locker.Registry.Resolver` (which resolves names on
+      nodes that are neither masters nor replicas);
     * `Locker.AcquireQueue`, which orders `acquire/2` callers of this node.
 
-  See `Locker.Config` for every key of the application environment.
+  See `Locker.Config` for every key of the application environment. A bad
+  key stops the start with `{:bad_config, messages}` (one message per bad
+  key, each logged).
 
       # config/runtime.exs: three nodes, connected by libcluster or Node.connect/1
       config :locker, cluster_size: 3
@@ -68,7 +71,9 @@ defmodule Locker do
       {:ok, lease} = Locker.extend(lease, 10_000)
       :ok = Locker.release(lease)
 
-      Locker.transaction({:invoice, 42}, 10_000, fn lease -> charge(lease.token) end)
+      Locker.transaction({:invoice, 42}, 10_000, fn lease ->
+        Billing.charge(42, fencing_token: lease.token)
+      end)
 
   Read `docs/elixir.md` for what leases, dirty reads and fencing tokens do
   and do not guarantee.
@@ -104,21 +109,27 @@ defmodule Locker do
   ## Application
 
   @doc """
-  The application callback: starts `Locker.Supervisor` with the `locker`
-  server (when `:autostart`), `Locker.Registry.Table`,
-  `Locker.Registry.Keeper`, `Locker.Registry.Resolver` and
-  `Locker.AcquireQueue`.
+  The application callback: checks the application environment
+  (`Locker.Config.check/0`), then starts `Locker.Supervisor` with the
+  `locker` server (when `:autostart`), `Locker.Registry` (when
+  `:registry_autostart`) and `Locker.AcquireQueue`.
   """
   @impl Application
   @spec start(Application.start_type(), term()) :: {:ok, pid()} | {:error, term()}
   def start(_type, _args) do
     if warning = Config.legacy_env_warning(), do: Logger.warning(warning)
-    # Checks the server's keys first: a bad one stops the start here,
-    # with an ArgumentError that names it.
-    server = if Config.autostart?() and Config.server([]), do: [{Locker, []}], else: []
-    registry = [Locker.Registry.Table, Locker.Registry.Keeper, Locker.Registry.Resolver]
-    children = server ++ registry ++ [Locker.AcquireQueue]
-    Supervisor.start_link(children, strategy: :one_for_one, name: Locker.Supervisor)
+
+    case Config.check() do
+      :ok ->
+        server = if Config.autostart?(), do: [{Locker, []}], else: []
+        registry = if Config.registry_autostart?(), do: [Locker.Registry], else: []
+        children = server ++ registry ++ [Locker.AcquireQueue]
+        Supervisor.start_link(children, strategy: :one_for_one, name: Locker.Supervisor)
+
+      {:error, messages} ->
+        Enum.each(messages, &Logger.error/1)
+        {:error, {:bad_config, messages}}
+    end
   end
 
   @doc false
@@ -195,15 +206,16 @@ defmodule Locker do
   # from a smaller cluster).
   defp announce(conf) do
     others = Enum.uniq(conf.masters ++ conf.replicas) -- [node()]
+    answers = others |> :erpc.multicall(:erlang, :whereis, [:locker], 2000) |> Enum.zip(others)
+    running = for {{:ok, pid}, node} when is_pid(pid) <- answers, do: node
+    unreachable = for {{:error, {:erpc, :noconnection}}, node} <- answers, do: node
 
-    running =
-      others
-      |> :erpc.multicall(:erlang, :whereis, [:locker], 2000)
-      |> Enum.zip(others)
-      |> Enum.flat_map(fn
-        {{:ok, pid}, node} when is_pid(pid) -> [node]
-        _ -> []
-      end)
+    if unreachable != [] do
+      Logger.warning(
+        "locker: unknown or unreachable nodes among the masters and replicas: " <>
+          "#{inspect(unreachable)} (they count as down until they run locker and can be reached)"
+      )
+    end
 
     # Both go through locker_membership (configuration epochs): an error
     # (a master not started yet, a W that does not fit) changes nothing.
@@ -213,6 +225,12 @@ defmodule Locker do
       :ok
     else
       false ->
+        :ok
+
+      {:error, {why, node}} when why in [:not_running, :unreachable] ->
+        # A master that has not started yet: the last one to start
+        # configures them all.
+        Logger.info("locker: the other masters not configured yet (#{why}: #{inspect(node)})")
         :ok
 
       {:error, reason} ->
@@ -253,7 +271,7 @@ defmodule Locker do
   @spec lock(key(), value(), non_neg_integer(), timeout()) :: lock_result()
   def lock(key, value, lease_length \\ 2000, timeout \\ 5000) do
     Telemetry.span([:lock], %{key: key, lease: lease_length}, fn ->
-      :locker.lock(key, value, lease_length, timeout)
+      started!(fn -> :locker.lock(key, value, lease_length, timeout) end)
     end)
   end
 
@@ -263,7 +281,7 @@ defmodule Locker do
   """
   @spec update(key(), value(), value(), timeout()) :: lock_result()
   def update(key, value, new_value, timeout \\ 5000),
-    do: :locker.update(key, value, new_value, timeout)
+    do: started!(fn -> :locker.update(key, value, new_value, timeout) end)
 
   @doc """
   Waits until `key` has a value on this node: `{:ok, value}`; exits like
@@ -286,7 +304,9 @@ defmodule Locker do
   """
   @spec release(key(), value(), timeout()) :: lock_result()
   def release(key, value, timeout \\ 5000) do
-    Telemetry.span([:release], %{key: key}, fn -> :locker.release(key, value, timeout) end)
+    Telemetry.span([:release], %{key: key}, fn ->
+      started!(fn -> :locker.release(key, value, timeout) end)
+    end)
   end
 
   @doc """
@@ -296,7 +316,7 @@ defmodule Locker do
   @spec extend_lease(key(), value(), non_neg_integer()) :: :ok | {:error, :no_quorum}
   def extend_lease(key, value, lease_length \\ 2000) do
     Telemetry.span([:extend], %{key: key, lease: lease_length}, fn ->
-      :locker.extend_lease(key, value, lease_length)
+      started!(fn -> :locker.extend_lease(key, value, lease_length) end)
     end)
   end
 
@@ -313,7 +333,7 @@ defmodule Locker do
   master through `:rpc` (`:locker.master_dirty_read/1`).
   """
   @spec master_dirty_read(key()) :: {:ok, value()} | {:error, :not_found} | {:badrpc, term()}
-  def master_dirty_read(key), do: :locker.master_dirty_read(key)
+  def master_dirty_read(key), do: started!(fn -> :locker.master_dirty_read(key) end)
 
   @doc "Times a lock and release of a probe key: `{millis, lock_result}` (`:locker.lag/0`)."
   @spec lag() :: {float(), lock_result()}
@@ -370,7 +390,7 @@ defmodule Locker do
       timeout: Keyword.get(opts, :timeout, 5000)
     }
 
-    Telemetry.span([:acquire], meta, fn -> Acquire.run(key, opts) end, fn
+    Telemetry.span([:acquire], meta, fn -> started!(fn -> Acquire.run(key, opts) end) end, fn
       {:ok, lease} -> %{result: :ok, token: lease.token}
       {:error, reason} -> %{result: reason}
     end)
@@ -404,7 +424,7 @@ defmodule Locker do
     sent = System.monotonic_time(:millisecond)
 
     Telemetry.span([:extend], %{key: key, lease: ms}, fn ->
-      case :locker.extend_lease(key, value, ms, timeout) do
+      case started!(fn -> :locker.extend_lease(key, value, ms, timeout) end) do
         :ok -> {:ok, %{lease | expires_at: Lease.validity_end(sent, ms)}}
         {:error, :no_quorum} -> {:error, :no_quorum}
       end
@@ -418,15 +438,22 @@ defmodule Locker do
   is always released, also when `fun` raises, throws or exits (which then
   propagates). `opts` are those of `acquire/2` (`:lease` is `ttl`).
 
-      Locker.transaction("report", 30_000, fn -> build_report() end)
+      Locker.transaction("report", 30_000, fn -> Reports.build() end)
   """
   @spec transaction(key(), pos_integer(), (() -> result) | (Lease.t() -> result), acquire_opts()) ::
           result | {:error, :lock_failure}
         when result: var
-  def transaction(key, ttl, fun, opts \\ []) when is_function(fun, 0) or is_function(fun, 1) do
+  def transaction(key, ttl, fun, opts \\ []) do
+    check_fun!(fun, "Locker.transaction/4")
+
     unless is_integer(ttl) and ttl > 0 do
       raise ArgumentError,
             "Locker.transaction/4: ttl must be a positive integer of milliseconds, got: #{inspect(ttl)}"
+    end
+
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError,
+            "Locker.transaction/4: options must be a keyword list, got: #{inspect(opts)}"
     end
 
     case with_lock(key, Keyword.put(opts, :lease, ttl), fun) do
@@ -441,14 +468,17 @@ defmodule Locker do
   the `Locker.Lease`. The lock is always released, also when `fun` raises,
   throws or exits (which then propagates).
 
-      with {:ok, :done} <- Locker.with_lock(:nightly_job, [lease: 60_000], &run_job/0) do
-        ...
+      case Locker.with_lock(:nightly_job, [lease: 60_000], &NightlyJob.run/0) do
+        {:ok, :done} -> :ok
+        {:error, reason} -> {:skipped, reason}
       end
   """
   @spec with_lock(key(), acquire_opts(), (() -> result) | (Lease.t() -> result)) ::
           {:ok, result} | {:error, :timeout | :no_quorum}
         when result: var
-  def with_lock(key, opts \\ [], fun) when is_function(fun, 0) or is_function(fun, 1) do
+  def with_lock(key, opts \\ [], fun) do
+    check_fun!(fun, "Locker.with_lock/3")
+
     case acquire(key, opts) do
       {:ok, lease} ->
         try do
@@ -460,6 +490,25 @@ defmodule Locker do
       {:error, _} = error ->
         error
     end
+  end
+
+  @doc false
+  # Runs `fun`, which calls the `locker` coordinator: before the server
+  # ever started on this node, raises `Locker.NotStartedError` instead of
+  # the Erlang error `{:locker, :not_started}`.
+  @spec started!((() -> result)) :: result when result: var
+  def started!(fun) do
+    fun.()
+  catch
+    :error, {:locker, :not_started} -> raise Locker.NotStartedError, node: node()
+    :throw, {:locker, :no_such_meta_key} -> raise Locker.NotStartedError, node: node()
+  end
+
+  defp check_fun!(fun, _what) when is_function(fun, 0) or is_function(fun, 1), do: :ok
+
+  defp check_fun!(fun, what) do
+    raise ArgumentError,
+          "#{what}: expected a function of no argument or of the lease, got: #{inspect(fun)}"
   end
 
   @acquire_defaults [

@@ -56,6 +56,28 @@ defmodule LockerTelemetryTest do
     assert Locker.release(lease) == :ok
   end
 
+  test "a registration without a quorum: result :no_quorum, a log line, and an exit" do
+    ghost = :"beam_tel_ghost@127.0.0.1"
+    :ok = :locker.set_nodes([node()], [node(), ghost], [])
+    :ok = :locker.set_w([node()], 2)
+    on_exit(fn -> :locker.set_nodes([node()], [node()], []) end)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert catch_exit(Locker.Registry.register_name(:tnq, self())) ==
+                 {:locker_no_quorum, :tnq}
+      end)
+
+    assert log =~ "could not register :tnq"
+    assert log =~ "no quorum"
+    me = self()
+
+    assert_received {:event, [:locker, :registry, :register], _,
+                     %{name: :tnq, pid: ^me, result: :no_quorum}}
+
+    assert Locker.Registry.register(:tnq) == {:error, :no_quorum}
+  end
+
   test "registry events: register, unregister, down" do
     {:ok, pid} = LockerTest.Echo.start(:tname)
 

@@ -12,9 +12,10 @@
 %% exactly the requests of the original protocol, so original nodes, these
 %% nodes and `lockerd' can share a cluster.
 %%
+%% On each of three nodes `Cluster' (W = 2):
 %% ```
 %% {ok, _} = locker:start_link(2),
-%% ok = locker:set_nodes([node() | nodes()], [node() | nodes()], []),
+%% ok = locker:set_nodes(Cluster, Cluster, []),
 %% {ok, 2, 3, 3} = locker:lock(my_key, self(), 10000),
 %% {ok, Pid} = locker:dirty_read(my_key),
 %% {ok, 2, 3, 3} = locker:release(my_key, self()).
@@ -67,13 +68,24 @@
 start_link(W) ->
     start_link(W, 1000, 1000, 100).
 
-%% @doc Starts the `locker' server, registered locally as `locker'.
+%% @doc Starts the `locker' server, registered locally as `locker'. A
+%% quorum or an interval that is not a positive integer fails at once with
+%% `badarg' naming it.
 %% Leases survive a crash and restart of the server within the same VM
 %% (they live in the NIF store); pending promises and waiters do not.
 -spec start_link(pos_integer(), pos_integer(), pos_integer(), pos_integer()) ->
     {ok, pid()} | {error, term()}.
 start_link(W, LeaseExpireInterval, LockExpireInterval, PushTransInterval) ->
     Args = [W, LeaseExpireInterval, LockExpireInterval, PushTransInterval],
+    ?CHECK(
+        [
+            {1, is_integer(W) andalso W > 0, quorum},
+            {2, is_interval(LeaseExpireInterval), interval},
+            {3, is_interval(LockExpireInterval), interval},
+            {4, is_interval(PushTransInterval), interval}
+        ],
+        Args
+    ),
     gen_server:start_link({local, locker}, locker_server, Args, []).
 
 %% @doc Sets the write quorum of the cluster (its masters and replicas,
@@ -336,8 +348,10 @@ two_phase(Key, Expected, TagOf, Timeout, Commit, Undo, Retries) ->
 
 config() ->
     case locker_meta:config() of
-        undefined -> throw({locker, no_such_meta_key});
-        Config -> Config
+        undefined ->
+            erlang:error({locker, not_started}, none, [{error_info, #{module => ?MODULE, cause => not_started}}]);
+        Config ->
+            Config
     end.
 
 %% A tag that carries the configuration epoch it was made under: opaque to
@@ -496,6 +510,8 @@ is_lease(L) -> is_integer(L) andalso L >= 0.
 %% granted again to the next `lock' (the original has the same flaw).
 is_value(V) -> V =/= not_found.
 
+is_interval(I) -> is_integer(I) andalso I > 0.
+
 is_timeout(infinity) -> true;
 is_timeout(T) -> is_integer(T) andalso T >= 0.
 
@@ -506,15 +522,25 @@ is_node_list(_) -> false.
 %% @private The text of a wrong argument's error (OTP's error_info).
 -spec format_error(term(), erlang:stacktrace()) -> #{pos_integer() => unicode:chardata()}.
 format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
-    #{cause := Cause} = proplists:get_value(error_info, Info, #{cause => #{}}),
-    maps:map(fun(_, What) -> expected(What) end, Cause);
+    case proplists:get_value(error_info, Info, #{cause => #{}}) of
+        #{cause := not_started} ->
+            #{general => not_started_text()};
+        #{cause := Cause} when is_map(Cause) ->
+            maps:map(fun(_, What) -> expected(What) end, Cause);
+        _ ->
+            #{}
+    end;
 format_error(_Reason, _Stack) ->
     #{}.
+
+not_started_text() ->
+    "locker is not started on this node: start the locker application (or locker:start_link/1) first".
 
 expected(value) -> "expected a value other than the atom not_found (the protocol's marker for an absent key)";
 expected(lease) -> "expected a lease length: a non-negative integer of milliseconds";
 expected(timeout) -> "expected a timeout: a non-negative integer of milliseconds or infinity";
 expected(quorum) -> "expected a write quorum: a positive integer";
+expected(interval) -> "expected an interval: a positive integer of milliseconds";
 expected(nodes) -> "expected a proper list of node names (atoms)".
 
 tagged({ok, _, _, _} = Ok) -> Ok;
@@ -536,7 +562,7 @@ dirty_read(Key) ->
 %% random master through `rpc'.
 -spec master_dirty_read(key()) -> {ok, value()} | {error, not_found} | {badrpc, term()}.
 master_dirty_read(Key) ->
-    {Nodes, _, _} = get_meta(),
+    {Nodes, _, _} = meta(),
     case lists:member(node(), Nodes) of
         true ->
             dirty_read(Key);
@@ -646,6 +672,18 @@ now_to_seconds() ->
 -spec get_meta() -> {[node()], [node()], pos_integer()}.
 get_meta() ->
     locker_meta:get().
+
+%% This node's view for the coordinator and master_dirty_read/1: before
+%% the server ever started on this node, an error that says so (the
+%% original threw `{locker, no_such_meta_key}', which names nothing the
+%% caller did; get_meta/0 and get_meta_ets/1 still throw it).
+meta() ->
+    case locker_meta:current() of
+        undefined ->
+            erlang:error({locker, not_started}, none, [{error_info, #{module => ?MODULE, cause => not_started}}]);
+        Meta ->
+            Meta
+    end.
 
 %% @doc `{ok, Promises, Leases, LeaseTimer, LockTimer, PushTimer}':
 %% promises as `{Key, Tag, ExpiresAtMs}', leases as

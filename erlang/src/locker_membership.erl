@@ -323,11 +323,12 @@ finish(#{joint := {OldM, OldW}, epoch := {C, _} = E1, masters := Masters, w := W
             infinity -> infinity;
             Ms -> erlang:monotonic_time(millisecond) + Ms
         end,
-    %% Every lease of the old configuration is on W_old old masters; if
-    %% that is W_new new masters whatever they are (few old masters leave),
-    %% every new quorum meets it: nothing to wait for.
+    %% Every lease of the old configuration is on W_old old masters, so on
+    %% at least W_old - |Old \ New| new ones; if that many meet every W_new
+    %% of the N_new new masters (few old masters leave), every new quorum
+    %% meets every old lease: nothing to wait for.
     Need =
-        case OldW - length(OldM -- Masters) >= W of
+        case OldW - length(OldM -- Masters) >= length(Masters) - W + 1 of
             true -> 0;
             false -> length(OldM) - OldW + 1
         end,

@@ -18,6 +18,8 @@
 %%     {@link locker_safe_mode}. A bad value stops the server's start with
 %%     `{bad_app_env, Key, Value, Expected}'.</li>
 %% </ul>
+%% The application checks every key first ({@link locker_config}) and does
+%% not start with a bad one: `{bad_config, Messages}'.
 %% @end
 -module(locker_sup).
 -behaviour(supervisor).

@@ -5,6 +5,7 @@ defmodule Locker.Config do
   | key | default | used by |
   | --- | --- | --- |
   | `:autostart` | `true` | `Locker` (application): start the `locker` server |
+  | `:registry_autostart` | `true` | `Locker` (application): start the registry's processes (`Locker.Registry.child_spec/1`) |
   | `:masters` | `:auto` | the `locker` server: a list of nodes, or `:auto` (see below) |
   | `:cluster_size` | none | `:auto`: how many nodes the cluster is expected to have |
   | `:leave_grace_ms` | `30000` ms | `:auto`: how long a master may be gone before it is removed |
@@ -33,6 +34,11 @@ defmodule Locker.Config do
   expected nodes is connected. A node that is not distributed
   (`Node.alive?()` false) can never meet a peer: it is its own single
   master (W = 1 unless `:quorum` says otherwise).
+
+  Every key is checked when the application starts (`check/0`): with a
+  bad one it does not start, and logs one message per bad key, naming the
+  key, its value and what was expected. `masters` and `replicas` naming
+  other nodes need a distributed node (`--name` or `--sname`).
 
   The registry's timing is checked when `Locker.Registry.Keeper` starts
   (so the application refuses to start with a bad one), by `registry/1`:
@@ -72,6 +78,7 @@ defmodule Locker.Config do
   """
   @spec server(keyword()) :: server()
   def server(opts \\ []) do
+    check_server_opts!(opts)
     get = fn key, default -> Keyword.get(opts, key, env(key, default)) end
     masters = get.(:masters, nil) || :auto
     replicas = get.(:replicas, [])
@@ -139,6 +146,96 @@ defmodule Locker.Config do
   end
 
   defp auto(masters, w, _get), do: {masters, w, nil}
+
+  # Options of the `locker` server (`Locker.start_link/1`, `{Locker, opts}`).
+  @server_keys [
+    :masters,
+    :replicas,
+    :quorum,
+    :w,
+    :lease_expire_interval,
+    :lock_expire_interval,
+    :push_trans_log_interval,
+    :cluster_size,
+    :leave_grace_ms,
+    :tick_ms
+  ]
+
+  defp check_server_opts!(opts) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError,
+            "locker: the server's options must be a keyword list, got: #{inspect(opts)}"
+    end
+
+    case Keyword.keys(opts) -- @server_keys do
+      [] ->
+        :ok
+
+      unknown ->
+        raise ArgumentError,
+              "locker: unknown server options #{inspect(unknown)} (known: #{inspect(@server_keys)})"
+    end
+
+    case :locker_config.check(Map.new(opts)) do
+      :ok -> :ok
+      {:error, problems} -> raise ArgumentError, Enum.join(messages(problems, "option"), "\n")
+    end
+  end
+
+  @doc """
+  Checks the whole `:locker` application environment (every key of
+  `:locker_config.keys/0`, and the registry's timing, see `registry/1`):
+  `:ok`, or `{:error, messages}` with one message per bad key, naming the
+  key, its value and what was expected. The application refuses to start
+  with `{:bad_config, messages}` (and logs each message) when it is not
+  `:ok`.
+  """
+  @spec check() :: :ok | {:error, [String.t()]}
+  def check do
+    keys =
+      case :locker_config.check_env() do
+        :ok -> []
+        {:error, problems} -> messages(problems, "application environment")
+      end
+
+    registry =
+      if keys == [] do
+        try do
+          _ = registry()
+          []
+        rescue
+          e in ArgumentError -> [Exception.message(e)]
+        end
+      else
+        []
+      end
+
+    # The server's configuration as a whole (masters: :auto needs a
+    # cluster size on a distributed node).
+    server =
+      if keys == [] and autostart?() do
+        try do
+          _ = server([])
+          []
+        rescue
+          e in ArgumentError -> [Exception.message(e)]
+        end
+      else
+        []
+      end
+
+    case keys ++ registry ++ server do
+      [] -> :ok
+      messages -> {:error, messages}
+    end
+  end
+
+  # In Elixir's syntax (the Erlang application's are in Erlang's).
+  defp messages(problems, what) do
+    for {key, value, expected} <- problems do
+      "locker: bad #{what}: #{key} = #{inspect(value)}: expected #{expected}"
+    end
+  end
 
   @doc "A majority of `masters`: `div(length(masters), 2) + 1`."
   @spec majority([node()]) :: pos_integer()
@@ -221,6 +318,10 @@ defmodule Locker.Config do
 
   # As `Locker.Lease`: 1% of the lease plus 2 ms.
   defp drift_allowance(lease), do: div(lease, 100) + 2
+
+  @doc "Whether the application starts the registry's processes itself (`Locker.Registry.child_spec/1`)."
+  @spec registry_autostart?() :: boolean()
+  def registry_autostart?, do: env(:registry_autostart, true) == true
 
   @doc "Whether the application starts the `locker` server itself."
   @spec autostart?() :: boolean()

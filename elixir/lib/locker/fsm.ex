@@ -53,8 +53,9 @@ defmodule Locker.Fsm do
   defmacro __using__(opts) do
     quote location: :keep do
       @behaviour :gen_fsm
-      @locker_lease_length Keyword.get(unquote(opts), :lease_length, 5000)
-      @locker_lease_threshold Keyword.get(unquote(opts), :lease_threshold, 500)
+      @locker_opts Locker.Server.__options__(unquote(opts), "use Locker.Fsm")
+      @locker_lease_length @locker_opts[:lease_length]
+      @locker_lease_threshold @locker_opts[:lease_threshold]
       @before_compile Locker.Fsm
 
       @doc "Starts the FSM, registered as `{:via, Locker.Registry, name}` with `name:` in `opts`."
@@ -123,7 +124,7 @@ defmodule Locker.Fsm do
   @doc "Starts `module` as a `:gen_fsm`, named through `Locker.Registry` with `name:` in `opts`."
   @spec start(module(), term(), keyword()) :: {:ok, pid()} | :ignore | {:error, term()}
   def start(module, args, opts) do
-    case Keyword.pop(opts, :name) do
+    case Keyword.pop(Locker.Server.__opts__!(opts, "Locker.Fsm.start/3"), :name) do
       {nil, opts} -> apply(@gen_fsm, :start, [module, args, opts])
       {name, opts} -> apply(@gen_fsm, :start, [via(name), module, args, opts])
     end
@@ -132,6 +133,8 @@ defmodule Locker.Fsm do
   @doc "Starts and links `module` as a `:gen_fsm`, named with `name:` in `opts` (or in a keyword `args`)."
   @spec start_link(module(), term(), keyword()) :: {:ok, pid()} | :ignore | {:error, term()}
   def start_link(module, args, opts) do
+    opts = Locker.Server.__opts__!(opts, "Locker.Fsm.start_link/3")
+
     case Keyword.pop(opts, :name, args_name(args)) do
       {nil, opts} -> apply(@gen_fsm, :start_link, [module, args, opts])
       {name, opts} -> apply(@gen_fsm, :start_link, [via(name), module, args, opts])

@@ -8,6 +8,9 @@ defmodule Locker.Server do
 
         @impl true
         def init(args), do: {:ok, args}
+
+        @impl true
+        def handle_call(:ping, _from, state), do: {:reply, :pong, state}
       end
 
       {:ok, pid} = MyServer.start_link([], name: "my_server")
@@ -44,8 +47,9 @@ defmodule Locker.Server do
   defmacro __using__(opts) do
     quote location: :keep do
       use GenServer
-      @locker_lease_length Keyword.get(unquote(opts), :lease_length, 5000)
-      @locker_lease_threshold Keyword.get(unquote(opts), :lease_threshold, 500)
+      @locker_opts Locker.Server.__options__(unquote(opts), "use Locker.Server")
+      @locker_lease_length @locker_opts[:lease_length]
+      @locker_lease_threshold @locker_opts[:lease_threshold]
       @before_compile Locker.Server
 
       @doc "Starts the server, registered as `{:via, Locker.Registry, name}` with `name:` in `opts`."
@@ -95,9 +99,53 @@ defmodule Locker.Server do
   end
 
   @doc false
+  # The options of `use Locker.Server` and `use Locker.Fsm`, checked when
+  # the module compiles.
+  @spec __options__(term(), String.t()) :: keyword()
+  def __options__(opts, what) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "#{what}: options must be a keyword list, got: #{inspect(opts)}"
+    end
+
+    opts =
+      try do
+        Keyword.validate!(opts, lease_length: 5000, lease_threshold: 500)
+      rescue
+        e in ArgumentError ->
+          reraise ArgumentError, "#{what}: #{Exception.message(e)}", __STACKTRACE__
+      end
+
+    unless is_integer(opts[:lease_length]) and opts[:lease_length] > 0 do
+      raise ArgumentError,
+            "#{what}: :lease_length must be a positive integer of milliseconds, " <>
+              "got: #{inspect(opts[:lease_length])}"
+    end
+
+    unless is_integer(opts[:lease_threshold]) and opts[:lease_threshold] >= 0 do
+      raise ArgumentError,
+            "#{what}: :lease_threshold must be a non-negative integer of milliseconds, " <>
+              "got: #{inspect(opts[:lease_threshold])}"
+    end
+
+    opts
+  end
+
+  @doc false
+  # The start options of Locker.Server, Fsm and Statem processes: a
+  # keyword list (checked here; the values by GenServer and friends).
+  @spec __opts__!(term(), String.t()) :: keyword()
+  def __opts__!(opts, what) do
+    if Keyword.keyword?(opts) do
+      opts
+    else
+      raise ArgumentError, "#{what}: options must be a keyword list, got: #{inspect(opts)}"
+    end
+  end
+
+  @doc false
   @spec __name__(term(), keyword()) :: {term(), keyword()}
   def __name__(args, opts) do
-    case Keyword.pop(opts, :name) do
+    case Keyword.pop(__opts__!(opts, "start/2 (use Locker.Server)"), :name) do
       {nil, opts} ->
         {args, opts}
 

@@ -68,7 +68,7 @@ defmodule Locker.Statem do
   @doc "Starts `module` as a `:gen_statem`, named through `Locker.Registry` with `name:` in `opts`."
   @spec start(module(), term(), keyword()) :: :gen_statem.start_ret()
   def start(module, args, opts) do
-    case Keyword.pop(opts, :name) do
+    case Keyword.pop(Locker.Server.__opts__!(opts, "Locker.Statem.start/3"), :name) do
       {nil, opts} -> :gen_statem.start(module, args, opts)
       {name, opts} -> :gen_statem.start(via(name), module, args, opts)
     end
@@ -77,7 +77,7 @@ defmodule Locker.Statem do
   @doc "Starts and links `module` as a `:gen_statem`, named with `name:` in `opts`."
   @spec start_link(module(), term(), keyword()) :: :gen_statem.start_ret()
   def start_link(module, args, opts) do
-    case Keyword.pop(opts, :name) do
+    case Keyword.pop(Locker.Server.__opts__!(opts, "Locker.Statem.start_link/3"), :name) do
       {nil, opts} -> :gen_statem.start_link(module, args, opts)
       {name, opts} -> :gen_statem.start_link(via(name), module, args, opts)
     end

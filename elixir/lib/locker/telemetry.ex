@@ -25,7 +25,7 @@ defmodule Locker.Telemetry do
 
   | event | measurements | metadata |
   | --- | --- | --- |
-  | `[:locker, :registry, :register]` | `:duration` (native units) | `:name`, `:pid`, `:result` (`:yes`/`:no`) |
+  | `[:locker, :registry, :register]` | `:duration` (native units) | `:name`, `:pid`, `:result` (`:yes`, `:no` when held by another, `:no_quorum` when no holder is seen but no quorum granted it) |
   | `[:locker, :registry, :unregister]` | `:duration` | `:name`, `:pid` |
   | `[:locker, :registry, :down]` | `:duration` (DOWN to release done) | `:name`, `:pid`, `:reason` (the owner's exit reason), `:result` |
   | `[:locker, :registry, :lost]` | `:remaining` (ms the masters may still hold the lease) | `:name`, `:pid`, `:reason` (`:deadline`: not extended in time; `:not_held`: held by another or by nobody), `:action` (`:exit` or `:notify`) |

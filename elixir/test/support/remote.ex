@@ -9,7 +9,15 @@ defmodule LockerTest.Remote do
 
     pid =
       spawn(fn ->
-        send(parent, {:registered, self(), Locker.Registry.register_name(name, self())})
+        result =
+          try do
+            Locker.Registry.register_name(name, self())
+          catch
+            # No quorum (a master just cut off): as good as :no here.
+            :exit, {:locker_no_quorum, _} -> :no
+          end
+
+        send(parent, {:registered, self(), result})
         receive do: (:stop -> :ok)
       end)
 
@@ -109,6 +117,103 @@ defmodule LockerTest.Remote do
   end
 
   def drop_partition_noise(_, _), do: :ignore
+
+  @doc "Sends `{:log, node, level, text}` to `pid` for every log event of this node."
+  def forward_logs(pid) do
+    :ok = :logger.add_primary_filter(:locker_test_forward, {&__MODULE__.forward_log/2, pid})
+  end
+
+  @doc false
+  def forward_log(%{level: level, msg: msg} = event, pid) do
+    text =
+      case msg do
+        {:string, s} -> IO.chardata_to_string(s)
+        {:format, f, a} -> IO.chardata_to_string(:io_lib.format(f, a))
+        other -> inspect(other)
+      end
+
+    send(pid, {:log, node(), level, text})
+    _ = event
+    :ignore
+  rescue
+    _ -> :ignore
+  end
+
+  @doc """
+  Calls `apply(m, f, a)` in a new process that then stays alive (until
+  its node stops), for calls that register the caller: `{:ok, result}`
+  (`{:ok, {:exit, reason}}` when the call exits).
+  """
+  def call_in_new_process(m, f, a) do
+    parent = self()
+
+    pid =
+      spawn(fn ->
+        result =
+          try do
+            apply(m, f, a)
+          catch
+            :exit, reason -> {:exit, reason}
+          end
+
+        send(parent, {:called, self(), result})
+        Process.sleep(:infinity)
+      end)
+
+    receive do
+      {:called, ^pid, result} -> {:ok, result}
+    end
+  end
+
+  @doc """
+  Spawns a process that registers itself under `name` with `meta`,
+  reports `{:registered, pid, result}` to `report`, and on `:unregister`
+  calls `Locker.Registry.unregister/0` and reports `{:unregistered, result}`.
+  """
+  def spawn_register_meta(name, meta, report) do
+    Kernel.spawn(fn ->
+      send(report, {:registered, self(), Locker.Registry.register(name, meta)})
+      receive do: (:unregister -> send(report, {:unregistered, Locker.Registry.unregister()}))
+      Process.sleep(:infinity)
+    end)
+  end
+
+  @doc "Evaluates Erlang expressions (`code`, ending with a dot) with `bindings`: their value."
+  def eval_erlang(code, bindings) do
+    {:ok, tokens, _} = :erl_scan.string(String.to_charlist(code))
+    {:ok, exprs} = :erl_parse.parse_exprs(tokens)
+    {:value, value, _} = :erl_eval.exprs(exprs, bindings_of(bindings))
+    value
+  end
+
+  defp bindings_of(bindings) do
+    Enum.reduce(bindings, :erl_eval.new_bindings(), fn {k, v}, acc ->
+      :erl_eval.add_binding(k, v, acc)
+    end)
+  end
+
+  @doc "Registers `n` processes as `{prefix, i}` (with `i` as metadata): their pids."
+  def spawn_many_registered(prefix, n) do
+    for i <- 1..n do
+      {:ok, pid} = LockerTest.Echo.start({Locker.Registry, {prefix, i}, i})
+      pid
+    end
+  end
+
+  @doc """
+  Median time of `apply(m, f, a)` over `runs` runs of `batch` calls each,
+  in microseconds per call.
+  """
+  def median_us(m, f, a, runs, batch) do
+    times =
+      for _ <- 1..runs do
+        t0 = System.monotonic_time(:nanosecond)
+        for _ <- 1..batch, do: apply(m, f, a)
+        (System.monotonic_time(:nanosecond) - t0) / batch / 1000
+      end
+
+    Float.round(Enum.at(Enum.sort(times), div(runs, 2)), 1)
+  end
 
   @doc "Calls `apply(m, f, a)` (a start_link) and unlinks the started process from the caller."
   def start_unlinked(m, f, a) do

@@ -90,6 +90,25 @@ pub struct Peer {
 #[derive(Debug)]
 pub struct Failed(pub String);
 
+/// What a failed handshake says when the peer closed the connection
+/// after our challenge reply: OTP does so (logging "Invalid challenge
+/// reply") when the cookies differ.
+const PEER_CLOSED_ON_REPLY: &str =
+    "the peer closed the connection during the handshake (wrong cookie?)";
+
+/// What a failed handshake says when the peer's challenge ack does not
+/// match our cookie.
+const COOKIE_MISMATCH: &str = "cookie mismatch (wrong cookie)";
+
+impl Failed {
+    /// Whether the handshake failed on the cookie: the peer closed the
+    /// connection right after our challenge reply (what OTP does when the
+    /// cookies differ), or its challenge ack did not match our cookie.
+    pub fn is_bad_cookie(&self) -> bool {
+        self.0 == PEER_CLOSED_ON_REPLY || self.0 == COOKIE_MISMATCH
+    }
+}
+
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -98,7 +117,7 @@ impl std::fmt::Display for Failed {
 
 fn err(e: HandshakeError) -> Failed {
     Failed(match e {
-        HandshakeError::CookieMismatch => "cookie mismatch (wrong cookie)".to_string(),
+        HandshakeError::CookieMismatch => COOKIE_MISMATCH.to_string(),
         e => e.to_string(),
     })
 }
@@ -184,7 +203,7 @@ pub async fn connect(
         let (conn, peer) = hs.execute_rest(true).await.map_err(|e| match e {
             // OTP closes the connection on a bad challenge reply.
             HandshakeError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Failed("the peer closed the connection during the handshake (wrong cookie?)".into())
+                Failed(PEER_CLOSED_ON_REPLY.into())
             }
             e => err(e),
         })?;

@@ -65,7 +65,7 @@ pub mod shutdown;
 pub mod term;
 mod watermark;
 
-pub use node::{Node, NodeConfig};
+pub use node::{ConnectError, Node, NodeConfig};
 pub use process::{HeldLimits, Mailbox, Signal};
 pub use rpc::RpcHandler;
 pub use term::{Atom, Pid, Ref, Term};

@@ -74,6 +74,52 @@ impl NodeConfig {
     }
 }
 
+/// Why [`Node::connect_now`] could not connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The peer's name is not `alive@host`.
+    InvalidName(String),
+    /// epmd on the peer's host could not be reached or asked.
+    Epmd(String),
+    /// No node of that name is registered with epmd on its host.
+    NotRegistered {
+        /// The host asked.
+        host: String,
+    },
+    /// The handshake failed on the cookie: the peer closed the connection
+    /// after our challenge reply (OTP logs "Invalid challenge reply"), or
+    /// its challenge ack did not match ours.
+    BadCookie,
+    /// The peer refused the connection (`not_allowed`: its peer limit).
+    Refused(String),
+    /// Any other failure: TCP, the handshake timed out, another node
+    /// answered.
+    Handshake(String),
+    /// This node is stopping.
+    Stopping,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::InvalidName(n) => write!(f, "bad node name {n:?} (expected alive@host)"),
+            ConnectError::Epmd(e) => f.write_str(e),
+            ConnectError::NotRegistered { host } => {
+                write!(f, "not registered with epmd on {host}")
+            }
+            ConnectError::BadCookie => f.write_str(
+                "the peer refused our cookie (the handshake failed on the challenge: wrong cookie)",
+            ),
+            ConnectError::Refused(e) => f.write_str(e),
+            ConnectError::Handshake(e) => f.write_str(e),
+            ConnectError::Stopping => f.write_str("this node is stopping"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
 pub(crate) struct Inner {
     pub name: Atom,
     pub creation: u32,
@@ -509,18 +555,36 @@ impl Node {
         peers::ensure_connecting(self, peer);
     }
 
-    /// Waits until connected to `peer` (connecting if needed), up to `timeout`.
+    /// Makes one connection attempt to `peer` now and awaits it (or the
+    /// attempt already under way): `Ok` once connected, else why not,
+    /// telling a wrong cookie ([`ConnectError::BadCookie`]) from an
+    /// unknown or unreachable node. Callers retrying it should back off:
+    /// each attempt with a wrong cookie costs the peer a log line.
+    pub async fn connect_now(&self, peer: &Atom) -> Result<(), ConnectError> {
+        peers::connect_now(self, peer).await
+    }
+
+    /// Waits until connected to `peer` (connecting if needed), up to
+    /// `timeout`. Failed attempts are retried after 50 ms, doubling up to
+    /// 2 s (a wrong cookie costs the peer a log line per attempt).
     pub async fn wait_connected(&self, peer: &Atom, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = Duration::from_millis(50);
         loop {
             if self.is_connected(peer) {
                 return true;
             }
-            self.connect(peer);
-            if tokio::time::Instant::now() >= deadline {
+            match tokio::time::timeout_at(deadline, self.connect_now(peer)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(_)) => {}
+                Err(_) => return self.is_connected(peer),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 

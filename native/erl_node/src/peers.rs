@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::connection::Host;
 use crate::handshake::{self, Accept, ClientOutcome, Identity};
+use crate::node::ConnectError;
 use crate::term::Atom;
 use crate::watermark::Watermark;
 
@@ -125,45 +126,115 @@ pub(crate) fn ensure_connecting<H: PeerHost>(node: &H, peer: &Atom) {
 
 fn spawn_connect<H: PeerHost>(node: H, peer: Atom) {
     tokio::spawn(async move {
-        match connect(&node, &peer).await {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "cannot connect");
-                let had = {
-                    let mut peers = node.peers().lock();
-                    match peers.map.get(&peer) {
-                        Some(Slot::Connecting { .. }) => {
-                            peers.map.remove(&peer);
-                            true
-                        }
-                        _ => false,
-                    }
-                };
-                if had {
-                    node.peer_lost(&peer);
-                }
-            }
+        if let Err(e) = connect(&node, &peer).await {
+            tracing::info!(%peer, error = %e, "cannot connect");
+            forget_attempt(&node, &peer);
         }
     });
 }
 
-async fn connect<H: PeerHost>(node: &H, peer: &Atom) -> Result<(), String> {
+/// Drops the `Connecting` slot of a failed attempt (its queued frames
+/// with it) and tells the node, whose monitors of `peer` then fire.
+fn forget_attempt<H: PeerHost>(node: &H, peer: &Atom) {
+    let had = {
+        let mut peers = node.peers().lock();
+        match peers.map.get(peer) {
+            Some(Slot::Connecting { .. }) => {
+                peers.map.remove(peer);
+                true
+            }
+            _ => false,
+        }
+    };
+    if had {
+        node.peer_lost(peer);
+    }
+}
+
+/// One connection attempt to `peer`, made now and awaited: `Ok` once
+/// connected (or already connected). When another attempt is under way
+/// (an automatic connect on send), waits for its end, and makes its own
+/// if that one failed (so that the error says why). Cancellation-safe:
+/// the attempt runs in a task of its own.
+pub(crate) async fn connect_now<H: PeerHost>(node: &H, peer: &Atom) -> Result<(), ConnectError> {
+    if *peer == *node.name() {
+        return Ok(());
+    }
+    for _ in 0..2 {
+        if node.is_stopping() {
+            return Err(ConnectError::Stopping);
+        }
+        let ours = {
+            let mut peers = node.peers().lock();
+            match peers.map.get(peer) {
+                Some(Slot::Up { .. }) => return Ok(()),
+                Some(Slot::Connecting { .. }) => false,
+                None => {
+                    peers
+                        .map
+                        .insert(peer.clone(), Slot::Connecting { queue: Vec::new() });
+                    true
+                }
+            }
+        };
+        if ours {
+            // A task of its own: the slot is cleaned up even if the
+            // caller stops waiting.
+            let (n, p) = (node.clone(), peer.clone());
+            let attempt = tokio::spawn(async move {
+                let r = connect(&n, &p).await;
+                if let Err(e) = &r {
+                    tracing::debug!(peer = %p, error = %e, "cannot connect");
+                    forget_attempt(&n, &p);
+                }
+                r
+            });
+            return attempt
+                .await
+                .unwrap_or_else(|e| Err(ConnectError::Handshake(format!("connect task: {e}"))));
+        }
+        // Another attempt: wait for its end.
+        let deadline = tokio::time::Instant::now() + node.handshake_timeout() * 2;
+        loop {
+            match node.peers().lock().map.get(peer) {
+                Some(Slot::Up { .. }) => return Ok(()),
+                Some(Slot::Connecting { .. }) => {}
+                None => break,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ConnectError::Handshake("handshake timed out".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Err(ConnectError::Handshake(
+        "concurrent connection attempts failed".into(),
+    ))
+}
+
+async fn connect<H: PeerHost>(node: &H, peer: &Atom) -> Result<(), ConnectError> {
     let (alive, host) = peer
         .as_str()
         .split_once('@')
-        .ok_or_else(|| format!("bad node name {peer}"))?;
+        .ok_or_else(|| ConnectError::InvalidName(peer.to_string()))?;
     let timeout = node.handshake_timeout();
     for attempt in 0..30 {
         if node.peers().lock().is_up(peer) {
             return Ok(()); // the peer's own connection came in meanwhile
         }
         let port = crate::epmd::port_of(alive, host)
-            .await?
-            .ok_or_else(|| format!("{peer} is not registered with epmd on {host}"))?;
+            .await
+            .map_err(ConnectError::Epmd)?
+            .ok_or_else(|| ConnectError::NotRegistered {
+                host: host.to_string(),
+            })?;
         match handshake::connect(host, port, node.ident(), timeout).await {
             Ok(ClientOutcome::Up(stream, p)) => {
                 if p.name != peer.as_str() {
-                    return Err(format!("connected to {} instead of {peer}", p.name));
+                    return Err(ConnectError::Handshake(format!(
+                        "connected to {} instead of {peer}",
+                        p.name
+                    )));
                 }
                 install(node, peer.clone(), stream, p.creation);
                 return Ok(());
@@ -172,10 +243,12 @@ async fn connect<H: PeerHost>(node: &H, peer: &Atom) -> Result<(), String> {
                 tracing::debug!(%peer, attempt, "peer busy (simultaneous connect or old connection): retrying");
                 tokio::time::sleep(Duration::from_millis(50 + 50 * attempt.min(10))).await;
             }
-            Err(e) => return Err(e.0),
+            Err(e) if e.is_bad_cookie() => return Err(ConnectError::BadCookie),
+            Err(e) if e.0.starts_with("peer refused") => return Err(ConnectError::Refused(e.0)),
+            Err(e) => return Err(ConnectError::Handshake(e.0)),
         }
     }
-    Err("peer stayed busy".into())
+    Err(ConnectError::Handshake("peer stayed busy".into()))
 }
 
 /// Accepts connections until the node stops.

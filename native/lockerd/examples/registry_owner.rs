@@ -18,8 +18,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use erl_node::term::Term;
-use lockerd::client::{Client, ClientConfig, Incoming};
+use locker_client::{Client, Incoming, RawTerm, Term};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -35,16 +34,16 @@ struct Args {
     /// Replicas, comma separated.
     #[arg(long, value_delimiter = ',')]
     replicas: Vec<String>,
-    /// Write quorum.
-    #[arg(long, default_value_t = 2)]
-    w: usize,
+    /// Write quorum (default: a majority of the masters).
+    #[arg(long)]
+    w: Option<usize>,
     /// The name to own (an atom).
     #[arg(long)]
     register: String,
     /// Lease length in milliseconds (extended every third of it, as
     /// `Locker.Registry` does).
     #[arg(long, default_value_t = 5000)]
-    lease_ms: i64,
+    lease_ms: u64,
     /// How long before its lease could run out a name that could not be
     /// extended is given up, in milliseconds (default: a fifth of the
     /// lease, at least 100 ms, at most half of it).
@@ -62,38 +61,47 @@ async fn main() {
         .with_ansi(false)
         .init();
     let args = Args::parse();
-    let cookie = lockerd::cli::find_cookie(args.cookie.as_deref()).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2)
-    });
-    let masters: Vec<&str> = args.masters.iter().map(String::as_str).collect();
-    let replicas: Vec<&str> = args.replicas.iter().map(String::as_str).collect();
-    let client = Client::start(ClientConfig::new(
-        &args.name, &cookie, &masters, &replicas, args.w,
-    ))
-    .await
-    .unwrap_or_else(|e| {
+    let mut builder = Client::builder(&args.name)
+        .masters(&args.masters)
+        .replicas(&args.replicas);
+    builder = match args.cookie {
+        Some(c) => builder.cookie(c),
+        None => builder.cookie_from_env(),
+    };
+    if let Some(w) = args.w {
+        builder = builder.w(w);
+    }
+    let client = builder.start().await.unwrap_or_else(|e| {
         eprintln!("cannot start: {e}");
-        std::process::exit(1)
+        std::process::exit(match e {
+            locker_client::Error::InvalidArgument { .. } => 2,
+            _ => 1,
+        })
     });
-    let name = Term::atom(&args.register);
+    // The name is an atom: made from this program's own argument.
+    let name = RawTerm(Term::atom(&args.register));
     let timeout = Duration::from_secs(5);
+    let lease = Duration::from_millis(args.lease_ms);
     let margin = args.margin_ms.map_or_else(
-        || lockerd::client::default_margin(args.lease_ms),
+        || locker_client::default_margin(lease),
         Duration::from_millis,
     );
     let mut owned = loop {
         match client
             .register_name_with_margin(
-                name.clone(),
-                args.lease_ms,
-                Duration::from_millis((args.lease_ms / 3).max(1) as u64),
+                &name,
+                lease,
+                (lease / 3).max(Duration::from_millis(1)),
                 margin,
                 timeout,
             )
             .await
         {
             Ok(o) => break o,
+            Err(e @ locker_client::Error::InvalidArgument { .. }) => {
+                eprintln!("{e}");
+                std::process::exit(2)
+            }
             Err(e) => {
                 tracing::warn!("{e}; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -128,13 +136,19 @@ async fn main() {
                 tracing::error!("name lost: exiting");
                 // Lets the keeper finish its last requests (no promise
                 // left on the masters this node still reaches).
-                owned.unregister(timeout).await;
-                client.node().stop(Duration::from_secs(1)).await;
+                let _ = owned.unregister(timeout).await;
+                client.stop().await;
                 std::process::exit(3);
             }
         }
     }
     let r = owned.unregister(timeout).await;
-    println!("released {} {}", args.register, r.to_term());
-    client.node().stop(Duration::from_secs(1)).await;
+    match r {
+        Ok(q) => println!(
+            "released {} {{ok,{},{},{}}}",
+            args.register, q.w, q.votes, q.commits
+        ),
+        Err(e) => println!("released {} {{error,{e}}}", args.register),
+    }
+    client.stop().await;
 }

@@ -1,10 +1,9 @@
-//! `lockerd`: a locker node as a Rust C-node, and a client library for
-//! Rust services in a locker cluster, both on the [`erl_node`] runtime.
+//! `lockerd`: a locker node as a Rust C-node, on the [`erl_node`]
+//! runtime. The Rust client library is the `locker_client` crate.
 //!
 //! | module | concern |
 //! | --- | --- |
 //! | [`locker`], [`stored`] | the registered `locker` server; keys and values as stored |
-//! | [`client`] | the Rust client API: coordinator and `Locker.Registry` names |
 //! | [`metrics`] | the locker's request counters and the `/metrics` endpoint |
 //! | [`cli`] | the `lockerd` command line and the cookie lookup |
 //!
@@ -14,7 +13,6 @@
 #![deny(missing_docs)]
 
 pub mod cli;
-pub mod client;
 pub mod locker;
 pub mod membership;
 pub mod metrics;

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use erl_node::metrics::Metrics;
 use erl_node::{Atom, HeldLimits, Node, NodeConfig};
-use lockerd::cli::{find_cookie, Args};
+use lockerd::cli::{ensure_epmd, find_cookie, Args, Checked};
 use lockerd::locker::{Locker, LockerConfig};
 use lockerd::metrics::LockerMetrics;
 
@@ -32,6 +32,11 @@ fn tune_malloc() {}
 fn main() {
     tune_malloc();
     let args = Args::parse();
+    let checked = args.check().unwrap_or_else(|e| {
+        Args::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit()
+    });
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
     tracing_subscriber::fmt()
@@ -53,12 +58,12 @@ fn main() {
             .build()
     }
     .expect("tokio runtime");
-    let code = rt.block_on(run(args));
+    let code = rt.block_on(run(args, checked));
     rt.shutdown_timeout(Duration::from_secs(1));
     std::process::exit(code);
 }
 
-async fn run(args: Args) -> i32 {
+async fn run(args: Args, checked: Checked) -> i32 {
     let cookie = match find_cookie(args.cookie.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -66,7 +71,19 @@ async fn run(args: Args) -> i32 {
             return 2;
         }
     };
-    let mut cfg = NodeConfig::new(&args.name, &cookie);
+    let start_epmd = args.start_epmd;
+    match tokio::task::spawn_blocking(move || ensure_epmd(start_epmd)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("lockerd: {e}");
+            return 1;
+        }
+        Err(e) => {
+            tracing::error!("epmd check: {e}");
+            return 1;
+        }
+    }
+    let mut cfg = NodeConfig::new(&checked.node_name, &cookie);
     cfg.listen = args.listen;
     cfg.net_ticktime = Duration::from_secs(args.net_ticktime.max(1));
     cfg.max_peers = args.max_peers;
@@ -91,7 +108,7 @@ async fn run(args: Args) -> i32 {
         return 1;
     }
     let lcfg = LockerConfig {
-        w: args.w,
+        w: checked.w,
         masters: args.masters.iter().map(|s| Atom::new(s)).collect(),
         replicas: args.replicas.iter().map(|s| Atom::new(s)).collect(),
         lease_expire: Duration::from_millis(args.lease_expire_ms.max(1)),
@@ -123,9 +140,36 @@ async fn run(args: Args) -> i32 {
         println!("lockerd ready {} {}", node.port(), node.creation());
     }
     tracing::info!(node = %node.name(), masters = ?args.masters, replicas = ?args.replicas, "locker serving");
+    check_peers(&node, args.masters.iter().chain(args.replicas.iter()));
     let stop = erl_node::shutdown::on_signal();
     locker.run(stop).await;
     node.stop(Duration::from_secs(2)).await;
     tracing::info!("bye");
     0
+}
+
+/// Tries each other master and replica once, in the background, and says
+/// plainly what is wrong with those it cannot reach: a cookie refused,
+/// a node unknown to epmd on its host, a host unreachable. (The locker
+/// keeps reconnecting every second whatever this finds.)
+fn check_peers<'a>(node: &Node, peers: impl Iterator<Item = &'a String>) {
+    let peers: Vec<Atom> = peers
+        .map(|p| Atom::new(p))
+        .filter(|p| p != node.name())
+        .collect();
+    let node = node.clone();
+    tokio::spawn(async move {
+        for p in peers {
+            match node.connect_now(&p).await {
+                Ok(()) => tracing::info!(peer = %p, "connected"),
+                Err(e @ erl_node::ConnectError::BadCookie) => {
+                    tracing::error!(peer = %p, "{e}: check --cookie against the cluster's")
+                }
+                Err(e @ erl_node::ConnectError::NotRegistered { .. }) => {
+                    tracing::warn!(peer = %p, "unknown node: {e} (not started yet, or a typo in --masters/--replicas?)")
+                }
+                Err(e) => tracing::warn!(peer = %p, "unreachable: {e}"),
+            }
+        }
+    });
 }

@@ -33,7 +33,7 @@ use common::{epmd_up, start_lockerd_bin, Daemon};
 use erl_node::frame::{self, Control};
 use erl_node::handshake::{self, ClientOutcome, Identity};
 use erl_node::term::{Atom, Pid, Ref, Term};
-use lockerd::client::{Client, ClientConfig, LockResult};
+use locker_client::{Client, RawTerm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
@@ -135,13 +135,9 @@ impl Lockerd {
             bin.as_deref().unwrap_or(env!("CARGO_BIN_EXE_lockerd")),
             &all,
         );
-        let mut cfg = ClientConfig::new(
-            &format!("bndc{tag}{id}@127.0.0.1"),
-            COOKIE,
-            &[&name],
-            &[],
-            1,
-        );
+        let mut builder = Client::builder(&format!("bndc{tag}{id}@127.0.0.1"))
+            .cookie(COOKIE)
+            .masters([&name]);
         // The client node ticks as often as lockerd expects.
         if let Some(t) = all
             .iter()
@@ -149,9 +145,9 @@ impl Lockerd {
             .and_then(|i| all.get(i + 1))
             .and_then(|t| t.parse().ok())
         {
-            cfg.node.net_ticktime = Duration::from_secs(t);
+            builder = builder.net_ticktime(Duration::from_secs(t));
         }
-        let client = Client::start(cfg).await.expect("client node");
+        let client = builder.start().await.expect("client node");
         let l = Lockerd {
             daemon,
             name,
@@ -174,22 +170,19 @@ impl Lockerd {
     /// lockerd grants it within 10 s (another build: reports it). Returns
     /// how long the lock took.
     async fn probe(&self, what: &str) -> Duration {
-        let key = Term::atom(&format!("probe_{}_{what}", self.tag));
-        let v = Term::atom("probe");
+        let key = RawTerm(Term::atom(&format!("probe_{}_{what}", self.tag)));
+        let v = RawTerm(Term::atom("probe"));
         let t = Duration::from_secs(10);
         let started = Instant::now();
-        let r = self.client.lock(&key, &v, 60_000, t).await;
+        let r = self.client.lock(&key, &v, Duration::from_secs(60), t).await;
         let took = started.elapsed();
-        if !matches!(r, LockResult::Ok { .. }) && !self.checks {
+        if r.is_err() && !self.checks {
             println!("{what}: lock through lockerd: {r:?} after {took:.2?}");
             return took;
         }
-        assert!(
-            matches!(r, LockResult::Ok { .. }),
-            "{what}: lock through lockerd: {r:?}"
-        );
+        assert!(r.is_ok(), "{what}: lock through lockerd: {r:?}");
         let r = self.client.release(&key, &v, t).await;
-        assert!(matches!(r, LockResult::Ok { .. }), "{what}: release: {r:?}");
+        assert!(r.is_ok(), "{what}: release: {r:?}");
         took
     }
 
@@ -243,7 +236,7 @@ impl Lockerd {
     }
 
     async fn stop(self) {
-        self.client.node().stop(Duration::from_secs(1)).await;
+        self.client.stop().await;
     }
 }
 

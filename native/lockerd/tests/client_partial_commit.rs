@@ -13,7 +13,7 @@ use common::{epmd_up, start_lockerd};
 use erl_node::metrics::Metrics;
 use erl_node::term::Term;
 use erl_node::{Node, NodeConfig, Signal};
-use lockerd::client::{Client, ClientConfig, LockResult};
+use locker_client::{Client, Error};
 use tokio::sync::mpsc;
 
 /// A node whose `locker` answers `ok` to every `get_write_lock` and
@@ -79,26 +79,22 @@ async fn promised_but_not_applied_is_no_quorum() {
         &all,
     ]);
 
-    let client = Client::start(ClientConfig::new(
-        &format!("pclc{id}@127.0.0.1"),
-        cookie,
-        &masters,
-        &[],
-        2,
-    ))
-    .await
-    .expect("client");
-    let t = Duration::from_millis(500);
-    let key = Term::atom("partial");
-    // All three promise; only the real master stores it.
-    assert_eq!(
-        client.lock(&key, &Term::atom("v"), 60_000, t).await,
-        LockResult::NoQuorum
-    );
-    assert!(client
-        .lock_with_token(&key, &Term::atom("v2"), 60_000, t)
+    let client = Client::builder(&format!("pclc{id}@127.0.0.1"))
+        .cookie(cookie)
+        .masters(masters)
+        .w(2)
+        .start()
         .await
-        .is_err());
+        .expect("client");
+    let t = Duration::from_millis(500);
+    let key = "partial";
+    let lease = Duration::from_secs(60);
+    // All three promise; only the real master stores it.
+    assert_eq!(client.lock(key, "v", lease, t).await, Err(Error::NoQuorum));
+    assert_eq!(
+        client.lock_with_token(key, "v2", lease, t).await,
+        Err(Error::NoQuorum)
+    );
     // Each forgetful master saw: promise, write (lost), release of the
     // promise, for both attempts.
     for seen in [&mut seen2, &mut seen3] {

@@ -52,13 +52,19 @@ defmodule Locker.Registry.Keeper do
   @doc """
   Makes the keeper on `pid`'s node watch `pid` as the owner of `name`,
   whose lease the masters hold for at least `remaining` ms from now (the
-  caller measures it from before the lock request it sent).
-  `{:error, :no_registry_keeper}` when that node runs no keeper.
+  caller measures it from before the lock request it sent). `value` is
+  the value stored under `name` (`pid`, or `pid` with metadata, see
+  `Locker.Registry.register/2`). `{:error, :no_registry_keeper}` when that
+  node runs no keeper, `{:error, :node_unreachable}` when it cannot be
+  reached.
   """
-  @spec watch(term(), pid(), non_neg_integer()) :: :ok | {:error, :no_registry_keeper}
-  def watch(name, pid, remaining) do
-    GenServer.call({__MODULE__, node(pid)}, {:watch, name, pid, remaining})
+  @spec watch(term(), pid(), term(), non_neg_integer()) ::
+          :ok | {:error, :no_registry_keeper | :node_unreachable}
+  def watch(name, pid, value \\ nil, remaining) do
+    value = value || pid
+    GenServer.call({__MODULE__, node(pid)}, {:watch, name, pid, value, remaining})
   catch
+    :exit, {{:nodedown, _}, _} -> {:error, :node_unreachable}
     :exit, _ -> {:error, :no_registry_keeper}
   end
 
@@ -87,6 +93,21 @@ defmodule Locker.Registry.Keeper do
   def names(node \\ node()), do: GenServer.call({__MODULE__, node}, :names)
 
   @doc """
+  The names this node's keeper holds for live owners, as
+  `{name, pid, meta}` (`meta` is `nil` for a name registered without
+  metadata), read from `Locker.Registry.Table` without a message (for
+  `Locker.Registry.select/1`).
+  """
+  @spec entries() :: [{term(), pid(), term()}]
+  def entries do
+    for {name, pid, _until, _action, nil, value} <- :ets.tab2list(Table.name()) do
+      {name, pid, Registry.meta_of(value)}
+    end
+  rescue
+    ArgumentError -> []
+  end
+
+  @doc """
   Milliseconds left before the keeper on `pid`'s node gives up `name`
   (its validity minus the margin), or `:error` when it does not hold
   `name` for `pid`.
@@ -111,20 +132,21 @@ defmodule Locker.Registry.Keeper do
   # their deadlines. A dead owner's DOWN (:noproc) releases its name.
   defp adopt(state) do
     :ets.tab2list(Table.name())
-    |> Enum.reduce(state, fn {name, pid, until, action, lost}, state ->
+    |> Enum.reduce(state, fn {name, pid, until, action, lost, value}, state ->
       ref = Process.monitor(pid)
-      entry = %{pid: pid, ref: ref, until: until, action: action, lost: lost}
+      entry = %{pid: pid, value: value, ref: ref, until: until, action: action, lost: lost}
       arm(name, entry, state.conf)
       put(state, name, entry)
     end)
   end
 
   @impl true
-  def handle_call({:watch, name, pid, remaining}, _from, state) do
+  def handle_call({:watch, name, pid, value, remaining}, _from, state) do
     state = forget(state, name)
     ref = Process.monitor(pid)
     until = now() + remaining
-    entry = %{pid: pid, ref: ref, until: until, action: state.conf.on_lost, lost: nil}
+    action = state.conf.on_lost
+    entry = %{pid: pid, value: value, ref: ref, until: until, action: action, lost: nil}
     arm(name, entry, state.conf)
     {:reply, :ok, put(state, name, entry)}
   end
@@ -179,7 +201,8 @@ defmodule Locker.Registry.Keeper do
 
       {name, monitors} ->
         started = System.monotonic_time()
-        _ = spawn(fn -> release_dead(name, pid, reason, started) end)
+        value = state.names |> Map.fetch!(name) |> Map.get(:value, pid)
+        _ = spawn(fn -> release_dead(name, pid, value, reason, started) end)
         :ets.delete(Table.name(), name)
         {:noreply, %{state | monitors: monitors, names: Map.delete(state.names, name)}}
     end
@@ -281,7 +304,10 @@ defmodule Locker.Registry.Keeper do
   end
 
   defp put(state, name, entry) do
-    :ets.insert(Table.name(), {name, entry.pid, entry.until, entry.action, entry.lost})
+    :ets.insert(
+      Table.name(),
+      {name, entry.pid, entry.until, entry.action, entry.lost, entry.value}
+    )
 
     %{
       state
@@ -329,7 +355,8 @@ defmodule Locker.Registry.Keeper do
 
       :notify ->
         Kernel.send(pid, {:locker_name_lost, name})
-        _ = spawn(fn -> Registry.release_owned(name, pid) end)
+        value = entry.value
+        _ = spawn(fn -> Registry.release_owned(name, value) end)
         forget(state, name)
     end
   end
@@ -343,7 +370,10 @@ defmodule Locker.Registry.Keeper do
 
   defp start_round(state) do
     keeper = self()
-    entries = for {name, %{pid: pid, lost: nil}} <- state.names, do: {name, pid}
+
+    entries =
+      for {name, %{pid: pid, value: value, lost: nil}} <- state.names, do: {name, pid, value}
+
     lease = state.conf.lease
     {_pid, ref} = spawn_monitor(fn -> extend_round(keeper, entries, lease) end)
     %{state | round: ref, again?: false}
@@ -363,12 +393,12 @@ defmodule Locker.Registry.Keeper do
     |> Stream.run()
   end
 
-  defp extend(keeper, {name, pid}, lease, timeout) do
+  defp extend(keeper, {name, pid, value}, lease, timeout) do
     # An owner that just died is released by the keeper, not extended.
     if Process.alive?(pid) do
       started = now()
 
-      case :locker.extend_lease(name, pid, lease, timeout) do
+      case :locker.extend_lease(name, value, lease, timeout) do
         :ok ->
           Kernel.send(keeper, {:extended, name, pid, started})
 
@@ -377,7 +407,7 @@ defmodule Locker.Registry.Keeper do
           # name seen held by another, or by nobody, is. A store that
           # cannot be read tells nothing.
           case Registry.read_owner(name) do
-            {:ok, ^pid} -> :ok
+            {:ok, ^value} -> :ok
             :unreachable -> :ok
             _ -> Kernel.send(keeper, {:not_held, name, pid})
           end
@@ -387,8 +417,8 @@ defmodule Locker.Registry.Keeper do
     :ok
   end
 
-  defp release_dead(name, pid, reason, started) do
-    result = Registry.release_owned(name, pid)
+  defp release_dead(name, pid, value, reason, started) do
+    result = Registry.release_owned(name, value)
     duration = System.monotonic_time() - started
 
     Telemetry.execute([:registry, :down], %{duration: duration}, %{

@@ -100,7 +100,7 @@ defmodule Locker.Registry.Resolver do
 
   defp uncached(name) do
     case :locker.master_dirty_read(name) do
-      {:ok, pid} when is_pid(pid) -> pid
+      {:ok, value} -> Locker.Registry.owner_pid(value)
       _ -> :undefined
     end
   catch
@@ -242,7 +242,7 @@ defmodule Locker.Registry.Resolver do
     case state.pending do
       %{^name => %{rtag: ^rtag} = p} ->
         case reply do
-          {:ok, pid} when is_pid(pid) -> answer(state, name, p, pid)
+          {:ok, value} -> answer(state, name, p, Locker.Registry.owner_pid(value))
           _ -> answer(state, name, p, :undefined)
         end
 
