@@ -167,7 +167,7 @@ defmodule LockerApiTest do
       Locker.Config.server(masters: :auto)
     end
 
-    assert_raise ArgumentError, ~r/:cluster_size must be a positive integer.*got: 0/, fn ->
+    assert_raise ArgumentError, ~r/cluster_size = 0: expected a positive integer/, fn ->
       Locker.Config.server(masters: :auto, cluster_size: 0)
     end
 
@@ -175,13 +175,15 @@ defmodule LockerApiTest do
       Locker.Config.server(masters: :auto, cluster_size: 3, quorum: 1)
     end
 
-    assert_raise ArgumentError, ~r/:leave_grace_ms must be a non-negative integer/, fn ->
+    assert_raise ArgumentError, ~r/leave_grace_ms = -1: expected a non-negative integer/, fn ->
       Locker.Config.server(masters: :auto, cluster_size: 3, leave_grace_ms: -1)
     end
 
-    assert_raise ArgumentError, ~r/:masters must be :auto or a non-empty list/, fn ->
-      Locker.Config.server(masters: "a@h")
-    end
+    assert_raise ArgumentError,
+                 ~r/masters = "a@h": expected a list of node names \(atoms\), or auto/,
+                 fn ->
+                   Locker.Config.server(masters: "a@h")
+                 end
 
     assert %{args: [2, 10, 20, 30]} =
              Locker.Config.server(

@@ -108,7 +108,11 @@ is_dir_name(V) -> io_lib:char_list(V) andalso V =/= [].
 
 %% `auto' (automatic membership, see locker_auto), or node_list/2.
 masters(auto, _Env) -> ok;
-masters(Nodes, Env) -> node_list(Nodes, Env).
+masters(Nodes, Env) ->
+    case node_list(Nodes, Env) of
+        {error, "a list of node names (atoms)"} -> {error, "a list of node names (atoms), or auto"};
+        Checked -> Checked
+    end.
 
 %% A list of node names; naming any node but this one needs this node to
 %% be distributed.
