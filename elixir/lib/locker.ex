@@ -39,7 +39,9 @@ defmodule Locker do
       # config/runtime.exs: three nodes, connected by libcluster or Node.connect/1
       config :locker, cluster_size: 3
 
-      # or a fixed set of masters
+  Or a fixed set of masters:
+
+      # config/runtime.exs
       config :locker, masters: [:"a@host", :"b@host", :"c@host"], quorum: 2
 
   With `autostart: false`, start the server in your own tree with the same
