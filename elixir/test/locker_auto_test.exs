@@ -120,6 +120,31 @@ defmodule LockerAutoTest do
     end
   end
 
+  test "a distributed node with the default masters: :auto and no cluster_size does not start, and says why" do
+    {peer, n} = Cluster.start_peer("auto_nosize")
+
+    try do
+      :ok = rpc(n, Application, :load, [:locker])
+      assert {:error, [message]} = rpc(n, Locker.Config, :check, [])
+      assert message =~ "masters: :auto (the default) needs :cluster_size"
+
+      assert {:error, {:locker, {{:bad_config, [^message]}, _}}} =
+               rpc(n, Application, :ensure_all_started, [:locker])
+
+      :ok = rpc(n, Application, :put_env, [:locker, :cluster_size, 0])
+      assert {:error, [message]} = rpc(n, Locker.Config, :check, [])
+      assert message =~ "cluster_size = 0: expected a positive integer"
+
+      :ok = rpc(n, Application, :put_env, [:locker, :cluster_size, 3])
+      assert rpc(n, Locker.Config, :check, []) == :ok
+      assert {:ok, _} = rpc(n, Application, :ensure_all_started, [:locker])
+      assert %{cluster: :undefined, masters: [^n], w: 2} = status(n)
+      assert rpc(n, Locker, :lock, [:k, :v]) == {:error, :no_quorum}
+    after
+      stop_peer(peer)
+    end
+  end
+
   test "nodes connected after boot form one cluster: no grant before a quorum, one {:worker, 1}, joins and leaves" do
     {[a, b, c] = nodes, peers} = start_nodes(["auto_a", "auto_b", "auto_c"])
 
