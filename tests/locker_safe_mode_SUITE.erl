@@ -206,7 +206,11 @@ fresh_node_replacing_a_master_abstains(Config) ->
     DName = name("sm_d"),
     D = start(DName, ?WINDOW, Config),
     Cluster = [A, B, D],
-    set_nodes(Cluster),
+    %% Replacing C by D through locker_membership waits for the leases C
+    %% may hold (k2: 10 minutes) before it drops C; meanwhile the cluster
+    %% is in the joint configuration (W of the old masters and W of the
+    %% new ones), which is what this case runs under.
+    {error, {joint, _}} = rpc:call(A, locker_membership, change, [Cluster, [], 2, #{nodes => Cluster, wait => 0}]),
     #{mode := provisional} = status(D),
     {error, already_locked} = promise(D),
     {error, no_quorum} = rpc:call(A, locker, lock, [k2, rival]),
@@ -221,6 +225,9 @@ fresh_node_replacing_a_master_abstains(Config) ->
 no_state_dir_abstains_at_every_start(Config) ->
     {Peer, Node} = locker_ct:start_peer(name("sm_n"), [{restart_abstain_ms, 2000}]),
     true = ets:insert(?config(peers, Config), {Node, Peer}),
+    %% (W first: set_nodes keeps the node's W, and W = 2 does not fit one
+    %% master.)
+    ok = rpc:call(Node, locker, set_w, [[Node], 1]),
     ok = rpc:call(Node, locker, set_nodes, [[Node], [Node], []]),
     #{mode := timed} = status(Node),
     await(served_after_the_window, fun() -> promise(Node) =:= ok end).
