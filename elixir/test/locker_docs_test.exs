@@ -183,15 +183,16 @@ defmodule LockerDocsTest do
     # This node and two peers: three masters, W = 2 (a majority).
     peers = for name <- [:bd_b, :bd_c], do: Cluster.start_peer(name)
     nodes = [node() | Enum.map(peers, &elem(&1, 1))]
-    :ok = :locker.set_nodes([node()], nodes, [])
-    :ok = :locker.set_w([node()], 2)
+    # The peers first (W = 2 of 1 master would not fit), then the
+    # configuration through the safe path (set_nodes/3 keeps this node's
+    # W = 1, which does not fit three masters).
     for {_, n} <- peers, do: Cluster.start_app(n, masters: nodes)
+    :ok = :locker_membership.change(nodes, [], 2)
     Cluster.await_ready(nodes)
 
     on_exit(fn ->
+      :ok = :locker_membership.change([node()], [], 1, %{nodes: nodes})
       Cluster.stop(Enum.map(peers, &elem(&1, 0)))
-      :ok = :locker.set_nodes([node()], [node()], [])
-      :ok = :locker.set_w([node()], 1)
     end)
 
     %{nodes: nodes}
