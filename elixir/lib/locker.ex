@@ -9,15 +9,22 @@ defmodule Locker do
   Starting the `:locker` application on a node starts, under
   `Locker.Supervisor`:
 
-    * the `locker` server (unless `config :locker, autostart: false`), with
-      `[node() | Node.list()]` as masters (or `:masters`), `:replicas`
-      (default `[]`) and a write quorum W from `:quorum` (elixir_locker's
-      key) or `:w`, by default **a majority of the masters** (elixir_locker
-      defaulted to 0, which let every lock succeed without a vote). Once
-      started, it sends its masters, replicas and W to the servers of the
-      other masters and replicas that run `locker` (`set_nodes/3`,
-      `set_w/2`; nodes without `locker` are skipped), so the last node to
-      start sets the view of all;
+    * the `locker` server (unless `config :locker, autostart: false`).
+      By default (`masters: :auto`) its masters follow the cluster: the
+      connected nodes that run `locker` in this mode, found through
+      `:net_kernel.monitor_nodes/1` (libcluster, `Node.connect/1` and DNS
+      discovery only connect nodes). Set `:cluster_size` to the number of
+      nodes you expect: a node grants nothing until a quorum of them is
+      connected (`{:error, :no_quorum}` and a log line say why), then the
+      cluster forms, and later joins and leaves go through the safe
+      reconfiguration path (README, "Clusters"). With a list of
+      `:masters`, `:replicas` (default `[]`) and a write quorum W from
+      `:quorum` (elixir_locker's key) or `:w`, by default **a majority of
+      the masters** (elixir_locker defaulted to 0, which let every lock
+      succeed without a vote), the server sends its masters, replicas and
+      W to the servers of the other masters and replicas that run
+      `locker` once started (`set_nodes/3`, `set_w/2`; nodes without
+      `locker` are skipped);
     * `Locker.Registry` (unless `registry_autostart: false`): a
       supervisor of `Locker.Registry.Table`, `Locker.Registry.Keeper`
       (which keeps `Locker.Registry` names alive, and stops owners that
@@ -28,6 +35,11 @@ defmodule Locker do
   See `Locker.Config` for every key of the application environment. A bad
   key stops the start with `{:bad_config, messages}` (one message per bad
   key, each logged).
+
+      # config/runtime.exs: three nodes, connected by libcluster or Node.connect/1
+      config :locker, cluster_size: 3
+
+  Or a fixed set of masters:
 
       # config/runtime.exs
       config :locker, masters: [:"a@host", :"b@host", :"c@host"], quorum: 2
@@ -139,7 +151,7 @@ defmodule Locker do
     %{
       id: Locker,
       start: {Locker, :start_link, [opts]},
-      type: :worker,
+      type: if(Config.server(opts).auto, do: :supervisor, else: :worker),
       shutdown: 5000,
       modules: [:locker_server]
     }
@@ -149,12 +161,38 @@ defmodule Locker do
   Starts the `locker` server (registered locally as `locker`), linked to the
   caller, and sends its masters, replicas and W to the servers of the other
   masters and replicas that answer (nodes that run no `locker` are
-  skipped). See `child_spec/1` for the options.
+  skipped). With `masters: :auto` on a distributed node, starts a
+  supervisor of the server and `:locker_auto` instead (and sends nothing:
+  the masters form as the README's "Clusters" section says). See
+  `child_spec/1` for the options.
   """
   @spec start_link(Config.server_opts()) :: {:ok, pid()} | {:error, term()}
   def start_link(opts \\ []) do
-    conf = Config.server(opts)
+    case Config.server(opts) do
+      %{auto: nil} = conf -> start_fixed(conf)
+      conf -> start_auto(conf)
+    end
+  end
 
+  # `masters: :auto`: the server (alone, with a W it cannot reach alone),
+  # then `:locker_auto`, under one supervisor (a restarted server restarts
+  # `:locker_auto` too).
+  defp start_auto(conf) do
+    children = [
+      %{
+        id: :locker,
+        start: {:locker_auto, :start_server, [conf.args, conf.auto]},
+        type: :worker,
+        shutdown: 5000,
+        modules: [:locker_server]
+      },
+      :locker_auto.child_spec(conf.auto)
+    ]
+
+    Supervisor.start_link(children, strategy: :rest_for_one, max_restarts: 10, max_seconds: 10)
+  end
+
+  defp start_fixed(conf) do
     case :locker_server.start_configured(conf.args, conf.masters, conf.replicas) do
       {:ok, pid} ->
         announce(conf)

@@ -40,15 +40,15 @@ defmodule LockerTest.Cluster do
     :ok
   end
 
-  @doc "Starts one peer without starting `locker` on it."
-  def start_peer(name) do
+  @doc "Starts one peer without starting `locker` on it (`extra`: more VM arguments)."
+  def start_peer(name, extra \\ []) do
     unique = :"#{name}_#{System.unique_integer([:positive])}"
 
     paths = Enum.flat_map([:locker, :elixir, :logger], &[~c"-pa", :code.lib_dir(&1, :ebin)])
     # Stopping a peer must not make `global` disconnect the others.
     args =
       [~c"-setcookie", Atom.to_charlist(Node.get_cookie())] ++
-        [~c"-kernel", ~c"prevent_overlapping_partitions", ~c"false" | paths]
+        [~c"-kernel", ~c"prevent_overlapping_partitions", ~c"false" | paths] ++ extra
 
     {:ok, peer, node} =
       :peer.start(%{name: unique, host: ~c"127.0.0.1", longnames: true, args: args})

@@ -146,9 +146,44 @@ defmodule LockerApiTest do
 
     assert %{w: 1, args: [1, 1000, 1000, 100]} = Locker.Config.server(masters: ms, w: 1)
     assert %{w: 2, w_default?: false} = Locker.Config.server(masters: ms, w: 1, quorum: 2)
+    # test_helper.exs configures this node as the only master.
     conf = Locker.Config.server([])
-    assert conf.masters == [node() | Node.list()]
+    assert conf.masters == [node()]
     assert conf.w == Locker.Config.majority(conf.masters)
+    assert conf.auto == nil
+
+    # masters: :auto (the default when none are configured).
+    assert %{masters: [n], w: 2, auto: %{cluster_size: 3, w: :undefined}} =
+             Locker.Config.server(masters: :auto, cluster_size: 3)
+
+    assert n == node()
+
+    assert %{w: 3, auto: %{w: 3}} =
+             Locker.Config.server(masters: :auto, cluster_size: 4, quorum: 3)
+
+    assert %{w: 2, auto: %{cluster_size: :undefined}} = Locker.Config.server(masters: :auto, w: 2)
+
+    assert_raise ArgumentError, ~r/needs :cluster_size/, fn ->
+      Locker.Config.server(masters: :auto)
+    end
+
+    assert_raise ArgumentError, ~r/cluster_size = 0: expected a positive integer/, fn ->
+      Locker.Config.server(masters: :auto, cluster_size: 0)
+    end
+
+    assert_raise ArgumentError, ~r/:w must be a quorum from 2 to 3.*got: 1/, fn ->
+      Locker.Config.server(masters: :auto, cluster_size: 3, quorum: 1)
+    end
+
+    assert_raise ArgumentError, ~r/leave_grace_ms = -1: expected a non-negative integer/, fn ->
+      Locker.Config.server(masters: :auto, cluster_size: 3, leave_grace_ms: -1)
+    end
+
+    assert_raise ArgumentError,
+                 ~r/masters = "a@h": expected a list of node names \(atoms\), or auto/,
+                 fn ->
+                   Locker.Config.server(masters: "a@h")
+                 end
 
     assert %{args: [2, 10, 20, 30]} =
              Locker.Config.server(

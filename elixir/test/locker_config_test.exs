@@ -27,7 +27,7 @@ defmodule LockerConfigTest do
              "locker: bad application environment: lease_expire_interval = :fast: " <>
                "expected a positive integer of milliseconds",
              ~s(locker: bad application environment: masters = "a@127.0.0.1": ) <>
-               "expected a list of node names (atoms)",
+               "expected a list of node names (atoms), or auto",
              "locker: bad application environment: quorum = 0: expected a positive integer " <>
                "(the write quorum; 0 let every lock succeed and is refused)",
              ~s(locker: bad application environment: registry_lease = "5000": ) <>

@@ -29,6 +29,16 @@ defmodule LockerDocsTest do
     {"README.md", "%% rebar.config",
      {:skip, "a user's rebar.config: scripts/consumer-test.sh builds such rebar3 projects"}},
     {"README.md", "{ok, _} = locker:start_link(2)", :erlang_quick_start},
+    {"README.md", "# config/runtime.exs: a cluster expected to have 3 nodes",
+     {:skip,
+      "libcluster's configuration (not a dependency of this project): the :locker line is the " <>
+        "quick start's, checked below; elixir/test/locker_auto_test.exs runs the scenario " <>
+        "(nodes connected after boot) with Node.connect/1"}},
+    {"README.md", "# config/runtime.exs", :config},
+    {"README.md", "%% sys.config",
+     {:skip,
+      "an Erlang release's sys.config: tests/locker_auto_SUITE.erl starts nodes with this " <>
+        "environment (start_server, masters = auto, cluster_size)"}},
     {"README.md", "{:ok, _} = GenServer.start_link(Worker", :elixir},
     {"README.md", "cargo build --release -p lockerd",
      {:skip,
@@ -39,6 +49,10 @@ defmodule LockerDocsTest do
      {:skip, "Rust: compiled as a doc test of native/locker_client (cargo test --workspace)"}},
     {"README.md", "./scripts/bench.sh",
      {:skip, "the benchmarks take minutes: run by hand, their figures are in the README"}},
+    {"docs/elixir.md", "# config/runtime.exs, with libcluster",
+     {:skip,
+      "libcluster's configuration (not a dependency of this project): its :locker line is " <>
+        "checked in the guide's first block; elixir/test/locker_auto_test.exs runs the scenario"}},
     {"docs/elixir.md", "# config/runtime.exs", :config},
     {"fuzz/README.md", "cargo install cargo-fuzz",
      {:skip, "long fuzzing runs: scripts/fuzz.sh runs every target briefly in scripts/test.sh"}},

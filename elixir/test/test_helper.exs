@@ -1,6 +1,7 @@
 # Peers need a distributed test node. Mix started `locker` before this
-# file ran, with the node's old name as its only master: restart it under
-# the new name.
+# file ran (not distributed: its own single master): restart it under the
+# new name, as the only master (a distributed node's default is
+# `masters: :auto`, which needs a cluster size).
 unless Node.alive?() do
   System.cmd("epmd", ["-daemon"])
   {:ok, _} = :net_kernel.start([:"locker_test_#{System.pid()}@127.0.0.1", :longnames])
@@ -10,6 +11,7 @@ end
 level = Logger.level()
 Logger.configure(level: :warning)
 :ok = Application.stop(:locker)
+Application.put_env(:locker, :masters, [node()])
 {:ok, _} = Application.ensure_all_started(:locker)
 Logger.configure(level: level)
 

@@ -32,10 +32,15 @@ keys() ->
         {lease_expire_interval, fun pos_int/1, Ms},
         {lock_expire_interval, fun pos_int/1, Ms},
         {push_trans_log_interval, fun pos_int/1, Ms},
-        {masters, {env, fun nodes/2}, "a list of node names (atoms)"},
-        {replicas, {env, fun nodes/2}, "a list of node names (atoms)"},
+        {masters, {env, fun masters/2}, "a list of node names (atoms), or auto"},
+        {replicas, {env, fun node_list/2}, "a list of node names (atoms)"},
         {restart_abstain_ms, fun non_neg_int/1, "a non-negative integer of milliseconds"},
         {state_dir, fun is_dir_name/1, "a directory name (a string or a binary)"},
+        %% Automatic membership (masters = auto; see locker_auto, which
+        %% also checks the keys together).
+        {cluster_size, fun pos_int/1, Pos ++ " (the number of nodes the cluster is expected to have)"},
+        {leave_grace_ms, fun non_neg_int/1, "a non-negative integer of milliseconds"},
+        {tick_ms, fun pos_int/1, Ms},
         %% The Elixir application (Locker.Config).
         {autostart, fun is_boolean/1, "true or false"},
         {registry_autostart, fun is_boolean/1, "true or false"},
@@ -101,9 +106,17 @@ non_neg_int(V) -> is_integer(V) andalso V >= 0.
 is_dir_name(V) when is_binary(V) -> true;
 is_dir_name(V) -> io_lib:char_list(V) andalso V =/= [].
 
+%% `auto' (automatic membership, see locker_auto), or node_list/2.
+masters(auto, _Env) -> ok;
+masters(Nodes, Env) ->
+    case node_list(Nodes, Env) of
+        {error, "a list of node names (atoms)"} -> {error, "a list of node names (atoms), or auto"};
+        Checked -> Checked
+    end.
+
 %% A list of node names; naming any node but this one needs this node to
 %% be distributed.
-nodes(Nodes, _Env) ->
+node_list(Nodes, _Env) ->
     case is_atom_list(Nodes) of
         false ->
             {error, "a list of node names (atoms)"};

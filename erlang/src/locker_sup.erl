@@ -7,6 +7,13 @@
 %%     (1000), `push_trans_log_interval' (100).</li>
 %% <li>`masters', `replicas': initial node lists (default: this node as the
 %%     only master, no replicas).</li>
+%% <li>`{masters, auto}' (opt-in): automatic membership, see
+%%     {@link locker_auto}: the masters follow the connected nodes that run
+%%     `locker' in this mode. Needs `cluster_size' (the expected number of
+%%     nodes) or `w' (a minimum quorum); `leave_grace_ms' (30000) and
+%%     `tick_ms' (1000) are optional. The node starts alone, with a W it
+%%     cannot reach alone. A bad value stops the start with
+%%     `{bad_app_env, Key, Value, Expected}'.</li>
 %% <li>`restart_abstain_ms' (0: off), `state_dir' (none): safe mode, see
 %%     {@link locker_safe_mode}. A bad value stops the server's start with
 %%     `{bad_app_env, Key, Value, Expected}'.</li>
@@ -26,10 +33,30 @@ start_link() ->
 init([]) ->
     Children =
         case application:get_env(locker, start_server, false) of
-            true -> [server_spec(maps:from_list(application:get_all_env(locker)))];
-            false -> []
+            true ->
+                children(maps:from_list(application:get_all_env(locker)));
+            false ->
+                _ = application:get_env(locker, masters) =:= {ok, auto} andalso
+                    logger:warning("locker: {masters, auto} is set but {start_server, true} is not: "
+                                   "no server and no automatic membership started"),
+                []
         end,
     {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, Children}}.
+
+%% The server, and in automatic mode `locker_auto' after it.
+children(#{masters := auto} = Env) ->
+    case locker_auto:options(Env) of
+        {ok, Opts} ->
+            W = locker_auto:initial_w(Opts),
+            Server = server_spec(Env#{w => W}),
+            #{start := {_, _, [Args, _, _]}} = Server,
+            [Server#{start => {locker_auto, start_server, [Args, Opts]}}, locker_auto:child_spec(Opts)];
+        {error, Reason} ->
+            logger:error("locker: not started: ~0p", [Reason]),
+            exit(Reason)
+    end;
+children(Env) ->
+    [server_spec(Env)].
 
 %% @doc A child spec for the `locker' server from an options map (keys as
 %% in the application environment).

@@ -6,7 +6,10 @@ defmodule Locker.Config do
   | --- | --- | --- |
   | `:autostart` | `true` | `Locker` (application): start the `locker` server |
   | `:registry_autostart` | `true` | `Locker` (application): start the registry's processes (`Locker.Registry.child_spec/1`) |
-  | `:masters` | `[node() | Node.list()]` at start | the `locker` server |
+  | `:masters` | `:auto` | the `locker` server: a list of nodes, or `:auto` (see below) |
+  | `:cluster_size` | none | `:auto`: how many nodes the cluster is expected to have |
+  | `:leave_grace_ms` | `30000` ms | `:auto`: how long a master may be gone before it is removed |
+  | `:tick_ms` | `1000` ms | `:auto`: how often nodes exchange their views |
   | `:replicas` | `[]` | the `locker` server |
   | `:quorum` (or `:w`) | a majority of the masters | the `locker` server |
   | `:lease_expire_interval` | `1000` ms | the `locker` server's lease sweep |
@@ -21,6 +24,16 @@ defmodule Locker.Config do
   both are set, `:quorum` wins. It must be a positive integer: 0, which was
   elixir_locker's default and made every lock succeed without a vote, is
   refused. Mutual exclusion needs a majority (2W > number of masters).
+
+  With `masters: :auto` (the default when no masters are configured) the
+  masters follow the connected nodes that run `locker` in this mode
+  (`:locker_auto`; see the README, "Clusters"). A distributed node then
+  needs `:cluster_size` (or a minimum `:quorum`): it starts alone with the
+  quorum of that size, which it cannot reach alone, so it grants nothing
+  (`{:error, :no_quorum}`, and a log line says why) until a quorum of the
+  expected nodes is connected. A node that is not distributed
+  (`Node.alive?()` false) can never meet a peer: it is its own single
+  master (W = 1 unless `:quorum` says otherwise).
 
   Every key is checked when the application starts (`check/0`): with a
   bad one it does not start, and logs one message per bad key, naming the
@@ -37,7 +50,10 @@ defmodule Locker.Config do
 
   @typedoc "Options of the `locker` server (keys as in the application environment)."
   @type server_opts :: [
-          masters: [node()],
+          masters: [node()] | :auto,
+          cluster_size: pos_integer(),
+          leave_grace_ms: non_neg_integer(),
+          tick_ms: pos_integer(),
           replicas: [node()],
           quorum: pos_integer(),
           w: pos_integer(),
@@ -52,7 +68,8 @@ defmodule Locker.Config do
           replicas: [node()],
           w: pos_integer(),
           w_default?: boolean(),
-          args: [pos_integer()]
+          args: [pos_integer()],
+          auto: map() | nil
         }
 
   @doc """
@@ -63,7 +80,7 @@ defmodule Locker.Config do
   def server(opts \\ []) do
     check_server_opts!(opts)
     get = fn key, default -> Keyword.get(opts, key, env(key, default)) end
-    masters = get.(:masters, nil) || [node() | Node.list()]
+    masters = get.(:masters, nil) || :auto
     replicas = get.(:replicas, [])
     w = get.(:quorum, nil) || get.(:w, nil)
 
@@ -73,11 +90,20 @@ defmodule Locker.Config do
               "(elixir_locker's default 0 let every lock succeed; leave it unset for a majority)"
     end
 
+    unless masters == :auto or
+             (is_list(masters) and masters != [] and Enum.all?(masters, &is_atom/1)) do
+      raise ArgumentError,
+            "locker: :masters must be :auto or a non-empty list of node names, got: #{inspect(masters)}"
+    end
+
+    {masters, w, auto} = auto(masters, w, get)
+
     %{
       masters: masters,
       replicas: replicas,
       w: w || majority(masters),
       w_default?: w == nil,
+      auto: auto,
       args: [
         w || majority(masters),
         get.(:lease_expire_interval, 1000),
@@ -87,6 +113,40 @@ defmodule Locker.Config do
     }
   end
 
+  # Automatic membership: checked options for :locker_auto, and the
+  # configuration the node starts with (alone).
+  defp auto(:auto, w, get) do
+    if Node.alive?() do
+      env = %{
+        replicas: get.(:replicas, []),
+        cluster_size: get.(:cluster_size, nil),
+        w: w,
+        leave_grace_ms: get.(:leave_grace_ms, 30_000),
+        tick_ms: get.(:tick_ms, 1000)
+      }
+
+      case :locker_auto.options(env) do
+        {:ok, auto} ->
+          {[node()], :locker_auto.initial_w(auto), auto}
+
+        {:error, {:bad_app_env, :cluster_size, :undefined, _}} ->
+          raise ArgumentError,
+                "locker: masters: :auto (the default) needs :cluster_size, the number of nodes " <>
+                  "the cluster is expected to have (a node must not grant locks alone before it " <>
+                  "met its peers), or a minimum :quorum; or list the :masters"
+
+        {:error, {:bad_app_env, key, value, expected}} ->
+          raise ArgumentError,
+                "locker: :#{key} must be #{expected}, got: #{inspect(value)}"
+      end
+    else
+      # Not distributed: no peer can ever connect.
+      {[node()], w || 1, nil}
+    end
+  end
+
+  defp auto(masters, w, _get), do: {masters, w, nil}
+
   # Options of the `locker` server (`Locker.start_link/1`, `{Locker, opts}`).
   @server_keys [
     :masters,
@@ -95,7 +155,10 @@ defmodule Locker.Config do
     :w,
     :lease_expire_interval,
     :lock_expire_interval,
-    :push_trans_log_interval
+    :push_trans_log_interval,
+    :cluster_size,
+    :leave_grace_ms,
+    :tick_ms
   ]
 
   defp check_server_opts!(opts) do
@@ -147,7 +210,21 @@ defmodule Locker.Config do
         []
       end
 
-    case keys ++ registry do
+    # The server's configuration as a whole (masters: :auto needs a
+    # cluster size on a distributed node).
+    server =
+      if keys == [] and autostart?() do
+        try do
+          _ = server([])
+          []
+        rescue
+          e in ArgumentError -> [Exception.message(e)]
+        end
+      else
+        []
+      end
+
+    case keys ++ registry ++ server do
       [] -> :ok
       messages -> {:error, messages}
     end
