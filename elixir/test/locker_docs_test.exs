@@ -188,16 +188,15 @@ defmodule LockerDocsTest do
     # This node and two peers: three masters, W = 2 (a majority).
     peers = for name <- [:bd_b, :bd_c], do: Cluster.start_peer(name)
     nodes = [node() | Enum.map(peers, &elem(&1, 1))]
-    # The peers run locker before the cluster is configured (a change
-    # reaches every node), then masters and W change in one step.
+    # The peers first (W = 2 of 1 master would not fit), then the
+    # configuration through the safe path (set_nodes/3 keeps this node's
+    # W = 1, which does not fit three masters).
     for {_, n} <- peers, do: Cluster.start_app(n, masters: nodes)
-    :ok = :locker_membership.change(nodes, [], 2, %{nodes: [node()]})
+    :ok = :locker_membership.change(nodes, [], 2)
     Cluster.await_ready(nodes)
 
     on_exit(fn ->
-      # Back to this node alone while the peers still answer (the change
-      # waits for the leases the peers hold to run out).
-      :ok = :locker_membership.change([node()], [], 1, %{wait: 120_000})
+      :ok = :locker_membership.change([node()], [], 1, %{nodes: nodes})
       Cluster.stop(Enum.map(peers, &elem(&1, 0)))
     end)
 
