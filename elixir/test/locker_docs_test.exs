@@ -188,10 +188,11 @@ defmodule LockerDocsTest do
     # This node and two peers: three masters, W = 2 (a majority).
     peers = for name <- [:bd_b, :bd_c], do: Cluster.start_peer(name)
     nodes = [node() | Enum.map(peers, &elem(&1, 1))]
-    # The peers first (W = 2 of 1 master would not fit), then the
-    # configuration through the safe path (set_nodes/3 keeps this node's
-    # W = 1, which does not fit three masters).
-    for {_, n} <- peers, do: Cluster.start_app(n, masters: nodes)
+    # The peers start alone (their configuration from the application
+    # environment, which a change may replace), then this node makes the
+    # three of them one cluster through the safe path, whatever epoch
+    # earlier tests left it at.
+    for {_, n} <- peers, do: Cluster.start_app(n, masters: [n])
     :ok = :locker_membership.change(nodes, [], 2)
     Cluster.await_ready(nodes)
 
