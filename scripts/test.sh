@@ -35,7 +35,9 @@ step "Consumers: rebar3 (git, _checkouts) and Mix (path, git) projects that depe
 sh scripts/consumer-test.sh
 
 step "The README's demo (scripts/demo.sh): both local clusters, start to finish"
-sh scripts/demo.sh >/dev/null
+demo_log=$(mktemp)
+sh scripts/demo.sh >"$demo_log" 2>&1 || { cat "$demo_log"; echo "the demo failed" >&2; exit 1; }
+rm -f "$demo_log"
 
 step "lockerd: --help"
 cargo run --quiet -p lockerd -- --help >/dev/null

@@ -349,9 +349,11 @@ epochs_(Cur, Masters, Replicas, W, Opts, Project, _Attempts) ->
                     Next = Target#{epoch => {Counter + 1, node()}, joint => none},
                     install(Base, Next, Floor, Nodes, [{Masters, W}], Cur)
             end;
-        SameQuorums; OldM =:= [] ->
-            %% The same votes decide before and after (or none did before):
-            %% one step.
+        SameQuorums; OldM =:= []; OldW > length(OldM) ->
+            %% The same votes decide before and after, or no quorum could
+            %% form before (no masters, or a W above their number, as on a
+            %% node started with start_link(W) that knows only itself, the
+            %% README's quick start): one step.
             Next = Target#{epoch => {Counter + 1, node()}, joint => none},
             install(Base, Next, Floor, Nodes, [{Masters, W}], Cur);
         true ->
