@@ -3,6 +3,7 @@
 -module(locker_ct).
 
 -export([ensure_distributed/0, start_peer/2, start_server/2, os_pid/1, code_paths/0, flood_unknown/3]).
+-export([pause_timers/1, pause_timers/2, check_timer_controls/1]).
 -export([unique/1, root/0, lockerd_binaries/0, start_os/3, await_line/3, stop_os/1, kill9/1, dist_port/1,
          creation/1]).
 
@@ -23,6 +24,42 @@ ensure_distributed() ->
         _ ->
             ok
     end.
+
+%% Holds time still on `Node''s locker server (a BEAM node or lockerd): its
+%% periodic tasks (lease and promise sweeps, log push) stop until resumed
+%% and run by hand (the `expire_leases', `expire_locks', `push_trans_log'
+%% messages), as the original suite did by cancelling its timers. Waiters
+%% are still answered on time.
+-spec pause_timers(node()) -> ok.
+pause_timers(Node) ->
+    pause_timers(Node, all).
+
+%% {@link pause_timers/1} for some of the tasks only.
+-spec pause_timers(node(), all | [expire_leases | expire_locks | push_trans_log]) -> ok.
+pause_timers(Node, Which) ->
+    ok = gen_server:call({locker, Node}, {'$locker_debug', {pause_timers, Which}}, 10000).
+
+%% Checks the `{'$locker_debug', _}' timer controls of `Node''s server (the
+%% BEAM server and lockerd answer alike), and leaves every task running.
+%% `get_debug_state''s three timer slots say how long until each periodic
+%% task is due (ms), or `paused'.
+-spec check_timer_controls(node()) -> ok.
+check_timer_controls(Node) ->
+    Call = fun(R) -> gen_server:call({locker, Node}, R, 10000) end,
+    ok = pause_timers(Node),
+    {ok, _, _, paused, paused, paused} = Call(get_debug_state),
+    ok = Call({'$locker_debug', {resume_timers, [push_trans_log]}}),
+    {ok, _, _, paused, paused, Push} = Call(get_debug_state),
+    true = is_integer(Push) andalso Push >= 0,
+    ok = Call({'$locker_debug', {pause_timers, [push_trans_log, expire_locks]}}),
+    {ok, _, _, paused, paused, paused} = Call(get_debug_state),
+    {error, badarg} = Call({'$locker_debug', {pause_timers, [nope]}}),
+    {error, badarg} = Call({'$locker_debug', {resume_timers, not_a_list}}),
+    {error, {unknown_request, {'$locker_debug', nope}}} = Call({'$locker_debug', nope}),
+    ok = Call({'$locker_debug', resume_timers}),
+    {ok, _, _, T1, T2, T3} = Call(get_debug_state),
+    true = lists:all(fun(T) -> is_integer(T) andalso T >= 0 end, [T1, T2, T3]),
+    ok.
 
 %% The code paths a peer needs: the locker application and the suites.
 -spec code_paths() -> [string()].

@@ -179,6 +179,8 @@ ping_and_every_request(Config) ->
     timer:sleep(5),
     [{locker, L} ! M || M <- [expire_leases, expire_locks, push_trans_log]],
     {ok, [], [], _, _, _} = gen_server:call({locker, L}, get_debug_state),
+    %% The timers held still and resumed, as on the BEAM server.
+    ok = locker_ct:check_timer_controls(L),
     %% A waiter answered later, by a write.
     Self = self(),
     spawn_link(fun() -> Self ! {waited, gen_server:call({locker, L}, {wait_for, later, 5000})} end),
