@@ -4,6 +4,7 @@
 
 -export([ensure_distributed/0, start_peer/2, start_server/2, os_pid/1, code_paths/0, flood_unknown/3]).
 -export([pause_timers/1, pause_timers/2, check_timer_controls/1]).
+-export([init_cleanup/1, cleanup/1, start_bare_peer/2]).
 -export([unique/1, root/0, lockerd_binaries/0, start_os/3, await_line/3, stop_os/1, kill9/1, dist_port/1,
          creation/1]).
 
@@ -24,6 +25,25 @@ ensure_distributed() ->
         _ ->
             ok
     end.
+
+%% Adds to a case's Config a table of what its end must stop, under
+%% `cleanup': `{peer, Peer}' (peer:stop/1), `{os, Started}' (a process of
+%% {@link start_os/3}, stopped), `{os_pid, OsPidString}' (kill -CONT, then
+%% kill -9: it may be stopped). Call from init_per_testcase.
+-spec init_cleanup(list()) -> list().
+init_cleanup(Config) ->
+    [{cleanup, ets:new(locker_ct_cleanup, [public, bag])} | Config].
+
+%% Stops what the case's cleanup table lists, whatever happened to the
+%% case: no node stays stopped or running. Call from end_per_testcase.
+-spec cleanup(list()) -> ok.
+cleanup(Config) ->
+    T = proplists:get_value(cleanup, Config),
+    [os:cmd("kill -CONT " ++ P ++ "; kill -9 " ++ P) || {os_pid, P} <- ets:lookup(T, os_pid)],
+    [catch stop_os(O) || {os, O} <- ets:lookup(T, os)],
+    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
+    ets:delete(T),
+    ok.
 
 %% Holds time still on `Node''s locker server (a BEAM node or lockerd): its
 %% periodic tasks (lease and promise sweeps, log push) stop until resumed
@@ -71,13 +91,22 @@ code_paths() ->
 %% `locker' server (W = 2, default intervals).
 -spec start_peer(atom(), [{atom(), term()}]) -> {pid(), node()}.
 start_peer(Name, Env) ->
+    {Peer, Node} = start_bare_peer(Name, []),
+    [ok = rpc:call(Node, application, set_env, [locker, K, V]) || {K, V} <- Env],
+    {ok, _} = start_server(Node, [2, 1000, 1000, 100]),
+    {Peer, Node}.
+
+%% Starts an unlinked peer named `Name'@127.0.0.1 (a name with a host
+%% part: the host is dropped) with the locker code and the application
+%% loaded, nothing started, and `ExtraArgs' on its command line.
+-spec start_bare_peer(atom(), [string()]) -> {pid(), node()}.
+start_bare_peer(Name0, ExtraArgs) ->
+    Name = list_to_atom(hd(string:split(atom_to_list(Name0), "@"))),
     Args = ["-setcookie", atom_to_list(erlang:get_cookie()),
-            "-kernel", "prevent_overlapping_partitions", "false"] ++
+            "-kernel", "prevent_overlapping_partitions", "false"] ++ ExtraArgs ++
         lists:append([["-pa", P] || P <- code_paths()]),
     {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true, args => Args}),
     ok = rpc:call(Node, application, load, [locker]),
-    [ok = rpc:call(Node, application, set_env, [locker, K, V]) || {K, V} <- Env],
-    {ok, _} = start_server(Node, [2, 1000, 1000, 100]),
     {Peer, Node}.
 
 %% locker:start_link/1 through rpc would link the server to the
