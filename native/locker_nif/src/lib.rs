@@ -338,14 +338,20 @@ fn task_of(t: Term) -> NifResult<Task> {
 /// tasks named in `Tasks` (`expire_leases`, `expire_locks`,
 /// `push_trans_log`); a resumed task is due one period later.
 #[rustler::nif]
-fn pause_timers<'a>(env: Env<'a>, tasks: Vec<Term<'a>>, paused: bool) -> NifResult<Term<'a>> {
-    let tasks = tasks
-        .into_iter()
-        .map(task_of)
-        .collect::<NifResult<Vec<_>>>()?;
+fn pause_timers<'a>(env: Env<'a>, tasks: Term<'a>, paused: bool) -> NifResult<Term<'a>> {
+    // Walked cell by cell: an improper list is refused, never decoded.
+    let mut list = Vec::new();
+    let mut rest = tasks;
+    while let Ok((head, tail)) = rest.list_get_cell() {
+        list.push(task_of(head)?);
+        rest = tail;
+    }
+    if !rest.is_empty_list() {
+        return Err(Error::BadArg);
+    }
     let now = clock::now();
     with_schedule(|s| {
-        for t in tasks {
+        for t in list {
             if paused {
                 s.pause(t);
             } else {
