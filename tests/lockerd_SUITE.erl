@@ -61,14 +61,10 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    [{cleanup, ets:new(cleanup, [public, bag])} | Config].
+    locker_ct:init_cleanup(Config).
 
 end_per_testcase(_Case, Config) ->
-    T = ?config(cleanup, Config),
-    [catch locker_ct:stop_os(O) || {os, O} <- ets:lookup(T, os)],
-    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
-    ets:delete(T),
-    ok.
+    locker_ct:cleanup(Config).
 
 cookie() ->
     atom_to_list(erlang:get_cookie()).
