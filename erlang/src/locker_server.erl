@@ -190,6 +190,11 @@ own_call({set_w, _}, _From, _State) ->
     error(badarg);
 own_call({'$locker_config', Request}, From, State) ->
     config_call(Request, From, State);
+own_call({'$locker_groups', rewatch}, {Pid, _}, #state{watch = Watch} = State) when node(Pid) =:= node() ->
+    %% Cluster mode: the group table or a group's configuration changed on
+    %% this node (locker_groups); watch the nodes of every group.
+    {Masters, Replicas, _} = locker_meta:get(),
+    {reply, ok, State#state{watch = locker_watch:update(Masters ++ Replicas, Watch)}};
 own_call(get_debug_state, _From, State) ->
     {Promises, Leases} = locker_nif:debug_state(),
     #state{lease_expire_ref = R1, write_locks_expire_ref = R2, push_trans_log_ref = R3} = State,

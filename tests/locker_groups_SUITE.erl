@@ -1,0 +1,363 @@
+%% Cluster mode (locker_groups): keys spread over quorum groups. Nine BEAM
+%% masters in three groups of three (W = 2 each, configured through
+%% configuration epochs per group) and one node in no group; a mixed group
+%% with lockerd as a master. Peers are named `grp_*' (unique on this
+%% machine).
+-module(locker_groups_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([vector_key/1]).
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([
+    hash_vectors/1,
+    bad_configurations/1,
+    keys_land_in_their_group/1,
+    mutual_exclusion_per_key/1,
+    dirty_read_where/1,
+    epoch_change_in_a_group/1,
+    lockerd_master_of_a_group/1
+]).
+
+all() ->
+    [
+        hash_vectors,
+        bad_configurations,
+        keys_land_in_their_group,
+        mutual_exclusion_per_key,
+        dirty_read_where,
+        epoch_change_in_a_group,
+        lockerd_master_of_a_group
+    ].
+
+suite() ->
+    [{timetrap, {seconds, 180}}].
+
+init_per_suite(Config) ->
+    ok = locker_ct:ensure_distributed(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+-define(CLUSTER_CASES, [keys_land_in_their_group, mutual_exclusion_per_key, dirty_read_where, epoch_change_in_a_group]).
+
+init_per_testcase(Case, Config0) ->
+    Config = [{cleanup, ets:new(cleanup, [public, bag])} | Config0],
+    case lists:member(Case, ?CLUSTER_CASES) of
+        true -> nine(Config);
+        false -> Config
+    end.
+
+end_per_testcase(_Case, Config) ->
+    T = ?config(cleanup, Config),
+    [catch locker_ct:stop_os(O) || {os, O} <- ets:lookup(T, os)],
+    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
+    ets:delete(T),
+    ok.
+
+%% Nine masters in three groups of three and a client in no group. The
+%% table is set on every node first; then each group is configured through
+%% locker_membership (epoch mode) from one of its masters, so a
+%% coordinator of another group first tags with the initial epoch, is
+%% refused, and catches up from the group's masters.
+nine(Config) ->
+    [_ | _] = Nodes = [peer_node(Config) || _ <- lists:seq(1, 10)],
+    {Masters, [Client]} = lists:split(9, Nodes),
+    [G1, G2, G3] = [lists:sublist(Masters, I, 3) || I <- [1, 4, 7]],
+    Groups = [#{id => 1, masters => G1, w => 2}, #{id => 2, masters => G2, w => 2}, #{id => 3, masters => G3, w => 2}],
+    [ok = rpc:call(N, locker_groups, set, [Groups]) || N <- Nodes],
+    [ok = rpc:call(hd(G), locker, set_nodes, [G, G, []]) || G <- [G1, G2, G3]],
+    [{groups, Groups}, {client, Client}, {masters, Masters} | Config].
+
+peer_node(Config) ->
+    {Peer, Node} = locker_ct:start_peer(list_to_atom(locker_ct:unique("grp")), []),
+    ets:insert(?config(cleanup, Config), {peer, Peer}),
+    Node.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+%% The hash of tests/group_vectors.txt (which the Rust client's test reads
+%% too): the key's bytes and its group for each named key.
+hash_vectors(_Config) ->
+    Path = filename:join(locker_ct:root(), "tests/group_vectors.txt"),
+    {ok, Bin} = file:read_file(Path),
+    Lines = [L || L <- string:split(Bin, "\n", all), L =/= <<>>, binary:first(L) =/= $#],
+    ?assert(length(Lines) >= 20),
+    lists:foreach(
+        fun(Line) ->
+            [Name, Hex, IdsS, GroupS] = string:split(Line, "\t", all),
+            Key = vector_key(binary_to_atom(Name)),
+            ?assertEqual(Hex, hex(locker_groups:key_bytes(Key)), Name),
+            Ids = [binary_to_integer(I) || I <- string:split(IdsS, ",", all)],
+            Table = locker_groups:normalize([#{id => I, masters => [n], w => 1} || I <- Ids]),
+            ?assertEqual(binary_to_integer(GroupS), maps:get(id, locker_groups:pick(Key, Table)), Name)
+        end,
+        Lines
+    ).
+
+%% The keys of the vectors (the Rust test builds the same terms).
+vector_key(atom_a) -> a;
+vector_key(atom_utf8) -> 'clé';
+vector_key(int_0) -> 0;
+vector_key(int_255) -> 255;
+vector_key(int_256) -> 256;
+vector_key(int_neg) -> -1;
+vector_key(int_big) -> 1 bsl 40;
+vector_key(int_neg_big) -> -(1 bsl 40);
+vector_key(bin_empty) -> <<>>;
+vector_key(bin_hello) -> <<"hello">>;
+vector_key(tuple_user) -> {user, 42};
+vector_key(tuple_nested) -> {invoice, {2026, 12}, <<"eu">>};
+vector_key(list_empty) -> [];
+vector_key(list_atoms) -> [a, b, c];
+vector_key(list_bytes) -> [1, 2, 3];
+vector_key(list_mixed) -> [1, 300, a];
+vector_key(float_pi) -> 3.25;
+vector_key(key_1) -> {key, 1};
+vector_key(key_2) -> {key, 2};
+vector_key(key_3) -> {key, 3};
+vector_key(key_4) -> {key, 4};
+vector_key(key_5) -> {key, 5};
+vector_key(key_6) -> {key, 6};
+vector_key(key_7) -> {key, 7};
+vector_key(key_8) -> {key, 8};
+vector_key(name_bin) -> {name, <<"worker-17">>}.
+
+%% Bad tables are refused with an error naming the value, by the
+%% application environment's check and by set/1; a table other than the
+%% one in place is refused, not overwritten.
+bad_configurations(_Config) ->
+    Bad = [
+        {[], []},
+        {not_a_list, not_a_list},
+        {[#{masters => [a@h, b@h, c@h], w => 1}], 1},
+        {[#{masters => [a@h, b@h, c@h], w => 4}], 4},
+        {[#{masters => [], w => 1}], []},
+        {[#{masters => [a@h, "b@h"], w => 2}], "b@h"},
+        {[#{masters => [a@h, a@h], w => 2}], [a@h, a@h]},
+        {[#{masters => [a@h], w => 1, id => -1}], -1},
+        {[#{masters => [a@h], w => 1}, #{masters => [a@h], w => 1}], a@h},
+        {[#{masters => [a@h], w => 1, id => 7}, #{masters => [b@h], w => 1, id => 7}], 7},
+        {[#{masters => [a@h], w => 1}, #{masters => [b@h], replicas => [a@h], w => 1}], a@h},
+        {[#{masters => [a@h], w => 1, colour => red}], #{masters => [a@h], w => 1, colour => red}},
+        {[#{masters => [a@h]}], #{masters => [a@h]}}
+    ],
+    lists:foreach(
+        fun({Groups, Named}) ->
+            ?assertMatch({error, {bad_groups, Named, _}}, locker_groups:check(Groups), Groups),
+            ?assertMatch({error, {bad_groups, Named, _}}, locker_groups:set(Groups), Groups),
+            {error, [{groups, Groups, Text}]} = locker_config:check(#{groups => Groups}),
+            Msg = locker_config:format({groups, Groups, Text}),
+            ?assertNotEqual(nomatch, string:find(Msg, io_lib:format("~0p", [Named])), Msg)
+        end,
+        Bad
+    ),
+    Good = [#{masters => [node()], w => 1}],
+    ok = locker_config:check(#{groups => Good}),
+    {error, [{groups, Good, _}]} = locker_config:check(#{groups => Good, masters => [node()]}),
+    %% Once set, the same table again is fine; another one is refused.
+    try
+        ok = locker_groups:set(Good),
+        ok = locker_groups:set(Good),
+        Other = [#{masters => [node()], w => 1}, #{masters => [x@h], w => 1}],
+        {error, {groups_change_unsupported, _, _}} = locker_groups:set(Other),
+        1 = locker_groups:own()
+    after
+        locker_groups:reset()
+    end.
+
+%% Keys land in their group only: every master of a key's group stores it
+%% (W = 2 of 3 at least), no master of another group does, whoever
+%% coordinates (the client in no group, or a master of any group).
+keys_land_in_their_group(Config) ->
+    Groups = ?config(groups, Config),
+    Client = ?config(client, Config),
+    Masters = ?config(masters, Config),
+    Keys = [{k, I} || I <- lists:seq(1, 60)],
+    Coordinators = [Client | Masters],
+    Pid = self(),
+    lists:foreach(
+        fun({I, K}) ->
+            C = lists:nth(1 + I rem length(Coordinators), Coordinators),
+            {ok, 2, _, Commits} = rpc:call(C, locker, lock, [K, Pid, 60000]),
+            ?assert(Commits >= 2)
+        end,
+        lists:enumerate(Keys)
+    ),
+    Held = maps:from_list([{M, leases(M)} || M <- Masters]),
+    Table = locker_groups:normalize(Groups),
+    Counts = lists:foldl(
+        fun(K, Acc) ->
+            #{id := Id, masters := In} = locker_groups:pick(K, Table),
+            %% Every node computes the same group.
+            [Id = rpc:call(N, locker_groups, group_of, [K]) || N <- [Client | In]],
+            Holders = [M || M <- Masters, lists:member({K, Pid}, maps:get(M, Held))],
+            ?assert(length(Holders) >= 2, {K, Holders}),
+            ?assertEqual([], Holders -- In, {K, Id}),
+            maps:update_with(Id, fun(X) -> X + 1 end, 1, Acc)
+        end,
+        #{},
+        Keys
+    ),
+    ct:log("keys per group: ~p", [Counts]),
+    %% 60 keys over 3 groups: each group gets some.
+    ?assertEqual([1, 2, 3], lists:sort(maps:keys(Counts))),
+    %% Releases route the same way, from another coordinator.
+    [{ok, 2, _, _} = rpc:call(lists:last(Masters), locker, release, [K, Pid]) || K <- Keys],
+    [?assertEqual([], [L || {{k, _}, _} = L <- leases(M)]) || M <- Masters].
+
+%% Mutual exclusion per key under contention from every group and the
+%% client: each holder enters a checker on this node, which fails if two
+%% are inside at once or if a token does not increase per key.
+mutual_exclusion_per_key(Config) ->
+    Client = ?config(client, Config),
+    Masters = ?config(masters, Config),
+    Workers = [Client | [lists:nth(I, Masters) || I <- [1, 4, 7, 9]]],
+    Keys = [{contended, I} || I <- lists:seq(1, 6)],
+    Rounds = list_to_integer(os:getenv("LOCKER_GROUPS_ROUNDS", "15")),
+    Checker = spawn_link(fun() -> checker(#{}, #{}, 0) end),
+    Self = self(),
+    Pids = [
+        spawn_link(fun() -> Self ! {done, self(), worker(N, K, Checker, Rounds, 0)} end)
+     || N <- Workers, K <- Keys
+    ],
+    Wins = [receive {done, P, Won} -> Won after 170000 -> ct:fail(worker_timeout) end || P <- Pids],
+    Checker ! {report, self()},
+    {Entries, Violations} = receive {checker, E, V} -> {E, V} end,
+    ct:log("~b acquisitions over ~b keys, ~b workers", [Entries, length(Keys), length(Workers)]),
+    ?assertEqual([], Violations),
+    ?assertEqual(lists:sum(Wins), Entries),
+    ?assert(Entries >= length(Keys)).
+
+%% One worker on node N: Rounds times, takes K with a token (lease 30 s,
+%% held a few ms: far shorter than the lease, whatever the load), enters the checker, leaves, releases.
+worker(_N, _K, _Checker, 0, Won) ->
+    Won;
+worker(N, K, Checker, Rounds, Won) ->
+    Me = {self(), Rounds},
+    case rpc:call(N, locker, lock_with_token, [K, Me, 30000, 5000]) of
+        {ok, Token} ->
+            Checker ! {enter, K, Token, Me},
+            timer:sleep(2),
+            Checker ! {leave, K, Me},
+            _ = rpc:call(N, locker, release, [K, Me]),
+            worker(N, K, Checker, Rounds - 1, Won + 1);
+        {error, no_quorum} ->
+            worker(N, K, Checker, Rounds - 1, Won)
+    end.
+
+%% Inside: key => holder; Last: key => last token.
+checker(Inside, Last, Entries) ->
+    receive
+        {enter, K, Token, Who} ->
+            V1 = [{two_holders, K, Who, maps:get(K, Inside)} || is_map_key(K, Inside)],
+            V2 = [{token_not_increasing, K, Token, maps:get(K, Last)} || maps:get(K, Last, 0) >= Token],
+            [put(violations, [V | get_violations()]) || V <- V1 ++ V2],
+            checker(Inside#{K => Who}, Last#{K => Token}, Entries + 1);
+        {leave, K, Who} ->
+            case Inside of
+                #{K := Who} -> checker(maps:remove(K, Inside), Last, Entries);
+                _ -> checker(Inside, Last, Entries)
+            end;
+        {report, To} ->
+            To ! {checker, Entries, lists:reverse(get_violations())}
+    end.
+
+get_violations() ->
+    case get(violations) of
+        undefined -> [];
+        V -> V
+    end.
+
+%% dirty_read is local: on a master of the key's group it sees the key;
+%% on a master of another group and on the client it does not (the key is
+%% not stored there), and holds/1 says so; master_dirty_read routes to the
+%% key's group from anywhere.
+dirty_read_where(Config) ->
+    Groups = locker_groups:normalize(?config(groups, Config)),
+    Client = ?config(client, Config),
+    Masters = ?config(masters, Config),
+    Key = {read_me, 1},
+    #{masters := In} = locker_groups:pick(Key, Groups),
+    Out = Masters -- In,
+    {ok, 2, _, _} = rpc:call(Client, locker, lock, [Key, v, 60000]),
+    Stored = [M || M <- In, rpc:call(M, locker, dirty_read, [Key]) =:= {ok, v}],
+    ?assert(length(Stored) >= 2),
+    [true = rpc:call(M, locker, holds, [Key]) || M <- In],
+    [false = rpc:call(N, locker, holds, [Key]) || N <- [Client | Out]],
+    [{error, not_found} = rpc:call(N, locker, dirty_read, [Key]) || N <- [Client | Out]],
+    [{ok, v} = rpc:call(N, locker, master_dirty_read, [Key]) || N <- [Client, hd(Out)]],
+    {ok, 2, _, _} = rpc:call(hd(Out), locker, release, [Key, v]).
+
+%% A group's masters change through locker_membership (a master replaced
+%% by the client node): only that group's configuration moves to a new
+%% epoch; coordinators elsewhere are refused under the old epoch, catch up
+%% from the group's masters and go on; the other groups are untouched.
+epoch_change_in_a_group(Config) ->
+    Groups = locker_groups:normalize(?config(groups, Config)),
+    Masters = ?config(masters, Config),
+    [#{masters := G1}, #{masters := G2}, #{masters := G3}] = Groups,
+    Key = hd([K || I <- lists:seq(1, 100), K <- [{moving, I}], maps:get(id, locker_groups:pick(K, Groups)) =:= 2]),
+    Pid = self(),
+    {ok, 2, _, _} = rpc:call(hd(G1), locker, lock, [Key, Pid, 60000]),
+    E0 = rpc:call(hd(G2), locker_meta, epoch, []),
+    %% W 2 to 3 in group 2 (same masters): a new epoch there only.
+    ok = rpc:call(hd(G2), locker, set_w, [G2, 3]),
+    E1 = rpc:call(hd(G2), locker_meta, epoch, []),
+    ?assert(E1 > E0),
+    [E1 = rpc:call(M, locker_meta, epoch, []) || M <- G2],
+    [?assertNotEqual(E1, rpc:call(M, locker_meta, epoch, [])) || M <- G1 ++ G3],
+    %% A coordinator of group 1 still tags with the epoch it knew: refused,
+    %% catches up, and the lock is held (W = 3 now).
+    {error, no_quorum} = rpc:call(hd(G3), locker, lock, [Key, other, 60000]),
+    {ok, 3, _, 3} = rpc:call(lists:last(G1), locker, release, [Key, Pid]),
+    {ok, 3, 3, 3} = rpc:call(hd(G3), locker, lock, [Key, other, 60000]),
+    #{epoch := E1, w := 3} = rpc:call(hd(G3), persistent_term, get, [{locker, group_config, 2}]),
+    [?assertEqual([], [L || {{moving, _}, _} = L <- leases(M)]) || M <- Masters -- G2].
+
+%% lockerd as a master of one group (with two BEAM masters, W = 2) and a
+%% BEAM group of one: keys of the first group are on lockerd, keys of the
+%% second never are; lockerd needs nothing but its group's masters.
+lockerd_master_of_a_group(Config) ->
+    #{lockerd := Bin} = locker_ct:lockerd_binaries(),
+    [A, B, C] = [peer_node(Config) || _ <- lists:seq(1, 3)],
+    LName = locker_ct:unique("grp_ld"),
+    L = list_to_atom(LName ++ "@127.0.0.1"),
+    Log = filename:join(?config(priv_dir, Config), LName ++ ".log"),
+    G1 = [A, B, L],
+    O = locker_ct:start_os(Bin, ["--name", LName ++ "@127.0.0.1", "--cookie", atom_to_list(erlang:get_cookie()),
+                                 "--announce", "--masters", string:join([atom_to_list(N) || N <- G1], ","),
+                                 "--w", "2"], Log),
+    ets:insert(?config(cleanup, Config), {os, O}),
+    Groups = [#{id => 10, masters => G1, w => 2}, #{id => 20, masters => [C], w => 1}],
+    [ok = rpc:call(N, locker_groups, set, [Groups]) || N <- [A, B, C]],
+    ok = rpc:call(A, locker, set_nodes, [G1, G1, []]),
+    ok = rpc:call(C, locker_membership, change, [[C], [], 1]),
+    Table = locker_groups:normalize(Groups),
+    Keys = [{ld, I} || I <- lists:seq(1, 30)],
+    {In1, In2} = lists:partition(fun(K) -> maps:get(id, locker_groups:pick(K, Table)) =:= 10 end, Keys),
+    ?assert(In1 =/= [] andalso In2 =/= []),
+    Pid = self(),
+    [{ok, _} = rpc:call(C, locker, lock_with_token, [K, Pid, 60000, 5000]) || K <- In1],
+    [{ok, 1, 1, 1} = rpc:call(A, locker, lock, [K, Pid, 60000]) || K <- In2],
+    LHeld = leases(L),
+    [?assert(lists:member({K, Pid}, LHeld), K) || K <- In1],
+    [?assertNot(lists:keymember(K, 1, LHeld), K) || K <- In2],
+    [{error, no_quorum} = rpc:call(A, locker, lock, [K, other, 60000]) || K <- In1],
+    [{ok, 2, _, _} = rpc:call(C, locker, release, [K, Pid]) || K <- In1],
+    [] = [X || {{ld, _}, _} = X <- leases(L)].
+
+%%--------------------------------------------------------------------
+%% Helpers
+%%--------------------------------------------------------------------
+
+hex(B) ->
+    list_to_binary([io_lib:format("~2.16.0b", [X]) || <<X>> <= B]).
+
+leases(N) ->
+    {ok, _, L, _, _, _} = gen_server:call({locker, N}, get_debug_state),
+    lists:sort([{K, V} || {K, V, _} <- L]).
