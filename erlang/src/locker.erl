@@ -28,7 +28,7 @@
 -export([lock/2, lock/3, lock/4, update/3, update/4, extend_lease/3, extend_lease/4, release/2, release/3]).
 -export([lock_with_token/4]).
 -export([wait_for/2, wait_for_release/1, wait_for_release/2]).
--export([dirty_read/1, master_dirty_read/1, holds/1]).
+-export([dirty_read/1, master_dirty_read/1, holds/1, masters_of/1]).
 -export([lag/0, summary/0, get_meta/0, get_debug_state/0]).
 -export([token_counter/0, promise_ttl_ms/0, phase_two_budget_ms/0]).
 -export([format_error/2]).
@@ -578,11 +578,7 @@ dirty_read(Key) ->
 %% this node is one, else on a random one through `rpc'.
 -spec master_dirty_read(key()) -> {ok, value()} | {error, not_found} | {badrpc, term()}.
 master_dirty_read(Key) ->
-    Nodes =
-        case locker_groups:config_for(Key) of
-            own -> element(1, meta());
-            {_, Config} -> locker_meta:voters(Config)
-        end,
+    Nodes = masters_of(Key),
     case lists:member(node(), Nodes) of
         true ->
             dirty_read(Key);
@@ -591,6 +587,16 @@ master_dirty_read(Key) ->
         false ->
             Master = lists:nth(rand:uniform(length(Nodes)), Nodes),
             rpc:call(Master, locker, dirty_read, [Key])
+    end.
+
+%% @doc The masters that vote on `Key': those of its group in cluster
+%% mode (see {@link locker_groups}), else this node's masters (during a
+%% transition, the old and the new ones).
+-spec masters_of(key()) -> [node()].
+masters_of(Key) ->
+    case locker_groups:config_for(Key) of
+        own -> element(1, meta());
+        {_, Config} -> locker_meta:voters(Config)
     end.
 
 %% @doc Whether this node stores `Key': it is a master or a replica of
