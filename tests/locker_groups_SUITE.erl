@@ -17,6 +17,7 @@
     mutual_exclusion_per_key/1,
     dirty_read_where/1,
     epoch_change_in_a_group/1,
+    other_table_refused/1,
     lockerd_master_of_a_group/1
 ]).
 
@@ -28,6 +29,7 @@ all() ->
         mutual_exclusion_per_key,
         dirty_read_where,
         epoch_change_in_a_group,
+        other_table_refused,
         lockerd_master_of_a_group
     ].
 
@@ -41,7 +43,9 @@ init_per_suite(Config) ->
 end_per_suite(_Config) ->
     ok.
 
--define(CLUSTER_CASES, [keys_land_in_their_group, mutual_exclusion_per_key, dirty_read_where, epoch_change_in_a_group]).
+-define(CLUSTER_CASES, [
+    keys_land_in_their_group, mutual_exclusion_per_key, dirty_read_where, epoch_change_in_a_group, other_table_refused
+]).
 
 init_per_testcase(Case, Config0) ->
     Config = [{cleanup, ets:new(cleanup, [public, bag])} | Config0],
@@ -318,6 +322,30 @@ epoch_change_in_a_group(Config) ->
     {ok, 3, 3, 3} = rpc:call(hd(G3), locker, lock, [Key, other, 60000]),
     #{epoch := E1, w := 3} = rpc:call(hd(G3), persistent_term, get, [{locker, group_config, 2}]),
     [?assertEqual([], [L || {{moving, _}, _} = L <- leases(M)]) || M <- Masters -- G2].
+
+%% A node whose table differs from the masters' (group 3 left out, as a
+%% node not yet given a new table would have it): keys that both tables
+%% put in the same group work; a key of group 3 that it routes to group 1
+%% or 2 is refused there (wrong_group), so it never holds a key that a
+%% node with the masters' table holds in group 3.
+other_table_refused(Config) ->
+    Groups = locker_groups:normalize(?config(groups, Config)),
+    Client = ?config(client, Config),
+    [#{masters := G1}, _, #{masters := G3}] = Groups,
+    ok = rpc:call(Client, locker_groups, reset, []),
+    ok = rpc:call(Client, locker_groups, set, [lists:sublist(Groups, 2)]),
+    Keys = [{other_table, I} || I <- lists:seq(1, 30)],
+    {Moved, Kept} = lists:partition(fun(K) -> maps:get(id, locker_groups:pick(K, Groups)) =:= 3 end, Keys),
+    ?assert(Moved =/= [] andalso Kept =/= []),
+    Pid = self(),
+    [{ok, 2, _, _} = rpc:call(hd(G3), locker, lock, [K, Pid, 60000]) || K <- Moved],
+    [{error, no_quorum} = rpc:call(Client, locker, lock, [K, other, 60000]) || K <- Moved],
+    [{ok, 2, _, _} = rpc:call(Client, locker, lock, [K, Pid, 60000]) || K <- Kept],
+    %% The refusal is the group's, not a held key's: a fresh key of group
+    %% 3 is refused to this node too.
+    Fresh = hd([K || I <- lists:seq(1, 200), K <- [{fresh, I}], maps:get(id, locker_groups:pick(K, Groups)) =:= 3]),
+    {error, no_quorum} = rpc:call(Client, locker, lock, [Fresh, other, 60000]),
+    {ok, 2, _, _} = rpc:call(hd(G1), locker, lock, [Fresh, Pid, 60000]).
 
 %% lockerd as a master of one group (with two BEAM masters, W = 2) and a
 %% BEAM group of one: keys of the first group are on lockerd, keys of the

@@ -37,7 +37,7 @@
 -module(locker_groups).
 
 -export([set/1, table/0, own/0, check/1, normalize/1, pick/2, group_of/1, score/2, key_bytes/1]).
--export([config_for/1, holds/1, catch_up/2, own_view/1, reset/0, nodes/0]).
+-export([config_for/1, holds/1, catch_up/2, own_view/1, reset/0, nodes/0, refusal/1]).
 -export_type([group/0, table/0]).
 
 -define(TABLE, {locker, groups}).
@@ -263,6 +263,29 @@ cached(#{id := Id, masters := M, replicas := R, w := W}) ->
             #{epoch => locker_meta:initial_epoch(), masters => M, replicas => R, w => W, joint => none, mode => legacy};
         Config ->
             Config
+    end.
+
+%% @doc What a master answers a vote on `Key' from the group point of
+%% view: `none' (no table, this node in no group, or the key is in its
+%% group), else `{error, {wrong_group, OwnGroup}}': the coordinator routed
+%% the key by another table than this node's. Refusing keeps two
+%% coordinators with different tables from granting one key in two groups,
+%% as long as the masters agree on the table.
+-spec refusal(term()) -> none | {error, {wrong_group, id()}}.
+refusal(Key) ->
+    case table() of
+        undefined ->
+            none;
+        Table ->
+            case own() of
+                none ->
+                    none;
+                Own ->
+                    case maps:get(id, pick(Key, Table)) of
+                        Own -> none;
+                        _ -> {error, {wrong_group, Own}}
+                    end
+            end
     end.
 
 %% @doc Whether this node stores `Key' (a master or a replica of its

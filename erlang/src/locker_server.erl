@@ -153,6 +153,11 @@ call(Request, From, #state{next_id = Id} = State) ->
     case locker_store:epoch_refusal(Request) of
         {error, {config_epoch, Own}} = Reply ->
             {reply, Reply, epoch_refused(Request, Own, From, State)};
+        {error, {wrong_group, Own}} = Reply ->
+            {Pid, _} = From,
+            {reply, Reply,
+             warn(State, "locker: refused a vote on a key of another group than this node's (~0p) from ~p: "
+                  "its group table differs from this node's", [Own, node(Pid)])};
         none ->
             case locker_nif:handle(Request, Id) of
                 unknown_request -> own_call(Request, From, State);

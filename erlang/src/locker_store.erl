@@ -27,8 +27,21 @@ apply(Request) ->
 
 %% @doc `none', or the reply refusing `Request' because it was made under
 %% another configuration epoch than this node's.
--spec epoch_refusal(term()) -> none | {error, {config_epoch, locker_meta:epoch()}}.
+%% In cluster mode a vote on a key of another group than this node's is
+%% refused first (`{error, {wrong_group, OwnGroup}}'): a coordinator with
+%% another group table than this master's cannot lock here a key this
+%% master's table puts elsewhere (see locker_groups).
+-spec epoch_refusal(term()) ->
+    none | {error, {config_epoch, locker_meta:epoch()}} | {error, {wrong_group, non_neg_integer()}}.
+epoch_refusal({get_write_lock, Key, _, _} = Request) ->
+    case locker_groups:refusal(Key) of
+        none -> epoch_refusal_(Request);
+        Refusal -> Refusal
+    end;
 epoch_refusal(Request) ->
+    epoch_refusal_(Request).
+
+epoch_refusal_(Request) ->
     case checked_tag(Request) of
         none ->
             none;
