@@ -77,8 +77,18 @@ nine(Config) ->
 
 peer_node(Config) ->
     {Peer, Node} = locker_ct:start_peer(list_to_atom(locker_ct:unique("grp")), []),
-    ets:insert(?config(cleanup, Config), {peer, Peer}),
+    ets:insert(?config(cleanup, Config), [{peer, Peer}, {node, Node, Peer}]),
     Node.
+
+%% Stops a peer started by peer_node/1 and waits for its nodedown.
+stop_node(Node, Config) ->
+    [{node, Node, Peer}] = [X || {node, N, _} = X <- ets:lookup(?config(cleanup, Config), node), N =:= Node],
+    erlang:monitor_node(Node, true),
+    peer:stop(Peer),
+    receive
+        {nodedown, Node} -> ok
+    after 10000 -> ct:fail({still_up, Node})
+    end.
 
 %%--------------------------------------------------------------------
 %% Cases
@@ -216,7 +226,8 @@ keys_land_in_their_group(Config) ->
 
 %% Mutual exclusion per key under contention from every group and the
 %% client: each holder enters a checker on this node, which fails if two
-%% are inside at once or if a token does not increase per key.
+%% are inside at once or if a token does not increase per key. Midway one
+%% master of each group stops (W = 2 of the 2 left): the groups go on.
 mutual_exclusion_per_key(Config) ->
     Client = ?config(client, Config),
     Masters = ?config(masters, Config),
@@ -225,17 +236,25 @@ mutual_exclusion_per_key(Config) ->
     Rounds = list_to_integer(os:getenv("LOCKER_GROUPS_ROUNDS", "15")),
     Checker = spawn_link(fun() -> checker(#{}, #{}, 0) end),
     Self = self(),
+    Checker ! {notify_at, 10, Self},
     Pids = [
         spawn_link(fun() -> Self ! {done, self(), worker(N, K, Checker, Rounds, 0)} end)
      || N <- Workers, K <- Keys
     ],
+    receive {reached, 10} -> ok after 120000 -> ct:fail(no_progress) end,
+    [stop_node(lists:nth(I, Masters), Config) || I <- [2, 5, 8]],
+    Checker ! {entries, Self},
+    Before = receive {entries, E0} -> E0 end,
     Wins = [receive {done, P, Won} -> Won after 170000 -> ct:fail(worker_timeout) end || P <- Pids],
     Checker ! {report, self()},
     {Entries, Violations} = receive {checker, E, V} -> {E, V} end,
     ct:log("~b acquisitions over ~b keys, ~b workers", [Entries, length(Keys), length(Workers)]),
+    ct:log("~b acquisitions after the stops", [Entries - Before]),
     ?assertEqual([], Violations),
     ?assertEqual(lists:sum(Wins), Entries),
-    ?assert(Entries >= length(Keys)).
+    ?assert(Entries >= length(Keys)),
+    %% The groups kept granting with one master down each.
+    ?assert(Entries > Before).
 
 %% One worker on node N: Rounds times, takes K with a token (lease 30 s,
 %% held a few ms: far shorter than the lease, whatever the load), enters the checker, leaves, releases.
@@ -261,7 +280,20 @@ checker(Inside, Last, Entries) ->
             V1 = [{two_holders, K, Who, maps:get(K, Inside)} || is_map_key(K, Inside)],
             V2 = [{token_not_increasing, K, Token, maps:get(K, Last)} || maps:get(K, Last, 0) >= Token],
             [put(violations, [V | get_violations()]) || V <- V1 ++ V2],
+            case get(notify) of
+                {N, To} when Entries + 1 >= N -> erase(notify), To ! {reached, N};
+                _ -> ok
+            end,
             checker(Inside#{K => Who}, Last#{K => Token}, Entries + 1);
+        {notify_at, N, To} when Entries >= N ->
+            To ! {reached, N},
+            checker(Inside, Last, Entries);
+        {notify_at, N, To} ->
+            put(notify, {N, To}),
+            checker(Inside, Last, Entries);
+        {entries, To} ->
+            To ! {entries, Entries},
+            checker(Inside, Last, Entries);
         {leave, K, Who} ->
             case Inside of
                 #{K := Who} -> checker(maps:remove(K, Inside), Last, Entries);
