@@ -18,6 +18,8 @@
     dirty_read_where/1,
     epoch_change_in_a_group/1,
     other_table_refused/1,
+    add_a_group_while_contending/1,
+    remove_a_group/1,
     lockerd_master_of_a_group/1
 ]).
 
@@ -30,6 +32,8 @@ all() ->
         dirty_read_where,
         epoch_change_in_a_group,
         other_table_refused,
+        add_a_group_while_contending,
+        remove_a_group,
         lockerd_master_of_a_group
     ].
 
@@ -44,7 +48,13 @@ end_per_suite(_Config) ->
     ok.
 
 -define(CLUSTER_CASES, [
-    keys_land_in_their_group, mutual_exclusion_per_key, dirty_read_where, epoch_change_in_a_group, other_table_refused
+    keys_land_in_their_group,
+    mutual_exclusion_per_key,
+    dirty_read_where,
+    epoch_change_in_a_group,
+    other_table_refused,
+    add_a_group_while_contending,
+    remove_a_group
 ]).
 
 init_per_testcase(Case, Config0) ->
@@ -178,7 +188,7 @@ bad_configurations(_Config) ->
         ok = locker_groups:set(Good),
         ok = locker_groups:set(Good),
         Other = [#{masters => [node()], w => 1}, #{masters => [x@h], w => 1}],
-        {error, {groups_change_unsupported, _, _}} = locker_groups:set(Other),
+        {error, {table_in_place, _, _}} = locker_groups:set(Other),
         1 = locker_groups:own()
     after
         locker_groups:reset()
@@ -378,6 +388,124 @@ other_table_refused(Config) ->
     Fresh = hd([K || I <- lists:seq(1, 200), K <- [{fresh, I}], maps:get(id, locker_groups:pick(K, Groups)) =:= 3]),
     {error, no_quorum} = rpc:call(Client, locker, lock, [Fresh, other, 60000]),
     {ok, 2, _, _} = rpc:call(hd(G1), locker, lock, [Fresh, Pid, 60000]).
+
+%% A fourth group added while clients of every group contend for keys,
+%% some of which move to it: the change goes through the joint table (the
+%% moving keys need a quorum of their old group and of the new one), waits
+%% for the leases held when it began, then installs the new table. One
+%% holder per key and increasing tokens throughout (the checker); after
+%% it, every node has the new table and the moved keys are on the new
+%% group's masters; a node given the old table back is refused on them.
+add_a_group_while_contending(Config) ->
+    Groups = ?config(groups, Config),
+    Client = ?config(client, Config),
+    Masters = ?config(masters, Config),
+    G4 = [peer_node(Config) || _ <- lists:seq(1, 3)],
+    ok = rpc:call(hd(G4), locker_membership, change, [G4, [], 2]),
+    New = Groups ++ [#{id => 4, masters => G4, w => 2}],
+    NewTable = locker_groups:normalize(New),
+    OldTable = locker_groups:normalize(Groups),
+    Keys = [{adding, I} || I <- lists:seq(1, 12)],
+    Moving = [K || K <- Keys, maps:get(id, locker_groups:pick(K, NewTable)) =:= 4],
+    ?assert(Moving =/= []),
+    Workers = [Client | [lists:nth(I, Masters) || I <- [1, 4, 7]]],
+    Checker = spawn_link(fun() -> checker(#{}, #{}, 0) end),
+    Self = self(),
+    Pids = [spawn_link(fun() -> Self ! {done, self(), until_stopped(N, K, Checker, 0)} end) || N <- Workers, K <- Keys],
+    Checker ! {notify_at, 20, Self},
+    receive {reached, 20} -> ok after 120000 -> ct:fail(no_progress) end,
+    T0 = erlang:monotonic_time(millisecond),
+    ok = rpc:call(hd(Masters), locker_groups, change, [New, #{wait => 60000}], 120000),
+    ct:log("change took ~b ms", [erlang:monotonic_time(millisecond) - T0]),
+    Checker ! {entries, Self},
+    AtChange = receive {entries, E0} -> E0 end,
+    Checker ! {notify_at, AtChange + 20, Self},
+    receive {reached, _} -> ok after 120000 -> ct:fail(no_progress_after_change) end,
+    [P ! stop || P <- Pids],
+    Wins = [receive {done, P, Won} -> Won after 60000 -> ct:fail(worker_timeout) end || P <- Pids],
+    Checker ! {report, self()},
+    {Entries, Violations} = receive {checker, E, V} -> {E, V} end,
+    ct:log("~b acquisitions, ~b at the change; moving keys ~p", [Entries, AtChange, Moving]),
+    ?assertEqual([], Violations),
+    ?assertEqual(lists:sum(Wins), Entries),
+    %% Every node has the new table, none is joint.
+    [?assertEqual({NewTable, undefined}, {rpc:call(N, locker_groups, table, []), rpc:call(N, locker_groups, joint, [])})
+     || N <- [Client | Masters ++ G4]],
+    %% A key of the new group is on its masters only (a fresh one: a
+    %% contended key may still be held by a worker whose release failed).
+    K1 = hd([K || I <- lists:seq(1, 500), K <- [{moved_fresh, I}], maps:get(id, locker_groups:pick(K, NewTable)) =:= 4]),
+    {ok, 2, _, _} = rpc:call(Client, locker, lock, [K1, Self, 60000]),
+    Held = [M || M <- Masters ++ G4, rpc:call(M, locker, dirty_read, [K1]) =:= {ok, Self}],
+    ?assert(length(Held) >= 2),
+    ?assertEqual([], Held -- G4),
+    %% A node given the old table back cannot take it in its old group.
+    ok = rpc:call(Client, locker_groups, reset, []),
+    ok = rpc:call(Client, locker_groups, set, [Groups]),
+    Fresh = hd([K || I <- lists:seq(1, 500), K <- [{moved, I}], maps:get(id, locker_groups:pick(K, NewTable)) =:= 4]),
+    ?assertNotEqual(4, maps:get(id, locker_groups:pick(Fresh, OldTable))),
+    {error, no_quorum} = rpc:call(Client, locker, lock, [Fresh, x, 60000]).
+
+%% Changes refused: a bad or incompatible table (an error naming the
+%% value, nothing changed), a group whose masters cannot take the joint
+%% table (rolled back everywhere). Then group 3 removed while one of its
+%% keys is held: the change waits for that lease, the key is then taken
+%% in its new group, and the removed group's masters (in no group now)
+%% refuse a node that still has the old table.
+remove_a_group(Config) ->
+    Groups = ?config(groups, Config),
+    Client = ?config(client, Config),
+    Masters = ?config(masters, Config),
+    OldTable = locker_groups:normalize(Groups),
+    [#{masters := G1}, _, #{masters := G3}] = OldTable,
+    Changed = [(hd(Groups))#{w => 3} | tl(Groups)],
+    {error, {bad_groups, 1, _}} = rpc:call(hd(G1), locker_groups, change, [Changed]),
+    {error, {bad_groups, _, _}} = rpc:call(hd(G1), locker_groups, change, [[#{masters => [], w => 1}]]),
+    Dead = [list_to_atom("grp_dead_" ++ integer_to_list(I) ++ "@127.0.0.1") || I <- [1, 2, 3]],
+    {error, {refused, Why}} =
+        rpc:call(hd(G1), locker_groups, change, [Groups ++ [#{id => 9, masters => Dead, w => 2}]], 60000),
+    ?assertEqual(Dead, lists:sort([N || {N, _} <- Why, lists:member(N, Dead)])),
+    [?assertEqual({OldTable, undefined}, {rpc:call(N, locker_groups, table, []), rpc:call(N, locker_groups, joint, [])})
+     || N <- [Client | Masters]],
+    %% Remove group 3 while one of its keys is held for 3 s.
+    K = hd([X || I <- lists:seq(1, 100), X <- [{removed, I}], maps:get(id, locker_groups:pick(X, OldTable)) =:= 3]),
+    Pid = self(),
+    {ok, 2, _, _} = rpc:call(Client, locker, lock, [K, Pid, 3000]),
+    T0 = erlang:monotonic_time(millisecond),
+    NewGroups = lists:sublist(Groups, 2),
+    ok = rpc:call(hd(G1), locker_groups, change, [NewGroups], 60000),
+    Took = erlang:monotonic_time(millisecond) - T0,
+    ct:log("change took ~b ms", [Took]),
+    NewTable = locker_groups:normalize(NewGroups),
+    #{masters := To} = locker_groups:pick(K, NewTable),
+    {ok, 2, _, _} = rpc:call(Client, locker, lock, [K, other, 60000]),
+    ?assert(length([M || M <- To, rpc:call(M, locker, dirty_read, [K]) =:= {ok, other}]) >= 2),
+    [false = rpc:call(M, locker, holds, [K]) || M <- G3],
+    %% A node with the old table back: refused by the removed masters.
+    ok = rpc:call(Client, locker_groups, reset, []),
+    ok = rpc:call(Client, locker_groups, set, [Groups]),
+    K2 = hd([X || I <- lists:seq(1, 100), X <- [{removed2, I}], maps:get(id, locker_groups:pick(X, OldTable)) =:= 3]),
+    {error, no_quorum} = rpc:call(Client, locker, lock, [K2, x, 60000]),
+    {ok, 2, _, _} = rpc:call(hd(G1), locker, lock, [K2, x, 60000]).
+
+%% A worker that contends for K until told to stop (lease 10 s, held a
+%% few ms).
+until_stopped(N, K, Checker, Won) ->
+    receive
+        stop -> Won
+    after 0 ->
+        Me = {self(), Won, erlang:unique_integer()},
+        case rpc:call(N, locker, lock_with_token, [K, Me, 10000, 5000]) of
+            {ok, Token} ->
+                Checker ! {enter, K, Token, Me},
+                timer:sleep(2),
+                Checker ! {leave, K, Me},
+                _ = rpc:call(N, locker, release, [K, Me]),
+                until_stopped(N, K, Checker, Won + 1);
+            _ ->
+                timer:sleep(5),
+                until_stopped(N, K, Checker, Won)
+        end
+    end.
 
 %% lockerd as a master of one group (with two BEAM masters, W = 2) and a
 %% BEAM group of one: keys of the first group are on lockerd, keys of the

@@ -27,25 +27,32 @@
 %% them under the rule of {@link locker_membership:pull/1}: W of the
 %% masters it knows must report it).
 %%
-%% Changing the table (adding, removing or resizing groups) is not done:
-%% {@link set/1} refuses a table other than the one in place with
-%% `{error, {groups_change_unsupported, Current, New}}' rather than
-%% overwrite it (two nodes routing a key to different groups could both
-%% grant it). A group's own masters and W change through
-%% {@link locker_membership:change/3} run on a node of that group.
+%% Changing the table (adding or removing groups) goes through
+%% {@link change/2}: a joint table, in which a key that moves needs a
+%% quorum of its old group and of its new one, then the new table once the
+%% leases held before have ended (docs/protocol.md, "Changing the table").
+%% {@link set/1} refuses to overwrite a table. A group's own masters and W
+%% change through {@link locker_membership:change/3} run on a node of that
+%% group.
 %% @end
 -module(locker_groups).
 
 -export([set/1, table/0, own/0, check/1, normalize/1, pick/2, group_of/1, score/2, key_bytes/1]).
 -export([config_for/1, holds/1, catch_up/2, own_view/1, reset/0, nodes/0, refusal/1]).
--export_type([group/0, table/0]).
+-export([change/1, change/2, joint/0, table_epoch/0, server_request/1]).
+-export_type([group/0, table/0, table_epoch/0]).
 
 -define(TABLE, {locker, groups}).
 -define(OWN, {locker, own_group}).
 -define(CACHE(Id), {locker, group_config, Id}).
+-define(JOINT, {locker, groups_joint}).
+-define(TEPOCH, {locker, groups_epoch}).
 -define(CALL_TIMEOUT, 5000).
+%% The tag epoch of an operation on a moving key during a table change.
+-define(MARK(TE), {'$locker_table', TE}).
 
 -type id() :: non_neg_integer().
+-type table_epoch() :: 0 | {pos_integer(), node()}.
 -type group() :: #{id := id(), masters := [node()], replicas := [node()], w := pos_integer()}.
 -type table() :: [group()].
 
@@ -54,7 +61,11 @@
 %%====================================================================
 
 %% @doc Sets this node's group table (checked as {@link check/1}). Setting
-%% the table in place again is `ok'; another table is refused.
+%% the table in place again is `ok'; another table is refused with
+%% `{error, {table_in_place, Current, New}}' (change tables with
+%% {@link change/2}), except when the table in place came from a change,
+%% which is kept (with a warning): an application restarted with the
+%% environment it started with does not undo a change.
 -spec set([map()]) -> ok | {error, term()}.
 set(Groups) ->
     case check(Groups) of
@@ -69,7 +80,16 @@ set(Groups) ->
                 Table ->
                     ok;
                 Current ->
-                    {error, {groups_change_unsupported, Current, Table}}
+                    case table_epoch() of
+                        0 ->
+                            {error, {table_in_place, Current, Table}};
+                        E ->
+                            %% Changed at runtime (change/2) since the
+                            %% environment was written: the change wins.
+                            logger:warning("locker: group table ~0p from the environment ignored: "
+                                           "the table changed at runtime (table epoch ~0p) is kept", [Table, E]),
+                            ok
+                    end
             end;
         {error, _} = Error ->
             Error
@@ -85,8 +105,23 @@ reset() ->
             _ = [persistent_term:erase(?CACHE(Id)) || #{id := Id} <- Table],
             _ = persistent_term:erase(?TABLE),
             _ = persistent_term:erase(?OWN),
+            _ = persistent_term:erase(?JOINT),
+            _ = persistent_term:erase(?TEPOCH),
             ok
     end.
+
+%% @doc During a table change, `{TableEpoch, OldTable}' (the table in
+%% place, {@link table/0}, is then the new one); else `undefined'.
+-spec joint() -> {table_epoch(), table()} | undefined.
+joint() ->
+    persistent_term:get(?JOINT, undefined).
+
+%% @doc The epoch of this node's table: 0 for a table set by {@link set/1}
+%% or the environment; `{Counter, Proposer}' after a {@link change/2}
+%% (ordered after 0 and by counter).
+-spec table_epoch() -> table_epoch().
+table_epoch() ->
+    persistent_term:get(?TEPOCH, 0).
 
 %% @doc This node's group table, `undefined' when none is set.
 -spec table() -> table() | undefined.
@@ -196,6 +231,227 @@ normalize(Groups) ->
     lists:sort(fun(#{id := A}, #{id := B}) -> A =< B end, Table).
 
 %%====================================================================
+%% Changing the table
+%%====================================================================
+
+%% @equiv change(Groups, #{})
+-spec change([map()]) -> ok | {error, term()}.
+change(Groups) ->
+    change(Groups, #{}).
+
+%% @doc Changes the group table of the cluster to `Groups', safely (see
+%% docs/protocol.md, "Changing the table"). Groups present in both tables
+%% (same id) must be equal; the nodes of groups added must be in no group
+%% of the current table, those of groups removed in no group of the new
+%% one. Steps: a joint table (the change's table epoch) is installed on
+%% every node that has a table and on every master and replica of both
+%% tables; W masters of every group of both must take it, else it is
+%% rolled back (`{error, {refused, [{Node, Why}]}}'). Then the call waits
+%% until, in every old group, `N - W + 1' masters report that every lease
+%% they held when they took it has ended (at most `wait' ms, default
+%% 60000; past it the cluster stays joint, which is safe, and
+%% `{error, {old_leases, Groups}}' is returned: calling again with the
+%% same table finishes the change). The new groups' masters raise their
+%% token floor to the old masters', and the new table is installed.
+-spec change([map()], #{wait => non_neg_integer()}) -> ok | {error, term()}.
+change(Groups, Opts) ->
+    %% One change at a time among the connected nodes (as membership
+    %% changes); two at once in a partition cannot both get W masters of a
+    %% group to take their joint tables.
+    global:trans({{?MODULE, change}, self()}, fun() -> change_(Groups, Opts) end).
+
+change_(Groups, Opts) ->
+    case {check(Groups), table()} of
+        {{error, _} = Error, _} ->
+            Error;
+        {ok, undefined} ->
+            {error, no_table};
+        {ok, Current} ->
+            New = normalize(Groups),
+            case joint() of
+                undefined when New =:= Current ->
+                    ok;
+                undefined ->
+                    case compatible(Current, New) of
+                        ok -> change_from(Current, New, Opts);
+                        Error -> Error
+                    end;
+                {TE, Old} when New =:= Current ->
+                    %% A change left joint: finish it.
+                    finish(TE, Old, New, targets(Old, New), Opts);
+                {_, _} ->
+                    {error, {change_in_progress, Current}}
+            end
+    end.
+
+%% Groups in both tables are the same; added and removed groups' nodes
+%% belong to no group of the other table.
+compatible(Old, New) ->
+    OldIds = [Id || #{id := Id} <- Old],
+    NewIds = [Id || #{id := Id} <- New],
+    Changed = [Id || #{id := Id} = G <- New, lists:member(Id, OldIds), not lists:member(G, Old)],
+    NodesOf = fun(T) -> lists:append([M ++ R || #{masters := M, replicas := R} <- T]) end,
+    Added = [G || #{id := Id} = G <- New, not lists:member(Id, OldIds)],
+    Removed = [G || #{id := Id} = G <- Old, not lists:member(Id, NewIds)],
+    OldNodes = NodesOf(Old),
+    NewNodes = NodesOf(New),
+    Moved = [N || N <- NodesOf(Added), lists:member(N, OldNodes)],
+    Left = [N || N <- NodesOf(Removed), lists:member(N, NewNodes)],
+    if
+        Changed =/= [] -> bad(hd(Changed), "a group kept by the change unchanged (same masters, replicas and w)");
+        Moved =/= [] -> bad(hd(Moved), "a node of an added group that is in no group of the current table");
+        Left =/= [] -> bad(hd(Left), "a node of a removed group that is in no group of the new table");
+        true -> ok
+    end.
+
+%% Every node that has a table (connected nodes are asked), and every
+%% master and replica of both tables.
+targets(Old, New) ->
+    Named = [N || #{masters := M, replicas := R} <- Old ++ New, N <- M ++ R],
+    Others = erlang:nodes(),
+    With = [N || N <- Others, is_list(catch rpc:call(N, ?MODULE, table, [], ?CALL_TIMEOUT))],
+    lists:usort([node() | Named ++ With]).
+
+change_from(Old, New, Opts) ->
+    Targets = targets(Old, New),
+    {Epochs, _} = rpc:multicall(Targets, ?MODULE, table_epoch, [], ?CALL_TIMEOUT),
+    %% Above every table epoch seen, and this node's own: two changes at
+    %% once never share an epoch (an abort undoes only its own).
+    TE = {1 + lists:max([0 | [C || {C, _} <- Epochs, is_integer(C)]]), node()},
+    {Replies, Bad} = gen_server:multi_call(Targets, locker, {'$locker_groups', {joint, TE, Old, New}}, ?CALL_TIMEOUT),
+    Took = [N || {N, ok} <- Replies],
+    Short = [G || #{masters := M, w := W} = G <- Old ++ New, length([N || N <- M, lists:member(N, Took)]) < W],
+    case Short of
+        [] ->
+            finish(TE, Old, New, Targets, Opts);
+        _ ->
+            _ = gen_server:multi_call(Targets, locker, {'$locker_groups', {abort, TE, Old}}, ?CALL_TIMEOUT),
+            Why = [{N, R} || {N, R} <- Replies, R =/= ok] ++ [{N, no_answer} || N <- Bad],
+            logger:warning("locker: group table change ~0p rolled back: ~0p", [TE, Why]),
+            {error, {refused, Why}}
+    end.
+
+%% Waits for the old leases, carries the token floor over, installs the
+%% new table.
+finish(TE, Old, New, Targets, Opts) ->
+    Deadline = erlang:monotonic_time(millisecond) + maps:get(wait, Opts, 60000),
+    case wait_old_leases(Old, Deadline, 0) of
+        {ok, Floor} ->
+            NewMasters = lists:usort([N || #{masters := M} <- New, N <- M]),
+            _ = gen_server:multi_call(NewMasters, locker, {'$locker_groups', {floor, Floor}}, ?CALL_TIMEOUT),
+            {Replies, Bad} = gen_server:multi_call(Targets, locker, {'$locker_groups', {final, TE, New}}, ?CALL_TIMEOUT),
+            case [{N, R} || {N, R} <- Replies, R =/= ok] ++ [{N, no_answer} || N <- Bad] of
+                [] -> ok;
+                Missed ->
+                    %% Safe: they keep the joint table (or the old one, whose
+                    %% moving keys the masters refuse) until told.
+                    logger:warning("locker: group table ~0p not installed on ~0p", [TE, Missed]),
+                    ok
+            end;
+        {waiting, Groups} ->
+            {error, {old_leases, Groups}}
+    end.
+
+%% Until N - W + 1 masters of every old group report that every lease
+%% they held when they took the joint table has ended: their highest
+%% token floor, or the groups still waiting at the deadline.
+wait_old_leases(Old, Deadline, Floor0) ->
+    Answers = [
+        {G, [R || M <- Masters, R <- [catch gen_server:call({locker, M}, {'$locker_config', horizon}, ?CALL_TIMEOUT)]]}
+     || #{masters := Masters} = G <- Old
+    ],
+    Floor = lists:max([Floor0 | [F || {_, Rs} <- Answers, {ok, _, _, F} <- Rs, is_integer(F)]]),
+    Waiting = [
+        Id
+     || {#{id := Id, masters := M, w := W}, Rs} <- Answers,
+        length([ok || {ok, _, 0, _} <- Rs]) < length(M) - W + 1
+    ],
+    case Waiting of
+        [] ->
+            {ok, Floor};
+        _ ->
+            case erlang:monotonic_time(millisecond) >= Deadline of
+                true ->
+                    {waiting, Waiting};
+                false ->
+                    timer:sleep(100),
+                    wait_old_leases(Old, Deadline, Floor)
+            end
+    end.
+
+%% @private A table request to the `locker' server, run in it:
+%% `{Reply, NoteHorizon}' (whether the server must note how long the leases
+%% it holds may live: on taking a joint table). Raises `badarg' on bad
+%% input.
+-spec server_request(term()) -> {term(), boolean()}.
+server_request({joint, {C, P} = TE, OldG, NewG}) when is_integer(C), C > 0, is_atom(P) ->
+    {Old, New} = {checked(OldG), checked(NewG)},
+    case {table(), joint()} of
+        {New, {TE, Old}} ->
+            {ok, false};
+        {Cur, undefined} when Cur =:= Old; Cur =:= undefined ->
+            case table_epoch() < TE of
+                true ->
+                    %% The joint state first: a reader that sees the new
+                    %% table also sees it.
+                    persistent_term:put(?TEPOCH, TE),
+                    persistent_term:put(?JOINT, {TE, Old}),
+                    persistent_term:put(?OWN, case own_of(New) of none -> own_of(Old); Id -> Id end),
+                    persistent_term:put(?TABLE, New),
+                    {ok, true};
+                false ->
+                    {{error, {stale_table_epoch, TE, table_epoch()}}, false}
+            end;
+        {Cur, J} ->
+            {{error, {table_conflict, Cur, J}}, false}
+    end;
+server_request({abort, {C, P} = TE, OldG}) when is_integer(C), is_atom(P) ->
+    Old = checked(OldG),
+    case joint() of
+        {TE, Old} ->
+            persistent_term:put(?TABLE, Old),
+            persistent_term:put(?OWN, own_of(Old)),
+            _ = persistent_term:erase(?JOINT),
+            {ok, false};
+        _ ->
+            {ok, false}
+    end;
+server_request({final, {C, P} = TE, NewG}) when is_integer(C), is_atom(P) ->
+    New = checked(NewG),
+    case {table(), joint()} of
+        {New, {TE, _}} ->
+            persistent_term:put(?OWN, own_of(New)),
+            _ = persistent_term:erase(?JOINT),
+            {ok, false};
+        {New, undefined} ->
+            {ok, false};
+        {_, undefined} ->
+            %% A node that missed the joint table: the old leases are gone
+            %% (the change waited for them), so the new one is safe here.
+            case table_epoch() < TE of
+                true ->
+                    persistent_term:put(?TEPOCH, TE),
+                    persistent_term:put(?OWN, own_of(New)),
+                    persistent_term:put(?TABLE, New),
+                    {ok, false};
+                false ->
+                    {{error, {stale_table_epoch, TE, table_epoch()}}, false}
+            end;
+        {Cur, J} ->
+            {{error, {table_conflict, Cur, J}}, false}
+    end;
+server_request({floor, F}) when is_integer(F), F >= 0 ->
+    {locker_nif:raise_token_floor(F), false};
+server_request(_) ->
+    error(badarg).
+
+checked(Groups) ->
+    case check(Groups) of
+        ok -> normalize(Groups);
+        _ -> error(badarg)
+    end.
+
+%%====================================================================
 %% The hash
 %%====================================================================
 
@@ -244,17 +500,43 @@ group_of(Key) ->
 %% @doc The configuration an operation on `Key' runs under: this node's
 %% own when there is no table or the key is in its group, else the key's
 %% group's (as last caught up with).
--spec config_for(term()) -> {own | id(), locker_meta:config()} | own.
+%%
+%% During a table change ({@link change/2}), a key whose group differs
+%% between the old and the new table runs under both groups' quorums, as a
+%% joint configuration: W of its old group's masters and W of its new
+%% group's, with the change's table epoch in its tag.
+-spec config_for(term()) -> {id() | {joint, table_epoch()}, locker_meta:config()} | own.
 config_for(Key) ->
     case table() of
         undefined ->
             own;
         Table ->
-            #{id := Id} = G = pick(Key, Table),
-            case own() of
-                Id -> own;
-                _ -> {Id, cached(G)}
+            G = pick(Key, Table),
+            case joint() of
+                undefined ->
+                    routed(G);
+                {TE, Old} ->
+                    case pick(Key, Old) of
+                        G ->
+                            routed(G);
+                        #{masters := OldM, w := OldW, replicas := OldR} ->
+                            #{masters := M, w := W, replicas := R} = G,
+                            {{joint, TE}, #{
+                                epoch => ?MARK(TE),
+                                masters => M,
+                                replicas => lists:usort(R ++ OldR),
+                                w => W,
+                                joint => {OldM, OldW},
+                                mode => legacy
+                            }}
+                    end
             end
+    end.
+
+routed(#{id := Id} = G) ->
+    case own() of
+        Id -> own;
+        _ -> {Id, cached(G)}
     end.
 
 cached(#{id := Id, masters := M, replicas := R, w := W}) ->
@@ -265,28 +547,56 @@ cached(#{id := Id, masters := M, replicas := R, w := W}) ->
             Config
     end.
 
-%% @doc What a master answers a vote on `Key' from the group point of
-%% view: `none' (no table, this node in no group, or the key is in its
-%% group), else `{error, {wrong_group, OwnGroup}}': the coordinator routed
-%% the key by another table than this node's. Refusing keeps two
-%% coordinators with different tables from granting one key in two groups,
-%% as long as the masters agree on the table.
--spec refusal(term()) -> none | {error, {wrong_group, id()}}.
-refusal(Key) ->
-    case table() of
-        undefined ->
+%% @doc What a master answers a vote or a phase two (`get_write_lock',
+%% `write', `update', `extend_lease') from the group point of view: `none'
+%% (no table, or the key is in this node's group), else
+%% `{error, {wrong_group, OwnGroup}}': the coordinator routed the key by
+%% another table than this node's. Refusing keeps two coordinators with
+%% different tables from granting one key in two groups, as long as the
+%% masters agree on the table. During a table change, a request on a
+%% moving key of this node's old or new group is taken only with the
+%% change's table epoch in its tag, else refused with
+%% `{error, {table_epoch, TableEpoch}}'.
+-spec refusal(term()) -> none | {error, {wrong_group, id() | none} | {table_epoch, table_epoch()}}.
+refusal({get_write_lock, Key, _, Tag}) -> refusal(Key, Tag);
+refusal({write, Tag, Key, _, _}) -> refusal(Key, Tag);
+refusal({update, Tag, Key, _}) -> refusal(Key, Tag);
+refusal({extend_lease, Tag, Key, _, _}) -> refusal(Key, Tag);
+refusal(_) -> none.
+
+refusal(Key, Tag) ->
+    case {table(), own()} of
+        {undefined, _} ->
             none;
-        Table ->
-            case own() of
-                none ->
+        {_, none} ->
+            %% A node in no group (one that only coordinates, or the
+            %% master of a group a change removed) stores no key.
+            {error, {wrong_group, none}};
+        {Table, Own} ->
+            #{id := New} = pick(Key, Table),
+            case joint() of
+                undefined when New =:= Own ->
                     none;
-                Own ->
-                    case maps:get(id, pick(Key, Table)) of
-                        Own -> none;
-                        _ -> {error, {wrong_group, Own}}
+                undefined ->
+                    {error, {wrong_group, Own}};
+                {TE, Old} ->
+                    case maps:get(id, pick(Key, Old)) of
+                        New when New =:= Own -> none;
+                        New -> {error, {wrong_group, Own}};
+                        OldId when OldId =/= Own, New =/= Own -> {error, {wrong_group, Own}};
+                        _ ->
+                            case mark(Tag) of
+                                TE -> none;
+                                _ -> {error, {table_epoch, TE}}
+                            end
                     end
             end
     end.
+
+%% The table epoch a coordinator's tag carries (see config_for/1), or none.
+mark({'$locker_token', Inner, _}) -> mark(Inner);
+mark({'$locker_epoch', ?MARK(TE), _}) -> TE;
+mark(_) -> none.
 
 %% @doc Whether this node stores `Key' (a master or a replica of its
 %% group): where {@link locker:dirty_read/1} can see it.
@@ -298,6 +608,8 @@ holds(Key) ->
                 {Masters, Replicas, _} -> lists:member(node(), Masters) orelse lists:member(node(), Replicas);
                 undefined -> false
             end;
+        {{joint, _}, #{masters := M, replicas := R, joint := {OldM, _}}} ->
+            lists:member(node(), M ++ R ++ OldM);
         {_, _} ->
             false
     end.

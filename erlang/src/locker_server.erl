@@ -158,6 +158,11 @@ call(Request, From, #state{next_id = Id} = State) ->
             {reply, Reply,
              warn(State, "locker: refused a vote on a key of another group than this node's (~0p) from ~p: "
                   "its group table differs from this node's", [Own, node(Pid)])};
+        {error, {table_epoch, TE}} = Reply ->
+            {Pid, _} = From,
+            {reply, Reply,
+             warn(State, "locker: refused a request on a key that moves in group table change ~0p from ~p: "
+                  "it was made under another table", [TE, node(Pid)])};
         none ->
             case locker_nif:handle(Request, Id) of
                 unknown_request -> own_call(Request, From, State);
@@ -200,6 +205,21 @@ own_call({'$locker_groups', rewatch}, {Pid, _}, #state{watch = Watch} = State) w
     %% this node (locker_groups); watch the nodes of every group.
     {Masters, Replicas, _} = locker_meta:get(),
     {reply, ok, State#state{watch = locker_watch:update(Masters ++ Replicas, Watch)}};
+own_call({'$locker_groups', Request}, _From, #state{watch = Watch, horizon_at = H} = State) ->
+    %% Cluster mode: a group table change (locker_groups:change/2).
+    {Reply, Note} = locker_groups:server_request(Request),
+    H1 =
+        case Note of
+            true ->
+                %% After the joint table: leases stored so far on keys that
+                %% move may live this long (the change waits for them).
+                {_, HorizonMs} = locker_nif:membership_snapshot(),
+                max(H, erlang:monotonic_time(millisecond) + HorizonMs);
+            false ->
+                H
+        end,
+    {Masters, Replicas, _} = locker_meta:get(),
+    {reply, Reply, State#state{watch = locker_watch:update(Masters ++ Replicas, Watch), horizon_at = H1}};
 own_call(get_debug_state, _From, State) ->
     {Promises, Leases} = locker_nif:debug_state(),
     #state{lease_expire_ref = R1, write_locks_expire_ref = R2, push_trans_log_ref = R3} = State,

@@ -48,6 +48,6 @@ order_of_the_table_does_not_matter_test() ->
 no_table_routes_to_own_test() ->
     ok = locker_groups:reset(),
     ?assertEqual(own, locker_groups:config_for(anything)),
-    ?assertEqual(none, locker_groups:refusal(anything)),
+    ?assertEqual(none, locker_groups:refusal({get_write_lock, anything, not_found, tag})),
     ?assertEqual(none, locker_groups:group_of(anything)),
     ?assertEqual([], locker_groups:nodes()).
