@@ -51,3 +51,42 @@ no_table_routes_to_own_test() ->
     ?assertEqual(none, locker_groups:refusal({get_write_lock, anything, not_found, tag})),
     ?assertEqual(none, locker_groups:group_of(anything)),
     ?assertEqual([], locker_groups:nodes()).
+
+%% The joint table of a change, on this node (a master of group 1): a key
+%% moving from group 1 to the new group 3 runs under both groups' quorums
+%% with the change's table epoch in its tag, and this node takes requests
+%% on it only with that epoch; keys that do not move are as before; after
+%% the final table, group 3's keys are refused here.
+joint_table_test_() ->
+    {setup, fun() -> ok = locker_groups:reset() end, fun(_) -> locker_groups:reset() end, fun joint_table/0}.
+
+joint_table() ->
+    Old = [#{id => 1, masters => [node()], w => 1}, #{id => 2, masters => [x@h], w => 1}],
+    New = Old ++ [#{id => 3, masters => [y@h], w => 1}],
+    {OldT, NewT} = {locker_groups:normalize(Old), locker_groups:normalize(New)},
+    ok = locker_groups:set(Old),
+    TE = {1, node()},
+    {ok, true} = locker_groups:server_request({joint, TE, Old, New}),
+    ?assertEqual({TE, OldT}, locker_groups:joint()),
+    Moving = hd([K || I <- lists:seq(1, 500), K <- [{m, I}], group(K, OldT) =:= 1, group(K, NewT) =:= 3]),
+    Staying = hd([K || I <- lists:seq(1, 500), K <- [{s, I}], group(K, OldT) =:= 1, group(K, NewT) =:= 1]),
+    {{joint, TE}, #{masters := [y@h], joint := {[N], 1}, epoch := Mark}} = locker_groups:config_for(Moving),
+    ?assertEqual(node(), N),
+    ?assertEqual(own, locker_groups:config_for(Staying)),
+    Marked = {'$locker_token', {'$locker_epoch', Mark, make_ref()}, 7},
+    ?assertEqual(none, locker_groups:refusal({get_write_lock, Moving, not_found, Marked})),
+    ?assertEqual(none, locker_groups:refusal({write, Marked, Moving, v, 10})),
+    ?assertEqual({error, {table_epoch, TE}}, locker_groups:refusal({get_write_lock, Moving, not_found, make_ref()})),
+    ?assertEqual({error, {table_epoch, TE}}, locker_groups:refusal({write, make_ref(), Moving, v, 10})),
+    ?assertEqual(none, locker_groups:refusal({get_write_lock, Staying, not_found, make_ref()})),
+    %% An abort of another change changes nothing; the final table.
+    {ok, false} = locker_groups:server_request({abort, {1, other@h}, Old}),
+    ?assertEqual({TE, OldT}, locker_groups:joint()),
+    {ok, false} = locker_groups:server_request({final, TE, New}),
+    ?assertEqual(undefined, locker_groups:joint()),
+    ?assertEqual(NewT, locker_groups:table()),
+    ?assertEqual({error, {wrong_group, 1}}, locker_groups:refusal({get_write_lock, Moving, not_found, Marked})),
+    %% set/1 keeps a table changed at runtime.
+    ok = locker_groups:set(Old),
+    ?assertEqual(NewT, locker_groups:table()),
+    ?assertError(badarg, locker_groups:server_request({joint, bad, Old, New})).
