@@ -192,6 +192,14 @@ defmodule Locker do
     Supervisor.start_link(children, strategy: :rest_for_one, max_restarts: 10, max_seconds: 10)
   end
 
+  defp start_fixed(%{groups: groups} = conf) when is_list(groups) do
+    # Cluster mode: the group table first (coordinators route by it).
+    case :locker_groups.set(groups) do
+      :ok -> start_fixed(%{conf | groups: nil})
+      {:error, reason} -> {:error, reason}
+    end
+  end
+
   defp start_fixed(conf) do
     case :locker_server.start_configured(conf.args, conf.masters, conf.replicas) do
       {:ok, pid} ->

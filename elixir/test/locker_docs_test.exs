@@ -54,6 +54,10 @@ defmodule LockerDocsTest do
       "libcluster's configuration (not a dependency of this project): its :locker line is " <>
         "checked in the guide's first block; elixir/test/locker_auto_test.exs runs the scenario"}},
     {"docs/elixir.md", "# config/runtime.exs", :config},
+    {"docs/protocol.md", "{groups, [\#{id => 1,",
+     {:skip,
+      "the README's cluster-mode table in Erlang form (that block is checked as :config); " <>
+        "tests/locker_groups_SUITE.erl sets such tables on real nodes"}},
     {"fuzz/README.md", "cargo install cargo-fuzz",
      {:skip, "long fuzzing runs: scripts/fuzz.sh runs every target briefly in scripts/test.sh"}},
     {"native/erl_node/README.md", "use std::sync::Arc;",

@@ -28,7 +28,7 @@
 -export([lock/2, lock/3, lock/4, update/3, update/4, extend_lease/3, extend_lease/4, release/2, release/3]).
 -export([lock_with_token/4]).
 -export([wait_for/2, wait_for_release/1, wait_for_release/2]).
--export([dirty_read/1, master_dirty_read/1]).
+-export([dirty_read/1, master_dirty_read/1, holds/1, masters_of/1]).
 -export([lag/0, summary/0, get_meta/0, get_debug_state/0]).
 -export([token_counter/0, promise_ttl_ms/0, phase_two_budget_ms/0]).
 -export([format_error/2]).
@@ -319,7 +319,14 @@ two_phase(Key, Expected, TagOf, Timeout, Commit, Undo) ->
 %% asked for their configuration; if this node takes a newer one, the
 %% operation is tried once more under it.
 two_phase(Key, Expected, TagOf, Timeout, Commit, Undo, Retries) ->
-    Config = config(),
+    %% Cluster mode: the key's group (see locker_groups); without a group
+    %% table, or for a key of this node's own group, this node's
+    %% configuration.
+    {Group, Config} =
+        case locker_groups:config_for(Key) of
+            own -> {own, config()};
+            {_, _} = Foreign -> Foreign
+        end,
     #{epoch := Epoch, replicas := Replicas} = Config,
     Nodes = locker_meta:voters(Config),
     Quorums = locker_meta:quorums(Config),
@@ -330,11 +337,16 @@ two_phase(Key, Expected, TagOf, Timeout, Commit, Undo, Retries) ->
         {Result, Newer, S1} ->
             ok = locker_call:close(S1),
             case Result of
-                {no_quorum, _} when Newer =/= [], Retries > 0 ->
+                {no_quorum, _} when Newer =/= [], Retries > 0, Group =:= own ->
                     ok = locker_membership:pull(Newer),
                     case locker_meta:epoch() of
                         Epoch -> Result;
                         _ -> two_phase(Key, Expected, TagOf, Timeout, Commit, Undo, Retries - 1)
+                    end;
+                {no_quorum, _} when Newer =/= [], Retries > 0 ->
+                    case locker_groups:catch_up(Group, Newer) of
+                        false -> Result;
+                        true -> two_phase(Key, Expected, TagOf, Timeout, Commit, Undo, Retries - 1)
                     end;
                 _ ->
                     Result
@@ -553,16 +565,20 @@ tagged({no_quorum, _}) -> {error, no_quorum}.
 %% @doc Reads `Key' from this node's store, in the calling process (no
 %% message). Not a quorum read: a replica may lag, and a value may be
 %% superseded the moment it is returned. A lease past its expiry time is
-%% never returned, even before the sweep deletes it.
+%% never returned, even before the sweep deletes it. In cluster mode
+%% ({@link locker_groups}) only the masters and replicas of the key's
+%% group store it ({@link holds/1}): elsewhere this returns
+%% `{error, not_found}'; use {@link master_dirty_read/1} there.
 -spec dirty_read(key()) -> {ok, value()} | {error, not_found}.
 dirty_read(Key) ->
     locker_nif:dirty_read(Key).
 
-%% @doc A dirty read on a master: locally if this node is one, else on a
-%% random master through `rpc'.
+%% @doc A dirty read on a master of `Key''s group (see
+%% {@link locker_groups}; without groups, of the cluster): locally if
+%% this node is one, else on a random one through `rpc'.
 -spec master_dirty_read(key()) -> {ok, value()} | {error, not_found} | {badrpc, term()}.
 master_dirty_read(Key) ->
-    {Nodes, _, _} = meta(),
+    Nodes = masters_of(Key),
     case lists:member(node(), Nodes) of
         true ->
             dirty_read(Key);
@@ -572,6 +588,23 @@ master_dirty_read(Key) ->
             Master = lists:nth(rand:uniform(length(Nodes)), Nodes),
             rpc:call(Master, locker, dirty_read, [Key])
     end.
+
+%% @doc The masters that vote on `Key': those of its group in cluster
+%% mode (see {@link locker_groups}), else this node's masters (during a
+%% transition, the old and the new ones).
+-spec masters_of(key()) -> [node()].
+masters_of(Key) ->
+    case locker_groups:config_for(Key) of
+        own -> element(1, meta());
+        {_, Config} -> locker_meta:voters(Config)
+    end.
+
+%% @doc Whether this node stores `Key': it is a master or a replica of
+%% the key's group (without groups: of the cluster), so that
+%% {@link dirty_read/1} can see it.
+-spec holds(key()) -> boolean().
+holds(Key) ->
+    locker_groups:holds(Key).
 
 %% @doc Waits until `Key' has a value on this node (it arrives through the
 %% replication log or a write). Exits like `gen_server:call/3' on timeout.

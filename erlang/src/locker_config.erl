@@ -34,6 +34,8 @@ keys() ->
         {push_trans_log_interval, fun pos_int/1, Ms},
         {masters, {env, fun masters/2}, "a list of node names (atoms), or auto"},
         {replicas, {env, fun node_list/2}, "a list of node names (atoms)"},
+        {groups, {env, fun groups/2},
+            "a list of quorum groups #{id => Id, masters => [Node], replicas => [Node], w => W} (cluster mode)"},
         {restart_abstain_ms, fun non_neg_int/1, "a non-negative integer of milliseconds"},
         {state_dir, fun is_dir_name/1, "a directory name (a string or a binary)"},
         %% Automatic membership (masters = auto; see locker_auto, which
@@ -130,6 +132,19 @@ node_list(Nodes, _Env) ->
                 _ ->
                     ok
             end
+    end.
+
+%% Cluster mode (see locker_groups): the table, checked whole; the node
+%% lists it names need distribution, and `masters' (the one-group view)
+%% cannot be set with it.
+groups(Groups, Env) ->
+    case locker_groups:check(Groups) of
+        {error, {bad_groups, Value, Expected}} ->
+            {error, lists:flatten(io_lib:format("~ts, got ~0P", [Expected, Value, 10]))};
+        ok when is_map_key(masters, Env) ->
+            {error, "no masters key with it: each group names its masters (unset masters)"};
+        ok ->
+            node_list(lists:append([maps:get(masters, G) ++ maps:get(replicas, G, []) || G <- Groups]), Env)
     end.
 
 is_atom_list([]) -> true;

@@ -153,6 +153,16 @@ call(Request, From, #state{next_id = Id} = State) ->
     case locker_store:epoch_refusal(Request) of
         {error, {config_epoch, Own}} = Reply ->
             {reply, Reply, epoch_refused(Request, Own, From, State)};
+        {error, {wrong_group, Own}} = Reply ->
+            {Pid, _} = From,
+            {reply, Reply,
+             warn(State, "locker: refused a vote on a key of another group than this node's (~0p) from ~p: "
+                  "its group table differs from this node's", [Own, node(Pid)])};
+        {error, {table_epoch, TE}} = Reply ->
+            {Pid, _} = From,
+            {reply, Reply,
+             warn(State, "locker: refused a request on a key that moves in group table change ~0p from ~p: "
+                  "it was made under another table", [TE, node(Pid)])};
         none ->
             case locker_nif:handle(Request, Id) of
                 unknown_request -> own_call(Request, From, State);
@@ -190,6 +200,26 @@ own_call({set_w, _}, _From, _State) ->
     error(badarg);
 own_call({'$locker_config', Request}, From, State) ->
     config_call(Request, From, State);
+own_call({'$locker_groups', rewatch}, {Pid, _}, #state{watch = Watch} = State) when node(Pid) =:= node() ->
+    %% Cluster mode: the group table or a group's configuration changed on
+    %% this node (locker_groups); watch the nodes of every group.
+    {Masters, Replicas, _} = locker_meta:get(),
+    {reply, ok, State#state{watch = locker_watch:update(Masters ++ Replicas, Watch)}};
+own_call({'$locker_groups', Request}, _From, #state{watch = Watch, horizon_at = H} = State) ->
+    %% Cluster mode: a group table change (locker_groups:change/2).
+    {Reply, Note} = locker_groups:server_request(Request),
+    H1 =
+        case Note of
+            true ->
+                %% After the joint table: leases stored so far on keys that
+                %% move may live this long (the change waits for them).
+                {_, HorizonMs} = locker_nif:membership_snapshot(),
+                max(H, erlang:monotonic_time(millisecond) + HorizonMs);
+            false ->
+                H
+        end,
+    {Masters, Replicas, _} = locker_meta:get(),
+    {reply, Reply, State#state{watch = locker_watch:update(Masters ++ Replicas, Watch), horizon_at = H1}};
 own_call(get_debug_state, _From, State) ->
     %% The original's reply shape; its three timer references are, here,
     %% how long until the lease sweep, the promise sweep and the log push

@@ -27,8 +27,23 @@ apply(Request) ->
 
 %% @doc `none', or the reply refusing `Request' because it was made under
 %% another configuration epoch than this node's.
--spec epoch_refusal(term()) -> none | {error, {config_epoch, locker_meta:epoch()}}.
+%% In cluster mode a vote or phase two on a key of another group than
+%% this node's is refused first (`{error, {wrong_group, OwnGroup}}', or
+%% during a table change `{error, {table_epoch, TE}}'): a coordinator with
+%% another group table than this master's cannot lock here a key this
+%% master's table puts elsewhere (see locker_groups:refusal/1).
+-spec epoch_refusal(term()) ->
+    none
+    | {error, {config_epoch, locker_meta:epoch()}}
+    | {error, {wrong_group, non_neg_integer() | none}}
+    | {error, {table_epoch, locker_groups:table_epoch()}}.
 epoch_refusal(Request) ->
+    case locker_groups:refusal(Request) of
+        none -> epoch_refusal_(Request);
+        Refusal -> Refusal
+    end.
+
+epoch_refusal_(Request) ->
     case checked_tag(Request) of
         none ->
             none;
@@ -99,10 +114,15 @@ handle(Request) ->
 %% {@link locker_membership}).
 -spec apply_here(term()) -> term().
 apply_here(Request) ->
+    TableEpoch = locker_groups:table_epoch(),
     try apply(Request) of
         {Reply, Wakes} ->
             _ = Wakes =:= [] orelse tell_server({locker_wakes, Wakes}),
             _ = Reply =:= ok andalso late_lease(Request),
+            %% A group table change taken between the check and the write
+            %% (cluster mode): the lease counts among the old ones.
+            _ = Reply =:= ok andalso TableEpoch =/= locker_groups:table_epoch() andalso
+                late_table_lease(Request),
             Reply
     catch
         error:badarg -> {error, badarg}
@@ -119,6 +139,11 @@ late_lease({Op, Tag, _Key, _Value, LeaseMs}) when Op =:= write; Op =:= extend_le
             end
     end;
 late_lease(_) ->
+    ok.
+
+late_table_lease({Op, _Tag, _Key, _Value, LeaseMs}) when Op =:= write; Op =:= extend_lease ->
+    tell_server({locker_late_lease, erlang:monotonic_time(millisecond) + LeaseMs});
+late_table_lease(_) ->
     ok.
 
 tell_server(Msg) ->

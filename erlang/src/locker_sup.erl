@@ -14,6 +14,10 @@
 %%     `tick_ms' (1000) are optional. The node starts alone, with a W it
 %%     cannot reach alone. A bad value stops the start with
 %%     `{bad_app_env, Key, Value, Expected}'.</li>
+%% <li>`groups' (opt-in): cluster mode, keys spread over quorum groups,
+%%     see {@link locker_groups}; this node's configuration is then its
+%%     group's (no masters when it is in none), and `masters' must not be
+%%     set.</li>
 %% <li>`restart_abstain_ms' (0: off), `state_dir' (none): safe mode, see
 %%     {@link locker_safe_mode}. A bad value stops the server's start with
 %%     `{bad_app_env, Key, Value, Expected}'.</li>
@@ -51,6 +55,17 @@ children(#{masters := auto} = Env) ->
             Server = server_spec(Env#{w => W}),
             #{start := {_, _, [Args, _, _]}} = Server,
             [Server#{start => {locker_auto, start_server, [Args, Opts]}}, locker_auto:child_spec(Opts)];
+        {error, Reason} ->
+            logger:error("locker: not started: ~0p", [Reason]),
+            exit(Reason)
+    end;
+children(#{groups := Groups} = Env) ->
+    %% Cluster mode: the table first (coordinators route by it), then the
+    %% server with this node's group as its configuration.
+    case locker_groups:set(Groups) of
+        ok ->
+            {Masters, Replicas, W} = locker_groups:own_view(Groups),
+            [server_spec(Env#{masters => Masters, replicas => Replicas, w => W})];
         {error, Reason} ->
             logger:error("locker: not started: ~0p", [Reason]),
             exit(Reason)

@@ -38,10 +38,13 @@ init() ->
 active() ->
     ets:whereis(?INFLIGHT) =/= undefined.
 
-%% @doc Watches exactly the `locker' servers of `Nodes' (minus this node).
+%% @doc Watches exactly the `locker' servers of `Nodes' (minus this node)
+%% and of the nodes of every group ({@link locker_groups:nodes/0}).
 -spec update([node()], watch()) -> watch().
 update(Nodes0, Watch) ->
-    Nodes = lists:usort(Nodes0) -- [node()],
+    %% In cluster mode the masters and replicas of every group too: this
+    %% node coordinates operations on all of them (see locker_groups).
+    Nodes = lists:usort(Nodes0 ++ locker_groups:nodes()) -- [node()],
     Gone = maps:without(Nodes, Watch),
     maps:foreach(
         fun(N, Ref) ->

@@ -86,11 +86,10 @@ defmodule Locker.Acquire do
     end
   end
 
-  # A node that stores nothing cannot see holders: no short pauses there.
+  # A node that does not store the key (not a master or a replica of its
+  # group) cannot see holders: no short pauses there.
   defp first_backoff(s) do
-    {masters, replicas, _w} = :locker.get_meta()
-
-    if node() in masters or node() in replicas,
+    if :locker.holds(s.key),
       do: min(1, s.retry_interval),
       else: s.retry_interval
   end

@@ -11,6 +11,7 @@ defmodule Locker.Config do
   | `:leave_grace_ms` | `30000` ms | `:auto`: how long a master may be gone before it is removed |
   | `:tick_ms` | `1000` ms | `:auto`: how often nodes exchange their views |
   | `:replicas` | `[]` | the `locker` server |
+  | `:groups` | unset | cluster mode: keys spread over quorum groups, `[%{id: 1, masters: [...], w: 2}, ...]` (`:locker_groups`; the README's "Cluster mode"); `:masters` must then be unset |
   | `:quorum` (or `:w`) | a majority of the masters | the `locker` server |
   | `:lease_expire_interval` | `1000` ms | the `locker` server's lease sweep |
   | `:lock_expire_interval` | `1000` ms | the `locker` server's promise sweep |
@@ -69,7 +70,8 @@ defmodule Locker.Config do
           w: pos_integer(),
           w_default?: boolean(),
           args: [pos_integer()],
-          auto: map() | nil
+          auto: map() | nil,
+          groups: [map()] | nil
         }
 
   @doc """
@@ -80,6 +82,35 @@ defmodule Locker.Config do
   def server(opts \\ []) do
     check_server_opts!(opts)
     get = fn key, default -> Keyword.get(opts, key, env(key, default)) end
+
+    case get.(:groups, nil) do
+      nil -> server_one_group(get)
+      groups -> server_groups(groups, get)
+    end
+  end
+
+  # Cluster mode (`:locker_groups`): this node's own group's masters,
+  # replicas and W (no masters when it holds no group).
+  defp server_groups(groups, get) do
+    {masters, replicas, w} = :locker_groups.own_view(groups)
+
+    %{
+      masters: masters,
+      replicas: replicas,
+      w: w,
+      w_default?: false,
+      auto: nil,
+      groups: groups,
+      args: [
+        w,
+        get.(:lease_expire_interval, 1000),
+        get.(:lock_expire_interval, 1000),
+        get.(:push_trans_log_interval, 100)
+      ]
+    }
+  end
+
+  defp server_one_group(get) do
     masters = get.(:masters, nil) || :auto
     replicas = get.(:replicas, [])
     w = get.(:quorum, nil) || get.(:w, nil)
@@ -104,6 +135,7 @@ defmodule Locker.Config do
       w: w || majority(masters),
       w_default?: w == nil,
       auto: auto,
+      groups: nil,
       args: [
         w || majority(masters),
         get.(:lease_expire_interval, 1000),
@@ -149,6 +181,7 @@ defmodule Locker.Config do
 
   # Options of the `locker` server (`Locker.start_link/1`, `{Locker, opts}`).
   @server_keys [
+    :groups,
     :masters,
     :replicas,
     :quorum,

@@ -349,7 +349,7 @@ defmodule Locker.Registry do
 
     case :locker.dirty_read(name) do
       {:ok, value} -> live(owner_pid(value))
-      {:error, :not_found} -> if member?(), do: :undefined, else: Resolver.whereis(name)
+      {:error, :not_found} -> if holds?(name), do: :undefined, else: Resolver.whereis(name)
     end
   end
 
@@ -612,7 +612,7 @@ defmodule Locker.Registry do
         {:ok, value}
 
       {:error, :not_found} ->
-        if member?() do
+        if holds?(name) do
           :not_found
         else
           case :locker.master_dirty_read(name) do
@@ -628,12 +628,8 @@ defmodule Locker.Registry do
   end
 
   @doc false
-  # Whether this node stores names (a master or a replica).
-  @spec member?() :: boolean()
-  def member? do
-    {masters, replicas, _w} = :locker.get_meta()
-    node() in masters or node() in replicas
-  catch
-    :throw, {:locker, :no_such_meta_key} -> false
-  end
+  # Whether this node stores `name` (a master or a replica of its group;
+  # without cluster mode, of the cluster).
+  @spec holds?(term()) :: boolean()
+  def holds?(name), do: :locker.holds(name)
 end

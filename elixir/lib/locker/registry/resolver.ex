@@ -197,7 +197,8 @@ defmodule Locker.Registry.Resolver do
   end
 
   defp pick_master(name, tried) do
-    {masters, _replicas, _w} = :locker.get_meta()
+    # The masters of the name's group (cluster mode), else of the cluster.
+    masters = :locker.masters_of(name)
     connected = MapSet.new(Node.list(:connected))
 
     case Enum.reject(masters, &(&1 in tried)) do
@@ -213,6 +214,7 @@ defmodule Locker.Registry.Resolver do
     end
   catch
     :throw, {:locker, :no_such_meta_key} -> nil
+    :error, {:locker, :not_started} -> nil
   end
 
   defp monitor_master(state, master) do
