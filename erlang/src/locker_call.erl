@@ -24,7 +24,7 @@
 -export_type([session/0, late/0]).
 
 %% `[alias | A]' is the improper list OTP's own gen:call sends.
--dialyzer({no_improper_lists, round/6}).
+-dialyzer({no_improper_lists, send/2}).
 
 -record(session, {
     local :: boolean(),
@@ -175,15 +175,7 @@ round(S0, Nodes, Request, Timeout, Decided, Soft) ->
     Local = Local0 andalso lists:member(node(), Nodes),
     Remote = maps:with(Nodes, Remote0),
     KnownDown = [N || N <- Down0, lists:member(N, Nodes)],
-    Pending = maps:fold(
-        fun(Node, Mref, Acc) ->
-            Alias = erlang:alias(),
-            _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
-            Acc#{Alias => {Node, Mref}}
-        end,
-        #{},
-        Remote
-    ),
+    Pending = send(Remote, Request),
     Mons = maps:fold(
         fun
             (Alias, {_, watched}, Acc) -> Acc#{Alias => Alias};
@@ -268,17 +260,58 @@ monitor_watched(Remote) ->
 %% down, without waiting for an answer (dropped on arrival). For requests
 %% that only clean up (dropping promises): such a node may be back, or
 %% may only have been cut off for a moment.
--dialyzer({no_improper_lists, notify_down/3}).
 -spec notify_down(session(), [node()], term()) -> ok.
 notify_down(#session{down = Down}, Nodes, Request) ->
-    lists:foreach(
-        fun(Node) ->
+    To = maps:from_list([{N, none} || N <- Down, lists:member(N, Nodes), N =/= node()]),
+    maps:foreach(fun(Alias, _) -> erlang:unalias(Alias) end, send(To, Request)).
+
+%% Sends `Request' to the `locker' server of each node of `To' (a map
+%% from the node to its monitor) with a fresh alias per node, and returns
+%% `#{Alias => {Node, Monitor}}'. The requests for masters known to
+%% understand batches go through this node's sender ({@link locker_batch})
+%% when batching is on; the others are sent from here.
+send(To, _Request) when map_size(To) =:= 0 ->
+    #{};
+send(To, Request) ->
+    Batcher = batcher(),
+    {Pending, Batched} = maps:fold(
+        fun(Node, Mref, {P, B}) ->
             Alias = erlang:alias(),
-            _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
-            erlang:unalias(Alias)
+            B1 =
+                case batches_to(Node, Batcher) of
+                    true ->
+                        [{Node, Alias} | B];
+                    false ->
+                        _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
+                        B
+                end,
+            {P#{Alias => {Node, Mref}}, B1}
         end,
-        [N || N <- Down, lists:member(N, Nodes), N =/= node()]
-    ).
+        {#{}, []},
+        To
+    ),
+    case Batched of
+        [] -> ok;
+        _ -> locker_batch:send(element(1, Batcher), self(), Request, Batched)
+    end,
+    Pending.
+
+%% The sender, with the masters it may send batches to: the masters of
+%% this node's configuration when it was set through epochs (nodes of this
+%% project: an original node must never get a request it does not know).
+batcher() ->
+    case whereis(locker_batch) of
+        undefined ->
+            none;
+        Pid ->
+            case locker_meta:config() of
+                #{mode := epoch} = Config -> {Pid, locker_meta:voters(Config)};
+                _ -> none
+            end
+    end.
+
+batches_to(_Node, none) -> false;
+batches_to(Node, {_, Voters}) -> lists:member(Node, Voters).
 
 %% @doc `gen_server:multi_call(Nodes, locker, Request, Timeout)' without
 %% the middleman: `{Replies, BadNodes}'.

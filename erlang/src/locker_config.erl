@@ -36,6 +36,8 @@ keys() ->
         {replicas, {env, fun node_list/2}, "a list of node names (atoms)"},
         {restart_abstain_ms, fun non_neg_int/1, "a non-negative integer of milliseconds"},
         {state_dir, fun is_dir_name/1, "a directory name (a string or a binary)"},
+        %% Natural batching of coordinators' requests to masters (locker_batch).
+        {batching, fun is_boolean/1, "true or false"},
         %% Automatic membership (masters = auto; see locker_auto, which
         %% also checks the keys together).
         {cluster_size, fun pos_int/1, Pos ++ " (the number of nodes the cluster is expected to have)"},

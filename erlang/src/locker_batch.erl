@@ -1,0 +1,361 @@
+%% @doc Natural batching of the coordinators' requests to remote masters
+%% (the sender of this node, registered `locker_batch' while batching is
+%% on).
+%%
+%% A coordinator ({@link locker_call}) hands the requests of a round for
+%% the masters known to understand batches to this process instead of
+%% sending them itself. For each master, a request is sent at once when
+%% nothing is in flight to that master (a lone client waits for nothing);
+%% otherwise it waits in that master's queue, and what accumulated goes in
+%% one message, `{'$locker_batch', Requests}' (at most 1024), when the
+%% reply to the batch in flight comes. The master (the BEAM server,
+%% {@link locker_server}, or `lockerd') decodes the whole batch before it
+%% applies anything, applies the requests in order and answers
+%% `{ok, Replies}' in one message; this process hands each caller its
+%% reply on the caller's own alias, as if the master had answered it: the
+%% coordinator's failure detection (its monitors, `'$locker_down''), its
+%% timeouts and the dropping of late replies (deactivated aliases) do not
+%% change.
+%%
+%% A batch goes only to masters known to be nodes of this project: the
+%% masters of this node's configuration when it was set through epochs
+%% ({@link locker_membership}); the others (original nodes) get the plain
+%% requests from the coordinator itself. A master that answers a batch
+%% with anything but `{ok, Replies}' (an older version that does not know
+%% batches answers `{error, {unknown_request, _}}', nothing applied; a
+%% batch it found malformed, `{error, bad_batch}') gets each request of
+%% that batch again, plainly, on behalf of its caller, which gets the
+%% master's own reply; a master that did not know batches gets plain
+%% requests from then on.
+%%
+%% The `locker' server starts this process ({@link start/1}, with the
+%% `batching' application key, `true' by default) and restarts it if it
+%% dies; it stops when the server does.
+%% @end
+-module(locker_batch).
+
+-export([start/1, enable/1, enabled/0, send/4, stats/0, reset_stats/0, pending/1, count_received/1, count_rejected/0]).
+-export([init/2]).
+
+-include_lib("kernel/include/logger.hrl").
+
+-dialyzer({no_improper_lists, [plain/3, send_batch/3]}).
+
+%% The most requests in one batch (as locker_core::protocol::MAX_BATCH).
+-define(MAX_BATCH, 1024).
+%% A batch not answered after this long no longer holds back the requests
+%% queued behind it (its reply is still handed on if it comes).
+-define(STALL_MS, 1000).
+-define(COUNTERS, {?MODULE, counters}).
+%% Counter indexes.
+-define(SENT_BATCHES, 1).
+-define(SENT_REQUESTS, 2).
+-define(PLAIN, 3).
+-define(RECEIVED_BATCHES, 4).
+-define(RECEIVED_REQUESTS, 5).
+-define(REJECTED, 6).
+-define(N_COUNTERS, 6).
+
+-record(st, {
+    server :: reference(),
+    enabled :: boolean(),
+    %% Requests waiting for a master's batch in flight: reversed, counted.
+    queues = #{} :: #{node() => {non_neg_integer(), [entry()]}},
+    %% The batch in flight to each master (its alias).
+    inflight = #{} :: #{node() => reference()},
+    %% Batches sent and not answered: their master, requests and stall timer.
+    batches = #{} :: #{reference() => {node(), [entry()], reference()}},
+    %% One long-lived monitor per master a batch went to.
+    mons = #{} :: #{node() => reference()},
+    monitored = #{} :: #{reference() => node()},
+    %% Masters that answered a batch as an unknown request.
+    plain = #{} :: #{node() => true},
+    warned = {0, 0} :: {integer(), non_neg_integer()}
+}).
+
+-type entry() :: {pid(), reference(), term()}.
+
+%% @doc Starts the sender for the calling process (the `locker' server):
+%% it stops when that process does. Registered as `locker_batch' while
+%% `Enabled'.
+-spec start(boolean()) -> {pid(), reference()}.
+start(Enabled) ->
+    Server = self(),
+    _ = counters(),
+    proc_lib:spawn_opt(?MODULE, init, [Server, Enabled], [monitor, {message_queue_data, off_heap}]).
+
+%% @doc Turns batching on or off on this node (at once: coordinators use
+%% the sender only while it is registered).
+-spec enable(boolean()) -> ok | {error, not_running}.
+enable(On) when is_boolean(On) ->
+    case whereis(locker) of
+        undefined -> {error, not_running};
+        Server -> gen_server:call(Server, {'$locker_batching', On})
+    end.
+
+%% @doc Whether coordinators on this node batch.
+-spec enabled() -> boolean().
+enabled() ->
+    whereis(?MODULE) =/= undefined.
+
+%% @doc Hands `Request' for the nodes of `To' (each with the caller's
+%% alias on which its reply is expected) to the sender `Pid'.
+-spec send(pid(), pid(), term(), [{node(), reference()}]) -> ok.
+send(Pid, Caller, Request, To) ->
+    Pid ! {send, Caller, Request, To},
+    ok.
+
+%% @doc This node's counts: batches and the requests in them sent by its
+%% coordinators, requests sent plainly after a batch was refused, and
+%% batches and requests received by its server, batches it rejected.
+-spec stats() -> #{atom() => non_neg_integer()}.
+stats() ->
+    C = counters(),
+    #{
+        sent_batches => counters:get(C, ?SENT_BATCHES),
+        sent_requests => counters:get(C, ?SENT_REQUESTS),
+        plain_requests => counters:get(C, ?PLAIN),
+        received_batches => counters:get(C, ?RECEIVED_BATCHES),
+        received_requests => counters:get(C, ?RECEIVED_REQUESTS),
+        rejected_batches => counters:get(C, ?REJECTED)
+    }.
+
+%% @doc `{InFlight, Queued}': the batches in flight to `Node' that hold
+%% back the next one (0 or 1), and the requests queued behind it;
+%% `{error, not_running}' without a sender.
+-spec pending(node()) -> {0 | 1, non_neg_integer()} | {error, not_running}.
+pending(Node) ->
+    case whereis(locker) of
+        undefined ->
+            {error, not_running};
+        Server ->
+            case gen_server:call(Server, '$locker_batcher') of
+                Pid when is_pid(Pid) ->
+                    Ref = erlang:monitor(process, Pid),
+                    Pid ! {pending, self(), Ref, Node},
+                    receive
+                        {Ref, Answer} ->
+                            erlang:demonitor(Ref, [flush]),
+                            Answer;
+                        {'DOWN', Ref, _, _, _} ->
+                            {error, not_running}
+                    end;
+                _ ->
+                    {error, not_running}
+            end
+    end.
+
+%% @doc Sets the counts of {@link stats/0} to zero.
+-spec reset_stats() -> ok.
+reset_stats() ->
+    C = counters(),
+    lists:foreach(fun(I) -> counters:put(C, I, 0) end, lists:seq(1, ?N_COUNTERS)).
+
+%% @private The server counts a batch of `N' requests it served.
+-spec count_received(pos_integer()) -> ok.
+count_received(N) ->
+    C = counters(),
+    counters:add(C, ?RECEIVED_BATCHES, 1),
+    counters:add(C, ?RECEIVED_REQUESTS, N).
+
+%% @private The server counts a batch it rejected.
+-spec count_rejected() -> ok.
+count_rejected() ->
+    counters:add(counters(), ?REJECTED, 1).
+
+counters() ->
+    case persistent_term:get(?COUNTERS, undefined) of
+        undefined ->
+            C = counters:new(?N_COUNTERS, [write_concurrency]),
+            persistent_term:put(?COUNTERS, C),
+            C;
+        C ->
+            C
+    end.
+
+%%--------------------------------------------------------------------
+%% The sender
+%%--------------------------------------------------------------------
+
+%% @private
+-spec init(pid(), boolean()) -> no_return().
+init(Server, Enabled) ->
+    Mref = erlang:monitor(process, Server),
+    _ = Enabled andalso register_self(),
+    loop(#st{server = Mref, enabled = Enabled}).
+
+register_self() ->
+    try
+        register(?MODULE, self())
+    catch
+        error:badarg -> false
+    end.
+
+loop(St) ->
+    receive
+        Msg -> loop(handle(Msg, St))
+    end.
+
+handle({send, Caller, Request, To}, St) ->
+    lists:foldl(fun({Node, Alias}, Acc) -> enqueue(Node, {Caller, Alias, Request}, Acc) end, St, To);
+handle({[alias | BAlias], Reply}, #st{batches = Batches} = St) when is_map_key(BAlias, Batches) ->
+    erlang:unalias(BAlias),
+    {{Node, Entries, Timer}, Rest} = maps:take(BAlias, Batches),
+    _ = erlang:cancel_timer(Timer, [{async, true}, {info, false}]),
+    St1 = answered(Node, Entries, Reply, St#st{batches = Rest}),
+    next(Node, ungate(Node, BAlias, St1));
+handle({timeout, _, {stall, Node, BAlias}}, St) ->
+    next(Node, ungate(Node, BAlias, St));
+handle({'DOWN', Mref, process, _, _}, #st{monitored = Monitored} = St) when is_map_key(Mref, Monitored) ->
+    %% The master's server went down: its batches in flight will not be
+    %% answered (their callers see the same down); what is queued goes
+    %% now, to a server that may be back.
+    {Node, Monitored1} = maps:take(Mref, Monitored),
+    Lost = [A || {A, {N, _, _}} <- maps:to_list(St#st.batches), N =:= Node],
+    lists:foreach(
+        fun(A) ->
+            erlang:unalias(A),
+            {_, _, Timer} = maps:get(A, St#st.batches),
+            erlang:cancel_timer(Timer, [{async, true}, {info, false}])
+        end,
+        Lost
+    ),
+    St1 = St#st{
+        monitored = Monitored1,
+        mons = maps:remove(Node, St#st.mons),
+        batches = maps:without(Lost, St#st.batches),
+        inflight = maps:remove(Node, St#st.inflight)
+    },
+    next(Node, St1);
+handle({'DOWN', Mref, process, _, _}, #st{server = Mref}) ->
+    exit(normal);
+handle({pending, From, Ref, Node}, #st{inflight = Inflight, queues = Queues} = St) ->
+    InFlight =
+        case Inflight of
+            #{Node := _} -> 1;
+            #{} -> 0
+        end,
+    Queued =
+        case Queues of
+            #{Node := {N, _}} -> N;
+            #{} -> 0
+        end,
+    From ! {Ref, {InFlight, Queued}},
+    St;
+handle({enable, From, On}, St) ->
+    _ =
+        case On of
+            true -> register_self();
+            false -> catch unregister(?MODULE)
+        end,
+    From ! {self(), enabled},
+    St#st{enabled = On};
+handle(Msg, St) ->
+    warn(St, "locker_batch: unexpected message ~0P dropped", [Msg, 20]).
+
+%% A request for Node: sent at once if nothing is in flight to Node.
+enqueue(Node, Entry, #st{plain = Plain} = St) when is_map_key(Node, Plain) ->
+    plain(Node, Entry, St),
+    St;
+enqueue(Node, Entry, #st{inflight = Inflight} = St) when is_map_key(Node, Inflight) ->
+    Queues = St#st.queues,
+    Q =
+        case Queues of
+            #{Node := {N, Es}} -> {N + 1, [Entry | Es]};
+            #{} -> {1, [Entry]}
+        end,
+    St#st{queues = Queues#{Node => Q}};
+enqueue(Node, Entry, St) ->
+    send_batch(Node, [Entry], St).
+
+%% Sends what is queued for Node, if anything (at most ?MAX_BATCH).
+next(Node, #st{inflight = Inflight} = St) when is_map_key(Node, Inflight) ->
+    St;
+next(Node, #st{queues = Queues} = St) ->
+    case Queues of
+        #{Node := {N, Rev}} when N =< ?MAX_BATCH ->
+            send_batch(Node, lists:reverse(Rev), St#st{queues = maps:remove(Node, Queues)});
+        #{Node := {N, Rev}} ->
+            {Later, First} = lists:split(N - ?MAX_BATCH, Rev),
+            send_batch(Node, lists:reverse(First), St#st{queues = Queues#{Node := {N - ?MAX_BATCH, Later}}});
+        #{} ->
+            St
+    end.
+
+send_batch(Node, Entries, #st{plain = Plain} = St) when is_map_key(Node, Plain) ->
+    lists:foreach(fun(E) -> plain(Node, E, St) end, Entries),
+    St;
+send_batch(Node, Entries, St) ->
+    St1 = monitor_node_server(Node, St),
+    BAlias = erlang:alias(),
+    Requests = [R || {_, _, R} <- Entries],
+    _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | BAlias]}, {'$locker_batch', Requests}}, [noconnect]),
+    Timer = erlang:start_timer(?STALL_MS, self(), {stall, Node, BAlias}),
+    C = counters(),
+    counters:add(C, ?SENT_BATCHES, 1),
+    counters:add(C, ?SENT_REQUESTS, length(Entries)),
+    St1#st{
+        inflight = (St1#st.inflight)#{Node => BAlias},
+        batches = (St1#st.batches)#{BAlias => {Node, Entries, Timer}}
+    }.
+
+monitor_node_server(Node, #st{mons = Mons} = St) when is_map_key(Node, Mons) ->
+    St;
+monitor_node_server(Node, #st{mons = Mons, monitored = Monitored} = St) ->
+    Mref = erlang:monitor(process, {locker, Node}),
+    St#st{mons = Mons#{Node => Mref}, monitored = Monitored#{Mref => Node}}.
+
+ungate(Node, BAlias, #st{inflight = Inflight} = St) ->
+    case Inflight of
+        #{Node := BAlias} -> St#st{inflight = maps:remove(Node, Inflight)};
+        #{} -> St
+    end.
+
+%% Hands each caller its reply; a batch refused whole is sent again,
+%% request by request, on behalf of its callers (nothing was applied).
+answered(_Node, Entries, {ok, Replies}, St) when length(Replies) =:= length(Entries) ->
+    lists:foreach(
+        fun({{_, Alias, _}, Reply}) -> erlang:send(Alias, {[alias | Alias], Reply}) end,
+        lists:zip(Entries, Replies)
+    ),
+    St;
+answered(Node, Entries, {error, {unknown_request, _}}, St) ->
+    %% An older version of this project: nothing applied.
+    St1 = warn(
+        St#st{plain = (St#st.plain)#{Node => true}},
+        "locker_batch: ~p does not know batches: it gets plain requests from now on",
+        [Node]
+    ),
+    lists:foreach(fun(E) -> plain(Node, E, St1) end, Entries),
+    St1;
+answered(Node, Entries, {error, bad_batch}, St) ->
+    %% Refused whole, nothing applied: each request gets its own answer
+    %% (a bad argument in one of them is answered to its caller only).
+    St1 = warn(St, "locker_batch: batch of ~b refused by ~p: sent again request by request", [length(Entries), Node]),
+    lists:foreach(fun(E) -> plain(Node, E, St1) end, Entries),
+    St1;
+answered(Node, Entries, Reply, St) ->
+    %% Not known to have applied nothing: not sent again (the callers
+    %% count the master as not answering).
+    warn(St, "locker_batch: unexpected answer ~0P from ~p to a batch of ~b dropped", [Reply, 10, Node, length(Entries)]).
+
+%% A request sent as the caller would have sent it: the master answers
+%% the caller.
+plain(Node, {Caller, Alias, Request}, _St) ->
+    counters:add(counters(), ?PLAIN, 1),
+    _ = erlang:send({locker, Node}, {'$gen_call', {Caller, [alias | Alias]}, Request}, [noconnect]),
+    ok.
+
+%% At most 20 warnings a second.
+warn(#st{warned = {Second, Count}} = St, Format, Args) ->
+    Now = erlang:monotonic_time(second),
+    case Now =:= Second of
+        true when Count >= 20 ->
+            St#st{warned = {Second, Count + 1}};
+        true ->
+            ?LOG_WARNING(Format, Args),
+            St#st{warned = {Second, Count + 1}};
+        false ->
+            ?LOG_WARNING(Format, Args),
+            St#st{warned = {Now, 1}}
+    end.

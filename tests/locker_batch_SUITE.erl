@@ -1,0 +1,386 @@
+%% Natural batching (locker_batch) across real nodes: concurrent clients
+%% on one node send fewer messages than requests, a lone client's request
+%% leaves at once, a master going down with a batch in flight and requests
+%% queued behind it leaves no caller waiting, lockerd serves batches as a
+%% master, an original-style cluster (configured without epochs) never
+%% sees a batch, and malformed batches are rejected whole with a bounded
+%% log line, nothing applied, by the BEAM server and by lockerd.
+%%
+%% Counting is done without timing: a master's server is held (suspended,
+%% or lockerd stopped with SIGSTOP) while the clients start, until the
+%% coordinator's sender reports one batch in flight to it and the other
+%% requests queued behind it. Peers are named `bt_*'.
+-module(locker_batch_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([
+    concurrent_clients_batch/1,
+    lone_client_sent_at_once/1,
+    master_down_mid_batch/1,
+    lockerd_master/1,
+    original_cluster_gets_no_batch/1,
+    malformed_batches_rejected_whole/1,
+    switch_is_checked/1
+]).
+-export([client/4, hold/1, log/2]).
+
+-define(CLIENTS, 16).
+
+all() ->
+    [concurrent_clients_batch, lone_client_sent_at_once, master_down_mid_batch, lockerd_master,
+     original_cluster_gets_no_batch, malformed_batches_rejected_whole, switch_is_checked].
+
+suite() ->
+    [{timetrap, {minutes, 5}}].
+
+init_per_suite(Config) ->
+    ok = locker_ct:ensure_distributed(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    [{cleanup, ets:new(bt_cleanup, [public, bag])} | Config].
+
+end_per_testcase(_Case, Config) ->
+    T = ?config(cleanup, Config),
+    [os:cmd("kill -CONT " ++ P ++ "; kill -9 " ++ P) || {os_pid, P} <- ets:lookup(T, os_pid)],
+    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
+    ets:delete(T),
+    ok.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+%% 16 clients on A lock and release a key each; B and C are held until
+%% A's sender has one batch in flight to each and 15 requests queued:
+%% phase one reaches each of them in two messages, and no round needs
+%% more messages than requests.
+concurrent_clients_batch(Config) ->
+    [A, B, C] = Nodes = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    {ok, 2, 3, 3} = rpc:call(A, locker, lock, [warm, v, 1000]),
+    reset_stats(Nodes),
+    Holds = [hold_server(N) || N <- [B, C]],
+    Clients = start_clients(A, ?CLIENTS, lock_release),
+    [await_pending(A, N, {1, ?CLIENTS - 1}) || N <- [B, C]],
+    [release_hold(H) || H <- Holds],
+    Results = await_clients(Clients),
+    [{ok, 2, 3, 3} = R || R <- Results],
+    SA = stats(A),
+    ct:log("A: ~p~nB: ~p~nC: ~p", [SA, stats(B), stats(C)]),
+    %% Four rounds (lock: phase one, write; release: phase one, release)
+    %% to two remote masters.
+    Requests = 4 * 2 * ?CLIENTS,
+    #{sent_requests := Requests, sent_batches := Batches, plain_requests := 0} = SA,
+    ?assert(Batches =< Requests - 2 * (?CLIENTS - 2), {Batches, Requests}),
+    [begin
+         #{received_requests := Received, received_batches := RB, rejected_batches := 0} = stats(N),
+         ?assertEqual(4 * ?CLIENTS, Received),
+         ?assert(RB =< Received - (?CLIENTS - 2), {N, RB, Received})
+     end || N <- [B, C]],
+    %% The leases were written and released everywhere.
+    [{error, not_found} = rpc:call(N, locker, dirty_read, [{key, I}]) || N <- Nodes, I <- lists:seq(1, ?CLIENTS)].
+
+%% A lone client's request is sent at once (it is in the held master's
+%% mailbox, nothing queued behind it), and one client alone sends one
+%% request per batch.
+lone_client_sent_at_once(Config) ->
+    [A, B, C] = Nodes = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    reset_stats(Nodes),
+    Holds = [hold_server(N) || N <- [B, C]],
+    [Client] = start_clients(A, 1, lock_release),
+    [await_pending(A, N, {1, 0}) || N <- [B, C]],
+    [await_mailbox(N, 1) || N <- [B, C]],
+    [release_hold(H) || H <- Holds],
+    [{ok, 2, 3, 3}] = await_clients([Client]),
+    reset_stats(Nodes),
+    [{ok, 2, 3, 3} = rpc:call(A, locker, lock, [{lone, I}, v, 1000]) || I <- lists:seq(1, 10)],
+    #{sent_requests := 40, sent_batches := 40} = stats(A),
+    [#{received_requests := 20, received_batches := 20} = stats(N) || N <- [B, C]].
+
+%% B is held with a batch in flight and 15 requests queued behind it, then
+%% stopped: every caller is answered (A and C make the quorum), and the
+%% sender forgets B's batch and queue.
+master_down_mid_batch(Config) ->
+    [A, B, C] = Nodes = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    _ = hold_server(B),
+    Clients = start_clients(A, ?CLIENTS, lock),
+    %% A and C vote and store: every phase one and every write for B
+    %% waits (the writes until B answers or is found down).
+    await_pending(A, B, {1, 2 * ?CLIENTS - 1}),
+    [{peer_of, B, PeerB}] = ets:match_object(?config(cleanup, Config), {peer_of, B, '_'}),
+    ok = peer:stop(PeerB),
+    Results = await_clients(Clients),
+    [{ok, 2, 2, 2} = R || R <- Results],
+    await_pending(A, B, {0, 0}),
+    %% Later operations do not wait for B.
+    {ok, 2, 2, 2} = rpc:call(A, locker, lock, [after_down, v, 1000]),
+    [{ok, v} = rpc:call(N, locker, dirty_read, [after_down]) || N <- [A, C]].
+
+%% Masters B (BEAM) and L (lockerd), W = 2, configured through epochs;
+%% A coordinates. Both are held (L with SIGSTOP) until A's sender has
+%% queued behind a batch to each: L serves the batches (it holds every
+%% lease), and rejects a malformed one whole.
+lockerd_master(Config) ->
+    [A, B] = start_peers([a, b], Config),
+    ok = rpc:call(A, locker, set_nodes, [[A, B], [A, B], []]),
+    Bin = locker_fault_SUITE:lockerd_binary(),
+    {{lockerd, _}, L, OsPid} = locker_fault_SUITE:start_lockerd(
+        unique(l), Bin, ?config(priv_dir, Config), lists:sort([A, B]), 0, ?config(cleanup, Config)
+    ),
+    ok = rpc:call(A, locker_membership, change, [[B, L], [], 2]),
+    {ok, #{mode := epoch, masters := Ms}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    ?assertEqual(lists:sort([B, L]), Ms),
+    {ok, 2, 2, 2} = rpc:call(A, locker, lock, [warm, v, 1000]),
+    reset_stats([A, B]),
+    H = hold_server(B),
+    "" = os:cmd("kill -STOP " ++ OsPid),
+    Clients = start_clients(A, ?CLIENTS, lock),
+    [await_pending(A, N, {1, ?CLIENTS - 1}) || N <- [B, L]],
+    "" = os:cmd("kill -CONT " ++ OsPid),
+    release_hold(H),
+    Results = await_clients(Clients),
+    [{ok, 2, 2, 2} = R || R <- Results],
+    #{sent_requests := Requests, sent_batches := Batches, plain_requests := 0} = stats(A),
+    ?assertEqual(2 * 2 * ?CLIENTS, Requests),
+    ?assert(Batches =< Requests - 2 * (?CLIENTS - 2), {Batches, Requests}),
+    {ok, _, Leases, _, _, _} = gen_server:call({locker, L}, get_debug_state),
+    [true = lists:keymember({key, I}, 1, Leases) || I <- lists:seq(1, ?CLIENTS)],
+    rejects_malformed(L),
+    %% lockerd counts the batches it served.
+    {ok, 2, 2, 2} = rpc:call(A, locker, release, [{key, 1}, {value, 1}]).
+
+%% A cluster whose configuration was not set through epochs (one of its
+%% masters, O, plays an original node: it has no locker_membership): its
+%% coordinators send plain requests only.
+original_cluster_gets_no_batch(Config) ->
+    [A, B, O] = Nodes = start_peers([a, b, o], Config),
+    {ok, locker_membership, Bin} = compile:forms(
+        [{attribute, 1, module, locker_membership}, {attribute, 1, export, []}], [binary]
+    ),
+    {module, locker_membership} = rpc:call(O, code, load_binary, [locker_membership, "none", Bin]),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    [#{mode := legacy}] = lists:usort([rpc:call(N, locker_meta, config, []) || N <- [A, B]]),
+    reset_stats(Nodes),
+    true = rpc:call(A, locker_batch, enabled, []),
+    Clients = start_clients(A, ?CLIENTS, lock_release),
+    [{ok, 2, 3, 3} = R || R <- await_clients(Clients)],
+    [#{sent_batches := 0, received_batches := 0} = stats(N) || N <- Nodes].
+
+%% Malformed batches get `{error, bad_batch}', nothing applied, with a
+%% bounded log line; a valid one is answered in order, each request as
+%% if sent alone (an epoch refusal included).
+malformed_batches_rejected_whole(Config) ->
+    [A, B] = Nodes = start_peers([a, b], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    capture_logs([B]),
+    rejects_malformed(B),
+    await_log(B, "malformed batch"),
+    %% A flood: every one answered, few lines logged, the server alive.
+    Bad = {'$locker_batch', [{get_write_lock, flood, not_found, tag}, {write, tag, flood, v, soon}]},
+    [{error, bad_batch} = gen_server:call({locker, B}, Bad) || _ <- lists:seq(1, 500)],
+    #{rejected_batches := Rejected} = stats(B),
+    ?assert(Rejected >= 500),
+    Lines = count_logs(B, 0),
+    ct:log("~b log lines for ~b rejected batches", [Lines, Rejected]),
+    ?assert(Lines < 250, Lines),
+    {ok, 2, 2, 2} = rpc:call(A, locker, lock, [after_flood, v, 1000]).
+
+%% The `batching' key is checked, and the switch turns batching off and
+%% on at run time.
+switch_is_checked(Config) ->
+    ok = locker_config:check(#{batching => true}),
+    ok = locker_config:check(#{batching => false}),
+    {error, [{batching, yes, _}]} = locker_config:check(#{batching => yes}),
+    [A, B] = Nodes = start_peers([a, b], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    ok = rpc:call(A, locker_batch, enable, [false]),
+    false = rpc:call(A, locker_batch, enabled, []),
+    reset_stats(Nodes),
+    {ok, 2, 2, 2} = rpc:call(A, locker, lock, [off, v, 1000]),
+    #{sent_batches := 0} = stats(A),
+    #{received_batches := 0} = stats(B),
+    ok = rpc:call(A, locker_batch, enable, [true]),
+    {ok, 2, 2, 2} = rpc:call(A, locker, lock, [on, v, 1000]),
+    %% Two rounds (phase one, write), one request each.
+    #{sent_batches := 2} = stats(A),
+    #{received_batches := 2} = stats(B).
+
+%%--------------------------------------------------------------------
+%% Helpers
+%%--------------------------------------------------------------------
+
+rejects_malformed(Node) ->
+    Tag = {'$locker_epoch', current_epoch(Node), make_ref()},
+    Good = {get_write_lock, bt_key, not_found, Tag},
+    Batches = [
+        not_a_list,
+        [],
+        [Good | improper],
+        [Good, {write, Tag, bt_key, v, soon}],
+        [Good, {wait_for_release, bt_key, 1000}],
+        [Good, {no_such_request, bt_key}],
+        [Good, {'$locker_batch', [Good]}],
+        [Good, {set_w, 1}],
+        lists:duplicate(1025, {release_write_lock, Tag})
+    ],
+    [{error, bad_batch} = gen_server:call({locker, Node}, {'$locker_batch', Batch}) || Batch <- Batches],
+    %% Nothing applied: the first request of each would have taken a
+    %% promise on bt_key, which would refuse this one.
+    Fresh = {'$locker_epoch', current_epoch(Node), make_ref()},
+    {ok, [ok, ok]} = gen_server:call(
+        {locker, Node}, {'$locker_batch', [{get_write_lock, bt_key, not_found, Fresh}, {release_write_lock, Fresh}]}
+    ),
+    %% In order, each as if alone: a vote under another epoch is refused.
+    Stale = {'$locker_epoch', {0, none}, make_ref()},
+    {ok, [ok, {error, already_locked}, {error, {config_epoch, _}}, ok]} = gen_server:call(
+        {locker, Node},
+        {'$locker_batch', [
+            {get_write_lock, bt_key2, not_found, Fresh},
+            {get_write_lock, bt_key2, not_found, {'$locker_epoch', current_epoch(Node), make_ref()}},
+            {get_write_lock, bt_key3, not_found, Stale},
+            {release_write_lock, Fresh}
+        ]}
+    ),
+    ok.
+
+current_epoch(Node) ->
+    {ok, #{epoch := E}} = gen_server:call({locker, Node}, {'$locker_config', get}),
+    E.
+
+start_peers(Names, Config) ->
+    [begin
+        {Peer, Node} = locker_ct:start_peer(unique(Name), []),
+        ets:insert(?config(cleanup, Config), [{peer, Peer}, {peer_of, Node, Peer}]),
+        Node
+     end || Name <- Names].
+
+unique(Name) ->
+    list_to_atom(lists:concat(["bt_", Name, "_", os:getpid(), "_", erlang:unique_integer([positive])])).
+
+reset_stats(Nodes) ->
+    [ok = rpc:call(N, locker_batch, reset_stats, []) || N <- Nodes],
+    ok.
+
+stats(Node) ->
+    rpc:call(Node, locker_batch, stats, []).
+
+%% Suspends Node's locker server until release_hold/1 (or the holder's
+%% end: a suspension ends with the process that made it).
+hold_server(Node) ->
+    Holder = spawn(Node, ?MODULE, hold, [self()]),
+    receive {Holder, held} -> Holder after 10000 -> ct:fail({cannot_hold, Node}) end.
+
+%% @private
+hold(Parent) ->
+    true = erlang:suspend_process(whereis(locker)),
+    Parent ! {self(), held},
+    receive release -> Parent ! {self(), released} end.
+
+release_hold(Holder) ->
+    Holder ! release,
+    receive {Holder, released} -> ok after 10000 -> ct:fail(cannot_release) end.
+
+%% Clients on Node, each on its own key: {Pid, Ref} to await.
+start_clients(Node, N, What) ->
+    Self = self(),
+    [begin
+        Pid = spawn(Node, ?MODULE, client, [Self, I, What, make_ref()]),
+        {Pid, erlang:monitor(process, Pid)}
+     end || I <- lists:seq(1, N)].
+
+%% @private
+client(Parent, I, What, _) ->
+    Key = {key, I},
+    Value = {value, I},
+    Result =
+        case What of
+            lock ->
+                locker:lock(Key, Value, 60000, 30000);
+            lock_release ->
+                case locker:lock(Key, Value, 60000, 30000) of
+                    {ok, _, _, _} -> locker:release(Key, Value, 30000);
+                    Error -> Error
+                end
+        end,
+    Parent ! {self(), result, Result}.
+
+await_clients(Clients) ->
+    [receive
+        {Pid, result, R} -> erlang:demonitor(Mref, [flush]), R;
+        {'DOWN', Mref, process, Pid, Reason} -> ct:fail({client_died, Reason})
+     after 60000 -> ct:fail(client_not_answered)
+     end || {Pid, Mref} <- Clients].
+
+%% Waits until Node's sender reports Want for Master (polled).
+await_pending(Node, Master, Want) ->
+    await_pending(Node, Master, Want, 500).
+
+await_pending(Node, Master, Want, 0) ->
+    ct:fail({pending, Node, Master, rpc:call(Node, locker_batch, pending, [Master]), Want});
+await_pending(Node, Master, Want, Tries) ->
+    case rpc:call(Node, locker_batch, pending, [Master]) of
+        Want ->
+            ok;
+        _ ->
+            timer:sleep(20),
+            await_pending(Node, Master, Want, Tries - 1)
+    end.
+
+%% Waits until Node's (held) locker server has at least N messages.
+await_mailbox(Node, N) ->
+    await_mailbox(Node, N, 500).
+
+await_mailbox(Node, N, 0) ->
+    ct:fail({mailbox, Node, N});
+await_mailbox(Node, N, Tries) ->
+    {message_queue_len, Len} = rpc:call(Node, erlang, process_info, [rpc:call(Node, erlang, whereis, [locker]), message_queue_len]),
+    case Len >= N of
+        true -> ok;
+        false -> timer:sleep(20), await_mailbox(Node, N, Tries - 1)
+    end.
+
+capture_logs(Nodes) ->
+    [ok = rpc:call(N, logger, add_handler, [bt_capture, ?MODULE, #{config => #{pid => self()}}]) || N <- Nodes],
+    ok.
+
+%% @private Logger handler on the peers.
+log(#{msg := Msg}, #{config := #{pid := Pid}}) ->
+    Text =
+        case Msg of
+            {string, S} -> S;
+            {report, R} -> io_lib:format("~0p", [R]);
+            {F, A} -> io_lib:format(F, A)
+        end,
+    Pid ! {bt_log, node(), unicode:characters_to_list(Text)},
+    ok.
+
+await_log(Node, Part) ->
+    receive
+        {bt_log, Node, Text} ->
+            case string:find(Text, Part) =/= nomatch of
+                true ->
+                    ?assert(length(Text) < 4000, length(Text)),
+                    ct:log("~p logged: ~s", [Node, Text]);
+                false ->
+                    await_log(Node, Part)
+            end
+    after 10000 ->
+        ct:fail({no_log_line, Node, Part})
+    end.
+
+%% The log lines received so far from Node (the server answered every
+%% call first, so its lines were sent before).
+count_logs(Node, N) ->
+    receive
+        {bt_log, Node, _} -> count_logs(Node, N + 1)
+    after 500 -> N
+    end.
