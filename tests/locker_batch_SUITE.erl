@@ -20,6 +20,7 @@
     concurrent_clients_batch/1,
     lone_client_sent_at_once/1,
     master_down_mid_batch/1,
+    local_server_dies_mid_batch/1,
     lockerd_master/1,
     original_cluster_gets_no_batch/1,
     malformed_batches_rejected_whole/1,
@@ -30,7 +31,8 @@
 -define(CLIENTS, 16).
 
 all() ->
-    [concurrent_clients_batch, lone_client_sent_at_once, master_down_mid_batch, lockerd_master,
+    [concurrent_clients_batch, lone_client_sent_at_once, master_down_mid_batch, local_server_dies_mid_batch,
+     lockerd_master,
      original_cluster_gets_no_batch, malformed_batches_rejected_whole, switch_is_checked].
 
 suite() ->
@@ -124,6 +126,22 @@ master_down_mid_batch(Config) ->
     %% Later operations do not wait for B.
     {ok, 2, 2, 2} = rpc:call(A, locker, lock, [after_down, v, 1000]),
     [{ok, v} = rpc:call(N, locker, dirty_read, [after_down]) || N <- [A, C]].
+
+%% A's own server dies while its sender holds a batch in flight to B and
+%% C and requests queued behind them: the sender still sends them and
+%% hands the replies on, so that every caller gets its answer.
+local_server_dies_mid_batch(Config) ->
+    [A, B, C] = Nodes = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    Holds = [hold_server(N) || N <- [B, C]],
+    Clients = start_clients(A, ?CLIENTS, lock),
+    [await_pending(A, N, {1, ?CLIENTS - 1}) || N <- [B, C]],
+    Server = rpc:call(A, erlang, whereis, [locker]),
+    true = rpc:call(A, erlang, exit, [Server, kill]),
+    [release_hold(H) || H <- Holds],
+    Results = await_clients(Clients),
+    [{ok, 2, 3, 3} = R || R <- Results],
+    [{ok, {value, 1}} = rpc:call(N, locker, dirty_read, [{key, 1}]) || N <- [B, C]].
 
 %% Masters B (BEAM) and L (lockerd), W = 2, configured through epochs;
 %% A coordinates. Both are held (L with SIGSTOP) until A's sender has

@@ -29,8 +29,10 @@
 %% requests from then on.
 %%
 %% The `locker' server starts this process ({@link start/1}, with the
-%% `batching' application key, `true' by default) and restarts it if it
-%% dies; it stops when the server does.
+%% `batching' application key, `true' by default) and starts another if
+%% it dies. When the server dies, coordinators stop using it; it still
+%% sends what is queued and hands on the replies to what it sent, then
+%% ends (after 60 s at the latest).
 %% @end
 -module(locker_batch).
 
@@ -46,6 +48,8 @@
 %% A batch not answered after this long no longer holds back the requests
 %% queued behind it (its reply is still handed on if it comes).
 -define(STALL_MS, 1000).
+%% How long a sender whose server died still hands on replies at most.
+-define(DRAIN_MS, 60000).
 -define(COUNTERS, {?MODULE, counters}).
 %% Counter indexes.
 -define(SENT_BATCHES, 1).
@@ -57,7 +61,8 @@
 -define(N_COUNTERS, 6).
 
 -record(st, {
-    server :: reference(),
+    %% The server's monitor; undefined once it died (draining).
+    server :: reference() | undefined,
     enabled :: boolean(),
     %% Requests waiting for a master's batch in flight: reversed, counted.
     queues = #{} :: #{node() => {non_neg_integer(), [entry()]}},
@@ -184,7 +189,10 @@ init(Server, Enabled) ->
     _ = Enabled andalso register_self(),
     loop(#st{server = Mref, enabled = Enabled}).
 
+%% Takes the name from the sender of a server that died (which may not
+%% have seen its server's end yet).
 register_self() ->
+    _ = catch unregister(?MODULE),
     try
         register(?MODULE, self())
     catch
@@ -193,8 +201,14 @@ register_self() ->
 
 loop(St) ->
     receive
-        Msg -> loop(handle(Msg, St))
+        Msg -> loop(drained(handle(Msg, St)))
     end.
+
+%% A sender whose server died ends once nothing is queued or in flight.
+drained(#st{server = undefined, batches = B, queues = Q}) when map_size(B) =:= 0, map_size(Q) =:= 0 ->
+    exit(normal);
+drained(St) ->
+    St.
 
 handle({send, Caller, Request, To}, St) ->
     lists:foldl(fun({Node, Alias}, Acc) -> enqueue(Node, {Caller, Alias, Request}, Acc) end, St, To);
@@ -227,7 +241,15 @@ handle({'DOWN', Mref, process, _, _}, #st{monitored = Monitored} = St) when is_m
         inflight = maps:remove(Node, St#st.inflight)
     },
     next(Node, St1);
-handle({'DOWN', Mref, process, _, _}, #st{server = Mref}) ->
+handle({'DOWN', Mref, process, _, _}, #st{server = Mref} = St) ->
+    %% The server is gone: coordinators stop using this sender (the next
+    %% server starts its own), which hands on the replies to what it sent
+    %% and sends what is queued, then ends (at the latest after
+    %% ?DRAIN_MS): the callers' requests are not lost with it.
+    _ = whereis(?MODULE) =:= self() andalso (catch unregister(?MODULE)),
+    erlang:send_after(?DRAIN_MS, self(), drained),
+    drained(St#st{server = undefined});
+handle(drained, #st{server = undefined}) ->
     exit(normal);
 handle({pending, From, Ref, Node}, #st{inflight = Inflight, queues = Queues} = St) ->
     InFlight =
@@ -245,8 +267,9 @@ handle({pending, From, Ref, Node}, #st{inflight = Inflight, queues = Queues} = S
 handle({enable, From, On}, St) ->
     _ =
         case On of
-            true -> register_self();
-            false -> catch unregister(?MODULE)
+            true when St#st.server =/= undefined -> register_self();
+            true -> false;
+            false -> whereis(?MODULE) =:= self() andalso (catch unregister(?MODULE))
         end,
     From ! {self(), enabled},
     St#st{enabled = On};

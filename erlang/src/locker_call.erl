@@ -14,6 +14,11 @@
 %% that goes down. Without a local server, a session monitors each remote
 %% server once for all the rounds of its operation.
 %%
+%% Requests for the masters of a configuration set through epochs go
+%% through this node's batch sender ({@link locker_batch}) while batching
+%% is on: concurrent requests to one master then travel in one message,
+%% and each reply still comes on its request's own alias.
+%%
 %% This node votes through the NIF store directly, without a message, when
 %% its `locker' server is running (as it would if the request had been
 %% sent to it).

@@ -437,17 +437,31 @@ fn a_batch_is_decoded_whole_or_rejected_whole() {
     assert!(matches!(ok[1], Request::Write { lease_ms: 1000, .. }));
     assert!(matches!(ok[2], Request::ReleaseWriteLock { .. }));
     // Empty or too long.
-    assert_eq!(decode_batch::<T, Same, _, _, _>(&[], &Same), Err(BatchError::Size));
+    assert_eq!(
+        decode_batch::<T, Same, _, _, _>(&[], &Same),
+        Err(BatchError::Size)
+    );
     let many = vec![abort.clone(); MAX_BATCH + 1];
     assert_eq!(decode_batch(&many, &Same), Err(BatchError::Size));
-    assert_eq!(decode_batch(&many[..MAX_BATCH], &Same).map(|v| v.len()), Ok(MAX_BATCH));
+    assert_eq!(
+        decode_batch(&many[..MAX_BATCH], &Same).map(|v| v.len()),
+        Ok(MAX_BATCH)
+    );
     // One bad request rejects the batch, wherever it is.
     let bad_lease = t(vec![a("write"), a("tag"), a("k"), a("v"), a("soon")]);
     let wait = t(vec![a("wait_for_release"), a("k"), T::Int(10)]);
     let unknown = t(vec![a("no_such"), a("k")]);
     let wrong_arity = t(vec![a("release_write_lock")]);
     let nested = t(vec![a("$locker_batch"), T::Tuple(vec![])]);
-    for bad in [bad_lease, wait, unknown, wrong_arity, nested, a("ok"), T::Int(1)] {
+    for bad in [
+        bad_lease,
+        wait,
+        unknown,
+        wrong_arity,
+        nested,
+        a("ok"),
+        T::Int(1),
+    ] {
         assert_eq!(
             decode_batch(&[lock.clone(), bad.clone()], &Same),
             Err(BatchError::Bad(1))
