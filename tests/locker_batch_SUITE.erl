@@ -23,17 +23,19 @@
     local_server_dies_mid_batch/1,
     lockerd_master/1,
     original_cluster_gets_no_batch/1,
+    older_master_gets_plain_requests/1,
     malformed_batches_rejected_whole/1,
     switch_is_checked/1
 ]).
--export([client/4, hold/1, log/2]).
+-export([client/4, hold/1, log/2, older/1, older_loop/1]).
 
 -define(CLIENTS, 16).
 
 all() ->
     [concurrent_clients_batch, lone_client_sent_at_once, master_down_mid_batch, local_server_dies_mid_batch,
      lockerd_master,
-     original_cluster_gets_no_batch, malformed_batches_rejected_whole, switch_is_checked].
+     original_cluster_gets_no_batch, older_master_gets_plain_requests, malformed_batches_rejected_whole,
+     switch_is_checked].
 
 suite() ->
     [{timetrap, {minutes, 5}}].
@@ -192,6 +194,56 @@ original_cluster_gets_no_batch(Config) ->
     Clients = start_clients(A, ?CLIENTS, lock_release),
     [{ok, 2, 3, 3} = R || R <- await_clients(Clients)],
     [#{sent_batches := 0, received_batches := 0} = stats(N) || N <- Nodes].
+
+%% B plays a master of an older version of this project, configured
+%% through epochs but not knowing batches: it answers a batch
+%% `{error, {unknown_request, _}}', as this project's servers answer any
+%% unknown call. A's sender sends that batch's requests again plainly,
+%% and only plain requests to B from then on; the operations succeed.
+older_master_gets_plain_requests(Config) ->
+    [A, B, C] = Nodes = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    ok = rpc:call(B, ?MODULE, older, [self()]),
+    reset_stats(Nodes),
+    %% Held, so that the first batch to B carries several requests.
+    Holds = [hold_server(N) || N <- [B, C]],
+    Clients = start_clients(A, ?CLIENTS, lock_release),
+    [await_pending(A, N, {1, ?CLIENTS - 1}) || N <- [B, C]],
+    [release_hold(H) || H <- Holds],
+    [{ok, 2, 3, 3} = R || R <- await_clients(Clients)],
+    SA = stats(A),
+    ct:log("A: ~p~nB: ~p~nC: ~p", [SA, stats(B), stats(C)]),
+    %% B refused its first batch (one request), which it got again
+    %% plainly, as everything after it: 4 rounds x 16 clients.
+    #{plain_requests := Plain} = SA,
+    ?assertEqual(4 * ?CLIENTS, Plain),
+    #{received_batches := 0} = stats(B),
+    #{received_requests := Received} = stats(C),
+    ?assertEqual(4 * ?CLIENTS, Received),
+    {ok, 2, 3, 3} = rpc:call(A, locker, lock, [later, v, 1000]),
+    #{plain_requests := Plain1} = stats(A),
+    ?assertEqual(Plain + 2, Plain1).
+
+%% @private On B: the real server keeps running unregistered; `locker' is
+%% now a process that answers batches as an unknown request and passes
+%% every other message to the server (which answers the caller).
+older(Parent) ->
+    Server = whereis(locker),
+    true = unregister(locker),
+    Pid = spawn(?MODULE, older_loop, [Server]),
+    true = register(locker, Pid),
+    Parent ! {older, Pid},
+    ok.
+
+%% @private
+older_loop(Server) ->
+    receive
+        {'$gen_call', From, {'$locker_batch', _} = Req} ->
+            gen_server:reply(From, {error, {unknown_request, Req}});
+        Msg ->
+            Server ! Msg
+    end,
+    older_loop(Server).
 
 %% Malformed batches get `{error, bad_batch}', nothing applied, with a
 %% bounded log line; a valid one is answered in order, each request as
