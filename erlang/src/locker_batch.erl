@@ -28,11 +28,16 @@
 %% master's own reply; a master that did not know batches gets plain
 %% requests from then on.
 %%
+%% An operation uses the sender registered when it starts for all its
+%% rounds (or none, if batching was off), so that a master gets an
+%% operation's requests, and the operation the master's replies, in the
+%% order they were sent, whatever happens to the registration meanwhile.
+%%
 %% The `locker' server starts this process ({@link start/1}, with the
 %% `batching' application key, `true' by default) and starts another if
-%% it dies. When the server dies, coordinators stop using it; it still
-%% sends what is queued and hands on the replies to what it sent, then
-%% ends (after 60 s at the latest).
+%% it dies. When the server dies, operations started later do not use
+%% it; it still serves the operations that do, and ends once nothing was
+%% queued, in flight or sent to it for 60 s.
 %% @end
 -module(locker_batch).
 
@@ -204,14 +209,17 @@ register_self() ->
 
 loop(St) ->
     receive
-        Msg -> loop(drained(handle(Msg, St)))
+        Msg -> loop(handle(Msg, St))
+    after idle(St) ->
+        %% The server died, and nothing was queued, in flight or sent here
+        %% for ?DRAIN_MS: the operations that used this sender are over.
+        exit(normal)
     end.
 
-%% A sender whose server died ends once nothing is queued or in flight.
-drained(#st{server = undefined, batches = B, queues = Q}) when map_size(B) =:= 0, map_size(Q) =:= 0 ->
-    exit(normal);
-drained(St) ->
-    St.
+%% How long to wait for a message: forever while the server runs or
+%% something is queued or in flight.
+idle(#st{server = undefined, batches = B, queues = Q}) when map_size(B) =:= 0, map_size(Q) =:= 0 -> ?DRAIN_MS;
+idle(_) -> infinity.
 
 handle({send, Caller, Request, To}, St) ->
     lists:foldl(fun({Node, Alias}, Acc) -> enqueue(Node, {Caller, Alias, Request}, Acc) end, St, To);
@@ -245,15 +253,11 @@ handle({'DOWN', Mref, process, _, _}, #st{monitored = Monitored} = St) when is_m
     },
     next(Node, St1);
 handle({'DOWN', Mref, process, _, _}, #st{server = Mref} = St) ->
-    %% The server is gone: coordinators stop using this sender (the next
-    %% server starts its own), which hands on the replies to what it sent
-    %% and sends what is queued, then ends (at the latest after
-    %% ?DRAIN_MS): the callers' requests are not lost with it.
+    %% The server is gone: operations started from now on do not use
+    %% this sender (the next server starts its own); those that do still
+    %% get their requests sent and their replies handed on.
     _ = whereis(?MODULE) =:= self() andalso (catch unregister(?MODULE)),
-    erlang:send_after(?DRAIN_MS, self(), drained),
-    drained(St#st{server = undefined});
-handle(drained, #st{server = undefined}) ->
-    exit(normal);
+    St#st{server = undefined};
 handle({pending, From, Ref, Node}, #st{inflight = Inflight, queues = Queues} = St) ->
     InFlight =
         case Inflight of

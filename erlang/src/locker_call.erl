@@ -29,7 +29,7 @@
 -export_type([session/0, late/0]).
 
 %% `[alias | A]' is the improper list OTP's own gen:call sends.
--dialyzer({no_improper_lists, send/2}).
+-dialyzer({no_improper_lists, send/3}).
 
 -record(session, {
     local :: boolean(),
@@ -42,7 +42,10 @@
     alias :: reference() | undefined,
     %% A monitor on the local server while it watches remote servers for
     %% this session: if it dies, the session monitors them itself.
-    server :: reference() | undefined
+    server :: reference() | undefined,
+    %% The batch sender this operation uses for all its rounds, with the
+    %% masters it may send batches to (see batcher/0), or none.
+    batcher = none :: none | {pid(), [node()]}
 }).
 
 -opaque session() :: #session{}.
@@ -78,10 +81,10 @@ open(Nodes) ->
                     end}
              || N <- Others
             ]),
-            #session{local = Local, remote = Remote, alias = Alias, server = ServerMon};
+            #session{local = Local, remote = Remote, alias = Alias, server = ServerMon, batcher = batcher()};
         false ->
             Remote = maps:from_list([{N, erlang:monitor(process, {locker, N})} || N <- Others]),
-            #session{local = Local, remote = Remote}
+            #session{local = Local, remote = Remote, batcher = batcher()}
     end.
 
 %% Registers the session with the local server's watch, under a monitor of
@@ -180,7 +183,7 @@ round(S0, Nodes, Request, Timeout, Decided, Soft) ->
     Local = Local0 andalso lists:member(node(), Nodes),
     Remote = maps:with(Nodes, Remote0),
     KnownDown = [N || N <- Down0, lists:member(N, Nodes)],
-    Pending = send(Remote, Request),
+    Pending = send(Remote, Request, S#session.batcher),
     Mons = maps:fold(
         fun
             (Alias, {_, watched}, Acc) -> Acc#{Alias => Alias};
@@ -266,19 +269,18 @@ monitor_watched(Remote) ->
 %% that only clean up (dropping promises): such a node may be back, or
 %% may only have been cut off for a moment.
 -spec notify_down(session(), [node()], term()) -> ok.
-notify_down(#session{down = Down}, Nodes, Request) ->
+notify_down(#session{down = Down, batcher = Batcher}, Nodes, Request) ->
     To = maps:from_list([{N, none} || N <- Down, lists:member(N, Nodes), N =/= node()]),
-    maps:foreach(fun(Alias, _) -> erlang:unalias(Alias) end, send(To, Request)).
+    maps:foreach(fun(Alias, _) -> erlang:unalias(Alias) end, send(To, Request, Batcher)).
 
 %% Sends `Request' to the `locker' server of each node of `To' (a map
 %% from the node to its monitor) with a fresh alias per node, and returns
 %% `#{Alias => {Node, Monitor}}'. The requests for masters known to
-%% understand batches go through this node's sender ({@link locker_batch})
-%% when batching is on; the others are sent from here.
-send(To, _Request) when map_size(To) =:= 0 ->
+%% understand batches go through the session's sender ({@link
+%% locker_batch}) if it has one; the others are sent from here.
+send(To, _Request, _Batcher) when map_size(To) =:= 0 ->
     #{};
-send(To, Request) ->
-    Batcher = batcher(),
+send(To, Request, Batcher) ->
     {Pending, Batched} = maps:fold(
         fun(Node, Mref, {P, B}) ->
             Alias = erlang:alias(),
@@ -304,6 +306,7 @@ send(To, Request) ->
 %% The sender, with the masters it may send batches to: the masters of
 %% this node's configuration when it was set through epochs (nodes of this
 %% project: an original node must never get a request it does not know).
+%% A session keeps it for all its rounds (see locker_batch).
 batcher() ->
     case whereis(locker_batch) of
         undefined ->
