@@ -3,8 +3,8 @@
 %% messages per operation (a lock or a release, each two rounds to the two
 %% other masters) with 1 client and with 16, and lock+release pairs per
 %% second with 16 clients. Batching is switched at run time on the client
-%% node (locker_batch:enable/1); the periods alternate off/on so that the
-%% machine's drift hits both alike.
+%% node (locker_batch:enable/1); short periods alternate off/on and on/off
+%% so that the machine's drift hits both alike.
 %%
 %% Messages are counted without tracing: the packets the client node's
 %% distribution connections to the two other masters sent and received
@@ -19,8 +19,8 @@
 -define(CLIENTS, 16).
 
 run(Quick) ->
-    Ms = case Quick of true -> 1500; false -> 5000 end,
-    Periods = case Quick of true -> 2; false -> 3 end,
+    Ms = case Quick of true -> 750; false -> 1500 end,
+    Periods = case Quick of true -> 4; false -> 10 end,
     {Peers, Nodes} = locker_bench:start_peers("bb", 3, []),
     [A | Others] = Nodes,
     %% Warm-up, both ways.
@@ -28,20 +28,22 @@ run(Quick) ->
      || On <- [false, true]],
     Runs = [
         {On, Clients, rpc:call(A, ?MODULE, measure, [Others, Clients, Ms], infinity)}
-     || _ <- lists:seq(1, Periods), Clients <- [1, ?CLIENTS], On <- [false, true],
+     || P <- lists:seq(1, Periods), Clients <- [1, ?CLIENTS], On <- order(P),
         ok =:= rpc:call(A, locker_batch, enable, [On])
     ],
     ok = rpc:call(A, locker_batch, enable, [true]),
     locker_bench:stop_peers(Peers),
     Sum = fun(On, Clients) ->
         lists:foldl(
-            fun({O, C, #{ops := Ops, packets := P, ms := T, batches := B, requests := R}}, Acc) when O =:= On, C =:= Clients ->
-                    #{ops := Ops0, packets := P0, ms := T0, batches := B0, requests := R0} = Acc,
-                    Acc#{ops := Ops0 + Ops, packets := P0 + P, ms := T0 + T, batches := B0 + B, requests := R0 + R};
+            fun({O, C, #{ops := Ops, packets := P, ms := T, batches := B, requests := R, direct := D}}, Acc) when
+                    O =:= On, C =:= Clients ->
+                    #{ops := Ops0, packets := P0, ms := T0, batches := B0, requests := R0, direct := D0} = Acc,
+                    Acc#{ops := Ops0 + Ops, packets := P0 + P, ms := T0 + T, batches := B0 + B, requests := R0 + R,
+                         direct := D0 + D};
                (_, Acc) ->
                     Acc
             end,
-            #{ops => 0, packets => 0, ms => 0, batches => 0, requests => 0},
+            #{ops => 0, packets => 0, ms => 0, batches => 0, requests => 0, direct => 0},
             Runs
         )
     end,
@@ -66,6 +68,10 @@ run(Quick) ->
             {"batching off", Pairs(Off1)}, "a lone client waits for nothing")
     ].
 
+%% Off first in odd periods, on first in even ones (drift cancels out).
+order(P) when P rem 2 =:= 1 -> [false, true];
+order(_) -> [true, false].
+
 point(X) -> #{median => float(X), p99 => float(X), max => float(X), n => 1}.
 
 %% Runs on the client node: `Clients' processes doing lock+release pairs
@@ -81,8 +87,8 @@ measure(Others, Clients, Ms) ->
     Pairs = lists:sum([receive {count, P, C} -> C end || P <- Pids]),
     T1 = erlang:monotonic_time(millisecond),
     P1 = dist_packets(Others),
-    #{sent_batches := B, sent_requests := R} = locker_batch:stats(),
-    #{ops => 2 * Pairs, packets => P1 - P0, ms => T1 - T0, batches => B, requests => R}.
+    #{sent_batches := B, sent_requests := R, direct_requests := D} = locker_batch:stats(),
+    #{ops => 2 * Pairs, packets => P1 - P0, ms => T1 - T0, batches => B, requests => R, direct => D}.
 
 client(Id, Stop, N) ->
     case erlang:monotonic_time(millisecond) >= Stop of

@@ -72,7 +72,7 @@ concurrent_clients_batch(Config) ->
     reset_stats(Nodes),
     Holds = [hold_server(N) || N <- [B, C]],
     Clients = start_clients(A, ?CLIENTS, lock_release),
-    [await_pending(A, N, {1, ?CLIENTS - 1}) || N <- [B, C]],
+    [await_held(A, N, ?CLIENTS) || N <- [B, C]],
     [release_hold(H) || H <- Holds],
     Results = await_clients(Clients),
     [{ok, 2, 3, 3} = R || R <- Results],
@@ -81,12 +81,15 @@ concurrent_clients_batch(Config) ->
     %% Four rounds (lock: phase one, write; release: phase one, release)
     %% to two remote masters.
     Requests = 4 * 2 * ?CLIENTS,
-    #{sent_requests := Requests, sent_batches := Batches, plain_requests := 0} = SA,
-    ?assert(Batches =< Requests - 2 * (?CLIENTS - 2), {Batches, Requests}),
+    #{sent_requests := Sent, sent_batches := Batches, direct_requests := Direct, plain_requests := 0} = SA,
+    ?assertEqual(Requests, Sent + Direct),
+    %% Phase one reached each master in a few messages (the requests
+    %% queued while it was held: one batch, or two if the wait for the
+    %% gate ran out meanwhile), not 16.
+    ?assert(Batches + Direct =< Requests - 2 * (?CLIENTS - 4), {Batches, Direct, Requests}),
     [begin
          #{received_requests := Received, received_batches := RB, rejected_batches := 0} = stats(N),
-         ?assertEqual(4 * ?CLIENTS, Received),
-         ?assert(RB =< Received - (?CLIENTS - 2), {N, RB, Received})
+         ?assert(RB < Received, {N, RB, Received})
      end || N <- [B, C]],
     %% The leases were written and released everywhere.
     [{error, not_found} = rpc:call(N, locker, dirty_read, [{key, I}]) || N <- Nodes, I <- lists:seq(1, ?CLIENTS)].
@@ -100,14 +103,17 @@ lone_client_sent_at_once(Config) ->
     reset_stats(Nodes),
     Holds = [hold_server(N) || N <- [B, C]],
     [Client] = start_clients(A, 1, lock_release),
-    [await_pending(A, N, {1, 0}) || N <- [B, C]],
-    [await_mailbox(N, 1) || N <- [B, C]],
+    %% In the held masters' mailboxes, nothing queued.
+    [await_held(A, N, 1) || N <- [B, C]],
+    [#{queued := 0} = rpc:call(A, locker_batch, pending, [N]) || N <- [B, C]],
     [release_hold(H) || H <- Holds],
     [{ok, 2, 3, 3}] = await_clients([Client]),
     reset_stats(Nodes),
     [{ok, 2, 3, 3} = rpc:call(A, locker, lock, [{lone, I}, v, 1000]) || I <- lists:seq(1, 10)],
-    #{sent_requests := 40, sent_batches := 40} = stats(A),
-    [#{received_requests := 20, received_batches := 20} = stats(N) || N <- [B, C]].
+    %% Each request alone: sent by the client itself (nothing in flight),
+    %% or in a batch of its own.
+    #{sent_requests := Sent, sent_batches := Sent, direct_requests := Direct} = stats(A),
+    ?assertEqual(40, Sent + Direct).
 
 %% B is held with a batch in flight and 15 requests queued behind it, then
 %% stopped: every caller is answered (A and C make the quorum), and the
@@ -119,12 +125,12 @@ master_down_mid_batch(Config) ->
     Clients = start_clients(A, ?CLIENTS, lock),
     %% A and C vote and store: every phase one and every write for B
     %% waits (the writes until B answers or is found down).
-    await_pending(A, B, {1, 2 * ?CLIENTS - 1}),
+    await_held(A, B, 2 * ?CLIENTS),
     [{peer_of, B, PeerB}] = ets:match_object(?config(cleanup, Config), {peer_of, B, '_'}),
     ok = peer:stop(PeerB),
     Results = await_clients(Clients),
     [{ok, 2, 2, 2} = R || R <- Results],
-    await_pending(A, B, {0, 0}),
+    await_pending(A, B, #{in_flight => false, sent => 0, queued => 0}),
     %% Later operations do not wait for B.
     {ok, 2, 2, 2} = rpc:call(A, locker, lock, [after_down, v, 1000]),
     [{ok, v} = rpc:call(N, locker, dirty_read, [after_down]) || N <- [A, C]].
@@ -137,7 +143,7 @@ local_server_dies_mid_batch(Config) ->
     ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
     Holds = [hold_server(N) || N <- [B, C]],
     Clients = start_clients(A, ?CLIENTS, lock),
-    [await_pending(A, N, {1, ?CLIENTS - 1}) || N <- [B, C]],
+    [await_held(A, N, ?CLIENTS) || N <- [B, C]],
     Server = rpc:call(A, erlang, whereis, [locker]),
     true = rpc:call(A, erlang, exit, [Server, kill]),
     [release_hold(H) || H <- Holds],
@@ -164,14 +170,19 @@ lockerd_master(Config) ->
     H = hold_server(B),
     "" = os:cmd("kill -STOP " ++ OsPid),
     Clients = start_clients(A, ?CLIENTS, lock),
-    [await_pending(A, N, {1, ?CLIENTS - 1}) || N <- [B, L]],
+    %% Phase one needs both: one client at most sends its own request to
+    %% each (the gate), the others' wait in A's sender or were sent in
+    %% batches.
+    await_held(A, B, ?CLIENTS),
+    await_pending(A, L, fun(#{sent := S, queued := Q}) -> S + Q >= ?CLIENTS - 1 end),
     "" = os:cmd("kill -CONT " ++ OsPid),
     release_hold(H),
     Results = await_clients(Clients),
     [{ok, 2, 2, 2} = R || R <- Results],
-    #{sent_requests := Requests, sent_batches := Batches, plain_requests := 0} = stats(A),
+    #{sent_requests := Sent, sent_batches := Batches, direct_requests := Direct, plain_requests := 0} = stats(A),
+    Requests = Sent + Direct,
     ?assertEqual(2 * 2 * ?CLIENTS, Requests),
-    ?assert(Batches =< Requests - 2 * (?CLIENTS - 2), {Batches, Requests}),
+    ?assert(Batches + Direct =< Requests - 2 * (?CLIENTS - 4), {Batches, Direct, Requests}),
     {ok, _, Leases, _, _, _} = gen_server:call({locker, L}, get_debug_state),
     [true = lists:keymember({key, I}, 1, Leases) || I <- lists:seq(1, ?CLIENTS)],
     rejects_malformed(L),
@@ -208,21 +219,20 @@ older_master_gets_plain_requests(Config) ->
     %% Held, so that the first batch to B carries several requests.
     Holds = [hold_server(N) || N <- [B, C]],
     Clients = start_clients(A, ?CLIENTS, lock_release),
-    [await_pending(A, N, {1, ?CLIENTS - 1}) || N <- [B, C]],
+    [await_held(A, N, ?CLIENTS) || N <- [B, C]],
     [release_hold(H) || H <- Holds],
     [{ok, 2, 3, 3} = R || R <- await_clients(Clients)],
     SA = stats(A),
     ct:log("A: ~p~nB: ~p~nC: ~p", [SA, stats(B), stats(C)]),
-    %% B refused its first batch (one request), which it got again
-    %% plainly, as everything after it: 4 rounds x 16 clients.
+    %% B refused its first batch, whose requests it got again plainly, as
+    %% every request through the sender after it; C got batches.
     #{plain_requests := Plain} = SA,
-    ?assertEqual(4 * ?CLIENTS, Plain),
+    ?assert(Plain > 0),
     #{received_batches := 0} = stats(B),
-    #{received_requests := Received} = stats(C),
-    ?assertEqual(4 * ?CLIENTS, Received),
+    #{received_batches := CB} = stats(C),
+    ?assert(CB > 0),
     {ok, 2, 3, 3} = rpc:call(A, locker, lock, [later, v, 1000]),
-    #{plain_requests := Plain1} = stats(A),
-    ?assertEqual(Plain + 2, Plain1).
+    #{received_batches := 0} = stats(B).
 
 %% @private On B: the real server keeps running unregistered; `locker' is
 %% now a process that answers batches as an unknown request and passes
@@ -390,33 +400,48 @@ await_clients(Clients) ->
      after 60000 -> ct:fail(client_not_answered)
      end || {Pid, Mref} <- Clients].
 
-%% Waits until Node's sender reports Want for Master (polled).
+%% Waits until Node's sender reports for Master what Want is, or what
+%% the predicate Want accepts (polled).
 await_pending(Node, Master, Want) ->
     await_pending(Node, Master, Want, 500).
 
 await_pending(Node, Master, Want, 0) ->
     ct:fail({pending, Node, Master, rpc:call(Node, locker_batch, pending, [Master]), Want});
 await_pending(Node, Master, Want, Tries) ->
-    case rpc:call(Node, locker_batch, pending, [Master]) of
-        Want ->
+    Pending = rpc:call(Node, locker_batch, pending, [Master]),
+    case is_function(Want) andalso Want(Pending) orelse Pending =:= Want of
+        true ->
             ok;
-        _ ->
+        false ->
             timer:sleep(20),
             await_pending(Node, Master, Want, Tries - 1)
     end.
 
-%% Waits until Node's (held) locker server has at least N messages.
-await_mailbox(Node, N) ->
-    await_mailbox(Node, N, 500).
+%% Waits until N requests from Node are held on their way to Master
+%% (whose server is suspended): in its mailbox (alone or in batches), or
+%% queued in Node's sender.
+await_held(Node, Master, N) ->
+    await_held(Node, Master, N, 500).
 
-await_mailbox(Node, N, 0) ->
-    ct:fail({mailbox, Node, N});
-await_mailbox(Node, N, Tries) ->
-    {message_queue_len, Len} = rpc:call(Node, erlang, process_info, [rpc:call(Node, erlang, whereis, [locker]), message_queue_len]),
-    case Len >= N of
-        true -> ok;
-        false -> timer:sleep(20), await_mailbox(Node, N, Tries - 1)
+await_held(Node, Master, N, 0) ->
+    ct:fail({held, Node, Master, N, held(Node, Master)});
+await_held(Node, Master, N, Tries) ->
+    case held(Node, Master) of
+        N -> ok;
+        _ -> timer:sleep(20), await_held(Node, Master, N, Tries - 1)
     end.
+
+held(Node, Master) ->
+    {messages, Msgs} = rpc:call(Master, erlang, process_info, [rpc:call(Master, erlang, whereis, [locker]), messages]),
+    InMailbox = lists:sum([
+        case Req of
+            {'$locker_batch', L} -> length(L);
+            _ -> 1
+        end
+     || {'$gen_call', _, Req} <- Msgs
+    ]),
+    #{queued := Queued} = rpc:call(Node, locker_batch, pending, [Master]),
+    InMailbox + Queued.
 
 capture_logs(Nodes) ->
     [ok = rpc:call(N, logger, add_handler, [bt_capture, ?MODULE, #{config => #{pid => self()}}]) || N <- Nodes],

@@ -2,13 +2,16 @@
 %% (the sender of this node, registered `locker_batch' while batching is
 %% on).
 %%
-%% A coordinator ({@link locker_call}) hands the requests of a round for
-%% the masters known to understand batches to this process instead of
-%% sending them itself. For each master, a request is sent at once when
-%% nothing is in flight to that master (a lone client waits for nothing);
-%% otherwise it waits in that master's queue, and what accumulated goes in
-%% one message, `{'$locker_batch', Requests}' (at most 1024), when the
-%% reply to the batch in flight comes. The master (the BEAM server,
+%% A coordinator ({@link locker_call}) sends a request for a master known
+%% to understand batches itself, plainly, when nothing is in flight from
+%% this node to that master: it takes the master's gate ({@link
+%% take_gate/1}, an atomic flag) for its round, so that a lone client
+%% pays nothing. Otherwise it hands the request to this process, which
+%% queues it; what accumulated goes in one message,
+%% `{'$locker_batch', Requests}' (at most 1024), when the request in
+%% flight is answered: the reply to this process's batch comes, or the
+%% coordinator holding the gate ends its round and hands the gate over
+%% ({@link release_gate/3}). The master (the BEAM server,
 %% {@link locker_server}, or `lockerd') decodes the whole batch before it
 %% applies anything, applies the requests in order and answers
 %% `{ok, Replies}' in one message; this process hands each caller its
@@ -41,7 +44,8 @@
 %% @end
 -module(locker_batch).
 
--export([start/1, enable/1, enabled/0, send/4, stats/0, reset_stats/0, pending/1, count_received/1, count_rejected/0]).
+-export([start/1, enable/1, enabled/0, send/4, take_gate/1, release_gate/3, stats/0, reset_stats/0, pending/1]).
+-export([count_direct/0, count_received/1, count_rejected/0]).
 -export([init/2]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -63,7 +67,17 @@
 -define(RECEIVED_BATCHES, 4).
 -define(RECEIVED_REQUESTS, 5).
 -define(REJECTED, 6).
--define(N_COUNTERS, 6).
+-define(DIRECT, 7).
+-define(N_COUNTERS, 7).
+%% A master's gate: whether something is in flight to it (from a
+%% coordinator that found nothing in flight, or from the sender), and
+%% whether the sender has requests waiting for it.
+-define(GATE(Node), {?MODULE, gate, Node}).
+-define(BUSY, 1).
+-define(WAITING, 2).
+%% Requests waiting for a gate that was not given back (its holder died
+%% mid-round) go after this long.
+-define(GATE_STALL_MS, 1000).
 
 -record(st, {
     %% The server's monitor; undefined once it died (draining).
@@ -115,25 +129,64 @@ send(Pid, Caller, Request, To) ->
     Pid ! {send, Caller, Request, To},
     ok.
 
+%% @doc Takes `Node''s gate if nothing is in flight to it (the caller then
+%% sends its request itself, and gives the gate back with {@link
+%% release_gate/3} when its round is over); `busy' otherwise (or before
+%% the sender first sent to it): the request goes through the sender.
+-spec take_gate(node()) -> {ok, atomics:atomics_ref()} | busy.
+take_gate(Node) ->
+    case persistent_term:get(?GATE(Node), undefined) of
+        undefined ->
+            busy;
+        Gate ->
+            case atomics:compare_exchange(Gate, ?BUSY, 0, 1) of
+                ok -> {ok, Gate};
+                _ -> busy
+            end
+    end.
+
+%% @doc Gives back a gate taken with {@link take_gate/1}: to the sender
+%% `Pid' if it has requests waiting for it (it sends them at once).
+-spec release_gate(pid(), node(), atomics:atomics_ref()) -> ok.
+release_gate(Pid, Node, Gate) ->
+    case atomics:get(Gate, ?WAITING) of
+        1 ->
+            Pid ! {flush, Node},
+            ok;
+        _ ->
+            atomics:put(Gate, ?BUSY, 0),
+            %% The sender may have queued meanwhile (it checks the gate
+            %% again after it marks itself waiting): one of us sends.
+            case atomics:get(Gate, ?WAITING) =:= 1 andalso atomics:compare_exchange(Gate, ?BUSY, 0, 1) =:= ok of
+                true -> Pid ! {flush, Node}, ok;
+                false -> ok
+            end
+    end.
+
 %% @doc This node's counts: batches and the requests in them sent by its
-%% coordinators, requests sent plainly after a batch was refused, and
-%% batches and requests received by its server, batches it rejected.
+%% coordinators, requests they sent themselves because nothing was in
+%% flight to the master (`direct_requests'), requests sent plainly after
+%% a batch was refused, and batches and requests received by its server,
+%% batches it rejected.
 -spec stats() -> #{atom() => non_neg_integer()}.
 stats() ->
     C = counters(),
     #{
         sent_batches => counters:get(C, ?SENT_BATCHES),
         sent_requests => counters:get(C, ?SENT_REQUESTS),
+        direct_requests => counters:get(C, ?DIRECT),
         plain_requests => counters:get(C, ?PLAIN),
         received_batches => counters:get(C, ?RECEIVED_BATCHES),
         received_requests => counters:get(C, ?RECEIVED_REQUESTS),
         rejected_batches => counters:get(C, ?REJECTED)
     }.
 
-%% @doc `{InFlight, Queued}': the batches in flight to `Node' that hold
-%% back the next one (0 or 1), and the requests queued behind it;
-%% `{error, not_running}' without a sender.
--spec pending(node()) -> {0 | 1, non_neg_integer()} | {error, not_running}.
+%% @doc The sender's requests for `Node' not answered yet: `sent' in
+%% batches sent and not answered, `queued' behind them or behind the gate
+%% (see {@link take_gate/1}), and whether a batch is `in_flight' (holding
+%% back the next one); `{error, not_running}' without a sender.
+-spec pending(node()) ->
+    #{in_flight := boolean(), sent := non_neg_integer(), queued := non_neg_integer()} | {error, not_running}.
 pending(Node) ->
     case whereis(locker) of
         undefined ->
@@ -167,6 +220,12 @@ count_received(N) ->
     C = counters(),
     counters:add(C, ?RECEIVED_BATCHES, 1),
     counters:add(C, ?RECEIVED_REQUESTS, N).
+
+%% @private A coordinator counts a request it sent itself, nothing being
+%% in flight to the master.
+-spec count_direct() -> ok.
+count_direct() ->
+    counters:add(counters(), ?DIRECT, 1).
 
 %% @private The server counts a batch it rejected.
 -spec count_rejected() -> ok.
@@ -227,10 +286,25 @@ handle({[alias | BAlias], Reply}, #st{batches = Batches} = St) when is_map_key(B
     erlang:unalias(BAlias),
     {{Node, Entries, Timer}, Rest} = maps:take(BAlias, Batches),
     _ = erlang:cancel_timer(Timer, [{async, true}, {info, false}]),
-    St1 = answered(Node, Entries, Reply, St#st{batches = Rest}),
-    next(Node, ungate(Node, BAlias, St1));
+    %% The next batch goes (or the gate is given back) before the
+    %% callers get their replies: a caller's next round finds the gate
+    %% free if nothing else waits.
+    St1 = next(Node, ungate(Node, BAlias, St#st{batches = Rest})),
+    answered(Node, Entries, Reply, St1);
 handle({timeout, _, {stall, Node, BAlias}}, St) ->
     next(Node, ungate(Node, BAlias, St));
+handle({flush, Node}, St) ->
+    %% A coordinator gave Node's gate to this process.
+    next(Node, St);
+handle({timeout, _, {gate_stall, Node}}, #st{inflight = Inflight, queues = Queues} = St) ->
+    case is_map_key(Node, Queues) andalso not is_map_key(Node, Inflight) of
+        true ->
+            %% Still waiting for the gate: its holder died mid-round.
+            atomics:put(gate(Node), ?BUSY, 1),
+            next(Node, St);
+        false ->
+            St
+    end;
 handle({'DOWN', Mref, process, _, _}, #st{monitored = Monitored} = St) when is_map_key(Mref, Monitored) ->
     %% The master's server went down: its batches in flight will not be
     %% answered (their callers see the same down); what is queued goes
@@ -258,18 +332,14 @@ handle({'DOWN', Mref, process, _, _}, #st{server = Mref} = St) ->
     %% get their requests sent and their replies handed on.
     _ = whereis(?MODULE) =:= self() andalso (catch unregister(?MODULE)),
     St#st{server = undefined};
-handle({pending, From, Ref, Node}, #st{inflight = Inflight, queues = Queues} = St) ->
-    InFlight =
-        case Inflight of
-            #{Node := _} -> 1;
-            #{} -> 0
-        end,
+handle({pending, From, Ref, Node}, #st{inflight = Inflight, queues = Queues, batches = Batches} = St) ->
     Queued =
         case Queues of
             #{Node := {N, _}} -> N;
             #{} -> 0
         end,
-    From ! {Ref, {InFlight, Queued}},
+    Sent = lists:sum([length(Es) || {N, Es, _} <- maps:values(Batches), N =:= Node]),
+    From ! {Ref, #{in_flight => is_map_key(Node, Inflight), sent => Sent, queued => Queued}},
     St;
 handle({enable, From, On}, St) ->
     _ =
@@ -283,12 +353,15 @@ handle({enable, From, On}, St) ->
 handle(Msg, St) ->
     warn(St, "locker_batch: unexpected message ~0P dropped", [Msg, 20]).
 
-%% A request for Node: sent at once if nothing is in flight to Node.
+%% A request for Node: sent at once if nothing is in flight to Node;
+%% otherwise queued, until the sender's batch in flight is answered or the
+%% coordinator that holds Node's gate gives it back.
 enqueue(Node, Entry, #st{plain = Plain} = St) when is_map_key(Node, Plain) ->
     plain(Node, Entry, St),
     St;
-enqueue(Node, Entry, #st{inflight = Inflight} = St) when is_map_key(Node, Inflight) ->
-    Queues = St#st.queues,
+enqueue(Node, Entry, #st{inflight = Inflight, queues = Queues} = St) when
+    is_map_key(Node, Inflight); is_map_key(Node, Queues)
+->
     Q =
         case Queues of
             #{Node := {N, Es}} -> {N + 1, [Entry | Es]};
@@ -296,19 +369,51 @@ enqueue(Node, Entry, #st{inflight = Inflight} = St) when is_map_key(Node, Inflig
         end,
     St#st{queues = Queues#{Node => Q}};
 enqueue(Node, Entry, St) ->
-    send_batch(Node, [Entry], St).
+    Gate = gate(Node),
+    case atomics:compare_exchange(Gate, ?BUSY, 0, 1) of
+        ok ->
+            send_batch(Node, [Entry], St);
+        _ ->
+            %% A coordinator's request is in flight: wait for its round
+            %% to end (it hands the gate over), checking once more after
+            %% saying so.
+            atomics:put(Gate, ?WAITING, 1),
+            St1 = St#st{queues = (St#st.queues)#{Node => {1, [Entry]}}},
+            case atomics:compare_exchange(Gate, ?BUSY, 0, 1) of
+                ok ->
+                    next(Node, St1);
+                _ ->
+                    erlang:start_timer(?GATE_STALL_MS, self(), {gate_stall, Node}),
+                    St1
+            end
+    end.
 
-%% Sends what is queued for Node, if anything (at most ?MAX_BATCH).
+%% Node's gate, made on first use (only this process makes gates).
+gate(Node) ->
+    case persistent_term:get(?GATE(Node), undefined) of
+        undefined ->
+            Gate = atomics:new(2, []),
+            persistent_term:put(?GATE(Node), Gate),
+            Gate;
+        Gate ->
+            Gate
+    end.
+
+%% The sender holds Node's gate (a reply came, a coordinator handed the
+%% gate over, or a wait ran out): sends what is queued for Node (at most
+%% ?MAX_BATCH), or gives the gate back.
 next(Node, #st{inflight = Inflight} = St) when is_map_key(Node, Inflight) ->
     St;
 next(Node, #st{queues = Queues} = St) ->
     case Queues of
         #{Node := {N, Rev}} when N =< ?MAX_BATCH ->
+            atomics:put(gate(Node), ?WAITING, 0),
             send_batch(Node, lists:reverse(Rev), St#st{queues = maps:remove(Node, Queues)});
         #{Node := {N, Rev}} ->
             {Later, First} = lists:split(N - ?MAX_BATCH, Rev),
             send_batch(Node, lists:reverse(First), St#st{queues = Queues#{Node := {N - ?MAX_BATCH, Later}}});
         #{} ->
+            atomics:put(gate(Node), ?BUSY, 0),
             St
     end.
 

@@ -29,7 +29,7 @@
 -export_type([session/0, late/0]).
 
 %% `[alias | A]' is the improper list OTP's own gen:call sends.
--dialyzer({no_improper_lists, send/3}).
+-dialyzer({no_improper_lists, send/5}).
 
 -record(session, {
     local :: boolean(),
@@ -45,7 +45,10 @@
     server :: reference() | undefined,
     %% The batch sender this operation uses for all its rounds, with the
     %% masters it may send batches to (see batcher/0), or none.
-    batcher = none :: none | {pid(), [node()]}
+    batcher = none :: none | {pid(), [node()]},
+    %% Masters this operation sent a request to through the sender: all
+    %% its later requests to them go the same way (in order).
+    sticky = [] :: [node()]
 }).
 
 -opaque session() :: #session{}.
@@ -183,7 +186,8 @@ round(S0, Nodes, Request, Timeout, Decided, Soft) ->
     Local = Local0 andalso lists:member(node(), Nodes),
     Remote = maps:with(Nodes, Remote0),
     KnownDown = [N || N <- Down0, lists:member(N, Nodes)],
-    Pending = send(Remote, Request, S#session.batcher),
+    #session{batcher = Batcher, sticky = Sticky0} = S,
+    {Pending, Gates, Sticky} = send(Remote, Request, Batcher, Sticky0, true),
     Mons = maps:fold(
         fun
             (Alias, {_, watched}, Acc) -> Acc#{Alias => Alias};
@@ -199,6 +203,7 @@ round(S0, Nodes, Request, Timeout, Decided, Soft) ->
         end,
     C = #collect{alias = SAlias, server = ServerMon, deadline = Deadline, decided = Decided, soft = Soft},
     {Replies, Bad, Down, Server, Late} = collect(C, Pending, Mons, Replies0, KnownDown, []),
+    ok = release_gates(Gates, Batcher),
     {Remote1, ServerMon1} =
         case Server of
             alive ->
@@ -219,7 +224,7 @@ round(S0, Nodes, Request, Timeout, Decided, Soft) ->
                 ), undefined}
         end,
     {Replies, Bad, S#session{
-        remote = maps:without(Down, Remote1), down = lists:usort(Down ++ Down0), server = ServerMon1
+        remote = maps:without(Down, Remote1), down = lists:usort(Down ++ Down0), server = ServerMon1, sticky = Sticky
     }, Late}.
 
 %% @doc The replies of a round's late requests that have arrived by now;
@@ -269,39 +274,78 @@ monitor_watched(Remote) ->
 %% that only clean up (dropping promises): such a node may be back, or
 %% may only have been cut off for a moment.
 -spec notify_down(session(), [node()], term()) -> ok.
-notify_down(#session{down = Down, batcher = Batcher}, Nodes, Request) ->
+notify_down(#session{down = Down, batcher = Batcher, sticky = Sticky}, Nodes, Request) ->
     To = maps:from_list([{N, none} || N <- Down, lists:member(N, Nodes), N =/= node()]),
-    maps:foreach(fun(Alias, _) -> erlang:unalias(Alias) end, send(To, Request, Batcher)).
+    {Pending, [], _} = send(To, Request, Batcher, Sticky, false),
+    maps:foreach(fun(Alias, _) -> erlang:unalias(Alias) end, Pending).
 
 %% Sends `Request' to the `locker' server of each node of `To' (a map
-%% from the node to its monitor) with a fresh alias per node, and returns
-%% `#{Alias => {Node, Monitor}}'. The requests for masters known to
-%% understand batches go through the session's sender ({@link
-%% locker_batch}) if it has one; the others are sent from here.
-send(To, _Request, _Batcher) when map_size(To) =:= 0 ->
-    #{};
-send(To, Request, Batcher) ->
-    {Pending, Batched} = maps:fold(
-        fun(Node, Mref, {P, B}) ->
+%% from the node to its monitor) with a fresh alias per node; returns
+%% `{#{Alias => {Node, Monitor}}, Gates, Sticky}'.
+%%
+%% With a batch sender ({@link locker_batch}), a request for a master
+%% known to understand batches is sent from here, plainly, when nothing is
+%% in flight to that master (this process takes the master's gate, and
+%% gives it back when the round is over: `Gates'), so that a lone client
+%% pays no extra hop; otherwise it goes through the sender, which sends
+%% it with whatever else accumulated when the master answers. Once an
+%% operation sent a master a request through the sender, its later
+%% requests to that master go the same way (`Sticky'), in order.
+%% `Gated' false (requests nobody waits for): no gate is taken.
+send(To, _Request, _Batcher, Sticky, _Gated) when map_size(To) =:= 0 ->
+    {#{}, [], Sticky};
+send(To, Request, Batcher, Sticky0, Gated) ->
+    {Pending, Batched, Gates, Sticky} = maps:fold(
+        fun(Node, Mref, {P, B, G, St}) ->
             Alias = erlang:alias(),
-            B1 =
-                case batches_to(Node, Batcher) of
-                    true ->
-                        [{Node, Alias} | B];
-                    false ->
-                        _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
-                        B
-                end,
-            {P#{Alias => {Node, Mref}}, B1}
+            P1 = P#{Alias => {Node, Mref}},
+            case route(Node, Batcher, St, Gated) of
+                direct ->
+                    _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
+                    {P1, B, G, St};
+                {gate, Gate} ->
+                    ok = locker_batch:count_direct(),
+                    _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
+                    {P1, B, [{Node, Gate} | G], St};
+                batch ->
+                    {P1, [{Node, Alias} | B], G, [Node | St -- [Node]]}
+            end
         end,
-        {#{}, []},
+        {#{}, [], [], Sticky0},
         To
     ),
     case Batched of
         [] -> ok;
         _ -> locker_batch:send(element(1, Batcher), self(), Request, Batched)
     end,
-    Pending.
+    {Pending, Gates, Sticky}.
+
+%% How a request for Node goes: `direct' (not batched), `{gate, Gate}'
+%% (direct, nothing was in flight: Gate taken), or `batch'.
+route(_Node, none, _Sticky, _Gated) ->
+    direct;
+route(Node, {_, Voters}, Sticky, Gated) ->
+    case lists:member(Node, Voters) of
+        false ->
+            direct;
+        true ->
+            case lists:member(Node, Sticky) of
+                true ->
+                    batch;
+                false when not Gated ->
+                    direct;
+                false ->
+                    case locker_batch:take_gate(Node) of
+                        {ok, Gate} -> {gate, Gate};
+                        busy -> batch
+                    end
+            end
+    end.
+
+release_gates([], _Batcher) ->
+    ok;
+release_gates(Gates, {Pid, _}) ->
+    lists:foreach(fun({Node, Gate}) -> locker_batch:release_gate(Pid, Node, Gate) end, Gates).
 
 %% The sender, with the masters it may send batches to: the masters of
 %% this node's configuration when it was set through epochs (nodes of this
@@ -317,9 +361,6 @@ batcher() ->
                 _ -> none
             end
     end.
-
-batches_to(_Node, none) -> false;
-batches_to(Node, {_, Voters}) -> lists:member(Node, Voters).
 
 %% @doc `gen_server:multi_call(Nodes, locker, Request, Timeout)' without
 %% the middleman: `{Replies, BadNodes}'.
