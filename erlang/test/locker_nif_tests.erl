@@ -142,7 +142,7 @@ random_arguments_to_every_nif_test_() ->
 
 prop_random_calls(Ctx, Seed) ->
     Funs = [{F, A} || {F, A} <- locker_nif:module_info(exports), F =/= module_info, F =/= load],
-    ?assertEqual(26, length(Funs)),
+    ?assertEqual(27, length(Funs)),
     Call = fun(N) ->
         {F, A} = pick(Funs),
         Args = [capped(F, random_argument(Ctx)) || _ <- lists:seq(1, A)],

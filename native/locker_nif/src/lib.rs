@@ -254,6 +254,11 @@ fn serve_tuple<'a>(env: Env<'a>, t: Term<'a>, waiter: Option<WaiterId>) -> NifRe
 fn handle_batch<'a>(env: Env<'a>, requests: Term<'a>, refusals: Term<'a>) -> NifResult<Term<'a>> {
     let started = std::time::Instant::now();
     let bad = || Ok(atoms::bad_batch().to_term(env));
+    // Proper lists only (rustler's list decoding must not see an
+    // improper one).
+    if requests.list_length().is_err() || refusals.list_length().is_err() {
+        return bad();
+    }
     let (Ok(items), Ok(refused)) = (
         requests.decode::<Vec<Term<'a>>>(),
         refusals.decode::<Vec<Term<'a>>>(),
