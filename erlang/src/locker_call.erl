@@ -14,10 +14,12 @@
 %% that goes down. Without a local server, a session monitors each remote
 %% server once for all the rounds of its operation.
 %%
-%% Requests for the masters of a configuration set through epochs go
-%% through this node's batch sender ({@link locker_batch}) while batching
-%% is on: concurrent requests to one master then travel in one message,
-%% and each reply still comes on its request's own alias.
+%% While batching is on, a request for a master of a configuration set
+%% through epochs is sent from here when nothing is in flight from this
+%% node to that master, and otherwise goes through this node's batch
+%% sender ({@link locker_batch}): concurrent requests to one master then
+%% travel in one message, and each reply still comes on its request's own
+%% alias.
 %%
 %% This node votes through the NIF store directly, without a message, when
 %% its `locker' server is running (as it would if the request had been
@@ -315,8 +317,23 @@ send(To, Request, Batcher, Sticky0, Gated) ->
         To
     ),
     case Batched of
-        [] -> ok;
-        _ -> locker_batch:send(element(1, Batcher), self(), Request, Batched)
+        [] ->
+            ok;
+        _ ->
+            {Pid, _} = Batcher,
+            case is_process_alive(Pid) of
+                true ->
+                    locker_batch:send(Pid, self(), Request, Batched);
+                false ->
+                    %% The sender is gone (it ended, or died): sent from
+                    %% here, as without batching.
+                    lists:foreach(
+                        fun({Node, Alias}) ->
+                            erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect])
+                        end,
+                        Batched
+                    )
+            end
     end,
     {Pending, Gates, Sticky}.
 
