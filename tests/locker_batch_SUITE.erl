@@ -25,17 +25,22 @@
     original_cluster_gets_no_batch/1,
     older_master_gets_plain_requests/1,
     malformed_batches_rejected_whole/1,
-    switch_is_checked/1
+    switch_is_checked/1,
+    mutual_exclusion_under_faults/1
 ]).
--export([client/4, hold/1, log/2, older/1, older_loop/1]).
+-export([client/4, hold/1, log/2, older/1, older_loop/1, contender/3]).
 
 -define(CLIENTS, 16).
+%% The contention case: keys, lease and timeout (ms).
+-define(KEYS, [k1, k2, k3]).
+-define(LEASE, 2000).
+-define(TIMEOUT, 1000).
 
 all() ->
     [concurrent_clients_batch, lone_client_sent_at_once, master_down_mid_batch, local_server_dies_mid_batch,
      lockerd_master,
      original_cluster_gets_no_batch, older_master_gets_plain_requests, malformed_batches_rejected_whole,
-     switch_is_checked].
+     switch_is_checked, mutual_exclusion_under_faults].
 
 suite() ->
     [{timetrap, {minutes, 5}}].
@@ -293,6 +298,96 @@ switch_is_checked(Config) ->
     %% Two rounds (phase one, write), one request each.
     #{sent_batches := 2} = stats(A),
     #{received_batches := 2} = stats(B).
+
+%% Four contending clients on each of three masters (batching on, so
+%% concurrent requests travel in batches) on three keys, while a master's
+%% server is killed and restarted and another is paused: the fault
+%% suite's checker finds no two holders of a key at once, tokens that
+%% increase, and a quorum behind every success.
+mutual_exclusion_under_faults(Config) ->
+    [A, B, C] = Nodes = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    reset_stats(Nodes),
+    Clients = [begin
+                   Pid = spawn(N, ?MODULE, contender, [self(), {N, I}, 0]),
+                   _ = erlang:monitor(process, Pid),
+                   Pid
+               end || N <- Nodes, I <- [1, 2, 3, 4]],
+    H0 = collect([], 0, 40),
+    %% B's server killed and started again (its leases stay, its promises
+    %% go), then C's paused for a while.
+    true = rpc:call(B, erlang, exit, [rpc:call(B, erlang, whereis, [locker]), kill]),
+    {ok, _} = locker_ct:start_server(B, [2, 1000, 1000, 100]),
+    H1 = collect(H0, count(H0), 40),
+    Hold = hold_server(C),
+    H2 = collect(H1, count(H1), 20),
+    release_hold(Hold),
+    H3 = collect(H2, count(H2), 40),
+    {Events, Counted} = stop_clients(Clients, H3),
+    Sent = lists:sum([maps:get(sent_batches, stats(N)) || N <- Nodes]),
+    ct:log("batches sent: ~b; stats: ~p", [Sent, [stats(N) || N <- Nodes]]),
+    ?assert(Sent > 0),
+    Stats = locker_fault_SUITE:check(Events, Counted, Counted, 2),
+    ct:log("~b acquisitions; checker: ~p", [Counted, Stats]),
+    #{violations := [], intervals := Counted} = Stats,
+    {comment, lists:flatten(io_lib:format("~b acquisitions, ~b batches, 0 violations", [Counted, Sent]))}.
+
+%% @private A contending client: lock a random key with a token, hold it a
+%% little, release; report to Collector (host clock, microseconds); at
+%% `stop' it reports how many acquisitions it made.
+contender(Collector, Id, N) ->
+    receive
+        {stop, Collector} -> Collector ! {counted, self(), N}
+    after 0 ->
+        Key = lists:nth(rand:uniform(length(?KEYS)), ?KEYS),
+        Value = {Id, erlang:unique_integer()},
+        T1 = os:system_time(microsecond),
+        case catch locker:lock_with_token(Key, Value, ?LEASE, ?TIMEOUT) of
+            {ok, Token} ->
+                T2 = os:system_time(microsecond),
+                Collector ! {acquired, Value, Key, {token, Token}, ?LEASE, ?TIMEOUT, T1, T2},
+                receive after rand:uniform(20) -> ok end,
+                Collector ! {releasing, Value, os:system_time(microsecond)},
+                _ = (catch locker:release(Key, Value, ?TIMEOUT)),
+                contender(Collector, Id, N + 1);
+            _ ->
+                receive after rand:uniform(10) -> ok end,
+                contender(Collector, Id, N)
+        end
+    end.
+
+count(History) ->
+    length([x || {acquired, _, _, _, _, _, _, _} <- History]).
+
+%% Takes reports until Want more acquisitions came (after Seen).
+collect(History, Seen, Want) ->
+    case count(History) >= Seen + Want of
+        true ->
+            History;
+        false ->
+            receive
+                {acquired, _, _, _, _, _, _, _} = E -> collect([E | History], Seen, Want);
+                {releasing, _, _} = E -> collect([E | History], Seen, Want)
+            after 60000 ->
+                ct:fail({no_acquisitions, count(History) - Seen, Want})
+            end
+    end.
+
+stop_clients(Clients, History) ->
+    [P ! {stop, self()} || P <- Clients],
+    drain(Clients, History, 0).
+
+drain([], History, Counted) ->
+    {lists:reverse(History), Counted};
+drain(Clients, History, Counted) ->
+    receive
+        {acquired, _, _, _, _, _, _, _} = E -> drain(Clients, [E | History], Counted);
+        {releasing, _, _} = E -> drain(Clients, [E | History], Counted);
+        {counted, Pid, N} -> drain(Clients -- [Pid], History, Counted + N);
+        {'DOWN', _, process, Pid, Why} when Why =/= normal -> ct:fail({client_died, Pid, Why})
+    after 60000 ->
+        ct:fail({clients_did_not_stop, Clients})
+    end.
 
 %%--------------------------------------------------------------------
 %% Helpers
