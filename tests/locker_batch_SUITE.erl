@@ -26,7 +26,8 @@
     older_master_gets_plain_requests/1,
     malformed_batches_rejected_whole/1,
     switch_is_checked/1,
-    mutual_exclusion_under_faults/1
+    mutual_exclusion_under_faults/1,
+    mutual_exclusion_mixed/1
 ]).
 -export([client/4, hold/1, log/2, older/1, older_loop/1, contender/3]).
 
@@ -40,7 +41,7 @@ all() ->
     [concurrent_clients_batch, lone_client_sent_at_once, master_down_mid_batch, local_server_dies_mid_batch,
      lockerd_master,
      original_cluster_gets_no_batch, older_master_gets_plain_requests, malformed_batches_rejected_whole,
-     switch_is_checked, mutual_exclusion_under_faults].
+     switch_is_checked, mutual_exclusion_under_faults, mutual_exclusion_mixed].
 
 suite() ->
     [{timetrap, {minutes, 5}}].
@@ -326,6 +327,40 @@ mutual_exclusion_under_faults(Config) ->
     {Events, Counted} = stop_clients(Clients, H3),
     Sent = lists:sum([maps:get(sent_batches, stats(N)) || N <- Nodes]),
     ct:log("batches sent: ~b; stats: ~p", [Sent, [stats(N) || N <- Nodes]]),
+    ?assert(Sent > 0),
+    Stats = locker_fault_SUITE:check(Events, Counted, Counted, 2),
+    ct:log("~b acquisitions; checker: ~p", [Counted, Stats]),
+    #{violations := [], intervals := Counted} = Stats,
+    {comment, lists:flatten(io_lib:format("~b acquisitions, ~b batches, 0 violations", [Counted, Sent]))}.
+
+%% The same with lockerd as the third master (configured through epochs,
+%% so it gets batches): B's server killed and restarted, lockerd stopped
+%% (SIGSTOP) for a while; clients on A and B.
+mutual_exclusion_mixed(Config) ->
+    [A, B] = Beams = start_peers([a, b], Config),
+    ok = rpc:call(A, locker, set_nodes, [Beams, Beams, []]),
+    Bin = locker_fault_SUITE:lockerd_binary(),
+    {{lockerd, _}, L, OsPid} = locker_fault_SUITE:start_lockerd(
+        unique(l), Bin, ?config(priv_dir, Config), lists:sort(Beams), 0, ?config(cleanup, Config)
+    ),
+    ok = rpc:call(A, locker_membership, change, [[A, B, L], [], 2]),
+    reset_stats(Beams),
+    Clients = [begin
+                   Pid = spawn(N, ?MODULE, contender, [self(), {N, I}, 0]),
+                   _ = erlang:monitor(process, Pid),
+                   Pid
+               end || N <- Beams, I <- [1, 2, 3, 4, 5, 6]],
+    H0 = collect([], 0, 40),
+    true = rpc:call(B, erlang, exit, [rpc:call(B, erlang, whereis, [locker]), kill]),
+    {ok, _} = locker_ct:start_server(B, [2, 1000, 1000, 100]),
+    H1 = collect(H0, count(H0), 40),
+    "" = os:cmd("kill -STOP " ++ OsPid),
+    H2 = collect(H1, count(H1), 20),
+    "" = os:cmd("kill -CONT " ++ OsPid),
+    H3 = collect(H2, count(H2), 40),
+    {Events, Counted} = stop_clients(Clients, H3),
+    Sent = lists:sum([maps:get(sent_batches, stats(N)) || N <- Beams]),
+    ct:log("batches sent: ~b; stats: ~p", [Sent, [stats(N) || N <- Beams]]),
     ?assert(Sent > 0),
     Stats = locker_fault_SUITE:check(Events, Counted, Counted, 2),
     ct:log("~b acquisitions; checker: ~p", [Counted, Stats]),
