@@ -7,7 +7,7 @@
 -export([main/1]).
 -export([stats/1, row/4, row/5, start_peers/3, stop_peers/1, sched_args/0, bench_paths/0]).
 
--define(GROUPS, [reads, cluster, groups, throughput, scaling, memory, expiry, registry, lockerd]).
+-define(GROUPS, [reads, cluster, groups, throughput, batching, scaling, memory, expiry, registry, lockerd]).
 
 main(Args) ->
     Quick = lists:member("quick", Args),
@@ -98,7 +98,8 @@ fmt(V, us) -> io_lib:format("~.1f us", [V]);
 fmt(V, ms) -> io_lib:format("~.1f ms", [V]);
 fmt(V, bytes) -> io_lib:format("~.1f B", [V]);
 fmt(V, per_s) -> io_lib:format("~b /s", [round(V)]);
-fmt(V, msgs) -> io_lib:format("~.1f msg", [V]).
+fmt(V, msgs) -> io_lib:format("~.1f msg", [V]);
+fmt(V, count) -> io_lib:format("~.2f", [V]).
 
 %%--------------------------------------------------------------------
 %% JSON (no dependency: a small encoder for our own rows)

@@ -2,7 +2,7 @@
 # Benchmarks (not tests): ratios of locker against plain BEAM baselines,
 # measured in one run on local nodes. Writes bench/results/latest.json and,
 # with matplotlib, the plots in bench/results/.
-#   scripts/bench.sh [quick] [reads cluster groups throughput scaling memory expiry registry lockerd]
+#   scripts/bench.sh [quick] [reads cluster groups throughput batching scaling memory expiry registry lockerd]
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/ensure-toolchain.sh
@@ -14,7 +14,7 @@ mix compile >/dev/null
 lockerd=yes
 for a in "$@"; do
   case $a in
-    reads|cluster|groups|throughput|scaling|memory|expiry|registry) lockerd=no ;;
+    reads|cluster|groups|throughput|batching|scaling|memory|expiry|registry) lockerd=no ;;
   esac
 done
 for a in "$@"; do

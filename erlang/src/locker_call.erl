@@ -14,6 +14,13 @@
 %% that goes down. Without a local server, a session monitors each remote
 %% server once for all the rounds of its operation.
 %%
+%% While batching is on, a request for a master of a configuration set
+%% through epochs is sent from here when nothing is in flight from this
+%% node to that master, and otherwise goes through this node's batch
+%% sender ({@link locker_batch}): concurrent requests to one master then
+%% travel in one message, and each reply still comes on its request's own
+%% alias.
+%%
 %% This node votes through the NIF store directly, without a message, when
 %% its `locker' server is running (as it would if the request had been
 %% sent to it).
@@ -24,7 +31,7 @@
 -export_type([session/0, late/0]).
 
 %% `[alias | A]' is the improper list OTP's own gen:call sends.
--dialyzer({no_improper_lists, round/6}).
+-dialyzer({no_improper_lists, send/5}).
 
 -record(session, {
     local :: boolean(),
@@ -37,7 +44,13 @@
     alias :: reference() | undefined,
     %% A monitor on the local server while it watches remote servers for
     %% this session: if it dies, the session monitors them itself.
-    server :: reference() | undefined
+    server :: reference() | undefined,
+    %% The batch sender this operation uses for all its rounds, with the
+    %% masters it may send batches to (see batcher/0), or none.
+    batcher = none :: none | {pid(), [node()]},
+    %% Masters this operation sent a request to through the sender: all
+    %% its later requests to them go the same way (in order).
+    sticky = [] :: [node()]
 }).
 
 -opaque session() :: #session{}.
@@ -73,10 +86,10 @@ open(Nodes) ->
                     end}
              || N <- Others
             ]),
-            #session{local = Local, remote = Remote, alias = Alias, server = ServerMon};
+            #session{local = Local, remote = Remote, alias = Alias, server = ServerMon, batcher = batcher()};
         false ->
             Remote = maps:from_list([{N, erlang:monitor(process, {locker, N})} || N <- Others]),
-            #session{local = Local, remote = Remote}
+            #session{local = Local, remote = Remote, batcher = batcher()}
     end.
 
 %% Registers the session with the local server's watch, under a monitor of
@@ -175,15 +188,8 @@ round(S0, Nodes, Request, Timeout, Decided, Soft) ->
     Local = Local0 andalso lists:member(node(), Nodes),
     Remote = maps:with(Nodes, Remote0),
     KnownDown = [N || N <- Down0, lists:member(N, Nodes)],
-    Pending = maps:fold(
-        fun(Node, Mref, Acc) ->
-            Alias = erlang:alias(),
-            _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
-            Acc#{Alias => {Node, Mref}}
-        end,
-        #{},
-        Remote
-    ),
+    #session{batcher = Batcher, sticky = Sticky0} = S,
+    {Pending, Gates, Sticky} = send(Remote, Request, Batcher, Sticky0, true),
     Mons = maps:fold(
         fun
             (Alias, {_, watched}, Acc) -> Acc#{Alias => Alias};
@@ -199,6 +205,7 @@ round(S0, Nodes, Request, Timeout, Decided, Soft) ->
         end,
     C = #collect{alias = SAlias, server = ServerMon, deadline = Deadline, decided = Decided, soft = Soft},
     {Replies, Bad, Down, Server, Late} = collect(C, Pending, Mons, Replies0, KnownDown, []),
+    ok = release_gates(Gates, Batcher),
     {Remote1, ServerMon1} =
         case Server of
             alive ->
@@ -219,7 +226,7 @@ round(S0, Nodes, Request, Timeout, Decided, Soft) ->
                 ), undefined}
         end,
     {Replies, Bad, S#session{
-        remote = maps:without(Down, Remote1), down = lists:usort(Down ++ Down0), server = ServerMon1
+        remote = maps:without(Down, Remote1), down = lists:usort(Down ++ Down0), server = ServerMon1, sticky = Sticky
     }, Late}.
 
 %% @doc The replies of a round's late requests that have arrived by now;
@@ -268,17 +275,109 @@ monitor_watched(Remote) ->
 %% down, without waiting for an answer (dropped on arrival). For requests
 %% that only clean up (dropping promises): such a node may be back, or
 %% may only have been cut off for a moment.
--dialyzer({no_improper_lists, notify_down/3}).
 -spec notify_down(session(), [node()], term()) -> ok.
-notify_down(#session{down = Down}, Nodes, Request) ->
-    lists:foreach(
-        fun(Node) ->
+notify_down(#session{down = Down, batcher = Batcher, sticky = Sticky}, Nodes, Request) ->
+    To = maps:from_list([{N, none} || N <- Down, lists:member(N, Nodes), N =/= node()]),
+    {Pending, [], _} = send(To, Request, Batcher, Sticky, false),
+    maps:foreach(fun(Alias, _) -> erlang:unalias(Alias) end, Pending).
+
+%% Sends `Request' to the `locker' server of each node of `To' (a map
+%% from the node to its monitor) with a fresh alias per node; returns
+%% `{#{Alias => {Node, Monitor}}, Gates, Sticky}'.
+%%
+%% With a batch sender ({@link locker_batch}), a request for a master
+%% known to understand batches is sent from here, plainly, when nothing is
+%% in flight to that master (this process takes the master's gate, and
+%% gives it back when the round is over: `Gates'), so that a lone client
+%% pays no extra hop; otherwise it goes through the sender, which sends
+%% it with whatever else accumulated when the master answers. Once an
+%% operation sent a master a request through the sender, its later
+%% requests to that master go the same way (`Sticky'), in order.
+%% `Gated' false (requests nobody waits for): no gate is taken.
+send(To, _Request, _Batcher, Sticky, _Gated) when map_size(To) =:= 0 ->
+    {#{}, [], Sticky};
+send(To, Request, Batcher, Sticky0, Gated) ->
+    {Pending, Batched, Gates, Sticky} = maps:fold(
+        fun(Node, Mref, {P, B, G, St}) ->
             Alias = erlang:alias(),
-            _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
-            erlang:unalias(Alias)
+            P1 = P#{Alias => {Node, Mref}},
+            case route(Node, Batcher, St, Gated) of
+                direct ->
+                    _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
+                    {P1, B, G, St};
+                {gate, Gate} ->
+                    ok = locker_batch:count_direct(),
+                    _ = erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect]),
+                    {P1, B, [{Node, Gate} | G], St};
+                batch ->
+                    {P1, [{Node, Alias} | B], G, [Node | St -- [Node]]}
+            end
         end,
-        [N || N <- Down, lists:member(N, Nodes), N =/= node()]
-    ).
+        {#{}, [], [], Sticky0},
+        To
+    ),
+    case Batched of
+        [] ->
+            ok;
+        _ ->
+            {Pid, _} = Batcher,
+            case is_process_alive(Pid) of
+                true ->
+                    locker_batch:send(Pid, self(), Request, Batched);
+                false ->
+                    %% The sender is gone (it ended, or died): sent from
+                    %% here, as without batching.
+                    lists:foreach(
+                        fun({Node, Alias}) ->
+                            erlang:send({locker, Node}, {'$gen_call', {self(), [alias | Alias]}, Request}, [noconnect])
+                        end,
+                        Batched
+                    )
+            end
+    end,
+    {Pending, Gates, Sticky}.
+
+%% How a request for Node goes: `direct' (not batched), `{gate, Gate}'
+%% (direct, nothing was in flight: Gate taken), or `batch'.
+route(_Node, none, _Sticky, _Gated) ->
+    direct;
+route(Node, {_, Voters}, Sticky, Gated) ->
+    case lists:member(Node, Voters) of
+        false ->
+            direct;
+        true ->
+            case lists:member(Node, Sticky) of
+                true ->
+                    batch;
+                false when not Gated ->
+                    direct;
+                false ->
+                    case locker_batch:take_gate(Node) of
+                        {ok, Gate} -> {gate, Gate};
+                        busy -> batch
+                    end
+            end
+    end.
+
+release_gates([], _Batcher) ->
+    ok;
+release_gates(Gates, {Pid, _}) ->
+    lists:foreach(fun({Node, Gate}) -> locker_batch:release_gate(Pid, Node, Gate) end, Gates).
+
+%% The sender, with the masters it may send batches to: the masters of
+%% this node's configuration when it was set through epochs (nodes of this
+%% project: an original node must never get a request it does not know).
+%% A session keeps it for all its rounds (see locker_batch).
+batcher() ->
+    case whereis(locker_batch) of
+        undefined ->
+            none;
+        Pid ->
+            case locker_meta:config() of
+                #{mode := epoch} = Config -> {Pid, locker_meta:voters(Config)};
+                _ -> none
+            end
+    end.
 
 %% @doc `gen_server:multi_call(Nodes, locker, Request, Timeout)' without
 %% the middleman: `{Replies, BadNodes}'.

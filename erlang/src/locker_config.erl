@@ -38,6 +38,8 @@ keys() ->
             "a list of quorum groups #{id => Id, masters => [Node], replicas => [Node], w => W} (cluster mode)"},
         {restart_abstain_ms, fun non_neg_int/1, "a non-negative integer of milliseconds"},
         {state_dir, fun is_dir_name/1, "a directory name (a string or a binary)"},
+        %% Natural batching of coordinators' requests to masters (locker_batch).
+        {batching, fun is_boolean/1, "true or false"},
         %% Automatic membership (masters = auto; see locker_auto, which
         %% also checks the keys together).
         {cluster_size, fun pos_int/1, Pos ++ " (the number of nodes the cluster is expected to have)"},

@@ -10,6 +10,7 @@
     dirty_read/1,
     handle/1,
     handle/2,
+    handle_batch/2,
     get_write_lock/3,
     release_write_lock/1,
     write/4,
@@ -88,6 +89,14 @@ handle(_Request) -> ?NIF.
 %% answered by a later wake.
 -spec handle(term(), non_neg_integer()) -> {term(), [wake()]} | unknown_request.
 handle(_Request, _WaiterId) -> ?NIF.
+
+%% Serves the requests of a batch in order, in one call: `{Replies, Wakes}'
+%% with the replies in the order of `Requests', or `bad_batch' (nothing
+%% applied) if one of them is not a store request answered at once, or the
+%% batch is empty or longer than 1024. `Refusals' has, for each request,
+%% `none' (apply it) or the reply that refuses it without applying it.
+-spec handle_batch([term()], [term()]) -> {[term()], [wake()]} | bad_batch.
+handle_batch(_Requests, _Refusals) -> ?NIF.
 
 -spec get_write_lock(term(), term(), term()) ->
     ok | {error, already_locked | not_expected_value | {stale_token, pos_integer()}}.

@@ -31,6 +31,8 @@
 -define(PROMISE_TTL_MS, locker:promise_ttl_ms()).
 %% Warnings about bad input logged per second; the rest are counted.
 -define(WARN_BURST, 20).
+%% The most requests in one batch (as locker_core::protocol::MAX_BATCH).
+-define(MAX_BATCH, 1024).
 
 %% A periodic task of the server, named after the message that runs it by
 %% hand; `{'$locker_debug', {pause_timers, [Task]}}' pauses it.
@@ -57,7 +59,9 @@
     %% Epochs whose change was aborted (the latest first, at most
     %% ?ABORTED_KEPT): never taken afterwards, whatever the order in which
     %% the install and the abort arrive.
-    aborted = [] :: [locker_meta:epoch()]
+    aborted = [] :: [locker_meta:epoch()],
+    %% This node's batch sender (see locker_batch) and its monitor.
+    batcher :: {pid(), reference()} | undefined
 }).
 
 -define(ABORTED_KEPT, 32).
@@ -114,7 +118,9 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) when
             {_, HorizonMs} = locker_nif:membership_snapshot(),
             ok = locker_nif:set_intervals(LeaseExpireInterval, LockExpireInterval, PushTransInterval),
             #{log_dropped := Dropped} = locker_nif:stats(),
+            Batcher = locker_batch:start(application:get_env(locker, batching, true) =:= true),
             locker_loop:enter(?MODULE, arm(#state{
+                batcher = Batcher,
                 log_dropped = Dropped,
                 watch = Watch,
                 horizon_at = erlang:monotonic_time(millisecond) + HorizonMs,
@@ -198,6 +204,20 @@ own_call({set_w, W}, From, State) when is_integer(W), W > 0 ->
     end;
 own_call({set_w, _}, _From, _State) ->
     error(badarg);
+own_call({'$locker_batch', Requests}, From, State) ->
+    batch(Requests, From, State);
+own_call({'$locker_batching', On}, {Pid, _}, #state{batcher = {Batcher, _}} = State) when
+    is_boolean(On), node(Pid) =:= node()
+->
+    %% locker_batch:enable/1, from this node only.
+    Batcher ! {enable, self(), On},
+    receive
+        {Batcher, enabled} -> ok
+    after 5000 -> ok
+    end,
+    {reply, ok, State};
+own_call('$locker_batcher', {Pid, _}, #state{batcher = {Batcher, _}} = State) when node(Pid) =:= node() ->
+    {reply, Batcher, State};
 own_call({'$locker_config', Request}, From, State) ->
     config_call(Request, From, State);
 own_call({'$locker_groups', rewatch}, {Pid, _}, #state{watch = Watch} = State) when node(Pid) =:= node() ->
@@ -254,6 +274,52 @@ debug_call(Request, {Pid, _}, State) ->
 timer_tasks(all) -> [expire_leases, expire_locks, push_trans_log];
 timer_tasks(Tasks) when is_list(Tasks) -> Tasks;
 timer_tasks(_) -> error(badarg).
+
+%%--------------------------------------------------------------------
+%% Batches (see locker_batch)
+%%--------------------------------------------------------------------
+
+%% A coordinator's batch: a proper list of at most ?MAX_BATCH requests,
+%% every one a store request answered at once (checked by the NIF before
+%% it applies any); else rejected whole, nothing applied, with a bounded
+%% log line. Each request gets the epoch check a request sent alone gets;
+%% the others are applied in order in one NIF call. `{ok, Replies}' in
+%% the order of the requests.
+batch(Requests, {Pid, _} = From, State) ->
+    case proper_length(Requests, ?MAX_BATCH) of
+        N when is_integer(N), N > 0 ->
+            Refusals = [locker_store:epoch_refusal(R) || R <- Requests],
+            case locker_nif:handle_batch(Requests, Refusals) of
+                {Replies, Wakes} ->
+                    ok = locker_batch:count_received(N),
+                    State1 = lists:foldl(
+                        fun
+                            ({R, {error, {config_epoch, Own}}}, S) -> epoch_refused(R, Own, From, S);
+                            (_, S) -> S
+                        end,
+                        State,
+                        lists:zip(Requests, Refusals)
+                    ),
+                    {reply, {ok, Replies}, rearm(woken(Wakes, State1))};
+                bad_batch ->
+                    bad_batch(Requests, Pid, State)
+            end;
+        _ ->
+            bad_batch(Requests, Pid, State)
+    end.
+
+bad_batch(Requests, Pid, State) ->
+    ok = locker_batch:count_rejected(),
+    {reply, {error, bad_batch}, warn(State, "locker: malformed batch from ~p rejected whole, nothing applied: ~0P", [
+        node(Pid), Requests, 20
+    ])}.
+
+%% The length of a proper list of at most Max elements; false otherwise.
+proper_length(L, Max) -> proper_length(L, Max, 0).
+
+proper_length([], _Max, N) -> N;
+proper_length([_ | T], Max, N) when N < Max -> proper_length(T, Max, N + 1);
+proper_length(_, _, _) -> false.
 
 %%--------------------------------------------------------------------
 %% Configurations (see locker_membership)
@@ -508,6 +574,11 @@ info({locker_safe_mode_answers, Ref, Answers}, #state{safe = Safe} = State) ->
     {noreply, State#state{safe = locker_safe_mode:answers(Ref, Answers, Safe)}};
 info(sweep_more, State) ->
     {noreply, sweep(State#state{sweeping = false})};
+info({'DOWN', Mref, process, Pid, Reason}, #state{batcher = {Pid, Mref}} = State) ->
+    %% The batch sender died (a bug): its callers' requests in it get no
+    %% answer (they time out); a new one serves the next requests.
+    ?LOG_ERROR("locker: batch sender died: ~0P; restarted", [Reason, 20]),
+    {noreply, State#state{batcher = locker_batch:start(application:get_env(locker, batching, true) =:= true)}};
 info({'DOWN', Mref, process, {locker, Node}, _}, #state{watch = Watch} = State) ->
     case locker_watch:down(Mref, Watch, Node) of
         {true, Watch1} -> {noreply, State#state{watch = Watch1}};

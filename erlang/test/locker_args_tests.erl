@@ -89,7 +89,8 @@ config_test_() ->
         {restart_abstain_ms, -1},
         {start_server, yes},
         {autostart, 1},
-        {state_dir, 42}
+        {state_dir, 42},
+        {batching, yes}
     ],
     [
         ?_test(begin

@@ -169,7 +169,7 @@ random_arguments_to_every_nif_test_() ->
 
 prop_random_calls(Ctx, Seed) ->
     Funs = [{F, A} || {F, A} <- locker_nif:module_info(exports), F =/= module_info, F =/= load],
-    ?assertEqual(30, length(Funs)),
+    ?assertEqual(31, length(Funs)),
     Call = fun(N) ->
         {F, A} = pick(Funs),
         Args = [capped(F, random_argument(Ctx)) || _ <- lists:seq(1, A)],
@@ -699,3 +699,30 @@ twin1(_Ctx, R) when is_reference(R), node(R) =:= 'other@host' ->
     remote_ref(Words ++ lists:duplicate(rand:uniform(max(1, 6 - Len)) - 1, 0));
 twin1(_Ctx, T) ->
     T.
+
+%% A batch is decoded whole before any of it is applied; refused requests
+%% get the given reply and are not applied; replies come in order.
+handle_batch_test() ->
+    ok = locker_nif:clear(),
+    Lock = {get_write_lock, bk, not_found, bt},
+    ?assertEqual(bad_batch, locker_nif:handle_batch([Lock | improper], [none])),
+    ?assertEqual(bad_batch, locker_nif:handle_batch([Lock, {write, bt, bk, v, soon}], [none, none])),
+    ?assertEqual(bad_batch, locker_nif:handle_batch([Lock, {wait_for, bk, 10}], [none, none])),
+    ?assertEqual(bad_batch, locker_nif:handle_batch([], [])),
+    ?assertEqual(bad_batch, locker_nif:handle_batch(lists:duplicate(1025, {release_write_lock, bt}),
+                                                    lists:duplicate(1025, none))),
+    ?assertError(badarg, locker_nif:handle_batch([Lock], [])),
+    %% Nothing was applied: another tag gets the promise.
+    ?assertMatch({[ok, ok], []}, locker_nif:handle_batch([{get_write_lock, bk, not_found, other},
+                                                         {release_write_lock, other}], [none, none])),
+    ?assertMatch(
+        {[ok, {error, already_locked}, refused, ok], []},
+        locker_nif:handle_batch(
+            [Lock, {get_write_lock, bk, not_found, other}, {get_write_lock, bk2, not_found, other},
+             {write, bt, bk, v, 1000}],
+            [none, none, refused, none]
+        )
+    ),
+    ?assertEqual({ok, v}, locker_nif:dirty_read(bk)),
+    ?assertEqual({error, not_found}, locker_nif:dirty_read(bk2)),
+    ok = locker_nif:clear().

@@ -451,6 +451,55 @@ impl<K, V, T> Request<K, V, T> {
     }
 }
 
+/// The most requests one batch may carry (`{'$locker_batch', Requests}`,
+/// see [`decode_batch`]); a coordinator's sender sends at most this many
+/// at once.
+pub const MAX_BATCH: usize = 1024;
+
+/// The first element of a batch request `{'$locker_batch', Requests}`.
+pub const BATCH: &str = "$locker_batch";
+
+/// Why a batch was rejected whole (nothing in it is applied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchError {
+    /// Empty, or more than [`MAX_BATCH`] requests (or not a proper list:
+    /// the adapter's call).
+    Size,
+    /// The request at this index is not one a batch carries: not a
+    /// request of the store, a bad argument, or a wait (a batch is
+    /// answered at once, in one reply).
+    Bad(usize),
+}
+
+/// Decodes the requests of a batch, `{'$locker_batch', Requests}`, all of
+/// them before any is applied: a batch carries any request of the store
+/// that is answered at once (every request a coordinator sends to a
+/// master: the two-phase requests and whatever [`Op`] is added later),
+/// and is rejected whole if one of them is malformed. The adapter then
+/// applies them in order, each as it would the same request sent alone
+/// (its own checks first, such as the configuration epoch), and answers
+/// `{ok, Replies}` in the same order, or `{error, bad_batch}`.
+pub fn decode_batch<W, D, K, V, T>(items: &[W], d: &D) -> Result<Vec<Request<K, V, T>>, BatchError>
+where
+    W: WireTerm,
+    D: Decode<W, Key = K, Value = V, Tag = T>,
+{
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(BatchError::Size);
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match Op::of_tuple(t) {
+            Some(op) if !op.waits() => match Request::decode_tuple(t, d) {
+                Ok(Some(r)) => Ok(r),
+                _ => Err(BatchError::Bad(i)),
+            },
+            _ => Err(BatchError::Bad(i)),
+        })
+        .collect()
+}
+
 /// Why a request changed nothing: the `Reason` of `{error, Reason}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {

@@ -424,3 +424,51 @@ fn handle_serves_a_lock_round() {
         Reply::Ok
     );
 }
+
+#[test]
+fn a_batch_is_decoded_whole_or_rejected_whole() {
+    use locker_core::protocol::{decode_batch, BatchError, MAX_BATCH};
+    let lock = t(vec![a("get_write_lock"), a("k"), a("not_found"), a("tag")]);
+    let write = t(vec![a("write"), a("tag"), a("k"), a("v"), T::Int(1000)]);
+    let abort = t(vec![a("release_write_lock"), a("tag")]);
+    let ok = decode_batch(&[lock.clone(), write.clone(), abort.clone()], &Same).unwrap();
+    assert_eq!(ok.len(), 3);
+    assert!(matches!(ok[0], Request::GetWriteLock { .. }));
+    assert!(matches!(ok[1], Request::Write { lease_ms: 1000, .. }));
+    assert!(matches!(ok[2], Request::ReleaseWriteLock { .. }));
+    // Empty or too long.
+    assert_eq!(
+        decode_batch::<T, Same, _, _, _>(&[], &Same),
+        Err(BatchError::Size)
+    );
+    let many = vec![abort.clone(); MAX_BATCH + 1];
+    assert_eq!(decode_batch(&many, &Same), Err(BatchError::Size));
+    assert_eq!(
+        decode_batch(&many[..MAX_BATCH], &Same).map(|v| v.len()),
+        Ok(MAX_BATCH)
+    );
+    // One bad request rejects the batch, wherever it is.
+    let bad_lease = t(vec![a("write"), a("tag"), a("k"), a("v"), a("soon")]);
+    let wait = t(vec![a("wait_for_release"), a("k"), T::Int(10)]);
+    let unknown = t(vec![a("no_such"), a("k")]);
+    let wrong_arity = t(vec![a("release_write_lock")]);
+    let nested = t(vec![a("$locker_batch"), T::Tuple(vec![])]);
+    for bad in [
+        bad_lease,
+        wait,
+        unknown,
+        wrong_arity,
+        nested,
+        a("ok"),
+        T::Int(1),
+    ] {
+        assert_eq!(
+            decode_batch(&[lock.clone(), bad.clone()], &Same),
+            Err(BatchError::Bad(1))
+        );
+        assert_eq!(
+            decode_batch(&[bad, write.clone()], &Same),
+            Err(BatchError::Bad(0))
+        );
+    }
+}

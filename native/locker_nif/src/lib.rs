@@ -54,6 +54,8 @@ pub(crate) mod atoms {
         stale_token,
         no_promise,
         unknown_request,
+        none,
+        bad_batch,
         get_write_lock,
         release_write_lock,
         wait_for,
@@ -241,6 +243,65 @@ fn serve_tuple<'a>(env: Env<'a>, t: Term<'a>, waiter: Option<WaiterId>) -> NifRe
     Ok(make_tuple(
         env,
         &[h.reply.encode(&Nif(env)), wakes_to_term(env, h.wakes)],
+    ))
+}
+
+/// `handle_batch(Requests, Refusals) -> {Replies, Wakes} | bad_batch`:
+/// serves the requests of a batch (`{'$locker_batch', Requests}`, a
+/// proper list) in order, in one call, with the replies in the same
+/// order. Every request is decoded first ([`protocol::decode_batch`]): if
+/// one is malformed, nothing is applied and the answer is `bad_batch`.
+/// `Refusals` (as long as `Requests`) has `none` for each request to
+/// apply, or the reply that refuses it (the server's epoch check), given
+/// as is without applying it.
+#[rustler::nif]
+fn handle_batch<'a>(env: Env<'a>, requests: Term<'a>, refusals: Term<'a>) -> NifResult<Term<'a>> {
+    let started = std::time::Instant::now();
+    let bad = || Ok(atoms::bad_batch().to_term(env));
+    // Proper lists only (rustler's list decoding must not see an
+    // improper one).
+    if requests.list_length().is_err() || refusals.list_length().is_err() {
+        return bad();
+    }
+    let (Ok(items), Ok(refused)) = (
+        requests.decode::<Vec<Term<'a>>>(),
+        refusals.decode::<Vec<Term<'a>>>(),
+    ) else {
+        return bad();
+    };
+    if items.len() != refused.len() {
+        return Err(Error::BadArg);
+    }
+    let wires: Vec<Wire<'a>> = items.iter().map(|t| Wire(*t)).collect();
+    let Ok(decoded) = protocol::decode_batch(&wires, &Nif(env)) else {
+        return bad();
+    };
+    let none = atoms::none();
+    let mut replies = Vec::with_capacity(decoded.len());
+    let mut wakes = Vec::new();
+    with_engine(|e| {
+        let now = clock::now();
+        for (request, refusal) in decoded.into_iter().zip(&refused) {
+            if refusal.decode::<rustler::Atom>().ok() != Some(none) {
+                replies.push(Err(*refusal));
+                continue;
+            }
+            let h = e.handle(request, now);
+            wakes.extend(h.wakes);
+            replies.push(Ok(h.reply));
+        }
+    });
+    let replies: Vec<Term<'a>> = replies
+        .into_iter()
+        .map(|r| match r {
+            Ok(reply) => reply.encode(&Nif(env)),
+            Err(refusal) => refusal,
+        })
+        .collect();
+    account(env, started);
+    Ok(make_tuple(
+        env,
+        &[replies.encode(env), wakes_to_term(env, wakes)],
     ))
 }
 

@@ -434,6 +434,7 @@ impl Locker {
             .unwrap_or("");
         match (op, items.len()) {
             ("$locker_config", 2) => self.config_call(&items[1], req, from, now),
+            (protocol::BATCH, 2) => self.batch(&items[1], from, now),
             ("set_nodes", 3) if self.mode == Mode::Epoch => match (&items[1], &items[2]) {
                 (Term::List(m), Term::List(r)) => {
                     let unchanged = self.joint.is_none()
@@ -471,6 +472,45 @@ impl Locker {
             _ if req.is_atom("get_debug_state") => self.debug_state(now),
             _ => unknown(req, from),
         }
+    }
+
+    /// A coordinator's batch `{'$locker_batch', Requests}`: every request
+    /// decoded first ([`protocol::decode_batch`]; one malformed request
+    /// rejects the batch whole, nothing applied: `{error, bad_batch}`),
+    /// then each applied in order as if it came alone (its epoch check
+    /// first), answered `{ok, Replies}` in the same order.
+    fn batch(&mut self, reqs: &Term, from: &From, now: u64) -> Term {
+        let decoded = match reqs {
+            Term::List(items) => protocol::decode_batch(Wire::slice(items), &self.codec)
+                .map(|d| items.iter().zip(d).collect::<Vec<_>>()),
+            _ => Err(protocol::BatchError::Size),
+        };
+        let requests = match decoded {
+            Ok(requests) => requests,
+            Err(why) => {
+                warn_bad_input!(batch = %reqs.display(300), from = ?from.0, why = ?why, "malformed batch rejected");
+                return Term::tuple(vec![a::ERROR, Term::static_atom("bad_batch")]);
+            }
+        };
+        self.metrics.batch(requests.len());
+        let mut moved = false;
+        let mut replies = Vec::with_capacity(requests.len());
+        for (raw, request) in requests {
+            if let Some(refusal) = self.epoch_refusal(raw, from) {
+                replies.push(refusal);
+                continue;
+            }
+            let moves_expiry =
+                matches!(request, Request::Write { .. } | Request::ExtendLease { .. });
+            let Handled { reply, wakes } = self.engine.handle(request, now);
+            self.woken(wakes);
+            moved |= moves_expiry && reply == Reply::Ok;
+            replies.push(reply.encode(&self.codec));
+        }
+        if moved {
+            self.rearm();
+        }
+        Term::tuple(vec![a::OK, Term::List(replies)])
     }
 
     /// `{error, {config_epoch, Ours}}` for a vote or phase two made under

@@ -25,6 +25,9 @@ pub enum Kind {
     SetW,
     /// `get_debug_state`.
     GetDebugState,
+    /// `{'$locker_batch', Requests}`: a coordinator's batch (its requests
+    /// are counted by [`LockerMetrics::batch`]).
+    Batch,
     /// Any other call.
     Unknown,
     /// The `trans_log` cast from a master.
@@ -34,10 +37,11 @@ pub enum Kind {
 }
 
 /// The kinds that are not the store's requests, in slot order after them.
-const SHELL_KINDS: [Kind; 6] = [
+const SHELL_KINDS: [Kind; 7] = [
     Kind::SetNodes,
     Kind::SetW,
     Kind::GetDebugState,
+    Kind::Batch,
     Kind::Unknown,
     Kind::TransLog,
     Kind::Rpc,
@@ -66,6 +70,7 @@ impl Kind {
             Kind::SetNodes => "set_nodes",
             Kind::SetW => "set_w",
             Kind::GetDebugState => "get_debug_state",
+            Kind::Batch => locker_core::protocol::BATCH,
             Kind::Unknown => "unknown",
             Kind::TransLog => "trans_log",
             Kind::Rpc => "rpc",
@@ -79,6 +84,7 @@ impl Kind {
             "set_nodes" => Kind::SetNodes,
             "set_w" => Kind::SetW,
             "get_debug_state" => Kind::GetDebugState,
+            locker_core::protocol::BATCH => Kind::Batch,
             _ => Op::ALL
                 .into_iter()
                 .find(|op| op.name().as_str() == name)
@@ -115,6 +121,9 @@ pub struct LockerMetrics {
     buckets: [AtomicU64; BUCKETS_NS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
+    /// Requests that came in batches (each batch is one request of
+    /// [`Kind::Batch`]).
+    batched: AtomicU64,
     /// Leases, promises, waiters and log entries of the store (set by the
     /// `locker` process).
     pub gauges: Mutex<Gauges>,
@@ -149,6 +158,17 @@ impl LockerMetrics {
         self.latency_sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
+    /// Counts the `n` requests of a batch served (the batch itself is
+    /// counted by [`LockerMetrics::request`] as [`Kind::Batch`]).
+    pub fn batch(&self, n: usize) {
+        self.batched.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Requests that came in batches so far.
+    pub fn batched(&self) -> u64 {
+        self.batched.load(Ordering::Relaxed)
+    }
+
     /// Requests of `kind` so far.
     pub fn requests_of(&self, kind: Kind) -> u64 {
         self.requests[kind.slot()].load(Ordering::Relaxed)
@@ -169,6 +189,11 @@ impl LockerMetrics {
                 l(&self.requests[k.slot()])
             );
         }
+        let _ = writeln!(
+            s,
+            "# HELP locker_batched_requests_total Requests served in batches.\n# TYPE locker_batched_requests_total counter\nlocker_batched_requests_total {}",
+            l(&self.batched)
+        );
         s.push_str("# HELP locker_request_duration_seconds Time to serve a request.\n# TYPE locker_request_duration_seconds histogram\n");
         let mut below = 0;
         for (i, ns) in BUCKETS_NS.iter().enumerate() {
