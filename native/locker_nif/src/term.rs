@@ -73,7 +73,12 @@ fn is_immediate(raw: ErlNifTerm) -> bool {
     word(raw) & 3 == 3
 }
 
+#[inline]
 fn put_len(out: &mut Buf, n: usize) {
+    if n < 0x80 {
+        out.push(n as u8);
+        return;
+    }
     let mut n = n as u64;
     loop {
         let byte = (n & 0x7f) as u8;
