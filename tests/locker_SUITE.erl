@@ -1,7 +1,7 @@
 %% Multi-node tests of the locker wire protocol and coordinator: real BEAM
 %% nodes started with OTP's `peer', each running its own `locker' server
-%% and NIF store. Timers are cancelled as in the original suite, so time
-%% is driven by hand (`push_trans_log', `expire_leases'); waits are on
+%% and NIF store. Timers are paused (the original suite cancelled them), so
+%% time is driven by hand (`push_trans_log', `expire_leases'); waits are on
 %% messages (`wait_for', `wait_for_release', monitors), never on sleeps.
 -module(locker_SUITE).
 
@@ -35,7 +35,8 @@
     server_dies_mid_operation/1,
     partial_commit_is_no_quorum/1,
     flood_of_unknown_requests/1,
-    local_server_killed_under_load/1
+    local_server_killed_under_load/1,
+    timers_pause_and_resume/1
 ]).
 
 all() ->
@@ -65,7 +66,8 @@ all() ->
         server_dies_mid_operation,
         partial_commit_is_no_quorum,
         flood_of_unknown_requests,
-        local_server_killed_under_load
+        local_server_killed_under_load,
+        timers_pause_and_resume
     ].
 
 %%--------------------------------------------------------------------
@@ -81,11 +83,9 @@ end_per_suite(_Config) ->
 
 init_per_testcase(_Case, Config) ->
     Peers = [start_peer(N) || N <- [a, b, c]],
-    %% As the original's suite does: drive time by hand.
-    [begin
-        {ok, _, _, R1, R2, R3} = rpc:call(Node, locker, get_debug_state, []),
-        [{ok, cancel} = rpc:call(Node, timer, cancel, [R]) || R <- [R1, R2, R3]]
-     end || {_, Node} <- Peers],
+    %% As the original's suite does (it cancelled the timers): drive time
+    %% by hand.
+    [ok = locker_ct:pause_timers(Node) || {_, Node} <- Peers],
     [{peers, Peers} | Config].
 
 end_per_testcase(_Case, Config) ->
@@ -832,3 +832,17 @@ no_promises_left(Node, Deadline) ->
                 false -> erlang:yield(), no_promises_left(Node, Deadline)
             end
     end.
+
+%% The server's one timer: held still by `{'$locker_debug', pause_timers}'
+%% (as every case here), its tasks resumed one by one. Masters whose log
+%% push is resumed push to the replica on their own.
+timers_pause_and_resume(Config) ->
+    [A, B, C] = Cluster = nodes_of(Config),
+    ok = locker_ct:check_timer_controls(A),
+    ok = call(A, set_nodes, [Cluster, [A, B], [C]]),
+    [ok = locker_ct:pause_timers(N) || N <- [A, B]],
+    Pid = self(),
+    {ok, 2, 2, 2} = call(A, lock, [timers_k, Pid, 60000]),
+    {error, not_found} = call(C, dirty_read, [timers_k]),
+    [ok = gen_server:call({locker, N}, {'$locker_debug', {resume_timers, [push_trans_log]}}) || N <- [A, B]],
+    {ok, Pid} = call(C, wait_for, [timers_k, 5000]).

@@ -194,13 +194,7 @@ masters_do_not_replay_logs(Config) ->
     [M1, M2, M3] = Cluster = nodes_of(Config),
     ok = call(M1, set_nodes, [Cluster, Cluster, Cluster]),
     %% Push the logs by hand.
-    [
-        begin
-            {ok, _, _, _, _, Push} = rpc:call(N, locker, get_debug_state, []),
-            {ok, cancel} = rpc:call(N, timer, cancel, [Push])
-        end
-     || N <- Cluster
-    ],
+    [ok = locker_ct:pause_timers(N, [push_trans_log]) || N <- Cluster],
     Key = adv_k5,
     {ok, 2, 3, 3} = call(M1, lock, [Key, h1, 60000]),
     {ok, 2, 3, 3} = call(M1, release, [Key, h1]),

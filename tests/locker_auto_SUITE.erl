@@ -38,12 +38,10 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    [{peers, ets:new(peers, [public, bag])} | Config].
+    locker_ct:init_cleanup(Config).
 
 end_per_testcase(_Case, Config) ->
-    Peers = ?config(peers, Config),
-    [catch peer:stop(P) || {P, _} <- ets:tab2list(Peers)],
-    ok.
+    locker_ct:cleanup(Config).
 
 %%--------------------------------------------------------------------
 %% Cases
@@ -444,20 +442,14 @@ peers(Config, N) when is_integer(N) ->
     peers(Config, [list_to_atom("au_" ++ integer_to_list(I) ++ "_" ++ integer_to_list(erlang:unique_integer([positive])))
                    || I <- lists:seq(1, N)]);
 peers(Config, Names) ->
-    Tab = ?config(peers, Config),
-    Args = ["-setcookie", atom_to_list(erlang:get_cookie()),
-            "-connect_all", "false",
-            "-kernel", "prevent_overlapping_partitions", "false"] ++
-        lists:append([["-pa", P] || P <- locker_ct:code_paths()]),
+    Tab = ?config(cleanup, Config),
     Started = [
         begin
-            Name = list_to_atom(hd(string:split(atom_to_list(Name0), "@"))),
-            {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true, args => Args}),
-            true = ets:insert(Tab, {Peer, Node}),
-            ok = rpc:call(Node, application, load, [locker]),
+            {Peer, Node} = locker_ct:start_bare_peer(Name, ["-connect_all", "false"]),
+            true = ets:insert(Tab, [{peer, Peer}, {peer_of, Node, Peer}]),
             Node
         end
-     || Name0 <- Names
+     || Name <- Names
     ],
     lists:sort(Started).
 
@@ -474,10 +466,11 @@ start_env(Node, Env0) ->
     ok.
 
 stop_node(Config, Node) ->
-    Tab = ?config(peers, Config),
-    [Peer] = [P || {P, N} <- ets:tab2list(Tab), N =:= Node],
+    Tab = ?config(cleanup, Config),
+    [{peer_of, Node, Peer}] = ets:match_object(Tab, {peer_of, Node, '_'}),
     ok = peer:stop(Peer),
-    true = ets:delete_object(Tab, {Peer, Node}),
+    true = ets:delete_object(Tab, {peer, Peer}),
+    true = ets:delete_object(Tab, {peer_of, Node, Peer}),
     ok.
 
 await_status(Node, Pred) ->

@@ -3,6 +3,8 @@
 -module(locker_ct).
 
 -export([ensure_distributed/0, start_peer/2, start_server/2, os_pid/1, code_paths/0, flood_unknown/3]).
+-export([pause_timers/1, pause_timers/2, check_timer_controls/1]).
+-export([init_cleanup/1, cleanup/1, start_bare_peer/2]).
 -export([unique/1, root/0, lockerd_binaries/0, start_os/3, await_line/3, stop_os/1, kill9/1, dist_port/1,
          creation/1]).
 
@@ -24,6 +26,61 @@ ensure_distributed() ->
             ok
     end.
 
+%% Adds to a case's Config a table of what its end must stop, under
+%% `cleanup': `{peer, Peer}' (peer:stop/1), `{os, Started}' (a process of
+%% {@link start_os/3}, stopped), `{os_pid, OsPidString}' (kill -CONT, then
+%% kill -9: it may be stopped). Call from init_per_testcase.
+-spec init_cleanup(list()) -> list().
+init_cleanup(Config) ->
+    [{cleanup, ets:new(locker_ct_cleanup, [public, bag])} | Config].
+
+%% Stops what the case's cleanup table lists, whatever happened to the
+%% case: no node stays stopped or running. Call from end_per_testcase.
+-spec cleanup(list()) -> ok.
+cleanup(Config) ->
+    T = proplists:get_value(cleanup, Config),
+    [os:cmd("kill -CONT " ++ P ++ "; kill -9 " ++ P) || {os_pid, P} <- ets:lookup(T, os_pid)],
+    [catch stop_os(O) || {os, O} <- ets:lookup(T, os)],
+    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
+    ets:delete(T),
+    ok.
+
+%% Holds time still on `Node''s locker server (a BEAM node or lockerd): its
+%% periodic tasks (lease and promise sweeps, log push) stop until resumed
+%% and run by hand (the `expire_leases', `expire_locks', `push_trans_log'
+%% messages), as the original suite did by cancelling its timers. Waiters
+%% are still answered on time.
+-spec pause_timers(node()) -> ok.
+pause_timers(Node) ->
+    pause_timers(Node, all).
+
+%% {@link pause_timers/1} for some of the tasks only.
+-spec pause_timers(node(), all | [expire_leases | expire_locks | push_trans_log]) -> ok.
+pause_timers(Node, Which) ->
+    ok = gen_server:call({locker, Node}, {'$locker_debug', {pause_timers, Which}}, 10000).
+
+%% Checks the `{'$locker_debug', _}' timer controls of `Node''s server (the
+%% BEAM server and lockerd answer alike), and leaves every task running.
+%% `get_debug_state''s three timer slots say how long until each periodic
+%% task is due (ms), or `paused'.
+-spec check_timer_controls(node()) -> ok.
+check_timer_controls(Node) ->
+    Call = fun(R) -> gen_server:call({locker, Node}, R, 10000) end,
+    ok = pause_timers(Node),
+    {ok, _, _, paused, paused, paused} = Call(get_debug_state),
+    ok = Call({'$locker_debug', {resume_timers, [push_trans_log]}}),
+    {ok, _, _, paused, paused, Push} = Call(get_debug_state),
+    true = is_integer(Push) andalso Push >= 0,
+    ok = Call({'$locker_debug', {pause_timers, [push_trans_log, expire_locks]}}),
+    {ok, _, _, paused, paused, paused} = Call(get_debug_state),
+    {error, badarg} = Call({'$locker_debug', {pause_timers, [nope]}}),
+    {error, badarg} = Call({'$locker_debug', {resume_timers, not_a_list}}),
+    {error, {unknown_request, {'$locker_debug', nope}}} = Call({'$locker_debug', nope}),
+    ok = Call({'$locker_debug', resume_timers}),
+    {ok, _, _, T1, T2, T3} = Call(get_debug_state),
+    true = lists:all(fun(T) -> is_integer(T) andalso T >= 0 end, [T1, T2, T3]),
+    ok.
+
 %% The code paths a peer needs: the locker application and the suites.
 -spec code_paths() -> [string()].
 code_paths() ->
@@ -34,13 +91,22 @@ code_paths() ->
 %% `locker' server (W = 2, default intervals).
 -spec start_peer(atom(), [{atom(), term()}]) -> {pid(), node()}.
 start_peer(Name, Env) ->
+    {Peer, Node} = start_bare_peer(Name, []),
+    [ok = rpc:call(Node, application, set_env, [locker, K, V]) || {K, V} <- Env],
+    {ok, _} = start_server(Node, [2, 1000, 1000, 100]),
+    {Peer, Node}.
+
+%% Starts an unlinked peer named `Name'@127.0.0.1 (a name with a host
+%% part: the host is dropped) with the locker code and the application
+%% loaded, nothing started, and `ExtraArgs' on its command line.
+-spec start_bare_peer(atom(), [string()]) -> {pid(), node()}.
+start_bare_peer(Name0, ExtraArgs) ->
+    Name = list_to_atom(hd(string:split(atom_to_list(Name0), "@"))),
     Args = ["-setcookie", atom_to_list(erlang:get_cookie()),
-            "-kernel", "prevent_overlapping_partitions", "false"] ++
+            "-kernel", "prevent_overlapping_partitions", "false"] ++ ExtraArgs ++
         lists:append([["-pa", P] || P <- code_paths()]),
     {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true, args => Args}),
     ok = rpc:call(Node, application, load, [locker]),
-    [ok = rpc:call(Node, application, set_env, [locker, K, V]) || {K, V} <- Env],
-    {ok, _} = start_server(Node, [2, 1000, 1000, 100]),
     {Peer, Node}.
 
 %% locker:start_link/1 through rpc would link the server to the

@@ -138,15 +138,11 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    [{cleanup, ets:new(fault_cleanup, [public, bag])} | Config].
+    locker_ct:init_cleanup(Config).
 
 %% Whatever happened to the case: no node stays stopped or running.
 end_per_testcase(_Case, Config) ->
-    T = ?config(cleanup, Config),
-    [os:cmd("kill -CONT " ++ P ++ "; kill -9 " ++ P) || {os_pid, P} <- ets:lookup(T, os_pid)],
-    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
-    ets:delete(T),
-    ok.
+    locker_ct:cleanup(Config).
 
 target() ->
     list_to_integer(os:getenv("LOCKER_FAULT_ACQUISITIONS", "400")).
@@ -281,17 +277,10 @@ stop_member({Peer, _Node, OsPid}, Cleanup) ->
     wait_gone(OsPid),
     ets:delete_object(Cleanup, {os_pid, OsPid}).
 
-%% lockerd, built by scripts/test.sh (or here if missing).
+%% lockerd, built by scripts/test.sh (incrementally here).
 lockerd_binary() ->
-    Top = locker_ct:root(),
-    Bin = filename:join([os:getenv("CARGO_TARGET_DIR", filename:join(Top, "target")), "release", "lockerd"]),
-    case filelib:is_regular(Bin) of
-        true -> Bin;
-        false ->
-            _ = os:cmd("cd " ++ Top ++ " && cargo build --release --quiet -p lockerd"),
-            true = filelib:is_regular(Bin),
-            Bin
-    end.
+    #{lockerd := Bin} = locker_ct:lockerd_binaries(),
+    Bin.
 
 lnode(Unique) -> list_to_atom(atom_to_list(Unique) ++ "@127.0.0.1").
 
@@ -303,34 +292,10 @@ start_lockerd(Unique, Bin, Dir, Masters, Abstain, Cleanup) ->
             "--masters", string:join([atom_to_list(M) || M <- Masters], ","),
             "--restart-abstain-ms", integer_to_list(Abstain), "--announce"],
     Log = filename:join(Dir, atom_to_list(Unique) ++ ".log"),
-    Parent = self(),
-    Owner = spawn(fun() ->
-        {ok, F} = file:open(Log, [append]),
-        Port = open_port({spawn_executable, Bin}, [{args, Args}, {line, 4096}, exit_status, stderr_to_stdout, binary]),
-        {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-        Parent ! {self(), os_pid, OsPid},
-        lockerd_owner(Port, F, Parent)
-    end),
-    OsPid = receive {Owner, os_pid, P} -> integer_to_list(P) after 5000 -> ct:fail(no_os_pid) end,
+    #{owner := Owner, os_pid := P} = locker_ct:start_os(Bin, Args, Log),
+    OsPid = integer_to_list(P),
     ets:insert(Cleanup, {os_pid, OsPid}),
-    receive {Owner, ready} -> ok after 15000 -> ct:fail({lockerd_not_ready, Log}) end,
     {{lockerd, Owner}, Node, OsPid}.
-
-lockerd_owner(Port, F, Parent) ->
-    receive
-        {Port, {data, {eol, <<"lockerd ready ", _/binary>> = Line}}} ->
-            ok = file:write(F, [Line, $\n]),
-            Parent ! {self(), ready},
-            lockerd_owner(Port, F, Parent);
-        {Port, {data, {eol, Line}}} ->
-            ok = file:write(F, [Line, $\n]),
-            lockerd_owner(Port, F, Parent);
-        {Port, {data, {noeol, Part}}} ->
-            ok = file:write(F, Part),
-            lockerd_owner(Port, F, Parent);
-        {Port, {exit_status, _}} ->
-            file:close(F)
-    end.
 
 %% Node names of this suite: its own prefix and the test node's OS pid, so
 %% that two runs on one machine never meet in epmd.

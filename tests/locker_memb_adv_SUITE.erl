@@ -81,15 +81,11 @@ end_per_suite(_Config) ->
 init_per_testcase(Case, Config) ->
     case lists:member(Case, ?OPEN) andalso os:getenv("LOCKER_MEMB_ADV_OPEN") =/= "run" of
         true -> {skip, "open attack (LOCKER_MEMB_ADV_OPEN=run runs it)"};
-        false -> [{cleanup, ets:new(madv_cleanup, [public, bag])} | Config]
+        false -> locker_ct:init_cleanup(Config)
     end.
 
 end_per_testcase(_Case, Config) ->
-    T = ?config(cleanup, Config),
-    [os:cmd("kill -CONT " ++ P ++ "; kill -9 " ++ P) || {os_pid, P} <- ets:lookup(T, os_pid)],
-    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
-    ets:delete(T),
-    ok.
+    locker_ct:cleanup(Config).
 
 %%--------------------------------------------------------------------
 %% Cases

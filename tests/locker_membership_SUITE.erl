@@ -48,14 +48,10 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    [{cleanup, ets:new(mb_cleanup, [public, bag])} | Config].
+    locker_ct:init_cleanup(Config).
 
 end_per_testcase(_Case, Config) ->
-    T = ?config(cleanup, Config),
-    [os:cmd("kill -9 " ++ P) || {os_pid, P} <- ets:lookup(T, os_pid)],
-    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
-    ets:delete(T),
-    ok.
+    locker_ct:cleanup(Config).
 
 %%--------------------------------------------------------------------
 %% Cases
@@ -212,9 +208,7 @@ unique(Name) ->
 
 %% A node with the locker code but no locker server.
 start_bare(Name, Config) ->
-    Args = ["-setcookie", atom_to_list(erlang:get_cookie())] ++
-        lists:append([["-pa", P] || P <- locker_ct:code_paths()]),
-    {ok, Peer, Node} = peer:start(#{name => unique(Name), host => "127.0.0.1", longnames => true, args => Args}),
+    {Peer, Node} = locker_ct:start_bare_peer(unique(Name), []),
     ets:insert(?config(cleanup, Config), {peer, Peer}),
     Node.
 

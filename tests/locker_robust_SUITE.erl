@@ -58,17 +58,13 @@ init_per_testcase(Case, Config) ->
         end,
     _ = rand:seed(exsss, Seed),
     ct:log("LOCKER_ROBUST_SEED=~b", [Seed]),
-    [{cleanup, ets:new(cleanup, [public, bag])} | Config].
+    locker_ct:init_cleanup(Config).
 
 end_per_testcase(_Case, Config) ->
-    T = ?config(cleanup, Config),
-    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
-    [catch stop_os(O) || {os, O} <- ets:lookup(T, os)],
-    ets:delete(T),
-    ok.
+    locker_ct:cleanup(Config).
 
 unique(Prefix) ->
-    Prefix ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
+    locker_ct:unique(Prefix).
 
 %% A peer with its locker server started as the other suites do
 %% (gen_server:start, W = 2).
@@ -247,26 +243,20 @@ until_waiting(Node, N) ->
 %% The same random terms at a real lockerd: it answers every call and
 %% keeps its OS pid.
 random_terms_never_stop_lockerd(Config) ->
-    case lockerd_bin() of
-        false ->
-            {skip, "lockerd release binary not built (cargo build --release -p lockerd)"};
-        Bin ->
-            LD = lockerd(Bin, Config),
-            #{node := L, os_pid := OsPid, owner := Owner} = LD,
-            ok = gen_server:call({locker, L}, {set_nodes, [L], []}),
-            ok = gen_server:call({locker, L}, {write, t, kept, v, 600000}),
-            Stats = throw_terms({locker, L}, undefined, [], terms_per_kind()),
-            ct:log("replies by kind: ~p", [Stats]),
-            %% The process started is still running (its owner leaves at its
-            %% exit status).
-            true = is_process_alive(Owner),
-            {ok, _} = file:read_file_info("/proc/" ++ integer_to_list(OsPid)),
-            ok = gen_server:call({locker, L}, {set_nodes, [L], []}),
-            ok = gen_server:call({locker, L}, {set_w, 1}),
-            {ok, v} = rpc:call(L, locker, dirty_read, [kept]),
-            ok = gen_server:call({locker, L}, {get_write_lock, after_fuzz, not_found, t2}),
-            true = is_process_alive(Owner)
-    end.
+    #{node := L, os_pid := OsPid, owner := Owner} = lockerd(Config),
+    ok = gen_server:call({locker, L}, {set_nodes, [L], []}),
+    ok = gen_server:call({locker, L}, {write, t, kept, v, 600000}),
+    Stats = throw_terms({locker, L}, undefined, [], terms_per_kind()),
+    ct:log("replies by kind: ~p", [Stats]),
+    %% The process started is still running (its owner leaves at its exit
+    %% status).
+    true = is_process_alive(Owner),
+    {ok, _} = file:read_file_info("/proc/" ++ integer_to_list(OsPid)),
+    ok = gen_server:call({locker, L}, {set_nodes, [L], []}),
+    ok = gen_server:call({locker, L}, {set_w, 1}),
+    {ok, v} = rpc:call(L, locker, dirty_read, [kept]),
+    ok = gen_server:call({locker, L}, {get_write_lock, after_fuzz, not_found, t2}),
+    true = is_process_alive(Owner).
 
 %%--------------------------------------------------------------------
 %% The flood
@@ -512,75 +502,20 @@ crypto_bytes(N) -> list_to_binary([rand:uniform(256) - 1 || _ <- lists:seq(1, N)
 %% A peer running the locker application with its supervisor (one master,
 %% W = 1), nothing started from this node.
 app_peer(Prefix, Config) ->
-    Args = ["-setcookie", atom_to_list(erlang:get_cookie()), "-kernel", "prevent_overlapping_partitions", "false"] ++
-        lists:append([["-pa", P] || P <- locker_ct:code_paths()]),
-    {ok, Peer, Node} = peer:start(#{name => list_to_atom(unique(Prefix)), host => "127.0.0.1",
-                                    longnames => true, args => Args}),
+    {Peer, Node} = locker_ct:start_bare_peer(list_to_atom(unique(Prefix)), []),
     ets:insert(?config(cleanup, Config), {peer, Peer}),
-    ok = rpc:call(Node, application, load, [locker]),
     [ok = rpc:call(Node, application, set_env, [locker, K, V]) || {K, V} <- [{start_server, true}, {w, 1}, {masters, [Node]}]],
     {ok, _} = rpc:call(Node, application, ensure_all_started, [locker]),
     Node.
 
-%% The lockerd release binary, if built.
-lockerd_bin() ->
-    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
-    {ok, Cwd} = file:get_cwd(),
-    Roots = [D || Start <- [filename:dirname(Source), Cwd], D <- ancestors(Start),
-                  filelib:is_regular(filename:join(D, "native/lockerd/Cargo.toml"))],
-    case Roots of
-        [Root | _] ->
-            Bin = filename:join(filename:absname(os:getenv("CARGO_TARGET_DIR", "target"), Root), "release/lockerd"),
-            filelib:is_regular(Bin) andalso Bin;
-        [] ->
-            false
-    end.
-
-ancestors("/") -> ["/"];
-ancestors(D) -> [D | ancestors(filename:dirname(D))].
-
-%% Starts lockerd as rb_ld_*@127.0.0.1, owned by a process that writes its
-%% output to a file of the case's priv_dir; returns once it is ready.
-lockerd(Bin, Config) ->
+%% Starts lockerd (built incrementally, as the lockerd suite does) as
+%% rb_ld_*@127.0.0.1, its output in a file of the case's priv_dir; returns
+%% once it is ready.
+lockerd(Config) ->
+    #{lockerd := Bin} = locker_ct:lockerd_binaries(),
     Name = unique("rb_ld") ++ "@127.0.0.1",
     Log = filename:join(?config(priv_dir, Config), Name ++ ".log"),
-    Parent = self(),
     Args = ["--name", Name, "--cookie", atom_to_list(erlang:get_cookie()), "--announce"],
-    Owner = spawn(fun() ->
-        {ok, F} = file:open(Log, [append]),
-        Port = open_port({spawn_executable, Bin}, [{args, Args}, {line, 16384}, exit_status, stderr_to_stdout, binary]),
-        {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-        Parent ! {self(), os_pid, OsPid},
-        owner(Port, F, Parent)
-    end),
-    OsPid = receive {Owner, os_pid, P} -> P after 5000 -> ct:fail(no_os_pid) end,
-    LD = #{owner => Owner, os_pid => OsPid, node => list_to_atom(Name)},
+    LD = locker_ct:start_os(Bin, Args, Log),
     ets:insert(?config(cleanup, Config), {os, LD}),
-    receive
-        {Owner, ready} -> LD;
-        {Owner, exited, S} -> ct:fail({lockerd_exited_at_start, S, file:read_file(Log)})
-    after 15000 -> ct:fail({lockerd_not_ready, file:read_file(Log)})
-    end.
-
-owner(Port, F, Parent) ->
-    receive
-        {Port, {data, {eol, Line}}} ->
-            ok = file:write(F, [Line, $\n]),
-            _ = binary:match(Line, <<"lockerd ready ">>) =/= nomatch andalso (Parent ! {self(), ready}),
-            owner(Port, F, Parent);
-        {Port, {data, {noeol, Part}}} ->
-            ok = file:write(F, Part),
-            owner(Port, F, Parent);
-        {Port, {exit_status, S}} ->
-            ok = file:write(F, io_lib:format("exit_status ~p~n", [S])),
-            Parent ! {self(), exited, S};
-        {stop, From} ->
-            {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-            os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
-            receive {Port, {exit_status, _}} -> ok after 10000 -> os:cmd("kill -9 " ++ integer_to_list(OsPid)) end,
-            From ! {self(), stopped}
-    end.
-
-stop_os(#{owner := Owner}) ->
-    Owner ! {stop, self()},
-    receive {Owner, stopped} -> ok after 15000 -> timeout end.
+    LD#{node => list_to_atom(Name)}.

@@ -61,14 +61,10 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    [{cleanup, ets:new(cleanup, [public, bag])} | Config].
+    locker_ct:init_cleanup(Config).
 
 end_per_testcase(_Case, Config) ->
-    T = ?config(cleanup, Config),
-    [catch locker_ct:stop_os(O) || {os, O} <- ets:lookup(T, os)],
-    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
-    ets:delete(T),
-    ok.
+    locker_ct:cleanup(Config).
 
 cookie() ->
     atom_to_list(erlang:get_cookie()).
@@ -179,6 +175,8 @@ ping_and_every_request(Config) ->
     timer:sleep(5),
     [{locker, L} ! M || M <- [expire_leases, expire_locks, push_trans_log]],
     {ok, [], [], _, _, _} = gen_server:call({locker, L}, get_debug_state),
+    %% The timers held still and resumed, as on the BEAM server.
+    ok = locker_ct:check_timer_controls(L),
     %% A waiter answered later, by a write.
     Self = self(),
     spawn_link(fun() -> Self ! {waited, gen_server:call({locker, L}, {wait_for, later, 5000})} end),

@@ -687,9 +687,14 @@ meta() ->
 
 %% @doc `{ok, Promises, Leases, LeaseTimer, LockTimer, PushTimer}':
 %% promises as `{Key, Tag, ExpiresAtMs}', leases as
-%% `{Key, Value, ExpiresAtMs}' (wall-clock milliseconds), and the three
-%% interval timers (cancel them with `timer:cancel/1' to drive time by
-%% hand with `expire_leases', `expire_locks' and `push_trans_log').
--spec get_debug_state() -> {ok, list(), list(), term(), term(), term()}.
+%% `{Key, Value, ExpiresAtMs}' (wall-clock milliseconds), and in the
+%% original's three timer slots how long until the lease sweep, the
+%% promise sweep and the log push are next due (ms), or `paused'. The
+%% server runs one timer; to drive time by hand (`expire_leases',
+%% `expire_locks', `push_trans_log'), pause the tasks with
+%% `gen_server:call(locker, {'$locker_debug', pause_timers})' (see
+%% docs/protocol.md, Timers).
+-spec get_debug_state() ->
+    {ok, list(), list(), non_neg_integer() | paused, non_neg_integer() | paused, non_neg_integer() | paused}.
 get_debug_state() ->
     gen_server:call(locker, get_debug_state).

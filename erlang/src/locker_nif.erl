@@ -19,7 +19,11 @@
     wait_for/3,
     wait_for_release/3,
     sweep/1,
-    next_wakeup/0,
+    set_intervals/3,
+    next_due/0,
+    take_due/0,
+    pause_timers/2,
+    timers/0,
     take_log/1,
     replay/2,
     debug_state/0,
@@ -116,8 +120,28 @@ wait_for_release(_Key, _Id, _Timeout) -> ?NIF.
     {boolean(), [wake()], [non_neg_integer()], non_neg_integer(), non_neg_integer()}.
 sweep(_Budget) -> ?NIF.
 
--spec next_wakeup() -> non_neg_integer() | infinity.
-next_wakeup() -> ?NIF.
+%% The server's one timer (see locker_core::Schedule): its periodic tasks
+%% restart on these periods (milliseconds).
+-spec set_intervals(pos_integer(), pos_integer(), pos_integer()) -> ok.
+set_intervals(_LeaseExpireMs, _LockExpireMs, _PushTransMs) -> ?NIF.
+
+%% Milliseconds until the server's timer should fire (a periodic task or a
+%% waiter is due), `infinity' when nothing will be.
+-spec next_due() -> non_neg_integer() | infinity.
+next_due() -> ?NIF.
+
+%% What is due now, `{Sweep, Push}'; the periodic tasks due move on.
+-spec take_due() -> {boolean(), boolean()}.
+take_due() -> ?NIF.
+
+%% Pauses (`true') or resumes (`false') periodic tasks.
+-spec pause_timers([locker_server:timer_task()], boolean()) -> ok.
+pause_timers(_Tasks, _Paused) -> ?NIF.
+
+%% Milliseconds until each periodic task (lease sweep, promise sweep, log
+%% push) is next due, or `paused'.
+-spec timers() -> {non_neg_integer() | paused, non_neg_integer() | paused, non_neg_integer() | paused}.
+timers() -> ?NIF.
 
 -spec take_log(pos_integer()) -> [tuple()].
 take_log(_Max) -> ?NIF.

@@ -1,7 +1,9 @@
 %% @doc The `locker' server of one node: answers the requests of the
 %% locker wire protocol, replays and pushes the transaction log, and runs
 %% the expiry timers. State transitions happen in the Rust store
-%% ({@link locker_nif}); this process owns the waiters and the timers.
+%% ({@link locker_nif}); this process owns the waiters and one timer, armed
+%% to the moment the store's schedule says something is next due (a lease
+%% or promise sweep, the log push, a waiter's answer).
 %%
 %% Unknown calls are answered `{error, {unknown_request, Request}}'; unknown
 %% casts and messages are dropped; bad arguments in a known request are
@@ -16,6 +18,7 @@
 -behaviour(gen_server).
 
 -export([start_configured/3]).
+-export_type([timer_task/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -29,13 +32,15 @@
 %% Warnings about bad input logged per second; the rest are counted.
 -define(WARN_BURST, 20).
 
+%% A periodic task of the server, named after the message that runs it by
+%% hand; `{'$locker_debug', {pause_timers, [Task]}}' pauses it.
+-type timer_task() :: expire_leases | expire_locks | push_trans_log.
+
 -record(state, {
     waiters = #{} :: #{non_neg_integer() => gen_server:from()},
     next_id = 0 :: non_neg_integer(),
-    lease_expire_ref :: timer:tref(),
-    write_locks_expire_ref :: timer:tref(),
-    push_trans_log_ref :: timer:tref(),
-    wakeup = undefined :: undefined | {reference(), integer()},
+    %% The one timer: its reference and when (monotonic ms) it fires.
+    timer = undefined :: undefined | {reference(), integer()},
     watch = #{} :: locker_watch:watch(),
     sweeping = false :: boolean(),
     %% The store's count of log entries dropped at its limit, last seen.
@@ -107,19 +112,14 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) when
                 end,
             Watch = locker_watch:update(Masters ++ Replicas, locker_watch:init()),
             {_, HorizonMs} = locker_nif:membership_snapshot(),
-            {ok, LeaseRef} = timer:send_interval(LeaseExpireInterval, expire_leases),
-            {ok, LockRef} = timer:send_interval(LockExpireInterval, expire_locks),
-            {ok, PushRef} = timer:send_interval(PushTransInterval, push_trans_log),
+            ok = locker_nif:set_intervals(LeaseExpireInterval, LockExpireInterval, PushTransInterval),
             #{log_dropped := Dropped} = locker_nif:stats(),
-            locker_loop:enter(?MODULE, #state{
+            locker_loop:enter(?MODULE, arm(#state{
                 log_dropped = Dropped,
                 watch = Watch,
                 horizon_at = erlang:monotonic_time(millisecond) + HorizonMs,
-                lease_expire_ref = LeaseRef,
-                write_locks_expire_ref = LockRef,
-                push_trans_log_ref = PushRef,
                 safe = locker_safe_mode:set_masters(Masters, Safe)
-            });
+            }));
         {error, Reason} ->
             ?LOG_ERROR("locker: not started: ~0p", [Reason]),
             {stop, Reason}
@@ -191,13 +191,39 @@ own_call({set_w, _}, _From, _State) ->
 own_call({'$locker_config', Request}, From, State) ->
     config_call(Request, From, State);
 own_call(get_debug_state, _From, State) ->
+    %% The original's reply shape; its three timer references are, here,
+    %% how long until the lease sweep, the promise sweep and the log push
+    %% are next due (ms), or `paused' (see docs/protocol.md, Timers).
     {Promises, Leases} = locker_nif:debug_state(),
-    #state{lease_expire_ref = R1, write_locks_expire_ref = R2, push_trans_log_ref = R3} = State,
-    {reply, {ok, Promises, Leases, R1, R2, R3}, State};
+    {T1, T2, T3} = locker_nif:timers(),
+    {reply, {ok, Promises, Leases, T1, T2, T3}, State};
+own_call({'$locker_debug', Request}, From, State) ->
+    debug_call(Request, From, State);
 own_call(Request, {Pid, _}, State) ->
     State1 = warn(State, "locker: unknown request ~0P from ~p", [Request, 20, Pid]),
     {reply, {error, {unknown_request, Request}}, State1}.
 
+
+%% Tests hold time still: the periodic tasks (all, or those named) stop
+%% until resumed, and run by hand (`expire_leases', `expire_locks',
+%% `push_trans_log' messages). Waiters are still answered on time.
+debug_call(pause_timers, From, State) ->
+    debug_call({pause_timers, all}, From, State);
+debug_call(resume_timers, From, State) ->
+    debug_call({resume_timers, all}, From, State);
+debug_call({pause_timers, Which}, _From, State) ->
+    ok = locker_nif:pause_timers(timer_tasks(Which), true),
+    {reply, ok, arm(State)};
+debug_call({resume_timers, Which}, _From, State) ->
+    ok = locker_nif:pause_timers(timer_tasks(Which), false),
+    {reply, ok, arm(State)};
+debug_call(Request, {Pid, _}, State) ->
+    State1 = warn(State, "locker: unknown debug request ~0P from ~p", [Request, 20, Pid]),
+    {reply, {error, {unknown_request, {'$locker_debug', Request}}}, State1}.
+
+timer_tasks(all) -> [expire_leases, expire_locks, push_trans_log];
+timer_tasks(Tasks) when is_list(Tasks) -> Tasks;
+timer_tasks(_) -> error(badarg).
 
 %%--------------------------------------------------------------------
 %% Configurations (see locker_membership)
@@ -441,10 +467,10 @@ handle_info(Info, State) ->
 
 info(Sweep, State) when Sweep =:= expire_leases; Sweep =:= expire_locks ->
     {noreply, sweep(State)};
-info({timeout, Ref, wakeup}, #state{wakeup = {Ref, _}} = State) ->
-    {noreply, sweep(State#state{wakeup = undefined})};
+info({timeout, Ref, wakeup}, #state{timer = {Ref, _}} = State) ->
+    {noreply, arm(tick(State#state{timer = undefined}))};
 info({timeout, _, wakeup}, State) ->
-    %% A wakeup timer cancelled after it fired.
+    %% A timer cancelled after it fired.
     {noreply, State};
 info({timeout, Ref, {locker_safe_mode, What}}, #state{safe = Safe} = State) ->
     {noreply, State#state{safe = locker_safe_mode:timeout(Ref, What, Safe)}};
@@ -469,8 +495,7 @@ info({locker_wakes, Wakes} = Info, State) ->
         false -> {noreply, warn(State, "locker: malformed message ~0P", [Info, 20])}
     end;
 info(push_trans_log, State) ->
-    push_trans_log(),
-    {noreply, note_log_dropped(State)};
+    {noreply, push(State)};
 info({'$gen_call', From, Request}, State) ->
     %% Routed here by locker_loop: no {Pid, Tag} to answer.
     {noreply, warn(State, "locker: call ~0P with a malformed From ~0P dropped", [Request, 20, From, 10])};
@@ -492,6 +517,23 @@ is_node_list([]) -> true;
 is_node_list([N | T]) when is_atom(N) -> is_node_list(T);
 is_node_list(_) -> false.
 
+%% The timer fired: does what the store's schedule says is due.
+tick(State) ->
+    {Sweep, Push} = locker_nif:take_due(),
+    State1 =
+        case Push of
+            true -> push(State);
+            false -> State
+        end,
+    case Sweep of
+        true -> sweep(State1);
+        false -> State1
+    end.
+
+push(State) ->
+    push_trans_log(),
+    note_log_dropped(State).
+
 %% Deletes what expired, one budget at a time; when more is due, yields to
 %% the mailbox (calls keep being answered) and continues with `sweep_more'.
 sweep(#state{sweeping = true} = State) ->
@@ -501,7 +543,7 @@ sweep(State) ->
     State1 = woken(Wakes, forget(TimedOut, State)),
     case Done of
         true ->
-            arm_wakeup(State1);
+            arm(State1);
         false ->
             self() ! sweep_more,
             State1#state{sweeping = true}
@@ -561,7 +603,7 @@ push_trans_log(To) ->
 %%--------------------------------------------------------------------
 
 add_waiter(Id, From, #state{waiters = Waiters} = State) ->
-    arm_wakeup(State#state{waiters = Waiters#{Id => From}, next_id = Id + 1}).
+    arm(State#state{waiters = Waiters#{Id => From}, next_id = Id + 1}).
 
 woken([], State) ->
     State;
@@ -581,40 +623,43 @@ woken(Wakes, #state{waiters = Waiters0} = State) ->
     ),
     State#state{waiters = Waiters}.
 
-%% A write may move a watched lease's expiry: re-check the wakeup timer.
+%% A write may move a watched lease's expiry: re-check the timer.
 rearm(#state{waiters = Waiters} = State) when map_size(Waiters) =:= 0 -> State;
-rearm(State) -> arm_wakeup(State).
+rearm(State) -> arm(State).
 
 forget(Ids, #state{waiters = Waiters} = State) ->
     State#state{waiters = maps:without(Ids, Waiters)}.
 
-%% Keeps one timer for the earliest moment a waiter needs an answer (a
-%% watched lease expiring, a waiter timing out), so `wait_for_release'
-%% wakes at expiry to the millisecond, not at the next interval tick.
-arm_wakeup(#state{waiters = Waiters} = State) when map_size(Waiters) =:= 0 ->
-    cancel_wakeup(State);
-arm_wakeup(#state{wakeup = Current} = State) ->
-    case locker_nif:next_wakeup() of
+%% Keeps the one timer armed to the earliest moment the store's schedule
+%% says something is due: a periodic task (sweeps, log push), or a waiter
+%% needing an answer (a watched lease expiring, a waiter timing out), so
+%% `wait_for_release' wakes at expiry to the millisecond, not at the next
+%% sweep. A timer already armed earlier is kept (it fires, finds nothing
+%% due, and is armed again). While a sweep runs in steps, it arms when done.
+arm(#state{sweeping = true} = State) ->
+    State;
+arm(#state{timer = Current} = State) ->
+    case locker_nif:next_due() of
         infinity ->
-            cancel_wakeup(State);
+            cancel_timer(State);
         Ms0 ->
-            %% The store adds the margin that makes the sweep find it due. A
-            %% timer that far (an infinite wait) fires early and re-arms.
+            %% A timer that far (every task paused, an infinite wait)
+            %% fires early and re-arms.
             Ms = min(Ms0, ?MAX_TIMER_MS),
             At = erlang:monotonic_time(millisecond) + Ms,
             case Current of
                 {_, T} when T =< At -> State;
                 _ ->
-                    State1 = cancel_wakeup(State),
-                    State1#state{wakeup = {erlang:start_timer(Ms, self(), wakeup), At}}
+                    State1 = cancel_timer(State),
+                    State1#state{timer = {erlang:start_timer(Ms, self(), wakeup), At}}
             end
     end.
 
-cancel_wakeup(#state{wakeup = undefined} = State) ->
+cancel_timer(#state{timer = undefined} = State) ->
     State;
-cancel_wakeup(#state{wakeup = {Ref, _}} = State) ->
+cancel_timer(#state{timer = {Ref, _}} = State) ->
     _ = erlang:cancel_timer(Ref),
-    State#state{wakeup = undefined}.
+    State#state{timer = undefined}.
 
 %%--------------------------------------------------------------------
 %% Metadata

@@ -122,8 +122,35 @@ bad_arguments_raise_badarg_test_() ->
         ?_assertError(badarg, locker_nif:replay([], foo)),
         ?_assertError(badarg, locker_nif:configure(foo, bar)),
         ?_assertError(badarg, locker_nif:configure(foo, true)),
-        ?_assertError(badarg, locker_nif:configure(1000, bar))
+        ?_assertError(badarg, locker_nif:configure(1000, bar)),
+        ?_assertError(badarg, locker_nif:set_intervals(foo, 1000, 100)),
+        ?_assertError(badarg, locker_nif:pause_timers([nope], true)),
+        ?_assertError(badarg, locker_nif:pause_timers(push_trans_log, true)),
+        ?_assertError(badarg, locker_nif:pause_timers([push_trans_log], maybe))
     ]}.
+
+%% The server's one timer through the NIF: when it is due, what is due,
+%% paused tasks (locker_core's tests model the schedule itself).
+timer_schedule_test() ->
+    ok = locker_nif:clear(),
+    ok = locker_nif:set_intervals(1000, 1000, 100),
+    {L, P, Push} = locker_nif:timers(),
+    ?assert(L =< 1000 andalso P =< 1000 andalso Push =< 100),
+    Next = locker_nif:next_due(),
+    ?assert(is_integer(Next) andalso Next =< 100),
+    ok = locker_nif:pause_timers([expire_leases, expire_locks, push_trans_log], true),
+    ?assertEqual({paused, paused, paused}, locker_nif:timers()),
+    ?assertEqual(infinity, locker_nif:next_due()),
+    ?assertEqual({false, false}, locker_nif:take_due()),
+    %% A waiter still needs an answer: a wait_for times out in 50 ms.
+    ?assertEqual(pending, locker_nif:wait_for(k, 1, 50)),
+    Wake = locker_nif:next_due(),
+    ?assert(is_integer(Wake) andalso Wake =< 51),
+    ok = locker_nif:pause_timers([push_trans_log], false),
+    {paused, paused, Push2} = locker_nif:timers(),
+    ?assert(is_integer(Push2) andalso Push2 =< 100),
+    ok = locker_nif:set_intervals(1000, 1000, 100),
+    ok = locker_nif:clear().
 
 %% Every NIF function, with random terms (of every type, often of the wrong
 %% one) for each argument: each call returns or raises error:badarg, never
@@ -142,7 +169,7 @@ random_arguments_to_every_nif_test_() ->
 
 prop_random_calls(Ctx, Seed) ->
     Funs = [{F, A} || {F, A} <- locker_nif:module_info(exports), F =/= module_info, F =/= load],
-    ?assertEqual(26, length(Funs)),
+    ?assertEqual(30, length(Funs)),
     Call = fun(N) ->
         {F, A} = pick(Funs),
         Args = [capped(F, random_argument(Ctx)) || _ <- lists:seq(1, A)],

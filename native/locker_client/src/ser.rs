@@ -99,50 +99,29 @@ impl Seq {
     }
 }
 
-impl ser::SerializeSeq for Seq {
-    type Ok = Term;
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        self.items.push(to_term(v)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Term, Error> {
-        Ok(Seq::end(self))
-    }
+/// The four serde sequence traits, one body: each element becomes a term.
+macro_rules! seq_impl {
+    ($($trait:ident :: $method:ident),+ $(,)?) => {$(
+        impl ser::$trait for Seq {
+            type Ok = Term;
+            type Error = Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
+                self.items.push(to_term(v)?);
+                Ok(())
+            }
+            fn end(self) -> Result<Term, Error> {
+                Ok(Seq::end(self))
+            }
+        }
+    )+};
 }
 
-impl ser::SerializeTuple for Seq {
-    type Ok = Term;
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        ser::SerializeSeq::serialize_element(self, v)
-    }
-    fn end(self) -> Result<Term, Error> {
-        Ok(Seq::end(self))
-    }
-}
-
-impl ser::SerializeTupleStruct for Seq {
-    type Ok = Term;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        ser::SerializeSeq::serialize_element(self, v)
-    }
-    fn end(self) -> Result<Term, Error> {
-        Ok(Seq::end(self))
-    }
-}
-
-impl ser::SerializeTupleVariant for Seq {
-    type Ok = Term;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        ser::SerializeSeq::serialize_element(self, v)
-    }
-    fn end(self) -> Result<Term, Error> {
-        Ok(Seq::end(self))
-    }
-}
+seq_impl!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
 
 /// A map, a struct, or a struct variant (`tag`) being built.
 struct MapBuilder {
@@ -181,36 +160,29 @@ impl ser::SerializeMap for MapBuilder {
     }
 }
 
-impl ser::SerializeStruct for MapBuilder {
-    type Ok = Term;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), Error> {
-        self.pairs.push((Term::atom(key), to_term(v)?));
-        Ok(())
-    }
-    fn end(self) -> Result<Term, Error> {
-        Ok(MapBuilder::end(self))
-    }
+/// The two serde struct traits, one body: each field a pair under its
+/// name's atom.
+macro_rules! struct_impl {
+    ($($trait:ident),+) => {$(
+        impl ser::$trait for MapBuilder {
+            type Ok = Term;
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                v: &T,
+            ) -> Result<(), Error> {
+                self.pairs.push((Term::atom(key), to_term(v)?));
+                Ok(())
+            }
+            fn end(self) -> Result<Term, Error> {
+                Ok(MapBuilder::end(self))
+            }
+        }
+    )+};
 }
 
-impl ser::SerializeStructVariant for MapBuilder {
-    type Ok = Term;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), Error> {
-        ser::SerializeStruct::serialize_field(self, key, v)
-    }
-    fn end(self) -> Result<Term, Error> {
-        Ok(MapBuilder::end(self))
-    }
-}
+struct_impl!(SerializeStruct, SerializeStructVariant);
 
 impl ser::Serializer for TermSerializer {
     type Ok = Term;

@@ -38,6 +38,7 @@ pub mod membership;
 mod promises;
 pub mod protocol;
 pub mod quorum;
+pub mod schedule;
 mod translog;
 mod waiters;
 
@@ -47,6 +48,7 @@ pub use engine::{
     WAKEUP_MARGIN,
 };
 pub use lease_map::{Lease, LeaseMap};
+pub use schedule::{Due, Intervals, Schedule, Task};
 pub use translog::LogEntry;
 pub use waiters::{WaitKind, WaitOutcome, WaiterId, Wake};
 

@@ -18,10 +18,10 @@ mod wire;
 
 use locker_core::clock;
 use locker_core::protocol::{self, DecodeError, Handled, Op, Reply, Request};
-use locker_core::{LogEntry, WaiterId, Wake};
+use locker_core::{Intervals, LogEntry, Task, WaiterId, Wake};
 use rustler::{Encoder, Env, Error, NifResult, Term};
 
-use crate::store::{leases, with_engine};
+use crate::store::{leases, with_engine, with_schedule};
 use crate::value::{to_term, Value};
 use crate::wire::{Nif, Wire};
 
@@ -58,6 +58,10 @@ pub(crate) mod atoms {
         release_write_lock,
         wait_for,
         wait_for_release,
+        expire_leases,
+        expire_locks,
+        push_trans_log,
+        paused,
         // The tag shape of this project's coordinators: {'$locker_token', Ref, Token}.
         locker_token = "$locker_token",
     }
@@ -300,14 +304,97 @@ fn sweep(env: Env, budget: usize) -> Term {
     )
 }
 
-/// `next_wakeup() -> Ms | infinity`: milliseconds until the server's
-/// wake-up timer should fire (a sweep then has a waiter to answer).
+/// `set_intervals(LeaseExpireMs, LockExpireMs, PushTransMs) -> ok`: the
+/// server's periodic tasks start anew on these periods (none paused).
 #[rustler::nif]
-fn next_wakeup(env: Env) -> Term {
-    match with_engine(|e| e.wakeup_in(clock::now())) {
+fn set_intervals<'a>(
+    env: Env<'a>,
+    leases_ms: Term<'a>,
+    locks_ms: Term<'a>,
+    push_ms: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let intervals = Intervals {
+        expire_leases: locker_core::ms(millis(leases_ms)?),
+        expire_locks: locker_core::ms(millis(locks_ms)?),
+        push_trans_log: locker_core::ms(millis(push_ms)?),
+    };
+    with_schedule(|s| *s = locker_core::Schedule::new(intervals, clock::now()));
+    Ok(atoms::ok().to_term(env))
+}
+
+/// `next_due() -> Ms | infinity`: milliseconds (rounded up) until the
+/// server's one timer should fire: a periodic task or a waiter is due
+/// (see [`locker_core::Schedule::next_at`]).
+#[rustler::nif]
+fn next_due(env: Env) -> Term {
+    let wakeup = with_engine(|e| e.next_wakeup());
+    match with_schedule(|s| s.next_in(clock::now(), wakeup)) {
         Some(us) => us.div_ceil(1_000).encode(env),
         None => atoms::infinity().to_term(env),
     }
+}
+
+/// `take_due() -> {Sweep, Push}`: what is due now (the server's timer
+/// fired); the periodic tasks due move on by one period.
+#[rustler::nif]
+fn take_due(env: Env) -> Term {
+    let wakeup = with_engine(|e| e.next_wakeup());
+    let due = with_schedule(|s| s.take_due(clock::now(), wakeup));
+    make_tuple(env, &[due.sweep.encode(env), due.push.encode(env)])
+}
+
+fn task_of(t: Term) -> NifResult<Task> {
+    let a: rustler::Atom = t.decode()?;
+    if a == atoms::expire_leases() {
+        Ok(Task::ExpireLeases)
+    } else if a == atoms::expire_locks() {
+        Ok(Task::ExpireLocks)
+    } else if a == atoms::push_trans_log() {
+        Ok(Task::PushTransLog)
+    } else {
+        Err(Error::BadArg)
+    }
+}
+
+/// `pause_timers(Tasks, Paused) -> ok`: pauses (or resumes) the periodic
+/// tasks named in `Tasks` (`expire_leases`, `expire_locks`,
+/// `push_trans_log`); a resumed task is due one period later.
+#[rustler::nif]
+fn pause_timers<'a>(env: Env<'a>, tasks: Term<'a>, paused: bool) -> NifResult<Term<'a>> {
+    // Walked cell by cell: an improper list is refused, never decoded.
+    let mut list = Vec::new();
+    let mut rest = tasks;
+    while let Ok((head, tail)) = rest.list_get_cell() {
+        list.push(task_of(head)?);
+        rest = tail;
+    }
+    if !rest.is_empty_list() {
+        return Err(Error::BadArg);
+    }
+    let now = clock::now();
+    with_schedule(|s| {
+        for t in list {
+            if paused {
+                s.pause(t);
+            } else {
+                s.resume(t, now);
+            }
+        }
+    });
+    Ok(atoms::ok().to_term(env))
+}
+
+/// `timers() -> {Leases, Locks, Push}`: for each periodic task,
+/// milliseconds (rounded up) until it is next due, or `paused`.
+#[rustler::nif]
+fn timers(env: Env) -> Term {
+    let now = clock::now();
+    let at = with_schedule(|s| Task::ALL.map(|t| s.due_at(t)));
+    let slots = at.map(|a| match a {
+        Some(at) => at.saturating_sub(now).div_ceil(1_000).encode(env),
+        None => atoms::paused().to_term(env),
+    });
+    make_tuple(env, &slots)
 }
 
 /// `take_log(Max) -> [Entry]`, oldest first.

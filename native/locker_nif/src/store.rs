@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use locker_core::{Config, Engine, LeaseMap};
+use locker_core::{Config, Engine, Intervals, LeaseMap, Schedule};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::value::{Key, Value};
@@ -14,6 +14,8 @@ struct Store {
     created_at: locker_core::Micros,
     engine: Mutex<Eng>,
     leases: Arc<LeaseMap<Key, Value>>,
+    /// The server's timer schedule (only the server process uses it).
+    schedule: Mutex<Schedule>,
 }
 
 static STORE: OnceLock<Store> = OnceLock::new();
@@ -33,6 +35,10 @@ fn store() -> &'static Store {
             created_at: locker_core::clock::now(),
             engine: Mutex::new(engine),
             leases,
+            schedule: Mutex::new(Schedule::new(
+                Intervals::default(),
+                locker_core::clock::now(),
+            )),
         }
     })
 }
@@ -72,4 +78,9 @@ pub fn configure(promise_ttl: locker_core::Micros, log_enabled: bool) {
         e.set_log_enabled(log_enabled);
         e.set_promise_ttl(promise_ttl);
     });
+}
+
+/// Runs `f` on the server's timer schedule.
+pub fn with_schedule<R>(f: impl FnOnce(&mut Schedule) -> R) -> R {
+    f(&mut store().schedule.lock())
 }

@@ -2,11 +2,14 @@
 //! protocol (`docs/protocol.md`), with the same replies as the
 //! BEAM node's `locker_server`, over [`locker_core::Engine`].
 //!
-//! One task owns the engine; calls are answered in arrival order. Timers:
-//! lease and promise sweeps and the log push run on their intervals, and
-//! the plain messages `expire_leases`, `expire_locks` and `push_trans_log`
-//! trigger them by hand. A `wait_for_release` waiter is woken at its
-//! lease's expiry to the millisecond (a timer on the engine's next wakeup).
+//! One task owns the engine; calls are answered in arrival order. It arms
+//! one timer, to the moment [`locker_core::Schedule`] says something is
+//! next due (the lease and promise sweeps and the log push on their
+//! intervals, a waiter's answer: a `wait_for_release` waiter is woken at
+//! its lease's expiry to the millisecond), or this shell reconnects its
+//! cluster, whichever comes first. The plain messages `expire_leases`,
+//! `expire_locks` and `push_trans_log` run the tasks by hand, and
+//! `{'$locker_debug', pause_timers}` holds them (as the BEAM server).
 //!
 //! Keys and values are stored encoded ([`crate::stored`]): byte equality
 //! is `=:=`, and a 16-byte binary key or a pid value fits in the entry
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use locker_core::protocol::{self, DecodeError, Handled, Reply, Request};
-use locker_core::{clock, Config, Engine, LeaseMap, LogEntry, Wake};
+use locker_core::{clock, Config, Engine, Intervals, LeaseMap, LogEntry, Schedule, Task, Wake};
 use tokio::sync::watch;
 
 use erl_node::node::Node;
@@ -89,12 +92,15 @@ pub struct Locker {
     w: Term,
     waiters: HashMap<u64, From>,
     next_id: u64,
-    timer_refs: [Term; 3],
-    wakeup: Option<tokio::time::Instant>,
+    /// When the periodic tasks are due (with the engine's wake-ups).
+    schedule: Schedule,
+    /// The one timer: when it fires (`None`: not armed).
+    timer_at: Option<tokio::time::Instant>,
+    /// When the cluster is next reconnected (monotonic µs).
+    reconnect_at: u64,
     sweeping: bool,
     /// The engine's count of log entries dropped at its limit, last seen.
     log_dropped: u64,
-    cfg: LockerConfig,
     /// The configuration's epoch, how it was set, and during a transition
     /// the previous masters and W (see `crate::membership`).
     epoch: Epoch,
@@ -127,6 +133,12 @@ fn unknown(req: &Term, from: &From) -> Term {
         a::ERROR,
         Term::tuple(vec![Term::static_atom("unknown_request"), req.clone()]),
     ])
+}
+
+/// `{error, badarg}`, with a bounded log line.
+fn badarg(req: &Term) -> Term {
+    warn_bad_input!(request = %req.display(300), "bad arguments");
+    Term::tuple(vec![a::ERROR, Term::static_atom("badarg")])
 }
 
 /// A lease or timeout length as every locker store reads it (see
@@ -201,12 +213,15 @@ impl Locker {
             rpc_metrics.request(Kind::Rpc, started.elapsed().as_nanos() as u64);
             value
         })?;
-        let timer_refs = [0, 1, 2].map(|_| {
-            Term::tuple(vec![
-                Term::static_atom("interval"),
-                Term::reference(node.make_ref()),
-            ])
-        });
+        let micros = |d: Duration| d.as_micros().try_into().unwrap_or(u64::MAX);
+        let schedule = Schedule::new(
+            Intervals {
+                expire_leases: micros(cfg.lease_expire),
+                expire_locks: micros(cfg.lock_expire),
+                push_trans_log: micros(cfg.push),
+            },
+            clock::now(),
+        );
         let mut l = Locker {
             node: node.clone(),
             metrics,
@@ -218,11 +233,11 @@ impl Locker {
             w: Term::Int(cfg.w),
             waiters: HashMap::new(),
             next_id: 0,
-            timer_refs,
-            wakeup: None,
+            schedule,
+            timer_at: None,
+            reconnect_at: clock::now(),
             sweeping: false,
             log_dropped: 0,
-            cfg: cfg.clone(),
             epoch: Epoch::initial(),
             mode: Mode::Legacy,
             joint: None,
@@ -287,22 +302,16 @@ impl Locker {
     /// Serves until `stop` turns true; then answers what already arrived
     /// and pushes the log one last time.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut lease_t = tokio::time::interval(self.cfg.lease_expire);
-        let mut lock_t = tokio::time::interval(self.cfg.lock_expire);
-        let mut push_t = tokio::time::interval(self.cfg.push);
-        let mut reconnect_t = tokio::time::interval(RECONNECT_EVERY);
         let mut gauges_at = Instant::now();
-        for t in [&mut lease_t, &mut lock_t, &mut push_t, &mut reconnect_t] {
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        }
+        self.arm();
         loop {
-            let wake = self.wakeup;
+            let timer = self.timer_at;
             tokio::select! {
                 biased;
                 sig = self.mb.recv() => match sig {
                     Some(sig) => {
                         self.signal(sig);
-                        // Drain what is already queued without re-polling timers.
+                        // Drain what is already queued without re-polling the timer.
                         for _ in 0..DRAIN_BATCH {
                             match self.mb.try_recv() {
                                 Some(s) => self.signal(s),
@@ -314,13 +323,9 @@ impl Locker {
                 },
                 _ = stop.changed() => break,
                 _ = std::future::ready(()), if self.sweeping => self.sweep(),
-                _ = lease_t.tick() => self.sweep(),
-                _ = lock_t.tick() => self.sweep(),
-                _ = push_t.tick() => self.push(),
-                _ = sleep_until(wake), if wake.is_some() => { self.wakeup = None; self.sweep() },
-                _ = reconnect_t.tick() => {
-                    self.reconnect();
-                    erl_node::log_limit::BAD_INPUT.flush();
+                _ = sleep_until(timer), if timer.is_some() => {
+                    self.timer_at = None;
+                    self.tick();
                 }
             }
             if gauges_at.elapsed() >= GAUGES_EVERY {
@@ -399,10 +404,7 @@ impl Locker {
             Ok(Some(request)) => request,
             Ok(None) => return Some(self.shell_call(req, from, now)),
             Err(DecodeError::Unknown) => return Some(unknown(req, from)),
-            Err(DecodeError::BadArg) => {
-                warn_bad_input!(request = %req.display(300), "bad arguments");
-                return Some(Term::tuple(vec![a::ERROR, Term::static_atom("badarg")]));
-            }
+            Err(DecodeError::BadArg) => return Some(badarg(req)),
         };
         // A write or an extension may move a watched lease's expiry.
         let moves_expiry = matches!(request, Request::Write { .. } | Request::ExtendLease { .. });
@@ -412,7 +414,7 @@ impl Locker {
         if reply == Reply::Pending {
             self.waiters.insert(id, from.clone());
             self.next_id += 1;
-            self.arm_wakeup();
+            self.arm();
             return None;
         }
         self.woken(wakes);
@@ -465,6 +467,7 @@ impl Locker {
                 }
                 _ => unknown(req, from),
             },
+            ("$locker_debug", 2) => self.debug_call(&items[1], req, from),
             _ if req.is_atom("get_debug_state") => self.debug_state(now),
             _ => unknown(req, from),
         }
@@ -718,6 +721,45 @@ impl Locker {
         }
     }
 
+    /// `{'$locker_debug', Request}`: tests hold time still. The periodic
+    /// tasks (all, or those named) stop until resumed and run by hand
+    /// (the `expire_leases`, `expire_locks`, `push_trans_log` messages);
+    /// waiters are still answered on time.
+    fn debug_call(&mut self, request: &Term, req: &Term, from: &From) -> Term {
+        let (pause, which) = match request {
+            Term::Atom(x) if x.as_str() == "pause_timers" => (true, None),
+            Term::Atom(x) if x.as_str() == "resume_timers" => (false, None),
+            Term::Tuple(t) if t.len() == 2 && t[0].is_atom("pause_timers") => (true, Some(&t[1])),
+            Term::Tuple(t) if t.len() == 2 && t[0].is_atom("resume_timers") => (false, Some(&t[1])),
+            _ => return unknown(req, from),
+        };
+        let tasks: Vec<Task> = match which {
+            None => Task::ALL.to_vec(),
+            Some(w) if w.is_atom("all") => Task::ALL.to_vec(),
+            Some(Term::List(l)) => {
+                let tasks: Option<Vec<Task>> = l
+                    .iter()
+                    .map(|t| t.as_atom().and_then(|a| Task::from_name(a.as_str())))
+                    .collect();
+                match tasks {
+                    Some(t) => t,
+                    None => return badarg(req),
+                }
+            }
+            Some(_) => return badarg(req),
+        };
+        let now = clock::now();
+        for t in tasks {
+            if pause {
+                self.schedule.pause(t);
+            } else {
+                self.schedule.resume(t, now);
+            }
+        }
+        self.arm();
+        a::OK
+    }
+
     fn debug_state(&self, now: u64) -> Term {
         let mut promises = Vec::new();
         self.engine.for_each_promise(|k, t, d| {
@@ -739,7 +781,12 @@ impl Locker {
                 ]));
             }
         });
-        let [t1, t2, t3] = self.timer_refs.clone();
+        // The original's three timer references: here, how long until each
+        // periodic task is next due (ms), or `paused`.
+        let [t1, t2, t3] = Task::ALL.map(|t| match self.schedule.due_at(t) {
+            Some(at) => u64_term(at.saturating_sub(now).div_ceil(1_000)),
+            None => Term::static_atom("paused"),
+        });
         Term::tuple(vec![
             a::OK,
             Term::List(promises),
@@ -802,7 +849,7 @@ impl Locker {
         self.woken(r.wakes);
         self.sweeping = !r.done;
         if r.done {
-            self.arm_wakeup();
+            self.arm();
         }
     }
 
@@ -854,19 +901,47 @@ impl Locker {
 
     fn rearm(&mut self) {
         if !self.waiters.is_empty() {
-            self.arm_wakeup();
+            self.arm();
         }
     }
 
-    fn arm_wakeup(&mut self) {
-        if self.waiters.is_empty() {
-            self.wakeup = None;
+    /// The timer fired: does what the schedule says is due, and reconnects
+    /// the cluster when that is due.
+    fn tick(&mut self) {
+        let now = clock::now();
+        let due = self.schedule.take_due(now, self.engine.next_wakeup());
+        if due.push {
+            self.push();
+        }
+        if due.sweep {
+            self.sweep();
+        }
+        if now >= self.reconnect_at {
+            self.reconnect();
+            erl_node::log_limit::BAD_INPUT.flush();
+            self.reconnect_at = now.saturating_add(RECONNECT_EVERY.as_micros() as u64);
+        }
+        self.arm();
+    }
+
+    /// Keeps the one timer armed to the earliest of the schedule's next
+    /// moment and the next reconnection. A timer already armed earlier is
+    /// kept (it fires, finds nothing due, and is armed again). While a
+    /// sweep runs in steps, it arms when done.
+    fn arm(&mut self) {
+        if self.sweeping {
             return;
         }
-        self.wakeup = self
-            .engine
-            .wakeup_in(clock::now())
-            .map(|d| tokio::time::Instant::now() + Duration::from_micros(d));
+        let now = clock::now();
+        let at = self
+            .schedule
+            .next_at(self.engine.next_wakeup())
+            .map_or(self.reconnect_at, |at| at.min(self.reconnect_at));
+        let when = tokio::time::Instant::now() + Duration::from_micros(at.saturating_sub(now));
+        match self.timer_at {
+            Some(t) if t <= when => {}
+            _ => self.timer_at = Some(when),
+        }
     }
 }
 

@@ -14,8 +14,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_lockerd");
 
 /// Runs lockerd to its end (it must refuse to start): status and stderr.
 fn refused(args: &[&str]) -> (i32, String) {
+    refused_with(args, &[])
+}
+
+/// [`refused`] with the environment variables `env` added.
+fn refused_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run lockerd");
@@ -85,21 +91,9 @@ fn name_and_sname_are_checked() {
 }
 
 /// Starts lockerd with `args` and `env`; its "lockerd ready" line, and the
-/// process.
+/// process (its standard error piped, for [`stop`]).
 fn run_until_ready(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lockerd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (child, line)
+    common::spawn_first_line(BIN, args, env, Stdio::piped())
 }
 
 fn stop(mut child: std::process::Child) -> String {
@@ -161,19 +155,10 @@ fn epmd_is_started_when_absent_or_a_hint_given() {
     let args = ["--name", name.as_str(), "--cookie", "c", "--announce"];
 
     // Not allowed to start it: the hint.
-    let (code, err) = {
-        let out = Command::new(BIN)
-            .args(args)
-            .args(["--start-epmd", "false"])
-            .env("ERL_EPMD_PORT", &port)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run lockerd");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let (code, err) = refused_with(
+        &[&args[..], &["--start-epmd", "false"]].concat(),
+        &[("ERL_EPMD_PORT", &port)],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("no epmd answers on 127.0.0.1:"), "{err}");
     assert!(err.contains("epmd -daemon"), "{err}");
@@ -181,15 +166,11 @@ fn epmd_is_started_when_absent_or_a_hint_given() {
     // No epmd to be found: the hint.
     let empty = std::env::temp_dir().join(format!("clie_empty_{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
-    let out = Command::new(BIN)
-        .args(args)
-        .env("ERL_EPMD_PORT", &port)
-        .env("PATH", &empty)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run lockerd");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
+    let (code, err) = refused_with(
+        &args,
+        &[("ERL_EPMD_PORT", &port), ("PATH", empty.to_str().unwrap())],
+    );
+    assert_ne!(code, 0);
     assert!(err.contains("could not be started"), "{err}");
     assert!(err.contains("epmd -daemon"), "{err}");
 

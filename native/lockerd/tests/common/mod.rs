@@ -63,19 +63,38 @@ pub fn start_lockerd(args: &[&str]) -> Daemon {
 /// [`start_lockerd`] with another lockerd binary.
 #[allow(dead_code)] // not every test uses it
 pub fn start_lockerd_bin(bin: &str, args: &[&str]) -> Daemon {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn lockerd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = spawn_first_line(bin, args, &[], Stdio::inherit());
     assert!(
         line.starts_with("lockerd ready"),
         "lockerd did not start: {line:?}"
     );
     let port = line.split_whitespace().nth(2).and_then(|p| p.parse().ok());
     Daemon(child, port.unwrap_or(0))
+}
+
+/// Starts `bin` with `args`, the environment variables `env` added and
+/// its standard error to `stderr`; returns the process and the first
+/// line of its standard output (lockerd's "lockerd ready" line with
+/// `--announce`, or empty if it exited first). A piped `stderr` must be
+/// read, or the process may block on it.
+#[allow(dead_code)] // not every test uses it
+pub fn spawn_first_line(
+    bin: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> (Child, String) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn lockerd");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
 }
