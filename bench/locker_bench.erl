@@ -8,10 +8,13 @@
 -export([stats/1, row/4, row/5, start_peers/3, stop_peers/1, sched_args/0, bench_paths/0]).
 
 -define(GROUPS, [reads, cluster, groups, throughput, batching, scaling, memory, expiry, registry, lockerd]).
+%% Run only when named: `targets' (issue 14's targets, each against its
+%% floor in one run; see locker_bench_targets.erl).
+-define(ON_REQUEST, [targets]).
 
 main(Args) ->
     Quick = lists:member("quick", Args),
-    Asked = [list_to_atom(A) || A <- Args, lists:member(list_to_atom(A), ?GROUPS)],
+    Asked = [list_to_atom(A) || A <- Args, lists:member(list_to_atom(A), ?GROUPS ++ ?ON_REQUEST)],
     Groups = case Asked of [] -> ?GROUPS; _ -> Asked end,
     Env = #{
         quick => Quick,
@@ -23,7 +26,12 @@ main(Args) ->
         [mode(Quick), maps:get(otp, Env), maps:get(schedulers, Env), maps:get(cpu, Env)]),
     Rows = lists:append([run_group(G, Quick) || G <- Groups]),
     print(Rows),
-    write_json("bench/results/latest.json", Env, Rows),
+    %% The targets alone go to their own file (the full run's stays).
+    Out = case Groups of
+        [targets] -> "bench/results/targets.json";
+        _ -> "bench/results/latest.json"
+    end,
+    write_json(Out, Env, Rows),
     ok.
 
 run_group(Group, Quick) ->
@@ -79,15 +87,18 @@ row(Name, Unit, Stats, Baseline, Note) ->
     maps:merge(Stats#{name => Name, unit => Unit, note => Note}, Base).
 
 print(Rows) ->
-    io:format("~n~-52s ~11s ~11s ~11s  ~s~n", ["measure", "median", "p99", "max", "ratio (of median)"]),
+    io:format("~n~-60s ~11s ~11s ~11s  ~s~n", ["measure", "median", "p99", "max", "ratio (of median)"]),
     lists:foreach(
         fun(R = #{name := Name, unit := Unit}) ->
             Ratio =
                 case R of
-                    #{ratio := X, baseline := B} -> io_lib:format("~.2fx ~s", [X, B]);
+                    #{ratio := X, baseline := B, target := _, note := Note} ->
+                        io_lib:format("~.2fx ~s (target ~s)", [X, B, Note]);
+                    #{ratio := X, baseline := B} ->
+                        io_lib:format("~.2fx ~s", [X, B]);
                     _ -> ""
                 end,
-            io:format("~-52s ~11s ~11s ~11s  ~s~n",
+            io:format("~-60s ~11s ~11s ~11s  ~s~n",
                 [Name, fmt(maps:get(median, R), Unit), fmt(maps:get(p99, R), Unit), fmt(maps:get(max, R), Unit), Ratio])
         end,
         Rows

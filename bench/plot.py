@@ -18,7 +18,7 @@ rows = data["rows"]
 env = data["environment"]
 subtitle = f"OTP {env['otp']}, {env['schedulers']} schedulers, {env['cpu']}, {'quick' if env['quick'] else 'full'} run"
 
-UNITS = {"ns": "ns", "us": "µs", "ms": "ms", "bytes": "B", "per_s": "/s"}
+UNITS = {"ns": "ns", "us": "µs", "ms": "ms", "bytes": "B", "per_s": "/s", "count": ""}
 
 
 def fmt(v, unit):
@@ -75,3 +75,41 @@ if lat:
     fig.savefig(here / "latency.svg")
 
 print("wrote", *sorted(str(p.name) for p in here.glob("*.svg")), file=sys.stderr)
+
+# The targets of issue 14 (scripts/bench.sh targets): targets.md and
+# targets.svg, each ratio beside its target; with several variants (e.g.
+# two-phase and one-round) their rows stand side by side.
+tpath = here / "targets.json"
+if tpath.exists():
+    tdata = json.loads(tpath.read_text())
+    tenv = tdata["environment"]
+    tsub = f"OTP {tenv['otp']}, {tenv['schedulers']} schedulers, {tenv['cpu']}, {'quick' if tenv['quick'] else 'full'} run, {tenv.get('taken_at', '')}"
+    trows = tdata["rows"]
+    lines = [
+        "| measure | median | against | ratio | target | met |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in trows:
+        if "target" in r:
+            met = "met" if r["met"] else "**not met**"
+            lines.append(
+                f"| {r['name'].strip()} | {fmt(r['median'], r['unit'])} | {r['baseline']} ({fmt(r['baseline_value'], r['unit'])}) "
+                f"| {r['ratio']:.2f}x | {r['target']} | {met} |"
+            )
+        else:
+            lines.append(f"| {r['name'].strip()} | {fmt(r['median'], r['unit'])} | | | | |")
+    (here / "targets.md").write_text(f"{tsub}\n\n" + "\n".join(lines) + "\n")
+    tt = [r for r in trows if "target" in r]
+    if tt:
+        fig, ax = plt.subplots(figsize=(9, 0.42 * len(tt) + 1.4))
+        values = [r["ratio"] for r in tt]
+        limits = [float(r["target"].split()[1].rstrip("x")) for r in tt]
+        ax.barh(range(len(tt)), values, color=["#2a7" if r["met"] else "#c44" for r in tt])
+        ax.scatter(limits, range(len(tt)), marker="|", s=300, color="black", label="target", zorder=3)
+        ax.set_yticks(range(len(tt)), [f"{r['name'].strip()}  (vs {r['baseline']})" for r in tt], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("ratio of medians (bar: measured, green when the target is met; mark: target)")
+        ax.legend(fontsize=8)
+        ax.set_title("issue 14 targets\n" + tsub, fontsize=9)
+        fig.tight_layout()
+        fig.savefig(here / "targets.svg")

@@ -3,6 +3,8 @@
 # measured in one run on local nodes. Writes bench/results/latest.json and,
 # with matplotlib, the plots in bench/results/.
 #   scripts/bench.sh [quick] [reads cluster groups throughput batching scaling memory expiry registry lockerd]
+#   scripts/bench.sh [quick] targets   (issue 14's targets only; parameters in
+#     bench/locker_bench_targets.erl: LOCKER_BENCH_VARIANTS, LOCKER_BENCH_GROUPS)
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/ensure-toolchain.sh
@@ -14,7 +16,7 @@ mix compile >/dev/null
 lockerd=yes
 for a in "$@"; do
   case $a in
-    reads|cluster|groups|throughput|batching|scaling|memory|expiry|registry) lockerd=no ;;
+    reads|cluster|groups|throughput|batching|scaling|memory|expiry|registry|targets) lockerd=no ;;
   esac
 done
 for a in "$@"; do

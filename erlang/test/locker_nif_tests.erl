@@ -274,6 +274,43 @@ lease_expires_on_read_test() ->
     ),
     ok = locker_nif:clear().
 
+%% dirty_read answers from the time stamp counter when it proves a lease
+%% still valid (clock:is_before_fast in locker_core): a read begun once
+%% the lease's length has passed since its write returned never finds it
+%% (for 400 ms of leases: past the shortcut's calibration, 200 ms after
+%% the NIF loads, whenever it loaded). Erlang's monotonic clock is CLOCK_MONOTONIC too; the 2 us cover
+%% the two clocks' rounding to microseconds.
+lease_never_read_past_expiry_test_() ->
+    {timeout, 60, fun() ->
+        ok = locker_nif:clear(),
+        Start = erlang:monotonic_time(millisecond),
+        Checked = expiry_rounds(Start + 400, 0),
+        ?assert(Checked > 0),
+        ok = locker_nif:clear()
+    end}.
+
+expiry_rounds(Until, N) ->
+    case erlang:monotonic_time(millisecond) > Until of
+        true ->
+            N;
+        false ->
+            [read_until_gone(term_to_binary({N, L}), L) || L <- [1, 3]],
+            expiry_rounds(Until, N + 1)
+    end.
+
+read_until_gone(K, LeaseMs) ->
+    {ok, _} = locker_nif:write(t, K, v, LeaseMs),
+    Deadline = erlang:monotonic_time(microsecond) + LeaseMs * 1000 + 2,
+    spin_until_gone(K, Deadline).
+
+spin_until_gone(K, Deadline) ->
+    Started = erlang:monotonic_time(microsecond),
+    case locker_nif:dirty_read(K) of
+        {ok, v} when Started >= Deadline -> ?assertEqual({read_past_expiry, 0}, {read_past_expiry, Started - Deadline});
+        {ok, v} -> spin_until_gone(K, Deadline);
+        {error, not_found} -> ok
+    end.
+
 %%====================================================================
 %% Properties
 %%====================================================================

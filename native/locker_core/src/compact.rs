@@ -61,6 +61,7 @@ impl CompactBytes {
         Self(raw)
     }
 
+    #[inline]
     fn heap_parts(&self) -> Option<(*mut u8, usize)> {
         (self.0[23] == HEAP).then(|| {
             let ptr = u64::from_ne_bytes(self.0[0..8].try_into().expect("8 bytes")) as usize;

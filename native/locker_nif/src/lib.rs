@@ -22,7 +22,7 @@ use locker_core::{Intervals, LogEntry, Task, WaiterId, Wake};
 use rustler::{Encoder, Env, Error, NifResult, Term};
 
 use crate::store::{leases, with_engine, with_schedule};
-use crate::value::{key_buf, to_term, Value};
+use crate::value::{to_term, Value};
 use crate::wire::{Nif, Wire};
 
 #[global_allocator]
@@ -143,21 +143,43 @@ fn with_wakes<'a>(env: Env<'a>, h: Handled<Value>) -> Term<'a> {
 }
 
 fn error<'a>(env: Env<'a>, reason: rustler::Atom) -> Term<'a> {
-    make_tuple(env, &[atoms::error().to_term(env), reason.to_term(env)])
+    tuple2(env, atoms::error().to_term(env), reason.to_term(env))
+}
+
+/// `{A, B}` from a stack array (no collecting, no copying of a buffer).
+#[inline]
+fn tuple2<'a>(env: Env<'a>, a: Term<'a>, b: Term<'a>) -> Term<'a> {
+    let raw = [a.as_c_arg(), b.as_c_arg()];
+    // SAFETY: both elements are live terms of `env`.
+    unsafe {
+        Term::new(
+            env,
+            rustler::sys::enif_make_tuple_from_array(env.as_c_arg(), raw.as_ptr(), 2),
+        )
+    }
 }
 
 lean::lean_nif!("dirty_read", 1, dirty_read);
 
 /// `dirty_read(Key) -> {ok, Value} | {error, not_found}`, read in the
 /// caller's process. A lease past its expiry is never returned, swept or not.
+///
+/// The shard's read lock is held only to find the lease and build its
+/// value; the clock is read after it is released (the check still happens
+/// within this call, after the lease was found), through
+/// [`clock::is_before_fast`] (the time stamp counter when it proves the
+/// expiry ahead, else CLOCK_MONOTONIC).
 fn dirty_read<'a>(env: Env<'a>, [k]: [Term<'a>; 1]) -> Term<'a> {
-    let kb = key_buf(env, k);
+    let mut kb = term::Buf::new();
+    term::encode(env, k, &mut kb);
     let found = leases().read(&kb[..], |lease| {
-        clock::is_before(lease.expires_at).then(|| to_term(env, &lease.value))
+        (lease.expires_at, to_term(env, &lease.value))
     });
-    match found.flatten() {
-        Some(v) => make_tuple(env, &[atoms::ok().to_term(env), v]),
-        None => error(env, atoms::not_found()),
+    match found {
+        Some((expires_at, v)) if clock::is_before_fast(expires_at) => {
+            tuple2(env, atoms::ok().to_term(env), v)
+        }
+        _ => error(env, atoms::not_found()),
     }
 }
 
@@ -640,6 +662,7 @@ fn load(env: Env, info: Term) -> bool {
     }
     term::init(env);
     store::init();
+    clock::fast_init();
     true
 }
 

@@ -73,7 +73,12 @@ fn is_immediate(raw: ErlNifTerm) -> bool {
     word(raw) & 3 == 3
 }
 
+#[inline]
 fn put_len(out: &mut Buf, n: usize) {
+    if n < 0x80 {
+        out.push(n as u8);
+        return;
+    }
     let mut n = n as u64;
     loop {
         let byte = (n & 0x7f) as u8;
@@ -104,8 +109,27 @@ fn get_len(input: &[u8], pos: &mut usize) -> Option<usize> {
 }
 
 /// Appends the canonical encoding of `term` to `out`.
+#[inline]
 pub fn encode(env: Env, term: Term, out: &mut Buf) {
-    encode_at(env, term.as_c_arg(), out, 0);
+    let raw = term.as_c_arg();
+    // The common key, a binary, without asking the term's type first
+    // (`enif_inspect_binary` refuses anything else, and bitstrings that
+    // are not whole bytes, which `encode_at` then stores as ETF).
+    if !is_immediate(raw) {
+        let mut bin = MaybeUninit::<ErlNifBinary>::uninit();
+        // SAFETY: `raw` is a live term of `env`; `bin` is only read when
+        // the call succeeded and filled it.
+        unsafe {
+            if enif_inspect_binary(env.as_c_arg(), raw, bin.as_mut_ptr()) != 0 {
+                let bin = bin.assume_init();
+                out.push(BIN);
+                put_len(out, bin.size);
+                out.extend_from_slice(std::slice::from_raw_parts(bin.data, bin.size));
+                return;
+            }
+        }
+    }
+    encode_at(env, raw, out, 0);
 }
 
 fn encode_etf(env: Env, raw: ErlNifTerm, out: &mut Buf) {

@@ -15,7 +15,7 @@ pub type Value = CompactBytes;
 
 /// Encodes a key or tag into a stack buffer (for lookups).
 #[inline]
-pub fn key_buf(env: Env, t: Term) -> Buf {
+pub(crate) fn key_buf(env: Env, t: Term) -> Buf {
     let mut buf = Buf::new();
     term::encode(env, t, &mut buf);
     buf
