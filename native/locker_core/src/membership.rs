@@ -94,6 +94,18 @@ pub fn config_fits(n: usize, w: i64, joint: Option<(usize, i64)>) -> bool {
         && joint.is_none_or(|(old_n, old_w)| old_n > 0 && old_w >= 1 && old_w <= old_n as i64)
 }
 
+/// Until when a master reports that leases of the configuration it left
+/// may still live (its horizon, see docs/protocol.md, "The old leases"):
+/// the instant `noted` when it took the new epoch (its longest live lease
+/// then), or sooner if its longest live lease now (`longest_live`) ends
+/// sooner (every lease of the old configuration that still lives is in
+/// its store, so those it held were released or ran out); and, while it
+/// abstains in safe mode (until `abstain_until`), not before then: it may
+/// have forgotten leases that still live. Instants on one clock.
+pub fn horizon_until<I: Ord>(noted: I, longest_live: I, abstain_until: I) -> I {
+    noted.min(longest_live).max(abstain_until)
+}
+
 /// Whether an original `set_nodes` or `set_w` request is taken: always
 /// in `Mode::Legacy`; in `Mode::Epoch` only if it changes nothing (it is
 /// answered `ok` then).
@@ -104,6 +116,16 @@ pub fn takes_legacy_request(mode: Mode, unchanged: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn horizons_shrink_when_leases_go() {
+        // Noted 60 s, the lease released since: nothing left.
+        assert_eq!(horizon_until(60_000, 10, 0), 10);
+        // A lease stored after the epoch lives longer: the noted one.
+        assert_eq!(horizon_until(60_000, 90_000, 0), 60_000);
+        // Safe mode: at least its window.
+        assert_eq!(horizon_until(60_000, 10, 120_000), 120_000);
+    }
 
     #[test]
     fn untagged_votes() {

@@ -606,10 +606,15 @@ impl Locker {
             ]);
         }
         if r.is_atom("horizon") {
-            let (floor, _) = self.snapshot(now);
-            // In safe mode, leases this node forgot may still live: count
-            // them until it stops refusing unknown keys.
-            let until = self.horizon_at.max(self.engine.abstain_until());
+            let (floor, longest) = self.snapshot(now);
+            // The noted horizon, or sooner if the leases it covered are
+            // gone; in safe mode, leases this node forgot may still live:
+            // count them until it stops refusing unknown keys.
+            let until = locker_core::membership::horizon_until(
+                self.horizon_at,
+                longest,
+                self.engine.abstain_until(),
+            );
             let left = until.saturating_sub(now).div_ceil(1_000);
             return ok(vec![
                 self.epoch.term(),
