@@ -869,7 +869,9 @@ impl Client {
         let go = ops
             .iter_mut()
             .map(|op| op.after_phase_one(now))
-            .fold(true, |acc, step| acc && step == Step::PhaseTwo);
+            .collect::<Vec<Step>>()
+            .into_iter()
+            .all(|step| step == Step::PhaseTwo);
         let release_tag = Term::tuple(vec![Term::static_atom("release_write_lock"), tag.clone()]);
         let mut seen: Vec<(Atom, Term)> = replies.clone();
         let result = if !go {
@@ -967,7 +969,7 @@ impl Client {
     async fn phase_two(
         &self,
         s: &mut Session,
-        (masters, all, quorums): (&[Atom], &[Atom], &[(Vec<Atom>, usize)]),
+        (masters, all, quorums): (&[Atom], &[Atom], &Quorums),
         key: &Term,
         tag: Term,
         commit: CommitKind<'_>,
@@ -1071,6 +1073,9 @@ fn cleanup(started: Instant, timeout: Duration) -> Duration {
         .saturating_sub(started.elapsed())
         .min(Duration::from_secs(5))
 }
+
+/// What a success needs: W of each set of masters.
+type Quorums = [(Vec<Atom>, usize)];
 
 /// Whether a round has enough answers to stop waiting at its soft deadline.
 type Enough<'a> = &'a (dyn Fn(&[(Atom, Term)]) -> bool + Sync);
