@@ -18,7 +18,8 @@
     lockerd_pulls_a_missed_configuration/1,
     client_learns_and_follows_a_change_while_holding/1,
     client_with_old_view_catches_up/1,
-    old_view_client_cannot_be_a_second_holder/1
+    old_view_client_cannot_be_a_second_holder/1,
+    client_with_a_lockerd_master_through_a_change/1
 ]).
 
 -define(LONG_LEASE, 60000).
@@ -28,7 +29,8 @@ all() ->
         lockerd_pulls_a_missed_configuration,
         client_learns_and_follows_a_change_while_holding,
         client_with_old_view_catches_up,
-        old_view_client_cannot_be_a_second_holder
+        old_view_client_cannot_be_a_second_holder,
+        client_with_a_lockerd_master_through_a_change
     ].
 
 suite() ->
@@ -181,6 +183,38 @@ old_view_client_cannot_be_a_second_holder(Config) ->
     Held = [{N, rpc:call(N, locker, dirty_read, [<<"k">>])} || N <- Nodes],
     ct:log("the client with the old view: ~p; k on ~p; its view ~p", [X, Held, view(Cli)]),
     ?assertEqual({error, no_quorum}, X, "two holders: the client with the old view and Y"),
+    ok.
+
+%% The same with lockerd among the masters: {A, B, L} -> {B, L, C}, W 2.
+%% The client learns the configuration (lockerd refuses its first votes
+%% too and answers its question), holds a key across the change (joint,
+%% then final), extends and releases it under the joint configuration on
+%% the new master C that lacked it, and follows the change.
+client_with_a_lockerd_master_through_a_change(Config) ->
+    [A, B, C] = Beams = start_peers([a, b, c], Config),
+    L = start_lockerd(lists:sort(Beams), Config),
+    Nodes = [L | Beams],
+    ok = rpc:call(A, locker_membership, change, [[A, B, L], [], 2, #{nodes => Beams}]),
+    {ok, #{epoch := {E0, _}}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    Cli = start_client([A, B, L], Config),
+    {ok, _} = cli(Cli, "token k x ~b", [?LONG_LEASE]),
+    {view, E0, 2, single, _} = view(Cli),
+    {ok, _, Leases, _, _, _} = gen_server:call({locker, L}, get_debug_state),
+    {<<"k">>, <<"x">>, _} = lists:keyfind(<<"k">>, 1, Leases),
+    {error, {joint, _}} = rpc:call(A, locker_membership, change, [[B, C, L], [], 2, #{wait => 500}]),
+    {ok, #{joint := {_, 2}, epoch := {E1, _}}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    {ok, _} = cli(Cli, "extend k x ~b", [?LONG_LEASE]),
+    {view, E1, 2, joint, _} = view(Cli),
+    {ok, <<"x">>} = rpc:call(C, locker, dirty_read, [<<"k">>]),
+    {error, no_quorum} = rpc:call(C, locker, lock, [<<"k">>, y, ?LONG_LEASE, 5000]),
+    {ok, _} = cli(Cli, "release k x", []),
+    ok = rpc:call(B, locker_membership, change, [[B, C, L], [], 2, #{wait => 20000}]),
+    {ok, #{joint := none, epoch := {E2, _}}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    {ok, _} = cli(Cli, "lock k2 x 1000", []),
+    {view, E2, 2, single, Ms} = view(Cli),
+    ?assertEqual(lists:sort([atom_to_binary(N) || N <- [B, C, L]]), lists:sort(Ms)),
+    {ok, 2, _, _} = rpc:call(C, locker, lock, [<<"k">>, y, 1000, 5000]),
+    _ = Nodes,
     ok.
 
 %%--------------------------------------------------------------------
