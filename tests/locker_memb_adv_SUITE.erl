@@ -38,18 +38,14 @@
     malformed_config_requests/1,
     long_lease_keeps_change_joint/1,
     holder_extends_and_releases_under_joint/1,
+    extension_under_joint_outlives_change/1,
+    huge_token_floor_is_an_error/1,
     concurrent_changes/1
 ]).
 
 -define(LONG_LEASE, 60000).
 %% Attacks that still get through (the cases fail; skipped by default).
-%% holder_extends_and_releases_under_joint is availability, not safety:
-%% under a joint configuration the new masters do not hold the lease, so
-%% the holder's extend/release (phase one with the expected value) fails
-%% there; not fixed yet.
--define(OPEN, [
-    holder_extends_and_releases_under_joint
-]).
+-define(OPEN, []).
 
 all() ->
     [
@@ -65,6 +61,8 @@ all() ->
         malformed_config_requests,
         long_lease_keeps_change_joint,
         holder_extends_and_releases_under_joint,
+        extension_under_joint_outlives_change,
+        huge_token_floor_is_an_error,
         concurrent_changes
     ].
 
@@ -467,7 +465,15 @@ long_lease_keeps_change_joint(Config) ->
 %% took the joint epoch).
 holder_extends_and_releases_under_joint(Config) ->
     {Nodes, [A, B, C, D], _} = joint_with_long_lease(Config),
+    %% Not the holder's value: refused by the old masters, nothing stored
+    %% on the new one.
+    {error, no_quorum} = rpc:call(A, locker, extend_lease, [k, z, ?LONG_LEASE]),
+    {error, no_quorum} = rpc:call(B, locker, release, [k, z]),
+    {error, not_found} = rpc:call(D, locker, dirty_read, [k]),
     Ext = rpc:call(A, locker, extend_lease, [k, x, ?LONG_LEASE]),
+    %% The extension stored the lease on the new master that lacked it.
+    {ok, x} = rpc:call(D, locker, dirty_read, [k]),
+    {error, no_quorum} = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
     Rel = rpc:call(A, locker, release, [k, x]),
     Dirty = [{N, rpc:call(N, locker, dirty_read, [k])} || N <- Nodes],
     Finish = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 5000}]),
@@ -477,6 +483,53 @@ holder_extends_and_releases_under_joint(Config) ->
     ?assertEqual(ok, Ext, "the holder cannot extend its lease under the joint configuration"),
     ?assertMatch({ok, _, _, _}, Rel, "the holder cannot release its lease under the joint configuration"),
     ?assertEqual(ok, Finish, "a released lease still holds the change joint"),
+    ok.
+
+%% The holder extends under the joint configuration ({A, B, C} -> {D, E},
+%% no master in common) past the old masters' horizon; the change then
+%% completes (the horizon is the lease held when the old masters took
+%% the joint epoch). Under the final configuration the key is still the
+%% holder's: the extension stored it on W_new new masters, so a rival on
+%% the new masters is refused until the holder releases it.
+extension_under_joint_outlives_change(Config) ->
+    [A, B, C, D, E] = Nodes = [N || {_, N} <- start_peers([a, b, c, d, e], Config)],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    {ok, _} = rpc:call(A, locker, lock_with_token, [k, x, 3000, 5000]),
+    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[D, E], [], 2, #{wait => 200}]),
+    ok = rpc:call(A, locker, extend_lease, [k, x, ?LONG_LEASE]),
+    [{ok, x} = rpc:call(N, locker, dirty_read, [k]) || N <- [D, E]],
+    %% The old masters' horizon (3 s) passes: the change completes.
+    ok = rpc:call(B, locker_membership, change, [[D, E], [], 2, #{wait => 60000}]),
+    _ = same_config(Nodes, [D, E], 2),
+    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    ct:log("rival on the new masters after the change: ~p; k on ~p", [Y, [{N, rpc:call(N, locker, dirty_read, [k])} || N <- Nodes]]),
+    ?assertEqual({error, no_quorum}, Y, "two holders: the extension under the joint configuration and a rival"),
+    {ok, 2, _, _} = rpc:call(A, locker, release, [k, x]),
+    {ok, 2, _, _} = rpc:call(D, locker, lock, [k, y, 1000, 5000]),
+    ok.
+
+%% A master reports a token floor at (or above) the largest token a
+%% coordinator's counter holds (2^63 - 1): the acquisition is refused
+%% with an error, the coordinator does not crash.
+huge_token_floor_is_an_error(Config) ->
+    [A, B, C] = Nodes = [N || {_, N} <- start_peers([a, b, c], Config)],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    Epoch = same_config(Nodes, Nodes, 2),
+    Max = (1 bsl 63) - 1,
+    %% A lease taken with the largest token, then given back: every
+    %% master's floor is 2^63 - 1 (floors are per node).
+    Tag = {'$locker_token', {'$locker_epoch', Epoch, make_ref()}, Max},
+    [ok = gen_server:call({locker, N}, {get_write_lock, k0, not_found, Tag}) || N <- Nodes],
+    [ok = gen_server:call({locker, N}, {write, Tag, k0, v, 60000}) || N <- Nodes],
+    {ok, _, _, _} = rpc:call(A, locker, release, [k0, v]),
+    Servers = [rpc:call(N, erlang, whereis, [locker]) || N <- Nodes],
+    R1 = rpc:call(B, locker, lock_with_token, [k1, y, 1000, 5000]),
+    R2 = rpc:call(C, locker, lock, [k2, y, 1000, 5000]),
+    ct:log("lock_with_token above a floor of 2^63 - 1: ~p; lock: ~p", [R1, R2]),
+    ?assertEqual({error, no_quorum}, R1),
+    ?assertEqual({error, no_quorum}, R2),
+    ?assertEqual(Servers, [rpc:call(N, erlang, whereis, [locker]) || N <- Nodes]),
     ok.
 
 %% {A, B, C} -> {C, D} left joint by a 60 s lease on k (value x, taken on

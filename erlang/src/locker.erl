@@ -170,7 +170,17 @@ acquire(Key, Value, LeaseLength, Timeout) ->
     acquire(Key, Value, LeaseLength, Timeout, 0, 2).
 
 acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
-    Token = next_token(Floor),
+    case next_token(Floor) of
+        exhausted ->
+            %% A master reported a floor no token of this node can be
+            %% above (the counter is a signed 64-bit atomic): no token
+            %% can be granted, so no acquisition.
+            {error, no_quorum};
+        Token ->
+            acquire_with(Key, Value, LeaseLength, Timeout, Token, Attempts)
+    end.
+
+acquire_with(Key, Value, LeaseLength, Timeout, Token, Attempts) ->
     %% The tag carries the configuration epoch (see epoch_tag/1).
     TagOf = fun(Epoch) -> {'$locker_token', epoch_tag(Epoch), Token} end,
     LeaseEnd = erlang:monotonic_time(millisecond) + LeaseLength,
@@ -202,18 +212,28 @@ acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     end.
 
 %% Fencing tokens follow the wall clock in microseconds, strictly
-%% increasing on this node, and above any floor a master reported.
+%% increasing on this node, and above any floor a master reported;
+%% `exhausted' when that would pass the largest token the counter holds
+%% (a master's floor is any non-negative integer on the wire).
 next_token(Floor) ->
     Counter = token_counter(),
     Want = max(erlang:system_time(microsecond), Floor + 1),
     bump(Counter, Want).
 
+-define(MAX_TOKEN, ((1 bsl 63) - 1)).
+
+bump(_Counter, Want) when Want > ?MAX_TOKEN ->
+    exhausted;
 bump(Counter, Want) ->
     Old = atomics:get(Counter, 1),
-    New = max(Want, Old + 1),
-    case atomics:compare_exchange(Counter, 1, Old, New) of
-        ok -> New;
-        _ -> bump(Counter, Want)
+    case max(Want, Old + 1) of
+        New when New > ?MAX_TOKEN ->
+            exhausted;
+        New ->
+            case atomics:compare_exchange(Counter, 1, Old, New) of
+                ok -> New;
+                _ -> bump(Counter, Want)
+            end
     end.
 
 %% @private The node's token counter (see {@link locker_meta:token_counter/0}).
@@ -253,12 +273,19 @@ extend_lease(Key, Value, LeaseLength, Timeout) ->
         [{2, is_value(Value), value}, {3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}],
         [Key, Value, LeaseLength, Timeout]
     ),
-    Result = two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, Masters, Tag, _) ->
-        {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
-        Failed = [N || {N, R} <- Replies, R =/= ok],
-        _ = Failed =/= [] andalso locker_call:multi_call(Failed, {release_write_lock, Tag}, Timeout),
-        {Replies, Bad, S1}
-    end),
+    Result = two_phase(
+        Key,
+        Value,
+        fun epoch_tag/1,
+        Timeout,
+        fun(S, Masters, Tag, _) ->
+            {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
+            Failed = [N || {N, R} <- Replies, R =/= ok],
+            _ = Failed =/= [] andalso locker_call:multi_call(Failed, {release_write_lock, Tag}, Timeout),
+            {Replies, Bad, S1}
+        end,
+        {holder, extend_lease}
+    ),
     case Result of
         {ok, _, _, _} -> ok;
         {no_quorum, _} -> {error, no_quorum}
@@ -274,10 +301,19 @@ release(Key, Value) ->
 -spec release(key(), value(), timeout()) -> lock_result().
 release(Key, Value, Timeout) ->
     ?CHECK([{2, is_value(Value), value}, {3, is_timeout(Timeout), timeout}], [Key, Value, Timeout]),
-    tagged(two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, _Masters, Tag, _) ->
-        %% Masters and replicas alike.
-        locker_call:round(S, {release, Key, Value, Tag}, Timeout)
-    end)).
+    tagged(
+        two_phase(
+            Key,
+            Value,
+            fun epoch_tag/1,
+            Timeout,
+            fun(S, _Masters, Tag, _) ->
+                %% Masters and replicas alike.
+                locker_call:round(S, {release, Key, Value, Tag}, Timeout)
+            end,
+            {holder, release}
+        )
+    ).
 
 %% @private How long a master keeps an unused write promise, in milliseconds.
 -spec promise_ttl_ms() -> pos_integer().
@@ -381,13 +417,17 @@ quorums_met(Quorums, Ok) ->
 %% each counted by its own locker_coord machine, and both must agree.
 phases(S, Nodes, Quorums, Epoch, Start, Key, Expected, Tag, Timeout, Commit, Undo) ->
     Single = length(Quorums) =:= 1,
-    Ops0 = [{Set, locker_coord:new(Wq, length(Set), Start)} || {Set, Wq} <- Quorums],
+    %% Each quorum's masters, with how their answers count (see counted/3).
+    Ops0 = [
+        {{Set, counted(Undo, Single, Side)}, locker_coord:new(Wq, length(Set), Start)}
+     || {Side, {Set, Wq}} <- lists:zip(lists:seq(1, length(Quorums)), Quorums)
+    ],
     %% Masters neither answered nor pending are down: missing votes (with
     %% two quorums the pending count is not split, so only answers count).
     Decided = fun(Replies, Pending) ->
         lists:all(
-            fun({Set, Op0}) ->
-                In = within(Set, Replies),
+            fun({{Set, _} = Side, Op0}) ->
+                In = within(Side, Replies),
                 Missing =
                     case Single of
                         true -> length(Set) - length(In) - Pending;
@@ -402,7 +442,10 @@ phases(S, Nodes, Quorums, Epoch, Start, Key, Expected, Tag, Timeout, Commit, Und
     {Replies, _Bad, S1, Late} = locker_call:round(
         S, Nodes, {get_write_lock, Key, Expected, Tag}, min_timeout(Timeout, Budget), Decided
     ),
-    Ops1 = [{Set, tally(Op0, within(Set, Replies), length(Set) - length(within(Set, Replies)))} || {Set, Op0} <- Ops0],
+    Ops1 = [
+        {Side, tally(Op0, within(Side, Replies), length(Set) - length(within(Side, Replies)))}
+     || {{Set, _} = Side, Op0} <- Ops0
+    ],
     Now = erlang:monotonic_time(millisecond),
     Afters = [{Set, locker_coord:after_phase_one(Now, Op)} || {Set, Op} <- Ops1],
     Ops2 = [{Set, Op} || {Set, {_, Op}} <- Afters],
@@ -416,7 +459,7 @@ phases(S, Nodes, Quorums, Epoch, Start, Key, Expected, Tag, Timeout, Commit, Und
             Ops4 = [
                 {Set,
                     lists:foldl(
-                        fun({Node, R}, Acc) -> locker_coord:commit(lists:member(Node, Set), R =:= ok, Acc) end,
+                        fun({Node, R}, Acc) -> locker_coord:commit(member(Node, Set), applied(Set, R), Acc) end,
                         late(Op, within(Set, LateReplies)),
                         Commits
                     )}
@@ -443,6 +486,7 @@ phases(S, Nodes, Quorums, Epoch, Start, Key, Expected, Tag, Timeout, Commit, Und
                     S4 =
                         case Undo of
                             none -> S3;
+                            {holder, _} -> S3;
                             _ when Stored =:= [] -> S3;
                             _ -> element(3, Undo(S3, Stored, Tag))
                         end,
@@ -465,8 +509,31 @@ phases(S, Nodes, Quorums, Epoch, Start, Key, Expected, Tag, Timeout, Commit, Und
             {{no_quorum, Retry}, newer(Epoch, Nodes, Replies ++ LateReplies), S2}
     end.
 
-within(Set, Replies) ->
-    [R || {N, _} = R <- Replies, lists:member(N, Set)].
+%% The replies of one quorum's masters, as that quorum counts them.
+within({Set, Count}, Replies) ->
+    [{N, Count(phase_one, R)} || {N, R} <- Replies, lists:member(N, Set)].
+
+member(Node, {Set, _}) -> lists:member(Node, Set).
+
+applied({_, Count}, R) -> Count(phase_two, R) =:= ok.
+
+%% How a quorum's masters' answers count. As they are, except for the
+%% holder's `extend_lease' and `release' under a joint configuration on
+%% the new masters' side (the second quorum): a new master that does not
+%% hold the lease yet (it was stored under the old configuration) answers
+%% phase one `not_expected_value'; that does not block (the old masters'
+%% W_old promises prove the caller holds the key), and phase two decides
+%% there: `extend_lease' stores the lease where nothing conflicts,
+%% `release' counts a master where the key is absent (`not_found') as
+%% done. See docs/protocol.md, "The holder under a joint configuration".
+counted({holder, Op}, false, 2) ->
+    fun
+        (phase_one, {error, not_expected_value}) -> ok;
+        (phase_two, {error, not_found}) when Op =:= release -> ok;
+        (_, R) -> R
+    end;
+counted(_, _, _) ->
+    fun(_, R) -> R end.
 
 %% The masters that refused a request because their configuration is
 %% newer than this node's.

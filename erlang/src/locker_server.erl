@@ -390,10 +390,15 @@ maybe_pull(#state{pulled_at = At} = State) ->
 config_call(get, _From, State) ->
     {reply, {ok, locker_meta:config()}, State};
 config_call(horizon, _From, #state{horizon_at = H} = State) ->
-    {Floor, _} = locker_nif:membership_snapshot(),
-    %% A master in safe mode may have forgotten leases that still live:
-    %% while it refuses unknown keys, its old leases may last that long.
-    Left = max(max(0, H - erlang:monotonic_time(millisecond)), locker_nif:abstain_left()),
+    {Floor, LongestMs} = locker_nif:membership_snapshot(),
+    %% The leases stored under the previous epoch that still live are in
+    %% the store: the horizon noted when this node took the epoch, or
+    %% sooner if the longest live lease ends sooner (those leases were
+    %% released, or ran out, since). A master in safe mode may have
+    %% forgotten leases that still live: while it refuses unknown keys,
+    %% its old leases may last that long.
+    Noted = max(0, H - erlang:monotonic_time(millisecond)),
+    Left = max(min(Noted, LongestMs), locker_nif:abstain_left()),
     {reply, {ok, locker_meta:epoch(), Left, Floor}, State};
 config_call({install, Base, New, Floor}, {Pid, _}, State) ->
     true = is_config(New) andalso is_epoch(Base) andalso is_integer(Floor) andalso Floor >= 0 orelse error(badarg),

@@ -8,7 +8,7 @@ use erl_node::metrics::Metrics;
 use erl_node::{Atom, ConnectError, Node, NodeConfig};
 use tokio::time::Instant;
 
-use crate::links::{self, Backoff, Links, Status};
+use crate::links::{Backoff, Links, Status};
 use crate::{Client, Error};
 
 /// The smallest quorum that is a majority of `n` masters: `n / 2 + 1`.
@@ -316,13 +316,7 @@ impl ClientBuilder {
             min: self.backoff.0,
             max: self.backoff.1,
         };
-        let keepers = c
-            .masters
-            .iter()
-            .chain(c.replicas.iter())
-            .map(|n| tokio::spawn(links::keep(node.clone(), n.clone(), links.clone(), backoff)))
-            .collect();
-        let client = Client::from_parts(node, c.masters, c.replicas, c.w, links, keepers);
+        let client = Client::from_parts(node, c.masters, c.replicas, c.w, links, backoff);
         match client.await_masters(deadline).await {
             Ok(()) => Ok(client),
             Err(e) => {

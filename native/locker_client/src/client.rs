@@ -11,14 +11,17 @@ use erl_node::term::{Atom, Ref, Term};
 use erl_node::Node;
 use locker_core::clock;
 use locker_core::coordinator::{Outcome, Step, TwoPhase, Vote};
+use locker_core::membership::{self as rules, HolderOp, Report};
 use locker_core::quorum::PHASE_TWO_BUDGET_MS;
+use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::links::Links;
+use crate::links::{self, Backoff, Links};
 use crate::ser::u64_term;
+use crate::view::{refusal_atom, refused_epoch, View};
 use crate::{from_term, to_term, ClientBuilder, Error};
 
 /// What a successful `lock`, `update`, `extend_lease` or `release` got:
@@ -35,17 +38,19 @@ pub struct Quorum {
 
 struct Inner {
     node: Node,
-    masters: Vec<Atom>,
-    replicas: Vec<Atom>,
-    w: usize,
+    /// The configuration it coordinates under (learnt from the masters
+    /// once they report one made through epochs).
+    view: RwLock<View>,
     token: AtomicU64,
     links: Arc<Links>,
-    keepers: Vec<JoinHandle<()>>,
+    backoff: Backoff,
+    /// One connection keeper per node of every view so far.
+    keepers: Mutex<Vec<(Atom, JoinHandle<()>)>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for k in &self.keepers {
+        for (_, k) in self.keepers.get_mut().iter() {
             k.abort();
         }
     }
@@ -82,11 +87,14 @@ pub struct Client(Arc<Inner>);
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0.view.read();
         f.debug_struct("Client")
             .field("node", &self.0.node.name())
-            .field("masters", &self.0.masters)
-            .field("replicas", &self.0.replicas)
-            .field("w", &self.0.w)
+            .field("epoch", &v.epoch)
+            .field("masters", &v.masters)
+            .field("replicas", &v.replicas)
+            .field("w", &v.w)
+            .field("joint", &v.joint)
             .finish()
     }
 }
@@ -143,40 +151,82 @@ impl Client {
         replicas: Vec<Atom>,
         w: usize,
         links: Arc<Links>,
-        keepers: Vec<JoinHandle<()>>,
+        backoff: Backoff,
     ) -> Client {
-        Client(Arc::new(Inner {
+        let client = Client(Arc::new(Inner {
             node,
-            masters,
-            replicas,
-            w,
+            view: RwLock::new(View::initial(masters, replicas, w)),
             token: AtomicU64::new(0),
             links,
-            keepers,
-        }))
+            backoff,
+            keepers: Mutex::new(Vec::new()),
+        }));
+        client.keep_connected();
+        client
     }
 
     pub(crate) fn links(&self) -> &Links {
         &self.0.links
     }
 
-    /// The masters (sorted).
-    pub fn masters(&self) -> &[Atom] {
-        &self.0.masters
+    /// Starts a connection keeper for every node of the view that has
+    /// none yet (keepers of nodes that left the view keep running: a
+    /// later view may have them again, and they are cheap).
+    fn keep_connected(&self) {
+        let nodes = self.0.view.read().everyone();
+        let mut keepers = self.0.keepers.lock();
+        for n in nodes {
+            if n != *self.0.node.name() && !keepers.iter().any(|(k, _)| *k == n) {
+                let h = tokio::spawn(links::keep(
+                    self.0.node.clone(),
+                    n.clone(),
+                    self.0.links.clone(),
+                    self.0.backoff,
+                ));
+                keepers.push((n, h));
+            }
+        }
     }
 
-    /// The write quorum.
+    /// The masters (sorted): those of the current configuration, which
+    /// the client learns from the masters when the cluster changes (see
+    /// [`Self::epoch`]). During a transition, the new masters.
+    pub fn masters(&self) -> Vec<Atom> {
+        self.0.view.read().masters.clone()
+    }
+
+    /// Every master that votes now: the masters, and during a transition
+    /// (a joint configuration) the previous masters too.
+    pub fn voters(&self) -> Vec<Atom> {
+        self.0.view.read().voters()
+    }
+
+    /// The write quorum (during a transition, the new masters').
     pub fn w(&self) -> usize {
-        self.0.w
+        self.0.view.read().w
     }
 
-    /// The masters connected now.
+    /// The configuration epoch the client coordinates under,
+    /// `(Counter, Proposer)`: `(0, "none")` until it learnt a
+    /// configuration from its masters (they were set through epochs and
+    /// refused its votes as made under another epoch).
+    pub fn epoch(&self) -> (u64, String) {
+        let v = self.0.view.read();
+        (v.epoch.counter, v.epoch.proposer.clone())
+    }
+
+    /// Whether the current configuration is joint (a change is under
+    /// way): then every operation needs W of the old masters and W of
+    /// the new ones.
+    pub fn is_joint(&self) -> bool {
+        self.0.view.read().joint.is_some()
+    }
+
+    /// The voting masters connected now.
     pub fn connected_masters(&self) -> Vec<Atom> {
-        self.0
-            .masters
-            .iter()
+        self.voters()
+            .into_iter()
             .filter(|m| self.0.node.is_connected(m))
-            .cloned()
             .collect()
     }
 
@@ -194,7 +244,7 @@ impl Client {
 
     /// Stops the client's node: its connections close, its keepers end.
     pub async fn stop(&self) {
-        for k in &self.0.keepers {
+        for (_, k) in self.0.keepers.lock().iter() {
             k.abort();
         }
         self.0.node.stop(Duration::from_secs(1)).await;
@@ -252,15 +302,16 @@ impl Client {
     ) -> Result<(Quorum, u64), Error> {
         let mut floor = 0;
         for attempt in 0..2 {
-            let token = self.next_token(floor);
-            let tag = Term::tuple(vec![
-                Term::static_atom("$locker_token"),
-                Term::reference(self.0.node.make_ref()),
-                u64_term(token),
-            ]);
+            let token = self.next_token(floor).ok_or(Error::NoQuorum)?;
             let commit = CommitKind::Write { value, lease_ms };
             match self
-                .two_phase(key, &Term::static_atom("not_found"), tag, timeout, commit)
+                .two_phase(
+                    key,
+                    &Term::static_atom("not_found"),
+                    Some(token),
+                    timeout,
+                    commit,
+                )
                 .await
             {
                 Ok(r) => return Ok((r, token)),
@@ -286,11 +337,10 @@ impl Client {
     {
         check_timeout(timeout)?;
         let (key, value, new_value) = (to_term(key)?, to_term(value)?, to_term(new_value)?);
-        let tag = Term::reference(self.0.node.make_ref());
         self.two_phase(
             &key,
             &value,
-            tag,
+            None,
             timeout,
             CommitKind::Update {
                 new_value: &new_value,
@@ -325,11 +375,10 @@ impl Client {
         lease_ms: i64,
         timeout: Duration,
     ) -> Result<Quorum, Error> {
-        let tag = Term::reference(self.0.node.make_ref());
         self.two_phase(
             key,
             value,
-            tag,
+            None,
             timeout,
             CommitKind::Extend { value, lease_ms },
         )
@@ -360,8 +409,7 @@ impl Client {
         value: &Term,
         timeout: Duration,
     ) -> Result<Quorum, Error> {
-        let tag = Term::reference(self.0.node.make_ref());
-        self.two_phase(key, value, tag, timeout, CommitKind::Release { value })
+        self.two_phase(key, value, None, timeout, CommitKind::Release { value })
             .await
             .map_err(|_| Error::NoQuorum)
     }
@@ -381,8 +429,7 @@ impl Client {
         if up.is_empty() {
             return Err(Error::Unreachable {
                 nodes: self
-                    .0
-                    .masters
+                    .voters()
                     .iter()
                     .map(|m| (m.to_string(), "not connected".to_string()))
                     .collect(),
@@ -406,7 +453,7 @@ impl Client {
     {
         check_timeout(timeout)?;
         let m = Atom::new(master);
-        if !self.0.masters.contains(&m) {
+        if !self.voters().contains(&m) {
             return Err(Error::invalid(
                 "master",
                 format!("one of the client's masters, got {master}"),
@@ -624,111 +671,306 @@ impl Client {
     /// [`locker_core::coordinator::TwoPhase`], shared with `locker.erl`).
     /// On failure, the token floor to retry above, if a master reported
     /// one in phase one.
+    ///
+    /// The tag carries the epoch of the client's configuration (with the
+    /// acquisition's `token`, if any). If masters refused the operation as
+    /// made under an older epoch than theirs, the client asks them for
+    /// their configuration, takes it under the catch-up rule (W of its
+    /// own masters report it, `locker_core::membership::catch_up_choice`)
+    /// and tries once more under it, as `locker.erl` does.
     async fn two_phase(
         &self,
+        key: &Term,
+        expected: &Term,
+        token: Option<u64>,
+        timeout: Duration,
+        commit: CommitKind<'_>,
+    ) -> Result<Quorum, Option<u64>> {
+        let mut retried = false;
+        loop {
+            let view = self.0.view.read().clone();
+            let r = Term::reference(self.0.node.make_ref());
+            let tag = match token {
+                Some(t) => Term::tuple(vec![
+                    Term::static_atom("$locker_token"),
+                    view.tag(r),
+                    u64_term(t),
+                ]),
+                None => view.tag(r),
+            };
+            let (result, newer) = self
+                .attempt(&view, key, expected, tag, timeout, commit)
+                .await;
+            match result {
+                Err(_) if !newer.is_empty() && !retried => {
+                    retried = true;
+                    if !self.catch_up(&view, &newer, timeout).await {
+                        return result;
+                    }
+                }
+                _ => return result,
+            }
+        }
+    }
+
+    /// Asks `newer` (masters that refused a vote as made under an older
+    /// epoch) and, when the view was learnt from the masters, every voter
+    /// of it, for their configuration; takes the newest one that a quorum
+    /// of the view reports (`locker_core::membership::catch_up_choice`).
+    /// Whether the view changed.
+    async fn catch_up(&self, view: &View, newer: &[Atom], timeout: Duration) -> bool {
+        // Only masters that know epochs are asked: those that refused with
+        // an epoch, or every voter of a view made through epochs (an
+        // original server would crash on the request).
+        let mut ask: Vec<Atom> = newer.to_vec();
+        if view.learnt {
+            ask.extend(view.voters());
+        }
+        ask.sort();
+        ask.dedup();
+        let Ok(mut s) = self.open(&ask) else {
+            return false;
+        };
+        let req = Term::tuple(vec![
+            Term::static_atom("$locker_config"),
+            Term::static_atom("get"),
+        ]);
+        let replies = self
+            .round(&mut s, &ask, &req, timeout.min(Duration::from_secs(5)))
+            .await;
+        self.close(s);
+        let mut reports = Vec::new();
+        let mut views = Vec::new();
+        for (n, reply) in replies {
+            if let Some([ok, config]) = reply.as_tuple() {
+                if let (true, Some((v, eligible))) = (ok.is_atom("ok"), View::of(config)) {
+                    reports.push(Report {
+                        from: n,
+                        epoch: v.epoch.clone(),
+                        eligible,
+                    });
+                    views.push(v);
+                }
+            }
+        }
+        let Some(i) = rules::catch_up_choice(&view.epoch, &view.quorums(), &reports) else {
+            return false;
+        };
+        let next = views.swap_remove(i);
+        {
+            let mut cur = self.0.view.write();
+            // Another operation may have taken a newer one meanwhile.
+            if next.epoch <= cur.epoch {
+                return cur.epoch > view.epoch;
+            }
+            tracing::info!(
+                epoch = ?next.epoch,
+                masters = ?next.masters,
+                w = next.w,
+                joint = ?next.joint,
+                "configuration taken from the masters"
+            );
+            *cur = next.clone();
+        }
+        self.keep_connected();
+        // The operation is tried again at once: give new masters a moment
+        // to connect (they count as down otherwise).
+        let deadline = Instant::now() + timeout.min(Duration::from_secs(2));
+        for n in next.voters() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.0.node.is_connected(&n) && !left.is_zero() {
+                let _ = self.0.node.wait_connected(&n, left).await;
+            }
+        }
+        true
+    }
+
+    /// One attempt under `view`: the outcome, and the voters that refused
+    /// it as made under an older epoch than theirs.
+    async fn attempt(
+        &self,
+        view: &View,
         key: &Term,
         expected: &Term,
         tag: Term,
         timeout: Duration,
         commit: CommitKind<'_>,
-    ) -> Result<Quorum, Option<u64>> {
-        let masters = self.0.masters.clone();
-        let mut all = masters.clone();
-        all.extend(
-            self.0
-                .replicas
-                .iter()
-                .filter(|r| !masters.contains(r))
-                .cloned(),
-        );
-        let n = masters.len();
+    ) -> (Result<Quorum, Option<u64>>, Vec<Atom>) {
+        let voters = view.voters();
+        let all = view.everyone();
+        let quorums = view.quorums();
+        let single = quorums.len() == 1;
+        let holder = match commit {
+            CommitKind::Extend { .. } => Some(HolderOp::Extend),
+            CommitKind::Release { .. } => Some(HolderOp::Release),
+            _ => None,
+        };
+        // Each quorum's masters, and how their answers count: as they are,
+        // but the holder's answers on the new side of a joint
+        // configuration (`locker_core::membership::holder_new_side_ok`).
+        let sides: Vec<Side> = quorums
+            .iter()
+            .enumerate()
+            .map(|(i, (set, w))| Side {
+                set: set.clone(),
+                w: *w,
+                holder: if !single && i == 1 { holder } else { None },
+            })
+            .collect();
         let started = Instant::now();
-        let op0 = TwoPhase::new(self.0.w, n, clock::now());
-        let mut s = self.open(&all).map_err(|_| None)?;
+        let now = clock::now();
+        let ops0: Vec<TwoPhase> = sides
+            .iter()
+            .map(|d| TwoPhase::new(d.w, d.set.len(), now))
+            .collect();
+        let mut s = match self.open(&all) {
+            Ok(s) => s,
+            Err(_) => return (Err(None), Vec::new()),
+        };
         let req = Term::tuple(vec![
             Term::static_atom("get_write_lock"),
             key.clone(),
             expected.clone(),
             tag.clone(),
         ]);
-        // Masters neither answered nor pending are down: missing votes.
+        // Masters neither answered nor pending are down: missing votes
+        // (with two quorums the pending count is not split, so only
+        // answers count).
         let decided = |replies: &[(Atom, Term)], pending: usize| {
-            tally(&op0, replies, n.saturating_sub(replies.len() + pending)).phase_one_decided()
+            sides.iter().zip(&ops0).all(|(d, op0)| {
+                let within = d.within(replies, false);
+                let missing = if single {
+                    d.set.len().saturating_sub(within.len() + pending)
+                } else {
+                    0
+                };
+                tally(op0, &within, missing).phase_one_decided()
+            })
         };
         let budget = Duration::from_millis(PHASE_TWO_BUDGET_MS);
         let replies = self
             .round_until(
                 &mut s,
-                &masters,
+                &voters,
                 &req,
                 timeout.min(budget),
                 Some(&decided),
                 None,
             )
             .await;
-        let mut op = tally(&op0, &replies, n.saturating_sub(replies.len()));
+        let mut ops: Vec<TwoPhase> = sides
+            .iter()
+            .zip(&ops0)
+            .map(|(d, op0)| {
+                let within = d.within(&replies, false);
+                tally(op0, &within, d.set.len().saturating_sub(within.len()))
+            })
+            .collect();
+        let now = clock::now();
+        let go = ops
+            .iter_mut()
+            .map(|op| op.after_phase_one(now))
+            .collect::<Vec<Step>>()
+            .into_iter()
+            .all(|step| step == Step::PhaseTwo);
         let release_tag = Term::tuple(vec![Term::static_atom("release_write_lock"), tag.clone()]);
-        let result = match op.after_phase_one(clock::now()) {
-            Step::Abort => {
-                self.round(&mut s, &masters, &release_tag, cleanup(started, timeout))
-                    .await;
-                late_votes(&mut op, &s);
-                Err(op.outcome())
-            }
-            Step::PhaseTwo => {
-                let own_tag = tag.clone();
-                let commits = self
-                    .phase_two(&mut s, &masters, &all, key, tag, commit, (started, timeout))
-                    .await;
-                late_votes(&mut op, &s);
+        let mut seen: Vec<(Atom, Term)> = replies.clone();
+        let result = if !go {
+            self.round(&mut s, &voters, &release_tag, cleanup(started, timeout))
+                .await;
+            late_votes(&mut ops, &sides, &s);
+            seen.extend(s.late_replies.iter().cloned());
+            let floors: Vec<u64> = ops
+                .iter()
+                .filter_map(|op| match op.outcome() {
+                    Outcome::NoQuorum { retry_above } => retry_above,
+                    Outcome::Ok { .. } => None,
+                })
+                .collect();
+            Err(floors.into_iter().max())
+        } else {
+            let own_tag = tag.clone();
+            let enough_quorums = quorums.clone();
+            let commits = self
+                .phase_two(
+                    &mut s,
+                    (&voters, &all, &enough_quorums),
+                    key,
+                    tag,
+                    commit,
+                    (started, timeout),
+                )
+                .await;
+            late_votes(&mut ops, &sides, &s);
+            seen.extend(s.late_replies.iter().cloned());
+            seen.extend(commits.iter().cloned());
+            for (d, op) in sides.iter().zip(ops.iter_mut()) {
                 for (node, r) in &commits {
-                    op.commit(masters.contains(node), r.is_atom("ok"));
+                    op.commit(d.set.contains(node), d.applied(r));
                 }
-                match op.outcome() {
-                    Outcome::Ok { w, votes, commits } => Ok(Quorum { w, votes, commits }),
-                    failed => {
-                        // Fewer than W applied phase two: promises it did
-                        // not consume are dropped, and a lease that some
-                        // masters stored is given up there.
-                        self.round(&mut s, &masters, &release_tag, cleanup(started, timeout))
-                            .await;
-                        if let CommitKind::Write { value, .. } = commit {
-                            let stored: Vec<Atom> = commits
-                                .iter()
-                                .filter(|(n, r)| masters.contains(n) && r.is_atom("ok"))
-                                .map(|(n, _)| n.clone())
-                                .collect();
-                            if !stored.is_empty() {
-                                // The attempt's own token tag: only the
-                                // lease this attempt stored is deleted.
-                                let undo = Term::tuple(vec![
-                                    Term::static_atom("release"),
-                                    key.clone(),
-                                    value.clone(),
-                                    own_tag.clone(),
-                                ]);
-                                self.round(&mut s, &stored, &undo, timeout).await;
-                            }
-                        }
-                        Err(failed)
+            }
+            let outcomes: Vec<Outcome> = ops.iter().map(TwoPhase::outcome).collect();
+            if outcomes.iter().all(|o| matches!(o, Outcome::Ok { .. })) {
+                if single {
+                    match outcomes[0] {
+                        Outcome::Ok { w, votes, commits } => Ok(Quorum { w, votes, commits }),
+                        Outcome::NoQuorum { .. } => Err(None),
+                    }
+                } else {
+                    let w = sides.last().map_or(0, |d| d.w);
+                    let oks =
+                        |rs: &[(Atom, Term)]| rs.iter().filter(|(_, r)| r.is_atom("ok")).count();
+                    Ok(Quorum {
+                        w,
+                        votes: oks(&replies) + oks(&s.late_replies),
+                        commits: oks(&commits),
+                    })
+                }
+            } else {
+                // Fewer than W applied phase two: promises it did not
+                // consume are dropped, and a lease that some masters
+                // stored is given up there.
+                self.round(&mut s, &voters, &release_tag, cleanup(started, timeout))
+                    .await;
+                if let CommitKind::Write { value, .. } = commit {
+                    let stored: Vec<Atom> = commits
+                        .iter()
+                        .filter(|(n, r)| voters.contains(n) && r.is_atom("ok"))
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    if !stored.is_empty() {
+                        // The attempt's own token tag: only the lease this
+                        // attempt stored is deleted.
+                        let undo = Term::tuple(vec![
+                            Term::static_atom("release"),
+                            key.clone(),
+                            value.clone(),
+                            own_tag.clone(),
+                        ]);
+                        self.round(&mut s, &stored, &undo, timeout).await;
                     }
                 }
+                Err(None)
             }
         };
         self.close(s);
-        result.map_err(|o| match o {
-            Outcome::NoQuorum { retry_above } => retry_above,
-            Outcome::Ok { .. } => None,
-        })
+        let mut newer: Vec<Atom> = seen
+            .iter()
+            .filter(|(n, r)| voters.contains(n) && refused_epoch(r).is_some_and(|e| e > view.epoch))
+            .map(|(n, _)| n.clone())
+            .collect();
+        newer.sort();
+        newer.dedup();
+        (result, newer)
     }
 
-    /// Sends phase two (`release` also to the replicas); the answers.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends phase two to the voters `masters` (`release` also to the
+    /// replicas, `all`); the answers. A write stops waiting for
+    /// stragglers once every quorum of `quorums` stored it.
     async fn phase_two(
         &self,
         s: &mut Session,
-        masters: &[Atom],
-        all: &[Atom],
+        (masters, all, quorums): (&[Atom], &[Atom], &Quorums),
         key: &Term,
         tag: Term,
         commit: CommitKind<'_>,
@@ -747,12 +989,13 @@ impl Client {
                 // is waited for only until the lease, counted from before
                 // phase one, runs out (as locker.erl).
                 let lease = Duration::from_millis(u64::try_from(lease_ms).unwrap_or(0));
-                let w = self.0.w;
                 let enough = |r: &[(Atom, Term)]| {
-                    r.iter()
-                        .filter(|(n, x)| masters.contains(n) && x.is_atom("ok"))
-                        .count()
-                        >= w
+                    quorums.iter().all(|(set, w)| {
+                        r.iter()
+                            .filter(|(n, x)| set.contains(n) && x.is_atom("ok"))
+                            .count()
+                            >= *w
+                    })
                 };
                 self.round_until(
                     s,
@@ -795,17 +1038,20 @@ impl Client {
         }
     }
 
-    fn next_token(&self, floor: u64) -> u64 {
-        let want = wall_micros().max(floor + 1);
+    /// The next fencing token: the wall clock in microseconds, strictly
+    /// increasing, above `floor`; `None` when that would pass the largest
+    /// token (`u64::MAX`): no token can be granted then.
+    fn next_token(&self, floor: u64) -> Option<u64> {
+        let want = wall_micros().max(floor.checked_add(1)?);
         let mut old = self.0.token.load(Ordering::Relaxed);
         loop {
-            let new = want.max(old + 1);
+            let new = want.max(old.checked_add(1)?);
             match self
                 .0
                 .token
                 .compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return new,
+                Ok(_) => return Some(new),
                 Err(o) => old = o,
             }
         }
@@ -828,6 +1074,9 @@ fn cleanup(started: Instant, timeout: Duration) -> Duration {
         .saturating_sub(started.elapsed())
         .min(Duration::from_secs(5))
 }
+
+/// What a success needs: W of each set of masters.
+type Quorums = [(Vec<Atom>, usize)];
 
 /// Whether a round has enough answers to stop waiting at its soft deadline.
 type Enough<'a> = &'a (dyn Fn(&[(Atom, Term)]) -> bool + Sync);
@@ -852,9 +1101,9 @@ fn to_vote(reply: &Term) -> Vote {
 }
 
 /// `op0` with `replies` and `missing` masters counted.
-fn tally(op0: &TwoPhase, replies: &[(Atom, Term)], missing: usize) -> TwoPhase {
+fn tally(op0: &TwoPhase, replies: &[Term], missing: usize) -> TwoPhase {
     let mut op = op0.clone();
-    for (_, r) in replies {
+    for r in replies {
         op.vote(to_vote(r));
     }
     for _ in 0..missing {
@@ -863,10 +1112,48 @@ fn tally(op0: &TwoPhase, replies: &[(Atom, Term)], missing: usize) -> TwoPhase {
     op
 }
 
-/// Counts the phase-one replies that came during later rounds.
-fn late_votes(op: &mut TwoPhase, s: &Session) {
-    for (_, r) in &s.late_replies {
-        op.late_vote(to_vote(r));
+/// Counts the phase-one replies that came during later rounds, on each
+/// side.
+fn late_votes(ops: &mut [TwoPhase], sides: &[Side], s: &Session) {
+    for (d, op) in sides.iter().zip(ops.iter_mut()) {
+        for r in d.within(&s.late_replies, false) {
+            op.late_vote(to_vote(&r));
+        }
+    }
+}
+
+/// One quorum of the configuration: its masters, its W, and whether the
+/// holder's answers count by the joint rule there.
+struct Side {
+    set: Vec<Atom>,
+    w: usize,
+    holder: Option<HolderOp>,
+}
+
+impl Side {
+    /// The answer as this side counts it (`ok` where the holder's rule
+    /// says so).
+    fn counted(&self, phase_two: bool, reply: &Term) -> Term {
+        match (self.holder, refusal_atom(reply)) {
+            (Some(op), Some(why)) if rules::holder_new_side_ok(op, phase_two, why) => {
+                Term::static_atom("ok")
+            }
+            _ => reply.clone(),
+        }
+    }
+
+    /// The replies of this side's masters, as it counts them.
+    fn within(&self, replies: &[(Atom, Term)], phase_two: bool) -> Vec<Term> {
+        replies
+            .iter()
+            .filter(|(n, _)| self.set.contains(n))
+            .map(|(_, r)| self.counted(phase_two, r))
+            .collect()
+    }
+
+    /// Whether a phase-two answer counts as applied on this side.
+    fn applied(&self, reply: &Term) -> bool {
+        self.counted(true, reply).is_atom("ok")
     }
 }
 

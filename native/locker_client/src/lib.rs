@@ -54,6 +54,7 @@ mod links;
 mod raw;
 mod registry;
 mod ser;
+mod view;
 
 pub use builder::{majority, ClientBuilder};
 pub use client::{Client, Quorum};

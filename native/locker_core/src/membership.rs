@@ -94,6 +94,99 @@ pub fn config_fits(n: usize, w: i64, joint: Option<(usize, i64)>) -> bool {
         && joint.is_none_or(|(old_n, old_w)| old_n > 0 && old_w >= 1 && old_w <= old_n as i64)
 }
 
+/// Until when a master reports that leases of the configuration it left
+/// may still live (its horizon, see docs/protocol.md, "The old leases"):
+/// the instant `noted` when it took the new epoch (its longest live lease
+/// then), or sooner if its longest live lease now (`longest_live`) ends
+/// sooner (every lease of the old configuration that still lives is in
+/// its store, so those it held were released or ran out); and, while it
+/// abstains in safe mode (until `abstain_until`), not before then: it may
+/// have forgotten leases that still live. Instants on one clock.
+pub fn horizon_until<I: Ord>(noted: I, longest_live: I, abstain_until: I) -> I {
+    noted.min(longest_live).max(abstain_until)
+}
+
+/// A configuration reported during a catch-up (a node asked its masters
+/// `{'$locker_config', get}`): who reported it, its epoch, and whether it
+/// may be taken at all (set through epochs, it fits, and, on a master,
+/// its change was not aborted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report<N, E> {
+    /// The master that reported it.
+    pub from: N,
+    /// Its epoch.
+    pub epoch: E,
+    /// Whether it may be taken.
+    pub eligible: bool,
+}
+
+/// Whether `epoch` is backed by a quorum of this node's configuration:
+/// for some `(masters, w)` of `quorums` (one, or the old and the new side
+/// of a joint configuration), `w` of those masters report an epoch at
+/// least as new. A real change past this node's epoch was taken by such
+/// a quorum (see docs/protocol.md, "Catch-up"); one master alone (one
+/// restarted with a wrong view, which made itself a newer epoch) is not
+/// believed.
+pub fn backed<N: PartialEq, E: Ord>(
+    quorums: &[(Vec<N>, usize)],
+    reports: &[Report<N, E>],
+    epoch: &E,
+) -> bool {
+    quorums.iter().any(|(set, w)| {
+        let at_least = set
+            .iter()
+            .filter(|n| reports.iter().any(|r| r.from == **n && r.epoch >= *epoch))
+            .count();
+        *w > 0 && at_least >= *w
+    })
+}
+
+/// The catch-up rule: of the configurations `reports` holds, the index of
+/// the one to take, if any: the newest that may be taken, is newer than
+/// this node's epoch `own`, and is [`backed`] by a quorum of its own
+/// configuration (`quorums`).
+pub fn catch_up_choice<N: PartialEq, E: Ord>(
+    own: &E,
+    quorums: &[(Vec<N>, usize)],
+    reports: &[Report<N, E>],
+) -> Option<usize> {
+    reports
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.eligible && r.epoch > *own && backed(quorums, reports, &r.epoch))
+        .max_by(|(_, a), (_, b)| a.epoch.cmp(&b.epoch))
+        .map(|(i, _)| i)
+}
+
+/// The holder's operations, which keep a lease its caller holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HolderOp {
+    /// `extend_lease`.
+    Extend,
+    /// `release`.
+    Release,
+}
+
+/// How a coordinator counts, on the new masters' side of a joint
+/// configuration, an answer `{error, Reason}` to the holder's
+/// `extend_lease` or `release` (`phase_two`: an answer to phase two, else
+/// to phase one): whether it counts as `ok`. A new master that does not
+/// hold the lease yet (it was stored under the old configuration) answers
+/// phase one `not_expected_value`: that does not block, as the old
+/// masters' W_old promises prove the caller holds the key and phase two
+/// decides on the new masters (`extend_lease` stores the lease where
+/// nothing conflicts, `release` finds the key absent, `not_found`, which
+/// counts as done). On the old side, and for other operations, answers
+/// count as they are. See docs/protocol.md, "The holder under a joint
+/// configuration".
+pub fn holder_new_side_ok(op: HolderOp, phase_two: bool, reason: &str) -> bool {
+    match (phase_two, op) {
+        (false, _) => reason == "not_expected_value",
+        (true, HolderOp::Release) => reason == "not_found",
+        (true, HolderOp::Extend) => false,
+    }
+}
+
 /// Whether an original `set_nodes` or `set_w` request is taken: always
 /// in `Mode::Legacy`; in `Mode::Epoch` only if it changes nothing (it is
 /// answered `ok` then).
@@ -104,6 +197,72 @@ pub fn takes_legacy_request(mode: Mode, unchanged: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catch_up_needs_a_quorum_of_own_masters() {
+        let r = |from: &'static str, c: u64, eligible| Report {
+            from,
+            epoch: (c, "x"),
+            eligible,
+        };
+        let own = (1, "x");
+        let q = vec![(vec!["a", "b", "c"], 2)];
+        // One master alone (a wrong view) is not believed.
+        assert_eq!(catch_up_choice(&own, &q, &[r("c", 9, true)]), None);
+        // Two of three report at least epoch 3: the newest backed one.
+        let reports = [r("a", 3, true), r("b", 4, true), r("c", 9, true)];
+        assert_eq!(catch_up_choice(&own, &q, &reports), Some(1));
+        let reports = [r("a", 4, true), r("b", 4, true), r("c", 9, true)];
+        assert_eq!(
+            catch_up_choice(&own, &q, &reports).map(|i| reports[i].epoch),
+            Some((4, "x"))
+        );
+        // Not eligible (legacy, unfit) or not newer: nothing.
+        let reports = [r("a", 4, false), r("b", 4, false)];
+        assert_eq!(catch_up_choice(&own, &q, &reports), None);
+        let reports = [r("a", 1, true), r("b", 1, true)];
+        assert_eq!(catch_up_choice(&own, &q, &reports), None);
+        // Joint: either side's W.
+        let joint = vec![(vec!["a", "b", "c"], 2), (vec!["d", "e"], 2)];
+        let reports = [r("d", 5, true), r("e", 5, true)];
+        assert_eq!(catch_up_choice(&own, &joint, &reports), Some(1));
+        // Reporters that are not masters of this node do not count.
+        let reports = [r("y", 5, true), r("z", 5, true), r("a", 5, true)];
+        assert_eq!(catch_up_choice(&own, &q, &reports), None);
+    }
+
+    #[test]
+    fn holder_counts_absent_keys_on_the_new_side() {
+        assert!(holder_new_side_ok(
+            HolderOp::Extend,
+            false,
+            "not_expected_value"
+        ));
+        assert!(holder_new_side_ok(
+            HolderOp::Release,
+            false,
+            "not_expected_value"
+        ));
+        assert!(!holder_new_side_ok(
+            HolderOp::Extend,
+            false,
+            "already_locked"
+        ));
+        assert!(!holder_new_side_ok(HolderOp::Extend, true, "no_promise"));
+        assert!(holder_new_side_ok(HolderOp::Release, true, "not_found"));
+        assert!(!holder_new_side_ok(HolderOp::Release, true, "not_owner"));
+        assert!(!holder_new_side_ok(HolderOp::Release, true, "no_promise"));
+    }
+
+    #[test]
+    fn horizons_shrink_when_leases_go() {
+        // Noted 60 s, the lease released since: nothing left.
+        assert_eq!(horizon_until(60_000, 10, 0), 10);
+        // A lease stored after the epoch lives longer: the noted one.
+        assert_eq!(horizon_until(60_000, 90_000, 0), 60_000);
+        // Safe mode: at least its window.
+        assert_eq!(horizon_until(60_000, 10, 120_000), 120_000);
+    }
 
     #[test]
     fn untagged_votes() {

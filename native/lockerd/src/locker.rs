@@ -113,10 +113,16 @@ pub struct Locker {
     /// `ABORTED_KEPT`): never taken afterwards, whatever the order in
     /// which the install and the abort arrive.
     aborted: Vec<Epoch>,
+    /// When this node last asked its masters for a newer configuration.
+    pulled_at: Option<Instant>,
 }
 
 /// How many aborted epochs a node remembers.
 const ABORTED_KEPT: usize = 32;
+/// A node asks its masters for a newer configuration at most this often.
+const PULL_EVERY: Duration = Duration::from_secs(1);
+/// How long it waits for their answers.
+const PULL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Atoms used in replies.
 mod a {
@@ -243,6 +249,7 @@ impl Locker {
             joint: None,
             horizon_at: clock::now(),
             aborted: Vec::new(),
+            pulled_at: None,
         };
         let m: Vec<Term> = cfg.masters.iter().cloned().map(Term::Atom).collect();
         let r: Vec<Term> = cfg.replicas.iter().cloned().map(Term::Atom).collect();
@@ -516,7 +523,7 @@ impl Locker {
     /// `{error, {config_epoch, Ours}}` for a vote or phase two made under
     /// another epoch, once this node's configuration was set through
     /// epochs (see `locker_core::membership::refuses_vote`).
-    fn epoch_refusal(&self, req: &Term, from: &From) -> Option<Term> {
+    fn epoch_refusal(&mut self, req: &Term, from: &From) -> Option<Term> {
         let tag = mb::checked_tag(req)?;
         let Some(theirs) = mb::tag_epoch(tag) else {
             // Untagged phase one on a node the cluster removed.
@@ -547,10 +554,56 @@ impl Locker {
             ours = %self.epoch.term().display(100),
             "request made under another configuration epoch refused"
         );
+        if theirs > self.epoch {
+            // The caller's epoch is newer: this node may have missed a
+            // change.
+            self.maybe_pull();
+        }
         Some(Term::tuple(vec![
             a::ERROR,
             Term::tuple(vec![Term::static_atom("config_epoch"), self.epoch.term()]),
         ]))
+    }
+
+    /// Asks this node's masters for their configuration (at most once per
+    /// `PULL_EVERY`), as a BEAM master does after refusing a vote made
+    /// under a newer epoch: a task gathers their answers and, if a quorum
+    /// of this node's configuration reports a newer one
+    /// (`locker_core::membership::catch_up_choice`), sends this process
+    /// `{'$locker_config', {catch_up, Config, Master}}`, which takes it
+    /// under the same checks as any catch-up. Only in `Mode::Epoch`: the
+    /// masters are then all nodes that know the request.
+    fn maybe_pull(&mut self) {
+        if self.mode != Mode::Epoch || self.pulled_at.is_some_and(|t| t.elapsed() < PULL_EVERY) {
+            return;
+        }
+        self.pulled_at = Some(Instant::now());
+        let me = self.node.name().clone();
+        let ask: Vec<Atom> = self
+            .voters()
+            .iter()
+            .filter_map(|n| n.as_atom().cloned())
+            .filter(|n| *n != me)
+            .collect();
+        let w = match self.w {
+            Term::Int(w) if w > 0 => w as usize,
+            _ => return,
+        };
+        let mut quorums = Vec::new();
+        if let Some((old, old_w)) = &self.joint {
+            quorums.push((old.clone(), (*old_w).max(0) as usize));
+        }
+        quorums.push((self.masters.clone(), w));
+        let task = Pull {
+            node: self.node.clone(),
+            locker: self.mb.pid().clone(),
+            ask,
+            quorums,
+            own: self.epoch.clone(),
+            aborted: self.aborted.clone(),
+        };
+        tracing::info!(epoch = %self.epoch.term().display(100), "asking the masters for a newer configuration");
+        tokio::spawn(task.run());
     }
 
     /// An original `set_nodes` or `set_w` on a node configured through
@@ -649,10 +702,15 @@ impl Locker {
             ]);
         }
         if r.is_atom("horizon") {
-            let (floor, _) = self.snapshot(now);
-            // In safe mode, leases this node forgot may still live: count
-            // them until it stops refusing unknown keys.
-            let until = self.horizon_at.max(self.engine.abstain_until());
+            let (floor, longest) = self.snapshot(now);
+            // The noted horizon, or sooner if the leases it covered are
+            // gone; in safe mode, leases this node forgot may still live:
+            // count them until it stops refusing unknown keys.
+            let until = locker_core::membership::horizon_until(
+                self.horizon_at,
+                longest,
+                self.engine.abstain_until(),
+            );
             let left = until.saturating_sub(now).div_ceil(1_000);
             return ok(vec![
                 self.epoch.term(),
@@ -982,6 +1040,92 @@ impl Locker {
             Some(t) if t <= when => {}
             _ => self.timer_at = Some(when),
         }
+    }
+}
+
+/// A catch-up's questions to the masters (see [`Locker::maybe_pull`]).
+struct Pull {
+    node: Node,
+    locker: Pid,
+    ask: Vec<Atom>,
+    quorums: Vec<(Vec<Term>, usize)>,
+    own: Epoch,
+    aborted: Vec<Epoch>,
+}
+
+impl Pull {
+    async fn run(self) {
+        let Ok(mut mb) = self.node.spawn(None) else {
+            return;
+        };
+        let me = mb.pid().clone();
+        let get = Term::tuple(vec![
+            Term::static_atom("$locker_config"),
+            Term::static_atom("get"),
+        ]);
+        let mut pending: HashMap<Term, Atom> = HashMap::new();
+        for n in &self.ask {
+            let r = Term::reference(self.node.make_ref());
+            let call = Term::tuple(vec![
+                Term::static_atom("$gen_call"),
+                Term::tuple(vec![Term::pid(me.clone()), r.clone()]),
+                get.clone(),
+            ]);
+            self.node.reg_send(&me, "locker", n, call);
+            pending.insert(r, n.clone());
+        }
+        let deadline = tokio::time::Instant::now() + PULL_TIMEOUT;
+        let mut reports = Vec::new();
+        let mut configs = Vec::new();
+        while !pending.is_empty() {
+            let Ok(Some(sig)) = tokio::time::timeout_at(deadline, mb.recv()).await else {
+                break;
+            };
+            let Signal::Message { msg, .. } = sig else {
+                continue;
+            };
+            let Some([r, reply]) = msg.as_tuple() else {
+                continue;
+            };
+            let Some(from) = pending.remove(r) else {
+                continue;
+            };
+            if let Some([ok, config]) = reply.as_tuple() {
+                if let (true, Some(c)) = (ok.is_atom("ok"), Configuration::of(config)) {
+                    let eligible =
+                        c.mode == Mode::Epoch && c.fits() && !self.aborted.contains(&c.epoch);
+                    reports.push(rules::Report {
+                        from: Term::Atom(from.clone()),
+                        epoch: c.epoch.clone(),
+                        eligible,
+                    });
+                    configs.push((from, c));
+                }
+            }
+        }
+        let Some(i) = rules::catch_up_choice(&self.own, &self.quorums, &reports) else {
+            tracing::info!("no newer configuration backed by a quorum of the masters");
+            return;
+        };
+        let (from, c) = configs.swap_remove(i);
+        let call = Term::tuple(vec![
+            Term::static_atom("$gen_call"),
+            Term::tuple(vec![
+                Term::pid(me.clone()),
+                Term::reference(self.node.make_ref()),
+            ]),
+            Term::tuple(vec![
+                Term::static_atom("$locker_config"),
+                Term::tuple(vec![
+                    Term::static_atom("catch_up"),
+                    c.term(),
+                    Term::Atom(from),
+                ]),
+            ]),
+        ]);
+        self.node.send(&self.locker, call);
+        // The answer (taken or not) is not needed; the process ends.
+        let _ = tokio::time::timeout(PULL_TIMEOUT, mb.recv()).await;
     }
 }
 
