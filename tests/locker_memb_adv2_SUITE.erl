@@ -1,0 +1,468 @@
+%% Second adversarial review of membership (issue 13, lane `memb2'): the
+%% holder's `extend_lease'/`release' under a joint configuration, the
+%% horizon that shrinks when the leases it covered are gone
+%% (`locker_core::membership::horizon_until'), the Rust client as an
+%% epoch coordinator, lockerd pulling configurations.
+%%
+%% Every case runs across real nodes (peer VMs, real distribution, the
+%% `locker' server really suspended with `erlang:suspend_process', VMs
+%% really restarted, the Rust client's OS process really stopped with
+%% SIGSTOP). A coordinator whose pause must fall exactly between its
+%% phases, or whose messages to one master are lost, is played on the
+%% wire with the requests and the tag `locker.erl' would send.
+%%
+%% The checker: every grant a caller believes it holds is recorded with
+%% its lease window, measured on this node's monotonic clock from before
+%% the call that granted it (so a window never starts late nor ends
+%% late), and the case fails on any overlap of two callers' windows on one
+%% key (check_grants/1).
+%%
+%% Cases in ?OPEN are attacks that get through (see each case's comment:
+%% the sequence of events and the rule that is wrong): they FAIL, and are
+%% skipped unless LOCKER_MA2_OPEN=run, so that the suite stays green.
+%% Every other case is an attack the design resists and passes.
+%%
+%% Peers are named `ma2_<name>_<unique integer>'.
+-module(locker_memb_adv2_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([
+    failed_shortening_extend_shrinks_horizon/1,
+    failed_lengthening_extend_keeps_horizon/1,
+    untagged_lock_during_joint_outlives_horizon/1,
+    holder_paused_across_change_extend_lands_late/1,
+    holder_release_on_some_masters_keeps_change_joint/1,
+    master_restarted_in_safe_mode_while_joint/1
+]).
+
+-define(LONG_LEASE, 60000).
+%% Attacks that get through (the cases fail; skipped by default).
+-define(OPEN, [
+    failed_shortening_extend_shrinks_horizon,
+    untagged_lock_during_joint_outlives_horizon
+]).
+
+all() ->
+    [
+        failed_shortening_extend_shrinks_horizon,
+        failed_lengthening_extend_keeps_horizon,
+        untagged_lock_during_joint_outlives_horizon,
+        holder_paused_across_change_extend_lands_late,
+        holder_release_on_some_masters_keeps_change_joint,
+        master_restarted_in_safe_mode_while_joint
+    ].
+
+suite() ->
+    [{timetrap, {minutes, 5}}].
+
+init_per_suite(Config) ->
+    ok = locker_ct:ensure_distributed(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_testcase(Case, Config) ->
+    case lists:member(Case, ?OPEN) andalso os:getenv("LOCKER_MA2_OPEN") =/= "run" of
+        true -> {skip, "open attack (LOCKER_MA2_OPEN=run runs it)"};
+        false -> [{cleanup, ets:new(ma2_cleanup, [public, bag])} | Config]
+    end.
+
+end_per_testcase(_Case, Config) ->
+    T = ?config(cleanup, Config),
+    [catch port_close(P) || {port, P} <- ets:lookup(T, port)],
+    [os:cmd("kill -CONT " ++ P ++ "; kill -9 " ++ P) || {os_pid, P} <- ets:lookup(T, os_pid)],
+    [catch peer:stop(P) || {peer, P} <- ets:lookup(T, peer)],
+    ets:delete(T),
+    ok.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+%% OPEN. A failed extend_lease under a joint configuration shrinks the
+%% old masters' horizon while its holder still counts on its lease.
+%%
+%% Sequence: X holds k (value x) for 60 s on {A, B, C} (W 2). The change
+%% {A, B, C} -> {C, D} (W 2) stays joint (X's lease outlives its wait).
+%% X calls extend_lease(k, x, 200) under the joint configuration (a
+%% shorter lease than it has left: "I will be done in 200 ms"). Phase
+%% one: A, B, C promise (they hold x); D answers not_expected_value,
+%% which the holder's rule counts as a promise. Before X's phase two
+%% reaches D, a rival's phase one (under the joint epoch) takes a promise
+%% on k at D (D's server was slow: both requests were queued, the rival's
+%% behind X's). Phase two: A, B, C apply the extension (their lease of k
+%% now ends in 200 ms), D answers no_promise. The new side has 1 < W_new
+%% commits: extend_lease answers {error, no_quorum}. docs/protocol.md
+%% ("The holder under a joint configuration") says of such a failed
+%% extension: "its caller keeps only the lease it had, which the horizon
+%% covers", so X keeps counting on its 60 s. But A, B and C no longer hold
+%% a lease of k that lives longer than 200 ms: their horizon (noted at
+%% the joint install, shrunk to their longest live lease by
+%% horizon_until) passes 200 ms later, the change completes, and Y locks
+%% k on {C, D} under the final configuration while X's lease (as X was
+%% told it stands) has 59 s left: two holders.
+%%
+%% The rule that is wrong: horizon_until lets the horizon shrink on an
+%% old master to its longest *live* lease, which an operation reported
+%% as failed (a shortening extension applied on W_old old masters but
+%% not on W_new new ones) has changed. Without a change the same failed
+%% extension cannot shrink a quorum (it fails only when fewer than W
+%% masters applied it, or on a lost reply). Fixes: an old master under a
+%% joint epoch keeps, for the horizon, the expiry a lease had when it
+%% took the epoch unless the lease is deleted (release) or replaced by a
+%% longer one (i.e. an extension never lowers what the horizon counts);
+%% or the coordinator refuses (or runs as max(left, new)) a shortening
+%% extension under a joint configuration.
+failed_shortening_extend_shrinks_horizon(Config) ->
+    {Outcome, Grants} = failed_extend_under_joint(200, Config),
+    ct:log("outcome: ~p", [Outcome]),
+    check_grants(Grants).
+
+%% The same failed extension, lengthening the lease (the usual use of
+%% extend_lease): the old masters' horizon stays the one noted at the
+%% joint install, the change stays joint, the rival is refused.
+failed_lengthening_extend_keeps_horizon(Config) ->
+    {Outcome, Grants} = failed_extend_under_joint(2 * ?LONG_LEASE, Config),
+    ct:log("outcome: ~p", [Outcome]),
+    #{finish := Finish, rival := Y} = Outcome,
+    check_grants(Grants),
+    ?assertMatch({error, {joint, _}}, Finish),
+    ?assertEqual({error, no_quorum}, Y).
+
+%% {A, B, C} W 2 holding k for X (60 s), change to {C, D} left joint,
+%% X's extend_lease(k, x, LeaseMs) raced on D by a rival's phase one
+%% (see failed_shortening_extend_shrinks_horizon), then the change
+%% finished (wait 3 s, or 20 s for a short extension) and a rival Y
+%% locking k on D.
+failed_extend_under_joint(LeaseMs, Config) ->
+    [A, B, C, D] = Nodes = start_peers([a, b, c, d], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    T0 = now_ms(),
+    {ok, _} = rpc:call(A, locker, lock_with_token, [k, x, ?LONG_LEASE, 5000]),
+    X = {x, T0, T0 + ?LONG_LEASE},
+    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 1000}]),
+    [#{epoch := Joint, joint := {_, 2}}] = lists:usort(configs(Nodes)),
+    %% D's server is slow: X's phase one waits in its queue.
+    Stall = stall_server(D),
+    Self = self(),
+    _ = spawn_link(fun() -> Self ! {extend, rpc:call(A, locker, extend_lease, [k, x, LeaseMs, 10000])} end),
+    ok = await(fun() -> queued(D, get_write_lock) >= 1 end, 200),
+    %% A rival's phase one under the joint epoch, queued behind it.
+    RivalTag = {'$locker_token', {'$locker_epoch', Joint, make_ref()}, erlang:system_time(microsecond)},
+    RivalRef = make_ref(),
+    {locker, D} ! {'$gen_call', {self(), RivalRef}, {get_write_lock, k, not_found, RivalTag}},
+    ok = await(fun() -> queued(D, get_write_lock) >= 2 end, 200),
+    ok = resume_server(Stall),
+    RivalVote = receive {RivalRef, V} -> V after 10000 -> ct:fail(no_rival_vote) end,
+    Ext = receive {extend, R} -> R after 30000 -> ct:fail(extend_hangs) end,
+    Dirty = [{N, rpc:call(N, locker, dirty_read, [k])} || N <- Nodes],
+    ct:log("extend_lease(k, x, ~b) under joint: ~p; the rival's vote on D: ~p; k on ~p", [LeaseMs, Ext, RivalVote, Dirty]),
+    %% The setup: the extension failed (the rival's promise on D).
+    ok = RivalVote,
+    {error, no_quorum} = Ext,
+    %% The rival aborts (the old masters refused it: x lives there).
+    ok = gen_server:call({locker, D}, {release_write_lock, RivalTag}),
+    Wait =
+        case LeaseMs < ?LONG_LEASE of
+            true -> 20000;
+            false -> 3000
+        end,
+    Finish = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => Wait}]),
+    T1 = now_ms(),
+    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    ct:log("finishing the change: ~p; Y on D: ~p; configs ~p", [Finish, Y, configs(Nodes)]),
+    %% X's extension failed: X keeps the lease it had (docs/protocol.md).
+    {#{extend => Ext, finish => Finish, rival => Y}, [X | granted(y, T1, ?LONG_LEASE, Y)]}.
+
+%% OPEN. An untagged coordinator (an original node coordinating with the
+%% view it was given; docs/protocol.md: nodes that do not know epochs get
+%% the new view only once the change's final configuration is in place)
+%% locks a key on the old masters while the change is joint. Its lease is
+%% stored after the old masters noted their horizon, so the change's
+%% wait does not cover it: the change completes and a coordinator of this
+%% project locks the key on the new masters. Two holders.
+%%
+%% Sequence: {A, B, C} W 2 -> {D, E} W 2, left joint by a 4 s lease on
+%% k0. The original coordinator (view {A, B, C}, W 2) sends
+%% {get_write_lock, k, not_found, Ref} and {write, Ref, k, x, 60000} to
+%% A, B, C: they are voters of the joint configuration, untagged votes
+%% are not checked, all three promise and store x. Their horizon is the
+%% one noted at the joint install (k0's 4 s; min(noted, longest live)
+%% keeps it): 4 s later the change completes, and Y locks k on D and E,
+%% which never saw x. docs/protocol.md ("Limit (untagged coordinators
+%% with an old view)") says changes "that keep fewer than W_old old
+%% masters ... are safe for them": this one keeps none.
+%%
+%% The rule that is wrong: a master under a joint configuration accepts
+%% untagged phase one (and untagged phase two) on the old side, yet its
+%% horizon only covers leases stored before it took the joint epoch. Fix:
+%% under a joint configuration, refuse untagged votes (the old view is
+%% not a quorum rule the joint configuration honours), or let an untagged
+%% write stored under a joint epoch raise the horizon (as the fast path's
+%% late write does, docs/protocol.md "Limits").
+untagged_lock_during_joint_outlives_horizon(Config) ->
+    [A, B, C, D, E] = Nodes = start_peers([a, b, c, d, e], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    {ok, 2, _, _} = rpc:call(A, locker, lock, [k0, v, 4000]),
+    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[D, E], [], 2, #{wait => 500}]),
+    [#{joint := {_, 2}}] = lists:usort(configs(Nodes)),
+    %% The original coordinator's requests (as in locker_memb_adv_SUITE's
+    %% untagged_coordinator_with_old_view), view {A, B, C}, W 2.
+    Old = [A, B, C],
+    T0 = now_ms(),
+    Tag = make_ref(),
+    {Votes, []} = gen_server:multi_call(Old, locker, {get_write_lock, k, not_found, Tag}, 5000),
+    XHolds =
+        case length([ok || {_, ok} <- Votes]) >= 2 of
+            true ->
+                {Commits, []} = gen_server:multi_call(Old, locker, {write, Tag, k, x, ?LONG_LEASE}, 5000),
+                length([ok || {_, ok} <- Commits]) >= 2;
+            false ->
+                false
+        end,
+    Finish = rpc:call(B, locker_membership, change, [[D, E], [], 2, #{wait => 20000}]),
+    T1 = now_ms(),
+    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    ct:log("untagged votes under joint: ~p, X holds: ~p; finishing the change: ~p; Y on D: ~p; k on ~p", [
+        Votes, XHolds, Finish, Y, [{N, rpc:call(N, locker, dirty_read, [k])} || N <- Nodes]
+    ]),
+    X = [{x, T0, T0 + ?LONG_LEASE} || XHolds],
+    check_grants(X ++ granted(y, T1, ?LONG_LEASE, Y)).
+
+%% Resisted. The holder's extend_lease under the joint configuration is
+%% paused between its phases across the end of the change: phase one
+%% (A, B, C promise, D answers not_expected_value, counted), then X's
+%% lease (3 s) runs out, the change completes (the horizon passed), and
+%% X's phase two lands (extending to 60 s, tagged with the joint epoch):
+%% every master now at the final epoch refuses it (config_epoch), the
+%% extension does not reach W_new new masters, and a rival takes k.
+holder_paused_across_change_extend_lands_late(Config) ->
+    [A, B, C, D] = Nodes = start_peers([a, b, c, d], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    T0 = now_ms(),
+    {ok, _} = rpc:call(A, locker, lock_with_token, [k, x, 3000, 5000]),
+    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 200}]),
+    [#{epoch := Joint, joint := {OldMs, 2}, masters := NewMs}] = lists:usort(configs(Nodes)),
+    %% X's extend_lease, phase one (the coordinator on A: its own vote
+    %% through the fast path).
+    Tag = {'$locker_epoch', Joint, make_ref()},
+    P1 = {get_write_lock, k, x, Tag},
+    Votes = [{A, rpc:call(A, locker_store, apply_here, [P1])} | [{N, gen_server:call({locker, N}, P1)} || N <- [B, C, D]]],
+    ct:log("X's phase one under joint: ~p", [Votes]),
+    [ok, ok, ok, {error, not_expected_value}] = [V || {_, V} <- Votes],
+    %% X pauses; its lease runs out, the change completes.
+    ok = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 30000}]),
+    _ = same_config(Nodes, [C, D], 2),
+    %% X resumes: phase two.
+    TExt = now_ms(),
+    P2 = {extend_lease, Tag, k, x, ?LONG_LEASE},
+    Commits = [{A, rpc:call(A, locker_store, apply_here, [P2])} | [{N, gen_server:call({locker, N}, P2)} || N <- [B, C, D]]],
+    Extended = holder_counts(extend, OldMs, NewMs, Votes, Commits),
+    ct:log("X's phase two after the change: ~p; X counts it as extended: ~p", [Commits, Extended]),
+    %% A rival on the new masters (X's promises may block it a few
+    %% seconds: they live 10 s).
+    T1 = now_ms(),
+    Y = await_lock(D, k, y, ?LONG_LEASE, 40),
+    ct:log("Y on D: ~p; k on ~p", [Y, [{N, rpc:call(N, locker, dirty_read, [k])} || N <- Nodes]]),
+    XWindows = [{x, T0, T0 + 3000}] ++ [{x, TExt, TExt + ?LONG_LEASE} || Extended],
+    check_grants(XWindows ++ granted(y, T1, ?LONG_LEASE, Y)),
+    ?assertNot(Extended),
+    ?assertMatch({ok, _, _, _}, Y).
+
+%% Resisted. The holder's release under the joint configuration reaches
+%% one old master only (its messages to the others are lost): that
+%% master's horizon shrinks at once, but N_old - W_old + 1 = 2 old masters
+%% must report theirs passed, and the other two still hold the lease, so
+%% the change stays joint and a rival is refused. (X gave the lease up
+%% although the release failed, as docs/protocol.md allows: safe either
+%% way, the point is that the horizon does not pass on the word of one
+%% master.)
+holder_release_on_some_masters_keeps_change_joint(Config) ->
+    [A, B, C, D] = Nodes = start_peers([a, b, c, d], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    T0 = now_ms(),
+    {ok, _} = rpc:call(A, locker, lock_with_token, [k, x, ?LONG_LEASE, 5000]),
+    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 500}]),
+    [#{epoch := Joint, joint := {_, 2}}] = lists:usort(configs(Nodes)),
+    %% X's release, on the wire, reaching A only.
+    Tag = {'$locker_epoch', Joint, make_ref()},
+    ok = rpc:call(A, locker_store, apply_here, [{get_write_lock, k, x, Tag}]),
+    Rel = rpc:call(A, locker_store, apply_here, [{release, k, x, Tag}]),
+    ct:log("X's release on A only: ~p", [Rel]),
+    {error, not_found} = rpc:call(A, locker, dirty_read, [k]),
+    Finish = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 3000}]),
+    T1 = now_ms(),
+    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    ct:log("finishing the change: ~p; Y: ~p; k on ~p", [Finish, Y, [{N, rpc:call(N, locker, dirty_read, [k])} || N <- Nodes]]),
+    %% X counts on nothing after its release; B and C still hold x, and
+    %% the checker treats x as held until its lease ends there.
+    check_grants([{x, T0, T0 + ?LONG_LEASE} | granted(y, T1, ?LONG_LEASE, Y)]),
+    ?assertMatch({error, {joint, _}}, Finish),
+    ?assertEqual({error, no_quorum}, Y).
+
+%% Resisted. X's lease is on A and B only (its lock's messages to C were
+%% lost: W 2 of {A, B, C}). The change {A, B, C} -> {C, D} goes joint
+%% (wait 500 ms). A's VM then restarts empty in safe mode (window 120 s,
+%% longer than every lease) and catches up to the cluster's joint
+%% configuration. C's store never had k (horizon 0), A's is empty: two
+%% old masters with no lease of k, N_old - W_old + 1 = 2. The change must
+%% still wait: A, in safe mode, reports at least its window's rest.
+master_restarted_in_safe_mode_while_joint(Config) ->
+    [{PA, A}, {_, B}, {_, C}, {_, D}] = [start_named(unique(N), [], Config) || N <- [a, b, c, d]],
+    Nodes = [A, B, C, D],
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    Epoch0 = same_config(Nodes, [A, B, C], 2),
+    %% X's lock_with_token on the wire, to A and B (C's copies lost).
+    T0 = now_ms(),
+    Tag = {'$locker_token', {'$locker_epoch', Epoch0, make_ref()}, erlang:system_time(microsecond)},
+    [ok = gen_server:call({locker, N}, {get_write_lock, k, not_found, Tag}) || N <- [A, B]],
+    [ok = gen_server:call({locker, N}, {write, Tag, k, x, ?LONG_LEASE}) || N <- [A, B]],
+    {error, not_found} = rpc:call(C, locker, dirty_read, [k]),
+    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 500}]),
+    [#{joint := {_, 2}} = JointCfg] = lists:usort(configs(Nodes)),
+    %% A restarts empty, in safe mode, and catches up from the cluster.
+    [NameA, _] = string:split(atom_to_list(A), "@"),
+    ok = peer:stop(PA),
+    {_, A} = start_named(list_to_atom(NameA), [{restart_abstain_ms, 120000}], Config),
+    Pull = rpc:call(A, locker_membership, pull, [[B, C, D]]),
+    ACfg = rpc:call(A, locker_membership, config, []),
+    ct:log("A restarted, pull: ~p; its configuration ~p (the cluster's ~p)", [Pull, ACfg, JointCfg]),
+    Finish = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 5000}]),
+    T1 = now_ms(),
+    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    ct:log("finishing the change: ~p; Y: ~p; configs ~p", [Finish, Y, configs(Nodes)]),
+    check_grants([{x, T0, T0 + ?LONG_LEASE} | granted(y, T1, ?LONG_LEASE, Y)]),
+    ?assertMatch({error, {joint, _}}, Finish),
+    ?assertEqual({error, no_quorum}, Y).
+
+%%--------------------------------------------------------------------
+%% The checker
+%%--------------------------------------------------------------------
+
+%% Grants: {Holder, From, Until} on one key, this node's monotonic
+%% milliseconds. Fails if two holders' windows overlap.
+check_grants(Grants) ->
+    Overlaps = [
+        {G1, G2}
+     || {H1, F1, U1} = G1 <- Grants,
+        {H2, F2, U2} = G2 <- Grants,
+        H1 < H2,
+        F1 < U2,
+        F2 < U1
+    ],
+    ct:log("grants ~p", [Grants]),
+    case Overlaps of
+        [] -> ok;
+        _ -> ct:fail({two_holders, Overlaps})
+    end.
+
+%% The window of a lock that returned Reply, asked at From.
+granted(Holder, From, LeaseMs, {ok, _, _, _}) -> [{Holder, From, From + LeaseMs}];
+granted(Holder, From, LeaseMs, {ok, Token}) when is_integer(Token) -> [{Holder, From, From + LeaseMs}];
+granted(_, _, _, _) -> [].
+
+now_ms() ->
+    erlang:monotonic_time(millisecond).
+
+%% How locker.erl counts the holder's operation under a joint
+%% configuration (counted/3): the old side as it is, the new side with
+%% not_expected_value as a promise (and not_found as a release).
+holder_counts(Op, OldMs, NewMs, Votes, Commits) ->
+    Count = fun(Side, Phase, Replies) ->
+        length([
+            N
+         || {N, R} <- Replies,
+            lists:member(N, Side),
+            R =:= ok orelse
+                (Side =:= NewMs andalso
+                    ((Phase =:= one andalso R =:= {error, not_expected_value}) orelse
+                        (Phase =:= two andalso Op =:= release andalso R =:= {error, not_found})))
+        ])
+    end,
+    Count(OldMs, one, Votes) >= 2 andalso Count(NewMs, one, Votes) >= 2 andalso
+        Count(OldMs, two, Commits) >= 2 andalso Count(NewMs, two, Commits) >= 2.
+
+%%--------------------------------------------------------------------
+%% Helpers
+%%--------------------------------------------------------------------
+
+start_peers(Names, Config) ->
+    [N || {_, N} <- [start_named(unique(Name), [], Config) || Name <- Names]].
+
+start_named(Name, Env, Config) ->
+    {Peer, Node} = locker_ct:start_peer(Name, Env),
+    ets:insert(?config(cleanup, Config), {peer, Peer}),
+    ets:insert(?config(cleanup, Config), {os_pid, locker_ct:os_pid(Node)}),
+    {Peer, Node}.
+
+unique(Name) ->
+    list_to_atom(lists:concat(["ma2_", Name, "_", erlang:unique_integer([positive])])).
+
+configs(Nodes) ->
+    [rpc:call(N, locker_membership, config, []) || N <- Nodes].
+
+%% Every node has the same configuration, set through epochs, not joint:
+%% its epoch.
+same_config(Nodes, Masters, W) ->
+    [#{mode := epoch, masters := Ms, w := W, joint := none, epoch := Epoch}] = lists:usort(configs(Nodes)),
+    ?assertEqual(lists:sort(Masters), Ms),
+    Epoch.
+
+%% How many requests of the given kind wait in Node's locker server queue.
+queued(Node, Kind) ->
+    case rpc:call(Node, erlang, process_info, [rpc:call(Node, erlang, whereis, [locker]), messages]) of
+        {messages, Ms} -> length([M || {'$gen_call', _, Req} = M <- Ms, element(1, Req) =:= Kind]);
+        _ -> 0
+    end.
+
+%% A lock that may be refused for a while (promises live 10 s): tried
+%% until it succeeds, Tries times at most.
+await_lock(Node, Key, Value, LeaseMs, Tries) ->
+    case rpc:call(Node, locker, lock, [Key, Value, LeaseMs, 5000]) of
+        {ok, _, _, _} = R -> R;
+        R when Tries =< 1 -> R;
+        _ -> receive after 500 -> ok end, await_lock(Node, Key, Value, LeaseMs, Tries - 1)
+    end.
+
+%% Calls Check until it returns true, at most Tries times, 50 ms apart.
+await(_Check, 0) ->
+    ct:fail(condition_not_reached);
+await(Check, Tries) ->
+    case Check() of
+        true ->
+            ok;
+        false ->
+            receive after 50 -> ok end,
+            await(Check, Tries - 1)
+    end.
+
+%% Suspends Node's `locker' server from a process on Node that keeps it
+%% suspended until resume_server/1 (a suspension ends with its suspender).
+stall_server(Node) ->
+    Self = self(),
+    Pid = spawn(Node, fun() ->
+        true = erlang:suspend_process(whereis(locker)),
+        Self ! {stalled, self()},
+        receive
+            resume -> true = erlang:resume_process(whereis(locker)), Self ! {resumed, self()}
+        end
+    end),
+    receive
+        {stalled, Pid} -> Pid
+    after 10000 -> ct:fail({not_stalled, Node})
+    end.
+
+resume_server(Pid) ->
+    Pid ! resume,
+    receive
+        {resumed, Pid} -> ok
+    after 10000 -> ct:fail({not_resumed, Pid})
+    end.
