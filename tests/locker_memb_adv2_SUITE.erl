@@ -35,14 +35,17 @@
     untagged_lock_during_joint_outlives_horizon/1,
     holder_paused_across_change_extend_lands_late/1,
     holder_release_on_some_masters_keeps_change_joint/1,
-    master_restarted_in_safe_mode_while_joint/1
+    master_restarted_in_safe_mode_while_joint/1,
+    client_paused_between_phases_across_change/1,
+    client_caught_up_to_aborted_joint_stays_stuck/1
 ]).
 
 -define(LONG_LEASE, 60000).
 %% Attacks that get through (the cases fail; skipped by default).
 -define(OPEN, [
     failed_shortening_extend_shrinks_horizon,
-    untagged_lock_during_joint_outlives_horizon
+    untagged_lock_during_joint_outlives_horizon,
+    client_caught_up_to_aborted_joint_stays_stuck
 ]).
 
 all() ->
@@ -52,7 +55,9 @@ all() ->
         untagged_lock_during_joint_outlives_horizon,
         holder_paused_across_change_extend_lands_late,
         holder_release_on_some_masters_keeps_change_joint,
-        master_restarted_in_safe_mode_while_joint
+        master_restarted_in_safe_mode_while_joint,
+        client_paused_between_phases_across_change,
+        client_caught_up_to_aborted_joint_stays_stuck
     ].
 
 suite() ->
@@ -60,7 +65,12 @@ suite() ->
 
 init_per_suite(Config) ->
     ok = locker_ct:ensure_distributed(),
-    Config.
+    %% The Rust client's cases drive it through lockerd's example
+    %% client_cli (built with lockerd's binaries).
+    #{lockerd := Lockerd} = locker_ct:lockerd_binaries(),
+    Cli = filename:join(filename:dirname(Lockerd), "examples/client_cli"),
+    true = filelib:is_regular(Cli),
+    [{cli, Cli} | Config].
 
 end_per_suite(_Config) ->
     ok.
@@ -343,6 +353,98 @@ master_restarted_in_safe_mode_while_joint(Config) ->
     ?assertMatch({error, {joint, _}}, Finish),
     ?assertEqual({error, no_quorum}, Y).
 
+%% Resisted. The Rust client (a real OS process) holds k (2 s lease)
+%% and extends it; its phase one reaches A, B and C, whose servers are
+%% slow (B and C suspended), and the client's process is stopped
+%% (SIGSTOP) before it reads their answers: it is paused between its
+%% phases, holding three promises under epoch e. Meanwhile its lease runs
+%% out and the change {A, B, C} -> {C, D} completes (e -> e+1 -> e+2).
+%% The client resumes (SIGCONT) and sends phase two under e: refused by
+%% every master (config_epoch), it catches up and tries once more under
+%% e+2, where k is not its own. A rival then takes k. (If the machine is
+%% so slow that the client's 9 s phase-two budget passes while it is
+%% stopped, it aborts instead: the checker holds either way.)
+client_paused_between_phases_across_change(Config) ->
+    [A, B, C, D] = Nodes = start_peers([a, b, c, d], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    {Cli, OsPid} = start_client([A, B, C], Config),
+    T0 = now_ms(),
+    {ok, _} = cli(Cli, "token k x 2000", []),
+    X0 = {x, T0, T0 + 2000},
+    StallB = stall_server(B),
+    StallC = stall_server(C),
+    TE = now_ms(),
+    true = port_command(Cli, "extend k x 60000\n"),
+    ok = await(fun() -> queued(B, get_write_lock) >= 1 andalso queued(C, get_write_lock) >= 1 end, 200),
+    "" = os:cmd("kill -STOP " ++ OsPid),
+    ok = resume_server(StallB),
+    ok = resume_server(StallC),
+    Finish = rpc:call(C, locker_membership, change, [[C, D], [], 2, #{wait => 30000}]),
+    Configs = configs(Nodes),
+    "" = os:cmd("kill -CONT " ++ OsPid),
+    Ext = reply(Cli),
+    ct:log("change while the client was stopped: ~p (~p); the client's extend: ~p", [Finish, Configs, Ext]),
+    T1 = now_ms(),
+    Y = await_lock(D, <<"k">>, y, ?LONG_LEASE, 40),
+    ct:log("Y on D: ~p; k on ~p; the client's view ~p", [
+        Y, [{N, rpc:call(N, locker, dirty_read, [<<"k">>])} || N <- Nodes], view(Cli)
+    ]),
+    XExt = [{x, TE, TE + ?LONG_LEASE} || element(1, Ext) =:= ok],
+    check_grants([X0 | XExt] ++ granted(y, T1, ?LONG_LEASE, Y)),
+    ok = Finish,
+    ?assertMatch({error, _}, Ext),
+    ?assertMatch({ok, _, _, _}, Y).
+
+%% OPEN (liveness, not safety). The Rust client is no node of a change:
+%% nobody sends it the change's abort. It catches up to a joint
+%% configuration that the change then aborts, and stays there.
+%%
+%% Sequence: {A, B, C} W 2 (epoch e), the client with that view. A change
+%% to {A, D} while D's server is stalled: A, B and C take the joint
+%% configuration e+1, D does not answer, the change fails and sends the
+%% abort to every node of the change (they go back to e and remember e+1
+%% as aborted). Between the install and the abort the client operates:
+%% refused by A, B, C ({config_epoch, e+1}), it asks them, W_old of its
+%% masters report e+1, it takes it (catch_up_choice). After the abort
+%% every master refuses its votes with {config_epoch, e}, an epoch older
+%% than the client's, which the client ignores (it catches up only to
+%% newer epochs): every operation of the client fails with no_quorum
+%% until another change moves the masters past e+1. BEAM coordinators on
+%% the change's nodes roll back with their node.
+%%
+%% The rule that is wrong: the client's catch-up (and the masters'
+%% refusal) has no way back from an aborted epoch. Fix: a master could
+%% answer a vote made under an epoch it knows as aborted with its own
+%% configuration (or `{aborted_epoch, E}`), and the client then takes the
+%% configuration a quorum of its masters reports even if older than its
+%% own aborted one; or the client takes a joint configuration only once
+%% W_new of the new masters report it.
+client_caught_up_to_aborted_joint_stays_stuck(Config) ->
+    [A, B, C, D] = Nodes = start_peers([a, b, c, d], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    Epoch0 = same_config(Nodes, [A, B, C], 2),
+    {Cli, _} = start_client([A, B, C], Config),
+    {ok, _, _, _} = cli(Cli, "lock k0 x 1000", []),
+    Stall = stall_server(D),
+    Self = self(),
+    _ = spawn_link(fun() -> Self ! {change, rpc:call(B, locker_membership, change, [[A, D], [], 2, #{wait => 20000}])} end),
+    ok = await(fun() -> lists:all(fun(#{joint := J}) -> J =/= none end, configs([A, B, C])) end, 400),
+    During = cli(Cli, "lock k1 x 1000", []),
+    ViewDuring = view(Cli),
+    Change = receive {change, R} -> R after 120000 -> ct:fail(change_hangs) end,
+    ok = resume_server(Stall),
+    ct:log("change with D stalled: ~p; the client during it: ~p, view ~p; configs after ~p", [
+        Change, During, ViewDuring, configs(Nodes)
+    ]),
+    {error, {refused, _}} = Change,
+    [#{epoch := Epoch0, joint := none}] = lists:usort(configs([A, B, C])),
+    %% The cluster serves again (a BEAM coordinator locks); the client?
+    {ok, 2, _, _} = rpc:call(A, locker, lock, [k2, a, 1000]),
+    After = [cli(Cli, "lock k~b x 1000", [I]) || I <- lists:seq(3, 7)],
+    ct:log("the client after the abort: ~p; its view ~p", [After, view(Cli)]),
+    ?assert(lists:any(fun(R) -> element(1, R) =:= ok end, After), "the client is stuck at an aborted epoch").
+
 %%--------------------------------------------------------------------
 %% The checker
 %%--------------------------------------------------------------------
@@ -405,6 +507,65 @@ start_named(Name, Env, Config) ->
 
 unique(Name) ->
     list_to_atom(lists:concat(["ma2_", Name, "_", erlang:unique_integer([positive])])).
+
+%% The Rust client (client_cli) with masters Masters (W a majority): its
+%% port and OS pid.
+start_client(Masters, Config) ->
+    Name = atom_to_list(unique(cli)) ++ "@127.0.0.1",
+    Args = ["--name", Name, "--cookie", atom_to_list(erlang:get_cookie()),
+            "--masters", string:join([atom_to_list(M) || M <- Masters], ",")],
+    Port = open_port({spawn_executable, ?config(cli, Config)}, [
+        {args, Args}, {line, 8192}, binary, exit_status, stderr_to_stdout, use_stdio
+    ]),
+    ets:insert(?config(cleanup, Config), {port, Port}),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    ets:insert(?config(cleanup, Config), {os_pid, integer_to_list(OsPid)}),
+    _ = line(Port, <<"reply ">>, <<"client ready">>),
+    {Port, integer_to_list(OsPid)}.
+
+%% One request to the client: its answer, as a term.
+cli(Port, Fmt, Args) ->
+    true = port_command(Port, [io_lib:format(Fmt, Args), $\n]),
+    R = reply(Port),
+    ct:log("client: ~s -> ~p", [io_lib:format(Fmt, Args), R]),
+    R.
+
+%% The client's next answer, as a term.
+reply(Port) ->
+    Reply = line(Port, <<"reply ">>, none),
+    case binary:split(Reply, <<" ">>, [global]) of
+        [<<"ok">>, W, V, Cm] -> {ok, binary_to_integer(W), binary_to_integer(V), binary_to_integer(Cm)};
+        [<<"ok">>, Token] -> {ok, binary_to_integer(Token)};
+        [<<"error">>, Why] -> {error, Why};
+        [<<"view">>, Counter, _Proposer, W, Joint, Ms] ->
+            {view, binary_to_integer(Counter), binary_to_integer(W), Joint, binary:split(Ms, <<",">>, [global])};
+        Other -> {unexpected, Other}
+    end.
+
+view(Port) ->
+    cli(Port, "view", []).
+
+%% The next line starting with Prefix (or equal to Whole), without the
+%% prefix; other lines are the client's log.
+line(Port, Prefix, Whole) ->
+    receive
+        {Port, {data, {eol, Whole}}} ->
+            Whole;
+        {Port, {data, {eol, Line}}} ->
+            case string:prefix(Line, Prefix) of
+                nomatch ->
+                    ct:log("client log: ~s", [Line]),
+                    line(Port, Prefix, Whole);
+                Rest ->
+                    Rest
+            end;
+        {Port, {data, {noeol, _}}} ->
+            line(Port, Prefix, Whole);
+        {Port, {exit_status, S}} ->
+            ct:fail({client_exited, S})
+    after 60000 ->
+        ct:fail({no_line_from_client, Prefix})
+    end.
 
 configs(Nodes) ->
     [rpc:call(N, locker_membership, config, []) || N <- Nodes].
