@@ -32,6 +32,7 @@
 -export([
     failed_shortening_extend_shrinks_horizon/1,
     failed_lengthening_extend_keeps_horizon/1,
+    failed_shortening_extend_shrinks_lockerd_horizon/1,
     untagged_lock_during_joint_outlives_horizon/1,
     holder_paused_across_change_extend_lands_late/1,
     holder_release_on_some_masters_keeps_change_joint/1,
@@ -44,6 +45,7 @@
 %% Attacks that get through (the cases fail; skipped by default).
 -define(OPEN, [
     failed_shortening_extend_shrinks_horizon,
+    failed_shortening_extend_shrinks_lockerd_horizon,
     untagged_lock_during_joint_outlives_horizon,
     client_caught_up_to_aborted_joint_stays_stuck
 ]).
@@ -52,6 +54,7 @@ all() ->
     [
         failed_shortening_extend_shrinks_horizon,
         failed_lengthening_extend_keeps_horizon,
+        failed_shortening_extend_shrinks_lockerd_horizon,
         untagged_lock_during_joint_outlives_horizon,
         holder_paused_across_change_extend_lands_late,
         holder_release_on_some_masters_keeps_change_joint,
@@ -70,7 +73,7 @@ init_per_suite(Config) ->
     #{lockerd := Lockerd} = locker_ct:lockerd_binaries(),
     Cli = filename:join(filename:dirname(Lockerd), "examples/client_cli"),
     true = filelib:is_regular(Cli),
-    [{cli, Cli} | Config].
+    [{cli, Cli}, {lockerd, Lockerd} | Config].
 
 end_per_suite(_Config) ->
     ok.
@@ -188,6 +191,56 @@ failed_extend_under_joint(LeaseMs, Config) ->
     ct:log("finishing the change: ~p; Y on D: ~p; configs ~p", [Finish, Y, configs(Nodes)]),
     %% X's extension failed: X keeps the lease it had (docs/protocol.md).
     {#{extend => Ext, finish => Finish, rival => Y}, [X | granted(y, T1, ?LONG_LEASE, Y)]}.
+
+%% OPEN. failed_shortening_extend_shrinks_horizon with lockerd as an old
+%% master (it applies the same rule, horizon_until, to its store).
+%%
+%% {A, B, L} W 2 (L is lockerd) -> {L, D} W 2. B also holds a 60 s lease
+%% of another key (k2, stored on B alone under the old epoch: a leftover),
+%% so B's horizon stays the one it noted; the change can complete only
+%% on the word of A and L (N_old - W_old + 1 = 2). X's failed extension
+%% extend_lease(k, x, 200) (D refuses phase two: a rival's promise)
+%% shortens k on A, B and L; A's and L's horizons shrink, the change
+%% completes, and Y locks k on {L, D} while X counts on its 60 s.
+failed_shortening_extend_shrinks_lockerd_horizon(Config) ->
+    [A, B, D] = start_peers([a, b, d], Config),
+    {{lockerd, _}, L, _} = locker_fault_SUITE:start_lockerd(
+        unique(l), ?config(lockerd, Config), ?config(priv_dir, Config), [A, B], 0, ?config(cleanup, Config)
+    ),
+    Nodes = [A, B, D, L],
+    ok = rpc:call(A, locker_membership, change, [[A, B, L], [], 2, #{nodes => Nodes}]),
+    Epoch0 = same_config([A, B, D], [A, B, L], 2),
+    {ok, #{epoch := Epoch0}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    %% A leftover on B alone: B's horizon does not shrink.
+    Tag2 = {'$locker_epoch', Epoch0, make_ref()},
+    ok = gen_server:call({locker, B}, {get_write_lock, k2, not_found, Tag2}),
+    ok = gen_server:call({locker, B}, {write, Tag2, k2, b, ?LONG_LEASE}),
+    T0 = now_ms(),
+    {ok, _} = rpc:call(A, locker, lock_with_token, [k, x, ?LONG_LEASE, 5000]),
+    X = {x, T0, T0 + ?LONG_LEASE},
+    {error, {joint, _}} = rpc:call(A, locker_membership, change, [[L, D], [], 2, #{wait => 1000}]),
+    {ok, #{epoch := Joint, joint := {_, 2}}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    Stall = stall_server(D),
+    Self = self(),
+    _ = spawn_link(fun() -> Self ! {extend, rpc:call(A, locker, extend_lease, [k, x, 200, 10000])} end),
+    ok = await(fun() -> queued(D, get_write_lock) >= 1 end, 200),
+    RivalTag = {'$locker_token', {'$locker_epoch', Joint, make_ref()}, erlang:system_time(microsecond)},
+    RivalRef = make_ref(),
+    {locker, D} ! {'$gen_call', {self(), RivalRef}, {get_write_lock, k, not_found, RivalTag}},
+    ok = await(fun() -> queued(D, get_write_lock) >= 2 end, 200),
+    ok = resume_server(Stall),
+    RivalVote = receive {RivalRef, V} -> V after 10000 -> ct:fail(no_rival_vote) end,
+    Ext = receive {extend, R} -> R after 30000 -> ct:fail(extend_hangs) end,
+    ct:log("extend_lease(k, x, 200) under joint: ~p; the rival's vote on D: ~p", [Ext, RivalVote]),
+    ok = RivalVote,
+    {error, no_quorum} = Ext,
+    ok = gen_server:call({locker, D}, {release_write_lock, RivalTag}),
+    Horizons = [{N, gen_server:call({locker, N}, {'$locker_config', horizon})} || N <- [A, B, L]],
+    Finish = rpc:call(A, locker_membership, change, [[L, D], [], 2, #{wait => 20000}]),
+    T1 = now_ms(),
+    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    ct:log("horizons after the failed extension: ~p; finishing the change: ~p; Y on D: ~p", [Horizons, Finish, Y]),
+    check_grants([X | granted(y, T1, ?LONG_LEASE, Y)]).
 
 %% OPEN. An untagged coordinator (an original node coordinating with the
 %% view it was given; docs/protocol.md: nodes that do not know epochs get
