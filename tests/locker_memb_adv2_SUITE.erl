@@ -38,7 +38,8 @@
     holder_release_on_some_masters_keeps_change_joint/1,
     master_restarted_in_safe_mode_while_joint/1,
     client_paused_between_phases_across_change/1,
-    client_caught_up_to_aborted_joint_stays_stuck/1
+    client_caught_up_to_aborted_joint_stays_stuck/1,
+    client_ignores_one_master_with_a_wrong_newer_view/1
 ]).
 
 -define(LONG_LEASE, 60000).
@@ -60,7 +61,8 @@ all() ->
         holder_release_on_some_masters_keeps_change_joint,
         master_restarted_in_safe_mode_while_joint,
         client_paused_between_phases_across_change,
-        client_caught_up_to_aborted_joint_stays_stuck
+        client_caught_up_to_aborted_joint_stays_stuck,
+        client_ignores_one_master_with_a_wrong_newer_view
     ].
 
 suite() ->
@@ -497,6 +499,43 @@ client_caught_up_to_aborted_joint_stays_stuck(Config) ->
     After = [cli(Cli, "lock k~b x 1000", [I]) || I <- lists:seq(3, 7)],
     ct:log("the client after the abort: ~p; its view ~p", [After, view(Cli)]),
     ?assert(lists:any(fun(R) -> element(1, R) =:= ok end, After), "the client is stuck at an aborted epoch").
+
+%% Resisted. One master of the Rust client's view answers
+%% `{'$locker_config', get}' with a wrong configuration at a newer epoch
+%% (C took a configuration of its own, [C] W 1, made from the cluster's
+%% epoch: what a master restarted with a wrong view, or a forged answer,
+%% reports). C refuses the client's votes with that newer epoch, the
+%% client asks its masters, and only C reports it: no quorum of the
+%% client's view backs it (catch_up_choice), so the client keeps its
+%% view, and it never locks on C alone. Its operations keep working on A
+%% and B, and the key it holds is not granted to a rival.
+client_ignores_one_master_with_a_wrong_newer_view(Config) ->
+    [A, B, C] = Nodes = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, Nodes, []]),
+    {Counter, _} = Epoch0 = same_config(Nodes, Nodes, 2),
+    {Cli, _} = start_client(Nodes, Config),
+    {ok, _, _, _} = cli(Cli, "lock k0 x 1000", []),
+    {view, Counter, 2, <<"single">>, _} = view(Cli),
+    {ok, Cur} = gen_server:call({locker, C}, {'$locker_config', get}),
+    Wrong = Cur#{epoch := {Counter + 5, C}, masters := [C], w := 1},
+    ok = gen_server:call({locker, C}, {'$locker_config', {install, Epoch0, Wrong, 0}}),
+    T0 = now_ms(),
+    X = cli(Cli, "lock k x ~b", [?LONG_LEASE]),
+    ViewAfter = view(Cli),
+    %% With A stalled, the client cannot lock (C alone is no quorum of
+    %% its view), whatever C answers.
+    StallA = stall_server(A),
+    Z = cli(Cli, "lock kz x 1000", []),
+    ok = resume_server(StallA),
+    T1 = now_ms(),
+    Y = rpc:call(B, locker, lock, [<<"k">>, y, ?LONG_LEASE, 5000]),
+    ct:log("the client's lock with C's wrong view around: ~p, view ~p; with A stalled: ~p; a BEAM rival: ~p", [
+        X, ViewAfter, Z, Y
+    ]),
+    check_grants(granted(x, T0, ?LONG_LEASE, X) ++ granted(y, T1, ?LONG_LEASE, Y)),
+    ?assertMatch({ok, _, _, _}, X),
+    ?assertMatch({view, Counter, 2, <<"single">>, _}, ViewAfter),
+    ?assertMatch({error, _}, Z).
 
 %%--------------------------------------------------------------------
 %% The checker
