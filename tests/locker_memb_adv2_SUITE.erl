@@ -37,6 +37,7 @@
     holder_paused_across_change_extend_lands_late/1,
     holder_release_on_some_masters_keeps_change_joint/1,
     master_restarted_in_safe_mode_while_joint/1,
+    lockerd_restarted_with_stale_view_while_joint/1,
     client_paused_between_phases_across_change/1,
     client_caught_up_to_aborted_joint_stays_stuck/1,
     client_ignores_one_master_with_a_wrong_newer_view/1
@@ -60,6 +61,7 @@ all() ->
         holder_paused_across_change_extend_lands_late,
         holder_release_on_some_masters_keeps_change_joint,
         master_restarted_in_safe_mode_while_joint,
+        lockerd_restarted_with_stale_view_while_joint,
         client_paused_between_phases_across_change,
         client_caught_up_to_aborted_joint_stays_stuck,
         client_ignores_one_master_with_a_wrong_newer_view
@@ -406,6 +408,46 @@ master_restarted_in_safe_mode_while_joint(Config) ->
     ct:log("finishing the change: ~p; Y: ~p; configs ~p", [Finish, Y, configs(Nodes)]),
     check_grants([{x, T0, T0 + ?LONG_LEASE} | granted(y, T1, ?LONG_LEASE, Y)]),
     ?assertMatch({error, {joint, _}}, Finish),
+    ?assertEqual({error, no_quorum}, Y).
+
+%% Resisted. lockerd restarted with a stale configuration while a change
+%% is joint. {A, B, L} W 2 (L is lockerd) -> {B, D} W 2, left joint by
+%% X's 60 s lease, which is on A and L only (its messages to B were
+%% lost). L's process is killed and started again, empty, in safe mode
+%% (window 120 s), with the masters its command line still names
+%% ([A, B]: a stale view, in legacy mode at epoch {0, none}). B's store
+%% never had k, L's is empty: if the change counted L's empty store as
+%% "its old leases are gone" it would complete on B and L while X's lease
+%% lives on A. It must stay joint, and a rival must be refused.
+lockerd_restarted_with_stale_view_while_joint(Config) ->
+    [A, B, D] = start_peers([a, b, d], Config),
+    LName = unique(l),
+    Start = fun(Abstain) ->
+        locker_fault_SUITE:start_lockerd(
+            LName, ?config(lockerd, Config), ?config(priv_dir, Config), [A, B], Abstain, ?config(cleanup, Config)
+        )
+    end,
+    {{lockerd, _}, L, LPid} = Start(0),
+    Nodes = [A, B, D, L],
+    ok = rpc:call(A, locker_membership, change, [[A, B, L], [], 2, #{nodes => Nodes}]),
+    Epoch0 = same_config([A, B, D], [A, B, L], 2),
+    T0 = now_ms(),
+    Tag = {'$locker_token', {'$locker_epoch', Epoch0, make_ref()}, erlang:system_time(microsecond)},
+    [ok = gen_server:call({locker, N}, {get_write_lock, k, not_found, Tag}) || N <- [A, L]],
+    [ok = gen_server:call({locker, N}, {write, Tag, k, x, ?LONG_LEASE}) || N <- [A, L]],
+    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[B, D], [], 2, #{wait => 500}]),
+    %% L dies and comes back empty, in safe mode, with its stale view.
+    _ = os:cmd("kill -9 " ++ LPid),
+    {{lockerd, _}, L, _} = Start(120000),
+    LCfg = gen_server:call({locker, L}, {'$locker_config', get}),
+    Finish = rpc:call(B, locker_membership, change, [[B, D], [], 2, #{wait => 5000}]),
+    T1 = now_ms(),
+    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    ct:log("L restarted: ~p; finishing the change: ~p; Y on D: ~p; configs ~p; L ~p", [
+        LCfg, Finish, Y, configs([A, B, D]), gen_server:call({locker, L}, {'$locker_config', get})
+    ]),
+    check_grants([{x, T0, T0 + ?LONG_LEASE} | granted(y, T1, ?LONG_LEASE, Y)]),
+    ?assertMatch({error, _}, Finish),
     ?assertEqual({error, no_quorum}, Y).
 
 %% Resisted. The Rust client (a real OS process) holds k (2 s lease)
