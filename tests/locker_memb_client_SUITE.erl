@@ -18,7 +18,9 @@
     lockerd_pulls_a_missed_configuration/1,
     client_learns_and_follows_a_change_while_holding/1,
     client_with_old_view_catches_up/1,
-    old_view_client_cannot_be_a_second_holder/1
+    old_view_client_cannot_be_a_second_holder/1,
+    client_with_a_lockerd_master_through_a_change/1,
+    client_contends_through_changes/1
 ]).
 
 -define(LONG_LEASE, 60000).
@@ -28,7 +30,9 @@ all() ->
         lockerd_pulls_a_missed_configuration,
         client_learns_and_follows_a_change_while_holding,
         client_with_old_view_catches_up,
-        old_view_client_cannot_be_a_second_holder
+        old_view_client_cannot_be_a_second_holder,
+        client_with_a_lockerd_master_through_a_change,
+        client_contends_through_changes
     ].
 
 suite() ->
@@ -182,6 +186,122 @@ old_view_client_cannot_be_a_second_holder(Config) ->
     ct:log("the client with the old view: ~p; k on ~p; its view ~p", [X, Held, view(Cli)]),
     ?assertEqual({error, no_quorum}, X, "two holders: the client with the old view and Y"),
     ok.
+
+%% The same with lockerd among the masters: {A, B, L} -> {B, L, C}, W 2.
+%% The client learns the configuration (lockerd refuses its first votes
+%% too and answers its question), holds a key across the change (joint,
+%% then final), extends and releases it under the joint configuration on
+%% the new master C that lacked it, and follows the change.
+client_with_a_lockerd_master_through_a_change(Config) ->
+    [A, B, C] = Beams = start_peers([a, b, c], Config),
+    L = start_lockerd(lists:sort(Beams), Config),
+    Nodes = [L | Beams],
+    ok = rpc:call(A, locker_membership, change, [[A, B, L], [], 2, #{nodes => Beams}]),
+    {ok, #{epoch := {E0, _}}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    Cli = start_client([A, B, L], Config),
+    {ok, _} = cli(Cli, "token k x ~b", [?LONG_LEASE]),
+    {view, E0, 2, single, _} = view(Cli),
+    {ok, _, Leases, _, _, _} = gen_server:call({locker, L}, get_debug_state),
+    {<<"k">>, <<"x">>, _} = lists:keyfind(<<"k">>, 1, Leases),
+    {error, {joint, _}} = rpc:call(A, locker_membership, change, [[B, C, L], [], 2, #{wait => 500}]),
+    {ok, #{joint := {_, 2}, epoch := {E1, _}}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    {ok, _} = cli(Cli, "extend k x ~b", [?LONG_LEASE]),
+    {view, E1, 2, joint, _} = view(Cli),
+    {ok, <<"x">>} = rpc:call(C, locker, dirty_read, [<<"k">>]),
+    {error, no_quorum} = rpc:call(C, locker, lock, [<<"k">>, y, ?LONG_LEASE, 5000]),
+    {ok, _} = cli(Cli, "release k x", []),
+    ok = rpc:call(B, locker_membership, change, [[B, C, L], [], 2, #{wait => 20000}]),
+    {ok, #{joint := none, epoch := {E2, _}}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    {ok, _} = cli(Cli, "lock k2 x 1000", []),
+    {view, E2, 2, single, Ms} = view(Cli),
+    ?assertEqual(lists:sort([atom_to_binary(N) || N <- [B, C, L]]), lists:sort(Ms)),
+    {ok, 2, _, _} = rpc:call(C, locker, lock, [<<"k">>, y, 1000, 5000]),
+    _ = Nodes,
+    ok.
+
+%% The client and a BEAM coordinator contend for one key (lock, then
+%% release at once) while the cluster changes twice ({A, B, C} -> {B, C,
+%% D} -> {A, B, D}, W 2). Each success is timed on this node: the key is
+%% surely held from the lock's answer to the release's call (each holder
+%% works 100 ms with it); two such intervals must never overlap. Both must win the key at times, and the
+%% client must end under the final configuration.
+client_contends_through_changes(Config) ->
+    [A, B, C, D] = Nodes = start_peers([a, b, c, d], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    Cli = start_client([A, B, C], Config),
+    Self = self(),
+    Changer = spawn_link(fun() ->
+        R1 = rpc:call(A, locker_membership, change, [[B, C, D], [], 2]),
+        R2 = rpc:call(B, locker_membership, change, [[A, B, D], [], 2]),
+        Self ! {changed, self(), [R1, R2]}
+    end),
+    Rival = spawn_link(fun() -> rival(Self, D, 0) end),
+    {Mine, Changes} = contend(Cli, Changer, [], 0, undefined),
+    Rival ! {stop, self()},
+    Theirs = receive {rival_done, Hs} -> Hs after 60000 -> ct:fail(rival_hangs) end,
+    {E2, _} = same_config(Nodes, [A, B, D], 2),
+    {view, E2, 2, single, _} = view(Cli),
+    ct:log("changes ~p; client held ~b times, the rival ~b times", [Changes, length(Mine), length(Theirs)]),
+    [ok, ok] = Changes,
+    ?assert(length(Mine) > 0),
+    ?assert(length(Theirs) > 0),
+    Overlaps = [{X, Y} || {S1, E1} = X <- Mine, {S2, E3} = Y <- Theirs, S1 < E3, S2 < E1],
+    ?assertEqual([], Overlaps, "two holders of the key at once"),
+    ok.
+
+%% The client's side: lock and release until the changes are done, then
+%% ten more rounds. Its holds, as {LockAnswered, ReleaseCalled}.
+contend(Cli, Changer, Holds, After, Changes) when After >= 10 ->
+    _ = Cli, _ = Changer,
+    {Holds, Changes};
+contend(Cli, Changer, Holds, After, Changes0) ->
+    Changes =
+        case Changes0 of
+            undefined -> receive {changed, Changer, Rs} -> Rs after 0 -> undefined end;
+            _ -> Changes0
+        end,
+    Next = case Changes of undefined -> After; _ -> After + 1 end,
+    case cli(Cli, "lock c x 2000", []) of
+        {ok, _} ->
+            T1 = erlang:monotonic_time(),
+            hold(),
+            T2 = erlang:monotonic_time(),
+            %% A release that fails gives the key up all the same (its
+            %% lease runs out on the masters that kept it).
+            _ = cli(Cli, "release c x", []),
+            contend(Cli, Changer, [{T1, T2} | Holds], Next, Changes);
+        {error, no_quorum} ->
+            contend(Cli, Changer, Holds, Next, Changes)
+    end.
+
+%% The BEAM coordinator on Node: the same, until told to stop.
+rival(Parent, Node, N) ->
+    receive
+        {stop, Parent} -> Parent ! {rival_done, rival_holds()}
+    after 0 ->
+        case rpc:call(Node, locker, lock, [<<"c">>, <<"y">>, 2000, 5000]) of
+            {ok, _, _, _} ->
+                T1 = erlang:monotonic_time(),
+                hold(),
+                T2 = erlang:monotonic_time(),
+                _ = rpc:call(Node, locker, release, [<<"c">>, <<"y">>]),
+                put(holds, [{T1, T2} | rival_holds()]);
+            {error, no_quorum} ->
+                ok
+        end,
+        rival(Parent, Node, N + 1)
+    end.
+
+%% Works while holding the key (a rival that gets it meanwhile overlaps).
+hold() ->
+    receive after 100 -> ok end.
+
+rival_holds() ->
+    case get(holds) of
+        undefined -> [];
+        Hs -> Hs
+    end.
 
 %%--------------------------------------------------------------------
 %% Helpers

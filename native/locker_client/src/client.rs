@@ -775,10 +775,11 @@ impl Client {
         self.keep_connected();
         // The operation is tried again at once: give new masters a moment
         // to connect (they count as down otherwise).
-        let wait = timeout.min(Duration::from_secs(2));
+        let deadline = Instant::now() + timeout.min(Duration::from_secs(2));
         for n in next.voters() {
-            if !self.0.node.is_connected(&n) {
-                let _ = self.0.node.wait_connected(&n, wait).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.0.node.is_connected(&n) && !left.is_zero() {
+                let _ = self.0.node.wait_connected(&n, left).await;
             }
         }
         true
