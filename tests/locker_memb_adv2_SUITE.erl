@@ -40,7 +40,8 @@
     lockerd_restarted_with_stale_view_while_joint/1,
     client_paused_between_phases_across_change/1,
     client_caught_up_to_aborted_joint_stays_stuck/1,
-    client_ignores_one_master_with_a_wrong_newer_view/1
+    client_ignores_one_master_with_a_wrong_newer_view/1,
+    client_failed_shortening_extend_shrinks_horizon/1
 ]).
 
 -define(LONG_LEASE, 60000).
@@ -49,7 +50,8 @@
     failed_shortening_extend_shrinks_horizon,
     failed_shortening_extend_shrinks_lockerd_horizon,
     untagged_lock_during_joint_outlives_horizon,
-    client_caught_up_to_aborted_joint_stays_stuck
+    client_caught_up_to_aborted_joint_stays_stuck,
+    client_failed_shortening_extend_shrinks_horizon
 ]).
 
 all() ->
@@ -64,7 +66,8 @@ all() ->
         lockerd_restarted_with_stale_view_while_joint,
         client_paused_between_phases_across_change,
         client_caught_up_to_aborted_joint_stays_stuck,
-        client_ignores_one_master_with_a_wrong_newer_view
+        client_ignores_one_master_with_a_wrong_newer_view,
+        client_failed_shortening_extend_shrinks_horizon
     ].
 
 suite() ->
@@ -578,6 +581,48 @@ client_ignores_one_master_with_a_wrong_newer_view(Config) ->
     ?assertMatch({ok, _, _, _}, X),
     ?assertMatch({view, Counter, 2, <<"single">>, _}, ViewAfter),
     ?assertMatch({error, _}, Z).
+
+%% OPEN. failed_shortening_extend_shrinks_horizon with the Rust client as
+%% the holder (it counts the holder's answers by the same rule,
+%% locker_core::membership::holder_new_side_ok): its extend_lease(k, x,
+%% 200) under the joint configuration fails on the new side (D refuses
+%% phase two: a rival's promise came in between), is reported as an
+%% error, and shortened k on A, B and C; the change completes and a BEAM
+%% rival locks k while the client counts on its 60 s.
+client_failed_shortening_extend_shrinks_horizon(Config) ->
+    [A, B, C, D] = Nodes = start_peers([a, b, c, d], Config),
+    ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
+    _ = same_config(Nodes, [A, B, C], 2),
+    {Cli, _} = start_client([A, B, C], Config),
+    T0 = now_ms(),
+    {ok, _} = cli(Cli, "token k x ~b", [?LONG_LEASE]),
+    X = {x, T0, T0 + ?LONG_LEASE},
+    {error, {joint, _}} = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 1000}]),
+    [#{epoch := Joint, joint := {_, 2}}] = lists:usort(configs(Nodes)),
+    %% The client learns the joint configuration (another key).
+    {ok, _, _, _} = cli(Cli, "lock other x 1000", []),
+    {view, _, 2, <<"joint">>, _} = view(Cli),
+    Stall = stall_server(D),
+    true = port_command(Cli, "extend k x 200\n"),
+    ok = await(fun() -> queued(D, get_write_lock) >= 1 end, 200),
+    RivalTag = {'$locker_token', {'$locker_epoch', Joint, make_ref()}, erlang:system_time(microsecond)},
+    RivalRef = make_ref(),
+    {locker, D} ! {'$gen_call', {self(), RivalRef}, {get_write_lock, <<"k">>, not_found, RivalTag}},
+    ok = await(fun() -> queued(D, get_write_lock) >= 2 end, 200),
+    ok = resume_server(Stall),
+    RivalVote = receive {RivalRef, V} -> V after 10000 -> ct:fail(no_rival_vote) end,
+    Ext = reply(Cli),
+    ct:log("the client's extend k x 200 under joint: ~p; the rival's vote on D: ~p; k on ~p", [
+        Ext, RivalVote, [{N, rpc:call(N, locker, dirty_read, [<<"k">>])} || N <- Nodes]
+    ]),
+    ok = RivalVote,
+    {error, _} = Ext,
+    ok = gen_server:call({locker, D}, {release_write_lock, RivalTag}),
+    Finish = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 20000}]),
+    T1 = now_ms(),
+    Y = rpc:call(D, locker, lock, [<<"k">>, y, ?LONG_LEASE, 5000]),
+    ct:log("finishing the change: ~p; Y on D: ~p", [Finish, Y]),
+    check_grants([X | granted(y, T1, ?LONG_LEASE, Y)]).
 
 %%--------------------------------------------------------------------
 %% The checker
