@@ -38,6 +38,7 @@
     holder_release_on_some_masters_keeps_change_joint/1,
     master_restarted_in_safe_mode_while_joint/1,
     lockerd_restarted_with_stale_view_while_joint/1,
+    lockerd_ignores_one_master_with_a_wrong_newer_view/1,
     client_paused_between_phases_across_change/1,
     client_caught_up_to_aborted_joint_stays_stuck/1,
     client_ignores_one_master_with_a_wrong_newer_view/1,
@@ -64,6 +65,7 @@ all() ->
         holder_release_on_some_masters_keeps_change_joint,
         master_restarted_in_safe_mode_while_joint,
         lockerd_restarted_with_stale_view_while_joint,
+        lockerd_ignores_one_master_with_a_wrong_newer_view,
         client_paused_between_phases_across_change,
         client_caught_up_to_aborted_joint_stays_stuck,
         client_ignores_one_master_with_a_wrong_newer_view,
@@ -452,6 +454,39 @@ lockerd_restarted_with_stale_view_while_joint(Config) ->
     check_grants([{x, T0, T0 + ?LONG_LEASE} | granted(y, T1, ?LONG_LEASE, Y)]),
     ?assertMatch({error, _}, Finish),
     ?assertEqual({error, no_quorum}, Y).
+
+%% Resisted. lockerd pulls from a master with a wrong view. {A, C, L}
+%% W 2 (L is lockerd). C takes a configuration of its own at a newer
+%% epoch ([C, L] W 2, made from the cluster's epoch: a master restarted
+%% with a wrong view). C's coordinator locks: L refuses its votes as made
+%% under a newer epoch and asks its masters; only C reports that epoch,
+%% no quorum of L's configuration: L keeps its own (C's locks fail), and
+%% a lock from A still works on A and L.
+lockerd_ignores_one_master_with_a_wrong_newer_view(Config) ->
+    [A, C] = start_peers([a, c], Config),
+    {{lockerd, _}, L, _} = locker_fault_SUITE:start_lockerd(
+        unique(l), ?config(lockerd, Config), ?config(priv_dir, Config), [A, C], 0, ?config(cleanup, Config)
+    ),
+    Nodes = [A, C, L],
+    ok = rpc:call(A, locker_membership, change, [[A, C, L], [], 2, #{nodes => Nodes}]),
+    {Counter, _} = Epoch0 = same_config([A, C], [A, C, L], 2),
+    {ok, #{epoch := Epoch0}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    {ok, Cur} = gen_server:call({locker, C}, {'$locker_config', get}),
+    Wrong = Cur#{epoch := {Counter + 5, C}, masters := lists:sort([C, L]), w := 2},
+    ok = gen_server:call({locker, C}, {'$locker_config', {install, Epoch0, Wrong, 0}}),
+    %% C's coordinator (its votes go to C and L), twice (L pulls at most once a second).
+    CLocks = [rpc:call(C, locker, lock, [{kc, I}, c, ?LONG_LEASE, 2000]) || I <- [1, 2]],
+    %% L's pull asks A and C and decides when both answered (at once
+    %% here); a lock from A after it, then L's configuration.
+    receive after 1500 -> ok end,
+    LCfg = gen_server:call({locker, L}, {'$locker_config', get}),
+    T1 = now_ms(),
+    Y = rpc:call(A, locker, lock, [k, a, ?LONG_LEASE, 5000]),
+    ct:log("C's locks under its wrong view: ~p; L's configuration after: ~p; A's lock: ~p", [CLocks, LCfg, Y]),
+    ?assertMatch({ok, #{epoch := Epoch0, masters := [_, _, _], w := 2}}, LCfg),
+    [?assertMatch({error, _}, R) || R <- CLocks],
+    ?assertMatch({ok, 2, _, _}, Y),
+    check_grants(granted(a, T1, ?LONG_LEASE, Y)).
 
 %% Resisted. The Rust client (a real OS process) holds k (2 s lease)
 %% and extends it; its phase one reaches A, B and C, whose servers are
