@@ -31,6 +31,7 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
 -export([
     failed_shortening_extend_shrinks_horizon/1,
+    failed_shortening_extend_slow_new_master/1,
     failed_lengthening_extend_keeps_horizon/1,
     failed_shortening_extend_shrinks_lockerd_horizon/1,
     untagged_lock_during_joint_outlives_horizon/1,
@@ -49,6 +50,7 @@
 %% Attacks that get through (the cases fail; skipped by default).
 -define(OPEN, [
     failed_shortening_extend_shrinks_horizon,
+    failed_shortening_extend_slow_new_master,
     failed_shortening_extend_shrinks_lockerd_horizon,
     untagged_lock_during_joint_outlives_horizon,
     client_caught_up_to_aborted_joint_stays_stuck,
@@ -58,6 +60,7 @@
 all() ->
     [
         failed_shortening_extend_shrinks_horizon,
+        failed_shortening_extend_slow_new_master,
         failed_lengthening_extend_keeps_horizon,
         failed_shortening_extend_shrinks_lockerd_horizon,
         untagged_lock_during_joint_outlives_horizon,
@@ -140,7 +143,18 @@ end_per_testcase(_Case, Config) ->
 %% or the coordinator refuses (or runs as max(left, new)) a shortening
 %% extension under a joint configuration.
 failed_shortening_extend_shrinks_horizon(Config) ->
-    {Outcome, Grants} = failed_extend_under_joint(200, Config),
+    {Outcome, Grants} = failed_extend_under_joint(200, rival, Config),
+    ct:log("outcome: ~p", [Outcome]),
+    check_grants(Grants).
+
+%% OPEN. failed_shortening_extend_shrinks_horizon without a rival: the
+%% new master D is slow for X's phase two only (its server answers X's
+%% phase one, then is suspended with sys:suspend, as a long GC would
+%% stall it), X's phase two times out there, extend_lease(k, x, 200)
+%% fails, the old masters applied it, their horizon shrinks, the change
+%% completes and Y locks k while X counts on its 60 s.
+failed_shortening_extend_slow_new_master(Config) ->
+    {Outcome, Grants} = failed_extend_under_joint(200, slow, Config),
     ct:log("outcome: ~p", [Outcome]),
     check_grants(Grants).
 
@@ -148,7 +162,7 @@ failed_shortening_extend_shrinks_horizon(Config) ->
 %% extend_lease): the old masters' horizon stays the one noted at the
 %% joint install, the change stays joint, the rival is refused.
 failed_lengthening_extend_keeps_horizon(Config) ->
-    {Outcome, Grants} = failed_extend_under_joint(2 * ?LONG_LEASE, Config),
+    {Outcome, Grants} = failed_extend_under_joint(2 * ?LONG_LEASE, rival, Config),
     ct:log("outcome: ~p", [Outcome]),
     #{finish := Finish, rival := Y} = Outcome,
     check_grants(Grants),
@@ -160,7 +174,7 @@ failed_lengthening_extend_keeps_horizon(Config) ->
 %% (see failed_shortening_extend_shrinks_horizon), then the change
 %% finished (wait 3 s, or 20 s for a short extension) and a rival Y
 %% locking k on D.
-failed_extend_under_joint(LeaseMs, Config) ->
+failed_extend_under_joint(LeaseMs, How, Config) ->
     [A, B, C, D] = Nodes = start_peers([a, b, c, d], Config),
     ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
     _ = same_config(Nodes, [A, B, C], 2),
@@ -170,25 +184,42 @@ failed_extend_under_joint(LeaseMs, Config) ->
     {error, {joint, _}} = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => 1000}]),
     [#{epoch := Joint, joint := {_, 2}}] = lists:usort(configs(Nodes)),
     %% D's server is slow: X's phase one waits in its queue.
+    DPid = rpc:call(D, erlang, whereis, [locker]),
     Stall = stall_server(D),
     Self = self(),
-    _ = spawn_link(fun() -> Self ! {extend, rpc:call(A, locker, extend_lease, [k, x, LeaseMs, 10000])} end),
+    _ = spawn_link(fun() -> Self ! {extend, rpc:call(A, locker, extend_lease, [k, x, LeaseMs, 3000])} end),
     ok = await(fun() -> queued(D, get_write_lock) >= 1 end, 200),
-    %% A rival's phase one under the joint epoch, queued behind it.
     RivalTag = {'$locker_token', {'$locker_epoch', Joint, make_ref()}, erlang:system_time(microsecond)},
-    RivalRef = make_ref(),
-    {locker, D} ! {'$gen_call', {self(), RivalRef}, {get_write_lock, k, not_found, RivalTag}},
-    ok = await(fun() -> queued(D, get_write_lock) >= 2 end, 200),
-    ok = resume_server(Stall),
-    RivalVote = receive {RivalRef, V} -> V after 10000 -> ct:fail(no_rival_vote) end,
+    RivalVote =
+        case How of
+            rival ->
+                %% A rival's phase one under the joint epoch, queued
+                %% behind X's: D promises k to it before X's phase two.
+                RivalRef = make_ref(),
+                {locker, D} ! {'$gen_call', {self(), RivalRef}, {get_write_lock, k, not_found, RivalTag}},
+                ok = await(fun() -> queued(D, get_write_lock) >= 2 end, 200),
+                ok = resume_server(Stall),
+                receive {RivalRef, V} -> V after 10000 -> ct:fail(no_rival_vote) end;
+            slow ->
+                %% No rival: D's server is suspended (sys:suspend) right
+                %% after it answered X's phase one, and X's phase two
+                %% times out there.
+                _ = spawn(fun() -> Self ! {suspended, sys:suspend(DPid, 60000)} end),
+                ok = await(fun() -> queue_len(D) >= 2 end, 200),
+                ok = resume_server(Stall),
+                receive {suspended, ok} -> ok after 10000 -> ct:fail(not_suspended) end
+        end,
     Ext = receive {extend, R} -> R after 30000 -> ct:fail(extend_hangs) end,
+    _ = How =:= slow andalso sys:resume(DPid, 10000),
     Dirty = [{N, rpc:call(N, locker, dirty_read, [k])} || N <- Nodes],
-    ct:log("extend_lease(k, x, ~b) under joint: ~p; the rival's vote on D: ~p; k on ~p", [LeaseMs, Ext, RivalVote, Dirty]),
-    %% The setup: the extension failed (the rival's promise on D).
+    ct:log("extend_lease(k, x, ~b) under joint: ~p; D: ~p (~p); k on ~p", [LeaseMs, Ext, How, RivalVote, Dirty]),
+    %% The setup: the extension failed (on D).
     ok = RivalVote,
     {error, no_quorum} = Ext,
     %% The rival aborts (the old masters refused it: x lives there).
     ok = gen_server:call({locker, D}, {release_write_lock, RivalTag}),
+    %% (D stored X's 200 ms lease when it resumed, in the slow case: it
+    %% runs out at once.)
     Wait =
         case LeaseMs < ?LONG_LEASE of
             true -> 20000;
@@ -196,7 +227,12 @@ failed_extend_under_joint(LeaseMs, Config) ->
         end,
     Finish = rpc:call(B, locker_membership, change, [[C, D], [], 2, #{wait => Wait}]),
     T1 = now_ms(),
-    Y = rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000]),
+    %% A rival that tries again for a while once the change completed.
+    Y =
+        case Finish of
+            ok -> await_lock(D, k, y, ?LONG_LEASE, 10);
+            _ -> rpc:call(D, locker, lock, [k, y, ?LONG_LEASE, 5000])
+        end,
     ct:log("finishing the change: ~p; Y on D: ~p; configs ~p", [Finish, Y, configs(Nodes)]),
     %% X's extension failed: X keeps the lease it had (docs/protocol.md).
     {#{extend => Ext, finish => Finish, rival => Y}, [X | granted(y, T1, ?LONG_LEASE, Y)]}.
@@ -795,6 +831,13 @@ same_config(Nodes, Masters, W) ->
 queued(Node, Kind) ->
     case rpc:call(Node, erlang, process_info, [rpc:call(Node, erlang, whereis, [locker]), messages]) of
         {messages, Ms} -> length([M || {'$gen_call', _, Req} = M <- Ms, element(1, Req) =:= Kind]);
+        _ -> 0
+    end.
+
+%% How many messages wait in Node's locker server queue.
+queue_len(Node) ->
+    case rpc:call(Node, erlang, process_info, [rpc:call(Node, erlang, whereis, [locker]), message_queue_len]) of
+        {message_queue_len, N} -> N;
         _ -> 0
     end.
 
