@@ -191,7 +191,8 @@ old_view_client_cannot_be_a_second_holder(Config) ->
 %% The client learns the configuration (lockerd refuses its first votes
 %% too and answers its question), holds a key across the change (joint,
 %% then final), extends and releases it under the joint configuration on
-%% the new master C that lacked it, and follows the change.
+%% the new master C that lacked it, and follows the change, which
+%% completes on lockerd's report that the released lease is gone.
 client_with_a_lockerd_master_through_a_change(Config) ->
     [A, B, C] = Beams = start_peers([a, b, c], Config),
     L = start_lockerd(lists:sort(Beams), Config),
@@ -210,7 +211,13 @@ client_with_a_lockerd_master_through_a_change(Config) ->
     {ok, <<"x">>} = rpc:call(C, locker, dirty_read, [<<"k">>]),
     {error, no_quorum} = rpc:call(C, locker, lock, [<<"k">>, y, ?LONG_LEASE, 5000]),
     {ok, _} = cli(Cli, "release k x", []),
-    ok = rpc:call(B, locker_membership, change, [[B, C, L], [], 2, #{wait => 20000}]),
+    %% The change completes once two old masters report that the leases
+    %% they held at the joint epoch are gone: with A's server stalled,
+    %% lockerd must be one of them (its horizon shrank with the release).
+    Stall = stall_server(A),
+    Finish = rpc:call(B, locker_membership, change, [[B, C, L], [], 2, #{wait => 20000}]),
+    ok = resume_server(Stall),
+    ?assertEqual(ok, Finish, "lockerd's horizon outlived the released lease"),
     {ok, #{joint := none, epoch := {E2, _}}} = gen_server:call({locker, L}, {'$locker_config', get}),
     {ok, _} = cli(Cli, "lock k2 x 1000", []),
     {view, E2, 2, single, Ms} = view(Cli),
