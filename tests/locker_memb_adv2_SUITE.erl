@@ -170,10 +170,12 @@ failed_lengthening_extend_keeps_horizon(Config) ->
     ?assertEqual({error, no_quorum}, Y).
 
 %% {A, B, C} W 2 holding k for X (60 s), change to {C, D} left joint,
-%% X's extend_lease(k, x, LeaseMs) raced on D by a rival's phase one
-%% (see failed_shortening_extend_shrinks_horizon), then the change
-%% finished (wait 3 s, or 20 s for a short extension) and a rival Y
-%% locking k on D.
+%% X's extend_lease(k, x, LeaseMs) failing on D (How: `rival', a rival's
+%% phase one queued between X's phases there, see
+%% failed_shortening_extend_shrinks_horizon; `slow', D's server suspended
+%% right after it answered X's phase one), then the change finished
+%% (wait 3 s, or 20 s for a short extension) and a rival Y locking k on
+%% D (trying again for a while when the change completed).
 failed_extend_under_joint(LeaseMs, How, Config) ->
     [A, B, C, D] = Nodes = start_peers([a, b, c, d], Config),
     ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
