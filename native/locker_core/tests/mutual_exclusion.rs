@@ -143,7 +143,7 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
                     answered: 0,
                     commits: 0,
                     succeeded: false,
-                    one_round: rules.one_round_every > 0 && c % rules.one_round_every == 0,
+                    one_round: rules.one_round_every > 0 && c.is_multiple_of(rules.one_round_every),
                 });
                 let first = if coords[c].one_round {
                     Req::CondWrite
