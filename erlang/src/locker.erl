@@ -8,9 +8,13 @@
 %% which {@link dirty_read/1} reads directly from the calling process.
 %%
 %% The coordinator functions ({@link lock/4}, {@link update/4},
-%% {@link extend_lease/4}, {@link release/3}) run in the caller and send
-%% exactly the requests of the original protocol, so original nodes, these
-%% nodes and `lockerd' can share a cluster.
+%% {@link extend_lease/4}, {@link release/3}) run in the caller. When the
+%% configuration was set through epochs (every master is this project's
+%% node or `lockerd') they take one round: a conditional write on each
+%% master, undone at once if W did not apply it. Otherwise they send
+%% exactly the requests of the original two-phase protocol, so original
+%% nodes, these nodes and `lockerd' can share a cluster. See
+%% docs/protocol.md and {@link one_round_enabled/0}.
 %%
 %% On each of three nodes `Cluster' (W = 2):
 %% ```
