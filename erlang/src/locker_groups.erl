@@ -562,6 +562,11 @@ refusal({get_write_lock, Key, _, Tag}) -> refusal(Key, Tag);
 refusal({write, Tag, Key, _, _}) -> refusal(Key, Tag);
 refusal({update, Tag, Key, _}) -> refusal(Key, Tag);
 refusal({extend_lease, Tag, Key, _, _}) -> refusal(Key, Tag);
+%% One-round operations (docs/protocol.md), as the phase-two requests
+%% they stand for; a release (and an undo) only gives back.
+refusal({cond_write, Tag, Key, _, _}) -> refusal(Key, Tag);
+refusal({cond_update, Tag, Key, _, _}) -> refusal(Key, Tag);
+refusal({cond_extend, Tag, Key, _, _}) -> refusal(Key, Tag);
 refusal(_) -> none.
 
 refusal(Key, Tag) ->

@@ -64,6 +64,11 @@ pub(crate) mod atoms {
         expire_locks,
         push_trans_log,
         paused,
+        cond_write,
+        cond_update,
+        cond_extend,
+        cond_release,
+        undo,
         // The tag shape of this project's coordinators: {'$locker_token', Ref, Token}.
         locker_token = "$locker_token",
     }
