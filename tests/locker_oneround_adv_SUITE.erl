@@ -37,6 +37,9 @@
 -export([
     failed_release_frees_key_for_rival/1,
     failed_release_two_phase_keeps_key/1,
+    failed_release_undo_too_late/1,
+    failed_shortening_extend_undo_too_late/1,
+    failed_shortening_extend_two_phase_keeps_key/1,
     late_write_undone_in_order/1,
     killed_coordinator_leaves_no_holder/1,
     lock_undo_spares_same_value_successor/1,
@@ -64,12 +67,33 @@
 %% says means "the caller still holds the key until its lease ends". The
 %% two-phase release resists the same schedule
 %% (failed_release_two_phase_keeps_key): its promises keep the key.
--define(OPEN, [failed_release_frees_key_for_rival]).
+%%
+%% failed_release_undo_too_late: the same belief broken without a race:
+%% every master applies A's `cond_release' after A gave up and handles
+%% the undo more than 10 s later (each master stalls between the two
+%% messages of one channel, which the doc allows): the undo records are
+%% gone, the lease is deleted everywhere, A was told `no_quorum'.
+%%
+%% failed_shortening_extend_undo_too_late: the same schedule with an
+%% `extend_lease' that shortens the lease (60 s left, extended to 2 s):
+%% the doc says "no_quorum: the caller must assume the old expiry", and
+%% "a master the undo missed keeps a longer lease"; here it keeps a
+%% shorter one, and a rival is granted 58 s before the old expiry. The
+%% two-phase extend resists the same schedule
+%% (failed_shortening_extend_two_phase_keeps_key).
+-define(OPEN, [
+    failed_release_frees_key_for_rival,
+    failed_release_undo_too_late,
+    failed_shortening_extend_undo_too_late
+]).
 
 all() ->
     [
         failed_release_frees_key_for_rival,
         failed_release_two_phase_keeps_key,
+        failed_release_undo_too_late,
+        failed_shortening_extend_undo_too_late,
+        failed_shortening_extend_two_phase_keeps_key,
         late_write_undone_in_order,
         killed_coordinator_leaves_no_holder,
         lock_undo_spares_same_value_successor,
@@ -146,7 +170,84 @@ failed_release_two_phase_keeps_key(Config) ->
     ?assertMatch({error, no_quorum}, BLock),
     ?assertEqual([], check_holds(strict, holds_of(Facts))).
 
-%% The schedule of the two cases above. Returns what happened:
+%% OPEN. A holds k on M1-M3. A's one-round release (timeout 1 s) reaches
+%% no master in time (each stalled), fails, and its undo follows; each
+%% master then handles the release and stalls again (a system suspend
+%% queued between the two requests) for more than the undo records'
+%% lifetime before it handles the undo. The lease is gone everywhere;
+%% A was told `{error, no_quorum}' ("still holds"); B is granted at once.
+failed_release_undo_too_late(Config) ->
+    #{masters := Ms, coords := [CA, CB]} = cluster(Config, 3, 2, one_round),
+    {ok, TokA, T1A, T2A} = timed_lock(CA, k, a, ?LONG_LEASE, 10000),
+    await_all(fun() -> [dirty(M, k) || M <- Ms] =:= lists:duplicate(3, {ok, a}) end, all_hold_a),
+    {ARel, T3A} = late_undo_schedule(Ms, CA, locker, release, [k, a, 1000], Config),
+    ct:log("A's release: ~p; masters hold ~p", [ARel, [dirty(M, k) || M <- Ms]]),
+    ?assertEqual({error, no_quorum}, ARel),
+    T1B = now_us(),
+    BLock = rpc:call(CB, locker, lock_with_token, [k, b, ?LONG_LEASE, 5000]),
+    T2B = now_us(),
+    ct:log("B's lock: ~p", [BLock]),
+    A = #{key => k, value => a, token => TokA, t1 => T1A, t2 => T2A, lease => ?LONG_LEASE, release => {ARel, T3A}},
+    Bs = [#{key => k, value => b, token => TB, t1 => T1B, t2 => T2B, lease => ?LONG_LEASE, release => none}
+          || {ok, TB} <- [BLock]],
+    ?assertEqual([], check_holds(strict, [A | Bs]), "B granted while A's release failed").
+
+%% OPEN. A holds k for 60 s and shortens its lease to 2 s with a one-round
+%% extend (timeout 1 s) under the late-undo schedule: the extend fails,
+%% A must assume the old expiry (60 s), but every master kept the 2 s
+%% lease; once it ran out, B is granted.
+failed_shortening_extend_undo_too_late(Config) ->
+    shortening_extend(Config, one_round).
+
+%% The same schedule in two phases: A's phase one is promised on each
+%% master after A gave up, its release_write_lock comes late; nothing
+%% else changed: A keeps its 60 s lease and B is refused.
+failed_shortening_extend_two_phase_keeps_key(Config) ->
+    shortening_extend(Config, two_phase).
+
+shortening_extend(Config, Path) ->
+    #{masters := Ms, coords := [CA, CB]} = cluster(Config, 3, 2, Path),
+    {ok, TokA, T1A, T2A} = timed_lock(CA, k, a, ?LONG_LEASE, 10000),
+    await_all(fun() -> [dirty(M, k) || M <- Ms] =:= lists:duplicate(3, {ok, a}) end, all_hold_a),
+    {AExt, _} = late_undo_schedule(Ms, CA, locker, extend_lease, [k, a, 2000, 1000], Config),
+    ct:log("A's extend: ~p; masters hold ~p", [AExt, [dirty(M, k) || M <- Ms]]),
+    ?assertEqual({error, no_quorum}, AExt),
+    T1B = now_us(),
+    BLock = rpc:call(CB, locker, lock_with_token, [k, b, ?LONG_LEASE, 5000]),
+    T2B = now_us(),
+    ct:log("B's lock: ~p", [BLock]),
+    A = #{key => k, value => a, token => TokA, t1 => T1A, t2 => T2A, lease => ?LONG_LEASE, release => none},
+    Bs = [#{key => k, value => b, token => TB, t1 => T1B, t2 => T2B, lease => ?LONG_LEASE, release => none}
+          || {ok, TB} <- [BLock]],
+    ?assertEqual([], check_holds(strict, [A | Bs]), "B granted before A's lease ends (A's extend failed)").
+
+%% Every master stalls; the operation (on Coord, with a short timeout)
+%% queues its request on each and fails; a system suspend is queued
+%% behind the request on each master, then the operation's undo. The
+%% masters resume: each handles the request, then suspends (sys) with the
+%% undo still queued. After the undo records' lifetime (10 s from the
+%% request's application, on the masters' clocks), the masters resume and
+%% handle the undo. Returns the operation's result and return time.
+late_undo_schedule(Ms, Coord, M, F, A, Config) ->
+    Stalls = [stall(N, Config) || N <- Ms],
+    Op = async(Coord, M, F, A),
+    [await_all(fun() -> queued_count(N, k) >= 1 end, {request_queued, N}) || N <- Ms],
+    [spawn(fun() -> sys:suspend({locker, N}, infinity) end) || N <- Ms],
+    [await_all(fun() -> queued(N, fun({system, _, suspend}) -> true; (_) -> false end) end, {suspend_queued, N})
+     || N <- Ms],
+    {Result, _, T3} = await_async(Op),
+    [await_all(fun() -> queued_count(N, k) >= 2 end, {undo_queued, N}) || N <- Ms],
+    [ok = resume_server(S) || S <- Stalls],
+    Applied = erlang:monotonic_time(millisecond),
+    await_all(fun() -> erlang:monotonic_time(millisecond) > Applied + ?PROMISE_TTL_MS + 1000 end,
+              undo_record_lifetime, 30000),
+    [ok = sys:resume({locker, N}, 10000) || N <- Ms],
+    %% The undo has been handled once a later call is answered.
+    [_ = rpc:call(N, locker, dirty_read, [k]) || N <- Ms],
+    [_ = gen_server:call({locker, N}, get_debug_state, 10000) || N <- Ms],
+    {Result, T3}.
+
+%% The schedule of the first two cases above. Returns what happened:
 %% A's grant, A's release result, B's lock result, with times.
 release_race(Config, Path) ->
     #{masters := [M1, M2, M3], coords := [CA, CB]} = cluster(Config, 3, 2, Path),
@@ -515,7 +616,6 @@ malformed_one_round_requests(Config) ->
         {cond_write, Tag, k2, v, 1000, extra},
         {cond_update, Tag, k, a},
         {cond_update, Tag, k, a, b, c},
-        {cond_extend, Tag, k, a, -5},
         {cond_extend, Tag, k, a, <<"1000">>},
         {cond_extend, Tag, k, a},
         {cond_release, Tag, k},
@@ -539,8 +639,12 @@ malformed_one_round_requests(Config) ->
 
 %% A `cond_write' whose token field is not a token (negative, above
 %% 2^64) is a tag like any other: it may be stored as a token-less write
-%% on a free key; that is no partial application.
+%% on a free key; that is no partial application (but see the report:
+%% such a write skips the token floor).
 acceptable_ok({cond_write, {'$locker_token', _, _}, k2, v, 1000}) -> true;
+%% Lease lengths are read as every request reads them (locker_core's
+%% `millis': a negative number is 0, a bignum is forever): well formed.
+acceptable_ok({cond_write, _, k2, v, L}) when is_integer(L) -> true;
 acceptable_ok(_) -> false.
 
 %%--------------------------------------------------------------------
