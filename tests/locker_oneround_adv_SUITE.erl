@@ -50,7 +50,10 @@
     extend_partial_no_resurrection/1,
     tokens_increase_across_paths/1,
     mixed_paths_contention/1,
-    malformed_one_round_requests/1
+    malformed_one_round_requests/1,
+    lockerd_late_write_undone_in_order/1,
+    lockerd_failed_release_frees_key_for_rival/1,
+    lockerd_malformed_one_round_requests/1
 ]).
 
 -define(LONG_LEASE, 60000).
@@ -68,6 +71,10 @@
 %% two-phase release resists the same schedule
 %% (failed_release_two_phase_keeps_key): its promises keep the key.
 %%
+%% lockerd_failed_release_frees_key_for_rival: the same with lockerd as
+%% the master that applies the release at once: the rule is the
+%% protocol's (locker_core), not one runtime's.
+%%
 %% failed_release_undo_too_late: the same belief broken without a race:
 %% every master applies A's `cond_release' after A gave up and handles
 %% the undo more than 10 s later (each master stalls between the two
@@ -83,6 +90,7 @@
 %% (failed_shortening_extend_two_phase_keeps_key).
 -define(OPEN, [
     failed_release_frees_key_for_rival,
+    lockerd_failed_release_frees_key_for_rival,
     failed_release_undo_too_late,
     failed_shortening_extend_undo_too_late
 ]).
@@ -104,7 +112,10 @@ all() ->
         extend_partial_no_resurrection,
         tokens_increase_across_paths,
         mixed_paths_contention,
-        malformed_one_round_requests
+        malformed_one_round_requests,
+        lockerd_late_write_undone_in_order,
+        lockerd_failed_release_frees_key_for_rival,
+        lockerd_malformed_one_round_requests
     ].
 
 suite() ->
@@ -607,8 +618,20 @@ malformed_one_round_requests(Config) ->
     {ok, _, _, _} = timed_lock(CA, k, a, ?LONG_LEASE, 5000),
     Pid = rpc:call(M1, erlang, whereis, [locker]),
     Epoch = epoch(M1),
+    Bad = bad_requests(Epoch),
+    Replies = [{R, catch gen_server:call({locker, M1}, R, 5000)} || R <- Bad],
+    ct:log("~p", [Replies]),
+    [?assertNotEqual(ok, Reply, R) || {R, Reply} <- Replies, not acceptable_ok(R)],
+    ?assertEqual(Pid, rpc:call(M1, erlang, whereis, [locker])),
+    ?assertEqual({ok, a}, dirty(M1, k)),
+    ok = gen_server:call({locker, M1}, {undo, epoch_tag(Epoch), k}),
+    ?assertEqual({ok, a}, dirty(M1, k)),
+    ?assertEqual(0, undo_records(M1)).
+
+%% Malformed and forged one-round requests.
+bad_requests(Epoch) ->
     Tag = epoch_tag(Epoch),
-    Bad = [
+    [
         {cond_write, Tag, k2, v, -1},
         {cond_write, Tag, k2, v, nan},
         {cond_write, Tag, k2, v, 1 bsl 70},
@@ -627,15 +650,7 @@ malformed_one_round_requests(Config) ->
         cond_write,
         {cond_write, {'$locker_token', Tag, -7}, k2, v, 1000},
         {cond_write, {'$locker_token', Tag, 1 bsl 64}, k2, v, 1000}
-    ],
-    Replies = [{R, catch gen_server:call({locker, M1}, R, 5000)} || R <- Bad],
-    ct:log("~p", [Replies]),
-    [?assertNotEqual(ok, Reply, R) || {R, Reply} <- Replies, not acceptable_ok(R)],
-    ?assertEqual(Pid, rpc:call(M1, erlang, whereis, [locker])),
-    ?assertEqual({ok, a}, dirty(M1, k)),
-    ok = gen_server:call({locker, M1}, {undo, epoch_tag(Epoch), k}),
-    ?assertEqual({ok, a}, dirty(M1, k)),
-    ?assertEqual(0, undo_records(M1)).
+    ].
 
 %% A `cond_write' whose token field is not a token (negative, above
 %% 2^64) is a tag like any other: it may be stored as a token-less write
@@ -646,6 +661,104 @@ acceptable_ok({cond_write, {'$locker_token', _, _}, k2, v, 1000}) -> true;
 %% `millis': a negative number is 0, a bignum is forever): well formed.
 acceptable_ok({cond_write, _, k2, v, L}) when is_integer(L) -> true;
 acceptable_ok(_) -> false.
+
+%%--------------------------------------------------------------------
+%% lockerd as a master (SIGSTOP of its OS process)
+%%--------------------------------------------------------------------
+
+%% Masters A, B (BEAM) and L (lockerd), W 2, epoch mode. L is stopped
+%% (SIGSTOP) and B stalled; CA's one-round lock applies on A only, times
+%% out, and its undo follows its write in L's socket and in B's mailbox.
+%% L continues, B resumes: the write applies, then the undo takes it
+%% back (lockerd handles one connection's requests in order). No lease is
+%% left; CB then locks with A stalled (it needs B and L).
+lockerd_late_write_undone_in_order(Config) ->
+    #{masters := [A, B, L], coords := [CA, CB], lockerd := OsPid} = mixed_cluster(Config),
+    stop_os(OsPid),
+    SB = stall(B, Config),
+    ?assertEqual({error, no_quorum}, rpc:call(CA, locker, lock_with_token, [k, a, ?LONG_LEASE, 1500])),
+    await_all(fun() -> queued_count(B, k) >= 2 end, write_and_undo_queued_on_b),
+    cont_os(OsPid),
+    ok = resume_server(SB),
+    await_all(fun() -> [dirty(M, k) || M <- [A, B, L]] =:= lists:duplicate(3, {error, not_found}) end, all_free),
+    SA = stall(A, Config),
+    {ok, _} = rpc:call(CB, locker, lock_with_token, [k, b, 1000, 5000]),
+    ok = resume_server(SA).
+
+%% OPEN (the lockerd form of failed_release_frees_key_for_rival). A holds
+%% k on A, B and L. The BEAM masters A and B stall; lockerd serves. A's
+%% one-round release deletes k on L at once; B's lock writes there and
+%% queues on A and B behind A's release; A's release times out
+%% (`no_quorum', "still holds"), its undo queues behind B's write. B
+%% resumes: A's release, B's write, A's undo (no record): B has L and B,
+%% granted. (A SIGSTOPped lockerd cannot play the slow master here: after
+%% SIGCONT it reads the two coordinators' connections in either order.)
+lockerd_failed_release_frees_key_for_rival(Config) ->
+    #{masters := [A, B, L], coords := [CA, CB]} = mixed_cluster(Config),
+    {ok, TokA, T1A, T2A} = timed_lock(CA, k, a, ?LONG_LEASE, 10000),
+    await_all(fun() -> [dirty(M, k) || M <- [A, B, L]] =:= lists:duplicate(3, {ok, a}) end, all_hold_a),
+    SA = stall(A, Config),
+    SB = stall(B, Config),
+    Rel = async(CA, locker, release, [k, a, 4000]),
+    await_all(fun() -> dirty(L, k) =:= {error, not_found} andalso queued_count(B, k) >= 1 end, l_freed),
+    T1B = now_us(),
+    Lock = async(CB, locker, lock_with_token, [k, b, ?LONG_LEASE, 8000]),
+    await_all(fun() -> dirty(L, k) =:= {ok, b} andalso queued_count(B, k) >= 2 end, b_written_on_l),
+    {_, RelPid} = Rel,
+    true = rpc:call(CA, erlang, is_process_alive, [RelPid]) orelse ct:fail(inconclusive_a_returned_too_early),
+    {ARel, _, T3A} = await_async(Rel),
+    ok = resume_server(SB),
+    {BLock, _, T2B} = await_async(Lock),
+    ok = resume_server(SA),
+    ct:log("A's release ~p, B's lock ~p, masters ~p", [ARel, BLock, [dirty(M, k) || M <- [A, B, L]]]),
+    ?assertEqual({error, no_quorum}, ARel),
+    Facts = #{a_grant => {TokA, T1A, T2A}, a_release => ARel, a_release_t => T3A, b_lock => BLock,
+              b_t1 => T1B, b_t2 => T2B},
+    ?assertEqual([], check_holds(strict, holds_of(Facts)), "B granted while A's release failed").
+
+%% The bad requests of malformed_one_round_requests sent to lockerd: each
+%% answered, never `ok' (but the lease-length number rules), lockerd
+%% keeps serving, k unchanged.
+lockerd_malformed_one_round_requests(Config) ->
+    #{masters := [_, _, L], coords := [CA, _]} = mixed_cluster(Config),
+    {ok, _, _, _} = timed_lock(CA, k, a, ?LONG_LEASE, 5000),
+    await_all(fun() -> dirty(L, k) =:= {ok, a} end, l_holds_a),
+    Replies = [{R, catch gen_server:call({locker, L}, R, 5000)} || R <- bad_requests(epoch(CA))],
+    ct:log("~p", [Replies]),
+    [?assertNotEqual(ok, Reply, R) || {R, Reply} <- Replies, not acceptable_ok(R)],
+    [?assertMatch({error, _}, Reply, R) || {R, Reply} <- Replies, not acceptable_ok(R)],
+    ?assertEqual({ok, a}, dirty(L, k)),
+    ok = gen_server:call({locker, L}, {undo, epoch_tag(epoch(CA)), k}),
+    ?assertEqual({ok, a}, dirty(L, k)).
+
+%% Masters A, B (BEAM) and L (lockerd), W 2, and two coordinator-only
+%% BEAM nodes, configured in epoch mode (one round).
+mixed_cluster(Config) ->
+    [A, B] = [start_peer(N, Config) || N <- [ma, mb]],
+    Coords = [start_peer(C, Config) || C <- [ca, cb]],
+    U = list_to_atom(lists:concat(["ora_l_", erlang:unique_integer([positive])])),
+    Lnode = list_to_atom(atom_to_list(U) ++ "@127.0.0.1"),
+    {{lockerd, _}, L, OsPid} = locker_fault_SUITE:start_lockerd(
+        U, locker_fault_SUITE:lockerd_binary(), ?config(priv_dir, Config), lists:sort([A, B, Lnode]), 0,
+        ?config(cleanup, Config)
+    ),
+    Masters = [A, B, L],
+    Beams = [A, B | Coords],
+    ok = rpc:call(A, locker, set_nodes, [Beams ++ [L], Masters, []]),
+    await_all(fun() ->
+        lists:usort([maps:with([mode, masters, w, joint], C) || C <- configs(Beams)]) =:=
+            [#{mode => epoch, masters => lists:sort(Masters), w => 2, joint => none}]
+    end, same_epoch_config),
+    {ok, #{mode := epoch}} = gen_server:call({locker, L}, {'$locker_config', get}),
+    #{masters => Masters, coords => Coords, lockerd => OsPid}.
+
+stop_os(OsPid) ->
+    _ = os:cmd("kill -STOP " ++ OsPid),
+    ok.
+
+cont_os(OsPid) ->
+    _ = os:cmd("kill -CONT " ++ OsPid),
+    ok.
 
 %%--------------------------------------------------------------------
 %% Checker
