@@ -689,7 +689,8 @@ partial_commit_is_no_quorum(Config) ->
     ok = call(A, extend_lease, [ek, v, 120000, 2000]).
 
 %% Registers on Node, as `locker', a process that passes every message to
-%% the real server and drops the calls of phase two (write, extend_lease).
+%% the real server and drops the calls of phase two (write, extend_lease)
+%% and the one-round writes (cond_write, cond_extend).
 lose_writes(Node) ->
     Server = rpc:call(Node, erlang, whereis, [locker]),
     true = rpc:call(Node, erlang, unregister, [locker]),
@@ -699,7 +700,14 @@ lose_writes(Node) ->
 
 relay(Server) ->
     receive
-        {'$gen_call', _, Req} when element(1, Req) =:= write; element(1, Req) =:= extend_lease -> relay(Server);
+        {'$gen_call', _, Req} when
+            element(1, Req) =:= write;
+            element(1, Req) =:= extend_lease;
+            %% The one-round path's writes.
+            element(1, Req) =:= cond_write;
+            element(1, Req) =:= cond_extend
+        ->
+            relay(Server);
         stop -> ok;
         Msg -> Server ! Msg, relay(Server)
     end.

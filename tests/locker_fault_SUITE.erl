@@ -63,6 +63,11 @@
 %%   the CI's: one of each; e.g. 40 with 10000 acquisitions);
 %% - LOCKER_FAULT_W=1 runs with a quorum of one, which must make the
 %%   checker report violations (a check of the checker).
+%% - LOCKER_FAULT_ONE_ROUND=false makes the coordinators use the two-phase
+%%   protocol only (by default they take one round once the membership
+%%   agent set the configuration through epochs; the summary prints how
+%%   many attempts took each path, and the case fails if none took one
+%%   round by default).
 -module(locker_fault_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
@@ -230,6 +235,7 @@ run_case(BeamMasters, Lockerds, Coords, Config) ->
     {Quiet, QuietAttempts, R3} = quiet_phase(R2),
     R4 = stop_clients(R3),
     Clock = clock_check(Clock0, clock_sample()),
+    Paths = path_counts(R4),
     [stop_member(M, Cleanup) || M <- maps:values(R4#run.members)],
     #run{events = Events, acquired = Acquired, token_acquired = TokenAcquired, faults = Faults} = R4,
     %% The history, for a look after the run: binary_to_term of the file.
@@ -243,12 +249,14 @@ run_case(BeamMasters, Lockerds, Coords, Config) ->
         "~b acquisitions (~b with a token, ~b through lock/4; ~b long leases; ~b took over 10 s), ~b failed attempts ~0p; "
         "faults ~0p; membership changes through locker_membership ~0p; intervals checked ~b (~b non-empty checked for overlap, ~b empty: success after the "
         "lease ran out), token holds in order ~b (~b comparisons, ~b token acquisitions with an empty "
-        "interval), quorum checks ~b; quiet phase ~b attempts; ~b violations; nemesis ran ~b ms",
+        "interval), quorum checks ~b; quiet phase ~b attempts; ~b violations; nemesis ran ~b ms; "
+        "coordinator attempts on the BEAM nodes up at the end: ~b in one round, ~b in two phases",
         [Acquired, TokenAcquired, Acquired - TokenAcquired, maps:get(long_leases, Stats), maps:get(slow, Stats),
          length(failed(Events)),
          failures(Events), Faults, changes(R4), maps:get(intervals, Stats), maps:get(valid, Stats), maps:get(empty, Stats),
          maps:get(token_ordered, Stats), maps:get(token_comparisons, Stats), maps:get(token_empty, Stats),
-         maps:get(quorum_checked, Stats), QuietAttempts, length(Violations), Elapsed]
+         maps:get(quorum_checked, Stats), QuietAttempts, length(Violations), Elapsed,
+         maps:get(one_round, Paths), maps:get(two_phase, Paths)]
     ),
     ct:pal("~s", [Summary]),
     [ct:pal("violation: ~p", [V]) || V <- Violations],
@@ -257,7 +265,29 @@ run_case(BeamMasters, Lockerds, Coords, Config) ->
     [] = Violations,
     true = Acquired >= R4#run.target,
     true = R4#run.long_done =:= R4#run.long_total,
+    %% The coordinators took the one-round path (configurations set
+    %% through epochs) unless LOCKER_FAULT_ONE_ROUND=false forced two phases.
+    true = (maps:get(one_round, Paths) > 0) =:= (one_round() andalso R4#run.agent =/= undefined),
     {comment, lists:flatten(Summary)}.
+
+%% LOCKER_FAULT_ONE_ROUND=false: the nodes' coordinators use the two-phase
+%% protocol only (the application environment `one_round').
+one_round() ->
+    os:getenv("LOCKER_FAULT_ONE_ROUND", "true") =/= "false".
+
+%% Operation attempts in one round and in two phases, summed over the BEAM
+%% nodes up now (a node killed during the run took its counts with it).
+path_counts(R) ->
+    lists:foldl(
+        fun(N, #{one_round := O, two_phase := T} = Acc) ->
+            case catch rpc:call(N, locker, path_counts, [], 5000) of
+                #{one_round := O1, two_phase := T1} -> #{one_round => O + O1, two_phase => T + T1};
+                _ -> Acc
+            end
+        end,
+        #{one_round => 0, two_phase => 0},
+        beam_nodes(R)
+    ).
 
 %%--------------------------------------------------------------------
 %% Cluster and clients
@@ -266,7 +296,7 @@ run_case(BeamMasters, Lockerds, Coords, Config) ->
 %% A BEAM node (master or coordinator) with its locker server; Abstain is
 %% its safe-mode window (0 for the first start: nothing was granted yet).
 start_member(Name, Abstain, Cleanup) ->
-    {Peer, Node} = locker_ct:start_peer(unique(Name), [{restart_abstain_ms, Abstain}]),
+    {Peer, Node} = locker_ct:start_peer(unique(Name), [{restart_abstain_ms, Abstain}, {one_round, one_round()}]),
     OsPid = locker_ct:os_pid(Node),
     ets:insert(Cleanup, [{peer, Peer}, {os_pid, OsPid}]),
     {Peer, Node, OsPid}.

@@ -134,8 +134,11 @@ end_per_testcase(_Case, Config) ->
     ets:delete(T),
     ok.
 
+%% These scenarios are the two-phase path's (a coordinator between its
+%% phases): its coordinators are kept on it (`one_round' = false). The
+%% one-round path's late writes and undo are in locker_oneround_SUITE.
 start_beam(Prefix, Config) ->
-    {Peer, Node} = locker_ct:start_peer(list_to_atom(locker_ct:unique(Prefix)), []),
+    {Peer, Node} = locker_ct:start_peer(list_to_atom(locker_ct:unique(Prefix)), [{one_round, false}]),
     T = ?config(cleanup, Config),
     ets:insert(T, [{peer, Peer}, {os_pid, locker_ct:os_pid(Node)}]),
     Node.

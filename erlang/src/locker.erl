@@ -8,9 +8,13 @@
 %% which {@link dirty_read/1} reads directly from the calling process.
 %%
 %% The coordinator functions ({@link lock/4}, {@link update/4},
-%% {@link extend_lease/4}, {@link release/3}) run in the caller and send
-%% exactly the requests of the original protocol, so original nodes, these
-%% nodes and `lockerd' can share a cluster.
+%% {@link extend_lease/4}, {@link release/3}) run in the caller. When the
+%% configuration was set through epochs (every master is this project's
+%% node or `lockerd') they take one round: a conditional write on each
+%% master, undone at once if W did not apply it. Otherwise they send
+%% exactly the requests of the original two-phase protocol, so original
+%% nodes, these nodes and `lockerd' can share a cluster. See
+%% docs/protocol.md and {@link one_round_enabled/0}.
 %%
 %% On each of three nodes `Cluster' (W = 2):
 %% ```
@@ -31,6 +35,7 @@
 -export([dirty_read/1, master_dirty_read/1]).
 -export([lag/0, summary/0, get_meta/0, get_debug_state/0]).
 -export([token_counter/0, promise_ttl_ms/0, phase_two_budget_ms/0]).
+-export([path_counts/0, one_round_enabled/0]).
 -export([format_error/2]).
 %% The original's helpers, kept for code that calls them.
 -export([get_write_lock/4, do_write/6, release_write_lock/3, get_meta_ets/1, now_to_seconds/0]).
@@ -192,7 +197,18 @@ acquire(Key, Value, LeaseLength, Timeout, Floor, Attempts) ->
     Undo = fun(S, Stored, Tag) ->
         locker_call:round(S, Stored, {release, Key, Value, Tag}, Timeout)
     end,
-    case two_phase(Key, not_found, TagOf, Timeout, Write, Undo) of
+    OneRound = #{
+        tag_of => TagOf,
+        request => fun(T) -> {cond_write, T, Key, Value, LeaseLength} end,
+        undo => fun(T) -> {release, Key, Value, T} end,
+        soft_end => LeaseEnd
+    },
+    Result =
+        case one_round(OneRound, Timeout) of
+            two_phase -> two_phase(Key, not_found, TagOf, Timeout, Write, Undo);
+            OneRoundResult -> OneRoundResult
+        end,
+    case Result of
         {ok, W, Votes, Commits} ->
             {ok, W, Votes, Commits, Token};
         {no_quorum, Floor1} when is_integer(Floor1), Attempts > 1 ->
@@ -234,9 +250,14 @@ update(Key, Value, NewValue, Timeout) ->
         [{2, is_value(Value), value}, {3, is_value(NewValue), value}, {4, is_timeout(Timeout), timeout}],
         [Key, Value, NewValue, Timeout]
     ),
-    tagged(two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, Masters, Tag, _) ->
-        locker_call:round(S, Masters, {update, Tag, Key, NewValue}, Timeout)
-    end)).
+    OneRound = #{request => fun(T) -> {cond_update, T, Key, Value, NewValue} end, undo => fun(T) -> {undo, T, Key} end},
+    tagged(
+        either(OneRound, Timeout, fun() ->
+            two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, Masters, Tag, _) ->
+                locker_call:round(S, Masters, {update, Tag, Key, NewValue}, Timeout)
+            end)
+        end)
+    ).
 
 %% @equiv extend_lease(Key, Value, LeaseLength, 5000)
 -spec extend_lease(key(), value(), non_neg_integer()) -> ok | {error, no_quorum}.
@@ -253,11 +274,16 @@ extend_lease(Key, Value, LeaseLength, Timeout) ->
         [{2, is_value(Value), value}, {3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}],
         [Key, Value, LeaseLength, Timeout]
     ),
-    Result = two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, Masters, Tag, _) ->
-        {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
-        Failed = [N || {N, R} <- Replies, R =/= ok],
-        _ = Failed =/= [] andalso locker_call:multi_call(Failed, {release_write_lock, Tag}, Timeout),
-        {Replies, Bad, S1}
+    OneRound = #{
+        request => fun(T) -> {cond_extend, T, Key, Value, LeaseLength} end, undo => fun(T) -> {undo, T, Key} end
+    },
+    Result = either(OneRound, Timeout, fun() ->
+        two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, Masters, Tag, _) ->
+            {Replies, Bad, S1} = locker_call:round(S, Masters, {extend_lease, Tag, Key, Value, LeaseLength}, Timeout),
+            Failed = [N || {N, R} <- Replies, R =/= ok],
+            _ = Failed =/= [] andalso locker_call:multi_call(Failed, {release_write_lock, Tag}, Timeout),
+            {Replies, Bad, S1}
+        end)
     end),
     case Result of
         {ok, _, _, _} -> ok;
@@ -274,10 +300,170 @@ release(Key, Value) ->
 -spec release(key(), value(), timeout()) -> lock_result().
 release(Key, Value, Timeout) ->
     ?CHECK([{2, is_value(Value), value}, {3, is_timeout(Timeout), timeout}], [Key, Value, Timeout]),
-    tagged(two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, _Masters, Tag, _) ->
-        %% Masters and replicas alike.
-        locker_call:round(S, {release, Key, Value, Tag}, Timeout)
-    end)).
+    OneRound = #{
+        request => fun(T) -> {cond_release, T, Key, Value} end,
+        undo => fun(T) -> {undo, T, Key} end,
+        replicas => fun(T) -> {release, Key, Value, T} end
+    },
+    tagged(
+        either(OneRound, Timeout, fun() ->
+            two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, _Masters, Tag, _) ->
+                %% Masters and replicas alike.
+                locker_call:round(S, {release, Key, Value, Tag}, Timeout)
+            end)
+        end)
+    ).
+
+%%--------------------------------------------------------------------
+%% One round (docs/protocol.md, "One-round operations")
+%%--------------------------------------------------------------------
+
+%% @doc Whether this node's coordinators use one round when they may: the
+%% application environment `one_round' (default `true'; `false' forces
+%% the two-phase protocol, e.g. to compare both).
+-spec one_round_enabled() -> boolean().
+one_round_enabled() ->
+    application:get_env(locker, one_round, true) =/= false.
+
+%% @doc How many operation attempts this node's coordinators made in one
+%% round and in two phases (since the VM started): how tests and the
+%% fault suite check which path was taken.
+-spec path_counts() -> #{one_round := non_neg_integer(), two_phase := non_neg_integer()}.
+path_counts() ->
+    C = locker_meta:path_counter(),
+    #{one_round => counters:get(C, 1), two_phase => counters:get(C, 2)}.
+
+count_path(Ix) ->
+    counters:add(locker_meta:path_counter(), Ix, 1).
+
+%% One round, or the two-phase protocol (Fallback) when it may not be used.
+either(OneRound, Timeout, Fallback) ->
+    case one_round(OneRound#{tag_of => fun epoch_tag/1}, Timeout) of
+        two_phase -> Fallback();
+        Result -> Result
+    end.
+
+%% `two_phase' when this operation must take the two-phase path: this
+%% node's configuration is not in `epoch' mode (a master may be an
+%% original node, which crashes on a request it does not know), one round
+%% is turned off, or a master answered that it does not know the request
+%% (an earlier version of this project: it answers, it does not crash).
+one_round(Op, Timeout) ->
+    case one_round_enabled() andalso config() of
+        #{mode := epoch} -> one_round(Op, Timeout, 1);
+        _ -> two_phase
+    end.
+
+one_round(#{tag_of := TagOf} = Op, Timeout, Retries) ->
+    Config = config(),
+    case Config of
+        #{mode := epoch} ->
+            #{epoch := Epoch, replicas := Replicas} = Config,
+            Nodes = locker_meta:voters(Config),
+            Quorums = locker_meta:quorums(Config),
+            Tag = TagOf(Epoch),
+            Start = erlang:monotonic_time(millisecond),
+            Others =
+                case maps:is_key(replicas, Op) of
+                    true -> Replicas -- Nodes;
+                    false -> []
+                end,
+            S = locker_call:open(Nodes ++ Others),
+            ok = count_path(1),
+            try one_round_attempt(S, Nodes, Others, Quorums, Epoch, Start, Tag, Op, Timeout) of
+                {Result, Newer, S1} ->
+                    ok = locker_call:close(S1),
+                    case Result of
+                        {no_quorum, _} when Newer =/= [], Retries > 0 ->
+                            ok = locker_membership:pull(Newer),
+                            case locker_meta:epoch() of
+                                Epoch -> Result;
+                                _ -> one_round(Op, Timeout, Retries - 1)
+                            end;
+                        _ ->
+                            Result
+                    end
+            catch
+                Class:Reason:Stack ->
+                    #{undo := UndoOf} = Op,
+                    _ = (catch locker_call:multi_call(Nodes, UndoOf(Tag), min_timeout(Timeout, ?TIMEOUT))),
+                    _ = (catch locker_call:close(S)),
+                    erlang:raise(Class, Reason, Stack)
+            end;
+        _ ->
+            two_phase
+    end.
+
+%% The conditional request to every master; success when W of each quorum
+%% applied it; else the undo to every master (those that did not answer or
+%% are down included: it follows the write on the same channel).
+one_round_attempt(S, Nodes, Others, Quorums, Epoch, Start, Tag, Op, Timeout) ->
+    #{request := RequestOf, undo := UndoOf} = Op,
+    Single = length(Quorums) =:= 1,
+    St0 = [{Set, locker_oneround:new(Wq, length(Set))} || {Set, Wq} <- Quorums],
+    Tally = fun(Replies, Pending) ->
+        [
+            {Set,
+                begin
+                    In = within(Set, Replies),
+                    Missing =
+                        case Single of
+                            true -> max(length(Set) - length(In) - Pending, 0);
+                            false -> 0
+                        end,
+                    St1 = lists:foldl(fun({_, R}, A) -> locker_oneround:reply(locker_oneround:to_reply(R), A) end, St, In),
+                    lists:foldl(fun(_, A) -> locker_oneround:reply(missing, A) end, St1, lists:seq(1, Missing))
+                end}
+         || {Set, St} <- St0
+        ]
+    end,
+    Decided = fun(Replies, Pending) -> lists:all(fun({_, St}) -> locker_oneround:decided(St) end, Tally(Replies, Pending)) end,
+    Soft =
+        case Op of
+            #{soft_end := End} -> {fun(Replies) -> quorums_met(Quorums, [N || {N, ok} <- Replies]) end, End};
+            _ -> none
+        end,
+    {Replies, _Bad, S1, Late} = locker_call:round(S, Nodes, RequestOf(Tag), Timeout, Decided, Soft),
+    %% Replies still pending are not waited for: the undo, if any, follows
+    %% them on the same channel.
+    _ = locker_call:late(Late),
+    Outcomes = [locker_oneround:outcome(St) || {_, St} <- Tally(Replies, 0)],
+    Newer = newer(Epoch, Nodes, Replies),
+    case {lists:member(two_phase, Outcomes), lists:all(fun(O) -> element(1, O) =:= ok end, Outcomes)} of
+        {true, _} ->
+            %% A master does not know the one-round requests: the
+            %% operation is done again in two phases, once its writes
+            %% are undone.
+            {_, _, S2} = undo(S1, Nodes, UndoOf(Tag), Start, Timeout),
+            {two_phase, [], S2};
+        {false, true} ->
+            Applied = length([ok || {N, ok} <- Replies, lists:member(N, Nodes)]),
+            {ReplicaCommits, S2} =
+                case Op of
+                    #{replicas := ReplicaReq} when Others =/= [] ->
+                        {RR, _, S1b} = locker_call:round(S1, Others, ReplicaReq(Tag), Timeout),
+                        {length([ok || {_, ok} <- RR]), S1b};
+                    _ ->
+                        {0, S1}
+                end,
+            {_, W} = lists:last(Quorums),
+            {{ok, W, Applied, Applied + ReplicaCommits}, Newer, S2};
+        {false, false} ->
+            {_, _, S2} = undo(S1, Nodes, UndoOf(Tag), Start, Timeout),
+            Floors = [F || {no_quorum, F} <- Outcomes, is_integer(F)],
+            Retry =
+                case Floors of
+                    [] -> undefined;
+                    _ -> lists:max(Floors)
+                end,
+            {{no_quorum, Retry}, Newer, S2}
+    end.
+
+%% The undo of a failed attempt, to every master, those found down
+%% included (sent without waiting for them), as drop_promises/5.
+undo(S, Nodes, Undo, Start, Timeout) ->
+    ok = locker_call:notify_down(S, Nodes, Undo),
+    locker_call:round(S, Nodes, Undo, cleanup(Start, Timeout)).
 
 %% @private How long a master keeps an unused write promise, in milliseconds.
 -spec promise_ttl_ms() -> pos_integer().
@@ -325,6 +511,7 @@ two_phase(Key, Expected, TagOf, Timeout, Commit, Undo, Retries) ->
     Quorums = locker_meta:quorums(Config),
     Tag = TagOf(Epoch),
     Start = erlang:monotonic_time(millisecond),
+    ok = count_path(2),
     S = locker_call:open(Nodes ++ (Replicas -- Nodes)),
     try phases(S, Nodes, Quorums, Epoch, Start, Key, Expected, Tag, Timeout, Commit, Undo) of
         {Result, Newer, S1} ->

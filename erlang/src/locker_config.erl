@@ -36,6 +36,9 @@ keys() ->
         {replicas, {env, fun node_list/2}, "a list of node names (atoms)"},
         {restart_abstain_ms, fun non_neg_int/1, "a non-negative integer of milliseconds"},
         {state_dir, fun is_dir_name/1, "a directory name (a string or a binary)"},
+        %% One-round operations between this project's masters (false:
+        %% always the two-phase protocol; see locker:one_round_enabled/0).
+        {one_round, fun is_boolean/1, "true or false"},
         %% Automatic membership (masters = auto; see locker_auto, which
         %% also checks the keys together).
         {cluster_size, fun pos_int/1, Pos ++ " (the number of nodes the cluster is expected to have)"},

@@ -14,7 +14,7 @@
 %% @end
 -module(locker_meta).
 
--export([get/0, current/0, put/3, push_targets/0, token_counter/0]).
+-export([get/0, current/0, put/3, push_targets/0, token_counter/0, path_counter/0]).
 -export([config/0, put_config/1, epoch/0, voters/1, quorums/1, initial_epoch/0]).
 -export([note_epoch/1, highest_counter/0]).
 -export_type([config/0, epoch/0]).
@@ -22,6 +22,7 @@
 -define(META, {locker, meta}).
 -define(CONFIG, {locker, config}).
 -define(TOKENS, {locker, token_counter}).
+-define(PATHS, {locker, path_counter}).
 -define(HIGHEST, {locker, highest_epoch_counter}).
 
 %% Totally ordered: a counter, then the node that proposed it (the atom
@@ -160,6 +161,20 @@ token_counter() ->
         undefined ->
             C = atomics:new(1, [{signed, true}]),
             persistent_term:put(?TOKENS, C),
+            C;
+        Counter ->
+            Counter
+    end.
+
+%% @doc The counters of this node's coordinators: operation attempts made
+%% in one round (1) and in two phases (2) (see {@link locker:path_counts/0}).
+%% Made by the `locker' server when it starts (or by the first caller).
+-spec path_counter() -> counters:counters_ref().
+path_counter() ->
+    case persistent_term:get(?PATHS, undefined) of
+        undefined ->
+            C = counters:new(2, [write_concurrency]),
+            persistent_term:put(?PATHS, C),
             C;
         Counter ->
             Counter

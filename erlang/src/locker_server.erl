@@ -87,6 +87,7 @@ init([W, LeaseExpireInterval, LockExpireInterval, PushTransInterval]) when
     case locker_safe_mode:init() of
         {ok, Safe} ->
             _ = locker_meta:token_counter(),
+            _ = locker_meta:path_counter(),
             %% A server restarted in a running VM keeps the cluster view, as it
             %% keeps the leases: coordinators on this node must not see an empty
             %% cluster (and answer no_quorum at once) until set_nodes comes again.

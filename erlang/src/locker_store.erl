@@ -67,6 +67,11 @@ checked_tag({get_write_lock, _, _, Tag}) -> Tag;
 checked_tag({write, Tag, _, _, _}) -> Tag;
 checked_tag({update, Tag, _, _}) -> Tag;
 checked_tag({extend_lease, Tag, _, _, _}) -> Tag;
+%% One-round requests (their `undo' gives back, like `release').
+checked_tag({cond_write, Tag, _, _, _}) -> Tag;
+checked_tag({cond_update, Tag, _, _, _}) -> Tag;
+checked_tag({cond_extend, Tag, _, _, _}) -> Tag;
+checked_tag({cond_release, Tag, _, _}) -> Tag;
 checked_tag(_) -> none.
 
 %% @doc The configuration epoch a tag of this project's coordinators
@@ -108,7 +113,9 @@ apply_here(Request) ->
         error:badarg -> {error, badarg}
     end.
 
-late_lease({Op, Tag, _Key, _Value, LeaseMs}) when Op =:= write; Op =:= extend_lease ->
+late_lease({Op, Tag, _Key, _Value, LeaseMs}) when
+    Op =:= write; Op =:= extend_lease; Op =:= cond_write; Op =:= cond_extend
+->
     case tag_epoch(Tag) of
         none ->
             ok;

@@ -1,6 +1,7 @@
 //! The state machine of one locker node: every request of the wire
 //! protocol as a method, with time passed in.
 
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -86,6 +87,15 @@ pub enum CommitError {
     NoPromise,
 }
 
+/// The wire refusal of a phase one or a one-round request.
+fn lock_refusal(e: LockError) -> Refusal {
+    match e {
+        LockError::AlreadyLocked => Refusal::AlreadyLocked,
+        LockError::NotExpectedValue => Refusal::NotExpectedValue,
+        LockError::StaleToken(floor) => Refusal::StaleToken(floor),
+    }
+}
+
 /// Where a phase-two request stands on its key.
 #[derive(Clone, Copy, Debug)]
 enum Standing {
@@ -127,6 +137,17 @@ pub struct Summary {
     pub log_dropped: u64,
     /// Entries in the expiry index (stale ones included).
     pub expiry_entries: usize,
+    /// Undo records of one-round requests (see [`Engine::undo`]).
+    pub undo_records: usize,
+}
+
+/// What a one-round request changed, kept for its undo: the lease as it
+/// was before (`None`: absent), and who changed it. Dropped at any other
+/// change of the key, and after the promise lifetime.
+struct UndoRecord<T, V> {
+    tag: T,
+    before: Option<Lease<V>>,
+    deadline: Micros,
 }
 
 /// One node's locker state. Mutations go through `&mut self` (one writer);
@@ -145,6 +166,11 @@ pub struct Engine<K, V, T> {
     /// Until this instant, refuse promises on keys this node does not hold
     /// (a master that restarted empty may have lost leases others hold).
     abstain_until: Micros,
+    /// Undo records of one-round `cond_update`, `cond_extend` and
+    /// `cond_release` requests, by key.
+    undo: HashMap<K, UndoRecord<T, V>, ahash::RandomState>,
+    /// Their deadlines, in order (entries may be stale).
+    undo_queue: VecDeque<(Micros, K)>,
 }
 
 impl<K, V, T> Engine<K, V, T>
@@ -164,6 +190,8 @@ where
             config,
             token_floor: 0,
             abstain_until: 0,
+            undo: HashMap::default(),
+            undo_queue: VecDeque::new(),
         }
     }
 
@@ -197,6 +225,7 @@ where
 
     fn store(&mut self, key: K, value: V, lease_ms: u64, token: u64, now: Micros) {
         let expires_at = now.saturating_add(ms(lease_ms));
+        self.forget_undo(&key);
         if let Some(old) = self.leases.read(&key, |l| l.token) {
             self.raise_floor(old);
         }
@@ -493,6 +522,7 @@ where
     }
 
     fn apply_update(&mut self, key: &K, value: &V, now: Micros) {
+        self.forget_undo(key);
         self.leases.modify(key, |lease| {
             if lease.is_valid_at(now) {
                 lease.value = value.clone();
@@ -572,6 +602,7 @@ where
             _ => Err(ReleaseError::NotFound),
         };
         outcome?;
+        self.forget_undo(key);
         if let Some(old) = self.leases.remove_if(key, |_| true) {
             self.raise_floor(old.token);
         }
@@ -579,6 +610,245 @@ where
         self.wake_released(key, &mut wakes);
         self.log(|| LogEntry::Release { key: key.clone() });
         Ok(wakes)
+    }
+
+    /// Whether another tag than `tag` holds a live promise on `key` (an
+    /// expired promise found there is dropped, raising the floor to its
+    /// token).
+    fn promised_to_other(&mut self, key: &K, tag: &T, now: Micros) -> bool {
+        let stale = self.promises.token_of(key);
+        if self.promises.is_held(key, now) {
+            return !matches!(self.promises.live_holder(key, tag, now), Some((true, _)));
+        }
+        if let Some(t) = stale {
+            self.raise_floor(t);
+        }
+        false
+    }
+
+    /// The live lease of `key` if it holds `value`; `Err` (with nothing
+    /// changed) if it is absent, expired or holds another value.
+    fn held_as(&self, key: &K, value: &V, now: Micros) -> Result<Lease<V>, LockError> {
+        self.leases
+            .read(key, |l| {
+                (l.is_valid_at(now) && &l.value == value).then(|| l.clone())
+            })
+            .flatten()
+            .ok_or(LockError::NotExpectedValue)
+    }
+
+    /// One-round `lock` (`cond_write`): stores the lease, in one step, only
+    /// where phase one would have promised it and a phase two without a
+    /// promise would then have stored it: no other tag's live promise on
+    /// the key ([`LockError::AlreadyLocked`]), no live lease
+    /// ([`LockError::NotExpectedValue`]), not in safe mode's window
+    /// (`AlreadyLocked`, as phase one), and a token (not 0) above the
+    /// floor and the expired lease's token ([`LockError::StaleToken`]).
+    /// Logs `write`. Its undo is a [`Engine::release_with_token`] with the
+    /// same token. Returns the `wait_for` waiters to answer.
+    pub fn cond_write(
+        &mut self,
+        tag: &T,
+        key: K,
+        value: V,
+        lease_ms: u64,
+        token: u64,
+        now: Micros,
+    ) -> Result<Vec<Wake<V>>, LockError> {
+        if self.promised_to_other(&key, tag, now) {
+            return Err(LockError::AlreadyLocked);
+        }
+        let (live, expired_token) = match self.leases.read(&key, |l| (l.is_valid_at(now), l.token))
+        {
+            Some((true, _)) => (true, 0),
+            Some((false, t)) => (false, t),
+            None => (false, 0),
+        };
+        if live {
+            return Err(LockError::NotExpectedValue);
+        }
+        if now < self.abstain_until {
+            return Err(LockError::AlreadyLocked);
+        }
+        if token > 0 {
+            let floor = self.token_floor.max(expired_token);
+            if token <= floor {
+                return Err(LockError::StaleToken(floor));
+            }
+        }
+        Ok(self.apply_write(key, value, lease_ms, token, now, true))
+    }
+
+    /// One-round `update` (`cond_update`): replaces `value` by `new_value`
+    /// (expiry and token kept) only if the key holds `value` and no other
+    /// tag holds a live promise on it; leaves an undo record for `tag`.
+    /// Logs `update`.
+    pub fn cond_update(
+        &mut self,
+        tag: &T,
+        key: K,
+        value: &V,
+        new_value: V,
+        now: Micros,
+    ) -> Result<Vec<Wake<V>>, LockError> {
+        if self.promised_to_other(&key, tag, now) {
+            return Err(LockError::AlreadyLocked);
+        }
+        let before = self.held_as(&key, value, now)?;
+        self.apply_update(&key, &new_value, now);
+        self.log(|| LogEntry::Update {
+            key: key.clone(),
+            value: new_value,
+        });
+        self.remember_undo(key, tag, Some(before), now);
+        Ok(Vec::new())
+    }
+
+    /// One-round `extend_lease` (`cond_extend`): makes the lease expire
+    /// `lease_ms` from now (token kept) only if the key holds `value` and
+    /// no other tag holds a live promise on it (unlike a phase two, it
+    /// never stores the lease again on a node that lost it); leaves an
+    /// undo record for `tag`. Logs `extend_lease`.
+    pub fn cond_extend(
+        &mut self,
+        tag: &T,
+        key: K,
+        value: V,
+        lease_ms: u64,
+        now: Micros,
+    ) -> Result<Vec<Wake<V>>, LockError> {
+        if self.promised_to_other(&key, tag, now) {
+            return Err(LockError::AlreadyLocked);
+        }
+        let before = self.held_as(&key, &value, now)?;
+        self.log(|| LogEntry::ExtendLease {
+            key: key.clone(),
+            value: value.clone(),
+            lease_ms,
+        });
+        self.store(key.clone(), value, lease_ms, before.token, now);
+        self.remember_undo(key, tag, Some(before), now);
+        Ok(Vec::new())
+    }
+
+    /// One-round `release` (`cond_release`): deletes the lease only if the
+    /// key holds `value` and no other tag holds a live promise on it;
+    /// leaves an undo record for `tag`. Logs `release`; returns the
+    /// `wait_for_release` waiters to answer.
+    pub fn cond_release(
+        &mut self,
+        tag: &T,
+        key: K,
+        value: &V,
+        now: Micros,
+    ) -> Result<Vec<Wake<V>>, LockError> {
+        if self.promised_to_other(&key, tag, now) {
+            return Err(LockError::AlreadyLocked);
+        }
+        let before = self.held_as(&key, value, now)?;
+        self.forget_undo(&key);
+        if let Some(old) = self.leases.remove_if(&key, |_| true) {
+            self.raise_floor(old.token);
+        }
+        let mut wakes = Vec::new();
+        self.wake_released(&key, &mut wakes);
+        self.log(|| LogEntry::Release { key: key.clone() });
+        self.remember_undo(key, tag, Some(before), now);
+        Ok(wakes)
+    }
+
+    /// Undoes `tag`'s one-round `cond_update`, `cond_extend` or
+    /// `cond_release` on `key`: if its undo record is still there (nothing
+    /// else changed the key since, and the promise lifetime has not passed)
+    /// and no other tag holds a live promise on the key, the lease is put
+    /// back as it was before (same value, expiry and token; deleted if that
+    /// lease has expired since). Otherwise nothing changes. Logs the change
+    /// (`write` with the time left, or `release`); returns the waiters to
+    /// answer. Always `ok` on the wire.
+    pub fn undo(&mut self, tag: &T, key: &K, now: Micros) -> Vec<Wake<V>> {
+        let mut wakes = Vec::new();
+        match self.undo.get(key) {
+            Some(r) if &r.tag == tag && r.deadline > now => {}
+            _ => return wakes,
+        }
+        if self.promised_to_other(key, tag, now) {
+            return wakes;
+        }
+        let Some(record) = self.undo.remove(key) else {
+            return wakes;
+        };
+        match record.before {
+            Some(lease) if lease.is_valid_at(now) => {
+                if let Some(old) = self.leases.read(key, |l| l.token) {
+                    self.raise_floor(old);
+                }
+                let left_ms = (lease.expires_at - now).div_ceil(1_000);
+                self.wake_values(key, &lease.value, &mut wakes);
+                self.log(|| LogEntry::Write {
+                    key: key.clone(),
+                    value: lease.value.clone(),
+                    lease_ms: left_ms,
+                });
+                self.expiry
+                    .schedule(lease.expires_at, self.leases.hash_of(key));
+                self.leases.insert(key.clone(), lease);
+            }
+            _ => {
+                if let Some(old) = self.leases.remove_if(key, |_| true) {
+                    self.raise_floor(old.token);
+                    self.wake_released(key, &mut wakes);
+                    self.log(|| LogEntry::Release { key: key.clone() });
+                }
+            }
+        }
+        wakes
+    }
+
+    fn remember_undo(&mut self, key: K, tag: &T, before: Option<Lease<V>>, now: Micros) {
+        let deadline = now.saturating_add(self.config.promise_ttl);
+        if self.undo_queue.back().is_some_and(|(d, _)| *d > deadline) {
+            // The promise lifetime was lowered: keep the queue sorted.
+            let at = self.undo_queue.partition_point(|(d, _)| *d <= deadline);
+            self.undo_queue.insert(at, (deadline, key.clone()));
+        } else {
+            self.undo_queue.push_back((deadline, key.clone()));
+        }
+        self.undo.insert(
+            key,
+            UndoRecord {
+                tag: tag.clone(),
+                before,
+                deadline,
+            },
+        );
+    }
+
+    fn forget_undo(&mut self, key: &K) {
+        if !self.undo.is_empty() {
+            self.undo.remove(key);
+        }
+    }
+
+    fn expire_undo(&mut self, now: Micros, budget: usize) {
+        let mut n = 0;
+        while n < budget {
+            match self.undo_queue.front() {
+                Some((d, _)) if *d <= now => {}
+                _ => break,
+            }
+            let Some((d, key)) = self.undo_queue.pop_front() else {
+                break;
+            };
+            if self.undo.get(&key).is_some_and(|r| r.deadline == d) {
+                self.undo.remove(&key);
+            }
+            n += 1;
+        }
+        if self.undo_queue.len() > 4 * self.undo.len() + 1024 {
+            let undo = &self.undo;
+            self.undo_queue
+                .retain(|(d, k)| undo.get(k).is_some_and(|r| r.deadline == *d));
+        }
     }
 
     /// Replays one entry of a master's transaction log (on a replica).
@@ -600,6 +870,7 @@ where
             }
             LogEntry::Release { key } => {
                 let mut wakes = Vec::new();
+                self.forget_undo(&key);
                 if let Some(old) = self.leases.remove_if(&key, |_| true) {
                     self.raise_floor(old.token);
                     self.wake_released(&key, &mut wakes);
@@ -621,6 +892,13 @@ where
             },
             Err(CommitError::NoPromise) => Handled::reply(Reply::Refused(R::NoPromise)),
         };
+        let conditional = |r: Result<Vec<Wake<V>>, LockError>| match r {
+            Ok(wakes) => Handled {
+                reply: Reply::Ok,
+                wakes,
+            },
+            Err(e) => Handled::reply(Reply::Refused(lock_refusal(e))),
+        };
         match request {
             Request::GetWriteLock {
                 key,
@@ -635,9 +913,7 @@ where
                 Handled::reply(
                     match self.get_write_lock_with_token(key, expect, tag, token, now) {
                         Ok(()) => Reply::Ok,
-                        Err(LockError::AlreadyLocked) => Reply::Refused(R::AlreadyLocked),
-                        Err(LockError::NotExpectedValue) => Reply::Refused(R::NotExpectedValue),
-                        Err(LockError::StaleToken(floor)) => Reply::Refused(R::StaleToken(floor)),
+                        Err(e) => Reply::Refused(lock_refusal(e)),
                     },
                 )
             }
@@ -677,6 +953,32 @@ where
                     ReleaseError::NotFound => R::NotFound,
                     ReleaseError::NoPromise => R::NoPromise,
                 })),
+            },
+            Request::CondWrite {
+                tag,
+                key,
+                value,
+                lease_ms,
+                token,
+            } => conditional(self.cond_write(&tag, key, value, lease_ms, token, now)),
+            Request::CondUpdate {
+                tag,
+                key,
+                value,
+                new_value,
+            } => conditional(self.cond_update(&tag, key, &value, new_value, now)),
+            Request::CondExtend {
+                tag,
+                key,
+                value,
+                lease_ms,
+            } => conditional(self.cond_extend(&tag, key, value, lease_ms, now)),
+            Request::CondRelease { tag, key, value } => {
+                conditional(self.cond_release(&tag, key, &value, now))
+            }
+            Request::Undo { tag, key } => Handled {
+                reply: Reply::Ok,
+                wakes: self.undo(&tag, &key, now),
             },
             Request::WaitFor {
                 key,
@@ -761,6 +1063,7 @@ where
         report.promises_expired = promises_expired;
         self.raise_floor(promise_token);
         report.timed_out = self.waiters.expire(now, budget);
+        self.expire_undo(now, budget);
         report.done =
             leases_done && report.promises_expired < budget && report.timed_out.len() < budget;
         report
@@ -811,6 +1114,7 @@ where
             log: self.log.len(),
             log_dropped: self.log.dropped(),
             expiry_entries: self.expiry.len(),
+            undo_records: self.undo.len(),
         }
     }
 
@@ -819,6 +1123,8 @@ where
     pub fn reset_volatile(&mut self) {
         self.promises.clear();
         self.waiters.clear();
+        self.undo.clear();
+        self.undo_queue.clear();
     }
 
     /// Forgets everything.

@@ -187,11 +187,21 @@ pub enum Op {
     WaitFor,
     /// `{wait_for_release, Key, TimeoutMs}`
     WaitForRelease,
+    /// `{cond_write, Tag, Key, Value, LeaseMs}` (one-round `lock`)
+    CondWrite,
+    /// `{cond_update, Tag, Key, Value, NewValue}` (one-round `update`)
+    CondUpdate,
+    /// `{cond_extend, Tag, Key, Value, LeaseMs}` (one-round `extend_lease`)
+    CondExtend,
+    /// `{cond_release, Tag, Key, Value}` (one-round `release`)
+    CondRelease,
+    /// `{undo, Tag, Key}` (undo of a failed one-round attempt)
+    Undo,
 }
 
 impl Op {
     /// Every request.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 13] = [
         Op::GetWriteLock,
         Op::ReleaseWriteLock,
         Op::Write,
@@ -200,6 +210,11 @@ impl Op {
         Op::Release,
         Op::WaitFor,
         Op::WaitForRelease,
+        Op::CondWrite,
+        Op::CondUpdate,
+        Op::CondExtend,
+        Op::CondRelease,
+        Op::Undo,
     ];
 
     /// The request's atom.
@@ -218,6 +233,11 @@ impl Op {
             Op::Release => "release",
             Op::WaitFor => "wait_for",
             Op::WaitForRelease => "wait_for_release",
+            Op::CondWrite => "cond_write",
+            Op::CondUpdate => "cond_update",
+            Op::CondExtend => "cond_extend",
+            Op::CondRelease => "cond_release",
+            Op::Undo => "undo",
         }
     }
 
@@ -225,9 +245,9 @@ impl Op {
     pub const fn arity(self) -> usize {
         match self {
             Op::ReleaseWriteLock => 1,
-            Op::WaitFor | Op::WaitForRelease => 2,
-            Op::GetWriteLock | Op::Update | Op::Release => 3,
-            Op::Write | Op::ExtendLease => 4,
+            Op::WaitFor | Op::WaitForRelease | Op::Undo => 2,
+            Op::GetWriteLock | Op::Update | Op::Release | Op::CondRelease => 3,
+            Op::Write | Op::ExtendLease | Op::CondWrite | Op::CondUpdate | Op::CondExtend => 4,
         }
     }
 
@@ -322,6 +342,57 @@ pub enum Request<K, V, T> {
         /// The tag's fencing token (0: none).
         token: u64,
     },
+    /// One-round `lock`: store the lease if the key is free here.
+    CondWrite {
+        /// The caller's tag.
+        tag: T,
+        /// The key.
+        key: K,
+        /// The value.
+        value: V,
+        /// Lease length.
+        lease_ms: u64,
+        /// The tag's fencing token (0: none).
+        token: u64,
+    },
+    /// One-round `update`: replace `value` by `new_value` if held here.
+    CondUpdate {
+        /// The caller's tag.
+        tag: T,
+        /// The key.
+        key: K,
+        /// The value the key must hold.
+        value: V,
+        /// The new value.
+        new_value: V,
+    },
+    /// One-round `extend_lease`: new expiry if the key holds `value` here.
+    CondExtend {
+        /// The caller's tag.
+        tag: T,
+        /// The key.
+        key: K,
+        /// The value the key must hold.
+        value: V,
+        /// New lease length from now.
+        lease_ms: u64,
+    },
+    /// One-round `release`: delete the key if it holds `value` here.
+    CondRelease {
+        /// The caller's tag.
+        tag: T,
+        /// The key.
+        key: K,
+        /// The value the key must hold.
+        value: V,
+    },
+    /// Put back what the tag's one-round request changed on the key.
+    Undo {
+        /// The caller's tag.
+        tag: T,
+        /// The key.
+        key: K,
+    },
     /// Wait for the key to get a value.
     WaitFor {
         /// The key.
@@ -410,6 +481,34 @@ impl<K, V, T> Request<K, V, T> {
                 key: d.key(k),
                 value: d.value(v),
                 tag: d.tag(tag),
+            },
+            (Op::CondWrite, [tag, k, v, lease]) => Request::CondWrite {
+                lease_ms: ms(lease)?,
+                token: tag_token(tag),
+                tag: d.tag(tag),
+                key: d.key(k),
+                value: d.value(v),
+            },
+            (Op::CondUpdate, [tag, k, v, new]) => Request::CondUpdate {
+                tag: d.tag(tag),
+                key: d.key(k),
+                value: d.value(v),
+                new_value: d.value(new),
+            },
+            (Op::CondExtend, [tag, k, v, lease]) => Request::CondExtend {
+                lease_ms: ms(lease)?,
+                tag: d.tag(tag),
+                key: d.key(k),
+                value: d.value(v),
+            },
+            (Op::CondRelease, [tag, k, v]) => Request::CondRelease {
+                tag: d.tag(tag),
+                key: d.key(k),
+                value: d.value(v),
+            },
+            (Op::Undo, [tag, k]) => Request::Undo {
+                tag: d.tag(tag),
+                key: d.key(k),
             },
             (Op::WaitFor, [k, timeout]) => Request::WaitFor {
                 timeout_ms: ms(timeout)?,

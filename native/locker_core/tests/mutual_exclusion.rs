@@ -1,5 +1,6 @@
 //! Mutual exclusion across a simulated cluster: three masters (the real
-//! `Engine`), W = 2, coordinators that follow the two-phase protocol, and
+//! `Engine`), W = 2, coordinators that follow the two-phase protocol or
+//! the one-round protocol (`cond_write`, undone by a token release), and
 //! an adversarial scheduler that delays any message past any timer,
 //! pauses coordinators between their phases, and restarts masters (their
 //! server only, or empty in safe mode). One clock rate.
@@ -49,6 +50,10 @@ enum Req {
     Vote,
     Write,
     Abort,
+    /// One round: the conditional write.
+    CondWrite,
+    /// One round: the undo of a failed attempt (a token release).
+    Undo,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +74,7 @@ struct Coord {
     answered: usize,
     commits: usize,
     succeeded: bool,
+    one_round: bool,
 }
 
 /// Which rule the masters and coordinators follow.
@@ -82,6 +88,8 @@ struct Rules {
     /// Every acquisition uses the same value (callers that lock with
     /// `node()` or a service name): only tokens tell them apart.
     shared_value: bool,
+    /// Which coordinators take one round: every k-th (0: none).
+    one_round_every: usize,
 }
 
 #[derive(Default, Debug)]
@@ -93,6 +101,10 @@ struct Outcome {
     stale_phase_two: usize,
     /// Successes reported after their lease had run out (empty holds).
     empty: usize,
+    /// One-round acquisitions that succeeded.
+    one_round_successes: usize,
+    /// One-round attempts undone.
+    one_round_undos: usize,
 }
 
 fn engine() -> E {
@@ -131,8 +143,14 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
                     answered: 0,
                     commits: 0,
                     succeeded: false,
+                    one_round: rules.one_round_every > 0 && c.is_multiple_of(rules.one_round_every),
                 });
-                mail.extend((0..N).map(|m| (c, m, Req::Vote)));
+                let first = if coords[c].one_round {
+                    Req::CondWrite
+                } else {
+                    Req::Vote
+                };
+                mail.extend((0..N).map(|m| (c, m, first)));
             }
             Step::Deliver(i) => {
                 // The first message of each pair is deliverable (FIFO).
@@ -161,16 +179,25 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
                         }
                     }
                     Req::Abort => e.release_write_lock(&tag),
-                    Req::Write => {
+                    Req::Undo => {
+                        let _ = e.release_with_token(&KEY, &co.value, &tag, co.token, now);
+                    }
+                    Req::CondWrite | Req::Write => {
                         let live = {
                             let mut live = false;
                             e.for_each_promise(|k, t, d| live |= *k == KEY && *t == tag && d > now);
                             live
                         };
-                        if !live {
+                        if !live && req == Req::Write {
                             out.stale_phase_two += 1;
                         }
-                        let ok = if m < rules.unchecked_masters {
+                        let ok = if req == Req::CondWrite {
+                            if co.phase == Phase::One {
+                                co.answered += 1;
+                            }
+                            e.cond_write(&tag, KEY, co.value, co.lease_ms, co.token, now)
+                                .is_ok()
+                        } else if m < rules.unchecked_masters {
                             // The original: drop the promise, store anyway.
                             e.release_write_lock(&tag);
                             e.replay(
@@ -189,9 +216,16 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
                         if ok {
                             co.commits += 1;
                         }
-                        if co.commits >= rules.w && !co.succeeded {
+                        // A one-round coordinator that already gave up
+                        // (and sent its undo) reports no success: its
+                        // caller was told no_quorum.
+                        let reported = !co.one_round || co.phase == Phase::One;
+                        if co.commits >= rules.w && !co.succeeded && reported {
                             co.succeeded = true;
                             out.successes += 1;
+                            if co.one_round {
+                                out.one_round_successes += 1;
+                            }
                             let until = co.start + ms(co.lease_ms);
                             if now < until {
                                 held.push((c, co.token, now, until));
@@ -213,6 +247,20 @@ fn run(steps: &[Step], rules: Rules) -> Outcome {
                 let co = &mut coords[c];
                 let pending = N - co.answered;
                 let late = rules.budget && now - co.start >= ms(BUDGET_MS);
+                if co.one_round {
+                    // Decided when W applied or W cannot; a coordinator
+                    // that gives up (its timeout: `late`) undoes too.
+                    let decided = co.commits >= rules.w || co.commits + pending < rules.w;
+                    if !decided && !late {
+                        continue;
+                    }
+                    co.phase = Phase::Done;
+                    if co.commits < rules.w {
+                        out.one_round_undos += 1;
+                        mail.extend((0..N).map(|m| (c, m, Req::Undo)));
+                    }
+                    continue;
+                }
                 if !phase_one_decided(co.votes, pending, rules.w) && !late {
                     continue; // keeps waiting
                 }
@@ -312,6 +360,8 @@ fn explore(rules: Rules, cases: u32) -> Outcome {
         total.successes += o.successes;
         total.checked += o.checked;
         total.stale_phase_two += o.stale_phase_two;
+        total.one_round_successes += o.one_round_successes;
+        total.one_round_undos += o.one_round_undos;
         if let Some(v) = o.violations.first() {
             total.violations.push(v.clone());
         }
@@ -328,6 +378,7 @@ fn no_double_grant_with_checked_phase_two() {
                 budget,
                 w: 2,
                 shared_value,
+                one_round_every: 0,
             },
             5_000,
         );
@@ -353,6 +404,7 @@ fn the_checker_sees_the_originals_double_grant() {
             budget: false,
             w: 2,
             shared_value: false,
+            one_round_every: 0,
         },
         3_000,
     );
@@ -370,6 +422,7 @@ fn one_original_master_is_safe_with_w_above_n_plus_o_over_2() {
             budget: false,
             w: 3,
             shared_value: false,
+            one_round_every: 0,
         },
         3_000,
     );
@@ -381,8 +434,39 @@ fn one_original_master_is_safe_with_w_above_n_plus_o_over_2() {
             budget: false,
             w: 2,
             shared_value: false,
+            one_round_every: 0,
         },
         3_000,
     );
     assert!(!o.violations.is_empty(), "{o:?}");
+}
+
+#[test]
+fn no_double_grant_with_one_round_and_two_phase_mixed() {
+    // Every coordinator in one round, then every other one (one-round
+    // and two-phase acquisitions of the same key interleaved), with and
+    // without the coordinators' timeout, with distinct and shared values.
+    for every in [1, 2, 3] {
+        for (budget, shared_value) in [(true, false), (false, false), (true, true), (false, true)] {
+            let o = explore(
+                Rules {
+                    unchecked_masters: 0,
+                    budget,
+                    w: 2,
+                    shared_value,
+                    one_round_every: every,
+                },
+                500,
+            );
+            assert!(
+                o.violations.is_empty(),
+                "one round every {every}, budget {budget}, shared value {shared_value}: {:?}",
+                o.violations
+            );
+            eprintln!("one round every {every}, budget {budget}, shared {shared_value}: {o:?}");
+            assert!(o.one_round_successes > 50, "{o:?}");
+            assert!(o.one_round_undos > 20, "{o:?}");
+            assert_eq!(o.checked, o.successes);
+        }
+    }
 }

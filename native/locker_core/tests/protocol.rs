@@ -424,3 +424,140 @@ fn handle_serves_a_lock_round() {
         Reply::Ok
     );
 }
+
+#[test]
+fn one_round_requests_decode_and_are_served() {
+    let tok = t(vec![a("$locker_token"), a("r"), T::Int(77)]);
+    let (k, v, v2) = (a("k"), T::Int(1), T::Int(2));
+    assert_eq!(
+        decode(t(vec![
+            a("cond_write"),
+            tok.clone(),
+            k.clone(),
+            v.clone(),
+            T::Int(50)
+        ])),
+        Ok(Some(Request::CondWrite {
+            tag: s(&tok),
+            key: s(&k),
+            value: s(&v),
+            lease_ms: 50,
+            token: 77
+        }))
+    );
+    assert_eq!(
+        decode(t(vec![
+            a("cond_update"),
+            a("t"),
+            k.clone(),
+            v.clone(),
+            v2.clone()
+        ])),
+        Ok(Some(Request::CondUpdate {
+            tag: s(&a("t")),
+            key: s(&k),
+            value: s(&v),
+            new_value: s(&v2)
+        }))
+    );
+    assert_eq!(
+        decode(t(vec![
+            a("cond_extend"),
+            a("t"),
+            k.clone(),
+            v.clone(),
+            a("infinity")
+        ])),
+        Ok(Some(Request::CondExtend {
+            tag: s(&a("t")),
+            key: s(&k),
+            value: s(&v),
+            lease_ms: FOREVER_MS
+        }))
+    );
+    assert_eq!(
+        decode(t(vec![a("cond_release"), a("t"), k.clone(), v.clone()])),
+        Ok(Some(Request::CondRelease {
+            tag: s(&a("t")),
+            key: s(&k),
+            value: s(&v)
+        }))
+    );
+    assert_eq!(
+        decode(t(vec![a("undo"), a("t"), k.clone()])),
+        Ok(Some(Request::Undo {
+            tag: s(&a("t")),
+            key: s(&k)
+        }))
+    );
+    // Malformed: refused whole (nothing reaches the engine).
+    for bad in [
+        t(vec![
+            a("cond_write"),
+            a("t"),
+            k.clone(),
+            v.clone(),
+            a("soon"),
+        ]),
+        t(vec![
+            a("cond_extend"),
+            a("t"),
+            k.clone(),
+            v.clone(),
+            T::Bin(vec![]),
+        ]),
+    ] {
+        assert_eq!(decode(bad), Err(DecodeError::BadArg));
+    }
+    for bad in [
+        t(vec![a("cond_write"), a("t"), k.clone(), v.clone()]),
+        t(vec![a("cond_update"), a("t"), k.clone(), v.clone()]),
+        t(vec![a("cond_release"), a("t"), k.clone()]),
+        t(vec![a("undo"), a("t")]),
+        t(vec![a("undo"), a("t"), k.clone(), v.clone()]),
+    ] {
+        assert_eq!(decode(bad), Err(DecodeError::Unknown));
+    }
+    // Served through Engine::handle.
+    let mut e: Engine<String, String, String> = Engine::new(Default::default());
+    let now = 1_000_000;
+    let req = |r: T| decode(r).unwrap().unwrap();
+    let write = t(vec![
+        a("cond_write"),
+        tok.clone(),
+        k.clone(),
+        v.clone(),
+        T::Int(50),
+    ]);
+    assert_eq!(e.handle(req(write.clone()), now).reply, Reply::Ok);
+    assert_eq!(
+        e.handle(req(write), now).reply,
+        Reply::Refused(Refusal::NotExpectedValue)
+    );
+    let update = t(vec![
+        a("cond_update"),
+        a("u"),
+        k.clone(),
+        v.clone(),
+        v2.clone(),
+    ]);
+    assert_eq!(e.handle(req(update), now).reply, Reply::Ok);
+    assert_eq!(
+        e.handle(req(t(vec![a("undo"), a("u"), k.clone()])), now)
+            .reply,
+        Reply::Ok
+    );
+    let release = t(vec![a("cond_release"), a("r2"), k.clone(), v.clone()]);
+    assert_eq!(e.handle(req(release), now).reply, Reply::Ok);
+    let stale = t(vec![
+        a("cond_write"),
+        t(vec![a("$locker_token"), a("r"), T::Int(1)]),
+        k.clone(),
+        v,
+        T::Int(50),
+    ]);
+    assert_eq!(
+        e.handle(req(stale), now).reply,
+        Reply::Refused(Refusal::StaleToken(77))
+    );
+}

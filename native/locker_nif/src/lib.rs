@@ -58,6 +58,11 @@ pub(crate) mod atoms {
         release_write_lock,
         wait_for,
         wait_for_release,
+        cond_write,
+        cond_update,
+        cond_extend,
+        cond_release,
+        undo,
         // The tag shape of this project's coordinators: {'$locker_token', Ref, Token}.
         locker_token = "$locker_token",
     }

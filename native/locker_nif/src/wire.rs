@@ -40,6 +40,11 @@ fn atom(name: Name) -> rustler::Atom {
             Op::Release => atoms::release(),
             Op::WaitFor => atoms::wait_for(),
             Op::WaitForRelease => atoms::wait_for_release(),
+            Op::CondWrite => atoms::cond_write(),
+            Op::CondUpdate => atoms::cond_update(),
+            Op::CondExtend => atoms::cond_extend(),
+            Op::CondRelease => atoms::cond_release(),
+            Op::Undo => atoms::undo(),
         },
     }
 }

@@ -405,7 +405,14 @@ impl Locker {
             }
         };
         // A write or an extension may move a watched lease's expiry.
-        let moves_expiry = matches!(request, Request::Write { .. } | Request::ExtendLease { .. });
+        let moves_expiry = matches!(
+            request,
+            Request::Write { .. }
+                | Request::ExtendLease { .. }
+                | Request::CondWrite { .. }
+                | Request::CondExtend { .. }
+                | Request::Undo { .. }
+        );
         let id = self.next_id;
         request.set_waiter(id);
         let Handled { reply, wakes } = self.engine.handle(request, now);

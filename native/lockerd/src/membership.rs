@@ -58,14 +58,18 @@ pub fn tag_epoch(tag: &Term) -> Option<Epoch> {
     }
 }
 
-/// The tag of a request that the epoch rule checks (votes and phase two
-/// but `release`).
+/// The tag of a request that the epoch rule checks (votes, phase two
+/// but `release`, and one-round requests but `undo`).
 pub fn checked_tag(req: &Term) -> Option<&Term> {
     let items = req.as_tuple()?;
     let op = items.first()?.as_atom()?.as_str();
     match (op, items.len()) {
         ("get_write_lock", 4) => Some(&items[3]),
         ("write", 5) | ("update", 4) | ("extend_lease", 5) => Some(&items[1]),
+        // One-round requests (`undo` gives back, like `release`).
+        ("cond_write", 5) | ("cond_update", 5) | ("cond_extend", 5) | ("cond_release", 4) => {
+            Some(&items[1])
+        }
         _ => None,
     }
 }
