@@ -49,6 +49,7 @@
     update_partial_keeps_holder/1,
     extend_partial_no_resurrection/1,
     tokens_increase_across_paths/1,
+    two_phase_paused_around_one_round/1,
     partition_during_one_round_ops/1,
     mixed_paths_contention/1,
     mixed_paths_across_changes/1,
@@ -103,6 +104,7 @@ all() ->
         update_partial_keeps_holder,
         extend_partial_no_resurrection,
         tokens_increase_across_paths,
+        two_phase_paused_around_one_round,
         partition_during_one_round_ops,
         mixed_paths_contention,
         mixed_paths_across_changes,
@@ -543,6 +545,34 @@ tokens_increase_across_paths(Config) ->
     Replies = [gen_server:call({locker, M}, {cond_write, Forged, k, x, 5000}) || M <- Ms],
     ct:log("old token: ~p", [Replies]),
     [?assertMatch({error, {stale_token, F}} when F >= Old, R) || R <- Replies].
+
+%% A two-phase coordinator X paused between its rounds (played on the
+%% wire, with the tag locker.erl makes): while its promises on M1 and M2
+%% live, B's one-round lock is refused there (no quorum). X's phase two
+%% then stores its lease. On a second key, X pauses past the promise
+%% lifetime (10 s): B's one-round lock is granted on every master, and
+%% X's late phase two, without a promise, is refused everywhere; B's
+%% lease stays.
+two_phase_paused_around_one_round(Config) ->
+    #{masters := [M1, M2, M3] = Ms, coords := [_CA, CB]} = cluster(Config, 3, 2, one_round),
+    Epoch = epoch(M1),
+    TagX = token_tag(Epoch, erlang:system_time(microsecond)),
+    [ok = gen_server:call({locker, M}, {get_write_lock, k, not_found, TagX}) || M <- [M1, M2]],
+    ?assertEqual({error, no_quorum}, rpc:call(CB, locker, lock_with_token, [k, b, ?LONG_LEASE, 2000])),
+    [ok = gen_server:call({locker, M}, {write, TagX, k, x, ?LONG_LEASE}) || M <- [M1, M2]],
+    [?assertEqual({ok, x}, dirty(M, k)) || M <- [M1, M2]],
+    ?assertNotEqual({ok, b}, dirty(M3, k)),
+    %% Past the promise lifetime.
+    TagY = token_tag(Epoch, erlang:system_time(microsecond)),
+    [ok = gen_server:call({locker, M}, {get_write_lock, k2, not_found, TagY}) || M <- [M1, M2]],
+    Deadline = erlang:monotonic_time(millisecond) + ?PROMISE_TTL_MS + 1000,
+    await_all(fun() -> erlang:monotonic_time(millisecond) > Deadline end, promise_lifetime_passed, 30000),
+    {ok, TB} = rpc:call(CB, locker, lock_with_token, [k2, b, ?LONG_LEASE, 5000]),
+    await_all(fun() -> [dirty(M, k2) || M <- Ms] =:= lists:duplicate(3, {ok, b}) end, b_everywhere),
+    Late = [gen_server:call({locker, M}, {write, TagY, k2, y, ?LONG_LEASE}) || M <- Ms],
+    ct:log("X's late phase two: ~p (B's token ~p)", [Late, TB]),
+    [?assertNotEqual(ok, R) || R <- Late],
+    [?assertEqual({ok, b}, dirty(M, k2)) || M <- Ms].
 
 %%--------------------------------------------------------------------
 %% Partitions
