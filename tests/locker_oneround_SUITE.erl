@@ -24,6 +24,7 @@
     one_round_is_one_request_per_master/1,
     one_round_and_two_phase_contend/1,
     failed_attempts_are_undone/1,
+    extend_catches_up_a_master/1,
     tokens_increase_across_paths/1,
     joint_configuration_needs_both_quorums/1,
     mixed_with_lockerd/1,
@@ -43,7 +44,7 @@
 
 all() ->
     [one_round_is_one_request_per_master, one_round_and_two_phase_contend, failed_attempts_are_undone,
-     tokens_increase_across_paths, joint_configuration_needs_both_quorums, mixed_with_lockerd,
+     extend_catches_up_a_master, tokens_increase_across_paths, joint_configuration_needs_both_quorums, mixed_with_lockerd,
      original_master_keeps_two_phase, malformed_requests_change_nothing].
 
 suite() ->
@@ -163,6 +164,32 @@ failed_attempts_are_undone(Config) ->
         %% Wall-clock milliseconds, rounded: the expiry stored before.
         ?assert(abs(E - Expiry) =< 5000, {N, E, Expiry})
      end || N <- [A, C]],
+    ok.
+
+%% A master that lost the key (deleted there by hand) gets it back from a
+%% one-round extend_lease (`{ok, restored}', not counted towards W); a
+%% caller whose lease is gone everywhere cannot extend it back, and the
+%% leases its attempt stored again are undone.
+extend_catches_up_a_master(Config) ->
+    [A, B, C] = Cluster = start_peers([a, b, c], Config),
+    ok = rpc:call(A, locker, set_nodes, [Cluster, Cluster, []]),
+    _ = same_config(Cluster, Cluster, 2),
+    {ok, 2, 3, 3} = rpc:call(A, locker, lock, [k, v, 60000]),
+    ok = gen_server:call({locker, C}, {release, k, v, make_ref()}),
+    {error, not_found} = rpc:call(C, locker, dirty_read, [k]),
+    P0 = paths(A),
+    ok = rpc:call(A, locker, extend_lease, [k, v, 60000]),
+    {ok, v} = rpc:call(C, locker, dirty_read, [k]),
+    ?assertEqual(#{one_round => 1, two_phase => 0}, delta(P0, paths(A))),
+    %% Gone on two masters: no quorum held it; not restored anywhere.
+    [ok = gen_server:call({locker, N}, {release, k, v, make_ref()}) || N <- [B, C]],
+    {error, no_quorum} = rpc:call(A, locker, extend_lease, [k, v, 60000]),
+    [{ok, v} = rpc:call(N, locker, dirty_read, [k]) || N <- [A]],
+    [{error, not_found} = rpc:call(N, locker, dirty_read, [k]) || N <- [B, C]],
+    %% Gone everywhere: an extension fails and leaves nothing.
+    ok = gen_server:call({locker, A}, {release, k, v, make_ref()}),
+    {error, no_quorum} = rpc:call(B, locker, extend_lease, [k, v, 60000]),
+    [{error, not_found} = rpc:call(N, locker, dirty_read, [k]) || N <- Cluster],
     ok.
 
 tokens_increase_across_paths(Config) ->

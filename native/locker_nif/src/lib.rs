@@ -37,6 +37,7 @@ pub(crate) mod atoms {
         not_expected_value,
         not_owner,
         released,
+        restored,
         pending,
         infinity,
         write,
