@@ -40,6 +40,8 @@
     failed_release_undo_too_late/1,
     failed_shortening_extend_undo_too_late/1,
     failed_shortening_extend_two_phase_keeps_key/1,
+    expired_lease_extended_back/1,
+    expired_lease_two_phase_not_extended_back/1,
     late_write_undone_in_order/1,
     killed_coordinator_leaves_no_holder/1,
     lock_undo_spares_same_value_successor/1,
@@ -77,6 +79,23 @@
 %% assume the earlier of the old expiry and (start + LeaseMs), or masters
 %% refuse a `cond_extend' that shortens.
 %%
+%% expired_lease_extended_back: since 3bef1b1 a one-round extend stores
+%% the lease again where the key is free (`{ok, restored}', not counted
+%% towards W, undone when the attempt fails). The doc: "a caller whose
+%% lease expired everywhere cannot extend it back (every master answers
+%% restored, the attempt fails and its restored leases are undone)". With
+%% the undo late (the schedule above) or lost, the restored leases stay
+%% (60 s), and the caller's next extend finds its value on every master:
+%% `ok'. Here A's lease ran out, B held the key and released it, then A
+%% extends (A paused past its lease, the classic case fencing tokens are
+%% for): A is told it holds the key again, with a token below B's. The
+%% two-phase extend resists the same schedule
+%% (expired_lease_two_phase_not_extended_back). Fix: restore only after
+%% the attempt succeeded (a second message to the masters that answered
+%% not_expected_value, as phase two reaches them after W promises), or
+%% mark a restored lease so that a later `cond_extend' does not count it
+%% as held.
+%%
 %% Attacks on the doc as of e6413be that the doc has since conceded
 %% (a0e0412: "release no_quorum: the caller must count the key as given
 %% up"): failed_release_frees_key_for_rival, its lockerd form and
@@ -86,7 +105,7 @@
 %% They now check the new rule (the hold ends when release is called,
 %% whatever it answers; tokens still increase) and log whether the old
 %% rule was broken.
--define(OPEN, [failed_shortening_extend_undo_too_late]).
+-define(OPEN, [failed_shortening_extend_undo_too_late, expired_lease_extended_back]).
 
 all() ->
     [
@@ -95,6 +114,8 @@ all() ->
         failed_release_undo_too_late,
         failed_shortening_extend_undo_too_late,
         failed_shortening_extend_two_phase_keeps_key,
+        expired_lease_extended_back,
+        expired_lease_two_phase_not_extended_back,
         late_write_undone_in_order,
         killed_coordinator_leaves_no_holder,
         lock_undo_spares_same_value_successor,
@@ -210,6 +231,35 @@ failed_shortening_extend_undo_too_late(Config) ->
 %% else changed: A keeps its 60 s lease and B is refused.
 failed_shortening_extend_two_phase_keeps_key(Config) ->
     shortening_extend(Config, two_phase).
+
+%% OPEN. A's lease (1.5 s) runs out on every master; B locks the key and
+%% releases it; A (paused past its lease) extends under the late-undo
+%% schedule: every master stores A's lease again (`restored'), the
+%% attempt fails, the undo comes after the records' lifetime. A extends
+%% again: `ok' on every master. A lease that had expired everywhere was
+%% extended back, after another holder; A's token is below B's.
+expired_lease_extended_back(Config) ->
+    expired_extend(Config, one_round).
+
+%% The same schedule in two phases: A's phase one finds no `a' anywhere;
+%% its second extend fails too.
+expired_lease_two_phase_not_extended_back(Config) ->
+    expired_extend(Config, two_phase).
+
+expired_extend(Config, Path) ->
+    #{masters := Ms, coords := [CA, CB]} = cluster(Config, 3, 2, Path),
+    {ok, TokA, _, _} = timed_lock(CA, k, a, 1500, 5000),
+    await_all(fun() -> [dirty(M, k) || M <- Ms] =:= lists:duplicate(3, {error, not_found}) end, a_ran_out),
+    {ok, TokB} = rpc:call(CB, locker, lock_with_token, [k, b, ?LONG_LEASE, 5000]),
+    {ok, _, _, _} = rpc:call(CB, locker, release, [k, b, 5000]),
+    {Ext1, _} = late_undo_schedule(Ms, CA, locker, extend_lease, [k, a, ?LONG_LEASE, 1000], Config),
+    ct:log("A's first extend: ~p; masters hold ~p", [Ext1, [dirty(M, k) || M <- Ms]]),
+    ?assertEqual({error, no_quorum}, Ext1),
+    Ext2 = rpc:call(CA, locker, extend_lease, [k, a, ?LONG_LEASE, 5000]),
+    ct:log("A's second extend: ~p (A's token ~p, B's ~p); masters hold ~p; C's lock ~p",
+           [Ext2, TokA, TokB, [dirty(M, k) || M <- Ms], rpc:call(CB, locker, lock, [k, c, 1000, 1000])]),
+    ?assert(TokB > TokA),
+    ?assertEqual({error, no_quorum}, Ext2, "a lease that expired everywhere was extended back").
 
 shortening_extend(Config, Path) ->
     #{masters := Ms, coords := [CA, CB]} = cluster(Config, 3, 2, Path),
