@@ -43,6 +43,7 @@
     expired_lease_extended_back/1,
     expired_lease_two_phase_not_extended_back/1,
     late_write_undone_in_order/1,
+    failed_lock_undo_late_still_undone/1,
     killed_coordinator_leaves_no_holder/1,
     lock_undo_spares_same_value_successor/1,
     release_undo_after_rival_write/1,
@@ -117,6 +118,7 @@ all() ->
         expired_lease_extended_back,
         expired_lease_two_phase_not_extended_back,
         late_write_undone_in_order,
+        failed_lock_undo_late_still_undone,
         killed_coordinator_leaves_no_holder,
         lock_undo_spares_same_value_successor,
         release_undo_after_rival_write,
@@ -384,6 +386,17 @@ late_write_undone_in_order(Config) ->
     ct:log("B's token ~p", [TokB]),
     #{one_round := N} = rpc:call(CA, locker, path_counts, []),
     ?assert(N >= 1).
+
+%% The late-undo schedule for a lock: every master stores A's lease after
+%% A gave up, and handles the undo more than 10 s later. A lock's undo is
+%% a release carrying the attempt's token, which needs no record: the
+%% leases go, and B locks at once.
+failed_lock_undo_late_still_undone(Config) ->
+    #{masters := Ms, coords := [CA, CB]} = cluster(Config, 3, 2, one_round),
+    {Lock, _} = late_undo_schedule(Ms, CA, locker, lock_with_token, [k, a, ?LONG_LEASE, 1000], Config),
+    ?assertEqual({error, no_quorum}, Lock),
+    ?assertEqual(lists:duplicate(3, {error, not_found}), [dirty(M, k) || M <- Ms]),
+    {ok, _} = rpc:call(CB, locker, lock_with_token, [k, b, 1000, 5000]).
 
 %% A's one-round lock applies on M1 (M2, M3 stalled, A's write queued
 %% there) and A's coordinator is killed before its undo. M2 and M3 resume
