@@ -166,10 +166,10 @@ failed_attempts_are_undone(Config) ->
      end || N <- [A, C]],
     ok.
 
-%% A master that lost the key (deleted there by hand) gets it back from a
-%% one-round extend_lease (`{ok, restored}', not counted towards W); a
-%% caller whose lease is gone everywhere cannot extend it back, and the
-%% leases its attempt stored again are undone.
+%% A master that lost the key (deleted there by hand) gets it back after a
+%% successful one-round extend_lease (the original phase two, sent to the
+%% masters that did not hold it); a failed extension stores nothing again,
+%% so a caller whose lease is gone on a quorum cannot extend it back.
 extend_catches_up_a_master(Config) ->
     [A, B, C] = Cluster = start_peers([a, b, c], Config),
     ok = rpc:call(A, locker, set_nodes, [Cluster, Cluster, []]),

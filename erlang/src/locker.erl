@@ -274,8 +274,13 @@ extend_lease(Key, Value, LeaseLength, Timeout) ->
         [{2, is_value(Value), value}, {3, is_lease(LeaseLength), lease}, {4, is_timeout(Timeout), timeout}],
         [Key, Value, LeaseLength, Timeout]
     ),
+    %% Masters that did not hold the key (it expired there, or they
+    %% restarted empty) get the original phase two once W held it: they
+    %% store it only where nothing conflicts, as after phase one.
     OneRound = #{
-        request => fun(T) -> {cond_extend, T, Key, Value, LeaseLength} end, undo => fun(T) -> {undo, T, Key} end
+        request => fun(T) -> {cond_extend, T, Key, Value, LeaseLength} end,
+        undo => fun(T) -> {undo, T, Key} end,
+        catch_up => fun(T) -> {extend_lease, T, Key, Value, LeaseLength} end
     },
     Result = either(OneRound, Timeout, fun() ->
         two_phase(Key, Value, fun epoch_tag/1, Timeout, fun(S, Masters, Tag, _) ->
@@ -443,6 +448,14 @@ one_round_attempt(S, Nodes, Others, Quorums, Epoch, Start, Tag, Op, Timeout) ->
                     #{replicas := ReplicaReq} when Others =/= [] ->
                         {RR, _, S1b} = locker_call:round(S1, Others, ReplicaReq(Tag), Timeout),
                         {length([ok || {_, ok} <- RR]), S1b};
+                    #{catch_up := CatchUp} ->
+                        Lagging = [N || {N, R} <- Replies, R =/= ok, lists:member(N, Nodes)],
+                        S1c =
+                            case Lagging of
+                                [] -> S1;
+                                _ -> element(3, locker_call:round(S1, Lagging, CatchUp(Tag), Timeout))
+                            end,
+                        {0, S1c};
                     _ ->
                         {0, S1}
                 end,

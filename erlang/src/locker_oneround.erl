@@ -33,8 +33,7 @@ new(W, Masters) ->
 
 %% @doc A master's answer as a {@link reply()}: `unknown' for a master
 %% that does not know the one-round requests (the operation is then done
-%% in two phases); `{ok, restored}' (an extension that stored the lease
-%% again where it was gone) is no vote for W.
+%% in two phases).
 -spec to_reply(term()) -> reply().
 to_reply(ok) -> ok;
 to_reply({error, {stale_token, F}}) when is_integer(F), F >= 0 -> {stale_token, F};

@@ -40,7 +40,3 @@ epoch_refusal_is_a_refusal_test() ->
 w_zero_never_grants_test() ->
     ?assertEqual({no_quorum, undefined}, locker_oneround:outcome(run(0, 0, []))),
     ?assertEqual({no_quorum, undefined}, locker_oneround:outcome(run(1, 0, []))).
-
-restored_is_not_counted_test() ->
-    ?assertEqual(refused, locker_oneround:to_reply({ok, restored})),
-    ?assertEqual({no_quorum, undefined}, locker_oneround:outcome(run(2, 3, [{ok, restored}, ok, {ok, restored}]))).

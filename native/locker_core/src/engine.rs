@@ -107,16 +107,6 @@ enum Standing {
     Unpromised,
 }
 
-/// How a one-round extension applied ([`Engine::cond_extend`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Extended {
-    /// The key held the value: its lease now expires later (`ok`).
-    Held,
-    /// The key was absent here: the lease was stored again (`{ok,
-    /// restored}`, which does not count towards W).
-    Restored,
-}
-
 /// What a sweep did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SweepReport<V> {
@@ -714,17 +704,11 @@ where
         Ok(Vec::new())
     }
 
-    /// One-round `extend_lease` (`cond_extend`), when no other tag holds
-    /// a live promise on the key ([`LockError::AlreadyLocked`]): if the
-    /// key holds `value`, the lease now expires `lease_ms` from now (token
-    /// kept): [`Extended::Held`]; if it is absent (or expired) and this
-    /// node is not in safe mode's window, the lease is stored again (how a
-    /// node that lost it catches up, as a phase two without a promise
-    /// does), with the token of an expired lease of that value if there is
-    /// one: [`Extended::Restored`], which coordinators do not count towards
-    /// W; another value is [`LockError::NotExpectedValue`]. Either way it
-    /// leaves an undo record for `tag` and logs `extend_lease`; returns the
-    /// `wait_for` waiters to answer.
+    /// One-round `extend_lease` (`cond_extend`): makes the lease expire
+    /// `lease_ms` from now (token kept) only if the key holds `value` and
+    /// no other tag holds a live promise on it (unlike a phase two, it
+    /// never stores the lease again on a node that lost it); leaves an
+    /// undo record for `tag`. Logs `extend_lease`.
     pub fn cond_extend(
         &mut self,
         tag: &T,
@@ -732,32 +716,19 @@ where
         value: V,
         lease_ms: u64,
         now: Micros,
-    ) -> Result<(Extended, Vec<Wake<V>>), LockError> {
+    ) -> Result<Vec<Wake<V>>, LockError> {
         if self.promised_to_other(&key, tag, now) {
             return Err(LockError::AlreadyLocked);
         }
-        let (how, before, token) = match self.held_as(&key, &value, now) {
-            Ok(before) => {
-                let token = before.token;
-                (Extended::Held, Some(before), token)
-            }
-            Err(e) => {
-                if self.valid_value(&key, now).is_some() || now < self.abstain_until {
-                    return Err(e);
-                }
-                (Extended::Restored, None, self.token_of_value(&key, &value))
-            }
-        };
-        let mut wakes = Vec::new();
-        self.wake_values(&key, &value, &mut wakes);
+        let before = self.held_as(&key, &value, now)?;
         self.log(|| LogEntry::ExtendLease {
             key: key.clone(),
             value: value.clone(),
             lease_ms,
         });
-        self.store(key.clone(), value, lease_ms, token, now);
-        self.remember_undo(key, tag, before, now);
-        Ok((how, wakes))
+        self.store(key.clone(), value, lease_ms, before.token, now);
+        self.remember_undo(key, tag, Some(before), now);
+        Ok(Vec::new())
     }
 
     /// One-round `release` (`cond_release`): deletes the lease only if the
@@ -1001,17 +972,7 @@ where
                 key,
                 value,
                 lease_ms,
-            } => match self.cond_extend(&tag, key, value, lease_ms, now) {
-                Ok((Extended::Held, wakes)) => Handled {
-                    reply: Reply::Ok,
-                    wakes,
-                },
-                Ok((Extended::Restored, wakes)) => Handled {
-                    reply: Reply::Restored,
-                    wakes,
-                },
-                Err(e) => Handled::reply(Reply::Refused(lock_refusal(e))),
-            },
+            } => conditional(self.cond_extend(&tag, key, value, lease_ms, now)),
             Request::CondRelease { tag, key, value } => {
                 conditional(self.cond_release(&tag, key, &value, now))
             }

@@ -43,7 +43,7 @@ mod waiters;
 
 pub use compact::CompactBytes;
 pub use engine::{
-    CommitError, Config, Engine, Expect, Extended, LockError, ReleaseError, Summary, SweepReport,
+    CommitError, Config, Engine, Expect, LockError, ReleaseError, Summary, SweepReport,
     WAKEUP_MARGIN,
 };
 pub use lease_map::{Lease, LeaseMap};

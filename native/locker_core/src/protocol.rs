@@ -43,8 +43,6 @@ pub enum Name {
     StaleToken,
     /// `released`
     Released,
-    /// `restored` (a one-round extension stored again where it was gone)
-    Restored,
     /// `pending` (the NIF's answer for a registered waiter)
     Pending,
     /// `infinity`
@@ -68,7 +66,6 @@ impl Name {
             Name::NoPromise => "no_promise",
             Name::StaleToken => "stale_token",
             Name::Released => "released",
-            Name::Restored => "restored",
             Name::Pending => "pending",
             Name::Infinity => "infinity",
             Name::LockerToken => "$locker_token",
@@ -579,10 +576,6 @@ pub enum Reply<V> {
     Value(V),
     /// `{ok, released}`
     Released,
-    /// `{ok, restored}`: a one-round extension stored the lease again on a
-    /// node that had lost it (not a node that held it: the coordinator
-    /// does not count it towards W).
-    Restored,
     /// No answer yet: a waiter was registered (the NIF answers `pending`).
     Pending,
     /// `{error, Reason}`
@@ -597,7 +590,6 @@ impl<V> Reply<V> {
             Reply::Ok => e.atom(Name::Ok),
             Reply::Value(v) => e.tuple(&[e.atom(Name::Ok), e.value(v)]),
             Reply::Released => e.tuple(&[e.atom(Name::Ok), e.atom(Name::Released)]),
-            Reply::Restored => e.tuple(&[e.atom(Name::Ok), e.atom(Name::Restored)]),
             Reply::Pending => e.atom(Name::Pending),
             Reply::Refused(r) => refused(match r {
                 Refusal::AlreadyLocked => e.atom(Name::AlreadyLocked),

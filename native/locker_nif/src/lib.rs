@@ -37,7 +37,6 @@ pub(crate) mod atoms {
         not_expected_value,
         not_owner,
         released,
-        restored,
         pending,
         infinity,
         write,

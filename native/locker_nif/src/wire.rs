@@ -28,7 +28,6 @@ fn atom(name: Name) -> rustler::Atom {
         Name::NoPromise => atoms::no_promise(),
         Name::StaleToken => atoms::stale_token(),
         Name::Released => atoms::released(),
-        Name::Restored => atoms::restored(),
         Name::Pending => atoms::pending(),
         Name::Infinity => atoms::infinity(),
         Name::LockerToken => atoms::locker_token(),
