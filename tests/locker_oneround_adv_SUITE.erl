@@ -51,6 +51,7 @@
     release_undo_after_record_lifetime/1,
     update_partial_keeps_holder/1,
     extend_partial_no_resurrection/1,
+    extend_catch_up_arrives_late/1,
     tokens_increase_across_paths/1,
     two_phase_paused_around_one_round/1,
     partition_during_one_round_ops/1,
@@ -110,6 +111,7 @@ all() ->
         release_undo_after_record_lifetime,
         update_partial_keeps_holder,
         extend_partial_no_resurrection,
+        extend_catch_up_arrives_late,
         tokens_increase_across_paths,
         two_phase_paused_around_one_round,
         partition_during_one_round_ops,
@@ -554,6 +556,45 @@ extend_partial_no_resurrection(Config) ->
         #{key => k, value => a, token => TokA, t1 => T1A, t2 => T2A, lease => Lease, release => none},
         #{key => k, value => b, token => TokB, t1 => T1B, t2 => T2B, lease => ?LONG_LEASE, release => none}
     ])).
+
+%% The catch-up after a successful one-round extend (4b25c04: the
+%% original phase two to the masters that did not apply it) reaching a
+%% stalled master after the lease ran out: A holds k on M1 and M2 only
+%% (M3 lost it); A's extend (2 s) succeeds on M1, M2 and M3 answers
+%% not_expected_value, then stalls; A's catch-up waits on M3. Once A's lease has run out by A's count, B
+%% locks k (M1, M2). M3 resumes and stores A's lease again (nothing
+%% conflicts there): a lease of A on one master (N - W at most), which
+%% nobody holds: A's next extend fails, B keeps the key.
+extend_catch_up_arrives_late(Config) ->
+    #{masters := [M1, M2, M3] = Ms, coords := [CA, CB]} = cluster(Config, 3, 2, one_round),
+    {ok, TokA, T1A, T2A} = timed_lock(CA, k, a, ?LONG_LEASE, 5000),
+    await_all(fun() -> [dirty(M, k) || M <- Ms] =:= lists:duplicate(3, {ok, a}) end, all_hold_a),
+    ok = gen_server:call({locker, M3}, {release, k, a, epoch_tag(epoch(M3))}),
+    %% M3 answers the extension (not_expected_value), then suspends (sys)
+    %% with the catch-up queued behind.
+    S3 = stall(M3, Config),
+    TExt = now_us(),
+    Ext = async(CA, locker, extend_lease, [k, a, 2000, 5000]),
+    await_all(fun() -> queued_count(M3, k) >= 1 end, extend_queued_on_m3),
+    spawn(fun() -> sys:suspend({locker, M3}, infinity) end),
+    await_all(fun() -> queued(M3, fun({system, _, suspend}) -> true; (_) -> false end) end, suspend_queued),
+    ok = resume_server(S3),
+    ?assertMatch({ok, _, _}, await_async(Ext)),
+    await_all(fun() -> queued_count(M3, k) >= 1 end, catch_up_queued_on_m3),
+    await_all(fun() -> now_us() > TExt + 2000 * 1000 + 200000 end, a_lease_over, 30000),
+    await_all(fun() -> [dirty(M, k) || M <- [M1, M2]] =:= lists:duplicate(2, {error, not_found}) end, a_gone),
+    T1B = now_us(),
+    {ok, TokB} = rpc:call(CB, locker, lock_with_token, [k, b, ?LONG_LEASE, 5000]),
+    T2B = now_us(),
+    ok = sys:resume({locker, M3}, 10000),
+    ct:log("after M3 resumed: ~p", [[dirty(M, k) || M <- Ms]]),
+    ?assertEqual({error, no_quorum}, rpc:call(CA, locker, extend_lease, [k, a, ?LONG_LEASE, 2000])),
+    [?assertEqual({ok, b}, dirty(M, k)) || M <- [M1, M2]],
+    A = #{key => k, value => a, token => TokA, t1 => T1A, t2 => T2A, lease => ?LONG_LEASE, release => none,
+          ends => TExt + 2000 * 1000},
+    B = #{key => k, value => b, token => TokB, t1 => T1B, t2 => T2B, lease => ?LONG_LEASE, release => none},
+    ?assertEqual([], check_holds(strict, [A, B])),
+    ?assertEqual([], check_tokens([A, B])).
 
 %%--------------------------------------------------------------------
 %% Tokens
