@@ -445,7 +445,7 @@ one_round_attempt(S, Nodes, Others, Quorums, Epoch, Start, Tag, Op, Timeout) ->
         [
             {Set,
                 begin
-                    In = within(Set, Replies),
+                    In = replies_within(Set, Replies),
                     Missing =
                         case Single of
                             true -> max(length(Set) - length(In) - Pending, 0);
@@ -709,6 +709,10 @@ phases(S, Nodes, Quorums, Epoch, Start, Key, Expected, Tag, Timeout, Commit, Und
     end.
 
 %% The replies of one quorum's masters, as that quorum counts them.
+%% The replies of the masters of Set, as they are (one round).
+replies_within(Set, Replies) ->
+    [R || {N, _} = R <- Replies, lists:member(N, Set)].
+
 within({Set, Count}, Replies) ->
     [{N, Count(phase_one, R)} || {N, R} <- Replies, lists:member(N, Set)].
 
