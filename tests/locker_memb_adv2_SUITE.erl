@@ -832,7 +832,16 @@ same_config(Nodes, Masters, W) ->
 %% How many requests of the given kind wait in Node's locker server queue.
 queued(Node, Kind) ->
     case rpc:call(Node, erlang, process_info, [rpc:call(Node, erlang, whereis, [locker]), messages]) of
-        {messages, Ms} -> length([M || {'$gen_call', _, Req} = M <- Ms, element(1, Req) =:= Kind]);
+        {messages, Ms} ->
+            %% A batch (locker_batch) counts as the requests it carries.
+            Reqs = lists:append([
+                case Req of
+                    {'$locker_batch', Rs} when is_list(Rs) -> Rs;
+                    _ -> [Req]
+                end
+             || {'$gen_call', _, Req} <- Ms
+            ]),
+            length([R || R <- Reqs, is_tuple(R), tuple_size(R) > 0, element(1, R) =:= Kind]);
         _ -> 0
     end.
 

@@ -445,6 +445,11 @@ tracer(Parent, Server) ->
 
 tracer_loop(Acc) ->
     receive
+        {trace, Self, 'receive', {'$gen_call', From, {'$locker_batch', Reqs}}} when is_list(Reqs) ->
+            %% A batch (locker_batch: a request sent while another was in
+            %% flight to this master) counts as the requests it carries.
+            [self() ! {trace, Self, 'receive', {'$gen_call', From, R}} || R <- Reqs],
+            tracer_loop(Acc);
         {trace, _, 'receive', {'$gen_call', _, Req}} ->
             Name =
                 case Req of
