@@ -106,6 +106,26 @@ pub fn horizon_until<I: Ord>(noted: I, longest_live: I, abstain_until: I) -> I {
     noted.min(longest_live).max(abstain_until)
 }
 
+/// The expiry a master gives a lease that a phase two stores again with
+/// the value it already holds (an `extend_lease`, or a `write` of the same
+/// value): `requested` (counted from now), except while this master's
+/// configuration is joint (between epochs), where a live lease (`live`:
+/// its expiry, if the key holds that value and it lives) is never made to
+/// end sooner: the later of the two is kept.
+///
+/// Why: under a joint configuration an extension can apply on the old
+/// masters and fail on the new side; its caller then keeps counting on
+/// the lease it had, while the change waits only for what the old
+/// masters' stores hold (`horizon_until`). A master keeping a lease longer
+/// than its holder believes is always safe. See docs/protocol.md, "The
+/// holder under a joint configuration".
+pub fn stored_expiry<I: Ord>(joint: bool, live: Option<I>, requested: I) -> I {
+    match live {
+        Some(live) if joint => live.max(requested),
+        _ => requested,
+    }
+}
+
 /// A configuration reported during a catch-up (a node asked its masters
 /// `{'$locker_config', get}`): who reported it, its epoch, and whether it
 /// may be taken at all (set through epochs, it fits, and, on a master,
@@ -252,6 +272,17 @@ mod tests {
         assert!(holder_new_side_ok(HolderOp::Release, true, "not_found"));
         assert!(!holder_new_side_ok(HolderOp::Release, true, "not_owner"));
         assert!(!holder_new_side_ok(HolderOp::Release, true, "no_promise"));
+    }
+
+    #[test]
+    fn joint_extensions_never_shorten() {
+        // Not joint: the extension sets the expiry, shorter or not.
+        assert_eq!(stored_expiry(false, Some(60_000), 200), 200);
+        assert_eq!(stored_expiry(false, None, 200), 200);
+        // Joint: the later of the two.
+        assert_eq!(stored_expiry(true, Some(60_000), 200), 60_000);
+        assert_eq!(stored_expiry(true, Some(100), 200), 200);
+        assert_eq!(stored_expiry(true, None, 200), 200);
     }
 
     #[test]

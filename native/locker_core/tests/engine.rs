@@ -453,6 +453,36 @@ fn extended_lease_survives_its_stale_index_entry() {
 }
 
 #[test]
+fn joint_extension_never_shortens_a_live_lease() {
+    // Not joint: an extension may shorten (the holder's choice).
+    let mut e = engine();
+    put(&mut e, "k", "v", 60_000, T0);
+    e.extend_lease(&1, "k", "v", 200, 0, T0).unwrap();
+    assert_eq!(expires_at(&e, "k"), Some(T0 + ms(200)));
+
+    // Joint (issue 13): the later expiry is kept, so the master's horizon
+    // still covers the lease its holder counts on if the extension fails
+    // on the new side; lengthening still lengthens.
+    let mut e = engine();
+    e.set_joint(true);
+    put(&mut e, "k", "v", 60_000, T0);
+    e.extend_lease(&1, "k", "v", 200, 0, T0).unwrap();
+    assert_eq!(expires_at(&e, "k"), Some(T0 + ms(60_000)));
+    assert_eq!(e.summary().expiry_entries, 1);
+    assert_eq!(get(&e, "k", T0 + ms(59_000)), Some("v"));
+    e.extend_lease(&2, "k", "v", 90_000, 0, T0).unwrap();
+    assert_eq!(expires_at(&e, "k"), Some(T0 + ms(90_000)));
+    // Another value is not kept (it is no extension), nor an expired lease.
+    put(&mut e, "x", "v", 10, T0);
+    e.extend_lease(&3, "x", "v", 5, 0, T0 + ms(20)).unwrap();
+    assert_eq!(expires_at(&e, "x"), Some(T0 + ms(25)));
+    // Left joint: shortening applies again.
+    e.set_joint(false);
+    e.extend_lease(&4, "k", "v", 200, 0, T0).unwrap();
+    assert_eq!(expires_at(&e, "k"), Some(T0 + ms(200)));
+}
+
+#[test]
 fn rewritten_expired_lease_is_not_swept_by_the_old_entry() {
     let mut e = engine();
     put(&mut e, "k", "v", 10, T0);

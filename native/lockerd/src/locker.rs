@@ -666,6 +666,9 @@ impl Locker {
         self.epoch = c.epoch;
         self.mode = c.mode;
         self.joint = c.joint;
+        // While joint, an extension never shortens a live lease
+        // (`locker_core::membership::stored_expiry`).
+        self.engine.set_joint(self.joint.is_some());
         self.w = Term::Int(c.w);
         self.set_meta(&c.masters, &c.replicas);
         self.reconnect();
