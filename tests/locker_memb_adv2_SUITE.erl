@@ -49,7 +49,6 @@
 -define(LONG_LEASE, 60000).
 %% Attacks that get through (the cases fail; skipped by default).
 -define(OPEN, [
-    untagged_lock_during_joint_outlives_horizon,
     client_caught_up_to_aborted_joint_stays_stuck
 ]).
 
@@ -291,7 +290,9 @@ failed_shortening_extend_shrinks_lockerd_horizon(Config) ->
     ct:log("horizons after the failed extension: ~p; finishing the change: ~p; Y on D: ~p", [Horizons, Finish, Y]),
     check_grants([X | granted(y, T1, ?LONG_LEASE, Y)]).
 
-%% OPEN. An untagged coordinator (an original node coordinating with the
+%% Resisted since memfix2 (it was OPEN): while a master is joint it
+%% refuses untagged votes and phase two (membership::refuses_untagged).
+%% Before: An untagged coordinator (an original node coordinating with the
 %% view it was given; docs/protocol.md: nodes that do not know epochs get
 %% the new view only once the change's final configuration is in place)
 %% locks a key on the old masters while the change is joint. Its lease is

@@ -31,7 +31,21 @@ pub fn refuses_vote<E: PartialEq>(mode: Mode, own: &E, tag_epoch: Option<&E>) ->
 /// configuration (a master the cluster removed, which such a coordinator
 /// may still count in its old view).
 pub fn refuses_untagged_vote(mode: Mode, is_voter: bool) -> bool {
-    mode == Mode::Epoch && !is_voter
+    refuses_untagged(mode, is_voter, false, true)
+}
+
+/// Whether a node refuses a vote (`phase_one`) or a phase two (`write`,
+/// `update`, `extend_lease`) whose tag carries no epoch (an original
+/// coordinator): only in `Mode::Epoch`; phase one when this node is not a
+/// voter of its own configuration (`refuses_untagged_vote`), and both
+/// phases while its configuration is `joint` (between two epochs of a
+/// change). An untagged coordinator counts only its old view's W: a lease
+/// it stored on the old masters after they took the joint epoch would be
+/// outside the horizon they noted, and the change could complete while it
+/// lives (see docs/protocol.md, "Votes carry the epoch"). `release` is
+/// never refused.
+pub fn refuses_untagged(mode: Mode, is_voter: bool, joint: bool, phase_one: bool) -> bool {
+    mode == Mode::Epoch && (joint || (phase_one && !is_voter))
 }
 
 /// What a node does with a configuration sent to be installed.
@@ -272,6 +286,27 @@ mod tests {
         assert!(holder_new_side_ok(HolderOp::Release, true, "not_found"));
         assert!(!holder_new_side_ok(HolderOp::Release, true, "not_owner"));
         assert!(!holder_new_side_ok(HolderOp::Release, true, "no_promise"));
+    }
+
+    #[test]
+    fn untagged_requests_refused_while_joint() {
+        use Mode::*;
+        // Legacy: never.
+        assert!(!refuses_untagged(Legacy, false, true, true));
+        assert!(!refuses_untagged(Legacy, true, true, false));
+        // Epoch, not joint: phase one on a removed master only.
+        assert!(refuses_untagged(Epoch, false, false, true));
+        assert!(!refuses_untagged(Epoch, false, false, false));
+        assert!(!refuses_untagged(Epoch, true, false, true));
+        assert!(!refuses_untagged(Epoch, true, false, false));
+        // Epoch, joint: both phases, voter or not.
+        for voter in [true, false] {
+            for phase_one in [true, false] {
+                assert!(refuses_untagged(Epoch, voter, true, phase_one));
+            }
+        }
+        assert!(refuses_untagged_vote(Epoch, false));
+        assert!(!refuses_untagged_vote(Epoch, true));
     }
 
     #[test]

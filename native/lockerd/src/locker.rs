@@ -526,17 +526,20 @@ impl Locker {
     fn epoch_refusal(&mut self, req: &Term, from: &From) -> Option<Term> {
         let tag = mb::checked_tag(req)?;
         let Some(theirs) = mb::tag_epoch(tag) else {
-            // Untagged phase one on a node the cluster removed.
+            // Untagged phase one on a node the cluster removed, or any
+            // untagged vote or phase two while the configuration is joint.
             let phase_one = req
                 .as_tuple()
                 .and_then(|t| t.first())
                 .and_then(Term::as_atom)
                 .is_some_and(|a| a.as_str() == "get_write_lock");
-            if phase_one && rules::refuses_untagged_vote(self.mode, self.is_master()) {
+            let joint = self.joint.is_some();
+            if rules::refuses_untagged(self.mode, self.is_master(), joint, phase_one) {
                 warn_bad_input!(
                     from = ?from.0,
                     ours = %self.epoch.term().display(100),
-                    "untagged vote refused: this node is not a master of its configuration"
+                    joint,
+                    "untagged vote or phase two refused: this node is not a master of its configuration, or its configuration is joint"
                 );
                 return Some(Term::tuple(vec![
                     a::ERROR,
