@@ -192,6 +192,41 @@ pub fn catch_up_choice<N: PartialEq, E: Ord>(
         .map(|(i, _)| i)
 }
 
+/// The way back from an aborted joint configuration, for a coordinator
+/// that caught up to it (the Rust client: it is no node of the change, so
+/// the abort does not reach it, and its masters, back at the previous
+/// epoch, refuse its votes with an epoch older than its own). Its view is
+/// joint at `own`, with old side `old` (`(masters, w)`): the index in
+/// `reports` of the configuration to go back to, if any: one that may be
+/// taken, older than `own`, reported at that very epoch by `w` of the old
+/// masters, the newest such. A joint configuration in force was taken by
+/// `w` of the old masters, which only move forward unless it is aborted;
+/// `w` of them reporting an older epoch means it was rolled back. (Going
+/// back is never unsafe anyway: masters check every vote's epoch; the
+/// quorum keeps the coordinator from following one master.)
+pub fn rollback_choice<N: PartialEq, E: Ord>(
+    own: &E,
+    old: &(Vec<N>, usize),
+    reports: &[Report<N, E>],
+) -> Option<usize> {
+    let (set, w) = old;
+    reports
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.eligible
+                && r.epoch < *own
+                && *w > 0
+                && set
+                    .iter()
+                    .filter(|n| reports.iter().any(|o| o.from == **n && o.epoch == r.epoch))
+                    .count()
+                    >= *w
+        })
+        .max_by(|(_, a), (_, b)| a.epoch.cmp(&b.epoch))
+        .map(|(i, _)| i)
+}
+
 /// The holder's operations, which keep a lease its caller holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HolderOp {
@@ -286,6 +321,28 @@ mod tests {
         assert!(holder_new_side_ok(HolderOp::Release, true, "not_found"));
         assert!(!holder_new_side_ok(HolderOp::Release, true, "not_owner"));
         assert!(!holder_new_side_ok(HolderOp::Release, true, "no_promise"));
+    }
+
+    #[test]
+    fn rollback_from_an_aborted_joint() {
+        let r = |from, epoch, eligible| Report {
+            from,
+            epoch,
+            eligible,
+        };
+        let old = (vec!["a", "b", "c"], 2);
+        // Two old masters back at epoch 1: go back to it.
+        let reports = [r("a", 1, true), r("b", 1, true), r("d", 2, true)];
+        let i = rollback_choice(&2, &old, &reports);
+        assert_eq!(i.map(|i| reports[i].epoch), Some(1));
+        // One is no quorum; another master's word does not count.
+        let reports = [r("a", 1, true), r("b", 2, true), r("d", 1, true)];
+        assert_eq!(rollback_choice(&2, &old, &reports), None);
+        // Not eligible (legacy), or not older: nothing.
+        let reports = [r("a", 1, false), r("b", 1, false)];
+        assert_eq!(rollback_choice(&2, &old, &reports), None);
+        let reports = [r("a", 3, true), r("b", 3, true)];
+        assert_eq!(rollback_choice(&2, &old, &reports), None);
     }
 
     #[test]
