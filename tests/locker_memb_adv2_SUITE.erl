@@ -43,7 +43,8 @@
     client_paused_between_phases_across_change/1,
     client_caught_up_to_aborted_joint_stays_stuck/1,
     client_ignores_one_master_with_a_wrong_newer_view/1,
-    client_failed_shortening_extend_shrinks_horizon/1
+    client_failed_shortening_extend_shrinks_horizon/1,
+    catch_up_from_another_node_refused/1
 ]).
 
 -define(LONG_LEASE, 60000).
@@ -65,7 +66,8 @@ all() ->
         client_paused_between_phases_across_change,
         client_caught_up_to_aborted_joint_stays_stuck,
         client_ignores_one_master_with_a_wrong_newer_view,
-        client_failed_shortening_extend_shrinks_horizon
+        client_failed_shortening_extend_shrinks_horizon,
+        catch_up_from_another_node_refused
     ].
 
 suite() ->
@@ -703,6 +705,31 @@ client_failed_shortening_extend_shrinks_horizon(Config) ->
     Y = rpc:call(D, locker, lock, [<<"k">>, y, ?LONG_LEASE, 5000]),
     ct:log("finishing the change: ~p; Y on D: ~p", [Finish, Y]),
     check_grants([X | granted(y, T1, ?LONG_LEASE, Y)]).
+
+%% Resisted since memfix2 (hardening, issue 13 point 4). The catch-up
+%% request `{'$locker_config', {catch_up, Cfg, FromNode}}' is what a
+%% node's own pull (locker_membership:pull/1, lockerd's pull) sends its
+%% own server once a quorum of its masters reported Cfg; the server used
+%% to trust FromNode as given. Another node sends it naming a master of
+%% the target's configuration, with a newer configuration of its own
+%% making (masters {A, B, L}, W 3): every master, BEAM and lockerd,
+%% refuses it (`{error, not_local}') and keeps its configuration.
+catch_up_from_another_node_refused(Config) ->
+    [A, B] = start_peers([a, b], Config),
+    {{lockerd, _}, L, _} = locker_fault_SUITE:start_lockerd(
+        unique(l), ?config(lockerd, Config), ?config(priv_dir, Config), [A, B], 0, ?config(cleanup, Config)
+    ),
+    Nodes = [A, B, L],
+    ok = rpc:call(A, locker_membership, change, [[A, B, L], [], 2, #{nodes => Nodes}]),
+    {C, P} = Epoch0 = same_config([A, B], [A, B, L], 2),
+    {ok, Own} = gen_server:call({locker, L}, {'$locker_config', get}),
+    #{epoch := Epoch0} = Own,
+    Forged = Own#{epoch := {C + 5, P}, w := 3},
+    Replies = [{N, gen_server:call({locker, N}, {'$locker_config', {catch_up, Forged, A}})} || N <- Nodes],
+    ct:log("forged catch_up replies: ~p", [Replies]),
+    [?assertEqual({error, not_local}, R, N) || {N, R} <- Replies],
+    Epoch0 = same_config([A, B], [A, B, L], 2),
+    ?assertMatch({ok, #{epoch := Epoch0, w := 2}}, gen_server:call({locker, L}, {'$locker_config', get})).
 
 %%--------------------------------------------------------------------
 %% The checker

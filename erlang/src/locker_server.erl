@@ -447,6 +447,11 @@ config_call({force, Base, New}, {Pid, _}, State) ->
         _ ->
             {reply, ok, install(New, State)}
     end;
+config_call({catch_up, _, _}, {Pid, _}, State) when node(Pid) =/= node() ->
+    %% Only this node's own pull (locker_membership:pull/1, which checked
+    %% that a quorum of its masters reports the configuration) sends it:
+    %% another node must not skip that check by naming a master.
+    {reply, {error, not_local}, warn(State, "locker: refused a catch-up request from ~p: only this node's own pull sends it", [Pid])};
 config_call({catch_up, New, FromNode}, _From, State) ->
     true = is_config(New) andalso is_atom(FromNode) orelse error(badarg),
     Own = locker_meta:config(),

@@ -808,6 +808,16 @@ impl Locker {
                 }
                 _ => unknown(req, from),
             },
+            // Only this node's own pull (`Pull`, which checked that a
+            // quorum of its masters reports the configuration) sends it:
+            // from another node it is bad input, whatever master it names.
+            ("catch_up", _) if from.0.node != *self.node.name() => {
+                warn_bad_input!(
+                    from = ?from.0,
+                    "catch_up refused: only this node's own pull sends it"
+                );
+                err(Term::static_atom("not_local"))
+            }
             ("catch_up", [_, new, Term::Atom(node)]) => match Configuration::of(new) {
                 Some(new) if new.fits() && !self.aborted.contains(&new.epoch) => {
                     let trusted = self.voters().contains(&Term::Atom(node.clone()));
