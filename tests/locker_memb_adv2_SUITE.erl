@@ -43,19 +43,13 @@
     client_paused_between_phases_across_change/1,
     client_caught_up_to_aborted_joint_stays_stuck/1,
     client_ignores_one_master_with_a_wrong_newer_view/1,
-    client_failed_shortening_extend_shrinks_horizon/1
+    client_failed_shortening_extend_shrinks_horizon/1,
+    catch_up_from_another_node_refused/1
 ]).
 
 -define(LONG_LEASE, 60000).
 %% Attacks that get through (the cases fail; skipped by default).
--define(OPEN, [
-    failed_shortening_extend_shrinks_horizon,
-    failed_shortening_extend_slow_new_master,
-    failed_shortening_extend_shrinks_lockerd_horizon,
-    untagged_lock_during_joint_outlives_horizon,
-    client_caught_up_to_aborted_joint_stays_stuck,
-    client_failed_shortening_extend_shrinks_horizon
-]).
+-define(OPEN, []).
 
 all() ->
     [
@@ -72,7 +66,8 @@ all() ->
         client_paused_between_phases_across_change,
         client_caught_up_to_aborted_joint_stays_stuck,
         client_ignores_one_master_with_a_wrong_newer_view,
-        client_failed_shortening_extend_shrinks_horizon
+        client_failed_shortening_extend_shrinks_horizon,
+        catch_up_from_another_node_refused
     ].
 
 suite() ->
@@ -108,7 +103,9 @@ end_per_testcase(_Case, Config) ->
 %% Cases
 %%--------------------------------------------------------------------
 
-%% OPEN. A failed extend_lease under a joint configuration shrinks the
+%% Resisted since memfix2 (it was OPEN): while a master is joint an
+%% extension never shortens a live lease (membership::stored_expiry).
+%% Before: A failed extend_lease under a joint configuration shrinks the
 %% old masters' horizon while its holder still counts on its lease.
 %%
 %% Sequence: X holds k (value x) for 60 s on {A, B, C} (W 2). The change
@@ -147,7 +144,9 @@ failed_shortening_extend_shrinks_horizon(Config) ->
     ct:log("outcome: ~p", [Outcome]),
     check_grants(Grants).
 
-%% OPEN. failed_shortening_extend_shrinks_horizon without a rival: the
+%% Resisted since memfix2 (it was OPEN): while a master is joint an
+%% extension never shortens a live lease (membership::stored_expiry).
+%% Before: failed_shortening_extend_shrinks_horizon without a rival: the
 %% new master D is slow for X's phase two only (its server answers X's
 %% phase one, then is suspended with sys:suspend, as a long GC would
 %% stall it), X's phase two times out there, extend_lease(k, x, 200)
@@ -239,7 +238,9 @@ failed_extend_under_joint(LeaseMs, How, Config) ->
     %% X's extension failed: X keeps the lease it had (docs/protocol.md).
     {#{extend => Ext, finish => Finish, rival => Y}, [X | granted(y, T1, ?LONG_LEASE, Y)]}.
 
-%% OPEN. failed_shortening_extend_shrinks_horizon with lockerd as an old
+%% Resisted since memfix2 (it was OPEN): while a master is joint an
+%% extension never shortens a live lease (membership::stored_expiry).
+%% Before: failed_shortening_extend_shrinks_horizon with lockerd as an old
 %% master (it applies the same rule, horizon_until, to its store).
 %%
 %% {A, B, L} W 2 (L is lockerd) -> {L, D} W 2. B also holds a 60 s lease
@@ -289,7 +290,9 @@ failed_shortening_extend_shrinks_lockerd_horizon(Config) ->
     ct:log("horizons after the failed extension: ~p; finishing the change: ~p; Y on D: ~p", [Horizons, Finish, Y]),
     check_grants([X | granted(y, T1, ?LONG_LEASE, Y)]).
 
-%% OPEN. An untagged coordinator (an original node coordinating with the
+%% Resisted since memfix2 (it was OPEN): while a master is joint it
+%% refuses untagged votes and phase two (membership::refuses_untagged).
+%% Before: An untagged coordinator (an original node coordinating with the
 %% view it was given; docs/protocol.md: nodes that do not know epochs get
 %% the new view only once the change's final configuration is in place)
 %% locks a key on the old masters while the change is joint. Its lease is
@@ -569,7 +572,11 @@ client_paused_between_phases_across_change(Config) ->
     ?assertMatch({error, _}, Ext),
     ?assertMatch({ok, _, _, _}, Y).
 
-%% OPEN (liveness, not safety). The Rust client is no node of a change:
+%% Resisted since memfix2 (it was OPEN): under a joint view the client
+%% also asks masters that refuse it with an older epoch, and takes the
+%% configuration W_old of the old side went back to
+%% (membership::rollback_choice).
+%% Before (liveness, not safety): The Rust client is no node of a change:
 %% nobody sends it the change's abort. It catches up to a joint
 %% configuration that the change then aborts, and stays there.
 %%
@@ -655,7 +662,9 @@ client_ignores_one_master_with_a_wrong_newer_view(Config) ->
     ?assertMatch({view, Counter, 2, <<"single">>, _}, ViewAfter),
     ?assertMatch({error, _}, Z).
 
-%% OPEN. failed_shortening_extend_shrinks_horizon with the Rust client as
+%% Resisted since memfix2 (it was OPEN): while a master is joint an
+%% extension never shortens a live lease (membership::stored_expiry).
+%% Before: failed_shortening_extend_shrinks_horizon with the Rust client as
 %% the holder (it counts the holder's answers by the same rule,
 %% locker_core::membership::holder_new_side_ok): its extend_lease(k, x,
 %% 200) under the joint configuration fails on the new side (D refuses
@@ -696,6 +705,31 @@ client_failed_shortening_extend_shrinks_horizon(Config) ->
     Y = rpc:call(D, locker, lock, [<<"k">>, y, ?LONG_LEASE, 5000]),
     ct:log("finishing the change: ~p; Y on D: ~p", [Finish, Y]),
     check_grants([X | granted(y, T1, ?LONG_LEASE, Y)]).
+
+%% Resisted since memfix2 (hardening, issue 13 point 4). The catch-up
+%% request `{'$locker_config', {catch_up, Cfg, FromNode}}' is what a
+%% node's own pull (locker_membership:pull/1, lockerd's pull) sends its
+%% own server once a quorum of its masters reported Cfg; the server used
+%% to trust FromNode as given. Another node sends it naming a master of
+%% the target's configuration, with a newer configuration of its own
+%% making (masters {A, B, L}, W 3): every master, BEAM and lockerd,
+%% refuses it (`{error, not_local}') and keeps its configuration.
+catch_up_from_another_node_refused(Config) ->
+    [A, B] = start_peers([a, b], Config),
+    {{lockerd, _}, L, _} = locker_fault_SUITE:start_lockerd(
+        unique(l), ?config(lockerd, Config), ?config(priv_dir, Config), [A, B], 0, ?config(cleanup, Config)
+    ),
+    Nodes = [A, B, L],
+    ok = rpc:call(A, locker_membership, change, [[A, B, L], [], 2, #{nodes => Nodes}]),
+    {C, P} = Epoch0 = same_config([A, B], [A, B, L], 2),
+    {ok, Own} = gen_server:call({locker, L}, {'$locker_config', get}),
+    #{epoch := Epoch0} = Own,
+    Forged = Own#{epoch := {C + 5, P}, w := 3},
+    Replies = [{N, gen_server:call({locker, N}, {'$locker_config', {catch_up, Forged, A}})} || N <- Nodes],
+    ct:log("forged catch_up replies: ~p", [Replies]),
+    [?assertEqual({error, not_local}, R, N) || {N, R} <- Replies],
+    Epoch0 = same_config([A, B], [A, B, L], 2),
+    ?assertMatch({ok, #{epoch := Epoch0, w := 2}}, gen_server:call({locker, L}, {'$locker_config', get})).
 
 %%--------------------------------------------------------------------
 %% The checker
@@ -832,18 +866,14 @@ same_config(Nodes, Masters, W) ->
 %% How many requests of the given kind wait in Node's locker server queue.
 queued(Node, Kind) ->
     case rpc:call(Node, erlang, process_info, [rpc:call(Node, erlang, whereis, [locker]), messages]) of
-        {messages, Ms} ->
-            %% A batch (locker_batch) counts as the requests it carries.
-            Reqs = lists:append([
-                case Req of
-                    {'$locker_batch', Rs} when is_list(Rs) -> Rs;
-                    _ -> [Req]
-                end
-             || {'$gen_call', _, Req} <- Ms
-            ]),
-            length([R || R <- Reqs, is_tuple(R), tuple_size(R) > 0, element(1, R) =:= Kind]);
+        %% (A coordinator's request may come alone or in a batch.)
+        {messages, Ms} -> length([R || {'$gen_call', _, Req} <- Ms, R <- requests(Req), element(1, R) =:= Kind]);
         _ -> 0
     end.
+
+requests({'$locker_batch', Reqs}) when is_list(Reqs) -> [R || R <- Reqs, is_tuple(R), tuple_size(R) > 0];
+requests(Req) when is_tuple(Req), tuple_size(Req) > 0 -> [Req];
+requests(_) -> [].
 
 %% How many messages wait in Node's locker server queue.
 queue_len(Node) ->

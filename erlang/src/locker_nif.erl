@@ -33,6 +33,7 @@
     memory/0,
     configure/2,
     abstain_after_start/1,
+    set_joint/1,
     membership_snapshot/0,
     abstain_left/0,
     raise_token_floor/1,
@@ -175,6 +176,12 @@ configure(_PromiseTtlMs, _LogEnabled) -> ?NIF.
 
 -spec abstain_after_start(non_neg_integer()) -> ok.
 abstain_after_start(_Ms) -> ?NIF.
+
+%% Whether this node's configuration is joint (between two epochs of a
+%% change): while it is, an extension never shortens a live lease
+%% (locker_core::membership::stored_expiry).
+-spec set_joint(boolean()) -> ok.
+set_joint(_Joint) -> ?NIF.
 
 %% How long safe mode still refuses unknown keys (ms, 0: it does not).
 -spec abstain_left() -> non_neg_integer().

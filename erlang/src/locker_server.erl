@@ -448,6 +448,11 @@ config_call({force, Base, New}, {Pid, _}, State) ->
         _ ->
             {reply, ok, install(New, State)}
     end;
+config_call({catch_up, _, _}, {Pid, _}, State) when node(Pid) =/= node() ->
+    %% Only this node's own pull (locker_membership:pull/1, which checked
+    %% that a quorum of its masters reports the configuration) sends it:
+    %% another node must not skip that check by naming a master.
+    {reply, {error, not_local}, warn(State, "locker: refused a catch-up request from ~p: only this node's own pull sends it", [Pid])};
 config_call({catch_up, New, FromNode}, _From, State) ->
     true = is_config(New) andalso is_atom(FromNode) orelse error(badarg),
     Own = locker_meta:config(),
@@ -772,14 +777,22 @@ cancel_timer(#state{timer = {Ref, _}} = State) ->
 %% Metadata
 %%--------------------------------------------------------------------
 
-put_config(Config) ->
+put_config(#{joint := Joint} = Config) ->
+    %% The store keeps later expiries while the configuration is joint
+    %% (locker_core::membership::stored_expiry): it is told before a
+    %% joint configuration is visible to coordinators on this node, and
+    %% after it was left, so that no extension under the joint epoch is
+    %% stored without the rule.
+    _ = Joint =:= none orelse locker_nif:set_joint(true),
     LogEnabled = locker_meta:put_config(Config),
+    _ = Joint =/= none orelse locker_nif:set_joint(false),
     ok = locker_nif:configure(?PROMISE_TTL_MS, LogEnabled).
 
 put_meta(Nodes, Replicas, W) ->
     %% Log only what will be pushed (a master with replicas that are not
     %% masters): a log nobody takes would fill up to its limit.
     LogEnabled = locker_meta:put(Nodes, Replicas, W),
+    ok = locker_nif:set_joint(false),
     ok = locker_nif:configure(?PROMISE_TTL_MS, LogEnabled).
 
 %% @private

@@ -50,7 +50,7 @@ epoch_refusal_(Request) ->
         Tag ->
             case tag_epoch(Tag) of
                 none ->
-                    untagged_refusal(Request);
+                    untagged_refusal(Request, Tag);
                 Epoch ->
                     case locker_meta:config() of
                         #{mode := epoch, epoch := Epoch} -> none;
@@ -60,23 +60,34 @@ epoch_refusal_(Request) ->
             end
     end.
 
-%% Phase one from a coordinator whose tags carry no epoch (an original
-%% coordinator, lockerd's Rust client, with a static view): refused by a
-%% node configured through epochs that is not a voter of its
-%% configuration (a master the cluster removed), as
-%% locker_core::membership::refuses_untagged_vote.
-untagged_refusal({get_write_lock, _, _, _}) ->
+%% A vote or phase two from a coordinator whose tags carry no epoch (an
+%% original coordinator, with a static view), as
+%% locker_core::membership::refuses_untagged: refused by a node configured
+%% through epochs while its configuration is joint (phase one and phase
+%% two: a lease stored on an old master after it took the joint epoch
+%% would be outside the horizon it noted), and phase one by such a node
+%% that is not a voter of its configuration (a master the cluster
+%% removed). Tags of cluster mode's coordinators (`{'$locker_epoch',
+%% {'$locker_table', _}, _}', see locker_groups) are theirs to check.
+untagged_refusal(Request, Tag) ->
     case locker_meta:config() of
-        #{mode := epoch, epoch := Own} = Config ->
+        #{mode := epoch, epoch := Own, joint := Joint} when Joint =/= none ->
+            case marked(Tag) of
+                true -> none;
+                false -> {error, {config_epoch, Own}}
+            end;
+        #{mode := epoch, epoch := Own} = Config when element(1, Request) =:= get_write_lock ->
             case lists:member(node(), locker_meta:voters(Config)) of
                 true -> none;
                 false -> {error, {config_epoch, Own}}
             end;
         _ ->
             none
-    end;
-untagged_refusal(_) ->
-    none.
+    end.
+
+marked({'$locker_token', Inner, _}) -> marked(Inner);
+marked({'$locker_epoch', _, _}) -> true;
+marked(_) -> false.
 
 checked_tag({get_write_lock, _, _, Tag}) -> Tag;
 checked_tag({write, Tag, _, _, _}) -> Tag;

@@ -169,7 +169,7 @@ random_arguments_to_every_nif_test_() ->
 
 prop_random_calls(Ctx, Seed) ->
     Funs = [{F, A} || {F, A} <- locker_nif:module_info(exports), F =/= module_info, F =/= load],
-    ?assertEqual(31, length(Funs)),
+    ?assertEqual(32, length(Funs)),
     Call = fun(N) ->
         {F, A} = pick(Funs),
         Args = [capped(F, random_argument(Ctx)) || _ <- lists:seq(1, A)],
@@ -183,6 +183,7 @@ prop_random_calls(Ctx, Seed) ->
     Restore = fun() ->
         ok = locker_nif:configure(10000, false),
         ok = locker_nif:abstain_after_start(0),
+        ok = locker_nif:set_joint(false),
         ok = locker_nif:clear()
     end,
     %% A first pass warms up what is kept for good (atom tables, caches of

@@ -714,9 +714,12 @@ impl Client {
     }
 
     /// Asks `newer` (masters that refused a vote as made under an older
-    /// epoch) and, when the view was learnt from the masters, every voter
-    /// of it, for their configuration; takes the newest one that a quorum
-    /// of the view reports (`locker_core::membership::catch_up_choice`).
+    /// epoch, or under a joint view a newer one) and, when the view was
+    /// learnt from the masters, every voter of it, for their
+    /// configuration; takes the newest one that a quorum of the view
+    /// reports (`locker_core::membership::catch_up_choice`), or, under a
+    /// joint view whose change was aborted, the older one its old side
+    /// went back to (`locker_core::membership::rollback_choice`).
     /// Whether the view changed.
     async fn catch_up(&self, view: &View, newer: &[Atom], timeout: Duration) -> bool {
         // Only masters that know epochs are asked: those that refused with
@@ -753,14 +756,27 @@ impl Client {
                 }
             }
         }
-        let Some(i) = rules::catch_up_choice(&view.epoch, &view.quorums(), &reports) else {
-            return false;
+        let (i, back) = match rules::catch_up_choice(&view.epoch, &view.quorums(), &reports) {
+            Some(i) => (i, false),
+            // A joint view whose change was aborted: the old side went
+            // back (`locker_core::membership::rollback_choice`).
+            None => match view
+                .joint
+                .as_ref()
+                .and_then(|old| rules::rollback_choice(&view.epoch, old, &reports))
+            {
+                Some(i) => (i, true),
+                None => return false,
+            },
         };
         let next = views.swap_remove(i);
         {
             let mut cur = self.0.view.write();
             // Another operation may have taken a newer one meanwhile.
-            if next.epoch <= cur.epoch {
+            if back && cur.epoch != view.epoch {
+                return true;
+            }
+            if !back && next.epoch <= cur.epoch {
                 return cur.epoch > view.epoch;
             }
             tracing::info!(
@@ -954,9 +970,15 @@ impl Client {
             }
         };
         self.close(s);
+        // Under a joint view, masters that refused with an older epoch
+        // too: its change may have been aborted (see `catch_up`).
         let mut newer: Vec<Atom> = seen
             .iter()
-            .filter(|(n, r)| voters.contains(n) && refused_epoch(r).is_some_and(|e| e > view.epoch))
+            .filter(|(n, r)| {
+                voters.contains(n)
+                    && refused_epoch(r)
+                        .is_some_and(|e| e > view.epoch || (view.joint.is_some() && e < view.epoch))
+            })
             .map(|(n, _)| n.clone())
             .collect();
         newer.sort();

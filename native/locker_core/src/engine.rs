@@ -171,6 +171,10 @@ pub struct Engine<K, V, T> {
     undo: HashMap<K, UndoRecord<T, V>, ahash::RandomState>,
     /// Their deadlines, in order (entries may be stale).
     undo_queue: VecDeque<(Micros, K)>,
+    /// Whether this node's configuration is joint (between epochs): a
+    /// lease stored again with its own value is then never shortened
+    /// (`membership::stored_expiry`).
+    joint: bool,
 }
 
 impl<K, V, T> Engine<K, V, T>
@@ -192,6 +196,7 @@ where
             abstain_until: 0,
             undo: HashMap::default(),
             undo_queue: VecDeque::new(),
+            joint: false,
         }
     }
 
@@ -224,12 +229,25 @@ where
     }
 
     fn store(&mut self, key: K, value: V, lease_ms: u64, token: u64, now: Micros) {
-        let expires_at = now.saturating_add(ms(lease_ms));
+        let requested = now.saturating_add(ms(lease_ms));
+        let live = if self.joint {
+            self.leases
+                .read(&key, |l| {
+                    (l.value == value && l.is_valid_at(now)).then_some(l.expires_at)
+                })
+                .flatten()
+        } else {
+            None
+        };
+        let expires_at = crate::membership::stored_expiry(self.joint, live, requested);
         self.forget_undo(&key);
         if let Some(old) = self.leases.read(&key, |l| l.token) {
             self.raise_floor(old);
         }
-        self.expiry.schedule(expires_at, self.leases.hash_of(&key));
+        if live != Some(expires_at) {
+            // (A kept expiry is scheduled already.)
+            self.expiry.schedule(expires_at, self.leases.hash_of(&key));
+        }
         self.leases.insert(
             key,
             Lease {
@@ -257,6 +275,21 @@ where
     /// it to the start instant plus the longest lease in use.
     pub fn set_abstain_until(&mut self, until: Micros) {
         self.abstain_until = until;
+    }
+
+    /// Tells the engine whether this node's configuration is joint (between
+    /// two epochs of a change): while it is, a phase two that stores a
+    /// lease again with the value it holds (an extension) never makes it
+    /// end sooner (see `membership::stored_expiry` and docs/protocol.md,
+    /// "The holder under a joint configuration"). Set it before the joint
+    /// configuration is taken, clear it after it is left.
+    pub fn set_joint(&mut self, joint: bool) {
+        self.joint = joint;
+    }
+
+    /// Whether this node's configuration is joint (see [`Engine::set_joint`]).
+    pub fn joint(&self) -> bool {
+        self.joint
     }
 
     /// Until when safe mode refuses unknown keys (0: never set).

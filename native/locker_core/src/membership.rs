@@ -31,7 +31,21 @@ pub fn refuses_vote<E: PartialEq>(mode: Mode, own: &E, tag_epoch: Option<&E>) ->
 /// configuration (a master the cluster removed, which such a coordinator
 /// may still count in its old view).
 pub fn refuses_untagged_vote(mode: Mode, is_voter: bool) -> bool {
-    mode == Mode::Epoch && !is_voter
+    refuses_untagged(mode, is_voter, false, true)
+}
+
+/// Whether a node refuses a vote (`phase_one`) or a phase two (`write`,
+/// `update`, `extend_lease`) whose tag carries no epoch (an original
+/// coordinator): only in `Mode::Epoch`; phase one when this node is not a
+/// voter of its own configuration (`refuses_untagged_vote`), and both
+/// phases while its configuration is `joint` (between two epochs of a
+/// change). An untagged coordinator counts only its old view's W: a lease
+/// it stored on the old masters after they took the joint epoch would be
+/// outside the horizon they noted, and the change could complete while it
+/// lives (see docs/protocol.md, "Votes carry the epoch"). `release` is
+/// never refused.
+pub fn refuses_untagged(mode: Mode, is_voter: bool, joint: bool, phase_one: bool) -> bool {
+    mode == Mode::Epoch && (joint || (phase_one && !is_voter))
 }
 
 /// What a node does with a configuration sent to be installed.
@@ -106,6 +120,26 @@ pub fn horizon_until<I: Ord>(noted: I, longest_live: I, abstain_until: I) -> I {
     noted.min(longest_live).max(abstain_until)
 }
 
+/// The expiry a master gives a lease that a phase two stores again with
+/// the value it already holds (an `extend_lease`, or a `write` of the same
+/// value): `requested` (counted from now), except while this master's
+/// configuration is joint (between epochs), where a live lease (`live`:
+/// its expiry, if the key holds that value and it lives) is never made to
+/// end sooner: the later of the two is kept.
+///
+/// Why: under a joint configuration an extension can apply on the old
+/// masters and fail on the new side; its caller then keeps counting on
+/// the lease it had, while the change waits only for what the old
+/// masters' stores hold (`horizon_until`). A master keeping a lease longer
+/// than its holder believes is always safe. See docs/protocol.md, "The
+/// holder under a joint configuration".
+pub fn stored_expiry<I: Ord>(joint: bool, live: Option<I>, requested: I) -> I {
+    match live {
+        Some(live) if joint => live.max(requested),
+        _ => requested,
+    }
+}
+
 /// A configuration reported during a catch-up (a node asked its masters
 /// `{'$locker_config', get}`): who reported it, its epoch, and whether it
 /// may be taken at all (set through epochs, it fits, and, on a master,
@@ -154,6 +188,41 @@ pub fn catch_up_choice<N: PartialEq, E: Ord>(
         .iter()
         .enumerate()
         .filter(|(_, r)| r.eligible && r.epoch > *own && backed(quorums, reports, &r.epoch))
+        .max_by(|(_, a), (_, b)| a.epoch.cmp(&b.epoch))
+        .map(|(i, _)| i)
+}
+
+/// The way back from an aborted joint configuration, for a coordinator
+/// that caught up to it (the Rust client: it is no node of the change, so
+/// the abort does not reach it, and its masters, back at the previous
+/// epoch, refuse its votes with an epoch older than its own). Its view is
+/// joint at `own`, with old side `old` (`(masters, w)`): the index in
+/// `reports` of the configuration to go back to, if any: one that may be
+/// taken, older than `own`, reported at that very epoch by `w` of the old
+/// masters, the newest such. A joint configuration in force was taken by
+/// `w` of the old masters, which only move forward unless it is aborted;
+/// `w` of them reporting an older epoch means it was rolled back. (Going
+/// back is never unsafe anyway: masters check every vote's epoch; the
+/// quorum keeps the coordinator from following one master.)
+pub fn rollback_choice<N: PartialEq, E: Ord>(
+    own: &E,
+    old: &(Vec<N>, usize),
+    reports: &[Report<N, E>],
+) -> Option<usize> {
+    let (set, w) = old;
+    reports
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.eligible
+                && r.epoch < *own
+                && *w > 0
+                && set
+                    .iter()
+                    .filter(|n| reports.iter().any(|o| o.from == **n && o.epoch == r.epoch))
+                    .count()
+                    >= *w
+        })
         .max_by(|(_, a), (_, b)| a.epoch.cmp(&b.epoch))
         .map(|(i, _)| i)
 }
@@ -252,6 +321,60 @@ mod tests {
         assert!(holder_new_side_ok(HolderOp::Release, true, "not_found"));
         assert!(!holder_new_side_ok(HolderOp::Release, true, "not_owner"));
         assert!(!holder_new_side_ok(HolderOp::Release, true, "no_promise"));
+    }
+
+    #[test]
+    fn rollback_from_an_aborted_joint() {
+        let r = |from, epoch, eligible| Report {
+            from,
+            epoch,
+            eligible,
+        };
+        let old = (vec!["a", "b", "c"], 2);
+        // Two old masters back at epoch 1: go back to it.
+        let reports = [r("a", 1, true), r("b", 1, true), r("d", 2, true)];
+        let i = rollback_choice(&2, &old, &reports);
+        assert_eq!(i.map(|i| reports[i].epoch), Some(1));
+        // One is no quorum; another master's word does not count.
+        let reports = [r("a", 1, true), r("b", 2, true), r("d", 1, true)];
+        assert_eq!(rollback_choice(&2, &old, &reports), None);
+        // Not eligible (legacy), or not older: nothing.
+        let reports = [r("a", 1, false), r("b", 1, false)];
+        assert_eq!(rollback_choice(&2, &old, &reports), None);
+        let reports = [r("a", 3, true), r("b", 3, true)];
+        assert_eq!(rollback_choice(&2, &old, &reports), None);
+    }
+
+    #[test]
+    fn untagged_requests_refused_while_joint() {
+        use Mode::*;
+        // Legacy: never.
+        assert!(!refuses_untagged(Legacy, false, true, true));
+        assert!(!refuses_untagged(Legacy, true, true, false));
+        // Epoch, not joint: phase one on a removed master only.
+        assert!(refuses_untagged(Epoch, false, false, true));
+        assert!(!refuses_untagged(Epoch, false, false, false));
+        assert!(!refuses_untagged(Epoch, true, false, true));
+        assert!(!refuses_untagged(Epoch, true, false, false));
+        // Epoch, joint: both phases, voter or not.
+        for voter in [true, false] {
+            for phase_one in [true, false] {
+                assert!(refuses_untagged(Epoch, voter, true, phase_one));
+            }
+        }
+        assert!(refuses_untagged_vote(Epoch, false));
+        assert!(!refuses_untagged_vote(Epoch, true));
+    }
+
+    #[test]
+    fn joint_extensions_never_shorten() {
+        // Not joint: the extension sets the expiry, shorter or not.
+        assert_eq!(stored_expiry(false, Some(60_000), 200), 200);
+        assert_eq!(stored_expiry(false, None, 200), 200);
+        // Joint: the later of the two.
+        assert_eq!(stored_expiry(true, Some(60_000), 200), 60_000);
+        assert_eq!(stored_expiry(true, Some(100), 200), 200);
+        assert_eq!(stored_expiry(true, None, 200), 200);
     }
 
     #[test]

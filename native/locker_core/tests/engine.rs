@@ -453,6 +453,82 @@ fn extended_lease_survives_its_stale_index_entry() {
 }
 
 #[test]
+fn joint_extension_never_shortens_a_live_lease() {
+    // Not joint: an extension may shorten (the holder's choice).
+    let mut e = engine();
+    put(&mut e, "k", "v", 60_000, T0);
+    e.extend_lease(&1, "k", "v", 200, 0, T0).unwrap();
+    assert_eq!(expires_at(&e, "k"), Some(T0 + ms(200)));
+
+    // Joint (issue 13): the later expiry is kept, so the master's horizon
+    // still covers the lease its holder counts on if the extension fails
+    // on the new side; lengthening still lengthens.
+    let mut e = engine();
+    e.set_joint(true);
+    put(&mut e, "k", "v", 60_000, T0);
+    e.extend_lease(&1, "k", "v", 200, 0, T0).unwrap();
+    assert_eq!(expires_at(&e, "k"), Some(T0 + ms(60_000)));
+    assert_eq!(e.summary().expiry_entries, 1);
+    assert_eq!(get(&e, "k", T0 + ms(59_000)), Some("v"));
+    e.extend_lease(&2, "k", "v", 90_000, 0, T0).unwrap();
+    assert_eq!(expires_at(&e, "k"), Some(T0 + ms(90_000)));
+    // Another value is not kept (it is no extension), nor an expired lease.
+    put(&mut e, "x", "v", 10, T0);
+    e.extend_lease(&3, "x", "v", 5, 0, T0 + ms(20)).unwrap();
+    assert_eq!(expires_at(&e, "x"), Some(T0 + ms(25)));
+    // Left joint: shortening applies again.
+    e.set_joint(false);
+    e.extend_lease(&4, "k", "v", 200, 0, T0).unwrap();
+    assert_eq!(expires_at(&e, "k"), Some(T0 + ms(200)));
+}
+
+/// Model of the joint rule: over random extensions, releases and relocks
+/// of one key while joint, the expiry of a live lease of one value never
+/// goes down, and is exactly the later of the two; not joint, it is what
+/// the extension asked.
+#[test]
+fn joint_rule_matches_its_model() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    for joint in [true, false] {
+        let mut e = engine();
+        e.set_joint(joint);
+        let mut now = T0;
+        let mut tag = 10;
+        for _ in 0..2_000 {
+            now += ms(next(50));
+            tag += 1;
+            let value = ["v", "w"][next(2) as usize];
+            let live = e.leases().read("k", |l| {
+                (l.value == value && l.is_valid_at(now)).then_some(l.expires_at)
+            });
+            match next(4) {
+                0 => {
+                    let _ = e.release(&"k", &value, &tag, now);
+                }
+                1 if get(&e, "k", now).is_none() => put(&mut e, "k", value, next(500), now),
+                _ => {
+                    let lease = next(500);
+                    if e.extend_lease(&tag, "k", value, lease, 0, now).is_ok() {
+                        let asked = now + ms(lease);
+                        let want = match live.flatten() {
+                            Some(l) if joint => l.max(asked),
+                            _ => asked,
+                        };
+                        assert_eq!(expires_at(&e, "k"), Some(want));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn rewritten_expired_lease_is_not_swept_by_the_old_entry() {
     let mut e = engine();
     put(&mut e, "k", "v", 10, T0);

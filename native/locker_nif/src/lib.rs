@@ -605,6 +605,15 @@ fn abstain_after_start<'a>(env: Env<'a>, ms: Term<'a>) -> NifResult<Term<'a>> {
     Ok(atoms::ok().to_term(env))
 }
 
+/// `set_joint(Joint) -> ok`: whether this node's configuration is joint
+/// (between two epochs of a change); while it is, an extension never
+/// shortens a live lease (`locker_core::membership::stored_expiry`).
+#[rustler::nif]
+fn set_joint(env: Env, joint: bool) -> Term {
+    with_engine(|e| e.set_joint(joint));
+    atoms::ok().to_term(env)
+}
+
 /// `abstain_left() -> Ms`: how long safe mode still refuses unknown keys
 /// (milliseconds, rounded up; 0 when it does not). While it does, a lease
 /// this node forgot may still live: a reconfiguration must count it among

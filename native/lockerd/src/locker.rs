@@ -533,17 +533,20 @@ impl Locker {
     fn epoch_refusal(&mut self, req: &Term, from: &From) -> Option<Term> {
         let tag = mb::checked_tag(req)?;
         let Some(theirs) = mb::tag_epoch(tag) else {
-            // Untagged phase one on a node the cluster removed.
+            // Untagged phase one on a node the cluster removed, or any
+            // untagged vote or phase two while the configuration is joint.
             let phase_one = req
                 .as_tuple()
                 .and_then(|t| t.first())
                 .and_then(Term::as_atom)
                 .is_some_and(|a| a.as_str() == "get_write_lock");
-            if phase_one && rules::refuses_untagged_vote(self.mode, self.is_master()) {
+            let joint = self.joint.is_some();
+            if rules::refuses_untagged(self.mode, self.is_master(), joint, phase_one) {
                 warn_bad_input!(
                     from = ?from.0,
                     ours = %self.epoch.term().display(100),
-                    "untagged vote refused: this node is not a master of its configuration"
+                    joint,
+                    "untagged vote or phase two refused: this node is not a master of its configuration, or its configuration is joint"
                 );
                 return Some(Term::tuple(vec![
                     a::ERROR,
@@ -673,6 +676,9 @@ impl Locker {
         self.epoch = c.epoch;
         self.mode = c.mode;
         self.joint = c.joint;
+        // While joint, an extension never shortens a live lease
+        // (`locker_core::membership::stored_expiry`).
+        self.engine.set_joint(self.joint.is_some());
         self.w = Term::Int(c.w);
         self.set_meta(&c.masters, &c.replicas);
         self.reconnect();
@@ -809,6 +815,16 @@ impl Locker {
                 }
                 _ => unknown(req, from),
             },
+            // Only this node's own pull (`Pull`, which checked that a
+            // quorum of its masters reports the configuration) sends it:
+            // from another node it is bad input, whatever master it names.
+            ("catch_up", _) if from.0.node != *self.node.name() => {
+                warn_bad_input!(
+                    from = ?from.0,
+                    "catch_up refused: only this node's own pull sends it"
+                );
+                err(Term::static_atom("not_local"))
+            }
             ("catch_up", [_, new, Term::Atom(node)]) => match Configuration::of(new) {
                 Some(new) if new.fits() && !self.aborted.contains(&new.epoch) => {
                     let trusted = self.voters().contains(&Term::Atom(node.clone()));
