@@ -1054,7 +1054,11 @@ token_tag(Epoch, Token) ->
 
 start_peer(Name, Config) ->
     Unique = list_to_atom(lists:concat(["ora_", Name, "_", erlang:unique_integer([positive])])),
-    {Peer, Node} = locker_ct:start_peer(Unique, []),
+    %% These schedules place single requests in the masters' mailboxes and
+    %% hold them there: the coordinators send plain requests (batching,
+    %% which can carry a request inside a '$locker_batch' message, is
+    %% attacked with the fault suite's checker in locker_batch_SUITE).
+    {Peer, Node} = locker_ct:start_peer(Unique, [{batching, false}]),
     ets:insert(?config(cleanup, Config), {peer, Peer}),
     ets:insert(?config(cleanup, Config), {os_pid, locker_ct:os_pid(Node)}),
     Node.
