@@ -80,6 +80,11 @@ variant({Name, Env}, Names, Ebin, Rounds, Ms, RegRounds, Groups) ->
     Peers = [start(N, Ebin, Names, Env) || N <- Names],
     [A | _] = Names,
     [true = rpc:call(X, net_kernel, connect_node, [Y]) || X <- Names, Y <- Names, X =/= Y],
+    %% The application environment configures the masters the original
+    %% way (`legacy': two phases, no batches, as with original masters);
+    %% set_nodes takes them through a configuration epoch, where one-round
+    %% operations and batching apply (each variant's switches decide).
+    ok = rpc:call(A, locker, set_nodes, [Names, Names, []]),
     [ok = rpc:call(N, locker_bench_cluster, echo_server_init, []) || N <- Names],
     _ = rpc:call(A, ?MODULE, latency_loop, [Names, 300], infinity),
     Samples = rpc:call(A, ?MODULE, latency_loop, [Names, Rounds], infinity),
