@@ -314,17 +314,17 @@ mutual_exclusion_under_faults(Config) ->
                    _ = erlang:monitor(process, Pid),
                    Pid
                end || N <- Nodes, I <- [1, 2, 3, 4]],
-    H0 = collect([], 0, 40),
+    H0 = locker_ct:collect_acquisitions([], 0, 40),
     %% B's server killed and started again (its leases stay, its promises
     %% go), then C's paused for a while.
     true = rpc:call(B, erlang, exit, [rpc:call(B, erlang, whereis, [locker]), kill]),
     {ok, _} = locker_ct:start_server(B, [2, 1000, 1000, 100]),
-    H1 = collect(H0, count(H0), 40),
+    H1 = locker_ct:collect_acquisitions(H0, locker_ct:count_acquisitions(H0), 40),
     Hold = hold_server(C),
-    H2 = collect(H1, count(H1), 20),
+    H2 = locker_ct:collect_acquisitions(H1, locker_ct:count_acquisitions(H1), 20),
     release_hold(Hold),
-    H3 = collect(H2, count(H2), 40),
-    {Events, Counted} = stop_clients(Clients, H3),
+    H3 = locker_ct:collect_acquisitions(H2, locker_ct:count_acquisitions(H2), 40),
+    {Events, Counted} = locker_ct:stop_clients(Clients, H3),
     Sent = lists:sum([maps:get(sent_batches, stats(N)) || N <- Nodes]),
     ct:log("batches sent: ~b; stats: ~p", [Sent, [stats(N) || N <- Nodes]]),
     ?assert(Sent > 0),
@@ -350,15 +350,15 @@ mutual_exclusion_mixed(Config) ->
                    _ = erlang:monitor(process, Pid),
                    Pid
                end || N <- Beams, I <- [1, 2, 3, 4, 5, 6]],
-    H0 = collect([], 0, 40),
+    H0 = locker_ct:collect_acquisitions([], 0, 40),
     true = rpc:call(B, erlang, exit, [rpc:call(B, erlang, whereis, [locker]), kill]),
     {ok, _} = locker_ct:start_server(B, [2, 1000, 1000, 100]),
-    H1 = collect(H0, count(H0), 40),
+    H1 = locker_ct:collect_acquisitions(H0, locker_ct:count_acquisitions(H0), 40),
     "" = os:cmd("kill -STOP " ++ OsPid),
-    H2 = collect(H1, count(H1), 20),
+    H2 = locker_ct:collect_acquisitions(H1, locker_ct:count_acquisitions(H1), 20),
     "" = os:cmd("kill -CONT " ++ OsPid),
-    H3 = collect(H2, count(H2), 40),
-    {Events, Counted} = stop_clients(Clients, H3),
+    H3 = locker_ct:collect_acquisitions(H2, locker_ct:count_acquisitions(H2), 40),
+    {Events, Counted} = locker_ct:stop_clients(Clients, H3),
     Sent = lists:sum([maps:get(sent_batches, stats(N)) || N <- Beams]),
     ct:log("batches sent: ~b; stats: ~p", [Sent, [stats(N) || N <- Beams]]),
     ?assert(Sent > 0),
@@ -389,39 +389,6 @@ contender(Collector, Id, N) ->
                 receive after rand:uniform(10) -> ok end,
                 contender(Collector, Id, N)
         end
-    end.
-
-count(History) ->
-    length([x || {acquired, _, _, _, _, _, _, _} <- History]).
-
-%% Takes reports until Want more acquisitions came (after Seen).
-collect(History, Seen, Want) ->
-    case count(History) >= Seen + Want of
-        true ->
-            History;
-        false ->
-            receive
-                {acquired, _, _, _, _, _, _, _} = E -> collect([E | History], Seen, Want);
-                {releasing, _, _} = E -> collect([E | History], Seen, Want)
-            after 60000 ->
-                ct:fail({no_acquisitions, count(History) - Seen, Want})
-            end
-    end.
-
-stop_clients(Clients, History) ->
-    [P ! {stop, self()} || P <- Clients],
-    drain(Clients, History, 0).
-
-drain([], History, Counted) ->
-    {lists:reverse(History), Counted};
-drain(Clients, History, Counted) ->
-    receive
-        {acquired, _, _, _, _, _, _, _} = E -> drain(Clients, [E | History], Counted);
-        {releasing, _, _} = E -> drain(Clients, [E | History], Counted);
-        {counted, Pid, N} -> drain(Clients -- [Pid], History, Counted + N);
-        {'DOWN', _, process, Pid, Why} when Why =/= normal -> ct:fail({client_died, Pid, Why})
-    after 60000 ->
-        ct:fail({clients_did_not_stop, Clients})
     end.
 
 %%--------------------------------------------------------------------

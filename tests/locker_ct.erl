@@ -7,6 +7,8 @@
 -export([init_cleanup/1, cleanup/1, start_bare_peer/2]).
 -export([unique/1, root/0, lockerd_binaries/0, start_os/3, await_line/3, stop_os/1, kill9/1, dist_port/1,
          creation/1]).
+-export([count_acquisitions/1, collect_acquisitions/3, stop_clients/2]).
+-export([stall_server/1, resume_server/1]).
 
 %% Makes the test node distributed (longnames on 127.0.0.1), starting
 %% epmd if needed.
@@ -284,3 +286,78 @@ dist_port(#{ready := Line}) ->
 creation(#{ready := Line}) ->
     [<<"lockerd">>, <<"ready">>, _Port, Creation | _] = binary:split(Line, <<" ">>, [global]),
     binary_to_integer(Creation).
+
+%% Contending clients (the fault suite's checker's events): each client
+%% reports `{acquired, Value, Key, {token, Token}, Lease, Timeout, T1, T2}'
+%% and `{releasing, Value, T}' to the collecting process, and answers
+%% `{stop, Collector}' with `{counted, self(), AcquisitionsMade}'.
+
+%% How many acquisitions a history (the reports taken so far) holds.
+-spec count_acquisitions([tuple()]) -> non_neg_integer().
+count_acquisitions(History) ->
+    length([x || {acquired, _, _, _, _, _, _, _} <- History]).
+
+%% Takes reports (newest first onto History) until Want more acquisitions
+%% came than the Seen it held; fails the case if none comes for 60 s.
+-spec collect_acquisitions([tuple()], non_neg_integer(), non_neg_integer()) -> [tuple()].
+collect_acquisitions(History, Seen, Want) ->
+    case count_acquisitions(History) >= Seen + Want of
+        true ->
+            History;
+        false ->
+            receive
+                {acquired, _, _, _, _, _, _, _} = E -> collect_acquisitions([E | History], Seen, Want);
+                {releasing, _, _} = E -> collect_acquisitions([E | History], Seen, Want)
+            after 60000 ->
+                ct:fail({no_acquisitions, count_acquisitions(History) - Seen, Want})
+            end
+    end.
+
+%% Stops the clients and takes their last reports: `{Events, Counted}',
+%% the whole history oldest first and the acquisitions the clients say
+%% they made. Fails the case if a client (monitored by the caller) dies
+%% or they do not all stop within 60 s.
+-spec stop_clients([pid()], [tuple()]) -> {[tuple()], non_neg_integer()}.
+stop_clients(Clients, History) ->
+    [P ! {stop, self()} || P <- Clients],
+    drain(Clients, History, 0).
+
+drain([], History, Counted) ->
+    {lists:reverse(History), Counted};
+drain(Clients, History, Counted) ->
+    receive
+        {acquired, _, _, _, _, _, _, _} = E -> drain(Clients, [E | History], Counted);
+        {releasing, _, _} = E -> drain(Clients, [E | History], Counted);
+        {counted, Pid, N} -> drain(Clients -- [Pid], History, Counted + N);
+        {'DOWN', _, process, Pid, Why} when Why =/= normal -> ct:fail({client_died, Pid, Why})
+    after 60000 ->
+        ct:fail({clients_did_not_stop, Clients})
+    end.
+
+%% Suspends Node's `locker' server from a process on Node that keeps it
+%% suspended until {@link resume_server/1} (a suspension ends with its
+%% suspender); returns that process. Fails the case if it does not
+%% report within 10 s.
+-spec stall_server(node()) -> pid().
+stall_server(Node) ->
+    Self = self(),
+    Pid = spawn(Node, fun() ->
+        true = erlang:suspend_process(whereis(locker)),
+        Self ! {stalled, self()},
+        receive
+            resume -> true = erlang:resume_process(whereis(locker)), Self ! {resumed, self()}
+        end
+    end),
+    receive
+        {stalled, Pid} -> Pid
+    after 10000 -> ct:fail({not_stalled, Node})
+    end.
+
+%% Resumes a server {@link stall_server/1} suspended.
+-spec resume_server(pid()) -> ok.
+resume_server(Pid) ->
+    Pid ! resume,
+    receive
+        {resumed, Pid} -> ok
+    after 10000 -> ct:fail({not_resumed, Pid})
+    end.

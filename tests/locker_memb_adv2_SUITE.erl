@@ -186,7 +186,7 @@ failed_extend_under_joint(LeaseMs, How, Config) ->
     [#{epoch := Joint, joint := {_, 2}}] = lists:usort(configs(Nodes)),
     %% D's server is slow: X's phase one waits in its queue.
     DPid = rpc:call(D, erlang, whereis, [locker]),
-    Stall = stall_server(D),
+    Stall = locker_ct:stall_server(D),
     Self = self(),
     _ = spawn_link(fun() -> Self ! {extend, rpc:call(A, locker, extend_lease, [k, x, LeaseMs, 3000])} end),
     ok = await(fun() -> queued(D, get_write_lock) >= 1 end, 200),
@@ -199,7 +199,7 @@ failed_extend_under_joint(LeaseMs, How, Config) ->
                 RivalRef = make_ref(),
                 {locker, D} ! {'$gen_call', {self(), RivalRef}, {get_write_lock, k, not_found, RivalTag}},
                 ok = await(fun() -> queued(D, get_write_lock) >= 2 end, 200),
-                ok = resume_server(Stall),
+                ok = locker_ct:resume_server(Stall),
                 receive {RivalRef, V} -> V after 10000 -> ct:fail(no_rival_vote) end;
             slow ->
                 %% No rival: D's server is suspended (sys:suspend) right
@@ -207,7 +207,7 @@ failed_extend_under_joint(LeaseMs, How, Config) ->
                 %% times out there.
                 _ = spawn(fun() -> Self ! {suspended, sys:suspend(DPid, 60000)} end),
                 ok = await(fun() -> queue_len(D) >= 2 end, 200),
-                ok = resume_server(Stall),
+                ok = locker_ct:resume_server(Stall),
                 receive {suspended, ok} -> ok after 10000 -> ct:fail(not_suspended) end
         end,
     Ext = receive {extend, R} -> R after 30000 -> ct:fail(extend_hangs) end,
@@ -268,7 +268,7 @@ failed_shortening_extend_shrinks_lockerd_horizon(Config) ->
     X = {x, T0, T0 + ?LONG_LEASE},
     {error, {joint, _}} = rpc:call(A, locker_membership, change, [[L, D], [], 2, #{wait => 1000}]),
     {ok, #{epoch := Joint, joint := {_, 2}}} = gen_server:call({locker, L}, {'$locker_config', get}),
-    Stall = stall_server(D),
+    Stall = locker_ct:stall_server(D),
     Self = self(),
     _ = spawn_link(fun() -> Self ! {extend, rpc:call(A, locker, extend_lease, [k, x, 200, 10000])} end),
     ok = await(fun() -> queued(D, get_write_lock) >= 1 end, 200),
@@ -276,7 +276,7 @@ failed_shortening_extend_shrinks_lockerd_horizon(Config) ->
     RivalRef = make_ref(),
     {locker, D} ! {'$gen_call', {self(), RivalRef}, {get_write_lock, k, not_found, RivalTag}},
     ok = await(fun() -> queued(D, get_write_lock) >= 2 end, 200),
-    ok = resume_server(Stall),
+    ok = locker_ct:resume_server(Stall),
     RivalVote = receive {RivalRef, V} -> V after 10000 -> ct:fail(no_rival_vote) end,
     Ext = receive {extend, R} -> R after 30000 -> ct:fail(extend_hangs) end,
     ct:log("extend_lease(k, x, 200) under joint: ~p; the rival's vote on D: ~p", [Ext, RivalVote]),
@@ -548,14 +548,14 @@ client_paused_between_phases_across_change(Config) ->
     T0 = now_ms(),
     {ok, _} = cli(Cli, "token k x 2000", []),
     X0 = {x, T0, T0 + 2000},
-    StallB = stall_server(B),
-    StallC = stall_server(C),
+    StallB = locker_ct:stall_server(B),
+    StallC = locker_ct:stall_server(C),
     TE = now_ms(),
     true = port_command(Cli, "extend k x 60000\n"),
     ok = await(fun() -> queued(B, get_write_lock) >= 1 andalso queued(C, get_write_lock) >= 1 end, 200),
     "" = os:cmd("kill -STOP " ++ OsPid),
-    ok = resume_server(StallB),
-    ok = resume_server(StallC),
+    ok = locker_ct:resume_server(StallB),
+    ok = locker_ct:resume_server(StallC),
     Finish = rpc:call(C, locker_membership, change, [[C, D], [], 2, #{wait => 30000}]),
     Configs = configs(Nodes),
     "" = os:cmd("kill -CONT " ++ OsPid),
@@ -606,14 +606,14 @@ client_caught_up_to_aborted_joint_stays_stuck(Config) ->
     Epoch0 = same_config(Nodes, [A, B, C], 2),
     {Cli, _} = start_client([A, B, C], Config),
     {ok, _, _, _} = cli(Cli, "lock k0 x 1000", []),
-    Stall = stall_server(D),
+    Stall = locker_ct:stall_server(D),
     Self = self(),
     _ = spawn_link(fun() -> Self ! {change, rpc:call(B, locker_membership, change, [[A, D], [], 2, #{wait => 20000}])} end),
     ok = await(fun() -> lists:all(fun(#{joint := J}) -> J =/= none end, configs([A, B, C])) end, 400),
     During = cli(Cli, "lock k1 x 1000", []),
     ViewDuring = view(Cli),
     Change = receive {change, R} -> R after 120000 -> ct:fail(change_hangs) end,
-    ok = resume_server(Stall),
+    ok = locker_ct:resume_server(Stall),
     ct:log("change with D stalled: ~p; the client during it: ~p, view ~p; configs after ~p", [
         Change, During, ViewDuring, configs(Nodes)
     ]),
@@ -649,9 +649,9 @@ client_ignores_one_master_with_a_wrong_newer_view(Config) ->
     ViewAfter = view(Cli),
     %% With A stalled, the client cannot lock (C alone is no quorum of
     %% its view), whatever C answers.
-    StallA = stall_server(A),
+    StallA = locker_ct:stall_server(A),
     Z = cli(Cli, "lock kz x 1000", []),
-    ok = resume_server(StallA),
+    ok = locker_ct:resume_server(StallA),
     T1 = now_ms(),
     Y = rpc:call(B, locker, lock, [<<"k">>, y, ?LONG_LEASE, 5000]),
     ct:log("the client's lock with C's wrong view around: ~p, view ~p; with A stalled: ~p; a BEAM rival: ~p", [
@@ -684,14 +684,14 @@ client_failed_shortening_extend_shrinks_horizon(Config) ->
     %% The client learns the joint configuration (another key).
     {ok, _, _, _} = cli(Cli, "lock other x 1000", []),
     {view, _, 2, <<"joint">>, _} = view(Cli),
-    Stall = stall_server(D),
+    Stall = locker_ct:stall_server(D),
     true = port_command(Cli, "extend k x 200\n"),
     ok = await(fun() -> queued(D, get_write_lock) >= 1 end, 200),
     RivalTag = {'$locker_token', {'$locker_epoch', Joint, make_ref()}, erlang:system_time(microsecond)},
     RivalRef = make_ref(),
     {locker, D} ! {'$gen_call', {self(), RivalRef}, {get_write_lock, <<"k">>, not_found, RivalTag}},
     ok = await(fun() -> queued(D, get_write_lock) >= 2 end, 200),
-    ok = resume_server(Stall),
+    ok = locker_ct:resume_server(Stall),
     RivalVote = receive {RivalRef, V} -> V after 10000 -> ct:fail(no_rival_vote) end,
     Ext = reply(Cli),
     ct:log("the client's extend k x 200 under joint: ~p; the rival's vote on D: ~p; k on ~p", [
@@ -903,25 +903,3 @@ await(Check, Tries) ->
             await(Check, Tries - 1)
     end.
 
-%% Suspends Node's `locker' server from a process on Node that keeps it
-%% suspended until resume_server/1 (a suspension ends with its suspender).
-stall_server(Node) ->
-    Self = self(),
-    Pid = spawn(Node, fun() ->
-        true = erlang:suspend_process(whereis(locker)),
-        Self ! {stalled, self()},
-        receive
-            resume -> true = erlang:resume_process(whereis(locker)), Self ! {resumed, self()}
-        end
-    end),
-    receive
-        {stalled, Pid} -> Pid
-    after 10000 -> ct:fail({not_stalled, Node})
-    end.
-
-resume_server(Pid) ->
-    Pid ! resume,
-    receive
-        {resumed, Pid} -> ok
-    after 10000 -> ct:fail({not_resumed, Pid})
-    end.

@@ -282,9 +282,9 @@ epoch_reused_after_aborted_change(Config) ->
     ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
     Epoch1 = same_config(Nodes, [A, B, C], 2),
     %% The first change, {A, B, C} -> {A, D}, fails: D is stalled.
-    Stall = stall_server(D),
+    Stall = locker_ct:stall_server(D),
     {error, {refused, _}} = rpc:call(A, locker_membership, change, [[A, D], [], 2, #{wait => 20000}]),
-    ok = resume_server(Stall),
+    ok = locker_ct:resume_server(Stall),
     {ok, #{epoch := Stranded} = DConfig} = gen_server:call({locker, D}, {'$locker_config', get}, 20000),
     ct:log("D after the failed change: ~p (cluster at ~p)", [DConfig, Epoch1]),
     %% A lease on another key keeps the next change joint for a while.
@@ -334,11 +334,11 @@ slow_new_master_keeps_aborted_joint(Config) ->
     [A, B, C, D] = Nodes = [N || {_, N} <- start_peers([a, b, c, d], Config)],
     ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
     Epoch0 = same_config(Nodes, [A, B, C], 2),
-    Stall = stall_server(D),
+    Stall = locker_ct:stall_server(D),
     First = rpc:call(A, locker_membership, change, [[A, D], [], 2, #{wait => 20000}]),
     ct:log("change with D stalled: ~p", [First]),
     {error, {refused, _}} = First,
-    ok = resume_server(Stall),
+    ok = locker_ct:resume_server(Stall),
     %% A call queued behind the install: answered once D handled it.
     {ok, DConfig} = gen_server:call({locker, D}, {'$locker_config', get}, 20000),
     ct:log("configs after the failed change: ~p", [configs(Nodes)]),
@@ -590,29 +590,6 @@ restart_peer(Peer, Node, Env, Config) ->
     ok = peer:stop(Peer),
     {_, Node} = start_named(list_to_atom(Name), Env, Config),
     Node.
-
-%% Suspends Node's `locker' server from a process on Node that keeps it
-%% suspended until resume_server/1 (a suspension ends with its suspender).
-stall_server(Node) ->
-    Self = self(),
-    Pid = spawn(Node, fun() ->
-        true = erlang:suspend_process(whereis(locker)),
-        Self ! {stalled, self()},
-        receive
-            resume -> true = erlang:resume_process(whereis(locker)), Self ! {resumed, self()}
-        end
-    end),
-    receive
-        {stalled, Pid} -> Pid
-    after 10000 -> ct:fail({not_stalled, Node})
-    end.
-
-resume_server(Pid) ->
-    Pid ! resume,
-    receive
-        {resumed, Pid} -> ok
-    after 10000 -> ct:fail({not_resumed, Pid})
-    end.
 
 unique(Name) ->
     list_to_atom(lists:concat(["madv_", Name, "_", erlang:unique_integer([positive])])).

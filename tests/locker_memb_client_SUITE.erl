@@ -95,9 +95,9 @@ lockerd_pulls_a_missed_configuration(Config) ->
     ),
     ct:log("lockerd took ~p from its masters (it was at ~p)", [E1, E0]),
     %% lockerd votes again: a lock that needs it (B's server stalled).
-    Stall = stall_server(B),
+    Stall = locker_ct:stall_server(B),
     R = rpc:call(A, locker, lock, [k3, v, 1000]),
-    ok = resume_server(Stall),
+    ok = locker_ct:resume_server(Stall),
     ?assertMatch({ok, 2, _, _}, R),
     ok.
 
@@ -214,9 +214,9 @@ client_with_a_lockerd_master_through_a_change(Config) ->
     %% The change completes once two old masters report that the leases
     %% they held at the joint epoch are gone: with A's server stalled,
     %% lockerd must be one of them (its horizon shrank with the release).
-    Stall = stall_server(A),
+    Stall = locker_ct:stall_server(A),
     Finish = rpc:call(B, locker_membership, change, [[B, C, L], [], 2, #{wait => 20000}]),
-    ok = resume_server(Stall),
+    ok = locker_ct:resume_server(Stall),
     ?assertEqual(ok, Finish, "lockerd's horizon outlived the released lease"),
     {ok, #{joint := none, epoch := {E2, _}}} = gen_server:call({locker, L}, {'$locker_config', get}),
     {ok, _} = cli(Cli, "lock k2 x 1000", []),
@@ -410,23 +410,3 @@ same_config(Nodes, Masters, W) ->
     ?assertEqual(lists:sort(Masters), Ms),
     {Counter, Epoch}.
 
-stall_server(Node) ->
-    Self = self(),
-    Pid = spawn(Node, fun() ->
-        true = erlang:suspend_process(whereis(locker)),
-        Self ! {stalled, self()},
-        receive
-            resume -> true = erlang:resume_process(whereis(locker)), Self ! {resumed, self()}
-        end
-    end),
-    receive
-        {stalled, Pid} -> Pid
-    after 10000 -> ct:fail({not_stalled, Node})
-    end.
-
-resume_server(Pid) ->
-    Pid ! resume,
-    receive
-        {resumed, Pid} -> ok
-    after 10000 -> ct:fail({not_resumed, Pid})
-    end.

@@ -62,21 +62,21 @@ grow_shrink_and_replace_under_contention(Config) ->
     ok = rpc:call(A, locker, set_nodes, [Nodes, [A, B, C], []]),
     Epoch0 = same_config(Nodes, [A, B, C], 2),
     Clients = spawn_clients(Nodes),
-    H0 = collect([], 0, 40),
+    H0 = locker_ct:collect_acquisitions([], 0, 40),
     %% 3 -> 5 masters (W 2 -> 3), from B.
     ok = rpc:call(B, locker_membership, change, [Nodes, [], 3]),
     Epoch1 = same_config(Nodes, Nodes, 3),
-    H1 = collect(H0, count(H0), 40),
+    H1 = locker_ct:collect_acquisitions(H0, locker_ct:count_acquisitions(H0), 40),
     %% 5 -> 3 (W 3 -> 2), from E (which stops being a master).
     ok = rpc:call(E, locker_membership, change, [[A, B, C], [], 2]),
     Epoch2 = same_config(Nodes, [A, B, C], 2),
-    H2 = collect(H1, count(H1), 40),
+    H2 = locker_ct:collect_acquisitions(H1, locker_ct:count_acquisitions(H1), 40),
     %% C replaced by D, from C.
     ok = rpc:call(C, locker_membership, change, [[A, B, D], [], 2]),
     Epoch3 = same_config(Nodes, [A, B, D], 2),
-    H3 = collect(H2, count(H2), 40),
+    H3 = locker_ct:collect_acquisitions(H2, locker_ct:count_acquisitions(H2), 40),
     ?assert(Epoch0 < Epoch1 andalso Epoch1 < Epoch2 andalso Epoch2 < Epoch3, [Epoch0, Epoch1, Epoch2, Epoch3]),
-    {Events, Counted} = stop_clients(Clients, H3),
+    {Events, Counted} = locker_ct:stop_clients(Clients, H3),
     check(Events, Counted).
 
 misconfigured_node_joins(Config) ->
@@ -142,7 +142,7 @@ lockerd_joins_and_leaves(Config) ->
         ?config(cleanup, Config)
     ),
     Clients = spawn_clients(Beams),
-    H0 = collect([], 0, 20),
+    H0 = locker_ct:collect_acquisitions([], 0, 20),
     %% lockerd joins as a fourth master (W 2 -> 3), through epochs like
     %% the BEAM nodes.
     ok = rpc:call(A, locker_membership, change, [[A, B, C, L], [], 3]),
@@ -156,14 +156,14 @@ lockerd_joins_and_leaves(Config) ->
     {error, {config_epoch, Epoch1}} =
         gen_server:call({locker, L}, {get_write_lock, x, not_found, {'$locker_epoch', {0, none}, make_ref()}}),
     {error, {epoch_configured, Epoch1}} = gen_server:call({locker, L}, {set_nodes, [L], []}),
-    H1 = collect(H0, count(H0), 20),
+    H1 = locker_ct:collect_acquisitions(H0, locker_ct:count_acquisitions(H0), 20),
     %% lockerd leaves (W 3 -> 2).
     ok = rpc:call(B, locker_membership, change, [[A, B, C], [], 2]),
     Epoch2 = same_config(Beams, Beams, 2),
     {ok, #{epoch := Epoch2, masters := Ms}} = gen_server:call({locker, L}, {'$locker_config', get}),
     ?assertEqual(lists:sort(Beams), Ms),
-    H2 = collect(H1, count(H1), 20),
-    {Events, Counted} = stop_clients(Clients, H2),
+    H2 = locker_ct:collect_acquisitions(H1, locker_ct:count_acquisitions(H1), 20),
+    {Events, Counted} = locker_ct:stop_clients(Clients, H2),
     check(Events, Counted).
 
 original_master_falls_back(Config) ->
@@ -295,39 +295,6 @@ client(Collector, Id, N) ->
                 receive after rand:uniform(20) -> ok end,
                 client(Collector, Id, N)
         end
-    end.
-
-count(History) ->
-    length([x || {acquired, _, _, _, _, _, _, _} <- History]).
-
-%% Takes reports until Want more acquisitions came (after Seen).
-collect(History, Seen, Want) ->
-    case count(History) >= Seen + Want of
-        true ->
-            History;
-        false ->
-            receive
-                {acquired, _, _, _, _, _, _, _} = E -> collect([E | History], Seen, Want);
-                {releasing, _, _} = E -> collect([E | History], Seen, Want)
-            after 60000 ->
-                ct:fail({no_acquisitions, count(History) - Seen, Want})
-            end
-    end.
-
-stop_clients(Clients, History) ->
-    [P ! {stop, self()} || P <- Clients],
-    drain(Clients, History, 0).
-
-drain([], History, Counted) ->
-    {lists:reverse(History), Counted};
-drain(Clients, History, Counted) ->
-    receive
-        {acquired, _, _, _, _, _, _, _} = E -> drain(Clients, [E | History], Counted);
-        {releasing, _, _} = E -> drain(Clients, [E | History], Counted);
-        {counted, Pid, N} -> drain(Clients -- [Pid], History, Counted + N);
-        {'DOWN', _, process, Pid, Why} when Why =/= normal -> ct:fail({client_died, Pid, Why})
-    after 60000 ->
-        ct:fail({clients_did_not_stop, Clients})
     end.
 
 %% The fault suite's checker; every acquisition here carries a token.

@@ -105,8 +105,8 @@ one_round_and_two_phase_contend(Config) ->
     _ = same_config(Cluster, Cluster, 2),
     P0 = [paths(N) || N <- Cluster],
     Clients = spawn_clients(Cluster),
-    H = collect([], 0, 300),
-    {Events, Counted} = stop_clients(Clients, H),
+    H = locker_ct:collect_acquisitions([], 0, 300),
+    {Events, Counted} = locker_ct:stop_clients(Clients, H),
     [DA, DB, DC] = [delta(P, paths(N)) || {P, N} <- lists:zip(P0, Cluster)],
     ct:pal("attempts by path: A ~p, B ~p, C ~p", [DA, DB, DC]),
     ?assert(maps:get(one_round, DA) > 0 andalso maps:get(one_round, DB) > 0),
@@ -286,8 +286,8 @@ mixed_with_lockerd(Config) ->
     false = lists:keyfind(bad, 1, Leases2),
     %% BEAM clients contend with lockerd as a master.
     Clients = spawn_clients(Beams),
-    H = collect([], 0, 150),
-    {Events, Counted} = stop_clients(Clients, H),
+    H = locker_ct:collect_acquisitions([], 0, 150),
+    {Events, Counted} = locker_ct:stop_clients(Clients, H),
     check(Events, Counted, 2).
 
 original_master_keeps_two_phase(Config) ->
@@ -310,8 +310,8 @@ original_master_keeps_two_phase(Config) ->
     ok = rpc:call(A, locker, extend_lease, [k, v2, 5000]),
     {ok, 3, 4, 4} = rpc:call(C, locker, release, [k, v2]),
     Clients = spawn_clients([A, B, C]),
-    H = collect([], 0, 60),
-    {Events, Counted} = stop_clients(Clients, H),
+    H = locker_ct:collect_acquisitions([], 0, 60),
+    {Events, Counted} = locker_ct:stop_clients(Clients, H),
     Deltas = [delta(P, paths(N)) || {P, N} <- lists:zip(P0, [A, B, C])],
     ct:pal("attempts by path on A, B, C: ~p", [Deltas]),
     [?assertEqual(0, maps:get(one_round, D)) || D <- Deltas],
@@ -535,39 +535,6 @@ client(Collector, Id, N, Keys) ->
                 receive after rand:uniform(20) -> ok end,
                 client(Collector, Id, N, Keys)
         end
-    end.
-
-count(History) ->
-    length([x || {acquired, _, _, _, _, _, _, _} <- History]).
-
-%% Takes reports until Want more acquisitions came (after Seen).
-collect(History, Seen, Want) ->
-    case count(History) >= Seen + Want of
-        true ->
-            History;
-        false ->
-            receive
-                {acquired, _, _, _, _, _, _, _} = E -> collect([E | History], Seen, Want);
-                {releasing, _, _} = E -> collect([E | History], Seen, Want)
-            after 60000 ->
-                ct:fail({no_acquisitions, count(History) - Seen, Want})
-            end
-    end.
-
-stop_clients(Clients, History) ->
-    [P ! {stop, self()} || P <- Clients],
-    drain(Clients, History, 0).
-
-drain([], History, Counted) ->
-    {lists:reverse(History), Counted};
-drain(Clients, History, Counted) ->
-    receive
-        {acquired, _, _, _, _, _, _, _} = E -> drain(Clients, [E | History], Counted);
-        {releasing, _, _} = E -> drain(Clients, [E | History], Counted);
-        {counted, Pid, N} -> drain(Clients -- [Pid], History, Counted + N);
-        {'DOWN', _, process, Pid, Why} when Why =/= normal -> ct:fail({client_died, Pid, Why})
-    after 60000 ->
-        ct:fail({clients_did_not_stop, Clients})
     end.
 
 %% The fault suite's checker; every acquisition here carries a token.

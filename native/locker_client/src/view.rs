@@ -14,50 +14,15 @@
 //! crashes on requests it does not know).
 
 use erl_node::term::{Atom, Term};
-
-/// An epoch `{Counter, Proposer}`, ordered as Erlang orders it (the
-/// counter, then the proposer's name as text).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Epoch {
-    pub counter: u64,
-    pub proposer: String,
-}
-
-impl Epoch {
-    /// `{0, none}`: a configuration never set through epochs.
-    pub fn initial() -> Self {
-        Epoch {
-            counter: 0,
-            proposer: "none".to_string(),
-        }
-    }
-
-    /// The epoch of a term `{Counter, Proposer}`.
-    pub fn of(t: &Term) -> Option<Self> {
-        match t.as_tuple()? {
-            [Term::Int(c), Term::Atom(p)] if *c >= 0 => Some(Epoch {
-                counter: *c as u64,
-                proposer: p.as_str().to_string(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// As a term.
-    pub fn term(&self) -> Term {
-        Term::tuple(vec![
-            Term::Int(self.counter.min(i64::MAX as u64) as i64),
-            Term::atom(&self.proposer),
-        ])
-    }
-}
+pub(crate) use locker_core::membership::Epoch;
+use locker_terms::{config_of, epoch_of, EpochTerm};
 
 /// The epoch of a refusal `{error, {config_epoch, Epoch}}`, if `reply` is
 /// one.
 pub(crate) fn refused_epoch(reply: &Term) -> Option<Epoch> {
     match reply.as_tuple()? {
         [e, inner] if e.is_atom("error") => match inner.as_tuple()? {
-            [c, epoch] if c.is_atom("config_epoch") => Epoch::of(epoch),
+            [c, epoch] if c.is_atom("config_epoch") => epoch_of(epoch),
             _ => None,
         },
         _ => None,
@@ -90,22 +55,11 @@ pub(crate) struct View {
     pub learnt: bool,
 }
 
-fn atoms(t: &Term) -> Option<Vec<Atom>> {
-    let mut v: Vec<Atom> = t
-        .as_list()?
-        .iter()
-        .map(|n| n.as_atom().cloned())
-        .collect::<Option<_>>()?;
+/// Sorted, without repeats.
+fn sorted(mut v: Vec<Atom>) -> Vec<Atom> {
     v.sort();
     v.dedup();
-    Some(v)
-}
-
-fn positive(t: &Term) -> Option<usize> {
-    match t {
-        Term::Int(w) if *w > 0 => usize::try_from(*w).ok(),
-        _ => None,
-    }
+    v
 }
 
 impl View {
@@ -126,22 +80,17 @@ impl View {
     /// says whether it may be taken (set through epochs, and it fits:
     /// `locker_core::membership::config_fits`).
     pub fn of(t: &Term) -> Option<(Self, bool)> {
-        let Term::Map(pairs) = t else { return None };
-        let get = |k: &str| pairs.iter().find(|(key, _)| key.is_atom(k)).map(|(_, v)| v);
-        let joint = match get("joint")? {
-            j if j.is_atom("none") => None,
-            j => match j.as_tuple()? {
-                [old, w] => Some((atoms(old)?, positive(w)?)),
-                _ => return None,
-            },
-        };
-        let epoch_mode = get("mode")?.is_atom("epoch");
+        let c = config_of(t)?;
+        let epoch_mode = c.mode.is_atom("epoch");
         let view = View {
-            epoch: Epoch::of(get("epoch")?)?,
-            masters: atoms(get("masters")?)?,
-            replicas: atoms(get("replicas")?)?,
-            w: positive(get("w")?)?,
-            joint,
+            epoch: c.epoch,
+            masters: sorted(c.masters),
+            replicas: sorted(c.replicas),
+            w: usize::try_from(c.w).ok()?,
+            joint: match c.joint {
+                None => None,
+                Some((old, w)) => Some((sorted(old), usize::try_from(w).ok()?)),
+            },
             learnt: true,
         };
         let fits = locker_core::membership::config_fits(

@@ -9,6 +9,30 @@
 //! BEAM node applies the same rules in Erlang (`locker_store`,
 //! `locker_server`).
 
+/// A configuration epoch `{Counter, Proposer}`, ordered as Erlang orders
+/// that tuple (the counter, then the proposer's node name, an atom,
+/// compared by its text). Its term form (`{Counter, Proposer}`) is read
+/// and built once, by the `locker_terms` crate, for `lockerd` and the Rust
+/// client; the rules below are generic over the epoch type and are applied
+/// to this one by both.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch {
+    /// The counter.
+    pub counter: u64,
+    /// The proposer's node name (`none` for the initial epoch).
+    pub proposer: String,
+}
+
+impl Epoch {
+    /// `{0, none}`: a configuration never set through epochs.
+    pub fn initial() -> Self {
+        Epoch {
+            counter: 0,
+            proposer: "none".to_string(),
+        }
+    }
+}
+
 /// How a node's configuration was set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

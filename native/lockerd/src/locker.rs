@@ -30,11 +30,13 @@ use erl_node::process::{Mailbox, Signal};
 use erl_node::term::{Atom, Pid, Term};
 use erl_node::warn_bad_input;
 
-use crate::membership::{self as mb, Configuration, Epoch};
+use crate::membership::{self as mb, Configuration};
 use crate::metrics::{Kind, LockerMetrics};
 use crate::stored::{StoreCodec, Stored};
 use crate::wire::Wire;
+use locker_core::membership::Epoch;
 use locker_core::membership::{self as rules, Install, Mode};
+use locker_terms::EpochTerm;
 
 /// The lease map shared with readers outside the `locker` task (rpc), and
 /// the codec of its keys and values.
@@ -739,7 +741,9 @@ impl Locker {
             .unwrap_or("");
         match (op, items) {
             ("install", [_, base, new, Term::Int(floor)]) if *floor >= 0 => {
-                let (Some(base), Some(new)) = (Epoch::of(base), Configuration::of(new)) else {
+                let (Some(base), Some(new)) =
+                    (locker_terms::epoch_of(base), Configuration::of(new))
+                else {
                     return unknown(req, from);
                 };
                 if self.aborted.contains(&new.epoch) {
@@ -786,35 +790,39 @@ impl Locker {
                     }
                 }
             }
-            ("abort", [_, epoch, prev]) => match (Epoch::of(epoch), Configuration::of(prev)) {
-                (Some(e), Some(prev)) => {
-                    let back = e == self.epoch;
-                    self.aborted.retain(|x| *x != e);
-                    self.aborted.insert(0, e);
-                    self.aborted.truncate(ABORTED_KEPT);
-                    if back {
-                        self.take(prev, now);
-                    }
-                    a::OK
-                }
-                _ => unknown(req, from),
-            },
-            ("force", [_, base, new]) => match (Epoch::of(base), Configuration::of(new)) {
-                (Some(base), Some(new)) => {
-                    if rules::accepts_overwrite(self.mode, &self.epoch, &base) {
-                        self.take(new, now);
+            ("abort", [_, epoch, prev]) => {
+                match (locker_terms::epoch_of(epoch), Configuration::of(prev)) {
+                    (Some(e), Some(prev)) => {
+                        let back = e == self.epoch;
+                        self.aborted.retain(|x| *x != e);
+                        self.aborted.insert(0, e);
+                        self.aborted.truncate(ABORTED_KEPT);
+                        if back {
+                            self.take(prev, now);
+                        }
                         a::OK
-                    } else {
-                        self.refused("made from another configuration", &new, from);
-                        err(Term::tuple(vec![
-                            Term::static_atom("conflict"),
-                            base.term(),
-                            self.epoch.term(),
-                        ]))
                     }
+                    _ => unknown(req, from),
                 }
-                _ => unknown(req, from),
-            },
+            }
+            ("force", [_, base, new]) => {
+                match (locker_terms::epoch_of(base), Configuration::of(new)) {
+                    (Some(base), Some(new)) => {
+                        if rules::accepts_overwrite(self.mode, &self.epoch, &base) {
+                            self.take(new, now);
+                            a::OK
+                        } else {
+                            self.refused("made from another configuration", &new, from);
+                            err(Term::tuple(vec![
+                                Term::static_atom("conflict"),
+                                base.term(),
+                                self.epoch.term(),
+                            ]))
+                        }
+                    }
+                    _ => unknown(req, from),
+                }
+            }
             // Only this node's own pull (`Pull`, which checked that a
             // quorum of its masters reports the configuration) sends it:
             // from another node it is bad input, whatever master it names.

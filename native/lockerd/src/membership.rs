@@ -7,53 +7,16 @@
 //! Votes carry the epoch in their tag: `{'$locker_epoch', Epoch, Ref}`, or
 //! `{'$locker_token', {'$locker_epoch', Epoch, Ref}, Token}`.
 
-use erl_node::term::Term;
+use erl_node::term::{Atom, Term};
+pub use locker_core::membership::Epoch;
 use locker_core::membership::Mode;
-
-/// An epoch, ordered as Erlang orders `{Counter, Proposer}` (an integer,
-/// then an atom, compared by its text).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Epoch {
-    /// The counter.
-    pub counter: u64,
-    /// The proposer's node name (`none` for the initial epoch).
-    pub proposer: String,
-}
-
-impl Epoch {
-    /// `{0, none}`: a node never configured through epochs.
-    pub fn initial() -> Self {
-        Epoch {
-            counter: 0,
-            proposer: "none".to_string(),
-        }
-    }
-
-    /// The epoch of a term `{Counter, Proposer}`.
-    pub fn of(t: &Term) -> Option<Self> {
-        match t.as_tuple()? {
-            [Term::Int(c), Term::Atom(p)] if *c >= 0 => Some(Epoch {
-                counter: *c as u64,
-                proposer: p.as_str().to_string(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// As a term.
-    pub fn term(&self) -> Term {
-        Term::tuple(vec![
-            Term::Int(self.counter as i64),
-            Term::atom(&self.proposer),
-        ])
-    }
-}
+use locker_terms::{config_of, epoch_of, EpochTerm};
 
 /// The epoch a request's tag carries, if any.
 pub fn tag_epoch(tag: &Term) -> Option<Epoch> {
     match tag.as_tuple()? {
         [marker, inner, _] if marker.is_atom("$locker_token") => tag_epoch(inner),
-        [marker, epoch, _] if marker.is_atom("$locker_epoch") => Epoch::of(epoch),
+        [marker, epoch, _] if marker.is_atom("$locker_epoch") => epoch_of(epoch),
         _ => None,
     }
 }
@@ -107,46 +70,25 @@ impl Configuration {
     }
 }
 
-fn atoms(t: &Term) -> Option<Vec<Term>> {
-    let list = t.as_list()?;
-    list.iter()
-        .all(|n| n.as_atom().is_some())
-        .then(|| list.to_vec())
-}
-
-fn positive(t: &Term) -> Option<i64> {
-    match t {
-        Term::Int(w) if *w > 0 => Some(*w),
-        _ => None,
-    }
-}
-
 impl Configuration {
     /// Reads a configuration map (`None`: malformed, bad input).
     pub fn of(t: &Term) -> Option<Self> {
-        let Term::Map(pairs) = t else { return None };
-        if pairs.len() != 6 {
+        let c = config_of(t)?;
+        if c.keys != 6 {
             return None;
         }
-        let get = |k: &str| pairs.iter().find(|(key, _)| key.is_atom(k)).map(|(_, v)| v);
-        let joint = match get("joint")? {
-            j if j.is_atom("none") => None,
-            j => match j.as_tuple()? {
-                [old, w] => Some((atoms(old)?, positive(w)?)),
-                _ => return None,
-            },
-        };
-        let mode = match get("mode")? {
+        let mode = match c.mode {
             m if m.is_atom("epoch") => Mode::Epoch,
             m if m.is_atom("legacy") => Mode::Legacy,
             _ => return None,
         };
+        let terms = |v: Vec<Atom>| v.into_iter().map(Term::Atom).collect::<Vec<_>>();
         Some(Configuration {
-            epoch: Epoch::of(get("epoch")?)?,
-            masters: atoms(get("masters")?)?,
-            replicas: atoms(get("replicas")?)?,
-            w: positive(get("w")?)?,
-            joint,
+            epoch: c.epoch,
+            masters: terms(c.masters),
+            replicas: terms(c.replicas),
+            w: c.w,
+            joint: c.joint.map(|(old, w)| (terms(old), w)),
             mode,
         })
     }
@@ -194,17 +136,6 @@ impl Configuration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn epochs_order_as_erlang_tuples() {
-        let e = |c, p: &str| Epoch {
-            counter: c,
-            proposer: p.to_string(),
-        };
-        assert!(e(1, "z") < e(2, "a"));
-        assert!(e(2, "a@h") < e(2, "b@h"));
-        assert!(Epoch::initial() < e(1, "a"));
-    }
 
     #[test]
     fn tags_carry_epochs() {
