@@ -59,7 +59,7 @@ defmodule Locker.MixProject do
       # build the NIF (scripts/consumer-test.sh builds from these files).
       files: ~w(mix.exs rebar.config README.md Cargo.toml Cargo.lock src erlang/src elixir/lib
                 native/build_nif.sh native/locker_core native/locker_nif native/erl_node
-                native/locker_client native/lockerd docs)
+                native/locker_client native/locker_terms native/lockerd docs)
     ]
   end
 

@@ -223,7 +223,7 @@ joint_configuration_needs_both_quorums(Config) ->
     %% A long lease keeps the change from [A, B, C] to [B, C, D] joint.
     {ok, 2, 3, 3} = rpc:call(A, locker, lock, [long, v, 600000]),
     {error, {joint, _}} = rpc:call(A, locker_membership, change, [[B, C, D], [], 2, #{nodes => Nodes, wait => 0}]),
-    #{joint := {Old, 2}, masters := New, mode := epoch} = rpc:call(B, locker_membership, config, []),
+    #{joint := {Old, 2}, masters := New, mode := epoch, epoch := Joint} = rpc:call(B, locker_membership, config, []),
     ?assertEqual({lists:sort([A, B, C]), lists:sort([B, C, D])}, {Old, New}),
     Tracers = [start_tracer(N) || N <- [A, D]],
     P0 = paths(B),
@@ -231,7 +231,12 @@ joint_configuration_needs_both_quorums(Config) ->
     {ok, 2, 4, 4} = rpc:call(B, locker, lock, [k, v, 60000]),
     [{ok, v} = rpc:call(N, locker, dirty_read, [k]) || N <- Nodes],
     %% W_old (A, B) apply, but only B of the new masters: refused, undone.
-    [ok = gen_server:call({locker, N}, {cond_write, make_ref(), k2, other, 60000}) || N <- [C, D]],
+    %% (A rival's writes, tagged with the joint epoch: masters refuse
+    %% untagged requests while joint.)
+    [
+        ok = gen_server:call({locker, N}, {cond_write, {'$locker_epoch', Joint, make_ref()}, k2, other, 60000})
+     || N <- [C, D]
+    ],
     ct:log("configurations: ~p", [configs(Nodes)]),
     {error, no_quorum} = rpc:call(B, locker, lock, [k2, mine, 60000]),
     ct:log("configurations: ~p", [configs(Nodes)]),
