@@ -428,15 +428,23 @@ wait(#collect{alias = SAlias, server = ServerMon, deadline = Deadline0, soft = S
         {'DOWN', Mref, process, _, _} when is_map_key(Mref, Mons) ->
             {Alias, Mons1} = maps:take(Mref, Mons),
             erlang:unalias(Alias),
-            {{Node, Mref}, Rest} = maps:take(Alias, Pending),
-            collect(C, Rest, Mons1, Replies, [Node | Bad], [Node | Down], Server);
+            case maps:take(Alias, Pending) of
+                {{Node, _}, Rest} ->
+                    collect(C, Rest, Mons1, Replies, [Node | Bad], [Node | Down], Server);
+                error ->
+                    %% Its request was settled meanwhile.
+                    collect(C, Pending, Mons1, Replies, Bad, Down, Server)
+            end;
         {'$locker_down', SAlias, Node} when is_reference(SAlias) ->
             %% The local server saw Node's locker go down.
-            case [A || {A, {N, _}} <- maps:to_list(Pending), N =:= Node] of
-                [Alias] ->
+            case [{A, M} || {A, {N, M}} <- maps:to_list(Pending), N =:= Node] of
+                [{Alias, M}] ->
                     erlang:unalias(Alias),
                     Rest = maps:remove(Alias, Pending),
-                    collect(C, Rest, maps:remove(Alias, Mons), Replies, [Node | Bad], [Node | Down], Server);
+                    %% A node this operation monitors itself (it was known
+                    %% down when the operation began) may be reported by
+                    %% both: its monitor's entry goes with its request.
+                    collect(C, Rest, maps:remove(key(Alias, M), Mons), Replies, [Node | Bad], [Node | Down], Server);
                 [] ->
                     %% It answered this round; later rounds skip it.
                     collect(C, Pending, Mons, Replies, Bad, [Node | Down], Server)
