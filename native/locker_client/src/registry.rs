@@ -83,6 +83,7 @@ impl Client {
             return Err(Error::Timeout);
         }
         let (state_tx, state_rx) = watch::channel(NameState::Held(valid_until - margin));
+        let (stop_tx, stop_rx) = watch::channel(false);
         let keeper = tokio::spawn(keep_name(
             self.clone(),
             name.clone(),
@@ -95,12 +96,14 @@ impl Client {
             },
             valid_until,
             state_tx,
+            stop_rx,
         ));
         Ok(RegisteredName {
             client: self.clone(),
             name,
             mb,
             keeper,
+            stop: stop_tx,
             state: state_rx,
             closed: false,
             released: false,
@@ -174,6 +177,7 @@ async fn keep_name(
     t: NameTiming,
     mut valid_until: Instant,
     state: watch::Sender<NameState>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let lease = Duration::from_millis(t.lease_ms as u64);
     let mut next = Instant::now() + t.every;
@@ -182,6 +186,13 @@ async fn keep_name(
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break None,
             _ = tokio::time::sleep_until(next) => {}
+            // The owner unregisters: stop between two extensions (one in
+            // flight is awaited below first), so that the release does not
+            // race an extension's promises.
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
         }
         let started = Instant::now();
         next = started + t.every;
@@ -276,6 +287,7 @@ pub struct RegisteredName {
     name: Term,
     mb: Mailbox,
     keeper: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
     state: watch::Receiver<NameState>,
     closed: bool,
     released: bool,
@@ -355,9 +367,10 @@ impl RegisteredName {
     /// name there for the promise's lifetime (10 s).
     pub async fn unregister(mut self, timeout: Duration) -> Result<Quorum, Error> {
         self.released = true;
-        if self.is_lost() {
-            let _ = tokio::time::timeout(timeout, &mut self.keeper).await;
-        }
+        // The keeper ends after the extension it may have in flight (or,
+        // once the name is lost, after its own release).
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(timeout, &mut self.keeper).await;
         self.keeper.abort();
         let pid = Term::pid(self.mb.pid().clone());
         self.client.release_term(&self.name, &pid, timeout).await
@@ -369,6 +382,7 @@ impl Drop for RegisteredName {
         if self.released {
             return;
         }
+        let _ = self.stop.send(true);
         self.keeper.abort();
         let (c, n, p) = (
             self.client.clone(),
