@@ -93,7 +93,13 @@ status(Node) ->
 %% Phase one on Node's server for a key nobody holds.
 promise(Node) ->
     Key = {fresh, erlang:unique_integer()},
-    Tag = make_ref(),
+    %% Tagged with the node's own epoch, as this project's coordinators do
+    %% (while a configuration is joint, masters refuse untagged votes).
+    Tag =
+        case rpc:call(Node, locker_meta, config, []) of
+            #{mode := epoch, epoch := Epoch} -> {'$locker_epoch', Epoch, make_ref()};
+            _ -> make_ref()
+        end,
     case gen_server:call({locker, Node}, {get_write_lock, Key, not_found, Tag}) of
         ok ->
             ok = gen_server:call({locker, Node}, {release_write_lock, Tag}),
